@@ -1,0 +1,111 @@
+//! The one protocol interface every server model drives.
+//!
+//! Call order, for each connection a driver accepts:
+//!
+//! 1. [`Service::new_session`], then [`Session::handle_open`] once.
+//! 2. Any number of [`Session::handle_input`], [`Session::handle_message`] (a message the hub
+//!    addressed to this session), [`Session::handle_timeout`] (when [`Session::poll_timeout`]
+//!    has passed; spurious calls are harmless) and at most one [`Session::handle_read_closed`]
+//!    (the peer half-closed) and one [`Session::handle_shutdown`] (the server is stopping).
+//! 3. After each call the driver sends `Output::pending()`, performs the actions it took from
+//!    the output in order, and once [`Output::is_closed`] holds and everything is sent, closes
+//!    the connection (lingering, so that no reset races the last bytes).
+//!
+//! A session never blocks and never allocates without bound: limits come from [`Limits`].
+
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::hub::Hub;
+use crate::output::Output;
+
+/// Names one connection, unique across every process of one server.
+///
+/// Drivers make ids as `pid << 32 | counter`, so that the processes of the `fork` and `prefork`
+/// models never hand out the same id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SessionId(pub u64);
+
+/// What a driver knows about a new connection.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    /// This connection's id.
+    pub id: SessionId,
+    /// The remote address, when the transport has one.
+    pub peer: Option<SocketAddr>,
+    /// The wall-clock time the connection was accepted (daytime and time report it).
+    pub wall: SystemTime,
+    /// A seed for any randomness the session needs (the pingpong coin toss).
+    pub seed: u64,
+}
+
+/// A protocol: makes one [`Session`] per connection and one [`Hub`] per server.
+pub trait Service: Send + Sync + 'static {
+    /// The state shared by every connection of one server.
+    type Hub: Hub;
+    /// The per-connection state machine.
+    type Session: Session<
+            Request = <Self::Hub as Hub>::Request,
+            Message = <Self::Hub as Hub>::Message,
+        >;
+
+    /// The protocol's name, as `warren serve` takes it.
+    fn name(&self) -> &'static str;
+
+    /// A new session for a connection accepted at `now`.
+    fn new_session(&self, info: &ConnInfo, now: Instant) -> Self::Session;
+
+    /// A new hub; called once per server (in the hub process for `fork` and `prefork`).
+    fn new_hub(&self) -> Self::Hub;
+
+    /// Bytes sent to a connection refused because the server is at its limit, before it is
+    /// closed. Empty for protocols where any byte would be mistaken for data (echo, time).
+    fn refusal(&self) -> &'static [u8] {
+        b""
+    }
+}
+
+/// The state machine for one connection. See the module docs for the call order.
+pub trait Session: Send + 'static {
+    /// What this session asks of the hub.
+    type Request;
+    /// What the hub sends to this session.
+    type Message;
+
+    /// The connection is established.
+    fn handle_open(&mut self, now: Instant, out: &mut Output<Self::Request>);
+
+    /// Bytes arrived from the peer. Never called with an empty slice, nor after
+    /// `handle_read_closed`, nor once the output is closed.
+    fn handle_input(&mut self, now: Instant, data: &[u8], out: &mut Output<Self::Request>);
+
+    /// The peer will send nothing more (it half-closed or closed the connection).
+    fn handle_read_closed(&mut self, now: Instant, out: &mut Output<Self::Request>);
+
+    /// The hub sent this session a message (an answer, or a push caused by another session).
+    fn handle_message(&mut self, now: Instant, msg: Self::Message, out: &mut Output<Self::Request>);
+
+    /// A deadline may have passed.
+    fn handle_timeout(&mut self, now: Instant, out: &mut Output<Self::Request>);
+
+    /// The server is shutting down: say goodbye and close.
+    fn handle_shutdown(&mut self, now: Instant, out: &mut Output<Self::Request>) {
+        let _ = now;
+        out.close();
+    }
+
+    /// The earliest instant at which `handle_timeout` must be called, if any.
+    fn poll_timeout(&self) -> Option<Instant>;
+}
+
+/// A datagram protocol: one reply (or none) per datagram, no state between datagrams.
+pub trait DatagramService: Send + Sync + 'static {
+    /// The protocol's name, as `warren serve` takes it.
+    fn name(&self) -> &'static str;
+
+    /// Answer one datagram received at wall-clock time `wall`; append the reply to `reply` and
+    /// return `true` to send it.
+    fn handle_datagram(&self, wall: SystemTime, input: &[u8], reply: &mut Vec<u8>) -> bool;
+}

@@ -1,0 +1,97 @@
+//! The course's TimeServer: on connect it sends the date as one line, then makes a blocking
+//! call lasting `delay` ("to reinforce the single-threaded nature"), then closes.
+//!
+//! The blocking call is an [`Action::Block`] the driver performs, so the same core shows how
+//! each server model copes with one: `iterative` and `green` stall every other connection,
+//! the thread-based models stall one thread, `event` stalls everything unless it has workers.
+
+use std::time::{Duration, Instant};
+
+use crate::daytime::format_daytime;
+use crate::{Action, ConnInfo, NoHub, Nothing, Output, Service, Session};
+
+/// The course's TimeServer.
+#[derive(Clone, Debug)]
+pub struct TimeServer {
+    /// How long the blocking call after each answer lasts. Default 4 seconds, as in the course.
+    pub delay: Duration,
+}
+
+impl Default for TimeServer {
+    fn default() -> Self {
+        Self { delay: Duration::from_secs(4) }
+    }
+}
+
+impl Service for TimeServer {
+    type Hub = NoHub;
+    type Session = TimeServerSession;
+
+    fn name(&self) -> &'static str {
+        "timeserver"
+    }
+
+    fn new_session(&self, info: &ConnInfo, _: Instant) -> TimeServerSession {
+        TimeServerSession { line: format_daytime(info.wall), delay: self.delay }
+    }
+
+    fn new_hub(&self) -> NoHub {
+        NoHub
+    }
+}
+
+/// One TimeServer connection.
+#[derive(Debug)]
+pub struct TimeServerSession {
+    line: String,
+    delay: Duration,
+}
+
+impl Session for TimeServerSession {
+    type Request = Nothing;
+    type Message = Nothing;
+
+    fn handle_open(&mut self, _: Instant, out: &mut Output<Nothing>) {
+        out.send(self.line.as_bytes());
+        if !self.delay.is_zero() {
+            out.act(Action::Block(self.delay));
+        }
+        out.close();
+    }
+
+    fn handle_input(&mut self, _: Instant, _: &[u8], _: &mut Output<Nothing>) {}
+
+    fn handle_read_closed(&mut self, _: Instant, _: &mut Output<Nothing>) {}
+
+    fn handle_message(&mut self, _: Instant, msg: Nothing, _: &mut Output<Nothing>) {
+        match msg {}
+    }
+
+    fn handle_timeout(&mut self, _: Instant, _: &mut Output<Nothing>) {}
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::SessionId;
+
+    #[test]
+    fn answers_then_blocks_then_closes() {
+        let info = ConnInfo { id: SessionId(1), peer: None, wall: SystemTime::UNIX_EPOCH, seed: 0 };
+        let t0 = Instant::now();
+        let mut s = TimeServer { delay: Duration::from_millis(10) }.new_session(&info, t0);
+        let mut out = Output::new();
+        s.handle_open(t0, &mut out);
+        assert_eq!(out.pending(), b"Thursday, January 1, 1970 00:00:00-UTC\r\n");
+        let mut actions = Vec::new();
+        out.take_actions(&mut actions);
+        assert_eq!(actions, vec![Action::Block(Duration::from_millis(10))]);
+        assert!(out.is_closed());
+    }
+}
