@@ -1,1 +1,41 @@
-pub fn x(){}
+//! Server-model drivers for warren: eight ways to serve any `warren_proto::Service`.
+//!
+//! Each model is a thin driver over the same sans-IO interface, so comparing models measures
+//! the models, not eight protocol implementations:
+//!
+//! | model | concurrency | shared state lives |
+//! |---|---|---|
+//! | [`Model::Iterative`] | one connection at a time, blocking | in the process (mutex) |
+//! | [`Model::Thread`] | a kernel thread per connection | in the process (mutex) |
+//! | [`Model::Pool`] | N threads, connections handed over by one poller, bounded queue | in the process |
+//! | [`Model::Fork`] | a process per connection | in a hub process, over a Unix socket |
+//! | [`Model::Prefork`] | N processes accepting on one listener | in a hub process, over a Unix socket |
+//! | [`Model::Event`] | one thread, epoll, each connection a state machine | in the process |
+//! | [`Model::Green`] | user-space tasks on one kernel thread | in the process |
+//! | [`Model::Hybrid`] | M:N tasks over a work-stealing pool of kernel threads | in the process |
+//!
+//! Every model: graceful shutdown on SIGINT and SIGTERM ([`Shutdown`]), the protocol's idle and
+//! read timeouts, a connection limit with a clear refusal, and `accept` running out of file
+//! descriptors handled without spinning ([`accept`]).
+
+pub mod accept;
+pub mod activity;
+mod blocking;
+mod conn;
+mod event;
+mod fork;
+mod green;
+mod hub_process;
+mod iterative;
+mod local_hub;
+mod pool;
+mod prefork;
+mod procs;
+mod run;
+pub mod shutdown;
+mod thread;
+pub mod udp;
+
+pub use activity::Activity;
+pub use run::{Model, ServeConfig, ServeReport, serve};
+pub use shutdown::Shutdown;

@@ -1,1 +1,47 @@
-fn main(){}
+//! The `warren` binary: servers, clients, the demo and the benches.
+
+mod bench;
+mod chat_client;
+mod cli;
+mod clients;
+mod demo;
+mod pingpong_client;
+mod serve;
+
+use clap::Parser;
+
+use crate::cli::{BenchCommand, Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        if is_broken_pipe(&e) {
+            std::process::exit(0);
+        }
+        eprintln!("warren: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::serve(args.protocol, &args.server),
+        Command::Demo(args) => demo::run(&args),
+        Command::Pingpong(args) => serve::pingpong(&args),
+        Command::Chatserver(args) => serve::chatserver(&args),
+        Command::Chat { host, port } => clients::chat(host, port),
+        Command::Timeserver(args) => serve::timeserver(&args),
+        Command::Timeclient { host, port } => clients::timeclient(&host, port),
+        Command::Echo(args) => clients::echo(&args),
+        Command::Discard(args) => clients::discard(&args),
+        Command::Daytime(args) => clients::daytime(&args),
+        Command::Time(args) => clients::time(&args),
+        Command::Bench { what: BenchCommand::Models(args) } => bench::models(&args),
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}

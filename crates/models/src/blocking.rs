@@ -1,0 +1,253 @@
+//! One connection served by one thread (or process) with blocking calls: the connection loop of
+//! the `iterative`, `thread`, `fork` and `prefork` models.
+//!
+//! The thread waits in `poll` on three things: the socket, the hub link (pushes from other
+//! connections) and the shutdown trigger, with the session's deadline as the timeout. Writes
+//! block (bounded by `SO_SNDTIMEO`), which is also the backpressure: while the peer does not
+//! read, the thread does not read either.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use warren_proto::{Action, ConnInfo, Hub, Output, Service, Session};
+
+use crate::activity::Activity;
+use crate::conn::log_line;
+use crate::shutdown::Shutdown;
+
+/// How a blocking connection reaches the hub.
+pub(crate) trait HubLink<H: Hub> {
+    /// Send a request; its answers arrive through `drain`.
+    fn request(&mut self, now: Instant, request: H::Request) -> io::Result<()>;
+    /// Move every message that has arrived into `into`, without blocking.
+    fn drain(&mut self, into: &mut Vec<H::Message>) -> io::Result<()>;
+    /// A descriptor that is readable when messages may be waiting.
+    fn wake_fd(&self) -> Option<BorrowedFd<'_>>;
+    /// Whether messages were lost because this connection fell behind.
+    fn overflowed(&self) -> bool;
+}
+
+/// What every blocking connection shares.
+pub(crate) struct ConnEnv<'a> {
+    pub shutdown: &'a Shutdown,
+    pub activity: &'a Activity,
+    pub write_timeout: Duration,
+}
+
+/// Serve one connection to the end.
+pub(crate) fn serve_connection<S: Service>(
+    service: &S,
+    mut stream: TcpStream,
+    info: ConnInfo,
+    link: &mut impl HubLink<S::Hub>,
+    env: &ConnEnv<'_>,
+) {
+    let _ = stream.set_write_timeout(Some(env.write_timeout));
+    let _ = stream.set_nodelay(true);
+    let now = Instant::now();
+    env.activity.touch(now);
+    let mut session = service.new_session(&info, now);
+    let mut out = Output::new();
+    session.handle_open(now, &mut out);
+
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut actions = Vec::new();
+    let mut messages = Vec::new();
+    let mut read_closed = false;
+    let mut write_shut = false;
+    let mut shutdown_seen = false;
+    loop {
+        if perform(&mut session, &mut out, &mut stream, link, &mut actions, &mut messages).is_err() {
+            return;
+        }
+        if out.is_closed() || link.overflowed() {
+            linger_close(stream);
+            return;
+        }
+        if out.is_write_closed() && !write_shut {
+            write_shut = true;
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+        }
+
+        let deadline = session.poll_timeout();
+        let timeout = match deadline {
+            Some(at) => PollTimeout::try_from(at.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128) as i32 + 1)
+                .unwrap_or(PollTimeout::MAX),
+            None => PollTimeout::NONE,
+        };
+        let (sock_ready, link_ready, shut_ready) = {
+            let none = PollFlags::empty();
+            let mut fds = vec![PollFd::new(stream.as_fd(), if read_closed { none } else { PollFlags::POLLIN })];
+            let link_fd = link.wake_fd();
+            if let Some(fd) = link_fd {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
+            if !shutdown_seen {
+                fds.push(PollFd::new(env.shutdown.fd(), PollFlags::POLLIN));
+            }
+            if read_closed && link_fd.is_none() && shutdown_seen && deadline.is_none() {
+                // Nothing can ever happen again: the session forgot to close.
+                linger_close(stream);
+                return;
+            }
+            match poll(&mut fds, timeout) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return,
+            }
+            let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+            let sock = ready(&fds[0]);
+            let link = link_fd.is_some() && ready(&fds[1]);
+            let shut = !shutdown_seen && ready(fds.last().expect("shutdown fd"));
+            (sock, link, shut)
+        };
+
+        let now = Instant::now();
+        if sock_ready && !read_closed {
+            match stream.read(&mut buf) {
+                Ok(0) => {
+                    read_closed = true;
+                    session.handle_read_closed(now, &mut out);
+                }
+                Ok(n) => {
+                    env.activity.touch(now);
+                    session.handle_input(now, &buf[..n], &mut out);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+        if link_ready {
+            if link.drain(&mut messages).is_err() {
+                return;
+            }
+            for msg in messages.drain(..) {
+                session.handle_message(now, msg, &mut out);
+            }
+        }
+        if shut_ready {
+            shutdown_seen = true;
+            session.handle_shutdown(now, &mut out);
+        }
+        if deadline.is_some_and(|at| now >= at) {
+            session.handle_timeout(now, &mut out);
+        }
+    }
+}
+
+/// Send what the session produced and carry out its actions, until it has nothing more to say.
+fn perform<S: Session, L: HubLink<H>, H: Hub<Request = S::Request, Message = S::Message>>(
+    session: &mut S,
+    out: &mut Output<S::Request>,
+    stream: &mut TcpStream,
+    link: &mut L,
+    actions: &mut Vec<Action<S::Request>>,
+    messages: &mut Vec<S::Message>,
+) -> io::Result<()> {
+    loop {
+        stream.write_all(out.pending())?;
+        out.consume(out.pending().len());
+        out.take_actions(actions);
+        if actions.is_empty() {
+            return Ok(());
+        }
+        let mut asked_hub = false;
+        for action in actions.drain(..) {
+            match action {
+                Action::Hub(request) => {
+                    link.request(Instant::now(), request)?;
+                    asked_hub = true;
+                }
+                Action::Block(d) => std::thread::sleep(d),
+                Action::Log(level, line) => log_line(level, &line),
+            }
+        }
+        if asked_hub {
+            // An in-process hub answers at once: handle the answer without another poll.
+            link.drain(messages)?;
+            let now = Instant::now();
+            for msg in messages.drain(..) {
+                session.handle_message(now, msg, out);
+            }
+        }
+    }
+}
+
+/// Close without a reset racing the last bytes: shut the write side, then read (and drop)
+/// what the peer still sends, for a short while, before closing.
+pub(crate) fn linger_close(mut stream: TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        match stream.read(&mut sink) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
+        }
+    }
+}
+
+/// The hub link of models whose connections share nothing across processes and never use a hub:
+/// also a building block for [`crate::local_hub`] links.
+pub(crate) mod local {
+    use std::io;
+    use std::os::fd::{AsFd, BorrowedFd};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use nix::sys::eventfd::{EfdFlags, EventFd};
+    use warren_proto::{Hub, SessionId};
+
+    use super::HubLink;
+    use crate::local_hub::{LocalHub, Mailbox};
+
+    /// A link to a hub in this process; wakes the connection's thread through an eventfd.
+    pub(crate) struct LocalLink<H: Hub> {
+        hub: Arc<LocalHub<H>>,
+        id: SessionId,
+        mailbox: Arc<Mailbox<H::Message>>,
+        efd: Arc<EventFd>,
+    }
+
+    impl<H: Hub> LocalLink<H> {
+        pub(crate) fn new(hub: Arc<LocalHub<H>>, id: SessionId, capacity: usize) -> io::Result<Self> {
+            let efd = Arc::new(EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?);
+            let waker = efd.clone();
+            let mailbox = Arc::new(Mailbox::new(capacity, move || {
+                let _ = waker.write(1);
+            }));
+            hub.open(id, mailbox.clone());
+            Ok(Self { hub, id, mailbox, efd })
+        }
+    }
+
+    impl<H: Hub> HubLink<H> for LocalLink<H> {
+        fn request(&mut self, now: Instant, request: H::Request) -> io::Result<()> {
+            self.hub.request(now, self.id, request);
+            Ok(())
+        }
+
+        fn drain(&mut self, into: &mut Vec<H::Message>) -> io::Result<()> {
+            let _ = self.efd.read();
+            self.mailbox.drain(into);
+            Ok(())
+        }
+
+        fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
+            Some(self.efd.as_fd())
+        }
+
+        fn overflowed(&self) -> bool {
+            self.mailbox.overflowed()
+        }
+    }
+
+    impl<H: Hub> Drop for LocalLink<H> {
+        fn drop(&mut self) {
+            self.hub.leave(Instant::now(), self.id);
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! Small pieces every driver uses for each connection.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::SystemTime;
+
+use warren_proto::{ConnInfo, Level, SessionId};
+
+/// A session id unique across every process of this server: the pid in the high half, a
+/// per-process counter in the low half.
+pub(crate) fn next_session_id() -> SessionId {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    SessionId((u64::from(std::process::id()) << 32) | u64::from(n))
+}
+
+/// What a session learns about its new connection.
+pub(crate) fn conn_info(peer: Option<SocketAddr>) -> ConnInfo {
+    let id = next_session_id();
+    // fastrand's per-thread state is copied by fork, so mix in the (pid-carrying) id.
+    let seed = fastrand::u64(..) ^ id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ConnInfo { id, peer, wall: SystemTime::now(), seed }
+}
+
+/// Write a session's log line through `tracing`.
+pub(crate) fn log_line(level: Level, line: &str) {
+    match level {
+        Level::Error => tracing::error!(target: "warren", "{line}"),
+        Level::Info => tracing::info!(target: "warren", "{line}"),
+        Level::Debug => tracing::debug!(target: "warren", "{line}"),
+    }
+}

@@ -1,0 +1,109 @@
+//! `fork`: a process per connection, the chapter's multiprocess server (and inetd's `nowait`).
+//!
+//! The parent stays single-threaded, so every fork copies a consistent process: it forks the
+//! hub process first, then one child per accepted connection. A child serves its connection with
+//! the blocking driver and reaches the shared state through the hub process, since it shares no
+//! memory with its siblings. With `max_active` the parent stops accepting while that many
+//! children run; beyond `max_conns` it refuses.
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
+use std::time::Instant;
+
+use nix::poll::{PollFd, PollFlags, poll};
+use nix::unistd::{ForkResult, fork};
+use warren_proto::Service;
+
+use crate::accept::{Accepted, Acceptor, refuse};
+use crate::activity::Activity;
+use crate::blocking::{ConnEnv, serve_connection};
+use crate::conn::conn_info;
+use crate::hub_process::{self, RemoteLink};
+use crate::procs::{ParentSignals, exit_child, poll_timeout, reap, stop_children};
+use crate::run::{ServeConfig, ServeReport};
+use crate::shutdown::{Shutdown, trigger_on_signals_without_thread};
+
+pub(crate) fn serve<S: Service>(service: S, listener: TcpListener, config: &ServeConfig) -> std::io::Result<ServeReport> {
+    let activity = Activity::shared(Instant::now())?;
+    let hub = hub_process::spawn(service.new_hub())?;
+    let signals = ParentSignals::install()?;
+    listener.set_nonblocking(true)?;
+    let mut children = HashSet::new();
+    let mut report = ServeReport::default();
+    let mut acceptor = Acceptor::new();
+    loop {
+        let accepting = config.max_active.is_none_or(|max| children.len() < max);
+        let idle_at = config.idle_exit.map(|period| activity.idle_at(period));
+        let timeout = idle_at.map(|at| at.saturating_duration_since(Instant::now()));
+        let mut fds = vec![PollFd::new(signals.fd(), PollFlags::POLLIN)];
+        if accepting {
+            fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
+        }
+        let _ = poll(&mut fds, poll_timeout(timeout));
+        let listener_ready = accepting && fds[1].revents().is_some_and(|r| !r.is_empty());
+        drop(fds);
+        if signals.drain() {
+            break;
+        }
+        reap(&mut children);
+        if idle_at.is_some_and(|at| Instant::now() >= at) && children.is_empty() {
+            tracing::info!(target: "warren", "idle: shutting down");
+            report.idle_exit = true;
+            break;
+        }
+        while listener_ready && config.max_active.is_none_or(|max| children.len() < max) {
+            match acceptor.accept(&listener, service.refusal())? {
+                Accepted::Conn(mut stream, peer) => {
+                    if children.len() >= config.max_conns {
+                        report.refused += 1;
+                        refuse(&mut stream, service.refusal());
+                        continue;
+                    }
+                    activity.touch(Instant::now());
+                    let info = conn_info(Some(peer));
+                    let _ = stream.set_nonblocking(false);
+                    // SAFETY: this process has no other thread (see the module docs).
+                    match unsafe { fork() } {
+                        Ok(ForkResult::Child) => {
+                            signals.forget_in_child();
+                            let _ = nix::unistd::close(listener.as_raw_fd());
+                            let code = match Shutdown::new() {
+                                Ok(shutdown) => {
+                                    let shutdown = Arc::new(shutdown);
+                                    let _ = trigger_on_signals_without_thread(shutdown.clone());
+                                    let mut link = RemoteLink::new(hub.addr.clone(), info.id);
+                                    let env = ConnEnv { shutdown: &shutdown, activity: &activity, write_timeout: config.write_timeout };
+                                    serve_connection(&service, stream, info, &mut link, &env);
+                                    0
+                                }
+                                Err(_) => 1,
+                            };
+                            exit_child(code);
+                        }
+                        Ok(ForkResult::Parent { child }) => {
+                            report.accepted += 1;
+                            children.insert(child);
+                        }
+                        Err(e) => {
+                            tracing::error!(target: "warren", "fork: {e}; refusing a connection");
+                            report.refused += 1;
+                            refuse(&mut stream, service.refusal());
+                        }
+                    }
+                }
+                Accepted::Nothing => break,
+                Accepted::Exhausted(wait) => {
+                    report.refused += 1;
+                    std::thread::sleep(wait);
+                    break;
+                }
+            }
+        }
+    }
+    drop(listener);
+    stop_children(&mut children, &signals);
+    report.hub_report = hub_process::finish(&hub);
+    Ok(report)
+}

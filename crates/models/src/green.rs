@@ -1,0 +1,524 @@
+//! `green` and `hybrid`: a task per connection on an async runtime.
+//!
+//! `green` runs every task on one kernel thread (a current-thread runtime): the chapter's
+//! user-space threads, where one blocking call stalls every connection. `hybrid` runs the same
+//! tasks over a work-stealing pool of kernel threads (the light-weight-process model), so a
+//! blocking call stalls one worker while the others take over its queued tasks. With
+//! `offload_blocking` a blocking call goes to the runtime's blocking pool instead: the way around
+//! the stall.
+
+use std::fs::File;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::{Builder, Runtime};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tokio::time::{sleep, sleep_until, timeout};
+use warren_proto::{Action, ConnInfo, Output, Service, Session};
+
+use crate::accept::{is_exhausted, is_transient, refuse};
+use crate::activity::Activity;
+use crate::conn::{conn_info, log_line};
+use crate::local_hub::{LocalHub, Mailbox};
+use crate::run::{Counters, Env, Model, ServeConfig, ServeReport};
+use crate::shutdown::Shutdown;
+
+/// How long connections get to say goodbye after shutdown before they are dropped.
+const GRACE: Duration = Duration::from_secs(5);
+/// How long a closing connection drains what the peer still sends, so that no reset races the
+/// last bytes.
+const LINGER: Duration = Duration::from_millis(500);
+/// The back-off after `accept` runs out of descriptors, doubling from the first to the second.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+
+pub(crate) fn serve<S: Service>(
+    model: Model,
+    service: Arc<S>,
+    listener: std::net::TcpListener,
+    config: &ServeConfig,
+    env: &Env,
+) -> io::Result<ServeReport> {
+    let runtime = runtime(model, config.threads)?;
+    let hub = Arc::new(LocalHub::new(service.new_hub()));
+    listener.set_nonblocking(true)?;
+    let result = runtime.block_on(accept_loop(service, hub.clone(), listener, config, env));
+    // Only offloaded blocking calls can still run here; they end on their own.
+    runtime.shutdown_timeout(LINGER);
+    result?;
+    Ok(env.counters.report(hub.report(Instant::now())))
+}
+
+/// The runtime of `green` (one thread) or `hybrid` (`threads` workers); the UDP drivers use it too.
+pub(crate) fn runtime(model: Model, threads: usize) -> io::Result<Runtime> {
+    let mut builder = if model == Model::Hybrid {
+        let mut builder = Builder::new_multi_thread();
+        builder.worker_threads(threads.max(1));
+        builder
+    } else {
+        Builder::new_current_thread()
+    };
+    builder.enable_all().thread_name(format!("warren-{model}")).build()
+}
+
+/// A receiver that turns `true` once `shutdown` is triggered.
+pub(crate) fn shutdown_signal(shutdown: &Shutdown) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    shutdown.on_trigger(move || {
+        tx.send_replace(true);
+    });
+    rx
+}
+
+/// Resolves once shutdown was triggered (at once if it already was).
+pub(crate) async fn stopped(signal: &mut watch::Receiver<bool>) {
+    // The sender lives as long as the `Shutdown`, so an error cannot happen while we wait.
+    let _ = signal.wait_for(|&stop| stop).await;
+}
+
+/// What every connection task shares.
+struct Ctx<S: Service> {
+    service: Arc<S>,
+    hub: Arc<LocalHub<S::Hub>>,
+    activity: Arc<Activity>,
+    counters: Arc<Counters>,
+    write_timeout: Duration,
+    offload_blocking: bool,
+    mailbox: usize,
+}
+
+async fn accept_loop<S: Service>(
+    service: Arc<S>,
+    hub: Arc<LocalHub<S::Hub>>,
+    listener: std::net::TcpListener,
+    config: &ServeConfig,
+    env: &Env,
+) -> io::Result<()> {
+    let listener = TcpListener::from_std(listener)?;
+    let ctx = Arc::new(Ctx {
+        service,
+        hub,
+        activity: env.activity.clone(),
+        counters: env.counters.clone(),
+        write_timeout: config.write_timeout,
+        offload_blocking: config.offload_blocking,
+        mailbox: config.mailbox,
+    });
+    let mut stop = shutdown_signal(&env.shutdown);
+    let mut tasks = JoinSet::new();
+    // A descriptor to give up when `accept` hits EMFILE, so the waiting client can be refused.
+    let mut reserve = File::open("/dev/null").ok();
+    let mut backoff = BACKOFF.0;
+    loop {
+        let accepted = tokio::select! {
+            () = stopped(&mut stop) => break,
+            // Reap finished tasks so that the set holds only live connections.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = BACKOFF.0;
+                let counters = &env.counters;
+                env.activity.touch(Instant::now());
+                if counters.active.load(Ordering::Relaxed) >= config.max_conns as u64 {
+                    counters.refused.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut stream) = stream.into_std() {
+                        refuse(&mut stream, ctx.service.refusal());
+                    }
+                    continue;
+                }
+                counters.accepted.fetch_add(1, Ordering::Relaxed);
+                let conn = Conn::open(ctx.clone(), conn_info(Some(peer)));
+                tasks.spawn(conn.serve(stream, stop.clone()));
+            }
+            Err(e) if is_transient(&e) => {}
+            Err(e) if is_exhausted(&e) => {
+                tracing::warn!("accept: {e}; refusing a connection and backing off {backoff:?}");
+                env.counters.refused.fetch_add(1, Ordering::Relaxed);
+                drop(reserve.take());
+                if let Ok((socket, _)) = socket2::SockRef::from(&listener).accept() {
+                    refuse(&mut socket.into(), ctx.service.refusal());
+                }
+                reserve = File::open("/dev/null").ok();
+                tokio::select! {
+                    () = stopped(&mut stop) => break,
+                    () = sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF.1);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    drop(listener);
+    let drained = timeout(GRACE, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!("{} connections still open {GRACE:?} after shutdown; dropping them", tasks.len());
+    }
+    Ok(())
+}
+
+/// One connection's place in the server: its hub mailbox and its slot in the active count, both
+/// given back on drop, even when the task is aborted.
+struct Conn<S: Service> {
+    ctx: Arc<Ctx<S>>,
+    info: ConnInfo,
+    mailbox: Arc<Mailbox<<S::Hub as warren_proto::Hub>::Message>>,
+    wake: Arc<Notify>,
+}
+
+/// What woke a connection task.
+enum Event {
+    Read(io::Result<usize>),
+    Mail,
+    Timeout,
+    Shutdown,
+}
+
+impl<S: Service> Conn<S> {
+    fn open(ctx: Arc<Ctx<S>>, info: ConnInfo) -> Self {
+        ctx.counters.active.fetch_add(1, Ordering::Relaxed);
+        let wake = Arc::new(Notify::new());
+        let waker = wake.clone();
+        // `notify_one` stores a permit when the task is not waiting, so no delivery is missed.
+        let mailbox = Arc::new(Mailbox::new(ctx.mailbox, move || waker.notify_one()));
+        ctx.hub.open(info.id, mailbox.clone());
+        Self { ctx, info, mailbox, wake }
+    }
+
+    /// Serve the connection to the end; see `blocking::serve_connection` for the same loop
+    /// with blocking calls.
+    async fn serve(self, mut stream: TcpStream, mut stop: watch::Receiver<bool>) {
+        let _ = stream.set_nodelay(true);
+        let now = Instant::now();
+        let mut session = self.ctx.service.new_session(&self.info, now);
+        let mut out = Output::new();
+        session.handle_open(now, &mut out);
+
+        let mut buf = vec![0u8; 16 * 1024];
+        let (mut actions, mut messages) = (Vec::new(), Vec::new());
+        let (mut read_closed, mut write_shut, mut shutdown_seen) = (false, false, false);
+        loop {
+            if self.perform(&mut session, &mut out, &mut stream, &mut actions, &mut messages).await.is_err() {
+                return;
+            }
+            if out.is_closed() || self.mailbox.overflowed() {
+                linger_close(stream).await;
+                return;
+            }
+            if out.is_write_closed() && !write_shut {
+                write_shut = true;
+                let _ = stream.shutdown().await;
+            }
+
+            let deadline = session.poll_timeout();
+            let wake_at = tokio::time::Instant::from_std(deadline.unwrap_or_else(Instant::now));
+            let event = tokio::select! {
+                read = stream.read(&mut buf), if !read_closed => Event::Read(read),
+                () = self.wake.notified() => Event::Mail,
+                () = sleep_until(wake_at), if deadline.is_some() => Event::Timeout,
+                () = stopped(&mut stop), if !shutdown_seen => Event::Shutdown,
+            };
+
+            let now = Instant::now();
+            match event {
+                Event::Read(Ok(0)) => {
+                    read_closed = true;
+                    session.handle_read_closed(now, &mut out);
+                }
+                Event::Read(Ok(n)) => {
+                    self.ctx.activity.touch(now);
+                    session.handle_input(now, &buf[..n], &mut out);
+                }
+                Event::Read(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Event::Read(Err(_)) => return,
+                Event::Mail => {
+                    self.mailbox.drain(&mut messages);
+                    for msg in messages.drain(..) {
+                        session.handle_message(now, msg, &mut out);
+                    }
+                }
+                Event::Shutdown => {
+                    shutdown_seen = true;
+                    session.handle_shutdown(now, &mut out);
+                }
+                Event::Timeout => {}
+            }
+            if deadline.is_some_and(|at| now >= at) {
+                session.handle_timeout(now, &mut out);
+            }
+        }
+    }
+
+    /// Send what the session produced and carry out its actions, until it has nothing more to say.
+    async fn perform(
+        &self,
+        session: &mut S::Session,
+        out: &mut Output<<S::Session as Session>::Request>,
+        stream: &mut TcpStream,
+        actions: &mut Vec<Action<<S::Session as Session>::Request>>,
+        messages: &mut Vec<<S::Session as Session>::Message>,
+    ) -> io::Result<()> {
+        loop {
+            if !out.pending().is_empty() {
+                timeout(self.ctx.write_timeout, stream.write_all(out.pending()))
+                    .await
+                    .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+                out.consume(out.pending().len());
+            }
+            out.take_actions(actions);
+            if actions.is_empty() {
+                return Ok(());
+            }
+            let mut asked_hub = false;
+            for action in actions.drain(..) {
+                match action {
+                    Action::Hub(request) => {
+                        self.ctx.hub.request(Instant::now(), self.info.id, request);
+                        asked_hub = true;
+                    }
+                    Action::Block(d) if self.ctx.offload_blocking => {
+                        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(d)).await;
+                    }
+                    // Deliberately on the task: it blocks the runtime thread it runs on, which is
+                    // what this model does with a blocking call.
+                    Action::Block(d) => std::thread::sleep(d),
+                    Action::Log(level, line) => log_line(level, &line),
+                }
+            }
+            if asked_hub {
+                // The hub answered under its lock: handle the answer without another wake-up.
+                self.mailbox.drain(messages);
+                let now = Instant::now();
+                for msg in messages.drain(..) {
+                    session.handle_message(now, msg, out);
+                }
+            }
+        }
+    }
+}
+
+impl<S: Service> Drop for Conn<S> {
+    fn drop(&mut self) {
+        self.ctx.hub.leave(Instant::now(), self.info.id);
+        self.ctx.counters.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Close without a reset racing the last bytes: shut the write side, then drop what the peer
+/// still sends, for a short while, before closing.
+async fn linger_close(mut stream: TcpStream) {
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let drain = async {
+        for _ in 0..16 {
+            if !matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {
+                break;
+            }
+        }
+    };
+    let _ = timeout(LINGER, drain).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::sync::mpsc;
+
+    use warren_proto::Limits;
+    use warren_proto::echo::Echo;
+    use warren_proto::timeserver::TimeServer;
+
+    use super::*;
+    use crate::run::serve_until;
+
+    /// A server running on a thread of its own, on a fresh loopback port.
+    struct Server {
+        addr: SocketAddr,
+        shutdown: Arc<Shutdown>,
+        done: mpsc::Receiver<io::Result<ServeReport>>,
+    }
+
+    fn start<S: Service>(model: Model, service: S, config: ServeConfig) -> Server {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = Arc::new(Shutdown::new().unwrap());
+        let (tx, done) = mpsc::channel();
+        let stop = shutdown.clone();
+        std::thread::spawn(move || tx.send(serve_until(model, service, listener, &config, stop)));
+        Server { addr, shutdown, done }
+    }
+
+    impl Server {
+        fn connect(&self) -> TcpStream {
+            let stream = TcpStream::connect(self.addr).unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            stream
+        }
+
+        fn stop(self) -> ServeReport {
+            self.shutdown.trigger();
+            self.done.recv_timeout(Duration::from_secs(10)).expect("the server stops").expect("serving succeeded")
+        }
+    }
+
+    fn echo_round_trip(stream: &mut TcpStream, text: &[u8]) {
+        stream.write_all(text).unwrap();
+        let mut back = vec![0; text.len()];
+        stream.read_exact(&mut back).unwrap();
+        assert_eq!(back, text);
+    }
+
+    fn read_line(stream: &mut TcpStream) -> String {
+        let mut line = Vec::new();
+        let mut byte = [0u8];
+        while !line.ends_with(b"\n") {
+            assert_eq!(stream.read(&mut byte).unwrap(), 1, "the line is complete");
+            line.push(byte[0]);
+        }
+        String::from_utf8(line).unwrap()
+    }
+
+    const MODELS: [Model; 2] = [Model::Green, Model::Hybrid];
+
+    #[test]
+    fn echo_over_concurrent_connections() {
+        for model in MODELS {
+            let server = start(model, Echo::default(), ServeConfig { threads: 2, ..ServeConfig::default() });
+            // All open at once: each is served while the others wait for input.
+            let mut conns: Vec<_> = (0..8).map(|_| server.connect()).collect();
+            for round in 0..3 {
+                for (i, conn) in conns.iter_mut().enumerate().rev() {
+                    echo_round_trip(conn, format!("{model} round {round} conn {i}\n").as_bytes());
+                }
+            }
+            drop(conns);
+            assert_eq!(server.stop().accepted, 8, "{model}");
+        }
+    }
+
+    #[test]
+    fn half_close_still_delivers_the_echo() {
+        for model in MODELS {
+            let server = start(model, Echo::default(), ServeConfig::default());
+            let mut conn = server.connect();
+            conn.write_all(b"last words").unwrap();
+            conn.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut back = Vec::new();
+            conn.read_to_end(&mut back).unwrap();
+            assert_eq!(back, b"last words", "{model}");
+            server.stop();
+        }
+    }
+
+    #[test]
+    fn large_echo_under_backpressure() {
+        for model in MODELS {
+            let server = start(model, Echo::default(), ServeConfig::default());
+            let mut conn = server.connect();
+            let data: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
+            // The client writes everything before it reads: the server must hold back rather
+            // than buffer the whole stream or deadlock.
+            let mut writer = conn.try_clone().unwrap();
+            let sent = data.clone();
+            let writing = std::thread::spawn(move || {
+                writer.write_all(&sent).unwrap();
+                writer.shutdown(std::net::Shutdown::Write).unwrap();
+            });
+            let mut back = Vec::new();
+            conn.read_to_end(&mut back).unwrap();
+            writing.join().unwrap();
+            assert!(back == data, "{model}: {} of {} bytes echoed intact", back.len(), data.len());
+            server.stop();
+        }
+    }
+
+    #[test]
+    fn idle_connection_is_closed() {
+        let limits = Limits { idle_timeout: Duration::from_millis(100), ..Limits::default() };
+        for model in MODELS {
+            let server = start(model, Echo { limits: limits.clone() }, ServeConfig::default());
+            let mut conn = server.connect();
+            echo_round_trip(&mut conn, b"then silence");
+            assert_eq!(conn.read(&mut [0; 16]).unwrap(), 0, "{model}: closed by the server");
+            server.stop();
+        }
+    }
+
+    #[test]
+    fn shutdown_closes_open_connections_and_stops() {
+        for model in MODELS {
+            let server = start(model, Echo::default(), ServeConfig::default());
+            let mut conns: Vec<_> = (0..3).map(|_| server.connect()).collect();
+            for conn in &mut conns {
+                echo_round_trip(conn, b"here");
+            }
+            let report = server.stop();
+            for conn in &mut conns {
+                assert_eq!(conn.read(&mut [0; 16]).unwrap(), 0, "{model}: said goodbye");
+            }
+            assert_eq!((report.accepted, report.refused), (3, 0), "{model}");
+        }
+    }
+
+    #[test]
+    fn refuses_beyond_max_conns() {
+        for model in MODELS {
+            let server = start(model, Echo::default(), ServeConfig { max_conns: 1, ..ServeConfig::default() });
+            let mut first = server.connect();
+            echo_round_trip(&mut first, b"in");
+            let mut second = server.connect();
+            assert_eq!(second.read(&mut [0; 16]).unwrap(), 0, "{model}: refused");
+            echo_round_trip(&mut first, b"still served");
+            drop(first);
+            let report = server.stop();
+            assert_eq!((report.accepted, report.refused), (1, 1), "{model}");
+        }
+    }
+
+    /// Client A is answered and its session starts a blocking call; then client B connects.
+    /// Returns how long after A's answer B's answer came, and whether A's connection was
+    /// already closed (its blocking call over) when B's answer arrived.
+    fn second_client_after_a_blocking_call(model: Model, offload_blocking: bool, delay: Duration) -> (Duration, bool) {
+        let config = ServeConfig { threads: 2, offload_blocking, ..ServeConfig::default() };
+        let server = start(model, TimeServer { delay }, config);
+        let mut a = server.connect();
+        read_line(&mut a);
+        let a_answered = Instant::now();
+        let mut b = server.connect();
+        read_line(&mut b);
+        let gap = a_answered.elapsed();
+        a.set_nonblocking(true).unwrap();
+        let a_closed = match a.read(&mut [0; 16]) {
+            Ok(0) => true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            other => panic!("{model}: unexpected read on A: {other:?}"),
+        };
+        drop((a, b));
+        server.stop();
+        (gap, a_closed)
+    }
+
+    #[test]
+    fn green_blocking_call_stalls_every_connection() {
+        let delay = Duration::from_millis(300);
+        let (gap, a_closed) = second_client_after_a_blocking_call(Model::Green, false, delay);
+        assert!(a_closed, "B was answered only once A's blocking call had ended");
+        assert!(gap >= delay * 3 / 4, "B waited for A's blocking call: {gap:?}");
+    }
+
+    #[test]
+    fn offloaded_or_hybrid_blocking_call_stalls_nobody_else() {
+        let delay = Duration::from_millis(300);
+        for (model, offload) in [(Model::Green, true), (Model::Hybrid, false)] {
+            let (gap, a_closed) = second_client_after_a_blocking_call(model, offload, delay);
+            assert!(!a_closed, "{model} (offload {offload}): B was answered during A's blocking call");
+            assert!(gap < delay, "{model} (offload {offload}): {gap:?}");
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! The hub process of the `fork` and `prefork` models.
+//!
+//! Processes do not share memory, so the state shared between connections (chat rooms, the game
+//! counter) lives in one more process, forked first, which runs the protocol's `Hub` and talks to
+//! every connection over a Unix stream socket in the abstract namespace (nothing to clean up on
+//! disk). Each connection that asks the hub anything opens its own socket; closing it means the
+//! session left.
+//!
+//! Frames, both ways: a 4-byte big-endian length, then that many bytes of postcard
+//! ([`Up`] towards the hub, [`Down`] back). Frames over [`MAX_FRAME`] bytes are an error.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::time::{Duration, Instant};
+
+use mio::net::{UnixListener as MioListener, UnixStream as MioStream};
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::socket::{MsgFlags, recv};
+use nix::unistd::{ForkResult, Pid, fork};
+use serde::{Deserialize, Serialize};
+use warren_proto::{Hub, SessionId};
+
+use crate::blocking::HubLink;
+
+/// The largest frame either side accepts.
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// Messages that may wait for one slow session before the hub disconnects it.
+const MAX_BACKLOG: usize = 4 << 20;
+
+/// A frame from a connection to the hub.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Up<R> {
+    /// The first frame on a socket: which session speaks on it.
+    Open(SessionId),
+    /// A request from that session.
+    Request(R),
+    /// Ask for the hub's closing summary (sent by the server's parent at shutdown).
+    Report,
+}
+
+/// A frame from the hub to a connection.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Down<M> {
+    /// A message for the session on this socket.
+    Message(M),
+    /// The answer to [`Up::Report`].
+    Report(Option<String>),
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The length prefix is over [`MAX_FRAME`].
+    #[error("frame of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    /// The body is not a valid postcard encoding.
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] postcard::Error),
+}
+
+/// Append one frame holding `value` to `buf`.
+pub fn encode_frame<T: Serialize>(value: &T, buf: &mut Vec<u8>) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; 4]);
+    let body = postcard::to_extend(value, std::mem::take(buf)).expect("encoding to a Vec cannot fail");
+    *buf = body;
+    let len = (buf.len() - start - 4) as u32;
+    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Take one complete frame off the front of `buf`, if there is one.
+pub fn decode_frame<T: for<'de> Deserialize<'de>>(buf: &mut Vec<u8>) -> Result<Option<T>, FrameError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    if buf.len() < 4 + len {
+        return Ok(None);
+    }
+    let value = postcard::from_bytes(&buf[4..4 + len]);
+    buf.drain(..4 + len);
+    Ok(Some(value?))
+}
+
+/// A running hub process.
+#[derive(Debug)]
+pub(crate) struct HubProcess {
+    pub pid: Pid,
+    pub addr: SocketAddr,
+}
+
+/// Fork the hub process. Call while the process is single-threaded.
+pub(crate) fn spawn<H: Hub>(hub: H) -> io::Result<HubProcess> {
+    let name = format!("warren-hub-{}-{:x}", std::process::id(), fastrand::u64(..));
+    let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
+    let listener = UnixListener::bind_addr(&addr)?;
+    // SAFETY: the caller guarantees no other thread exists, so the child inherits a consistent
+    // address space; the child never returns from `run`.
+    match unsafe { fork() }.map_err(io::Error::from)? {
+        ForkResult::Child => {
+            // The hub ends when the server says so (see `finish`) or dies, even by SIGKILL. A Ctrl-C
+            // reaches the whole process group; the hub ignores it so that the server can still
+            // ask it for its report while the connections say goodbye.
+            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+            for signal in [nix::sys::signal::Signal::SIGINT, nix::sys::signal::Signal::SIGTERM] {
+                // SAFETY: SIG_IGN installs no handler code.
+                let _ = unsafe { nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigIgn) };
+            }
+            let code = match run(hub, listener) {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::error!(target: "warren", "hub process: {e}");
+                    1
+                }
+            };
+            crate::procs::exit_child(code)
+        }
+        ForkResult::Parent { child } => Ok(HubProcess { pid: child, addr }),
+    }
+}
+
+/// Ask the hub for its summary, then stop it.
+pub(crate) fn finish(hub: &HubProcess) -> Option<String> {
+    let report = (|| -> io::Result<Option<String>> {
+        let mut stream = UnixStream::connect_addr(&hub.addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut buf = Vec::new();
+        encode_frame(&Up::<()>::Report, &mut buf);
+        stream.write_all(&buf)?;
+        buf.clear();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(Down::<()>::Report(report)) = decode_frame(&mut buf).map_err(io::Error::other)? {
+                return Ok(report);
+            }
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })()
+    .ok()
+    .flatten();
+    // The hub holds nothing durable: once its report is read it can go at once.
+    let _ = nix::sys::signal::kill(hub.pid, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(hub.pid, None);
+    report
+}
+
+struct Peer {
+    stream: MioStream,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    id: Option<SessionId>,
+    asked: bool,
+}
+
+const LISTENER: Token = Token(usize::MAX);
+
+/// The hub process's event loop; runs until the server kills it.
+fn run<H: Hub>(mut hub: H, listener: UnixListener) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let mut poll = Poll::new()?;
+    let mut listener = MioListener::from_std(listener);
+    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut peers: HashMap<usize, Peer> = HashMap::new();
+    let mut by_id: HashMap<SessionId, usize> = HashMap::new();
+    let mut next_token = 0usize;
+    let mut events = Events::with_capacity(256);
+    let mut out = Vec::new();
+    loop {
+        match poll.poll(&mut events, None) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        let mut dead = Vec::new();
+        for event in events.iter() {
+            match event.token() {
+                LISTENER => loop {
+                    match listener.accept() {
+                        Ok((mut stream, _)) => {
+                            let token = next_token;
+                            next_token += 1;
+                            poll.registry().register(&mut stream, Token(token), Interest::READABLE | Interest::WRITABLE)?;
+                            peers.insert(token, Peer { stream, input: Vec::new(), output: Vec::new(), id: None, asked: false });
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if crate::accept::is_transient(&e) => continue,
+                        Err(_) => break,
+                    }
+                },
+                Token(token) => {
+                    let Some(peer) = peers.get_mut(&token) else { continue };
+                    if event.is_readable() && read_all(peer).is_err() {
+                        dead.push(token);
+                        continue;
+                    }
+                    let now = Instant::now();
+                    loop {
+                        let frame = match decode_frame::<Up<H::Request>>(&mut peer.input) {
+                            Ok(Some(frame)) => frame,
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::error!(target: "warren", "hub: dropping a connection: {e}");
+                                dead.push(token);
+                                break;
+                            }
+                        };
+                        match (frame, peer.id) {
+                            (Up::Open(id), None) => {
+                                peer.id = Some(id);
+                                by_id.insert(id, token);
+                            }
+                            (Up::Request(request), Some(id)) => {
+                                peer.asked = true;
+                                hub.handle_request(now, id, request, &mut out);
+                            }
+                            (Up::Report, _) => encode_frame(&Down::<H::Message>::Report(hub.report(now)), &mut peer.output),
+                            _ => {
+                                dead.push(token);
+                                break;
+                            }
+                        }
+                    }
+                    let peer = peers.get_mut(&token).expect("peer still present");
+                    if flush(peer).is_err() {
+                        dead.push(token);
+                    }
+                }
+            }
+            deliver(&mut out, &mut peers, &by_id, &mut dead);
+        }
+        // Leaving can make the hub tell others (a chat user left), which can drop more peers.
+        while let Some(token) = dead.pop() {
+            if let Some(peer) = peers.remove(&token) {
+                let _ = poll.registry().deregister(&mut { peer.stream });
+                if let Some(id) = peer.id {
+                    by_id.remove(&id);
+                    if peer.asked {
+                        hub.handle_leave(Instant::now(), id, &mut out);
+                        deliver(&mut out, &mut peers, &by_id, &mut dead);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn deliver<M: Serialize>(out: &mut Vec<(SessionId, M)>, peers: &mut HashMap<usize, Peer>, by_id: &HashMap<SessionId, usize>, dead: &mut Vec<usize>) {
+    for (to, msg) in out.drain(..) {
+        let Some(&token) = by_id.get(&to) else { continue };
+        let Some(peer) = peers.get_mut(&token) else { continue };
+        encode_frame(&Down::Message(msg), &mut peer.output);
+        if peer.output.len() > MAX_BACKLOG || flush(peer).is_err() {
+            dead.push(token);
+        }
+    }
+}
+
+fn read_all(peer: &mut Peer) -> io::Result<()> {
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match peer.stream.read(&mut chunk) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                peer.input.extend_from_slice(&chunk[..n]);
+                if peer.input.len() > MAX_FRAME + 4 {
+                    return Err(io::Error::other("peer floods the hub"));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Write what the socket takes now; the rest waits for the next writable event.
+fn flush(peer: &mut Peer) -> io::Result<()> {
+    let mut written = 0;
+    while written < peer.output.len() {
+        match peer.stream.write(&peer.output[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    peer.output.drain(..written);
+    Ok(())
+}
+
+/// A connection's link to the hub process, opened on its first request.
+pub(crate) struct RemoteLink {
+    addr: SocketAddr,
+    id: SessionId,
+    stream: Option<UnixStream>,
+    input: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl RemoteLink {
+    pub(crate) fn new(addr: SocketAddr, id: SessionId) -> Self {
+        Self { addr, id, stream: None, input: Vec::new(), scratch: Vec::new() }
+    }
+
+    fn stream(&mut self) -> io::Result<&mut UnixStream> {
+        if self.stream.is_none() {
+            let mut stream = UnixStream::connect_addr(&self.addr)?;
+            stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+            let mut open = Vec::new();
+            encode_frame(&Up::<()>::Open(self.id), &mut open);
+            stream.write_all(&open)?;
+            self.stream = Some(stream);
+        }
+        Ok(self.stream.as_mut().expect("just connected"))
+    }
+}
+
+impl<H: Hub> HubLink<H> for RemoteLink {
+    fn request(&mut self, _: Instant, request: H::Request) -> io::Result<()> {
+        let mut frame = std::mem::take(&mut self.scratch);
+        frame.clear();
+        encode_frame(&Up::Request(request), &mut frame);
+        let result = self.stream()?.write_all(&frame);
+        self.scratch = frame;
+        result
+    }
+
+    fn drain(&mut self, into: &mut Vec<H::Message>) -> io::Result<()> {
+        let Some(stream) = &self.stream else { return Ok(()) };
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match recv(stream.as_raw_fd(), &mut chunk, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => self.input.extend_from_slice(&chunk[..n]),
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        while let Some(frame) = decode_frame::<Down<H::Message>>(&mut self.input).map_err(io::Error::other)? {
+            if let Down::Message(msg) = frame {
+                into.push(msg);
+            }
+        }
+        Ok(())
+    }
+
+    fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.stream.as_ref().map(|s| s.as_fd())
+    }
+
+    fn overflowed(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_in_pieces() {
+        let mut buf = Vec::new();
+        encode_frame(&Up::Request(42u64), &mut buf);
+        encode_frame(&Up::<u64>::Open(SessionId(7)), &mut buf);
+        let mut input = Vec::new();
+        let mut got = Vec::new();
+        for byte in buf {
+            input.push(byte);
+            while let Some(frame) = decode_frame::<Up<u64>>(&mut input).unwrap() {
+                got.push(format!("{frame:?}"));
+            }
+        }
+        assert_eq!(got, ["Request(42)", "Open(SessionId(7))"]);
+    }
+
+    #[test]
+    fn oversized_frames_are_refused() {
+        let mut buf = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
+        assert!(matches!(decode_frame::<Up<u64>>(&mut buf), Err(FrameError::TooLarge(_))));
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut buf = bytes;
+            while let Ok(Some(_)) = decode_frame::<Up<String>>(&mut buf) {}
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Choosing a model at run time and the settings every model shares.
+
+use std::net::TcpListener;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use warren_proto::Service;
+
+use crate::activity::Activity;
+use crate::shutdown::{Shutdown, trigger_on_signals};
+
+/// A server model: how connections are mapped onto threads and processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Model {
+    /// One connection at a time, blocking: the next client waits in the listen backlog.
+    Iterative,
+    /// A kernel thread per connection; with `max_active` it stops accepting while that many run.
+    Thread,
+    /// A fixed pool of kernel threads; one poller hands ready connections to it through a
+    /// bounded queue, so a few threads serve any number of connections.
+    Pool,
+    /// A process per connection, forked before any thread exists; shared state in a hub process.
+    Fork,
+    /// A fixed set of worker processes accepting on one shared listener; shared state in a hub
+    /// process.
+    Prefork,
+    /// One thread, non-blocking sockets and epoll; each connection a state machine. Optional
+    /// worker threads take blocking calls off the loop.
+    Event,
+    /// User-space tasks on one kernel thread (a current-thread async runtime): a blocking call
+    /// stalls every connection.
+    Green,
+    /// M:N tasks over a work-stealing pool of kernel threads (the light-weight-process model).
+    Hybrid,
+}
+
+impl Model {
+    /// Every model, in the chapter's order.
+    pub const ALL: [Model; 8] = [
+        Model::Iterative,
+        Model::Thread,
+        Model::Pool,
+        Model::Fork,
+        Model::Prefork,
+        Model::Event,
+        Model::Green,
+        Model::Hybrid,
+    ];
+
+    /// The model's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Model::Iterative => "iterative",
+            Model::Thread => "thread",
+            Model::Pool => "pool",
+            Model::Fork => "fork",
+            Model::Prefork => "prefork",
+            Model::Event => "event",
+            Model::Green => "green",
+            Model::Hybrid => "hybrid",
+        }
+    }
+}
+
+impl std::fmt::Display for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Model {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Model::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown model {s:?}; expected one of iterative, thread, pool, fork, prefork, event, green, hybrid"))
+    }
+}
+
+/// Settings shared by every model. Each field documents which models read it.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// `pool`: worker threads. `event`: threads that take blocking calls off the loop (0 = none).
+    /// `hybrid`: runtime worker threads. Default 4.
+    pub threads: usize,
+    /// `prefork`: worker processes. Default 4.
+    pub processes: usize,
+    /// `thread` and `fork`: stop accepting while this many connections are active (the course's
+    /// TimeServerImproved blocks before `accept`). Default: no such wait.
+    pub max_active: Option<usize>,
+    /// Every model: connections beyond this many are refused with the protocol's refusal.
+    /// Default 10,000 (`fork`: 512, since each is a process).
+    pub max_conns: usize,
+    /// `pool`: ready connections waiting for a worker; a new connection is refused when the
+    /// queue is full. Default 1,024.
+    pub queue: usize,
+    /// `green`: run blocking calls on a helper thread instead of the runtime thread (the way
+    /// around the model's stall). Default off, to show the stall.
+    pub offload_blocking: bool,
+    /// Every model: exit after this long without any connection activity. Default: never.
+    pub idle_exit: Option<Duration>,
+    /// Every model: give up on a peer that does not read for this long. Default 30 s.
+    pub write_timeout: Duration,
+    /// Messages that may wait for one slow session before it is disconnected. Default 4,096.
+    pub mailbox: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            threads: 4,
+            processes: 4,
+            max_active: None,
+            max_conns: 10_000,
+            queue: 1024,
+            offload_blocking: false,
+            idle_exit: None,
+            write_timeout: Duration::from_secs(30),
+            mailbox: 4096,
+        }
+    }
+}
+
+/// What a server did, reported when it stops.
+#[derive(Clone, Debug, Default)]
+pub struct ServeReport {
+    /// Connections accepted and served.
+    pub accepted: u64,
+    /// Connections refused for lack of capacity.
+    pub refused: u64,
+    /// Whether the server stopped because it was idle for `idle_exit`.
+    pub idle_exit: bool,
+    /// The hub's summary (the chat server's statistics).
+    pub hub_report: Option<String>,
+}
+
+/// Counters shared by a server's threads.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub accepted: AtomicU64,
+    pub refused: AtomicU64,
+    pub active: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn report(&self, hub_report: Option<String>) -> ServeReport {
+        ServeReport {
+            accepted: self.accepted.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            idle_exit: false,
+            hub_report,
+        }
+    }
+}
+
+/// What the in-process drivers receive besides the service and the listener.
+#[derive(Clone, Debug)]
+pub(crate) struct Env {
+    pub shutdown: Arc<Shutdown>,
+    pub activity: Arc<Activity>,
+    pub counters: Arc<Counters>,
+}
+
+/// Serve `service` on `listener` under `model` until SIGINT, SIGTERM or `idle_exit`.
+///
+/// `fork` and `prefork` fork: call them before this process starts any thread.
+pub fn serve<S: Service>(model: Model, service: S, listener: TcpListener, config: &ServeConfig) -> std::io::Result<ServeReport> {
+    match model {
+        Model::Fork => return crate::fork::serve(service, listener, config),
+        Model::Prefork => return crate::prefork::serve(service, listener, config),
+        _ => {}
+    }
+    let shutdown = Arc::new(Shutdown::new()?);
+    trigger_on_signals(shutdown.clone())?;
+    serve_until(model, service, listener, config, shutdown)
+}
+
+/// Serve under an in-process model until `shutdown` is triggered (or `idle_exit` passes).
+/// For embedding and tests; `fork` and `prefork` are refused here, since they need a process of
+/// their own.
+pub fn serve_until<S: Service>(
+    model: Model,
+    service: S,
+    listener: TcpListener,
+    config: &ServeConfig,
+    shutdown: Arc<Shutdown>,
+) -> std::io::Result<ServeReport> {
+    let start = Instant::now();
+    let env = Env { shutdown, activity: Arc::new(Activity::new(start)), counters: Arc::default() };
+    let idled = config.idle_exit.map(|period| watch_idle(&env, period)).transpose()?;
+    let service = Arc::new(service);
+    let mut report = match model {
+        Model::Iterative => crate::iterative::serve(service, listener, config, &env),
+        Model::Thread => crate::thread::serve(service, listener, config, &env),
+        Model::Pool => crate::pool::serve(service, listener, config, &env),
+        Model::Event => crate::event::serve(service, listener, config, &env),
+        Model::Green | Model::Hybrid => crate::green::serve(model, service, listener, config, &env),
+        Model::Fork | Model::Prefork => {
+            return Err(std::io::Error::other("fork and prefork cannot run inside another server"));
+        }
+    }?;
+    report.idle_exit = idled.is_some_and(|flag| flag.load(Ordering::SeqCst) == 1);
+    Ok(report)
+}
+
+/// Trigger shutdown once nothing has happened for `period`; returns a flag set when it did.
+fn watch_idle(env: &Env, period: Duration) -> std::io::Result<Arc<AtomicU64>> {
+    let fired = Arc::new(AtomicU64::new(0));
+    let (shutdown, activity, flag) = (env.shutdown.clone(), env.activity.clone(), fired.clone());
+    std::thread::Builder::new().name("warren-idle".into()).spawn(move || {
+        while !shutdown.is_triggered() {
+            let at = activity.idle_at(period);
+            let now = Instant::now();
+            if now >= at {
+                tracing::info!(target: "warren", "idle for {period:?}: shutting down");
+                flag.store(1, Ordering::SeqCst);
+                shutdown.trigger();
+                return;
+            }
+            // A timer, not synchronisation: wake when the idle period could end, or sooner.
+            std::thread::sleep((at - now).min(Duration::from_secs(1)));
+        }
+    })?;
+    Ok(fired)
+}

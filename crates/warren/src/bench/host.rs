@@ -1,0 +1,139 @@
+//! The machine the numbers came from, and the two things the bench changes about its own
+//! process: CPU pinning and the file-descriptor limit.
+
+use nix::libc;
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+
+/// The CPU the load generator runs on; the server gets [`SERVER_CPU`]. On a 2-core box this
+/// splits the cores evenly, so the client cannot steal the server's cycles (anchors §4.3).
+pub const LOAD_CPU: usize = 0;
+/// The CPU every server child runs on (its own children inherit the mask).
+pub const SERVER_CPU: usize = 1;
+
+/// What the header says about the machine.
+#[derive(Clone, Debug, Default)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub kernel: String,
+    pub memory_gib: f64,
+    pub nofile: u64,
+}
+
+impl Machine {
+    /// Read from /proc; unknown fields stay empty rather than failing the bench.
+    pub fn read() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpus = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name").and_then(|rest| rest.split_once(':')).map(|(_, v)| v.trim().to_owned())
+            })
+            .unwrap_or_default();
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let mem_kib: f64 =
+            crate::bench::probe::status_field(&meminfo, "MemTotal").and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let nofile = getrlimit(Resource::RLIMIT_NOFILE).map(|(soft, _)| soft).unwrap_or(0);
+        Machine { cpus, cpu_model, kernel, memory_gib: mem_kib / (1024.0 * 1024.0), nofile }
+    }
+}
+
+/// Raise the soft descriptor limit to the hard one: 10,000 idle connections need 10,000
+/// descriptors on each side, and the server children inherit the raised limit.
+pub fn raise_nofile() -> nix::Result<u64> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(hard)
+}
+
+/// Restrict the calling thread (and every thread or process it starts later) to `cpu`.
+///
+/// Async-signal-safe (one system call, no allocation), so it may run between fork and exec.
+pub fn pin_to(cpu: usize) -> std::io::Result<()> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` is below CPU_SETSIZE (checked above), so the bit lies inside `set`.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the size passed.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+/// Whether pinning was asked for, and what happened.
+#[derive(Clone, Debug)]
+pub enum Pinning {
+    /// `--no-pin`.
+    Off,
+    /// Pinned; `server` is the last server child's Cpus_allowed_list as the kernel reports it.
+    Applied { server: Option<String> },
+    /// Asked for but impossible (one CPU, or the affinity call failed).
+    Failed(String),
+}
+
+impl Pinning {
+    /// Pin this process to the load CPU, if asked and if there is a second CPU for servers.
+    pub fn apply(wanted: bool, cpus: usize) -> Pinning {
+        if !wanted {
+            return Pinning::Off;
+        }
+        if cpus <= SERVER_CPU {
+            return Pinning::Failed(format!("{cpus} CPU(s): nothing to split"));
+        }
+        match pin_to(LOAD_CPU) {
+            Ok(()) => Pinning::Applied { server: None },
+            Err(e) => Pinning::Failed(format!("sched_setaffinity: {e}")),
+        }
+    }
+
+    /// The CPU server children should be pinned to, if any.
+    pub fn server_cpu(&self) -> Option<usize> {
+        matches!(self, Pinning::Applied { .. }).then_some(SERVER_CPU)
+    }
+
+    /// Record what the kernel says a server child may run on.
+    pub fn observed(&mut self, cpus: Option<String>) {
+        if let Pinning::Applied { server } = self
+            && cpus.is_some()
+        {
+            *server = cpus;
+        }
+    }
+
+    /// One line for the report header.
+    pub fn describe(&self) -> String {
+        match self {
+            Pinning::Off => "off (--no-pin): load generator and servers share every CPU".into(),
+            Pinning::Applied { server } => {
+                let me = crate::bench::probe::cpus_allowed(std::process::id() as i32).unwrap_or_else(|| "?".into());
+                let server = server.clone().unwrap_or_else(|| "?".into());
+                format!("applied: servers on CPU {server}, load generator on CPU {me} (as /proc reports them)")
+            }
+            Pinning::Failed(why) => format!("not applied ({why}): load generator and servers share the CPUs"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_reads_something() {
+        let m = Machine::read();
+        assert!(m.cpus >= 1 && !m.kernel.is_empty() && m.memory_gib > 0.0, "{m:?}");
+    }
+
+    #[test]
+    fn off_and_impossible_pinning_say_so() {
+        assert!(Pinning::apply(false, 2).describe().starts_with("off"));
+        let one = Pinning::apply(true, 1);
+        assert!(one.server_cpu().is_none() && one.describe().starts_with("not applied"));
+    }
+}

@@ -1,0 +1,195 @@
+//! What a server costs: threads, processes and resident memory of its whole process tree, read
+//! from /proc. The tree matters because `fork` and `prefork` spread a server over many
+//! processes (and a hub process); the root's own numbers would hide exactly what the chapter's
+//! table is about.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How often the sampler looks: often enough to catch a short-lived peak of forked children,
+/// rare enough to cost the load generator's core little.
+const PERIOD: Duration = Duration::from_millis(50);
+
+/// One look at a process tree (or the peak of several looks, field by field).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub processes: u64,
+    pub threads: u64,
+    /// Summed VmRSS. Pages shared after a fork count once per process, as `ps` would count them.
+    pub rss_kib: u64,
+}
+
+impl Usage {
+    fn max(self, other: Usage) -> Usage {
+        Usage {
+            processes: self.processes.max(other.processes),
+            threads: self.threads.max(other.threads),
+            rss_kib: self.rss_kib.max(other.rss_kib),
+        }
+    }
+
+    /// Resident memory in MiB, for the table.
+    pub fn rss_mib(self) -> f64 {
+        self.rss_kib as f64 / 1024.0
+    }
+}
+
+/// The state letter and parent pid from the text of /proc/PID/stat.
+pub fn parse_stat(text: &str) -> Option<(char, i32)> {
+    // The command name sits in parentheses and may itself contain spaces and parentheses, so
+    // the fields are counted from the last closing one.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// A `Key:  value` field of /proc/PID/status, without units.
+pub fn status_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        (k == key).then(|| v.trim().trim_end_matches(" kB"))
+    })
+}
+
+/// Threads and resident KiB of one process from its /proc/PID/status text. A zombie has no
+/// VmRSS line; it still counts as a process holding a slot.
+fn parse_status(text: &str) -> Usage {
+    let number = |key| status_field(text, key).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Usage { processes: 1, threads: number("Threads"), rss_kib: number("VmRSS") }
+}
+
+/// `root` and every descendant, found through each process's parent pid.
+pub fn tree(root: i32) -> Vec<i32> {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return vec![root] };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else { continue };
+        // A process may exit between listing and reading; it is simply not counted.
+        if let Some((_, ppid)) =
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().as_deref().and_then(parse_stat)
+        {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut found = vec![root];
+    let mut next = 0;
+    while next < found.len() {
+        if let Some(kids) = children.get(&found[next]) {
+            found.extend(kids);
+        }
+        next += 1;
+    }
+    found
+}
+
+/// The usage of `root`'s tree now; zero when it has gone.
+pub fn snapshot(root: i32) -> Usage {
+    let mut total = Usage::default();
+    for pid in tree(root) {
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            let one = parse_status(&text);
+            total.processes += one.processes;
+            total.threads += one.threads;
+            total.rss_kib += one.rss_kib;
+        }
+    }
+    total
+}
+
+/// The CPUs a process may run on, as the kernel lists them (`1`, `0-1`); the proof that
+/// pinning took effect.
+pub fn cpus_allowed(pid: i32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status_field(&text, "Cpus_allowed_list").map(str::to_owned)
+}
+
+/// Samples a process tree in the background and keeps the peak.
+#[derive(Debug)]
+pub struct Sampler {
+    peak: Arc<Mutex<Usage>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Sampler {
+    /// Start sampling `root`'s tree every 50 ms.
+    pub fn start(root: i32) -> std::io::Result<Sampler> {
+        let (peak, stop) = (Arc::new(Mutex::new(snapshot(root))), Arc::new(AtomicBool::new(false)));
+        let (p, s) = (peak.clone(), stop.clone());
+        let thread = std::thread::Builder::new().name("bench-probe".into()).spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                std::thread::sleep(PERIOD);
+                let now = snapshot(root);
+                let mut peak = p.lock().unwrap_or_else(|e| e.into_inner());
+                *peak = peak.max(now);
+            }
+        })?;
+        Ok(Sampler { peak, stop, thread: Some(thread) })
+    }
+
+    /// The peak since the start or the previous call, including a look right now; resets it.
+    pub fn take_peak(&self, root: i32) -> Usage {
+        let now = snapshot(root);
+        let mut peak = self.peak.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *peak).max(now)
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_awkward_command_names() {
+        assert_eq!(parse_stat("42 (a) b) c) S 7 42 42 0 -1"), Some(('S', 7)));
+        assert_eq!(parse_stat("1 (init) R 0 1"), Some(('R', 0)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn this_process_is_in_its_own_tree() {
+        let me = std::process::id() as i32;
+        let text = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let (state, ppid) = parse_stat(&text).unwrap();
+        assert!("RS".contains(state), "{state}");
+        assert_eq!(ppid, nix::unistd::getppid().as_raw());
+        assert_eq!(tree(me)[0], me);
+        assert!(tree(ppid).contains(&me));
+    }
+
+    #[test]
+    fn this_process_uses_threads_and_memory() {
+        let usage = snapshot(std::process::id() as i32);
+        assert!(usage.processes >= 1 && usage.threads >= 1 && usage.rss_kib > 0, "{usage:?}");
+        assert!(cpus_allowed(std::process::id() as i32).is_some());
+    }
+
+    #[test]
+    fn status_fields_lose_their_units() {
+        let text = "Name:\tx\nThreads:\t3\nVmRSS:\t    2048 kB\n";
+        assert_eq!(parse_status(text), Usage { processes: 1, threads: 3, rss_kib: 2048 });
+        assert_eq!(parse_status("Name:\tzombie\n"), Usage { processes: 1, threads: 0, rss_kib: 0 });
+    }
+
+    #[test]
+    fn sampler_keeps_the_peak() {
+        let me = std::process::id() as i32;
+        let sampler = Sampler::start(me).unwrap();
+        std::thread::sleep(PERIOD * 2);
+        assert!(sampler.take_peak(me).threads >= 2, "the sampler's own thread counts");
+    }
+}

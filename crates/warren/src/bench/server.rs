@@ -1,0 +1,190 @@
+//! A server under test: `warren serve ...` as a child process, started, waited for and always
+//! stopped.
+//!
+//! The child gets a process group of its own so that stopping it also reaches what it forked
+//! (`fork` children, `prefork` workers, hub processes), and a parent-death signal so that a bench
+//! killed by Ctrl-C does not leave servers behind. [`Server`]'s `Drop` stops it on every path,
+//! errors and panics included.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+/// How long a server may take to print its readiness line.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a server gets to stop after SIGTERM before SIGKILL. Longer than the models' own
+/// goodbye grace would be wasted: the bench has closed every connection by then.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+/// Lines of the child's output kept for error messages.
+const TAIL: usize = 12;
+
+/// A running `warren serve`.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    pid: i32,
+    addr: SocketAddr,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    stopped: bool,
+}
+
+impl Server {
+    /// Start `exe serve <args>` pinned to `cpu` (if given) and wait for its readiness line.
+    pub fn start(exe: &Path, args: &[String], cpu: Option<usize>) -> anyhow::Result<Server> {
+        let mut command = Command::new(exe);
+        command.arg("serve").args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command.process_group(0);
+        // SAFETY: the closure runs between fork and exec and makes only async-signal-safe system
+        // calls (prctl, sched_setaffinity); it allocates nothing and takes no lock.
+        unsafe {
+            command.pre_exec(move || {
+                let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+                if let Some(cpu) = cpu {
+                    // Best effort: the report shows what the kernel actually applied.
+                    let _ = super::host::pin_to(cpu);
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().with_context(|| format!("cannot start {}", exe.display()))?;
+        let pid = child.id() as i32;
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        // From here on the guard owns the child, so every early return below stops it.
+        let mut server = Server { child, pid, addr: SocketAddr::from(([127, 0, 0, 1], 0)), tail, stopped: false };
+        let (ready_tx, ready_rx) = mpsc::channel();
+        // Both pipes are drained for the child's whole life: a server blocked on a full pipe
+        // would measure the pipe, not the model.
+        if let Some(out) = stdout {
+            drain(out, server.tail.clone(), Some(ready_tx))?;
+        }
+        if let Some(err) = stderr {
+            drain(err, server.tail.clone(), None)?;
+        }
+        match ready_rx.recv_timeout(READY_TIMEOUT) {
+            Ok(addr) => server.addr = addr,
+            Err(_) => bail!("`warren serve {}` did not get ready: {}", args.join(" "), server.output()),
+        }
+        if !server.addr.ip().is_loopback() {
+            bail!("server listens on {}, not loopback; the bench only loads 127.0.0.0/8", server.addr);
+        }
+        Ok(server)
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its process id (the root of its process tree).
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Whether it is still running. Reads /proc instead of waiting, so the process stays
+    /// unreaped and its id (and so its process group's id) cannot be reused before `stop`.
+    pub fn running(&self) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok();
+        stat.as_deref().and_then(super::probe::parse_stat).is_some_and(|(state, _)| state != 'Z' && state != 'X')
+    }
+
+    /// The last lines it printed, for error messages.
+    pub fn output(&self) -> String {
+        let tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        if tail.is_empty() { "(no output)".into() } else { tail.iter().cloned().collect::<Vec<_>>().join(" | ") }
+    }
+
+    /// SIGTERM, up to [`STOP_GRACE`] to finish, then SIGKILL to the whole process group.
+    /// Returns its final report line (`warren: stopped: ...`) if it printed one.
+    pub fn stop(&mut self) -> Option<String> {
+        if self.stopped {
+            return None;
+        }
+        self.stopped = true;
+        let pid = Pid::from_raw(self.pid);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + STOP_GRACE;
+        while self.running() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The leader is unreaped here, so this group id is still ours: anything left in it
+        // (a stuck worker, an orphaned fork child) is the server's and goes now.
+        let _ = killpg(pid, Signal::SIGKILL);
+        let _ = self.child.wait();
+        // The pipes close once every process in the group has gone; give the readers a moment.
+        let until = Instant::now() + Duration::from_millis(200);
+        loop {
+            let line = self
+                .tail
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .rev()
+                .find(|l| l.starts_with("warren: stopped"))
+                .cloned();
+            if line.is_some() || Instant::now() >= until {
+                return line;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Read `pipe` line by line until it closes, keeping the last lines; the first readiness line's
+/// address goes to `ready`.
+fn drain(
+    pipe: impl Read + Send + 'static,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    mut ready: Option<mpsc::Sender<SocketAddr>>,
+) -> std::io::Result<()> {
+    // Detached: it ends when the pipe closes, which `Server::stop` guarantees.
+    std::thread::Builder::new().name("bench-server-out".into()).spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = ready.as_ref().and_then(|_| parse_ready(&line)) {
+                let _ = ready.take().map(|tx| tx.send(addr));
+            }
+            let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+            if tail.len() == TAIL {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+    })?;
+    Ok(())
+}
+
+/// The address in `warren: serving echo (tcp) under thread on 127.0.0.1:PORT`.
+pub fn parse_ready(line: &str) -> Option<SocketAddr> {
+    let rest = line.strip_prefix("warren: serving ")?;
+    rest.rsplit_once(" on ")?.1.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_line_gives_the_address() {
+        let line = "warren: serving echo (tcp) under thread on 127.0.0.1:40123";
+        assert_eq!(parse_ready(line), Some(SocketAddr::from(([127, 0, 0, 1], 40123))));
+        assert_eq!(parse_ready("warren: stopped: 3 connections served, 0 refused"), None);
+        assert_eq!(parse_ready("warren: serving echo on nowhere"), None);
+    }
+}

@@ -1,0 +1,242 @@
+//! The command line: every subcommand and flag, parsed once into these types.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use warren_models::Model;
+
+/// warren hosts, finds, balances and moves server processes.
+///
+/// Every server runs under one of eight server models, chosen at run time:
+///
+///   iterative  one connection at a time, blocking; the next client waits in the backlog
+///   thread     a kernel thread per connection (--max N waits before accept while N are active)
+///   pool       N threads serve any number of connections; a bounded queue refuses when full
+///   fork       a process per connection; shared state in a hub process over a Unix socket
+///   prefork    N worker processes accept on one listener; shared state in a hub process
+///   event      one thread, epoll, each connection a state machine (--threads N offloads blocking calls)
+///   green      user-space tasks on one kernel thread: one blocking call stalls every connection
+///   hybrid     M:N tasks on a work-stealing pool of kernel threads (light-weight processes)
+#[derive(Debug, Parser)]
+#[command(name = "warren", version, verbatim_doc_comment)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a protocol under a server model.
+    Serve(ServeArgs),
+    /// Run every classic server on loopback, each under a different model, and try each client.
+    Demo(DemoArgs),
+    /// The course's PingPong: `warren pingpong <client|server> <host> <port>`.
+    Pingpong(PingpongArgs),
+    /// The course's chat server: `warren chatserver -p <port> -d <0|1>`.
+    Chatserver(ChatserverArgs),
+    /// Interactive chat client with line editing; `/connect <host> [port]` inside.
+    Chat {
+        /// Server to connect to at once.
+        host: Option<String>,
+        /// Its port.
+        port: Option<u16>,
+    },
+    /// The course's TimeServer: sends the date, then blocks for --delay (default 4 s).
+    Timeserver(TimeserverArgs),
+    /// The course's TimeClient: prints `Time on host <host> is <date>`.
+    Timeclient {
+        /// Server host.
+        host: String,
+        /// Server port.
+        port: u16,
+    },
+    /// Echo client (RFC 862): sends standard input, prints what comes back.
+    Echo(ClientArgs),
+    /// Discard client (RFC 863): sends standard input, prints nothing.
+    Discard(ClientArgs),
+    /// Daytime client (RFC 867): prints the server's date line.
+    Daytime(ClientArgs),
+    /// Time client (RFC 868): prints the server's time, decoded.
+    Time(ClientArgs),
+    /// Measure and compare.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// The chapter's table of server models, measured.
+    Models(crate::bench::ModelsArgs),
+}
+
+/// The protocols `warren serve` knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// RFC 862, TCP or UDP.
+    Echo,
+    /// RFC 863, TCP.
+    Discard,
+    /// RFC 867, TCP or UDP.
+    Daytime,
+    /// RFC 868, TCP or UDP.
+    Time,
+    /// The course's TimeServer (answers, then makes a blocking call).
+    Timeserver,
+    /// The course's PingPong, version 3.
+    Pingpong,
+    /// The course's chat server.
+    Chat,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The protocol to serve.
+    #[arg(value_enum)]
+    pub protocol: Protocol,
+    #[command(flatten)]
+    pub server: ServerFlags,
+}
+
+/// Flags shared by every server command.
+#[derive(Clone, Debug, Args)]
+pub struct ServerFlags {
+    /// Server model.
+    #[arg(long, short = 'm', default_value = "thread")]
+    pub model: Model,
+    /// Address to listen on (port 0 picks a free port; the chosen one is printed).
+    #[arg(long, short = 'l', default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Serve datagrams (echo, daytime, time) instead of a stream.
+    #[arg(long)]
+    pub udp: bool,
+    /// pool: worker threads; event: threads for blocking calls (0 = none); hybrid: runtime threads.
+    #[arg(long, short = 't', default_value_t = 4)]
+    pub threads: usize,
+    /// prefork: worker processes.
+    #[arg(long, short = 'P', default_value_t = 4)]
+    pub processes: usize,
+    /// thread, fork: stop accepting while this many connections are active.
+    #[arg(long)]
+    pub max: Option<usize>,
+    /// Refuse connections beyond this many, with the protocol's refusal [default: 10000; fork: 512].
+    #[arg(long)]
+    pub max_conns: Option<usize>,
+    /// pool: ready connections that may wait for a worker; new ones are refused when it is full.
+    #[arg(long, default_value_t = 1024)]
+    pub queue: usize,
+    /// green: run blocking calls on a helper thread (the way around the model's stall).
+    #[arg(long)]
+    pub offload_blocking: bool,
+    /// Exit after this long without activity (e.g. 3m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub idle_exit: Option<Duration>,
+    /// Close a connection idle this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+    pub idle_timeout: Duration,
+    /// Close a connection that takes this long to finish a request (slow clients).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub read_timeout: Duration,
+    /// Give up on a peer that reads nothing for this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub write_timeout: Duration,
+    /// Longest request line or frame, in bytes.
+    #[arg(long, default_value_t = 4096)]
+    pub max_request: usize,
+    /// timeserver: the blocking call's length; pingpong: the pause before each hit.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub delay: Option<Duration>,
+    /// pingpong: end each game after this many hits by the server.
+    #[arg(long)]
+    pub hits: Option<u64>,
+    /// Log level: 0 errors only, 1 every event (the default shows the protocol's narration).
+    #[arg(long, short = 'd')]
+    pub debug: Option<u8>,
+}
+
+#[derive(Debug, Args)]
+pub struct PingpongArgs {
+    /// `client` or `server`.
+    #[arg(value_parser = ["client", "server"])]
+    pub role: String,
+    /// Server host (the server always listens on loopback unless --listen says otherwise).
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Pause before each of this side's hits (e.g. 500ms).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "500ms")]
+    pub delay: Duration,
+    /// End the game after this many hits by this side.
+    #[arg(long)]
+    pub hits: Option<u64>,
+    /// server: the model [default: thread, the course's version 3].
+    #[arg(long, short = 'm', default_value = "thread")]
+    pub model: Model,
+    /// server: worker threads (pool, event, hybrid).
+    #[arg(long, short = 't', default_value_t = 4)]
+    pub threads: usize,
+    /// server: worker processes (prefork).
+    #[arg(long, short = 'P', default_value_t = 4)]
+    pub processes: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ChatserverArgs {
+    /// Port to listen on.
+    #[arg(short = 'p', long)]
+    pub port: u16,
+    /// Debug level: 0 errors only, 1 every event.
+    #[arg(short = 'd', long, default_value_t = 0)]
+    pub debug: u8,
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+    /// Server model [default: pool with 4 threads, any number of clients].
+    #[arg(long, short = 'm', default_value = "pool")]
+    pub model: Model,
+    /// Threads (pool, event, hybrid).
+    #[arg(long, short = 't', default_value_t = 4)]
+    pub threads: usize,
+    /// Processes (prefork).
+    #[arg(long, short = 'P', default_value_t = 4)]
+    pub processes: usize,
+    /// Shut down after this long without activity.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "3m")]
+    pub idle_exit: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct TimeserverArgs {
+    /// Port to listen on.
+    #[arg(default_value_t = 5005)]
+    pub port: u16,
+    /// The blocking call after each answer.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "4s")]
+    pub delay: Duration,
+    /// Server model [default: iterative, the course's single-threaded TimeServer].
+    #[arg(long, short = 'm', default_value = "iterative")]
+    pub model: Model,
+}
+
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Server host.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Use UDP.
+    #[arg(long)]
+    pub udp: bool,
+    /// Give up after this long without an answer.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Exit after the self-check instead of serving until Ctrl-C.
+    #[arg(long)]
+    pub once: bool,
+}

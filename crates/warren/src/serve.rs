@@ -1,0 +1,171 @@
+//! Server commands: `warren serve` and the course's aliases (pingpong server, chatserver,
+//! timeserver).
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+
+use anyhow::Context;
+use socket2::{Domain, Protocol as IpProtocol, Socket, Type};
+use warren_models::{Model, ServeConfig, ServeReport};
+use warren_proto::{DatagramService, Limits, Service};
+
+use crate::cli::{ChatserverArgs, PingpongArgs, Protocol, ServerFlags, TimeserverArgs};
+
+/// `warren serve <protocol>`.
+pub fn serve(protocol: Protocol, flags: &ServerFlags) -> anyhow::Result<()> {
+    init_logging(flags.debug);
+    let limits = Limits { idle_timeout: flags.idle_timeout, read_timeout: flags.read_timeout, max_request: flags.max_request };
+    if flags.udp {
+        return match protocol {
+            Protocol::Echo => serve_udp(warren_proto::echo::Echo { limits }, flags),
+            Protocol::Daytime => serve_udp(warren_proto::daytime::Daytime, flags),
+            Protocol::Time => serve_udp(warren_proto::time::Time, flags),
+            other => anyhow::bail!("{other:?} has no UDP form; UDP serves echo, daytime and time"),
+        };
+    }
+    match protocol {
+        Protocol::Echo => serve_tcp(warren_proto::echo::Echo { limits }, flags),
+        Protocol::Discard => serve_tcp(warren_proto::discard::Discard { limits }, flags),
+        Protocol::Daytime => serve_tcp(warren_proto::daytime::Daytime, flags),
+        Protocol::Time => serve_tcp(warren_proto::time::Time, flags),
+        Protocol::Timeserver => {
+            let mut service = warren_proto::timeserver::TimeServer::default();
+            if let Some(delay) = flags.delay {
+                service.delay = delay;
+            }
+            serve_tcp(service, flags)
+        }
+        Protocol::Pingpong => {
+            let mut options = warren_proto::pingpong::Options::default();
+            if let Some(delay) = flags.delay {
+                options.delay = delay;
+            }
+            options.hits = flags.hits;
+            serve_tcp(warren_proto::pingpong::PingPong { limits, options }, flags)
+        }
+        Protocol::Chat => serve_tcp(warren_proto::chat::Chat { limits }, flags),
+    }
+}
+
+/// `warren pingpong <client|server> <host> <port>`.
+pub fn pingpong(args: &PingpongArgs) -> anyhow::Result<()> {
+    let options = warren_proto::pingpong::Options { delay: args.delay, hits: args.hits, ..Default::default() };
+    if args.role == "client" {
+        return crate::clients::pingpong(&args.host, args.port, &options);
+    }
+    let ip = resolve(&args.host, args.port)?.ip();
+    let mut flags = default_flags(args.model, SocketAddr::new(ip, args.port));
+    flags.threads = args.threads;
+    flags.processes = args.processes;
+    flags.delay = Some(args.delay);
+    flags.hits = args.hits;
+    serve(Protocol::Pingpong, &flags)
+}
+
+/// `warren chatserver -p <port> -d <level>`.
+pub fn chatserver(args: &ChatserverArgs) -> anyhow::Result<()> {
+    let mut flags = default_flags(args.model, SocketAddr::new(args.bind, args.port));
+    flags.threads = args.threads;
+    flags.processes = args.processes;
+    flags.idle_exit = Some(args.idle_exit);
+    flags.debug = Some(args.debug);
+    serve(Protocol::Chat, &flags)
+}
+
+/// `warren timeserver [port]`.
+pub fn timeserver(args: &TimeserverArgs) -> anyhow::Result<()> {
+    let mut flags = default_flags(args.model, SocketAddr::from(([127, 0, 0, 1], args.port)));
+    flags.delay = Some(args.delay);
+    serve(Protocol::Timeserver, &flags)
+}
+
+fn serve_tcp<S: Service>(service: S, flags: &ServerFlags) -> anyhow::Result<()> {
+    let listener = listen(flags.listen).with_context(|| format!("cannot listen on {}", flags.listen))?;
+    announce(service.name(), "tcp", flags.model, listener.local_addr()?);
+    let report = warren_models::serve(flags.model, service, listener, &config(flags))?;
+    finish(&report);
+    Ok(())
+}
+
+fn serve_udp<D: DatagramService>(service: D, flags: &ServerFlags) -> anyhow::Result<()> {
+    let socket = UdpSocket::bind(flags.listen).with_context(|| format!("cannot bind {}", flags.listen))?;
+    announce(service.name(), "udp", flags.model, socket.local_addr()?);
+    let report = warren_models::udp::serve_udp(flags.model, service, socket, &config(flags))?;
+    finish(&report);
+    Ok(())
+}
+
+/// The readiness line: scripts and tests wait for it and read the address from it.
+fn announce(protocol: &str, transport: &str, model: Model, addr: SocketAddr) {
+    println!("warren: serving {protocol} ({transport}) under {model} on {addr}");
+    let _ = std::io::stdout().flush();
+}
+
+fn finish(report: &ServeReport) {
+    if let Some(hub) = &report.hub_report {
+        println!("{hub}");
+    }
+    let why = if report.idle_exit { " (idle)" } else { "" };
+    println!("warren: stopped{why}: {} connections served, {} refused", report.accepted, report.refused);
+}
+
+fn config(flags: &ServerFlags) -> ServeConfig {
+    let default_max = if flags.model == Model::Fork { 512 } else { 10_000 };
+    ServeConfig {
+        threads: flags.threads,
+        processes: flags.processes,
+        max_active: flags.max,
+        max_conns: flags.max_conns.unwrap_or(default_max),
+        queue: flags.queue,
+        offload_blocking: flags.offload_blocking,
+        idle_exit: flags.idle_exit,
+        write_timeout: flags.write_timeout,
+        ..ServeConfig::default()
+    }
+}
+
+/// A listener with SO_REUSEADDR and a backlog as deep as the kernel allows.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(IpProtocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+/// Resolve `host:port` to its first address.
+pub fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    (host, port).to_socket_addrs()?.next().with_context(|| format!("{host} has no address"))
+}
+
+fn default_flags(model: Model, listen: SocketAddr) -> ServerFlags {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        flags: ServerFlags,
+    }
+    let mut flags = Defaults::parse_from(["warren"]).flags;
+    flags.model = model;
+    flags.listen = listen;
+    flags
+}
+
+/// Log through `tracing` to standard output, one bare line per event, so that the protocols'
+/// narration reads like the course's programs. `RUST_LOG` overrides the level.
+pub fn init_logging(debug: Option<u8>) {
+    let level = match debug {
+        None => "info",
+        Some(0) => "error",
+        Some(_) => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .without_time()
+        .with_target(false)
+        .with_level(false)
+        .with_writer(std::io::stdout)
+        .try_init();
+}
