@@ -129,7 +129,7 @@ pub(crate) fn serve<S: Service>(
                 WAKER => {}
                 Token(t) => {
                     if let Some(Some(conn)) = lp.conns.get_mut(t) {
-                        conn.readable |= event.is_readable() || event.is_read_closed() || event.is_error();
+                        conn.ready(event.is_readable() || event.is_error(), event.is_read_closed());
                     }
                     ready.push(t);
                 }

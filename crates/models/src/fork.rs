@@ -27,7 +27,7 @@ use crate::shutdown::{Shutdown, trigger_on_signals_without_thread};
 
 pub(crate) fn serve<S: Service>(service: S, listener: TcpListener, config: &ServeConfig) -> std::io::Result<ServeReport> {
     let activity = Activity::shared(Instant::now())?;
-    let hub = hub_process::spawn(service.new_hub())?;
+    let hub = hub_process::spawn(service.new_hub(std::time::Instant::now()))?;
     let signals = ParentSignals::install()?;
     listener.set_nonblocking(true)?;
     let mut children = HashSet::new();

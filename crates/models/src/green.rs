@@ -44,7 +44,7 @@ pub(crate) fn serve<S: Service>(
     env: &Env,
 ) -> io::Result<ServeReport> {
     let runtime = runtime(model, config.threads)?;
-    let hub = Arc::new(LocalHub::new(service.new_hub()));
+    let hub = Arc::new(LocalHub::new(service.new_hub(std::time::Instant::now())));
     listener.set_nonblocking(true)?;
     let result = runtime.block_on(accept_loop(service, hub.clone(), listener, config, env));
     // Only offloaded blocking calls can still run here; they end on their own.

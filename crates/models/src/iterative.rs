@@ -17,7 +17,7 @@ use crate::local_hub::LocalHub;
 use crate::run::{Env, ServeConfig, ServeReport};
 
 pub(crate) fn serve<S: Service>(service: Arc<S>, listener: TcpListener, config: &ServeConfig, env: &Env) -> std::io::Result<ServeReport> {
-    let hub = Arc::new(LocalHub::new(service.new_hub()));
+    let hub = Arc::new(LocalHub::new(service.new_hub(std::time::Instant::now())));
     let conn_env = ConnEnv { shutdown: &env.shutdown, activity: &env.activity, write_timeout: config.write_timeout };
     let mut acceptor = Acceptor::new();
     while wait_readable(&listener, env)? {

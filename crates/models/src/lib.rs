@@ -36,6 +36,11 @@ pub mod shutdown;
 mod thread;
 pub mod udp;
 
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::hub_process::{Down, FrameError, MAX_FRAME, Up, decode_frame, encode_frame};
+}
+
 pub use activity::Activity;
 pub use run::{Model, ServeConfig, ServeReport, serve};
 pub use shutdown::Shutdown;

@@ -346,7 +346,7 @@ impl<S: Service> Poller<S> {
     fn dispatch(&mut self, mut conn: Box<Conn<S>>) {
         conn.disarm();
         // Whatever woke it, the worker tries the socket: one WouldBlock at worst.
-        conn.readable = true;
+        conn.ready(true, false);
         self.slots[conn.token] = Some(Slot::Away { wanted: false });
         self.overflow.push_back(conn);
         self.pump();

@@ -39,7 +39,7 @@ struct Shared<'a, S> {
 
 pub(crate) fn serve<S: Service>(service: S, listener: TcpListener, config: &ServeConfig) -> std::io::Result<ServeReport> {
     let activity = Activity::shared(Instant::now())?;
-    let hub = hub_process::spawn(service.new_hub())?;
+    let hub = hub_process::spawn(service.new_hub(std::time::Instant::now()))?;
     listener.set_nonblocking(true)?;
     let shared = Shared {
         service: &service,

@@ -17,7 +17,7 @@ use crate::local_hub::{LocalHub, lock};
 use crate::run::{Env, ServeConfig, ServeReport};
 
 pub(crate) fn serve<S: Service>(service: Arc<S>, listener: TcpListener, config: &ServeConfig, env: &Env) -> std::io::Result<ServeReport> {
-    let hub = Arc::new(LocalHub::new(service.new_hub()));
+    let hub = Arc::new(LocalHub::new(service.new_hub(std::time::Instant::now())));
     // The number of live connection threads, and a condition signalled when one ends.
     let live = Arc::new((Mutex::new(0usize), Condvar::new()));
     let mut acceptor = Acceptor::new();

@@ -33,7 +33,7 @@ impl Service for Daytime {
         DaytimeSession { wall: info.wall }
     }
 
-    fn new_hub(&self) -> NoHub {
+    fn new_hub(&self, _: Instant) -> NoHub {
         NoHub
     }
 }

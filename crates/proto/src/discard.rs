@@ -23,7 +23,7 @@ impl Service for Discard {
         DiscardSession { deadline: Deadline::new(&self.limits, now) }
     }
 
-    fn new_hub(&self) -> NoHub {
+    fn new_hub(&self, _: Instant) -> NoHub {
         NoHub
     }
 }

@@ -57,8 +57,9 @@ pub trait Service: Send + Sync + 'static {
     /// A new session for a connection accepted at `now`.
     fn new_session(&self, info: &ConnInfo, now: Instant) -> Self::Session;
 
-    /// A new hub; called once per server (in the hub process for `fork` and `prefork`).
-    fn new_hub(&self) -> Self::Hub;
+    /// A new hub for a server started at `now`; called once per server (in the hub process for
+    /// `fork` and `prefork`).
+    fn new_hub(&self, now: Instant) -> Self::Hub;
 
     /// Bytes sent to a connection refused because the server is at its limit, before it is
     /// closed. Empty for protocols where any byte would be mistaken for data (echo, time).

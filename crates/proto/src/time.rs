@@ -38,7 +38,7 @@ impl Service for Time {
         TimeSession { wall: info.wall }
     }
 
-    fn new_hub(&self) -> NoHub {
+    fn new_hub(&self, _: Instant) -> NoHub {
         NoHub
     }
 }

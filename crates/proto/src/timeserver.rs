@@ -35,7 +35,7 @@ impl Service for TimeServer {
         TimeServerSession { line: format_daytime(info.wall), delay: self.delay }
     }
 
-    fn new_hub(&self) -> NoHub {
+    fn new_hub(&self, _: Instant) -> NoHub {
         NoHub
     }
 }

@@ -72,6 +72,17 @@ pub enum BenchCommand {
     Models(crate::bench::ModelsArgs),
 }
 
+/// Each model in a sentence, for `--help`.
+const MODELS_HELP: &str = "Server model, one of:
+  iterative  one connection at a time, blocking; the next client waits in the listen backlog
+  thread     a kernel thread per connection; --max N waits before accept while N are active
+  pool       --threads N kernel threads serve any number of connections; a bounded --queue refuses when full
+  fork       a process per connection; shared state in a hub process over a Unix socket
+  prefork    --processes N worker processes accept on one shared listener; shared state in a hub process
+  event      one thread, epoll, each connection a state machine; --threads N takes blocking calls off the loop
+  green      user-space tasks on one kernel thread: one blocking call stalls every connection
+  hybrid     M:N tasks over a work-stealing pool of --threads kernel threads (light-weight processes)";
+
 /// The protocols `warren serve` knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Protocol {
@@ -103,8 +114,8 @@ pub struct ServeArgs {
 /// Flags shared by every server command.
 #[derive(Clone, Debug, Args)]
 pub struct ServerFlags {
-    /// Server model.
-    #[arg(long, short = 'm', default_value = "thread")]
+    /// Server model: iterative, thread, pool, fork, prefork, event, green or hybrid.
+    #[arg(long, short = 'm', default_value = "thread", long_help = MODELS_HELP)]
     pub model: Model,
     /// Address to listen on (port 0 picks a free port; the chosen one is printed).
     #[arg(long, short = 'l', default_value = "127.0.0.1:0")]
@@ -112,9 +123,10 @@ pub struct ServerFlags {
     /// Serve datagrams (echo, daytime, time) instead of a stream.
     #[arg(long)]
     pub udp: bool,
-    /// pool: worker threads; event: threads for blocking calls (0 = none); hybrid: runtime threads.
-    #[arg(long, short = 't', default_value_t = 4)]
-    pub threads: usize,
+    /// pool: worker threads [default: 4]; event: helper threads for blocking calls [default: 0,
+    /// none]; hybrid: runtime threads [default: one per core].
+    #[arg(long, short = 't')]
+    pub threads: Option<usize>,
     /// prefork: worker processes.
     #[arg(long, short = 'P', default_value_t = 4)]
     pub processes: usize,

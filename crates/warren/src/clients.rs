@@ -78,7 +78,7 @@ pub fn timeclient(host: &str, port: u16) -> anyhow::Result<()> {
 /// `warren chat`.
 pub fn chat(host: Option<String>, port: Option<u16>) -> anyhow::Result<()> {
     let server = match (host, port) {
-        (Some(host), port) => Some((host, port.unwrap_or(5005))),
+        (Some(host), port) => Some((host, port.unwrap_or(warren_proto::chat::DEFAULT_PORT))),
         (None, Some(_)) => bail!("a port needs a host"),
         (None, None) => None,
     };

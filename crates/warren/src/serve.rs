@@ -55,7 +55,7 @@ pub fn pingpong(args: &PingpongArgs) -> anyhow::Result<()> {
     }
     let ip = resolve(&args.host, args.port)?.ip();
     let mut flags = default_flags(args.model, SocketAddr::new(ip, args.port));
-    flags.threads = args.threads;
+    flags.threads = Some(args.threads);
     flags.processes = args.processes;
     flags.delay = Some(args.delay);
     flags.hits = args.hits;
@@ -65,7 +65,7 @@ pub fn pingpong(args: &PingpongArgs) -> anyhow::Result<()> {
 /// `warren chatserver -p <port> -d <level>`.
 pub fn chatserver(args: &ChatserverArgs) -> anyhow::Result<()> {
     let mut flags = default_flags(args.model, SocketAddr::new(args.bind, args.port));
-    flags.threads = args.threads;
+    flags.threads = Some(args.threads);
     flags.processes = args.processes;
     flags.idle_exit = Some(args.idle_exit);
     flags.debug = Some(args.debug);
@@ -111,8 +111,13 @@ fn finish(report: &ServeReport) {
 
 fn config(flags: &ServerFlags) -> ServeConfig {
     let default_max = if flags.model == Model::Fork { 512 } else { 10_000 };
+    let default_threads = match flags.model {
+        Model::Event => 0,
+        Model::Hybrid => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        _ => 4,
+    };
     ServeConfig {
-        threads: flags.threads,
+        threads: flags.threads.unwrap_or(default_threads),
         processes: flags.processes,
         max_active: flags.max,
         max_conns: flags.max_conns.unwrap_or(default_max),

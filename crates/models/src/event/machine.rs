@@ -60,7 +60,7 @@ impl<S: Service> Ctx<S> {
     pub(crate) fn new(service: &S, env: &Env, config: &ServeConfig, blocking_writes: bool) -> Self {
         let (mailbox, write_timeout) = (config.mailbox, config.write_timeout);
         Self {
-            hub: LocalHub::new(service.new_hub()),
+            hub: LocalHub::new(service.new_hub(Instant::now())),
             env: env.clone(),
             mailbox,
             write_timeout,
@@ -85,8 +85,12 @@ pub(crate) struct Conn<S: Service> {
     /// Actions not yet performed: the rest of a batch interrupted by an offloaded blocking call.
     actions: VecDeque<Action<Req<S>>>,
     opened: bool,
-    /// The socket may hold unread bytes: set by readiness, cleared by WouldBlock (edge-triggered).
-    pub readable: bool,
+    /// The socket may hold unread bytes: set by readiness, cleared by WouldBlock or a short read
+    /// (edge-triggered: new input raises a new edge).
+    readable: bool,
+    /// The peer's FIN was reported: reading must go on to EOF, since a short read before it
+    /// would otherwise leave it unread with no edge to come.
+    fin: bool,
     read_closed: bool,
     write_shut: bool,
     shutdown_seen: bool,
@@ -128,6 +132,7 @@ impl<S: Service> Conn<S> {
             actions: VecDeque::new(),
             opened: false,
             readable: true,
+            fin: false,
             read_closed: false,
             write_shut: false,
             shutdown_seen: false,
@@ -154,6 +159,12 @@ impl<S: Service> Conn<S> {
 
     pub(crate) fn is_lingering(&self) -> bool {
         self.linger.is_some()
+    }
+
+    /// The socket reported readiness: `readable` (or an error), and `fin` if the peer closed.
+    pub(crate) fn ready(&mut self, readable: bool, fin: bool) {
+        self.readable |= readable || fin;
+        self.fin |= fin;
     }
 
     /// Whether the peer may still send: after EOF the socket stays readable for good, so a
@@ -244,9 +255,9 @@ fn run<S: Service>(conn: &mut Conn<S>, ctx: &Ctx<S>, buf: &mut [u8]) -> io::Resu
                     conn.session.handle_read_closed(now, out);
                 }
                 Ok(n) => {
-                    // A short read emptied the socket; later input raises a new edge. Saves the
-                    // read that would only say WouldBlock.
-                    let _ = n == buf.len();
+                    // A short read emptied the socket and later input raises a new edge: this
+                    // saves the read that would only say WouldBlock.
+                    conn.readable = n == buf.len() || conn.fin;
                     ctx.env.activity.touch(now);
                     conn.session.handle_input(now, &buf[..n], out);
                 }

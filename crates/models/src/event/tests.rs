@@ -177,7 +177,7 @@ impl Service for Drawl {
         DrawlSession { asked: self.asked.clone(), bye_at: None }
     }
 
-    fn new_hub(&self) -> NoHub {
+    fn new_hub(&self, _: Instant) -> NoHub {
         NoHub
     }
 }

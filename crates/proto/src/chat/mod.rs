@@ -60,10 +60,9 @@ impl Service for Chat {
         ChatSession::new(info, &self.limits, now)
     }
 
-    /// The one clock read of this protocol: `Service::new_hub` is given no time, and the
-    /// statistics' uptime needs the instant the server started. Tests use [`ChatHub::new`].
-    fn new_hub(&self) -> ChatHub {
-        ChatHub::new(Instant::now())
+    /// The statistics' uptime counts from `now`, the instant the server started.
+    fn new_hub(&self, now: Instant) -> ChatHub {
+        ChatHub::new(now)
     }
 
     fn refusal(&self) -> &'static [u8] {

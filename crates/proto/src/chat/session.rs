@@ -149,7 +149,6 @@ impl ChatSession {
             Ok(Some(Command::Hello { .. })) if first => return,
             Ok(Some(Command::Hello { .. })) => ChatRequest::Hello,
             Ok(Some(Command::Quit {})) => {
-                out.log(Level::Debug, format!("chat: {} quit", self.who()));
                 self.quitting = true;
                 ChatRequest::Quit
             }
@@ -204,6 +203,8 @@ impl ChatSession {
                 format!("chat: {from} to {channel}: {text}")
             }
             Event::Error { message } => format!("chat: {}: refused: {message}", self.who()),
+            // Logged when the hub lets the user go, after the answers to their earlier lines.
+            Event::Bye { .. } => format!("chat: {} quit", self.who()),
             _ => return,
         };
         out.log(Level::Debug, line);

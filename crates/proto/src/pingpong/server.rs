@@ -38,7 +38,7 @@ impl Service for PingPong {
         }
     }
 
-    fn new_hub(&self) -> GameCounter {
+    fn new_hub(&self, _: Instant) -> GameCounter {
         GameCounter::default()
     }
 

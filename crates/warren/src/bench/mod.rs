@@ -162,7 +162,7 @@ pub fn models(args: &ModelsArgs) -> anyhow::Result<()> {
         pinning: bench.pinning.describe(),
         settings: format!(
             "{}-byte echo, {} connections × {} per regime, {} run(s) interleaved; idle {} connections (held, then one byte \
-             each); blocking call: timeserver --delay {}, B {} after A; servers --max-conns {MAX_CONNS} (fork keeps its \
+             each); blocking call: timeserver --delay {}, B {} after A, servers unpinned; servers --max-conns {MAX_CONNS} (fork keeps its \
              default 512), event --threads 0",
             plan.payload,
             plan.connections,
@@ -190,8 +190,9 @@ impl Bench {
         eprintln!("bench: [{:>5.1}s] {what}", self.started.elapsed().as_secs_f64());
     }
 
-    /// Start a server for `protocol` under `model`; a failure becomes a note on the row.
-    fn start(&mut self, protocol: &str, model: Model, extra: &[&str]) -> Result<Server, String> {
+    /// Start a server for `protocol` under `model`, pinned unless `unpinned`; a failure becomes a
+    /// note on the row.
+    fn start(&mut self, protocol: &str, model: Model, extra: &[&str], unpinned: bool) -> Result<Server, String> {
         let mut args: Vec<String> =
             [protocol, "--model", model.name(), "--listen", "127.0.0.1:0", "-d", "0"].map(String::from).into();
         if model != Model::Fork {
@@ -203,8 +204,11 @@ impl Bench {
             args.extend(["--threads".into(), "0".into()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let server = Server::start(&self.exe, &args, self.pinning.server_cpu()).map_err(|e| format!("{e:#}"))?;
-        self.pinning.observed(probe::cpus_allowed(server.pid()));
+        let cpu = if unpinned { None } else { self.pinning.server_cpu() };
+        let server = Server::start(&self.exe, &args, cpu).map_err(|e| format!("{e:#}"))?;
+        if cpu.is_some() {
+            self.pinning.observed(probe::cpus_allowed(server.pid()));
+        }
         Ok(server)
     }
 
@@ -217,7 +221,7 @@ impl Bench {
 
     fn throughput(&mut self, plan: &Plan, model: Model, row: &mut Row, run: usize) {
         self.progress(&format!("{model}: throughput, run {} of {}", run + 1, plan.runs));
-        let mut server = match self.start("echo", model, &[]) {
+        let mut server = match self.start("echo", model, &[], false) {
             Ok(server) => server,
             Err(e) => return row.problems.push(e),
         };
@@ -241,7 +245,7 @@ impl Bench {
 
     fn idle(&mut self, model: Model, level: usize, row: &mut Row) {
         self.progress(&format!("{model}: {level} idle connections"));
-        let mut server = match self.start("echo", model, &[]) {
+        let mut server = match self.start("echo", model, &[], false) {
             Ok(server) => server,
             Err(e) => return row.idle.push((level, Err(e))),
         };
@@ -261,7 +265,9 @@ impl Bench {
         let name = std::iter::once(model.name()).chain(extra.iter().copied()).collect::<Vec<_>>().join(" ");
         self.progress(&format!("{name}: blocking call"));
         let delay = format!("{}ms", BLOCK_DELAY.as_millis());
-        let mut server = self.start("timeserver", model, &[&["--delay", delay.as_str()], extra].concat())?;
+        // Unpinned: this measures structure, not speed, and `hybrid` sizes its pool by the CPUs it
+        // may use, so on one pinned CPU it would be measured as `green`.
+        let mut server = self.start("timeserver", model, &[&["--delay", delay.as_str()], extra].concat(), true)?;
         let waited = self.rt.block_on(idle::blocking_probe(server.addr(), BLOCK_GAP, BLOCK_LIMIT));
         server.stop();
         waited.map(|w| Stall::classify(w, BLOCK_DELAY, BLOCK_LIMIT))

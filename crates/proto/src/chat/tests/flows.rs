@@ -210,4 +210,5 @@ fn a_script_in_one_write_gets_every_answer_before_bye() {
     assert!(sim.take(q).ends_with("[#x] <guest2> last words\n* bye\n"));
     assert!(sim.is_closed(q));
     assert!(sim.logs.iter().any(|(_, l)| l == "chat: demo joined #demo"));
+    assert!(sim.logs.iter().any(|(_, l)| l == "chat: demo quit"), "logged once the hub lets go");
 }

@@ -1,0 +1,268 @@
+//! Writes the seed corpus: `cd fuzz && cargo run --example seed_corpus`.
+//!
+//! Realistic inputs for each target (chat sessions in both modes, recorded pingpong games,
+//! valid hub frames) plus a few known edge cases. Files are named for what they hold and are
+//! overwritten; inputs libFuzzer finds go elsewhere (see `docs/fuzzing.md`).
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use warren_fuzz::pingpong_session::client_seed;
+use warren_models::fuzzing::{Down, Up, encode_frame};
+use warren_proto::chat::{ChannelInfo, ChatRequest, Event};
+use warren_proto::pingpong::{Client, Game, GameCounter, NextGame, Options, PingPong};
+use warren_proto::{Action, ConnInfo, Hub, Limits, Output, Service, Session, SessionId};
+
+fn write(target: &str, name: &str, data: &[u8]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), data).unwrap();
+}
+
+/// `settings` then the scripts joined by `--` lines.
+fn script(settings: u8, scripts: &[&str]) -> Vec<u8> {
+    let mut data = vec![settings];
+    data.extend_from_slice(scripts.join("--\n").as_bytes());
+    data
+}
+
+const JSON_TOUR: &str = concat!(
+    "{\"cmd\":\"hello\",\"version\":1}\n",
+    "{\"cmd\":\"nick\",\"nick\":\"alice\"}\n",
+    "{\"cmd\":\"join\",\"channel\":\"#rust\"}\n",
+    "{\"cmd\":\"say\",\"text\":\"hi all\"}\n",
+    "{\"cmd\":\"say\",\"channel\":\"#rust\",\"text\":\"tabs\\tand\\nnewlines\"}\n",
+    "{\"cmd\":\"list\"}\n",
+    "{\"cmd\":\"stats\"}\n",
+    "{\"cmd\":\"help\"}\n",
+    "{\"cmd\":\"leave\"}\n",
+    "{\"cmd\":\"quit\"}\n",
+);
+
+const PLAIN_TOUR: &str =
+    "/nick bob\r\n/join #a\r\nhello there\r\n//slash text\r\n/list\r\n/leave #a\r\n/stats\r\n/help\r\n/quit see you\r\n";
+
+fn chat() {
+    let t = "chat_session";
+    write(t, "json-tour", &script(0x07, &[JSON_TOUR]));
+    write(t, "plain-tour-small-chunks", &script(0x12, &[PLAIN_TOUR]));
+    write(
+        t,
+        "two-users-mixed-modes",
+        &script(
+            0x1a,
+            &[
+                "{\"cmd\":\"nick\",\"nick\":\"alice\"}\n{\"cmd\":\"join\",\"channel\":\"#a\"}\n{\"cmd\":\"say\",\"text\":\"hi bob\"}\n",
+                "/join #A\nhi alice\n/nick carol\n/join #b\n/list\n",
+            ],
+        ),
+    );
+    write(
+        t,
+        "four-users-refusals",
+        &script(
+            0x05,
+            &[
+                "{\"cmd\":\"frobnicate\"}\n{\"cmd\":42}\n{bad json\n[1,2]\n{\"cmd\":\"join\"}\n{\"cmd\":\"hello\",\"version\":1}\n",
+                "/nick guest1\n/nick a_nickname_much_too_long_for_anyone\n/nick #chan\n/join\n/join #a,b\n/connect host\n/what\n",
+                "/join #1\n/join #2\n/join #3\n/join #4\n/join #5\n/join #6\n/join #7\n/join #8\n/join #9\n/join #10\n/join #11\n/leave #nope\n",
+                "{\"cmd\":\"hello\",\"version\":2}\n",
+            ],
+        ),
+    );
+    let flood: String = (0..40).map(|i| format!("message number {i} to everyone on the channel\n")).collect();
+    write(t, "slow-reader", &script(0x47, &["/join #a\n", &format!("/join #a\n{flood}")]));
+    write(
+        t,
+        "late-hub",
+        &script(0x83, &["/join #a\nearly words\n/quit\n", "{\"cmd\":\"join\",\"channel\":\"#a\"}\n{\"cmd\":\"say\",\"text\":\"x\"}\n"]),
+    );
+    write(t, "line-too-long", &script(0x27, &[&format!("/join #a\n{}\nnever read\n", "x".repeat(100))]));
+    let mut garbage = vec![0x01];
+    garbage.extend_from_slice(b"\xff\xfe bad utf-8\n\0\x1b[31m red\n\r\n\n/join #\xc3\xa9t\xc3\xa9\n\xe2\x80\xa8\n");
+    write(t, "garbage-bytes", &garbage);
+    write(t, "timeouts-partial-line", &script(0x0c, &["/join #a\nhel", "lo\n/join #a\nstill here\n"]));
+    write(t, "empty-connection", &script(0x10, &["", "/quit\n"]));
+
+    let t = "chat_wire";
+    for (name, text) in [
+        ("json-hello", "{\"cmd\":\"hello\",\"version\":1}"),
+        ("json-say", "{\"cmd\":\"say\",\"channel\":\"#a\",\"text\":\"a\\nb\\u001b[31m\\u00e9\"}"),
+        ("json-leave", "{\"cmd\":\"leave\",\"extra\":[1,{\"x\":null}]}"),
+        ("json-unknown", "{\"cmd\":\"frobnicate\",\"nick\":\"x\"}"),
+        ("json-not-object", "[\"cmd\",\"join\"]"),
+        ("plain-commands", "/nick bob\n/JOIN #a\nhello\n//slash\n/leave\n/connect example.org 6667\n/connect h 99999\n/quit bye\n"),
+        ("event-welcome", "{\"event\":\"welcome\",\"version\":1,\"nick\":\"guest1\"}"),
+        ("event-names", "{\"event\":\"names\",\"channel\":\"#a\",\"users\":3,\"nicks\":[\"a\",\"b\\u0007\"]}"),
+        ("event-list", "{\"event\":\"list\",\"channels\":[{\"channel\":\"#a\",\"users\":2}]}"),
+        (
+            "event-stats",
+            "{\"event\":\"stats\",\"users\":1,\"peak_users\":2,\"channels\":1,\"messages\":5,\"deliveries\":9,\"commands\":12,\"uptime_secs\":90061}",
+        ),
+        ("event-left", "{\"event\":\"left\",\"channel\":\"#a\",\"nick\":\"bob\",\"reason\":\"quit\"}"),
+        ("channel-name", "##Rust-Lang"),
+    ] {
+        write(t, name, text.as_bytes());
+    }
+}
+
+/// Play one game between a server session and a client core with zero delay and at most
+/// `max_lines` lines each way; return (bytes the client sent, bytes the server sent).
+fn record_game(settings: u8, options: &Options, max_lines: usize) -> (Vec<u8>, Vec<u8>) {
+    let now = Instant::now();
+    let limits = Limits::default();
+    let service = PingPong { limits: limits.clone(), options: options.clone() };
+    let info = ConnInfo { id: SessionId(1), peer: None, wall: SystemTime::UNIX_EPOCH, seed: u64::from(settings) };
+    let mut server = service.new_session(&info, now);
+    let mut client = Client::new(options, &limits, client_seed(settings), now);
+    let mut hub = GameCounter::default();
+    let (mut so, mut co) = (Output::<NextGame>::new(), Output::new());
+    let (mut to_server, mut to_client) = (Vec::new(), Vec::new());
+    server.handle_open(now, &mut so);
+    client.handle_open(now, &mut co);
+    loop {
+        let mut actions = Vec::new();
+        so.take_actions(&mut actions);
+        for action in actions {
+            if let Action::Hub(request) = action {
+                let mut out = Vec::new();
+                hub.handle_request(now, SessionId(1), request, &mut out);
+                for (_, Game(game)) in out {
+                    server.handle_message(now, Game(game), &mut so);
+                }
+            }
+        }
+        let (c, s) = (co.pending().to_vec(), so.pending().to_vec());
+        co.consume(c.len());
+        so.consume(s.len());
+        let lines = |b: &[u8]| b.iter().filter(|&&x| x == b'\n').count();
+        if c.is_empty() && s.is_empty() || lines(&to_server) >= max_lines {
+            break;
+        }
+        if !c.is_empty() && !so.is_closed() {
+            to_server.extend_from_slice(&c);
+            server.handle_input(now, &c, &mut so);
+        }
+        if !s.is_empty() && !co.is_closed() {
+            to_client.extend_from_slice(&s);
+            client.handle_input(now, &s, &mut co);
+        }
+    }
+    (to_server, to_client)
+}
+
+fn pingpong() {
+    let t = "pingpong_session";
+    let three = Options { delay: Duration::ZERO, hits: Some(3), ..Options::default() };
+    let endless = Options { delay: Duration::ZERO, hits: None, ..Options::default() };
+    for (name, settings, options, max_lines) in [
+        ("game-3-hits", 0x42u8, &three, 100),
+        ("game-3-hits-pipelined-refused", 0x47, &three, 100),
+        ("game-3-hits-bytewise-half-close", 0x50, &three, 100),
+        ("game-3-hits-chunks", 0x43, &three, 100),
+        ("game-endless-cut", 0x07, &endless, 24),
+        ("game-endless-cut-clock", 0x0a, &endless, 24),
+    ] {
+        let (to_server, to_client) = record_game(settings, options, max_lines);
+        let mut data = vec![settings];
+        data.extend_from_slice(&to_server);
+        data.extend_from_slice(b"--\n");
+        data.extend_from_slice(&to_client);
+        write(t, name, &data);
+    }
+    for (name, data) in [
+        ("wrong-version", &b"\x07PINGPONG 2\n--\nPINGPONG 2 GAME 1\n"[..]),
+        ("ties-forever", b"\x87PINGPONG 3\nTOSS 0\nTOSS 0\nTOSS 0\nTOSS 0\n--\nPINGPONG 3 GAME 9\nTOSS 0\nTOSS 0\nTOSS 0\n"),
+        ("refused", b"\x17ERROR server busy\n--\nERROR server busy\n"),
+        ("garbage", b"\x01PINGPONG 3\r\nTOSS +1\nTOSS 18446744073709551616\n\xff\n"),
+        ("too-long", b"\x07PINGPONG 3\nTOSS 00000000000000000000000000000000000000000000000000000000000000000001\n"),
+        ("delay-and-timeouts", b"\x68PINGPONG 3\nTOSS 1\nBALL\nPONG 1\n--\nPINGPONG 3 GAME 1\nTOSS 0\nPING 1\n"),
+    ] {
+        write(t, name, data);
+    }
+
+    let t = "pingpong_wire";
+    for (name, data) in [
+        ("hello", &b"PINGPONG 3"[..]),
+        ("welcome-max", b"PINGPONG 3 GAME 18446744073709551615"),
+        ("toss-leading-zeros", b"TOSS 007"),
+        ("ball", b"BALL"),
+        ("ping", b"PING 1"),
+        ("pong", b"PONG 18"),
+        ("bye", b"BYE"),
+        ("error", b"ERROR server busy"),
+        ("error-empty", b"ERROR"),
+        ("error-space", b"ERROR  two spaces"),
+        ("bad-sign", b"TOSS +1"),
+        ("too-many-words", b"PINGPONG 3 GAME 1 2 3 4 5"),
+        ("transcript", b"PINGPONG 3\nPINGPONG 3 GAME 1\nTOSS 0\nTOSS 1\nBALL\nPING 1\nPONG 1\nBYE\n"),
+    ] {
+        write(t, name, data);
+    }
+}
+
+fn frames() {
+    let t = "hub_frame";
+    let mut open = Vec::new();
+    encode_frame(&Up::<ChatRequest>::Open(SessionId((4242 << 32) | 1)), &mut open);
+    write(t, "up-open", &open);
+    let mut chat_up = open.clone();
+    for request in [
+        ChatRequest::Hello,
+        ChatRequest::Nick("alice".into()),
+        ChatRequest::Join("#rust".into()),
+        ChatRequest::Say { channel: None, text: "hi all".into() },
+        ChatRequest::Leave(Some("#rust".into())),
+        ChatRequest::List,
+        ChatRequest::Quit,
+    ] {
+        encode_frame(&Up::Request(request), &mut chat_up);
+    }
+    write(t, "up-chat-session", &chat_up);
+    let mut chat_down = Vec::new();
+    for event in [
+        Event::Welcome { version: 1, nick: "guest1".into() },
+        Event::Joined { channel: "#rust".into(), nick: "alice".into(), users: 2 },
+        Event::Names { channel: "#rust".into(), users: 2, nicks: vec!["alice".into(), "bob".into()] },
+        Event::Message { channel: "#rust".into(), from: "bob".into(), text: "hello".into() },
+        Event::List { channels: vec![ChannelInfo { channel: "#rust".into(), users: 2 }] },
+        Event::Bye { message: "bye".into() },
+    ] {
+        encode_frame(&Down::Message(event), &mut chat_down);
+    }
+    encode_frame(&Down::<Event>::Report(Some("chat: 2 users now (peak 2)".into())), &mut chat_down);
+    write(t, "down-chat-events", &chat_down);
+    let mut game = Vec::new();
+    encode_frame(&Up::<NextGame>::Open(SessionId(7)), &mut game);
+    encode_frame(&Up::Request(NextGame), &mut game);
+    encode_frame(&Down::Message(Game(u64::MAX)), &mut game);
+    write(t, "pingpong-frames", &game);
+    let mut report = Vec::new();
+    encode_frame(&Up::<()>::Report, &mut report);
+    encode_frame(&Down::<()>::Report(None), &mut report);
+    write(t, "report", &report);
+    write(t, "too-large", &[0x00, 0x10, 0x00, 0x01, 0x00]);
+    write(t, "truncated", &chat_up[..chat_up.len() - 3]);
+    write(t, "malformed-body", &[0, 0, 0, 3, 9, 9, 9, 0, 0, 0, 0]);
+}
+
+fn lines() {
+    let t = "lines";
+    for (name, data) in [
+        ("crlf-and-partial", &b"\x40\x03hello\r\nworld\n\npartial"[..]),
+        ("json-lines", b"\x40\x07{\"cmd\":\"join\",\"channel\":\"#a\"}\n{\"cmd\":\"say\",\"text\":\"hi\"}\n"),
+        ("zero-limit", b"\x00\x01\n\r\n\n"),
+        ("pingpong", b"\x40\x02PINGPONG 3\nTOSS 1\nBALL\nPONG 1\nBYE\n"),
+        ("at-the-limit", b"\x08\x0012345678\r\n1234567\r\r\n123456789\n"),
+        ("over-limit-unfinished", b"\x04\x0512345"),
+    ] {
+        write(t, name, data);
+    }
+}
+
+fn main() {
+    chat();
+    pingpong();
+    frames();
+    lines();
+}
