@@ -79,17 +79,24 @@ pub(crate) fn serve_connection<S: Service>(
             None => PollTimeout::NONE,
         };
         let (sock_ready, link_ready, shut_ready) = {
-            let none = PollFlags::empty();
-            let mut fds = vec![PollFd::new(stream.as_fd(), if read_closed { none } else { PollFlags::POLLIN })];
-            let link_fd = link.wake_fd();
-            if let Some(fd) = link_fd {
+            // Once the peer has closed, the socket stays out of the poll set: it would report
+            // POLLHUP forever and turn the wait into a spin.
+            let mut fds = Vec::with_capacity(3);
+            let sock_at = (!read_closed).then(|| {
+                fds.push(PollFd::new(stream.as_fd(), PollFlags::POLLIN));
+                fds.len() - 1
+            });
+            let link_at = link.wake_fd().map(|fd| {
                 fds.push(PollFd::new(fd, PollFlags::POLLIN));
-            }
-            if !shutdown_seen {
+                fds.len() - 1
+            });
+            let shut_at = (!shutdown_seen).then(|| {
                 fds.push(PollFd::new(env.shutdown.fd(), PollFlags::POLLIN));
-            }
-            if read_closed && link_fd.is_none() && shutdown_seen && deadline.is_none() {
+                fds.len() - 1
+            });
+            if fds.is_empty() && deadline.is_none() {
                 // Nothing can ever happen again: the session forgot to close.
+                drop(fds);
                 linger_close(stream);
                 return;
             }
@@ -98,11 +105,8 @@ pub(crate) fn serve_connection<S: Service>(
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => return,
             }
-            let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-            let sock = ready(&fds[0]);
-            let link = link_fd.is_some() && ready(&fds[1]);
-            let shut = !shutdown_seen && ready(fds.last().expect("shutdown fd"));
-            (sock, link, shut)
+            let ready = |at: Option<usize>| at.is_some_and(|i| fds[i].revents().is_some_and(|r| !r.is_empty()));
+            (ready(sock_at), ready(link_at), ready(shut_at))
         };
 
         let now = Instant::now();

@@ -54,6 +54,11 @@ impl ParentSignals {
         self.term.load(Ordering::SeqCst)
     }
 
+    /// Whether SIGINT or SIGTERM has arrived.
+    pub(crate) fn stopping(&self) -> bool {
+        self.term.load(Ordering::SeqCst)
+    }
+
     /// In a new child: drop the parent's handlers and pipe.
     pub(crate) fn forget_in_child(self) {
         for id in self.ids {

@@ -7,7 +7,8 @@ use std::time::{Instant, SystemTime};
 use time::OffsetDateTime;
 use time::macros::format_description;
 
-use crate::{ConnInfo, DatagramService, NoHub, Nothing, Output, Service, Session};
+use crate::answer::AnswerSession;
+use crate::{ConnInfo, DatagramService, NoHub, Service};
 
 /// The daytime service.
 #[derive(Clone, Copy, Debug, Default)]
@@ -23,14 +24,14 @@ pub fn format_daytime(wall: SystemTime) -> String {
 
 impl Service for Daytime {
     type Hub = NoHub;
-    type Session = DaytimeSession;
+    type Session = AnswerSession;
 
     fn name(&self) -> &'static str {
         "daytime"
     }
 
-    fn new_session(&self, info: &ConnInfo, _: Instant) -> DaytimeSession {
-        DaytimeSession { wall: info.wall }
+    fn new_session(&self, info: &ConnInfo, _: Instant) -> AnswerSession {
+        AnswerSession::new(format_daytime(info.wall))
     }
 
     fn new_hub(&self, _: Instant) -> NoHub {
@@ -46,38 +47,6 @@ impl DatagramService for Daytime {
     fn handle_datagram(&self, wall: SystemTime, _: &[u8], reply: &mut Vec<u8>) -> bool {
         reply.extend_from_slice(format_daytime(wall).as_bytes());
         true
-    }
-}
-
-/// One daytime connection: it answers as soon as it opens.
-#[derive(Debug)]
-pub struct DaytimeSession {
-    wall: SystemTime,
-}
-
-impl Session for DaytimeSession {
-    type Request = Nothing;
-    type Message = Nothing;
-
-    fn handle_open(&mut self, _: Instant, out: &mut Output<Nothing>) {
-        out.send(format_daytime(self.wall).as_bytes());
-        out.close();
-    }
-
-    fn handle_input(&mut self, _: Instant, _: &[u8], _: &mut Output<Nothing>) {}
-
-    fn handle_read_closed(&mut self, _: Instant, out: &mut Output<Nothing>) {
-        out.close();
-    }
-
-    fn handle_message(&mut self, _: Instant, msg: Nothing, _: &mut Output<Nothing>) {
-        match msg {}
-    }
-
-    fn handle_timeout(&mut self, _: Instant, _: &mut Output<Nothing>) {}
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        None
     }
 }
 

@@ -2,7 +2,8 @@
 
 use std::time::Instant;
 
-use crate::{ConnInfo, Deadline, Level, Limits, NoHub, Nothing, Output, Service, Session};
+use crate::echo::EchoSession;
+use crate::{ConnInfo, Limits, NoHub, Service};
 
 /// The discard service.
 #[derive(Clone, Debug, Default)]
@@ -13,54 +14,18 @@ pub struct Discard {
 
 impl Service for Discard {
     type Hub = NoHub;
-    type Session = DiscardSession;
+    type Session = EchoSession;
 
     fn name(&self) -> &'static str {
         "discard"
     }
 
-    fn new_session(&self, _: &ConnInfo, now: Instant) -> DiscardSession {
-        DiscardSession { deadline: Deadline::new(&self.limits, now) }
+    fn new_session(&self, _: &ConnInfo, now: Instant) -> EchoSession {
+        EchoSession::new(&self.limits, now, false)
     }
 
     fn new_hub(&self, _: Instant) -> NoHub {
         NoHub
-    }
-}
-
-/// One discard connection.
-#[derive(Debug)]
-pub struct DiscardSession {
-    deadline: Deadline,
-}
-
-impl Session for DiscardSession {
-    type Request = Nothing;
-    type Message = Nothing;
-
-    fn handle_open(&mut self, _: Instant, _: &mut Output<Nothing>) {}
-
-    fn handle_input(&mut self, now: Instant, _: &[u8], _: &mut Output<Nothing>) {
-        self.deadline.input(now, false);
-    }
-
-    fn handle_read_closed(&mut self, _: Instant, out: &mut Output<Nothing>) {
-        out.close();
-    }
-
-    fn handle_message(&mut self, _: Instant, msg: Nothing, _: &mut Output<Nothing>) {
-        match msg {}
-    }
-
-    fn handle_timeout(&mut self, now: Instant, out: &mut Output<Nothing>) {
-        if let Some(why) = self.deadline.expired(now) {
-            out.log(Level::Debug, format!("discard: closing: {why}"));
-            out.close();
-        }
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        Some(self.deadline.at())
     }
 }
 
@@ -69,7 +34,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::SessionId;
+    use crate::{Output, Session, SessionId};
 
     #[test]
     fn sends_nothing_and_closes_on_eof() {

@@ -20,7 +20,7 @@ impl Service for Echo {
     }
 
     fn new_session(&self, _: &ConnInfo, now: Instant) -> EchoSession {
-        EchoSession { deadline: Deadline::new(&self.limits, now) }
+        EchoSession::new(&self.limits, now, true)
     }
 
     fn new_hub(&self, _: Instant) -> NoHub {
@@ -39,10 +39,19 @@ impl DatagramService for Echo {
     }
 }
 
-/// One echo connection.
+/// One echo connection, or one discard connection: the same stream with the reflection off.
 #[derive(Debug)]
 pub struct EchoSession {
     deadline: Deadline,
+    /// Whether input is sent back (echo) or dropped (discard).
+    reflect: bool,
+}
+
+impl EchoSession {
+    /// A session opened at `now`; `reflect` chooses echo over discard.
+    pub fn new(limits: &Limits, now: Instant, reflect: bool) -> Self {
+        Self { deadline: Deadline::new(limits, now), reflect }
+    }
 }
 
 impl Session for EchoSession {
@@ -53,7 +62,9 @@ impl Session for EchoSession {
 
     fn handle_input(&mut self, now: Instant, data: &[u8], out: &mut Output<Nothing>) {
         self.deadline.input(now, false);
-        out.send(data);
+        if self.reflect {
+            out.send(data);
+        }
     }
 
     fn handle_read_closed(&mut self, _: Instant, out: &mut Output<Nothing>) {
@@ -66,7 +77,7 @@ impl Session for EchoSession {
 
     fn handle_timeout(&mut self, now: Instant, out: &mut Output<Nothing>) {
         if let Some(why) = self.deadline.expired(now) {
-            out.log(Level::Debug, format!("echo: closing: {why}"));
+            out.log(Level::Debug, format!("closing: {why}"));
             out.close();
         }
     }

@@ -20,6 +20,7 @@
 //! timeouts. Each protocol lives in its own module and documents its wire format in
 //! `docs/protocols.md`.
 
+pub mod answer;
 pub mod chat;
 pub mod daytime;
 pub mod deadline;

@@ -5,7 +5,8 @@
 
 use std::time::{Instant, SystemTime};
 
-use crate::{ConnInfo, DatagramService, NoHub, Nothing, Output, Service, Session};
+use crate::answer::AnswerSession;
+use crate::{ConnInfo, DatagramService, NoHub, Service};
 
 /// Seconds from 1900-01-01 to 1970-01-01.
 pub const EPOCH_1900_TO_1970: u64 = 2_208_988_800;
@@ -28,14 +29,14 @@ pub fn decode_time(bytes: [u8; 4]) -> i64 {
 
 impl Service for Time {
     type Hub = NoHub;
-    type Session = TimeSession;
+    type Session = AnswerSession;
 
     fn name(&self) -> &'static str {
         "time"
     }
 
-    fn new_session(&self, info: &ConnInfo, _: Instant) -> TimeSession {
-        TimeSession { wall: info.wall }
+    fn new_session(&self, info: &ConnInfo, _: Instant) -> AnswerSession {
+        AnswerSession::new(encode_time(info.wall))
     }
 
     fn new_hub(&self, _: Instant) -> NoHub {
@@ -51,38 +52,6 @@ impl DatagramService for Time {
     fn handle_datagram(&self, wall: SystemTime, _: &[u8], reply: &mut Vec<u8>) -> bool {
         reply.extend_from_slice(&encode_time(wall));
         true
-    }
-}
-
-/// One time connection: it answers as soon as it opens.
-#[derive(Debug)]
-pub struct TimeSession {
-    wall: SystemTime,
-}
-
-impl Session for TimeSession {
-    type Request = Nothing;
-    type Message = Nothing;
-
-    fn handle_open(&mut self, _: Instant, out: &mut Output<Nothing>) {
-        out.send(&encode_time(self.wall));
-        out.close();
-    }
-
-    fn handle_input(&mut self, _: Instant, _: &[u8], _: &mut Output<Nothing>) {}
-
-    fn handle_read_closed(&mut self, _: Instant, out: &mut Output<Nothing>) {
-        out.close();
-    }
-
-    fn handle_message(&mut self, _: Instant, msg: Nothing, _: &mut Output<Nothing>) {
-        match msg {}
-    }
-
-    fn handle_timeout(&mut self, _: Instant, _: &mut Output<Nothing>) {}
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        None
     }
 }
 

@@ -1,14 +1,15 @@
 //! The course's TimeServer: on connect it sends the date as one line, then makes a blocking
 //! call lasting `delay` ("to reinforce the single-threaded nature"), then closes.
 //!
-//! The blocking call is an [`Action::Block`] the driver performs, so the same core shows how
+//! The blocking call is an [`Action::Block`](crate::Action::Block) the driver performs, so the same core shows how
 //! each server model copes with one: `iterative` and `green` stall every other connection,
 //! the thread-based models stall one thread, `event` stalls everything unless it has workers.
 
 use std::time::{Duration, Instant};
 
 use crate::daytime::format_daytime;
-use crate::{Action, ConnInfo, NoHub, Nothing, Output, Service, Session};
+use crate::answer::AnswerSession;
+use crate::{ConnInfo, NoHub, Service};
 
 /// The course's TimeServer.
 #[derive(Clone, Debug)]
@@ -25,52 +26,18 @@ impl Default for TimeServer {
 
 impl Service for TimeServer {
     type Hub = NoHub;
-    type Session = TimeServerSession;
+    type Session = AnswerSession;
 
     fn name(&self) -> &'static str {
         "timeserver"
     }
 
-    fn new_session(&self, info: &ConnInfo, _: Instant) -> TimeServerSession {
-        TimeServerSession { line: format_daytime(info.wall), delay: self.delay }
+    fn new_session(&self, info: &ConnInfo, _: Instant) -> AnswerSession {
+        AnswerSession::blocking(format_daytime(info.wall), self.delay)
     }
 
     fn new_hub(&self, _: Instant) -> NoHub {
         NoHub
-    }
-}
-
-/// One TimeServer connection.
-#[derive(Debug)]
-pub struct TimeServerSession {
-    line: String,
-    delay: Duration,
-}
-
-impl Session for TimeServerSession {
-    type Request = Nothing;
-    type Message = Nothing;
-
-    fn handle_open(&mut self, _: Instant, out: &mut Output<Nothing>) {
-        out.send(self.line.as_bytes());
-        if !self.delay.is_zero() {
-            out.act(Action::Block(self.delay));
-        }
-        out.close();
-    }
-
-    fn handle_input(&mut self, _: Instant, _: &[u8], _: &mut Output<Nothing>) {}
-
-    fn handle_read_closed(&mut self, _: Instant, _: &mut Output<Nothing>) {}
-
-    fn handle_message(&mut self, _: Instant, msg: Nothing, _: &mut Output<Nothing>) {
-        match msg {}
-    }
-
-    fn handle_timeout(&mut self, _: Instant, _: &mut Output<Nothing>) {}
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        None
     }
 }
 
@@ -79,7 +46,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::SessionId;
+    use crate::{Action, Output, Session, SessionId};
 
     #[test]
     fn answers_then_blocks_then_closes() {

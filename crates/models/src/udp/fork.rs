@@ -6,23 +6,21 @@
 //! through a self-pipe polled with the socket, and SIGCHLD through the same pipe tells them to
 //! reap. Each needs a process of its own: the parent reaps any child (`waitpid(-1)`).
 
-use std::io::{self, Read};
+use std::io;
 use std::net::UdpSocket;
 use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigHandler, SigSet, Signal, kill, signal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
-use signal_hook::SigId;
-use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
 use warren_proto::DatagramService;
 
 use super::{MAX_DATAGRAM, answer, drain, is_transient};
+use crate::activity::shared_zeroed;
+use crate::procs::{ParentSignals, exit_child};
 use crate::run::{Counters, ServeConfig, ServeReport};
 
 /// `fork`: a child per datagram, at most `max_conns` at once; the rest are dropped.
@@ -31,13 +29,13 @@ pub(super) fn serve_fork<D: DatagramService>(
     socket: &UdpSocket,
     config: &ServeConfig,
 ) -> io::Result<ServeReport> {
-    let signals = Signals::new()?;
+    let signals = ParentSignals::install()?;
     socket.set_nonblocking(true)?;
     let counters = Counters::default();
     let mut children = 0usize;
     let (mut buf, mut reply) = (vec![0u8; MAX_DATAGRAM], Vec::new());
     while !signals.stopping() {
-        signals.wait_with(socket)?;
+        wait(&signals, Some(socket))?;
         children -= reap(WaitPidFlag::WNOHANG).len();
         drain(
             |buf| socket.recv_from(buf),
@@ -56,7 +54,7 @@ pub(super) fn serve_fork<D: DatagramService>(
                 match unsafe { fork() } {
                     Ok(ForkResult::Child) => {
                         answer(service, input, from, &mut reply, &counters.accepted, |r, to| socket.send_to(r, to));
-                        exit(0)
+                        exit_child(0)
                     }
                     Ok(ForkResult::Parent { .. }) => {
                         children += 1;
@@ -82,10 +80,10 @@ pub(super) fn serve_prefork<D: DatagramService>(
     socket: &UdpSocket,
     config: &ServeConfig,
 ) -> io::Result<ServeReport> {
-    let signals = Signals::new()?;
+    let signals = ParentSignals::install()?;
     // Children block in `recv_from`; whichever the kernel wakes takes the datagram.
     socket.set_nonblocking(false)?;
-    let served = shared_counter()?;
+    let served = shared_zeroed()?;
     let parent = nix::unistd::getpid();
     // Blocked across `fork` so that a child is never stopped while it still runs the parent's
     // handlers: it restores the defaults first, then receives what is pending.
@@ -107,7 +105,7 @@ pub(super) fn serve_prefork<D: DatagramService>(
     stop_signals.thread_unblock()?;
 
     while !signals.stopping() && !children.is_empty() {
-        signals.wait()?;
+        wait(&signals, None)?;
         for (pid, status) in reap(WaitPidFlag::WNOHANG) {
             tracing::error!(target: "warren", "udp prefork: worker {pid} ended: {status:?}");
             children.retain(|&c| c != pid);
@@ -130,7 +128,7 @@ fn worker<D: DatagramService>(service: &D, socket: &UdpSocket, served: &AtomicU6
     // End with the parent even if it is killed outright; it may already be gone.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
     if nix::unistd::getppid() != parent || stop.thread_unblock().is_err() {
-        exit(1);
+        exit_child(1);
     }
     let (mut buf, mut reply) = (vec![0u8; MAX_DATAGRAM], Vec::new());
     loop {
@@ -139,16 +137,10 @@ fn worker<D: DatagramService>(service: &D, socket: &UdpSocket, served: &AtomicU6
             Err(e) if is_transient(&e) => {}
             Err(e) => {
                 tracing::error!(target: "warren", "udp prefork worker: {e}");
-                exit(1);
+                exit_child(1);
             }
         }
     }
-}
-
-/// Leave a child process without running the parent's destructors or flushing its buffers.
-fn exit(code: i32) -> ! {
-    // SAFETY: `_exit` is always safe to call; it ends the process at once.
-    unsafe { nix::libc::_exit(code) }
 }
 
 /// Reap children that have ended: all of them, blocking, or those already ended (WNOHANG).
@@ -167,80 +159,14 @@ fn reap(flags: WaitPidFlag) -> Vec<(Pid, WaitStatus)> {
     }
 }
 
-/// A counter in memory shared with the children forked after it is made: prefork's only shared
-/// memory, so that the parent can report what its children served.
-fn shared_counter() -> io::Result<&'static AtomicU64> {
-    use std::num::NonZeroUsize;
-
-    use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
-
-    let len = NonZeroUsize::new(size_of::<AtomicU64>()).expect("non-zero size");
-    // SAFETY: a fresh anonymous mapping, page-aligned and zero-filled, which is a valid
-    // AtomicU64; it is never unmapped, so the 'static reference stays valid.
-    unsafe {
-        let ptr = mmap_anonymous(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED)
-            .map_err(io::Error::from)?;
-        Ok(&*ptr.as_ptr().cast::<AtomicU64>())
+/// Wait for a signal, or also for a datagram on `socket`; then empty the signal pipe.
+fn wait(signals: &ParentSignals, socket: Option<&UdpSocket>) -> io::Result<()> {
+    let mut fds = vec![PollFd::new(signals.fd(), PollFlags::POLLIN)];
+    fds.extend(socket.map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN)));
+    match poll(&mut fds, PollTimeout::NONE) {
+        Ok(_) | Err(Errno::EINTR) => {}
+        Err(e) => return Err(e.into()),
     }
-}
-
-/// SIGINT, SIGTERM and SIGCHLD delivered to a single-threaded parent: each writes a byte to a
-/// self-pipe that the parent polls; SIGINT and SIGTERM also set the stop flag first.
-struct Signals {
-    pipe: UnixStream,
-    stop: Arc<AtomicBool>,
-    ids: Vec<SigId>,
-}
-
-impl Signals {
-    fn new() -> io::Result<Self> {
-        let (pipe, write) = UnixStream::pair()?;
-        pipe.set_nonblocking(true)?;
-        write.set_nonblocking(true)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut ids = Vec::new();
-        // The flags are registered first, so that the flag is set before the pipe wakes us.
-        for sig in [SIGINT, SIGTERM] {
-            ids.push(signal_hook::flag::register(sig, stop.clone())?);
-        }
-        for sig in [SIGINT, SIGTERM, SIGCHLD] {
-            ids.push(signal_hook::low_level::pipe::register(sig, write.try_clone()?)?);
-        }
-        Ok(Self { pipe, stop, ids })
-    }
-
-    fn stopping(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
-    }
-
-    /// Wait for a signal.
-    fn wait(&self) -> io::Result<()> {
-        self.poll(None)
-    }
-
-    /// Wait for a signal or a datagram on `socket`.
-    fn wait_with(&self, socket: &UdpSocket) -> io::Result<()> {
-        self.poll(Some(socket))
-    }
-
-    fn poll(&self, socket: Option<&UdpSocket>) -> io::Result<()> {
-        let mut fds = vec![PollFd::new(self.pipe.as_fd(), PollFlags::POLLIN)];
-        fds.extend(socket.map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN)));
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-        // Empty the pipe: the signals it stood for are handled by the caller's next look.
-        let mut sink = [0u8; 64];
-        while matches!((&self.pipe).read(&mut sink), Ok(n) if n > 0) {}
-        Ok(())
-    }
-}
-
-impl Drop for Signals {
-    fn drop(&mut self) {
-        for &id in &self.ids {
-            signal_hook::low_level::unregister(id);
-        }
-    }
+    signals.drain();
+    Ok(())
 }

@@ -50,20 +50,49 @@ pub fn raise_nofile() -> nix::Result<u64> {
     Ok(hard)
 }
 
-/// Restrict the calling thread (and every thread or process it starts later) to `cpu`.
-///
-/// Async-signal-safe (one system call, no allocation), so it may run between fork and exec.
-pub fn pin_to(cpu: usize) -> std::io::Result<()> {
-    if cpu >= libc::CPU_SETSIZE as usize {
-        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+/// A set of CPUs, built before a fork so that applying it in the child is one system call.
+#[derive(Clone, Copy)]
+pub struct CpuSet(libc::cpu_set_t);
+
+impl std::fmt::Debug for CpuSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // SAFETY: every index passed is below CPU_SETSIZE, inside the set.
+        let cpus: Vec<usize> =
+            (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &self.0) }).collect();
+        f.debug_tuple("CpuSet").field(&cpus).finish()
     }
-    // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` is below CPU_SETSIZE (checked above), so the bit lies inside `set`.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the size passed.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+impl CpuSet {
+    /// Just `cpu`.
+    pub fn only(cpu: usize) -> std::io::Result<CpuSet> {
+        if cpu >= libc::CPU_SETSIZE as usize {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `cpu` is below CPU_SETSIZE (checked above), so the bit lies inside `set`.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+        Ok(CpuSet(set))
+    }
+
+    /// The CPUs the calling thread may use now.
+    pub fn current() -> std::io::Result<CpuSet> {
+        // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: pid 0 is the calling thread; `set` is a writable cpu_set_t of the size passed.
+        let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+        if rc == 0 { Ok(CpuSet(set)) } else { Err(std::io::Error::last_os_error()) }
+    }
+
+    /// Restrict the calling thread (and every thread or process it starts later) to this set.
+    ///
+    /// Async-signal-safe (one system call, no allocation), so it may run between fork and exec.
+    pub fn apply(&self) -> std::io::Result<()> {
+        // SAFETY: pid 0 is the calling thread; `self.0` is a valid cpu_set_t of the size passed.
+        let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.0) };
+        if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    }
 }
 
 /// Whether pinning was asked for, and what happened.
@@ -71,8 +100,10 @@ pub fn pin_to(cpu: usize) -> std::io::Result<()> {
 pub enum Pinning {
     /// `--no-pin`.
     Off,
-    /// Pinned; `server` is the last server child's Cpus_allowed_list as the kernel reports it.
-    Applied { server: Option<String> },
+    /// Pinned. `server` is the last pinned server child's Cpus_allowed_list as the kernel
+    /// reports it; `pinned` is the server CPU and `all` what this process had before pinning,
+    /// for servers that must not be pinned.
+    Applied { server: Option<String>, pinned: CpuSet, all: CpuSet },
     /// Asked for but impossible (one CPU, or the affinity call failed).
     Failed(String),
 }
@@ -86,20 +117,27 @@ impl Pinning {
         if cpus <= SERVER_CPU {
             return Pinning::Failed(format!("{cpus} CPU(s): nothing to split"));
         }
-        match pin_to(LOAD_CPU) {
-            Ok(()) => Pinning::Applied { server: None },
+        let sets =
+            (|| Ok::<_, std::io::Error>((CpuSet::current()?, CpuSet::only(LOAD_CPU)?, CpuSet::only(SERVER_CPU)?)))();
+        match sets.and_then(|(all, load, pinned)| load.apply().map(|()| (all, pinned))) {
+            Ok((all, pinned)) => Pinning::Applied { server: None, pinned, all },
             Err(e) => Pinning::Failed(format!("sched_setaffinity: {e}")),
         }
     }
 
-    /// The CPU server children should be pinned to, if any.
-    pub fn server_cpu(&self) -> Option<usize> {
-        matches!(self, Pinning::Applied { .. }).then_some(SERVER_CPU)
+    /// The CPUs a server child should get: the server CPU, or with `unpinned` every CPU this
+    /// process started with (a child would otherwise inherit the load generator's CPU).
+    /// `None` when nothing was pinned, so children inherit the unchanged mask.
+    pub fn server_cpus(&self, unpinned: bool) -> Option<CpuSet> {
+        match self {
+            Pinning::Applied { pinned, all, .. } => Some(if unpinned { *all } else { *pinned }),
+            _ => None,
+        }
     }
 
     /// Record what the kernel says a server child may run on.
     pub fn observed(&mut self, cpus: Option<String>) {
-        if let Pinning::Applied { server } = self
+        if let Pinning::Applied { server, .. } = self
             && cpus.is_some()
         {
             *server = cpus;
@@ -110,7 +148,7 @@ impl Pinning {
     pub fn describe(&self) -> String {
         match self {
             Pinning::Off => "off (--no-pin): load generator and servers share every CPU".into(),
-            Pinning::Applied { server } => {
+            Pinning::Applied { server, .. } => {
                 let me = crate::bench::probe::cpus_allowed(std::process::id() as i32).unwrap_or_else(|| "?".into());
                 let server = server.clone().unwrap_or_else(|| "?".into());
                 format!("applied: servers on CPU {server}, load generator on CPU {me} (as /proc reports them)")
@@ -134,6 +172,13 @@ mod tests {
     fn off_and_impossible_pinning_say_so() {
         assert!(Pinning::apply(false, 2).describe().starts_with("off"));
         let one = Pinning::apply(true, 1);
-        assert!(one.server_cpu().is_none() && one.describe().starts_with("not applied"));
+        assert!(one.server_cpus(false).is_none() && one.describe().starts_with("not applied"));
+    }
+
+    #[test]
+    fn cpu_sets() {
+        assert_eq!(format!("{:?}", CpuSet::only(1).unwrap()), "CpuSet([1])");
+        assert!(CpuSet::only(usize::MAX).is_err());
+        assert!(!format!("{:?}", CpuSet::current().unwrap()).contains("[]"));
     }
 }

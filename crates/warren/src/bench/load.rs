@@ -140,26 +140,35 @@ async fn new_conn_client(addr: SocketAddr, deadline: Instant, payload: usize) ->
             break;
         }
         let sent = Instant::now();
+        // Which step a failure happened in: "echoed but never closed" and "never echoed" are
+        // different bugs.
+        let mut step = "connect";
         let exchange = async {
             let mut stream = connect(addr).await?;
+            step = "send";
             stream.write_all(&request).await?;
             stream.shutdown().await?;
+            step = "echo";
             stream.read_exact(&mut echo).await?;
             let answered = sent.elapsed();
+            step = "close after the echo";
             let mut rest = [0u8; 1];
             match stream.read(&mut rest).await? {
                 0 => Ok(answered),
                 _ => Err(std::io::Error::other("more bytes than were sent")),
             }
         };
-        match timeout(OP_TIMEOUT, exchange).await {
+        let outcome = timeout(OP_TIMEOUT, exchange).await;
+        match outcome {
             Ok(Ok(answered)) if echo == request => tally.record_after(answered, sent, deadline),
             Ok(Ok(_)) => return fail(tally, "echo came back different"),
             // A failed connection is one failed request; the client carries on with a new one,
             // unless the server is plainly gone.
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => return fail(tally, format!("{e}")),
-            Ok(Err(e)) => tally.fail(format!("{e}")),
-            Err(_) => tally.fail(format!("no echo within {OP_TIMEOUT:?}")),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return fail(tally, format!("{step}: {e}"));
+            }
+            Ok(Err(e)) => tally.fail(format!("{step}: {e}")),
+            Err(_) => tally.fail(format!("{step}: nothing within {OP_TIMEOUT:?}")),
         }
     }
     tally

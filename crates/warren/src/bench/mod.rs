@@ -204,9 +204,9 @@ impl Bench {
             args.extend(["--threads".into(), "0".into()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let cpu = if unpinned { None } else { self.pinning.server_cpu() };
-        let server = Server::start(&self.exe, &args, cpu).map_err(|e| format!("{e:#}"))?;
-        if cpu.is_some() {
+        let server =
+            Server::start(&self.exe, &args, self.pinning.server_cpus(unpinned)).map_err(|e| format!("{e:#}"))?;
+        if !unpinned {
             self.pinning.observed(probe::cpus_allowed(server.pid()));
         }
         Ok(server)

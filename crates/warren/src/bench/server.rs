@@ -20,6 +20,8 @@ use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
+use super::host::CpuSet;
+
 /// How long a server may take to print its readiness line.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a server gets to stop after SIGTERM before SIGKILL. Longer than the models' own
@@ -39,8 +41,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Start `exe serve <args>` pinned to `cpu` (if given) and wait for its readiness line.
-    pub fn start(exe: &Path, args: &[String], cpu: Option<usize>) -> anyhow::Result<Server> {
+    /// Start `exe serve <args>` on `cpus` (inheriting this process's CPUs if `None`) and wait
+    /// for its readiness line.
+    pub fn start(exe: &Path, args: &[String], cpus: Option<CpuSet>) -> anyhow::Result<Server> {
         let mut command = Command::new(exe);
         command.arg("serve").args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         command.process_group(0);
@@ -49,9 +52,9 @@ impl Server {
         unsafe {
             command.pre_exec(move || {
                 let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
-                if let Some(cpu) = cpu {
+                if let Some(cpus) = &cpus {
                     // Best effort: the report shows what the kernel actually applied.
-                    let _ = super::host::pin_to(cpu);
+                    let _ = cpus.apply();
                 }
                 Ok(())
             });

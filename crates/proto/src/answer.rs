@@ -1,0 +1,54 @@
+//! The session of protocols that answer once and close: daytime, time and the course's
+//! TimeServer. The answer is computed when the connection opens; input is ignored.
+
+use std::time::{Duration, Instant};
+
+use crate::{Action, Nothing, Output, Session};
+
+/// Sends `answer` as soon as the connection opens, optionally makes a blocking call, closes.
+#[derive(Debug)]
+pub struct AnswerSession {
+    answer: Vec<u8>,
+    block: Option<Duration>,
+}
+
+impl AnswerSession {
+    /// A session that sends `answer` and closes.
+    pub fn new(answer: impl Into<Vec<u8>>) -> Self {
+        Self { answer: answer.into(), block: None }
+    }
+
+    /// The same, with a blocking call of `block` between the answer and the close.
+    pub fn blocking(answer: impl Into<Vec<u8>>, block: Duration) -> Self {
+        Self { answer: answer.into(), block: Some(block).filter(|d| !d.is_zero()) }
+    }
+}
+
+impl Session for AnswerSession {
+    type Request = Nothing;
+    type Message = Nothing;
+
+    fn handle_open(&mut self, _: Instant, out: &mut Output<Nothing>) {
+        out.send(&self.answer);
+        if let Some(block) = self.block {
+            out.act(Action::Block(block));
+        }
+        out.close();
+    }
+
+    fn handle_input(&mut self, _: Instant, _: &[u8], _: &mut Output<Nothing>) {}
+
+    fn handle_read_closed(&mut self, _: Instant, out: &mut Output<Nothing>) {
+        out.close();
+    }
+
+    fn handle_message(&mut self, _: Instant, msg: Nothing, _: &mut Output<Nothing>) {
+        match msg {}
+    }
+
+    fn handle_timeout(&mut self, _: Instant, _: &mut Output<Nothing>) {}
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+}
