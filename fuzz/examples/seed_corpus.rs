@@ -39,8 +39,7 @@ const JSON_TOUR: &str = concat!(
     "{\"cmd\":\"quit\"}\n",
 );
 
-const PLAIN_TOUR: &str =
-    "/nick bob\r\n/join #a\r\nhello there\r\n//slash text\r\n/list\r\n/leave #a\r\n/stats\r\n/help\r\n/quit see you\r\n";
+const PLAIN_TOUR: &str = "/nick bob\r\n/join #a\r\nhello there\r\n//slash text\r\n/list\r\n/leave #a\r\n/stats\r\n/help\r\n/quit see you\r\n";
 
 fn chat() {
     let t = "chat_session";
@@ -75,7 +74,13 @@ fn chat() {
     write(
         t,
         "late-hub",
-        &script(0x83, &["/join #a\nearly words\n/quit\n", "{\"cmd\":\"join\",\"channel\":\"#a\"}\n{\"cmd\":\"say\",\"text\":\"x\"}\n"]),
+        &script(
+            0x83,
+            &[
+                "/join #a\nearly words\n/quit\n",
+                "{\"cmd\":\"join\",\"channel\":\"#a\"}\n{\"cmd\":\"say\",\"text\":\"x\"}\n",
+            ],
+        ),
     );
     write(t, "line-too-long", &script(0x27, &[&format!("/join #a\n{}\nnever read\n", "x".repeat(100))]));
     let mut garbage = vec![0x01];
@@ -91,7 +96,10 @@ fn chat() {
         ("json-leave", "{\"cmd\":\"leave\",\"extra\":[1,{\"x\":null}]}"),
         ("json-unknown", "{\"cmd\":\"frobnicate\",\"nick\":\"x\"}"),
         ("json-not-object", "[\"cmd\",\"join\"]"),
-        ("plain-commands", "/nick bob\n/JOIN #a\nhello\n//slash\n/leave\n/connect example.org 6667\n/connect h 99999\n/quit bye\n"),
+        (
+            "plain-commands",
+            "/nick bob\n/JOIN #a\nhello\n//slash\n/leave\n/connect example.org 6667\n/connect h 99999\n/quit bye\n",
+        ),
         ("event-welcome", "{\"event\":\"welcome\",\"version\":1,\"nick\":\"guest1\"}"),
         ("event-names", "{\"event\":\"names\",\"channel\":\"#a\",\"users\":3,\"nicks\":[\"a\",\"b\\u0007\"]}"),
         ("event-list", "{\"event\":\"list\",\"channels\":[{\"channel\":\"#a\",\"users\":2}]}"),
@@ -172,7 +180,10 @@ fn pingpong() {
     }
     for (name, data) in [
         ("wrong-version", &b"\x07PINGPONG 2\n--\nPINGPONG 2 GAME 1\n"[..]),
-        ("ties-forever", b"\x87PINGPONG 3\nTOSS 0\nTOSS 0\nTOSS 0\nTOSS 0\n--\nPINGPONG 3 GAME 9\nTOSS 0\nTOSS 0\nTOSS 0\n"),
+        (
+            "ties-forever",
+            b"\x87PINGPONG 3\nTOSS 0\nTOSS 0\nTOSS 0\nTOSS 0\n--\nPINGPONG 3 GAME 9\nTOSS 0\nTOSS 0\nTOSS 0\n",
+        ),
         ("refused", b"\x17ERROR server busy\n--\nERROR server busy\n"),
         ("garbage", b"\x01PINGPONG 3\r\nTOSS +1\nTOSS 18446744073709551616\n\xff\n"),
         ("too-long", b"\x07PINGPONG 3\nTOSS 00000000000000000000000000000000000000000000000000000000000000000001\n"),

@@ -163,7 +163,10 @@ pub fn run(data: &[u8]) {
     };
     let scripts = &scripts[..scripts.len().min(MAX_CONNS)];
     let n = scripts.len();
-    let limits = Limits { max_request: if settings & 0x20 != 0 { 64 } else { Limits::default().max_request }, ..Limits::default() };
+    let limits = Limits {
+        max_request: if settings & 0x20 != 0 { 64 } else { Limits::default().max_request },
+        ..Limits::default()
+    };
     let chat = Chat { limits };
     let t0 = Instant::now();
     let mut router = Router {
@@ -195,7 +198,8 @@ pub fn run(data: &[u8]) {
     let chunker = Chunker::new(settings);
     let mut rng = Rng::new(u64::from(settings));
     loop {
-        let live: Vec<usize> = (0..n).filter(|&i| !router.conns[i].gone && !router.conns[i].script.is_empty()).collect();
+        let live: Vec<usize> =
+            (0..n).filter(|&i| !router.conns[i].gone && !router.conns[i].script.is_empty()).collect();
         if live.is_empty() {
             break;
         }
@@ -238,7 +242,11 @@ pub fn run(data: &[u8]) {
     router.slow = false;
     router.drain();
     for (i, conn) in router.conns.iter().enumerate() {
-        assert!(conn.gone, "connection {i} is still open after a {}", if half_close { "half-close" } else { "shutdown" });
+        assert!(
+            conn.gone,
+            "connection {i} is still open after a {}",
+            if half_close { "half-close" } else { "shutdown" }
+        );
     }
     let Event::Stats { users, channels, .. } = router.hub.stats(router.now) else {
         unreachable!("stats is a stats event");

@@ -69,8 +69,5 @@ fn round_trip_command(command: &Command) {
 
 fn check_rendered(event: &Event) {
     let text = render_text(event);
-    assert!(
-        !text.chars().any(|c| c.is_control() && c != '\n'),
-        "rendered event holds a control character: {text:?}"
-    );
+    assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "rendered event holds a control character: {text:?}");
 }

@@ -16,8 +16,11 @@ pub mod lines;
 pub mod pingpong_session;
 pub mod pingpong_wire;
 
+/// A target's body: runs one input, panics on a failed check.
+pub type Target = fn(&[u8]);
+
 /// Every target, by name, as `cargo fuzz run` and `corpus/` name them.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("lines", lines::run),
     ("chat_session", chat_session::run),
     ("chat_wire", chat_wire::run),
@@ -38,7 +41,7 @@ impl Rng {
     }
 
     /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn bits(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -48,7 +51,7 @@ impl Rng {
 
     /// A number in `0..n` (`n > 0`).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.bits() % n
     }
 }
 

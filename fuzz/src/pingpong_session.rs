@@ -74,10 +74,12 @@ impl<S: Session<Request = warren_proto::pingpong::NextGame, Message = warren_pro
     fn answer(&mut self, now: Instant, request: S::Request) -> Vec<S::Message> {
         let mut out = Vec::new();
         self.handle_request(now, SessionId(1), request, &mut out);
-        out.into_iter().map(|(to, game)| {
-            assert_eq!(to, SessionId(1), "the counter answered another session");
-            game
-        }).collect()
+        out.into_iter()
+            .map(|(to, game)| {
+                assert_eq!(to, SessionId(1), "the counter answered another session");
+                game
+            })
+            .collect()
     }
 }
 
@@ -147,7 +149,6 @@ fn drive<S: Session, H: Answer<S>>(mut session: S, mut hub: H, settings: u8, inp
         step(&mut session, &mut out, now);
     }
     assert!(out.is_closed(), "the connection is still open at the end");
-    drop(step);
 
     let lines = input.iter().filter(|&&b| b == b'\n').count() + 1;
     assert!(sent <= 128 + 8 * input.len(), "{sent} bytes sent for {} bytes of input", input.len());

@@ -93,7 +93,7 @@ pub struct ServeConfig {
     /// TimeServerImproved blocks before `accept`). Default: no such wait.
     pub max_active: Option<usize>,
     /// Every model: connections beyond this many are refused with the protocol's refusal.
-    /// Default 10,000 (`fork`: 512, since each is a process).
+    /// Default 10,000 (`warren serve` lowers it to 512 for `fork`, since each is a process).
     pub max_conns: usize,
     /// `pool`: ready connections waiting for a worker; a new connection is refused when the
     /// queue is full. Default 1,024.
