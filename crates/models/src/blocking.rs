@@ -194,8 +194,7 @@ pub(crate) fn linger_close(mut stream: TcpStream) {
     }
 }
 
-/// The hub link of models whose connections share nothing across processes and never use a hub:
-/// also a building block for [`crate::local_hub`] links.
+/// The hub link of the thread-based blocking models: a hub in this process.
 pub(crate) mod local {
     use std::io;
     use std::os::fd::{AsFd, BorrowedFd};
@@ -209,49 +208,65 @@ pub(crate) mod local {
     use crate::local_hub::{LocalHub, Mailbox};
 
     /// A link to a hub in this process; wakes the connection's thread through an eventfd.
+    ///
+    /// The mailbox and its eventfd are made on the first request: the hub cannot address a
+    /// session before it has heard from it, and echo-like protocols never ask, so they spend no
+    /// descriptor on it.
     pub(crate) struct LocalLink<H: Hub> {
         hub: Arc<LocalHub<H>>,
         id: SessionId,
-        mailbox: Arc<Mailbox<H::Message>>,
-        efd: Arc<EventFd>,
+        capacity: usize,
+        joined: Option<(Arc<Mailbox<H::Message>>, Arc<EventFd>)>,
     }
 
     impl<H: Hub> LocalLink<H> {
-        pub(crate) fn new(hub: Arc<LocalHub<H>>, id: SessionId, capacity: usize) -> io::Result<Self> {
-            let efd = Arc::new(EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?);
-            let waker = efd.clone();
-            let mailbox = Arc::new(Mailbox::new(capacity, move || {
-                let _ = waker.write(1);
-            }));
-            hub.open(id, mailbox.clone());
-            Ok(Self { hub, id, mailbox, efd })
+        pub(crate) fn new(hub: Arc<LocalHub<H>>, id: SessionId, capacity: usize) -> Self {
+            Self { hub, id, capacity, joined: None }
+        }
+
+        fn join(&mut self) -> io::Result<()> {
+            if self.joined.is_none() {
+                let efd = Arc::new(EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?);
+                let waker = efd.clone();
+                let mailbox = Arc::new(Mailbox::new(self.capacity, move || {
+                    let _ = waker.write(1);
+                }));
+                self.hub.open(self.id, mailbox.clone());
+                self.joined = Some((mailbox, efd));
+            }
+            Ok(())
         }
     }
 
     impl<H: Hub> HubLink<H> for LocalLink<H> {
         fn request(&mut self, now: Instant, request: H::Request) -> io::Result<()> {
+            self.join()?;
             self.hub.request(now, self.id, request);
             Ok(())
         }
 
         fn drain(&mut self, into: &mut Vec<H::Message>) -> io::Result<()> {
-            let _ = self.efd.read();
-            self.mailbox.drain(into);
+            if let Some((mailbox, efd)) = &self.joined {
+                let _ = efd.read();
+                mailbox.drain(into);
+            }
             Ok(())
         }
 
         fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
-            Some(self.efd.as_fd())
+            self.joined.as_ref().map(|(_, efd)| efd.as_fd())
         }
 
         fn overflowed(&self) -> bool {
-            self.mailbox.overflowed()
+            self.joined.as_ref().is_some_and(|(mailbox, _)| mailbox.overflowed())
         }
     }
 
     impl<H: Hub> Drop for LocalLink<H> {
         fn drop(&mut self) {
-            self.hub.leave(Instant::now(), self.id);
+            if self.joined.is_some() {
+                self.hub.leave(Instant::now(), self.id);
+            }
         }
     }
 }

@@ -57,6 +57,10 @@ pub(crate) fn serve<S: Service>(service: S, listener: TcpListener, config: &Serv
             match acceptor.accept(&listener, service.refusal())? {
                 Accepted::Conn(mut stream, peer) => {
                     if children.len() >= config.max_conns {
+                        // Children that ended since the last wake-up still count until reaped.
+                        reap(&mut children);
+                    }
+                    if children.len() >= config.max_conns {
                         report.refused += 1;
                         refuse(&mut stream, service.refusal());
                         continue;

@@ -25,7 +25,7 @@ pub(crate) fn serve<S: Service>(service: Arc<S>, listener: TcpListener, config: 
             Accepted::Conn(stream, peer) => {
                 env.counters.accepted.fetch_add(1, Ordering::Relaxed);
                 let info = conn_info(Some(peer));
-                let mut link = LocalLink::new(hub.clone(), info.id, config.mailbox)?;
+                let mut link = LocalLink::new(hub.clone(), info.id, config.mailbox);
                 serve_connection(&*service, stream, info, &mut link, &conn_env);
             }
             Accepted::Nothing => {}

@@ -52,10 +52,9 @@ pub(crate) fn serve<S: Service>(service: Arc<S>, listener: TcpListener, config: 
         let info = conn_info(Some(peer));
         let (service, hub, conn_live, env, config) = (service.clone(), hub.clone(), live.clone(), env.clone(), config.clone());
         let spawned = std::thread::Builder::new().name("warren-conn".into()).spawn(move || {
-            if let Ok(mut link) = LocalLink::new(hub, info.id, config.mailbox) {
-                let conn_env = ConnEnv { shutdown: &env.shutdown, activity: &env.activity, write_timeout: config.write_timeout };
-                serve_connection(&*service, stream, info, &mut link, &conn_env);
-            }
+            let mut link = LocalLink::new(hub, info.id, config.mailbox);
+            let conn_env = ConnEnv { shutdown: &env.shutdown, activity: &env.activity, write_timeout: config.write_timeout };
+            serve_connection(&*service, stream, info, &mut link, &conn_env);
             let (count, ended) = &*conn_live;
             *lock(count) -= 1;
             ended.notify_all();

@@ -26,23 +26,20 @@ pub fn svg(rows: &[Row]) -> String {
     let height = TOP + PLOT_HEIGHT + BOTTOM;
     let base = TOP + PLOT_HEIGHT;
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
-    );
+    let _ = write!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" "#);
+    let _ = writeln!(s, r#"viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#);
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{LEFT}" y="20" font-size="15" font-weight="bold">warren server models: echo requests per second</text>"#
-    );
+    let title = "warren server models: echo requests per second";
+    let _ = writeln!(s, r#"<text x="{LEFT}" y="20" font-size="15" font-weight="bold">{title}</text>"#);
     for (i, (label, color)) in COLORS.iter().enumerate() {
         let x = LEFT + i as f64 * 150.0;
         let _ = writeln!(s, r#"<rect x="{x}" y="30" width="12" height="12" fill="{color}"/>"#);
         let _ = writeln!(s, r#"<text x="{}" y="40">{label}</text>"#, x + 16.0);
     }
-    for step in 0..=4 {
-        let value = top * f64::from(step) / 4.0;
-        let y = base - PLOT_HEIGHT * f64::from(step) / 4.0;
+    // Five steps: a top of 1, 2 or 5 × 10^k then puts every gridline on a round number.
+    for step in 0..=5 {
+        let value = top * f64::from(step) / 5.0;
+        let y = base - PLOT_HEIGHT * f64::from(step) / 5.0;
         let _ = writeln!(s, r##"<line x1="{LEFT}" y1="{y}" x2="{}" y2="{y}" stroke="#ddd"/>"##, width - 10.0);
         let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, LEFT - 6.0, y + 4.0, short(value));
     }
@@ -64,6 +61,12 @@ pub fn svg(rows: &[Row]) -> String {
         let _ =
             writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#, x0 + BAR, base + 18.0, escape(name));
     }
+    let _ = writeln!(
+        s,
+        r#"<text x="14" y="{}" transform="rotate(-90 14 {})" text-anchor="middle">req/s</text>"#,
+        TOP + PLOT_HEIGHT / 2.0,
+        TOP + PLOT_HEIGHT / 2.0
+    );
     let _ = writeln!(s, r#"<line x1="{LEFT}" y1="{base}" x2="{}" y2="{base}" stroke="black"/>"#, width - 10.0);
     let _ = writeln!(
         s,

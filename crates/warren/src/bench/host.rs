@@ -40,6 +40,33 @@ impl Machine {
     }
 }
 
+/// Per-CPU (busy, total) jiffies from the text of /proc/stat; idle and iowait count as not busy.
+pub fn cpu_times(stat: &str) -> Vec<(u64, u64)> {
+    stat.lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .map(|l| {
+            let v: Vec<u64> = l.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+            let total: u64 = v.iter().take(8).sum();
+            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+            (total - idle.min(total), total)
+        })
+        .collect()
+}
+
+/// How busy each CPU is over `window`, in percent: what else runs on this shared machine,
+/// measured before the bench adds its own load, so the reader can judge the numbers.
+pub fn background_load(window: std::time::Duration) -> Vec<f64> {
+    let read = || cpu_times(&std::fs::read_to_string("/proc/stat").unwrap_or_default());
+    let before = read();
+    std::thread::sleep(window);
+    let after = read();
+    before
+        .iter()
+        .zip(&after)
+        .map(|(&(b0, t0), &(b1, t1))| if t1 > t0 { 100.0 * (b1 - b0) as f64 / (t1 - t0) as f64 } else { 0.0 })
+        .collect()
+}
+
 /// Raise the soft descriptor limit to the hard one: 10,000 idle connections need 10,000
 /// descriptors on each side, and the server children inherit the raised limit.
 pub fn raise_nofile() -> nix::Result<u64> {
@@ -95,15 +122,23 @@ impl CpuSet {
     }
 }
 
+/// The masks server children get.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerCpus {
+    /// The server CPU.
+    pinned: CpuSet,
+    /// What this process had before pinning, for servers that must not be pinned.
+    all: CpuSet,
+}
+
 /// Whether pinning was asked for, and what happened.
 #[derive(Clone, Debug)]
 pub enum Pinning {
     /// `--no-pin`.
     Off,
     /// Pinned. `server` is the last pinned server child's Cpus_allowed_list as the kernel
-    /// reports it; `pinned` is the server CPU and `all` what this process had before pinning,
-    /// for servers that must not be pinned.
-    Applied { server: Option<String>, pinned: CpuSet, all: CpuSet },
+    /// reports it.
+    Applied { server: Option<String>, cpus: Box<ServerCpus> },
     /// Asked for but impossible (one CPU, or the affinity call failed).
     Failed(String),
 }
@@ -120,7 +155,7 @@ impl Pinning {
         let sets =
             (|| Ok::<_, std::io::Error>((CpuSet::current()?, CpuSet::only(LOAD_CPU)?, CpuSet::only(SERVER_CPU)?)))();
         match sets.and_then(|(all, load, pinned)| load.apply().map(|()| (all, pinned))) {
-            Ok((all, pinned)) => Pinning::Applied { server: None, pinned, all },
+            Ok((all, pinned)) => Pinning::Applied { server: None, cpus: Box::new(ServerCpus { pinned, all }) },
             Err(e) => Pinning::Failed(format!("sched_setaffinity: {e}")),
         }
     }
@@ -130,7 +165,7 @@ impl Pinning {
     /// `None` when nothing was pinned, so children inherit the unchanged mask.
     pub fn server_cpus(&self, unpinned: bool) -> Option<CpuSet> {
         match self {
-            Pinning::Applied { pinned, all, .. } => Some(if unpinned { *all } else { *pinned }),
+            Pinning::Applied { cpus, .. } => Some(if unpinned { cpus.all } else { cpus.pinned }),
             _ => None,
         }
     }
@@ -173,6 +208,14 @@ mod tests {
         assert!(Pinning::apply(false, 2).describe().starts_with("off"));
         let one = Pinning::apply(true, 1);
         assert!(one.server_cpus(false).is_none() && one.describe().starts_with("not applied"));
+    }
+
+    #[test]
+    fn cpu_times_per_cpu() {
+        let stat = "cpu  10 0 10 80 0 0 0 0 0 0\ncpu0 5 0 5 40 0 0 0 0 0 0\ncpu1 1 1 1 90 7 0 0 0 0 0\nintr 1 2\n";
+        assert_eq!(cpu_times(stat), vec![(10, 50), (3, 100)]);
+        let live = background_load(std::time::Duration::from_millis(50));
+        assert!(!live.is_empty() && live.iter().all(|p| (0.0..=100.0).contains(p)), "{live:?}");
     }
 
     #[test]

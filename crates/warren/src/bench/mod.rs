@@ -48,7 +48,7 @@ pub struct ModelsArgs {
     pub idle: Vec<usize>,
     /// Throughput runs per model, interleaved across models; with 3 or more the table shows the
     /// median and min–max.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 3)]
     pub runs: usize,
     /// Bytes per echo request.
     #[arg(long, default_value_t = 64)]
@@ -124,6 +124,7 @@ pub fn models(args: &ModelsArgs) -> anyhow::Result<()> {
     });
     let plan = Plan::new(args, nofile)?;
     let machine = Machine::read();
+    let background = host::background_load(Duration::from_millis(500));
     // Pin before the runtime or any helper thread exists, so every thread inherits CPU 0.
     let pinning = Pinning::apply(!args.no_pin, machine.cpus);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -160,10 +161,15 @@ pub fn models(args: &ModelsArgs) -> anyhow::Result<()> {
             machine.cpus, machine.cpu_model, machine.kernel, machine.memory_gib, nofile
         ),
         pinning: bench.pinning.describe(),
+        background: background
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("CPU {i} {p:.0}%"))
+            .collect::<Vec<_>>()
+            .join(", "),
         settings: format!(
-            "{}-byte echo, {} connections × {} per regime, {} run(s) interleaved; idle {} connections (held, then one byte \
-             each); blocking call: timeserver --delay {}, B {} after A, servers unpinned; servers --max-conns {MAX_CONNS} (fork keeps its \
-             default 512), event --threads 0",
+            "{}-byte echo, {} connections × {} per regime, {} run(s) interleaved; idle: {} connections, held, \
+             then one byte each; blocking call: timeserver --delay {}, client B {} after A",
             plan.payload,
             plan.connections,
             humantime::format_duration(plan.duration),
@@ -171,6 +177,11 @@ pub fn models(args: &ModelsArgs) -> anyhow::Result<()> {
             plan.idle.iter().map(|n| report::thousands(*n as f64)).collect::<Vec<_>>().join(", "),
             humantime::format_duration(BLOCK_DELAY),
             humantime::format_duration(BLOCK_GAP),
+        ),
+        servers: format!(
+            "`warren serve echo -d 0 --max-conns {MAX_CONNS}` (fork keeps its default 512), otherwise default flags \
+             (event --threads 0; hybrid one runtime thread per usable CPU, so 1 when pinned); blocking-call servers \
+             run unpinned"
         ),
         command: std::iter::once("warren".to_owned()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" "),
         elapsed: started.elapsed(),

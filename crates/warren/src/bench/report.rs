@@ -34,7 +34,11 @@ pub struct Row {
 pub struct Header {
     pub machine: String,
     pub pinning: String,
+    /// How busy each CPU was just before the bench started.
+    pub background: String,
     pub settings: String,
+    /// How the servers were started.
+    pub servers: String,
     pub command: String,
     pub elapsed: Duration,
 }
@@ -45,7 +49,9 @@ pub fn markdown(header: &Header, rows: &[Row], idle_levels: &[usize]) -> String 
     let _ = writeln!(out, "## warren bench models\n");
     let _ = writeln!(out, "- machine: {}", header.machine);
     let _ = writeln!(out, "- pinning: {}", header.pinning);
+    let _ = writeln!(out, "- busy before the bench started (other work on this machine): {}", header.background);
     let _ = writeln!(out, "- load: {}", header.settings);
+    let _ = writeln!(out, "- servers: {}", header.servers);
     let _ = writeln!(out, "- command: `{}`", header.command);
     let _ = writeln!(out, "- took: {:.0} s\n", header.elapsed.as_secs_f64());
     let mut head = vec!["model", "keep-alive req/s", "p50 / p99 µs", "new-conn req/s", "p50 / p99 µs"];

@@ -190,4 +190,39 @@ mod tests {
         assert_eq!(parse_ready("warren: stopped: 3 connections served, 0 refused"), None);
         assert_eq!(parse_ready("warren: serving echo on nowhere"), None);
     }
+
+    #[test]
+    fn a_child_that_never_gets_ready_is_an_error() {
+        let err = Server::start(Path::new("/bin/echo"), &["hello".into()], None).unwrap_err();
+        assert!(format!("{err:#}").contains("serve hello"), "{err:#}");
+    }
+
+    /// A stand-in server that announces itself and then ignores SIGTERM, so stopping it needs
+    /// the SIGKILL that follows the grace period.
+    #[test]
+    fn a_stubborn_child_is_killed_with_its_group() {
+        let script = std::env::temp_dir().join(format!("warren-bench-stub-{}", std::process::id()));
+        let ready = "warren: serving echo (tcp) under thread on 127.0.0.1:9";
+        let body = format!("#!/bin/sh\ntrap '' TERM\necho '{ready}'\nsleep 30 &\nwait\n");
+        std::fs::write(&script, body).unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        let mut server = Server::start(&script, &[], None).unwrap();
+        std::fs::remove_file(&script).unwrap();
+        assert_eq!(server.addr(), SocketAddr::from(([127, 0, 0, 1], 9)));
+        assert!(server.running());
+        let sleeper = super::super::probe::tree(server.pid());
+        let started = Instant::now();
+        server.stop();
+        assert!(started.elapsed() >= STOP_GRACE && !server.running());
+        // The group went with it: no orphaned `sleep` is left behind.
+        std::thread::sleep(Duration::from_millis(50));
+        for pid in sleeper {
+            assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || !is_running(pid), "{pid} survived");
+        }
+    }
+
+    fn is_running(pid: i32) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        super::super::probe::parse_stat(&stat).is_some_and(|(state, _)| state != 'Z')
+    }
 }
