@@ -124,7 +124,9 @@ pub(crate) fn serve_connection<S: Service>(
                 Err(_) => return,
             }
         }
-        if link_ready {
+        // Messages already delivered were acknowledged to their senders: hand them to the
+        // session before a shutdown makes it say goodbye.
+        if link_ready || shut_ready {
             if link.drain(&mut messages).is_err() {
                 return;
             }

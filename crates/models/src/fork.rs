@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use nix::poll::{PollFd, PollFlags, poll};
-use nix::unistd::{ForkResult, fork};
+use nix::unistd::ForkResult;
 use warren_proto::Service;
 
 use crate::accept::{Accepted, Acceptor, refuse};
@@ -21,15 +21,22 @@ use crate::activity::Activity;
 use crate::blocking::{ConnEnv, serve_connection};
 use crate::conn::conn_info;
 use crate::hub_process::{self, RemoteLink};
-use crate::procs::{ParentSignals, exit_child, poll_timeout, reap, stop_children};
+use crate::procs::{ParentSignals, child_ready, exit_child, fork_blocking_stop_signals, poll_timeout, reap, stop_children};
 use crate::run::{ServeConfig, ServeReport};
 use crate::shutdown::{Shutdown, trigger_on_signals_without_thread};
 
-pub(crate) fn serve<S: Service>(service: S, listener: TcpListener, config: &ServeConfig) -> std::io::Result<ServeReport> {
+pub(crate) fn serve<S: Service>(
+    service: S,
+    listener: TcpListener,
+    config: &ServeConfig,
+    ready: impl FnOnce(),
+) -> std::io::Result<ServeReport> {
     let activity = Activity::shared(Instant::now())?;
-    let hub = hub_process::spawn(service.new_hub(std::time::Instant::now()))?;
     let signals = ParentSignals::install()?;
+    let hub = hub_process::spawn(service.new_hub(Instant::now()), &[listener.as_raw_fd()])?;
     listener.set_nonblocking(true)?;
+    let parent = nix::unistd::getpid();
+    ready();
     let mut children = HashSet::new();
     let mut report = ServeReport::default();
     let mut acceptor = Acceptor::new();
@@ -68,20 +75,11 @@ pub(crate) fn serve<S: Service>(service: S, listener: TcpListener, config: &Serv
                     activity.touch(Instant::now());
                     let info = conn_info(Some(peer));
                     let _ = stream.set_nonblocking(false);
-                    // SAFETY: this process has no other thread (see the module docs).
-                    match unsafe { fork() } {
+                    match fork_blocking_stop_signals() {
                         Ok(ForkResult::Child) => {
-                            signals.forget_in_child();
                             let _ = nix::unistd::close(listener.as_raw_fd());
-                            let code = match Shutdown::new() {
-                                Ok(shutdown) => {
-                                    let shutdown = Arc::new(shutdown);
-                                    let _ = trigger_on_signals_without_thread(shutdown.clone());
-                                    let mut link = RemoteLink::new(hub.addr.clone(), info.id);
-                                    let env = ConnEnv { shutdown: &shutdown, activity: &activity, write_timeout: config.write_timeout };
-                                    serve_connection(&service, stream, info, &mut link, &env);
-                                    0
-                                }
+                            let code = match child(&service, stream, info, &hub, &activity, config, signals, parent) {
+                                Ok(()) => 0,
                                 Err(_) => 1,
                             };
                             exit_child(code);
@@ -110,4 +108,25 @@ pub(crate) fn serve<S: Service>(service: S, listener: TcpListener, config: &Serv
     stop_children(&mut children, &signals);
     report.hub_report = hub_process::finish(&hub);
     Ok(report)
+}
+
+/// A connection's process: its own shutdown trigger first, then the connection.
+#[allow(clippy::too_many_arguments)]
+fn child<S: Service>(
+    service: &S,
+    stream: std::net::TcpStream,
+    info: warren_proto::ConnInfo,
+    hub: &hub_process::HubProcess,
+    activity: &Activity,
+    config: &ServeConfig,
+    signals: ParentSignals,
+    parent: nix::unistd::Pid,
+) -> std::io::Result<()> {
+    let shutdown = Arc::new(Shutdown::new()?);
+    trigger_on_signals_without_thread(shutdown.clone())?;
+    child_ready(signals, parent)?;
+    let mut link = RemoteLink::new(hub.addr.clone(), info.id);
+    let env = ConnEnv { shutdown: &shutdown, activity, write_timeout: config.write_timeout };
+    serve_connection(service, stream, info, &mut link, &env);
+    Ok(())
 }

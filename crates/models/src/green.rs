@@ -244,6 +244,12 @@ impl<S: Service> Conn<S> {
                 }
                 Event::Shutdown => {
                     shutdown_seen = true;
+                    // Messages already delivered were acknowledged to their senders: hand them
+                    // to the session before it says goodbye.
+                    self.mailbox.drain(&mut messages);
+                    for msg in messages.drain(..) {
+                        session.handle_message(now, msg, &mut out);
+                    }
                     session.handle_shutdown(now, &mut out);
                 }
                 Event::Timeout => {}

@@ -96,8 +96,10 @@ pub(crate) struct HubProcess {
     pub addr: SocketAddr,
 }
 
-/// Fork the hub process. Call while the process is single-threaded.
-pub(crate) fn spawn<H: Hub>(hub: H) -> io::Result<HubProcess> {
+/// Fork the hub process, which closes `close_in_child` (the server's listener). Call while the
+/// process is single-threaded.
+pub(crate) fn spawn<H: Hub>(hub: H, close_in_child: &[std::os::fd::RawFd]) -> io::Result<HubProcess> {
+    let parent = nix::unistd::getpid();
     let name = format!("warren-hub-{}-{:x}", std::process::id(), fastrand::u64(..));
     let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
     let listener = UnixListener::bind_addr(&addr)?;
@@ -109,6 +111,12 @@ pub(crate) fn spawn<H: Hub>(hub: H) -> io::Result<HubProcess> {
             // reaches the whole process group; the hub ignores it so that the server can still
             // ask it for its report while the connections say goodbye.
             let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+            if nix::unistd::getppid() != parent {
+                crate::procs::exit_child(1);
+            }
+            for &fd in close_in_child {
+                let _ = nix::unistd::close(fd);
+            }
             for signal in [nix::sys::signal::Signal::SIGINT, nix::sys::signal::Signal::SIGTERM] {
                 // SAFETY: SIG_IGN installs no handler code.
                 let _ = unsafe { nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigIgn) };

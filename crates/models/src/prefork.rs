@@ -8,21 +8,21 @@
 
 use std::collections::HashSet;
 use std::net::TcpListener;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::unistd::{ForkResult, Pid, fork};
+use nix::unistd::{ForkResult, Pid};
 use warren_proto::Service;
 
-use crate::accept::{Accepted, Acceptor};
+use crate::accept::{Accepted, Acceptor, refuse};
 use crate::activity::{Activity, shared_zeroed};
 use crate::blocking::{ConnEnv, serve_connection};
 use crate::conn::conn_info;
 use crate::hub_process::{self, HubProcess, RemoteLink};
-use crate::procs::{ParentSignals, exit_child, poll_timeout, reap, stop_children};
+use crate::procs::{ParentSignals, child_ready, exit_child, fork_blocking_stop_signals, poll_timeout, reap, stop_children};
 use crate::run::{ServeConfig, ServeReport};
 use crate::shutdown::{Shutdown, trigger_on_signals_without_thread};
 
@@ -34,12 +34,21 @@ struct Shared<'a, S> {
     activity: &'a Activity,
     accepted: &'static AtomicU64,
     refused: &'static AtomicU64,
+    /// Connections being served by all workers, for `max_conns`.
+    active: &'static AtomicU64,
+    parent: Pid,
     config: &'a ServeConfig,
 }
 
-pub(crate) fn serve<S: Service>(service: S, listener: TcpListener, config: &ServeConfig) -> std::io::Result<ServeReport> {
+pub(crate) fn serve<S: Service>(
+    service: S,
+    listener: TcpListener,
+    config: &ServeConfig,
+    ready: impl FnOnce(),
+) -> std::io::Result<ServeReport> {
     let activity = Activity::shared(Instant::now())?;
-    let hub = hub_process::spawn(service.new_hub(std::time::Instant::now()))?;
+    let mut signals = Some(ParentSignals::install()?);
+    let hub = hub_process::spawn(service.new_hub(Instant::now()), &[listener.as_raw_fd()])?;
     listener.set_nonblocking(true)?;
     let shared = Shared {
         service: &service,
@@ -48,14 +57,19 @@ pub(crate) fn serve<S: Service>(service: S, listener: TcpListener, config: &Serv
         activity: &activity,
         accepted: shared_zeroed()?,
         refused: shared_zeroed()?,
+        active: shared_zeroed()?,
+        parent: nix::unistd::getpid(),
         config,
     };
-    let mut signals = Some(ParentSignals::install()?);
     let mut workers = HashSet::new();
     let mut report = ServeReport::default();
+    let mut ready = Some(ready);
     loop {
         while workers.len() < config.processes.max(1) {
             workers.insert(spawn_worker(&shared, &mut signals)?);
+        }
+        if let Some(ready) = ready.take() {
+            ready();
         }
         let sig = signals.as_ref().expect("parent keeps its signals");
         let idle_at = config.idle_exit.map(|period| activity.idle_at(period));
@@ -82,28 +96,23 @@ pub(crate) fn serve<S: Service>(service: S, listener: TcpListener, config: &Serv
 }
 
 fn spawn_worker<S: Service>(shared: &Shared<'_, S>, signals: &mut Option<ParentSignals>) -> std::io::Result<Pid> {
-    // SAFETY: the parent has no other thread (see the module docs).
-    match unsafe { fork() }.map_err(std::io::Error::from)? {
-        ForkResult::Child => {
-            if let Some(sig) = signals.take() {
-                sig.forget_in_child();
+    match fork_blocking_stop_signals()? {
+        ForkResult::Child => exit_child(match worker(shared, signals.take().expect("parent keeps its signals")) {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!(target: "warren", "prefork worker: {e}");
+                1
             }
-            exit_child(match worker(shared) {
-                Ok(()) => 0,
-                Err(e) => {
-                    tracing::error!(target: "warren", "prefork worker: {e}");
-                    1
-                }
-            })
-        }
+        }),
         ForkResult::Parent { child } => Ok(child),
     }
 }
 
 /// A worker: accept, serve to the end, repeat, until told to stop.
-fn worker<S: Service>(shared: &Shared<'_, S>) -> std::io::Result<()> {
+fn worker<S: Service>(shared: &Shared<'_, S>, signals: ParentSignals) -> std::io::Result<()> {
     let shutdown = Arc::new(Shutdown::new()?);
     trigger_on_signals_without_thread(shutdown.clone())?;
+    child_ready(signals, shared.parent)?;
     let env = ConnEnv { shutdown: &shutdown, activity: shared.activity, write_timeout: shared.config.write_timeout };
     let mut acceptor = Acceptor::new();
     while !shutdown.is_triggered() {
@@ -114,12 +123,19 @@ fn worker<S: Service>(shared: &Shared<'_, S>) -> std::io::Result<()> {
             continue;
         }
         match acceptor.accept(shared.listener, shared.service.refusal())? {
-            Accepted::Conn(stream, peer) => {
+            Accepted::Conn(mut stream, peer) => {
+                if shared.active.fetch_add(1, Ordering::SeqCst) >= shared.config.max_conns as u64 {
+                    shared.active.fetch_sub(1, Ordering::SeqCst);
+                    shared.refused.fetch_add(1, Ordering::Relaxed);
+                    refuse(&mut stream, shared.service.refusal());
+                    continue;
+                }
                 shared.accepted.fetch_add(1, Ordering::Relaxed);
                 let _ = stream.set_nonblocking(false);
                 let info = conn_info(Some(peer));
                 let mut link = RemoteLink::new(shared.hub.addr.clone(), info.id);
                 serve_connection(shared.service, stream, info, &mut link, &env);
+                shared.active.fetch_sub(1, Ordering::SeqCst);
             }
             Accepted::Nothing => {}
             Accepted::Exhausted(wait) => {

@@ -98,15 +98,41 @@ pub(crate) fn stop_children(children: &mut HashSet<Pid>, signals: &ParentSignals
         wait_readable(signals, Some(left.min(Duration::from_millis(100))));
         signals.drain();
     }
-    for &pid in children.iter() {
+    for pid in children.drain() {
         let _ = kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
     }
-    while !children.is_empty() {
-        if waitpid(None, None).is_err() {
-            break;
-        }
-        reap(children);
+}
+
+/// Fork with SIGINT and SIGTERM blocked, so that a child never loses a stop signal in the window
+/// before it has installed its own handlers; the parent unblocks them at once, the child calls
+/// [`child_ready`] once its handlers are in place.
+pub(crate) fn fork_blocking_stop_signals() -> io::Result<nix::unistd::ForkResult> {
+    let stop = stop_signals();
+    stop.thread_block()?;
+    // SAFETY: the callers' processes are single-threaded (see `fork.rs` and `prefork.rs`).
+    let forked = unsafe { nix::unistd::fork() };
+    if !matches!(forked, Ok(nix::unistd::ForkResult::Child)) {
+        stop.thread_unblock()?;
     }
+    forked.map_err(io::Error::from)
+}
+
+/// In a child made by [`fork_blocking_stop_signals`], once its handlers are installed: drop the
+/// parent's handlers, die with the parent, and let pending stop signals in.
+pub(crate) fn child_ready(signals: ParentSignals, parent: nix::unistd::Pid) -> io::Result<()> {
+    signals.forget_in_child();
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
+    if nix::unistd::getppid() != parent {
+        // The parent died before PDEATHSIG was armed.
+        exit_child(1);
+    }
+    stop_signals().thread_unblock()?;
+    Ok(())
+}
+
+fn stop_signals() -> nix::sys::signal::SigSet {
+    [Signal::SIGINT, Signal::SIGTERM].into_iter().collect()
 }
 
 /// Wait until the signal pipe is readable or `timeout` passes.

@@ -167,15 +167,25 @@ pub(crate) struct Env {
 
 /// Serve `service` on `listener` under `model` until SIGINT, SIGTERM or `idle_exit`.
 ///
+/// `ready` runs once the server handles SIGINT and SIGTERM gracefully: announce the server
+/// there, so that nobody stops it before it can stop cleanly.
+///
 /// `fork` and `prefork` fork: call them before this process starts any thread.
-pub fn serve<S: Service>(model: Model, service: S, listener: TcpListener, config: &ServeConfig) -> std::io::Result<ServeReport> {
+pub fn serve<S: Service>(
+    model: Model,
+    service: S,
+    listener: TcpListener,
+    config: &ServeConfig,
+    ready: impl FnOnce(),
+) -> std::io::Result<ServeReport> {
     match model {
-        Model::Fork => return crate::fork::serve(service, listener, config),
-        Model::Prefork => return crate::prefork::serve(service, listener, config),
+        Model::Fork => return crate::fork::serve(service, listener, config, ready),
+        Model::Prefork => return crate::prefork::serve(service, listener, config, ready),
         _ => {}
     }
     let shutdown = Arc::new(Shutdown::new()?);
     trigger_on_signals(shutdown.clone())?;
+    ready();
     serve_until(model, service, listener, config, shutdown)
 }
 

@@ -55,6 +55,9 @@ pub(crate) fn serve<S: Service>(service: Arc<S>, listener: TcpListener, config: 
             let mut link = LocalLink::new(hub, info.id, config.mailbox);
             let conn_env = ConnEnv { shutdown: &env.shutdown, activity: &env.activity, write_timeout: config.write_timeout };
             serve_connection(&*service, stream, info, &mut link, &conn_env);
+            // Leave the hub before counting the connection as ended, so that the report a
+            // shutdown waits for never counts a user who is gone.
+            drop(link);
             let (count, ended) = &*conn_live;
             *lock(count) -= 1;
             ended.notify_all();

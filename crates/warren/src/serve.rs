@@ -81,16 +81,20 @@ pub fn timeserver(args: &TimeserverArgs) -> anyhow::Result<()> {
 
 fn serve_tcp<S: Service>(service: S, flags: &ServerFlags) -> anyhow::Result<()> {
     let listener = listen(flags.listen).with_context(|| format!("cannot listen on {}", flags.listen))?;
-    announce(service.name(), "tcp", flags.model, listener.local_addr()?);
-    let report = warren_models::serve(flags.model, service, listener, &config(flags))?;
+    let (name, addr) = (service.name(), listener.local_addr()?);
+    let report = warren_models::serve(flags.model, service, listener, &config(flags), || {
+        announce(name, "tcp", flags.model, addr)
+    })?;
     finish(&report);
     Ok(())
 }
 
 fn serve_udp<D: DatagramService>(service: D, flags: &ServerFlags) -> anyhow::Result<()> {
     let socket = UdpSocket::bind(flags.listen).with_context(|| format!("cannot bind {}", flags.listen))?;
-    announce(service.name(), "udp", flags.model, socket.local_addr()?);
-    let report = warren_models::udp::serve_udp(flags.model, service, socket, &config(flags))?;
+    let (name, addr) = (service.name(), socket.local_addr()?);
+    let report = warren_models::udp::serve_udp(flags.model, service, socket, &config(flags), || {
+        announce(name, "udp", flags.model, addr)
+    })?;
     finish(&report);
     Ok(())
 }

@@ -28,9 +28,11 @@ pub(super) fn serve_fork<D: DatagramService>(
     service: &D,
     socket: &UdpSocket,
     config: &ServeConfig,
+    ready: impl FnOnce(),
 ) -> io::Result<ServeReport> {
     let signals = ParentSignals::install()?;
     socket.set_nonblocking(true)?;
+    ready();
     let counters = Counters::default();
     let mut children = 0usize;
     let (mut buf, mut reply) = (vec![0u8; MAX_DATAGRAM], Vec::new());
@@ -79,6 +81,7 @@ pub(super) fn serve_prefork<D: DatagramService>(
     service: &D,
     socket: &UdpSocket,
     config: &ServeConfig,
+    ready: impl FnOnce(),
 ) -> io::Result<ServeReport> {
     let signals = ParentSignals::install()?;
     // Children block in `recv_from`; whichever the kernel wakes takes the datagram.
@@ -103,6 +106,7 @@ pub(super) fn serve_prefork<D: DatagramService>(
         }
     }
     stop_signals.thread_unblock()?;
+    ready();
 
     while !signals.stopping() && !children.is_empty() {
         wait(&signals, None)?;

@@ -26,7 +26,8 @@ use crate::shutdown::{Shutdown, trigger_on_signals};
 /// Large enough for any UDP payload over IPv4 or IPv6 (without jumbograms).
 const MAX_DATAGRAM: usize = 65_536;
 
-/// Serve `service` on `socket` under `model` until SIGINT or SIGTERM.
+/// Serve `service` on `socket` under `model` until SIGINT or SIGTERM; `ready` runs once the
+/// server handles those signals gracefully.
 ///
 /// `fork` and `prefork` fork: call them before this process starts any thread.
 pub fn serve_udp<D: DatagramService>(
@@ -34,13 +35,15 @@ pub fn serve_udp<D: DatagramService>(
     service: D,
     socket: UdpSocket,
     config: &ServeConfig,
+    ready: impl FnOnce(),
 ) -> io::Result<ServeReport> {
     match model {
-        Model::Fork => fork::serve_fork(&service, &socket, config),
-        Model::Prefork => fork::serve_prefork(&service, &socket, config),
+        Model::Fork => fork::serve_fork(&service, &socket, config, ready),
+        Model::Prefork => fork::serve_prefork(&service, &socket, config, ready),
         _ => {
             let shutdown = Arc::new(Shutdown::new()?);
             trigger_on_signals(shutdown.clone())?;
+            ready();
             serve_udp_until(model, service, socket, config, shutdown)
         }
     }

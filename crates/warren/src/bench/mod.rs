@@ -315,7 +315,7 @@ mod tests {
         let p = plan(&[]).unwrap();
         assert_eq!(
             (p.models.len(), p.duration, p.idle.as_slice(), p.runs),
-            (8, Duration::from_secs(3), &[1000, 10_000][..], 1)
+            (8, Duration::from_secs(3), &[1000, 10_000][..], 3)
         );
         let q = plan(&["--quick"]).unwrap();
         assert_eq!((q.duration, q.idle.as_slice()), (Duration::from_secs(1), &[1000][..]));

@@ -40,9 +40,9 @@ impl Json {
     /// The next event, whatever it is; `None` at a clean end of file.
     pub fn next_event(&mut self, within: Duration) -> Option<Value> {
         match self.conn.next_line(within) {
-            Ok(Some(line)) => Some(
-                serde_json::from_str(&line).unwrap_or_else(|e| panic!("event is not JSON ({e}): {line:?}")),
-            ),
+            Ok(Some(line)) => {
+                Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("event is not JSON ({e}): {line:?}")))
+            }
             Ok(None) => None,
             Err(e) => panic!("no event: {e}"),
         }

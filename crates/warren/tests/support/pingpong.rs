@@ -62,8 +62,10 @@ pub fn play(addr: SocketAddr, how: Play) -> Result<Game, String> {
             return Err(format!("too many toss rounds: {seen:?}"));
         }
         let line = next(&mut conn, &mut seen)?;
-        let theirs: u64 =
-            line.strip_prefix("TOSS ").and_then(|n| n.parse().ok()).ok_or_else(|| format!("expected TOSS, got {seen:?}"))?;
+        let theirs: u64 = line
+            .strip_prefix("TOSS ")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("expected TOSS, got {seen:?}"))?;
         // Never tie unless asked to: the other number of the course's 0 and 1.
         let mine = if how.force_tie && tosses == 1 { theirs } else { u64::from(theirs == 0) };
         conn.send(&format!("TOSS {mine}"));
