@@ -81,7 +81,19 @@ pub fn refuse(stream: &mut TcpStream, refusal: &[u8]) {
 pub fn is_transient(e: &io::Error) -> bool {
     use nix::libc;
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted)
-        || matches!(e.raw_os_error(), Some(libc::EPROTO | libc::EPERM | libc::ENETDOWN | libc::ENOPROTOOPT | libc::EHOSTDOWN | libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EOPNOTSUPP))
+        || matches!(
+            e.raw_os_error(),
+            Some(
+                libc::EPROTO
+                    | libc::EPERM
+                    | libc::ENETDOWN
+                    | libc::ENOPROTOOPT
+                    | libc::EHOSTDOWN
+                    | libc::EHOSTUNREACH
+                    | libc::ENETUNREACH
+                    | libc::EOPNOTSUPP
+            )
+        )
 }
 
 /// Errors that mean the process or system is out of descriptors or memory.

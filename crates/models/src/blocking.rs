@@ -74,8 +74,10 @@ pub(crate) fn serve_connection<S: Service>(
 
         let deadline = session.poll_timeout();
         let timeout = match deadline {
-            Some(at) => PollTimeout::try_from(at.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128) as i32 + 1)
-                .unwrap_or(PollTimeout::MAX),
+            Some(at) => PollTimeout::try_from(
+                at.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128) as i32 + 1,
+            )
+            .unwrap_or(PollTimeout::MAX),
             None => PollTimeout::NONE,
         };
         let (sock_ready, link_ready, shut_ready) = {
@@ -218,8 +220,11 @@ pub(crate) mod local {
         hub: Arc<LocalHub<H>>,
         id: SessionId,
         capacity: usize,
-        joined: Option<(Arc<Mailbox<H::Message>>, Arc<EventFd>)>,
+        joined: Option<Joined<H::Message>>,
     }
+
+    /// The mailbox of a session that has spoken to the hub, and the eventfd its delivery writes.
+    type Joined<M> = (Arc<Mailbox<M>>, Arc<EventFd>);
 
     impl<H: Hub> LocalLink<H> {
         pub(crate) fn new(hub: Arc<LocalHub<H>>, id: SessionId, capacity: usize) -> Self {

@@ -21,7 +21,9 @@ use crate::activity::Activity;
 use crate::blocking::{ConnEnv, serve_connection};
 use crate::conn::conn_info;
 use crate::hub_process::{self, RemoteLink};
-use crate::procs::{ParentSignals, child_ready, exit_child, fork_blocking_stop_signals, poll_timeout, reap, stop_children};
+use crate::procs::{
+    ParentSignals, child_ready, exit_child, fork_blocking_stop_signals, poll_timeout, reap, stop_children,
+};
 use crate::run::{ServeConfig, ServeReport};
 use crate::shutdown::{Shutdown, trigger_on_signals_without_thread};
 

@@ -198,8 +198,15 @@ fn run<H: Hub>(mut hub: H, listener: UnixListener) -> io::Result<()> {
                         Ok((mut stream, _)) => {
                             let token = next_token;
                             next_token += 1;
-                            poll.registry().register(&mut stream, Token(token), Interest::READABLE | Interest::WRITABLE)?;
-                            peers.insert(token, Peer { stream, input: Vec::new(), output: Vec::new(), id: None, asked: false });
+                            poll.registry().register(
+                                &mut stream,
+                                Token(token),
+                                Interest::READABLE | Interest::WRITABLE,
+                            )?;
+                            peers.insert(
+                                token,
+                                Peer { stream, input: Vec::new(), output: Vec::new(), id: None, asked: false },
+                            );
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) if crate::accept::is_transient(&e) => continue,
@@ -232,7 +239,9 @@ fn run<H: Hub>(mut hub: H, listener: UnixListener) -> io::Result<()> {
                                 peer.asked = true;
                                 hub.handle_request(now, id, request, &mut out);
                             }
-                            (Up::Report, _) => encode_frame(&Down::<H::Message>::Report(hub.report(now)), &mut peer.output),
+                            (Up::Report, _) => {
+                                encode_frame(&Down::<H::Message>::Report(hub.report(now)), &mut peer.output)
+                            }
                             _ => {
                                 dead.push(token);
                                 break;
@@ -263,7 +272,12 @@ fn run<H: Hub>(mut hub: H, listener: UnixListener) -> io::Result<()> {
     }
 }
 
-fn deliver<M: Serialize>(out: &mut Vec<(SessionId, M)>, peers: &mut HashMap<usize, Peer>, by_id: &HashMap<SessionId, usize>, dead: &mut Vec<usize>) {
+fn deliver<M: Serialize>(
+    out: &mut Vec<(SessionId, M)>,
+    peers: &mut HashMap<usize, Peer>,
+    by_id: &HashMap<SessionId, usize>,
+    dead: &mut Vec<usize>,
+) {
     for (to, msg) in out.drain(..) {
         let Some(&token) = by_id.get(&to) else { continue };
         let Some(peer) = peers.get_mut(&token) else { continue };

@@ -16,7 +16,12 @@ use crate::conn::conn_info;
 use crate::local_hub::LocalHub;
 use crate::run::{Env, ServeConfig, ServeReport};
 
-pub(crate) fn serve<S: Service>(service: Arc<S>, listener: TcpListener, config: &ServeConfig, env: &Env) -> std::io::Result<ServeReport> {
+pub(crate) fn serve<S: Service>(
+    service: Arc<S>,
+    listener: TcpListener,
+    config: &ServeConfig,
+    env: &Env,
+) -> std::io::Result<ServeReport> {
     let hub = Arc::new(LocalHub::new(service.new_hub(std::time::Instant::now())));
     let conn_env = ConnEnv { shutdown: &env.shutdown, activity: &env.activity, write_timeout: config.write_timeout };
     let mut acceptor = Acceptor::new();
@@ -44,7 +49,8 @@ pub(crate) fn wait_readable(listener: &TcpListener, env: &Env) -> std::io::Resul
         if env.shutdown.is_triggered() {
             return Ok(false);
         }
-        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN), PollFd::new(env.shutdown.fd(), PollFlags::POLLIN)];
+        let mut fds =
+            [PollFd::new(listener.as_fd(), PollFlags::POLLIN), PollFd::new(env.shutdown.fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,

@@ -68,12 +68,7 @@ pub(crate) struct LocalHub<H: Hub> {
 impl<H: Hub> LocalHub<H> {
     pub(crate) fn new(hub: H) -> Self {
         Self {
-            state: Mutex::new(State {
-                hub,
-                boxes: HashMap::new(),
-                joined: Default::default(),
-                scratch: Vec::new(),
-            }),
+            state: Mutex::new(State { hub, boxes: HashMap::new(), joined: Default::default(), scratch: Vec::new() }),
         }
     }
 

@@ -22,7 +22,9 @@ use crate::activity::{Activity, shared_zeroed};
 use crate::blocking::{ConnEnv, serve_connection};
 use crate::conn::conn_info;
 use crate::hub_process::{self, HubProcess, RemoteLink};
-use crate::procs::{ParentSignals, child_ready, exit_child, fork_blocking_stop_signals, poll_timeout, reap, stop_children};
+use crate::procs::{
+    ParentSignals, child_ready, exit_child, fork_blocking_stop_signals, poll_timeout, reap, stop_children,
+};
 use crate::run::{ServeConfig, ServeReport};
 use crate::shutdown::{Shutdown, trigger_on_signals_without_thread};
 
@@ -118,7 +120,8 @@ fn worker<S: Service>(shared: &Shared<'_, S>, signals: ParentSignals) -> std::io
     while !shutdown.is_triggered() {
         // Every idle worker wakes for a new connection and one wins the accept; with a handful of
         // workers this herd is cheaper than serialising accepts.
-        let mut fds = [PollFd::new(shared.listener.as_fd(), PollFlags::POLLIN), PollFd::new(shutdown.fd(), PollFlags::POLLIN)];
+        let mut fds =
+            [PollFd::new(shared.listener.as_fd(), PollFlags::POLLIN), PollFd::new(shutdown.fd(), PollFlags::POLLIN)];
         if poll(&mut fds, PollTimeout::NONE).is_err() || fds[1].revents().is_some_and(|r| !r.is_empty()) {
             continue;
         }

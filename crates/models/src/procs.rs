@@ -144,7 +144,9 @@ pub(crate) fn wait_readable(signals: &ParentSignals, timeout: Option<Duration>) 
 /// A `poll` timeout, rounded up to whole milliseconds.
 pub(crate) fn poll_timeout(timeout: Option<Duration>) -> PollTimeout {
     match timeout {
-        Some(d) => PollTimeout::try_from(d.as_millis().min(i32::MAX as u128 - 1) as i32 + 1).unwrap_or(PollTimeout::MAX),
+        Some(d) => {
+            PollTimeout::try_from(d.as_millis().min(i32::MAX as u128 - 1) as i32 + 1).unwrap_or(PollTimeout::MAX)
+        }
         None => PollTimeout::NONE,
     }
 }

@@ -74,10 +74,9 @@ impl FromStr for Model {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        Model::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| format!("unknown model {s:?}; expected one of iterative, thread, pool, fork, prefork, event, green, hybrid"))
+        Model::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
+            format!("unknown model {s:?}; expected one of iterative, thread, pool, fork, prefork, event, green, hybrid")
+        })
     }
 }
 

@@ -16,7 +16,12 @@ use crate::iterative::wait_readable;
 use crate::local_hub::{LocalHub, lock};
 use crate::run::{Env, ServeConfig, ServeReport};
 
-pub(crate) fn serve<S: Service>(service: Arc<S>, listener: TcpListener, config: &ServeConfig, env: &Env) -> std::io::Result<ServeReport> {
+pub(crate) fn serve<S: Service>(
+    service: Arc<S>,
+    listener: TcpListener,
+    config: &ServeConfig,
+    env: &Env,
+) -> std::io::Result<ServeReport> {
     let hub = Arc::new(LocalHub::new(service.new_hub(std::time::Instant::now())));
     // The number of live connection threads, and a condition signalled when one ends.
     let live = Arc::new((Mutex::new(0usize), Condvar::new()));
@@ -50,10 +55,12 @@ pub(crate) fn serve<S: Service>(service: Arc<S>, listener: TcpListener, config: 
         env.counters.accepted.fetch_add(1, Ordering::Relaxed);
         *lock(&live.0) += 1;
         let info = conn_info(Some(peer));
-        let (service, hub, conn_live, env, config) = (service.clone(), hub.clone(), live.clone(), env.clone(), config.clone());
+        let (service, hub, conn_live, env, config) =
+            (service.clone(), hub.clone(), live.clone(), env.clone(), config.clone());
         let spawned = std::thread::Builder::new().name("warren-conn".into()).spawn(move || {
             let mut link = LocalLink::new(hub, info.id, config.mailbox);
-            let conn_env = ConnEnv { shutdown: &env.shutdown, activity: &env.activity, write_timeout: config.write_timeout };
+            let conn_env =
+                ConnEnv { shutdown: &env.shutdown, activity: &env.activity, write_timeout: config.write_timeout };
             serve_connection(&*service, stream, info, &mut link, &conn_env);
             // Leave the hub before counting the connection as ended, so that the report a
             // shutdown waits for never counts a user who is gone.

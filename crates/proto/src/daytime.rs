@@ -16,9 +16,8 @@ pub struct Daytime;
 
 /// Format `wall` as a daytime line, CRLF included.
 pub fn format_daytime(wall: SystemTime) -> String {
-    let format = format_description!(
-        "[weekday], [month repr:long] [day padding:none], [year] [hour]:[minute]:[second]-UTC\r\n"
-    );
+    let format =
+        format_description!("[weekday], [month repr:long] [day padding:none], [year] [hour]:[minute]:[second]-UTC\r\n");
     OffsetDateTime::from(wall).format(format).unwrap_or_else(|_| "unrepresentable time\r\n".into())
 }
 

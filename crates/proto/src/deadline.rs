@@ -17,11 +17,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            idle_timeout: Duration::from_secs(300),
-            read_timeout: Duration::from_secs(30),
-            max_request: 4096,
-        }
+        Self { idle_timeout: Duration::from_secs(300), read_timeout: Duration::from_secs(30), max_request: 4096 }
     }
 }
 
@@ -37,12 +33,7 @@ pub struct Deadline {
 impl Deadline {
     /// A deadline for a connection opened at `now`.
     pub fn new(limits: &Limits, now: Instant) -> Self {
-        Self {
-            idle: limits.idle_timeout,
-            read: limits.read_timeout,
-            last_input: now,
-            partial_since: None,
-        }
+        Self { idle: limits.idle_timeout, read: limits.read_timeout, last_input: now, partial_since: None }
     }
 
     /// Input arrived at `now`; `partial` says whether a request is now unfinished.
@@ -87,11 +78,8 @@ mod tests {
 
     #[test]
     fn idle_then_read_timeout() {
-        let limits = Limits {
-            idle_timeout: Duration::from_secs(10),
-            read_timeout: Duration::from_secs(3),
-            max_request: 10,
-        };
+        let limits =
+            Limits { idle_timeout: Duration::from_secs(10), read_timeout: Duration::from_secs(3), max_request: 10 };
         let t0 = Instant::now();
         let mut d = Deadline::new(&limits, t0);
         assert_eq!(d.at(), t0 + Duration::from_secs(10));

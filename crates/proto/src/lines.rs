@@ -49,11 +49,7 @@ impl LineReader {
             }
             None => {
                 self.scanned = self.buf.len();
-                if self.buf.len() > self.max + 1 {
-                    Err(LineError::TooLong(self.max))
-                } else {
-                    Ok(None)
-                }
+                if self.buf.len() > self.max + 1 { Err(LineError::TooLong(self.max)) } else { Ok(None) }
             }
         }
     }

@@ -59,12 +59,7 @@ impl<R> Default for Output<R> {
 impl<R> Output<R> {
     /// An empty, open output.
     pub fn new() -> Self {
-        Self {
-            bytes: Vec::new(),
-            sent: 0,
-            actions: Vec::new(),
-            closing: Closing::Open,
-        }
+        Self { bytes: Vec::new(), sent: 0, actions: Vec::new(), closing: Closing::Open }
     }
 
     /// Queue bytes for the peer. Ignored once the write side is closed.

@@ -46,10 +46,7 @@ pub trait Service: Send + Sync + 'static {
     /// The state shared by every connection of one server.
     type Hub: Hub;
     /// The per-connection state machine.
-    type Session: Session<
-            Request = <Self::Hub as Hub>::Request,
-            Message = <Self::Hub as Hub>::Message,
-        >;
+    type Session: Session<Request = <Self::Hub as Hub>::Request, Message = <Self::Hub as Hub>::Message>;
 
     /// The protocol's name, as `warren serve` takes it.
     fn name(&self) -> &'static str;

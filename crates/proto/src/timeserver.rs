@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::daytime::format_daytime;
 use crate::answer::AnswerSession;
+use crate::daytime::format_daytime;
 use crate::{ConnInfo, NoHub, Service};
 
 /// The course's TimeServer.

@@ -58,7 +58,8 @@ pub fn daytime(args: &ClientArgs) -> anyhow::Result<()> {
 /// `warren time`: print the server's RFC 868 time, decoded.
 pub fn time(args: &ClientArgs) -> anyhow::Result<()> {
     let reply = ask(args, 4)?;
-    let bytes: [u8; 4] = reply.as_slice().try_into().map_err(|_| anyhow::anyhow!("expected 4 bytes, got {}", reply.len()))?;
+    let bytes: [u8; 4] =
+        reply.as_slice().try_into().map_err(|_| anyhow::anyhow!("expected 4 bytes, got {}", reply.len()))?;
     let unix = decode_time(bytes);
     let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
     println!("{} ({} seconds since 1900)", humantime::format_rfc3339_seconds(wall), u32::from_be_bytes(bytes));
@@ -67,7 +68,8 @@ pub fn time(args: &ClientArgs) -> anyhow::Result<()> {
 
 /// `warren timeclient`: the course's TimeClient.
 pub fn timeclient(host: &str, port: u16) -> anyhow::Result<()> {
-    let mut stream = TcpStream::connect(resolve(host, port)?).with_context(|| format!("cannot connect to {host}:{port}"))?;
+    let mut stream =
+        TcpStream::connect(resolve(host, port)?).with_context(|| format!("cannot connect to {host}:{port}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut line = String::new();
     stream.read_to_string(&mut line)?;
@@ -108,7 +110,8 @@ fn ask(args: &ClientArgs, max: usize) -> anyhow::Result<Vec<u8>> {
 
 fn connect(args: &ClientArgs) -> anyhow::Result<TcpStream> {
     let addr = resolve(&args.host, args.port)?;
-    let stream = TcpStream::connect_timeout(&addr, args.timeout).with_context(|| format!("cannot connect to {addr}"))?;
+    let stream =
+        TcpStream::connect_timeout(&addr, args.timeout).with_context(|| format!("cannot connect to {addr}"))?;
     stream.set_read_timeout(Some(args.timeout))?;
     Ok(stream)
 }

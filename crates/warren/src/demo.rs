@@ -162,7 +162,16 @@ fn describe(protocol: &str, reply: &[u8]) -> String {
 fn play_pingpong(addr: SocketAddr) -> anyhow::Result<String> {
     let exe = std::env::current_exe()?;
     let out = Command::new(exe)
-        .args(["pingpong", "client", &addr.ip().to_string(), &addr.port().to_string(), "--hits", "2", "--delay", "10ms"])
+        .args([
+            "pingpong",
+            "client",
+            &addr.ip().to_string(),
+            &addr.port().to_string(),
+            "--hits",
+            "2",
+            "--delay",
+            "10ms",
+        ])
         .stdin(Stdio::null())
         .output()?;
     if !out.status.success() {

@@ -18,8 +18,7 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Play one game against the server at `host:port`, printing the course's console lines.
 /// Fails if the server cannot be reached, refuses the game, or the game ends in an error.
 pub fn run(host: &str, port: u16, opts: &Options) -> anyhow::Result<()> {
-    let mut stream =
-        TcpStream::connect((host, port)).with_context(|| format!("connecting to {host}:{port}"))?;
+    let mut stream = TcpStream::connect((host, port)).with_context(|| format!("connecting to {host}:{port}"))?;
     let limits = Limits::default();
     // A stuck server must not hang a write forever.
     stream.set_write_timeout(Some(limits.read_timeout))?;
@@ -33,9 +32,7 @@ pub fn run(host: &str, port: u16, opts: &Options) -> anyhow::Result<()> {
             break;
         }
         let now = Instant::now();
-        let wait = client
-            .poll_timeout()
-            .map(|at| at.saturating_duration_since(now));
+        let wait = client.poll_timeout().map(|at| at.saturating_duration_since(now));
         if wait == Some(Duration::ZERO) {
             client.handle_timeout(now, &mut out);
             continue;
@@ -49,9 +46,7 @@ pub fn run(host: &str, port: u16, opts: &Options) -> anyhow::Result<()> {
                 client.handle_timeout(Instant::now(), &mut out);
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => {
-                client.handle_read_closed(Instant::now(), &mut out)
-            }
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => client.handle_read_closed(Instant::now(), &mut out),
             Err(e) => return Err(e).context("reading from the server"),
         }
     }

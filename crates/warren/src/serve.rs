@@ -14,7 +14,8 @@ use crate::cli::{ChatserverArgs, PingpongArgs, Protocol, ServerFlags, Timeserver
 /// `warren serve <protocol>`.
 pub fn serve(protocol: Protocol, flags: &ServerFlags) -> anyhow::Result<()> {
     init_logging(flags.debug);
-    let limits = Limits { idle_timeout: flags.idle_timeout, read_timeout: flags.read_timeout, max_request: flags.max_request };
+    let limits =
+        Limits { idle_timeout: flags.idle_timeout, read_timeout: flags.read_timeout, max_request: flags.max_request };
     if flags.udp {
         return match protocol {
             Protocol::Echo => serve_udp(warren_proto::echo::Echo { limits }, flags),
@@ -169,7 +170,8 @@ pub fn init_logging(debug: Option<u8>) {
         Some(0) => "error",
         Some(_) => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .without_time()

@@ -57,23 +57,14 @@ impl Client {
 
     fn handle_line(&mut self, now: Instant, line: Option<Line>, out: &mut Output<Nothing>) {
         match (&mut self.stage, line) {
-            (
-                Stage::Welcome,
-                Some(Line::Welcome {
-                    version: VERSION,
-                    game,
-                }),
-            ) => {
+            (Stage::Welcome, Some(Line::Welcome { version: VERSION, game })) => {
                 out.log(Level::Info, format!("Game #{game}"));
                 let mut rally = Rally::new(Side::Client, &self.options, self.seed);
                 rally.start(out);
                 self.stage = Stage::Playing(rally);
             }
             (Stage::Welcome, Some(Line::Error(reason))) => {
-                out.log(
-                    Level::Error,
-                    format!("pingpong: the server refused: {reason}"),
-                );
+                out.log(Level::Error, format!("pingpong: the server refused: {reason}"));
                 self.close(out, reason);
             }
             (Stage::Welcome, Some(Line::Welcome { .. })) => self.fail(out, "unsupported version"),

@@ -57,12 +57,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self {
-            delay: Duration::from_secs(1),
-            hits: None,
-            toss_range: 2,
-            max_tosses: 100,
-        }
+        Self { delay: Duration::from_secs(1), hits: None, toss_range: 2, max_tosses: 100 }
     }
 }
 
@@ -89,13 +84,7 @@ impl Hub for GameCounter {
     type Request = NextGame;
     type Message = Game;
 
-    fn handle_request(
-        &mut self,
-        _: Instant,
-        from: SessionId,
-        _: NextGame,
-        out: &mut Vec<(SessionId, Game)>,
-    ) {
+    fn handle_request(&mut self, _: Instant, from: SessionId, _: NextGame, out: &mut Vec<(SessionId, Game)>) {
         // Saturating: 2^64 games will not happen, and a repeated number beats a panic.
         self.last = self.last.saturating_add(1);
         out.push((from, Game(self.last)));

@@ -114,20 +114,13 @@ impl Rally {
             }
             (_, Line::Error(reason)) => {
                 // Bounded by the line limit; sanitised by the parser (printable ASCII only).
-                out.log(
-                    Level::Error,
-                    format!("{} received error: {reason}", self.prefix()),
-                );
+                out.log(Level::Error, format!("{} received error: {reason}", self.prefix()));
                 self.failure = Some(reason);
                 self.finish(out);
             }
-            (Phase::Toss { round, mine }, Line::Toss(theirs)) => {
-                self.toss(now, round, mine, theirs, out)
-            }
+            (Phase::Toss { round, mine }, Line::Toss(theirs)) => self.toss(now, round, mine, theirs, out),
             (Phase::AwaitBall, Line::Ball) => self.turn(now, out),
-            (Phase::Waiting, Line::Ping(k))
-                if self.role == Role::Pong && Some(k) == self.count.checked_add(1) =>
-            {
+            (Phase::Waiting, Line::Ping(k)) if self.role == Role::Pong && Some(k) == self.count.checked_add(1) => {
                 self.count = k;
                 out.log(Level::Info, format!("{} received ping", self.prefix()));
                 self.turn(now, out);
@@ -161,10 +154,7 @@ impl Rally {
     /// The peer closed the connection (the course's `EOFException`): the game is over.
     pub(crate) fn peer_closed<R>(&mut self, out: &mut Output<R>) {
         if !self.is_over() {
-            out.log(
-                Level::Debug,
-                format!("{} received end of file", self.prefix()),
-            );
+            out.log(Level::Debug, format!("{} received end of file", self.prefix()));
             self.finish(out);
         }
     }
@@ -175,22 +165,13 @@ impl Rally {
             return;
         }
         let reason = send_error(out, reason);
-        out.log(
-            Level::Error,
-            format!("{} sent error: {reason}", self.prefix()),
-        );
+        out.log(Level::Error, format!("{} sent error: {reason}", self.prefix()));
         self.failure = Some(reason);
         self.finish(out);
     }
 
     fn toss<R>(&mut self, now: Instant, round: u32, mine: u64, theirs: u64, out: &mut Output<R>) {
-        out.log(
-            Level::Info,
-            format!(
-                "{} coin toss:  my number: {mine} their number: {theirs}",
-                self.name()
-            ),
-        );
+        out.log(Level::Info, format!("{} coin toss:  my number: {mine} their number: {theirs}", self.name()));
         if mine == theirs {
             if round >= self.options.max_tosses {
                 return self.fail(out, "too many tied tosses");
@@ -198,25 +179,15 @@ impl Rally {
             // Same order as the first round: send ours before reading theirs.
             let mine = self.draw();
             out.send(&Line::Toss(mine).to_bytes());
-            self.phase = Phase::Toss {
-                round: round + 1,
-                mine,
-            };
+            self.phase = Phase::Toss { round: round + 1, mine };
             return;
         }
-        self.role = if mine < theirs {
-            Role::Ping
-        } else {
-            Role::Pong
-        };
+        self.role = if mine < theirs { Role::Ping } else { Role::Pong };
         let stroke = match self.role {
             Role::Ping => "ping",
             Role::Pong => "pong",
         };
-        out.log(
-            Level::Info,
-            format!("Coin toss over: {} plays {stroke}", self.name()),
-        );
+        out.log(Level::Info, format!("Coin toss over: {} plays {stroke}", self.name()));
         match (self.side, self.role) {
             // The client holds the ball: it either serves or hands the ball to the server.
             (Side::Client, Role::Ping) => self.turn(now, out),

@@ -90,10 +90,7 @@ impl ServerSession {
     /// End a connection whose game has not started.
     fn refuse(&mut self, out: &mut Output<NextGame>, reason: &str) {
         let reason = send_error(out, reason);
-        out.log(
-            Level::Debug,
-            format!("pingpong: refused a client: {reason}"),
-        );
+        out.log(Level::Debug, format!("pingpong: refused a client: {reason}"));
         out.close();
         self.stage = Stage::Closed;
     }
@@ -143,17 +140,8 @@ impl Session for ServerSession {
             Some(peer) => format!("/{}", peer.ip()),
             None => "(unknown)".to_owned(),
         };
-        out.log(
-            Level::Info,
-            format!("Starting game #{game} with client {client}"),
-        );
-        out.send(
-            &Line::Welcome {
-                version: VERSION,
-                game,
-            }
-            .to_bytes(),
-        );
+        out.log(Level::Info, format!("Starting game #{game} with client {client}"));
+        out.send(&Line::Welcome { version: VERSION, game }.to_bytes());
         let mut rally = Rally::new(Side::Server { game }, &self.options, self.seed);
         rally.start(out);
         self.stage = Stage::Playing(rally);

@@ -10,26 +10,15 @@ mod games;
 
 /// A seed whose first toss number in `0..2` is `first`, so that tests can choose who plays ping.
 fn seed_drawing(first: u64) -> u64 {
-    (0..)
-        .find(|&s| fastrand::Rng::with_seed(s).u64(0..2) == first)
-        .unwrap()
+    (0..).find(|&s| fastrand::Rng::with_seed(s).u64(0..2) == first).unwrap()
 }
 
 fn info(id: u64, seed: u64) -> ConnInfo {
-    ConnInfo {
-        id: SessionId(id),
-        peer: Some("127.0.0.1:40000".parse().unwrap()),
-        wall: SystemTime::UNIX_EPOCH,
-        seed,
-    }
+    ConnInfo { id: SessionId(id), peer: Some("127.0.0.1:40000".parse().unwrap()), wall: SystemTime::UNIX_EPOCH, seed }
 }
 
 fn quick(hits: Option<u64>) -> Options {
-    Options {
-        delay: Duration::ZERO,
-        hits,
-        ..Options::default()
-    }
+    Options { delay: Duration::ZERO, hits, ..Options::default() }
 }
 
 /// One side of a match: a session, its output, and what it logged (with the virtual time).
@@ -45,31 +34,17 @@ struct End<S: Session> {
 
 impl<S: Session> End<S> {
     fn new(session: S) -> Self {
-        Self {
-            session,
-            out: Output::new(),
-            log: Vec::new(),
-            sent: Vec::new(),
-            eof: false,
-        }
+        Self { session, out: Output::new(), log: Vec::new(), sent: Vec::new(), eof: false }
     }
 
     /// The Info lines, the course's console output.
     fn console(&self) -> Vec<&str> {
-        self.log
-            .iter()
-            .filter(|(_, level, _)| *level == Level::Info)
-            .map(|(_, _, l)| l.as_str())
-            .collect()
+        self.log.iter().filter(|(_, level, _)| *level == Level::Info).map(|(_, _, l)| l.as_str()).collect()
     }
 
     /// When each Info line containing `what` was logged.
     fn times(&self, what: &str) -> Vec<Duration> {
-        self.log
-            .iter()
-            .filter(|(_, level, l)| *level == Level::Info && l.contains(what))
-            .map(|(t, _, _)| *t)
-            .collect()
+        self.log.iter().filter(|(_, level, l)| *level == Level::Info && l.contains(what)).map(|(t, _, _)| *t).collect()
     }
 
     fn sent(&self) -> &str {
@@ -87,13 +62,7 @@ struct Match {
 }
 
 impl Match {
-    fn new(
-        id: u64,
-        server: &PingPong,
-        server_seed: u64,
-        client: &Options,
-        client_seed: u64,
-    ) -> Self {
+    fn new(id: u64, server: &PingPong, server_seed: u64, client: &Options, client_seed: u64) -> Self {
         let t0 = Instant::now();
         let mut m = Self {
             t0,
@@ -109,30 +78,13 @@ impl Match {
 
     /// A match between two sides with these options and toss seeds.
     fn with(server: Options, server_seed: u64, client: Options, client_seed: u64) -> Self {
-        Self::new(
-            1,
-            &PingPong {
-                limits: Limits::default(),
-                options: server,
-            },
-            server_seed,
-            &client,
-            client_seed,
-        )
+        Self::new(1, &PingPong { limits: Limits::default(), options: server }, server_seed, &client, client_seed)
     }
 
     fn done(&self) -> bool {
-        let settled =
-            |closed: bool, pending: &[u8], actions: bool| closed && pending.is_empty() && !actions;
-        settled(
-            self.server.out.is_closed(),
-            self.server.out.pending(),
-            self.server.out.has_actions(),
-        ) && settled(
-            self.client.out.is_closed(),
-            self.client.out.pending(),
-            self.client.out.has_actions(),
-        )
+        let settled = |closed: bool, pending: &[u8], actions: bool| closed && pending.is_empty() && !actions;
+        settled(self.server.out.is_closed(), self.server.out.pending(), self.server.out.has_actions())
+            && settled(self.client.out.is_closed(), self.client.out.pending(), self.client.out.has_actions())
     }
 
     /// One move: hub traffic and logs, then bytes one way or the other, else the clock jumps
@@ -148,9 +100,7 @@ impl Match {
                         let mut msgs = Vec::new();
                         hub.handle_request(self.now, SessionId(0), request, &mut msgs);
                         for (_, msg) in msgs {
-                            self.server
-                                .session
-                                .handle_message(self.now, msg, &mut self.server.out);
+                            self.server.session.handle_message(self.now, msg, &mut self.server.out);
                         }
                     }
                     Action::Log(level, line) => self.server.log.push((elapsed, level, line)),
@@ -173,24 +123,14 @@ impl Match {
         {
             return true;
         }
-        let next = [
-            self.server.session.poll_timeout(),
-            self.client.session.poll_timeout(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        let next = [self.server.session.poll_timeout(), self.client.session.poll_timeout()].into_iter().flatten().min();
         let next = next.expect("stalled: nothing to send and no deadline");
         self.now = self.now.max(next);
         if !self.server.out.is_closed() {
-            self.server
-                .session
-                .handle_timeout(self.now, &mut self.server.out);
+            self.server.session.handle_timeout(self.now, &mut self.server.out);
         }
         if !self.client.out.is_closed() {
-            self.client
-                .session
-                .handle_timeout(self.now, &mut self.client.out);
+            self.client.session.handle_timeout(self.now, &mut self.client.out);
         }
         true
     }
@@ -211,12 +151,7 @@ impl Match {
 }
 
 /// Move up to `chunk` pending bytes from `from` to `to`, or tell `to` that `from` closed.
-fn transfer<A: Session, B: Session>(
-    now: Instant,
-    chunk: usize,
-    from: &mut End<A>,
-    to: &mut End<B>,
-) -> bool {
+fn transfer<A: Session, B: Session>(now: Instant, chunk: usize, from: &mut End<A>, to: &mut End<B>) -> bool {
     let pending = from.out.pending();
     if !pending.is_empty() {
         let n = pending.len().min(chunk);

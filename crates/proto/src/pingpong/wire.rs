@@ -68,10 +68,7 @@ impl Line {
         }
         match &words[..n] {
             ["PINGPONG", v] => Some(Hello(number(v)?)),
-            ["PINGPONG", v, "GAME", g] => Some(Welcome {
-                version: number(v)?,
-                game: number(g)?,
-            }),
+            ["PINGPONG", v, "GAME", g] => Some(Welcome { version: number(v)?, game: number(g)? }),
             ["TOSS", x] => Some(Toss(number(x)?)),
             ["BALL"] => Some(Ball),
             ["PING", k] => Some(Ping(number(k)?)),
@@ -119,10 +116,7 @@ mod tests {
     fn every_message_round_trips() {
         let all = [
             Hello(3),
-            Welcome {
-                version: 3,
-                game: u64::MAX,
-            },
+            Welcome { version: 3, game: u64::MAX },
             Toss(0),
             Ball,
             Ping(1),

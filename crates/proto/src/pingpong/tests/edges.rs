@@ -43,8 +43,7 @@ impl<S: Session> Lone<S> {
 
     fn feed(&mut self, ms: u64, bytes: &str) -> String {
         let now = self.at(ms);
-        self.session
-            .handle_input(now, bytes.as_bytes(), &mut self.out);
+        self.session.handle_input(now, bytes.as_bytes(), &mut self.out);
         self.drain(now)
     }
 
@@ -55,11 +54,7 @@ impl<S: Session> Lone<S> {
     }
 
     fn logged(&self, level: Level) -> Vec<&str> {
-        self.log
-            .iter()
-            .filter(|(l, _)| *l == level)
-            .map(|(_, line)| line.as_str())
-            .collect()
+        self.log.iter().filter(|(l, _)| *l == level).map(|(_, line)| line.as_str()).collect()
     }
 }
 
@@ -74,14 +69,7 @@ fn lone_server(options: Options, limits: Limits, seed: u64) -> Lone<ServerSessio
         hub.handle_request(Instant::now(), SessionId(1), NextGame, &mut msgs);
         msgs[0].1
     };
-    Lone {
-        session,
-        out,
-        t0,
-        answer,
-        hub: GameCounter::default(),
-        log: Vec::new(),
-    }
+    Lone { session, out, t0, answer, hub: GameCounter::default(), log: Vec::new() }
 }
 
 fn lone_client(options: Options, limits: Limits, seed: u64) -> (Lone<Client>, String) {
@@ -90,14 +78,7 @@ fn lone_client(options: Options, limits: Limits, seed: u64) -> (Lone<Client>, St
     let mut out = Output::new();
     session.handle_open(t0, &mut out);
     let answer = |n: Nothing, _: &mut GameCounter| match n {};
-    let mut lone = Lone {
-        session,
-        out,
-        t0,
-        answer,
-        hub: GameCounter::default(),
-        log: Vec::new(),
-    };
+    let mut lone = Lone { session, out, t0, answer, hub: GameCounter::default(), log: Vec::new() };
     let hello = lone.drain(t0);
     (lone, hello)
 }
@@ -124,10 +105,7 @@ fn bad_hellos_are_refused_without_a_game() {
         ("HELLO\n", "ERROR expected PINGPONG 3\n"),
         ("PINGPONG 2\n", "ERROR unsupported version\n"),
         ("TOSS 1\n", "ERROR expected PINGPONG 3\n"),
-        (
-            "PINGPONG 3\r\nTOSS 1\n",
-            "ERROR unexpected line before the game number\n",
-        ),
+        ("PINGPONG 3\r\nTOSS 1\n", "ERROR unexpected line before the game number\n"),
     ] {
         let mut s = lone_server(quick(None), Limits::default(), 0);
         s.answer = |_, _| panic!("answered below");
@@ -175,10 +153,7 @@ fn peer_goodbyes_and_errors_end_the_game() {
     let mut s = server_playing_ping(quick(None));
     assert_eq!(s.feed(0, "ERROR tired\n"), "");
     assert!(s.out.is_closed());
-    assert_eq!(
-        s.logged(Level::Error),
-        ["Game #1 Server received error: tired"]
-    );
+    assert_eq!(s.logged(Level::Error), ["Game #1 Server received error: tired"]);
     let mut s = server_playing_ping(quick(None));
     s.session.handle_read_closed(s.at(0), &mut s.out);
     assert_eq!(s.drain(s.t0), "");
@@ -188,11 +163,7 @@ fn peer_goodbyes_and_errors_end_the_game() {
 
 #[test]
 fn idle_and_read_timeouts() {
-    let limits = Limits {
-        idle_timeout: Duration::from_secs(5),
-        read_timeout: Duration::from_secs(2),
-        max_request: 4,
-    };
+    let limits = Limits { idle_timeout: Duration::from_secs(5), read_timeout: Duration::from_secs(2), max_request: 4 };
     // Before the hello: refused, no game.
     let mut s = lone_server(quick(None), limits.clone(), 0);
     assert_eq!(s.session.poll_timeout(), Some(s.at(5000)));
@@ -218,18 +189,12 @@ fn idle_and_read_timeouts() {
 
 #[test]
 fn a_delayed_hit_waits_for_its_deadline() {
-    let mut s = server_playing_ping(Options {
-        delay: Duration::from_millis(250),
-        ..quick(None)
-    });
+    let mut s = server_playing_ping(Options { delay: Duration::from_millis(250), ..quick(None) });
     assert_eq!(s.feed(100, "BALL\n"), "");
     assert_eq!(s.session.poll_timeout(), Some(s.at(350)));
     assert_eq!(s.timeout(349), "");
     assert_eq!(s.timeout(350), "PING 1\n");
-    assert_eq!(
-        s.session.poll_timeout(),
-        Some(s.at(350) + Limits::default().idle_timeout)
-    );
+    assert_eq!(s.session.poll_timeout(), Some(s.at(350) + Limits::default().idle_timeout));
 }
 
 #[test]
@@ -259,29 +224,16 @@ fn client_ties_then_serves_with_injected_lines() {
     let (mut c, hello) = lone_client(quick(None), Limits::default(), 5);
     assert_eq!(hello, "PINGPONG 3\n");
     let toss = c.feed(0, "PINGPONG 3 GAME 7\n");
-    let mine: u64 = toss
-        .strip_prefix("TOSS ")
-        .unwrap()
-        .trim_end()
-        .parse()
-        .unwrap();
+    let mine: u64 = toss.strip_prefix("TOSS ").unwrap().trim_end().parse().unwrap();
     let again = c.feed(0, &format!("TOSS {mine}\n"));
-    let mine2: u64 = again
-        .strip_prefix("TOSS ")
-        .unwrap()
-        .trim_end()
-        .parse()
-        .unwrap();
+    let mine2: u64 = again.strip_prefix("TOSS ").unwrap().trim_end().parse().unwrap();
     assert_eq!(c.feed(0, &format!("TOSS {}\n", mine2 + 1)), "PING 1\n");
     assert_eq!(
         c.logged(Level::Info),
         [
             "Game #7".to_owned(),
             format!("Client coin toss:  my number: {mine} their number: {mine}"),
-            format!(
-                "Client coin toss:  my number: {mine2} their number: {}",
-                mine2 + 1
-            ),
+            format!("Client coin toss:  my number: {mine2} their number: {}", mine2 + 1),
             "Coin toss over: Client plays ping".to_owned(),
             "Client sent ping".to_owned(),
         ]
@@ -296,18 +248,12 @@ fn client_refused_or_confused() {
     assert_eq!(c.session.failure(), Some("server busy"));
     assert!(!c.logged(Level::Info).contains(&"Game Over!"));
     let (mut c, _) = lone_client(quick(None), Limits::default(), 0);
-    assert_eq!(
-        c.feed(0, "PINGPONG 4 GAME 1\n"),
-        "ERROR unsupported version\n"
-    );
+    assert_eq!(c.feed(0, "PINGPONG 4 GAME 1\n"), "ERROR unsupported version\n");
     let (mut c, _) = lone_client(quick(None), Limits::default(), 0);
     assert_eq!(c.feed(0, "HELLO\n"), "ERROR expected PINGPONG 3 GAME\n");
     let (mut c, _) = lone_client(quick(None), Limits::default(), 0);
     c.session.handle_read_closed(c.at(0), &mut c.out);
-    assert_eq!(
-        c.session.failure(),
-        Some("the server closed the connection")
-    );
+    assert_eq!(c.session.failure(), Some("the server closed the connection"));
 }
 
 /// Input chunks: mostly protocol lines (to reach every state), some arbitrary bytes.

@@ -4,12 +4,7 @@ use super::*;
 
 #[test]
 fn server_plays_ping_with_the_course_console_lines() {
-    let mut m = Match::with(
-        quick(None),
-        seed_drawing(0),
-        quick(Some(2)),
-        seed_drawing(1),
-    );
+    let mut m = Match::with(quick(None), seed_drawing(0), quick(Some(2)), seed_drawing(1));
     m.chunk = 1;
     m.play(&mut GameCounter::default());
     assert_eq!(
@@ -40,25 +35,14 @@ fn server_plays_ping_with_the_course_console_lines() {
             "Game Over!",
         ]
     );
-    assert_eq!(
-        m.client.sent(),
-        "PINGPONG 3\nTOSS 1\nBALL\nPONG 1\nPONG 2\nBYE\n"
-    );
-    assert_eq!(
-        m.server.sent(),
-        "PINGPONG 3 GAME 1\nTOSS 0\nPING 1\nPING 2\nPING 3\n"
-    );
+    assert_eq!(m.client.sent(), "PINGPONG 3\nTOSS 1\nBALL\nPONG 1\nPONG 2\nBYE\n");
+    assert_eq!(m.server.sent(), "PINGPONG 3 GAME 1\nTOSS 0\nPING 1\nPING 2\nPING 3\n");
     assert_eq!(m.client.session.failure(), None);
 }
 
 #[test]
 fn client_plays_ping_and_the_server_runs_out_of_hits() {
-    let mut m = Match::with(
-        quick(Some(1)),
-        seed_drawing(1),
-        quick(None),
-        seed_drawing(0),
-    );
+    let mut m = Match::with(quick(Some(1)), seed_drawing(1), quick(None), seed_drawing(0));
     m.play(&mut GameCounter::default());
     assert_eq!(
         m.server.console(),
@@ -91,12 +75,7 @@ fn client_plays_ping_and_the_server_runs_out_of_hits() {
 #[test]
 fn zero_hits_ends_the_game_at_the_first_turn() {
     // The client serves but may not hit: it says goodbye instead.
-    let mut m = Match::with(
-        quick(None),
-        seed_drawing(1),
-        quick(Some(0)),
-        seed_drawing(0),
-    );
+    let mut m = Match::with(quick(None), seed_drawing(1), quick(Some(0)), seed_drawing(0));
     m.play(&mut GameCounter::default());
     assert_eq!(m.client.sent(), "PINGPONG 3\nTOSS 0\nBYE\n");
     assert_eq!(m.server.console().last(), Some(&"Game #1 Over!"));
@@ -106,19 +85,9 @@ fn zero_hits_ends_the_game_at_the_first_turn() {
 fn ties_toss_again_and_the_smaller_number_plays_ping() {
     let mut tied = 0;
     for seed in 0..64u64 {
-        let mut m = Match::with(
-            quick(None),
-            seed,
-            quick(Some(2)),
-            seed.wrapping_mul(7919) + 1,
-        );
+        let mut m = Match::with(quick(None), seed, quick(Some(2)), seed.wrapping_mul(7919) + 1);
         m.play(&mut GameCounter::default());
-        let tosses: Vec<&str> = m
-            .server
-            .console()
-            .into_iter()
-            .filter(|l| l.contains("coin toss:"))
-            .collect();
+        let tosses: Vec<&str> = m.server.console().into_iter().filter(|l| l.contains("coin toss:")).collect();
         if tosses.len() > 1 {
             tied += 1;
         }
@@ -132,77 +101,40 @@ fn ties_toss_again_and_the_smaller_number_plays_ping() {
             assert_eq!(mine, theirs);
         }
         let (mine, theirs) = numbers(tosses[tosses.len() - 1]);
-        let server_pings = m
-            .server
-            .console()
-            .contains(&"Coin toss over: Server plays ping");
+        let server_pings = m.server.console().contains(&"Coin toss over: Server plays ping");
         assert_eq!(server_pings, mine < theirs);
-        let client_pongs = m
-            .client
-            .console()
-            .contains(&"Coin toss over: Client plays pong");
+        let client_pongs = m.client.console().contains(&"Coin toss over: Client plays pong");
         assert_eq!(server_pings, client_pongs, "exactly one side plays ping");
         assert_eq!(m.client.session.failure(), None);
         assert_eq!(m.client.console().last(), Some(&"Game Over!"));
     }
-    assert!(
-        tied > 5,
-        "numbers from {{0, 1}} tie half the time, got {tied} tied games of 64"
-    );
+    assert!(tied > 5, "numbers from {{0, 1}} tie half the time, got {tied} tied games of 64");
 }
 
 #[test]
 fn endless_ties_give_up() {
-    let always = Options {
-        toss_range: 1,
-        max_tosses: 5,
-        ..quick(None)
-    };
+    let always = Options { toss_range: 1, max_tosses: 5, ..quick(None) };
     let mut m = Match::with(always.clone(), 1, always, 2);
     m.play(&mut GameCounter::default());
     for console in [m.server.console(), m.client.console()] {
-        assert_eq!(
-            console
-                .iter()
-                .filter(|l| l.contains("coin toss:  my number: 0 their number: 0"))
-                .count(),
-            5
-        );
+        assert_eq!(console.iter().filter(|l| l.contains("coin toss:  my number: 0 their number: 0")).count(), 5);
         assert!(console.last().unwrap().ends_with("Over!"));
     }
-    assert!(
-        m.server
-            .sent()
-            .ends_with("TOSS 0\nERROR too many tied tosses\n")
-    );
-    assert!(
-        m.client
-            .sent()
-            .ends_with("TOSS 0\nERROR too many tied tosses\n")
-    );
+    assert!(m.server.sent().ends_with("TOSS 0\nERROR too many tied tosses\n"));
+    assert!(m.client.sent().ends_with("TOSS 0\nERROR too many tied tosses\n"));
     assert_eq!(m.client.session.failure(), Some("too many tied tosses"));
 }
 
 #[test]
 fn delays_are_honoured_on_the_virtual_clock() {
-    let server = Options {
-        delay: Duration::from_millis(100),
-        ..quick(None)
-    };
-    let client = Options {
-        delay: Duration::from_millis(30),
-        ..quick(Some(3))
-    };
+    let server = Options { delay: Duration::from_millis(100), ..quick(None) };
+    let client = Options { delay: Duration::from_millis(30), ..quick(Some(3)) };
     let mut m = Match::with(server, seed_drawing(0), client, seed_drawing(1));
     m.play(&mut GameCounter::default());
     let ms = |v: Vec<Duration>| v.into_iter().map(|d| d.as_millis()).collect::<Vec<_>>();
     assert_eq!(ms(m.server.times("sent ping")), [100, 230, 360, 490]);
     assert_eq!(ms(m.client.times("sent pong")), [130, 260, 390]);
-    assert_eq!(
-        ms(m.client.times("Game Over!")),
-        [490],
-        "no delay before the goodbye"
-    );
+    assert_eq!(ms(m.client.times("Game Over!")), [490], "no delay before the goodbye");
     assert_eq!(ms(m.server.times("Over!")), [490]);
 }
 
@@ -211,14 +143,8 @@ fn a_held_ball_outlasts_the_idle_timeout() {
     // The server holds the ball for 10 s with a 5 s idle timeout: the client is not idle, it
     // is waiting for us.
     let service = PingPong {
-        limits: Limits {
-            idle_timeout: Duration::from_secs(5),
-            ..Limits::default()
-        },
-        options: Options {
-            delay: Duration::from_secs(10),
-            ..quick(Some(1))
-        },
+        limits: Limits { idle_timeout: Duration::from_secs(5), ..Limits::default() },
+        options: Options { delay: Duration::from_secs(10), ..quick(Some(1)) },
     };
     let mut m = Match::new(1, &service, seed_drawing(0), &quick(None), seed_drawing(1));
     m.play(&mut GameCounter::default());
@@ -228,26 +154,14 @@ fn a_held_ball_outlasts_the_idle_timeout() {
 
 #[test]
 fn game_numbers_are_unique_and_increasing_across_concurrent_games() {
-    let service = PingPong {
-        limits: Limits::default(),
-        options: quick(Some(4)),
-    };
+    let service = PingPong { limits: Limits::default(), options: quick(Some(4)) };
     let mut hub = GameCounter::default();
     let mut matches: Vec<Match> = Vec::new();
     // The number each game got, in the order the hub handed them out.
     let mut issued = Vec::new();
     let game_of = |m: &Match| -> Option<u64> {
-        let start = m
-            .server
-            .console()
-            .into_iter()
-            .find(|l| l.starts_with("Starting game #"))?;
-        start
-            .strip_prefix("Starting game #")?
-            .split(' ')
-            .next()?
-            .parse()
-            .ok()
+        let start = m.server.console().into_iter().find(|l| l.starts_with("Starting game #"))?;
+        start.strip_prefix("Starting game #")?.split(' ').next()?.parse().ok()
     };
     // Games start at staggered moments and interleave, bytes in different chunk sizes, so
     // they are not numbered in the order they connected.
@@ -274,21 +188,11 @@ fn game_numbers_are_unique_and_increasing_across_concurrent_games() {
         m.play(&mut hub);
         let game = game_of(m).unwrap();
         assert_eq!(m.client.console()[0], format!("Game #{game}"));
-        assert_eq!(
-            m.server.console().last().unwrap(),
-            &format!("Game #{game} Over!")
-        );
+        assert_eq!(m.server.console().last().unwrap(), &format!("Game #{game} Over!"));
         connected_order.push(game);
     }
-    assert_ne!(
-        connected_order,
-        [1, 2, 3, 4, 5, 6],
-        "the test should interleave the hellos"
-    );
-    assert_eq!(
-        hub.report(Instant::now()).unwrap(),
-        "pingpong: 6 games played"
-    );
+    assert_ne!(connected_order, [1, 2, 3, 4, 5, 6], "the test should interleave the hellos");
+    assert_eq!(hub.report(Instant::now()).unwrap(), "pingpong: 6 games played");
 }
 
 #[test]
@@ -302,12 +206,5 @@ fn the_counter_crosses_a_process_boundary() {
     for id in [7, 3, 7] {
         hub.handle_request(Instant::now(), SessionId(id), NextGame, &mut out);
     }
-    assert_eq!(
-        out,
-        [
-            (SessionId(7), Game(1)),
-            (SessionId(3), Game(2)),
-            (SessionId(7), Game(3))
-        ]
-    );
+    assert_eq!(out, [(SessionId(7), Game(1)), (SessionId(3), Game(2)), (SessionId(7), Game(3))]);
 }
