@@ -128,14 +128,10 @@ impl Session for Client {
     }
 
     fn handle_timeout(&mut self, now: Instant, out: &mut Output<Nothing>) {
+        // While we hold the ball the peer has nothing to send: only our hit is due.
         if let Stage::Playing(rally) = &mut self.stage
-            && let Some(at) = rally.hit_at()
+            && rally.handle_due(now, &mut self.deadline, out)
         {
-            // While we hold the ball the server has nothing to send: only our hit is due.
-            if now >= at {
-                rally.handle_timeout(now, out);
-                self.deadline.touch(now);
-            }
             return;
         }
         if let Some(why) = self.deadline.expired(now) {

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::wire::{Line, MAX_LINE};
 use super::{MAX_DELAY, Options};
-use crate::{Level, Output};
+use crate::{Deadline, Level, Output};
 
 /// Which end of the connection this rally runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +132,18 @@ impl Rally {
             // Echoing the parsed line is safe: re-rendered, at most 36 bytes, printable ASCII.
             (_, line) => self.fail(out, &format!("unexpected {line}")),
         }
+    }
+
+    /// A timeout while playing: if this side holds the ball, hit it when due (which also counts
+    /// as activity on `deadline`) and return `true`; the peer owes nothing then, so the caller
+    /// skips its own idle check.
+    pub(crate) fn handle_due<R>(&mut self, now: Instant, deadline: &mut Deadline, out: &mut Output<R>) -> bool {
+        let Some(at) = self.hit_at() else { return false };
+        if now >= at {
+            self.handle_timeout(now, out);
+            deadline.touch(now);
+        }
+        true
     }
 
     /// Hit the ball if its delay has passed; spurious calls are harmless.
