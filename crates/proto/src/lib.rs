@@ -15,6 +15,27 @@
 //!                                       │ (session id, message) pairs, pushed to any session
 //! ```
 //!
+//! Driving a core by hand, as every driver does (here echo, with a virtual clock):
+//!
+//! ```
+//! use std::time::{Duration, Instant, SystemTime};
+//! use warren_proto::echo::Echo;
+//! use warren_proto::{ConnInfo, Limits, Output, Service, Session, SessionId};
+//!
+//! let echo = Echo { limits: Limits { idle_timeout: Duration::from_secs(5), ..Limits::default() } };
+//! let t0 = Instant::now();
+//! let info = ConnInfo { id: SessionId(1), peer: None, wall: SystemTime::now(), seed: 0 };
+//! let mut session = echo.new_session(&info, t0);
+//! let mut out = Output::new();
+//! session.handle_open(t0, &mut out);
+//! session.handle_input(t0, b"hello", &mut out);
+//! assert_eq!(out.pending(), b"hello"); // the driver sends these bytes...
+//! out.consume(5); // ...and says how many went out
+//! assert_eq!(session.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+//! session.handle_timeout(t0 + Duration::from_secs(5), &mut out);
+//! assert!(out.is_closed()); // idle for 5 s: the driver closes the connection
+//! ```
+//!
 //! The interface is in [`session`]: [`Service`] makes a [`Session`] per connection and one
 //! [`Hub`] per server; [`Limits`] and [`Deadline`] give every core the same idle and read
 //! timeouts. Each protocol lives in its own module and documents its wire format in
