@@ -11,6 +11,8 @@
 
 pub mod chat_session;
 pub mod chat_wire;
+pub mod http_head;
+pub mod http_path;
 pub mod hub_frame;
 pub mod lines;
 pub mod pingpong_session;
@@ -27,6 +29,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("pingpong_session", pingpong_session::run),
     ("pingpong_wire", pingpong_wire::run),
     ("hub_frame", hub_frame::run),
+    ("http_head", http_head::run),
+    ("http_path", http_path::run),
 ];
 
 /// A small deterministic generator (splitmix64) for chunk sizes, interleavings and clock

@@ -58,7 +58,29 @@ fn hub_frame() {
 }
 
 #[test]
+fn http_head() {
+    replay("http_head");
+}
+
+#[test]
+fn http_path() {
+    replay("http_path");
+}
+
+#[test]
 fn every_target_has_a_test() {
     let names: Vec<&str> = warren_fuzz::TARGETS.iter().map(|(name, _)| *name).collect();
-    assert_eq!(names, ["lines", "chat_session", "chat_wire", "pingpong_session", "pingpong_wire", "hub_frame"]);
+    assert_eq!(
+        names,
+        [
+            "lines",
+            "chat_session",
+            "chat_wire",
+            "pingpong_session",
+            "pingpong_wire",
+            "hub_frame",
+            "http_head",
+            "http_path"
+        ]
+    );
 }

@@ -47,6 +47,7 @@ pub mod daytime;
 pub mod deadline;
 pub mod discard;
 pub mod echo;
+pub mod http;
 pub mod hub;
 pub mod lines;
 pub mod output;
