@@ -6,7 +6,7 @@
 //! block (bounded by `SO_SNDTIMEO`), which is also the backpressure: while the peer does not
 //! read, the thread does not read either.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
@@ -156,8 +156,10 @@ fn perform<S: Session, L: HubLink<H>, H: Hub<Request = S::Request, Message = S::
     messages: &mut Vec<S::Message>,
 ) -> io::Result<()> {
     loop {
-        stream.write_all(out.pending())?;
-        out.consume(out.pending().len());
+        // The socket blocks (bounded by SO_SNDTIMEO): "would block" means the peer stopped reading.
+        if !crate::transmit::send(stream, out)? {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "peer stopped reading"));
+        }
         out.take_actions(actions);
         if actions.is_empty() {
             return Ok(());

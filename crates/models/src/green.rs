@@ -162,6 +162,20 @@ async fn accept_loop<S: Service>(
     Ok(())
 }
 
+/// Send everything `out` holds, bytes and file slices in order, waiting for the socket as needed.
+async fn send_all<R>(stream: &TcpStream, out: &mut Output<R>) -> io::Result<()> {
+    // The same `write`/`sendfile` loop as the other drivers, run whenever tokio says writable.
+    while !stream.try_io(tokio::io::Interest::WRITABLE, || {
+        crate::transmit::send(&*socket2::SockRef::from(stream), out)
+            .and_then(|flushed| if flushed { Ok(true) } else { Err(io::ErrorKind::WouldBlock.into()) })
+    })
+    .or_else(|e| if e.kind() == io::ErrorKind::WouldBlock { Ok(false) } else { Err(e) })?
+    {
+        stream.writable().await?;
+    }
+    Ok(())
+}
+
 thread_local! {
     /// The read buffer of every connection task on this runtime thread: a task reads into it
     /// and hands the bytes to its session before it yields, so one buffer per thread suffices.
@@ -283,11 +297,10 @@ impl<S: Service> Conn<S> {
         messages: &mut Vec<<S::Session as Session>::Message>,
     ) -> io::Result<()> {
         loop {
-            if !out.pending().is_empty() {
-                timeout(self.ctx.write_timeout, stream.write_all(out.pending()))
+            if !out.is_flushed() {
+                timeout(self.ctx.write_timeout, send_all(stream, out))
                     .await
                     .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-                out.consume(out.pending().len());
             }
             out.take_actions(actions);
             if actions.is_empty() {

@@ -34,6 +34,7 @@ mod procs;
 mod run;
 pub mod shutdown;
 mod thread;
+mod transmit;
 pub mod udp;
 
 #[doc(hidden)]

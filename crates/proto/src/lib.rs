@@ -58,5 +58,5 @@ pub mod timeserver;
 
 pub use deadline::{Deadline, Limits};
 pub use hub::{Hub, NoHub, Nothing, Wire};
-pub use output::{Action, Level, Output};
+pub use output::{Action, FileSlice, Level, Output, Transmit};
 pub use session::{ConnInfo, DatagramService, Service, Session, SessionId};

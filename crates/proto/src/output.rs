@@ -1,5 +1,8 @@
 //! What a session hands back to its driver after every call.
 
+use std::collections::VecDeque;
+use std::fs::File;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How loud a log line is; drivers map it onto their logger.
@@ -37,15 +40,53 @@ enum Closing {
     Both,
 }
 
-/// The buffer a driver keeps per connection and passes to every `Session::handle_*` call.
+/// A stretch of an open file to send as it is, without copying it through the session: the
+/// driver hands it to `sendfile(2)` where its model allows.
+#[derive(Clone, Debug)]
+pub struct FileSlice {
+    /// The open file.
+    pub file: Arc<File>,
+    /// Where the bytes still to send start.
+    pub offset: u64,
+    /// How many bytes are still to send.
+    pub len: u64,
+}
+
+impl PartialEq for FileSlice {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.file, &other.file) && self.offset == other.offset && self.len == other.len
+    }
+}
+
+impl Eq for FileSlice {}
+
+/// The next thing a driver must send.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Transmit<'a> {
+    /// Bytes from the session.
+    Bytes(&'a [u8]),
+    /// Part of a file.
+    File(&'a FileSlice),
+}
+
+#[derive(Debug)]
+enum Segment {
+    /// Bytes, of which the first `sent` are gone; sent lazily compacted so that sending is no
+    /// memmove.
+    Bytes { buf: Vec<u8>, sent: usize },
+    File(FileSlice),
+}
+
+/// The buffer a driver keeps per connection and passes to every `Session::handle_*` call: bytes
+/// and file slices to send, in order, then actions.
 ///
-/// Invariant: bytes are appended only while the output is not closed; once closed it stays
-/// closed.
+/// Invariant: nothing is appended once the write side is closed; once closed it stays closed.
+/// Invariant: no segment is empty.
 #[derive(Debug)]
 pub struct Output<R> {
-    bytes: Vec<u8>,
-    /// Bytes of `bytes` already sent; compacted lazily so that sending is not a memmove.
-    sent: usize,
+    segments: VecDeque<Segment>,
+    /// A drained byte buffer kept for reuse.
+    spare: Vec<u8>,
     actions: Vec<Action<R>>,
     closing: Closing,
 }
@@ -59,17 +100,28 @@ impl<R> Default for Output<R> {
 impl<R> Output<R> {
     /// An empty, open output.
     pub fn new() -> Self {
-        Self { bytes: Vec::new(), sent: 0, actions: Vec::new(), closing: Closing::Open }
+        Self { segments: VecDeque::new(), spare: Vec::new(), actions: Vec::new(), closing: Closing::Open }
     }
 
     /// Queue bytes for the peer. Ignored once the write side is closed.
     pub fn send(&mut self, data: &[u8]) {
-        if self.closing == Closing::Open {
-            if self.sent == self.bytes.len() {
-                self.bytes.clear();
-                self.sent = 0;
-            }
-            self.bytes.extend_from_slice(data);
+        if self.closing != Closing::Open || data.is_empty() {
+            return;
+        }
+        if let Some(Segment::Bytes { buf, .. }) = self.segments.back_mut() {
+            buf.extend_from_slice(data);
+        } else {
+            let mut buf = std::mem::take(&mut self.spare);
+            buf.extend_from_slice(data);
+            self.segments.push_back(Segment::Bytes { buf, sent: 0 });
+        }
+    }
+
+    /// Queue `len` bytes of `file` from `offset`, after everything queued before. Ignored once
+    /// the write side is closed.
+    pub fn send_file(&mut self, file: Arc<File>, offset: u64, len: u64) {
+        if self.closing == Closing::Open && len > 0 {
+            self.segments.push_back(Segment::File(FileSlice { file, offset, len }));
         }
     }
 
@@ -108,17 +160,58 @@ impl<R> Output<R> {
         self.closing != Closing::Open
     }
 
-    /// The bytes not yet sent.
-    pub fn pending(&self) -> &[u8] {
-        &self.bytes[self.sent..]
+    /// The next thing to send, if any.
+    pub fn poll_transmit(&self) -> Option<Transmit<'_>> {
+        self.segments.front().map(|segment| match segment {
+            Segment::Bytes { buf, sent } => Transmit::Bytes(&buf[*sent..]),
+            Segment::File(slice) => Transmit::File(slice),
+        })
     }
 
-    /// Mark `n` pending bytes as sent.
+    /// The bytes at the front of the queue (empty when a file slice is next or nothing is).
+    /// Drivers that only ever serve byte protocols may use this; others use `poll_transmit`.
+    pub fn pending(&self) -> &[u8] {
+        match self.poll_transmit() {
+            Some(Transmit::Bytes(bytes)) => bytes,
+            _ => &[],
+        }
+    }
+
+    /// How many bytes are still to send, files included.
+    pub fn pending_len(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|segment| match segment {
+                Segment::Bytes { buf, sent } => (buf.len() - sent) as u64,
+                Segment::File(slice) => slice.len,
+            })
+            .sum()
+    }
+
+    /// Whether everything queued has been sent.
+    pub fn is_flushed(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// Mark `n` bytes at the front (of the front segment only) as sent.
     pub fn consume(&mut self, n: usize) {
-        self.sent = (self.sent + n).min(self.bytes.len());
-        if self.sent == self.bytes.len() {
-            self.bytes.clear();
-            self.sent = 0;
+        let done = match self.segments.front_mut() {
+            None => return,
+            Some(Segment::Bytes { buf, sent }) => {
+                *sent = (*sent + n).min(buf.len());
+                *sent == buf.len()
+            }
+            Some(Segment::File(slice)) => {
+                let n = (n as u64).min(slice.len);
+                slice.offset += n;
+                slice.len -= n;
+                slice.len == 0
+            }
+        };
+        if done && let Some(Segment::Bytes { mut buf, .. }) = self.segments.pop_front() {
+            // Keep the allocation for the next `send`: echo-like sessions reuse one buffer.
+            buf.clear();
+            self.spare = buf;
         }
     }
 
@@ -152,5 +245,26 @@ mod tests {
         assert!(out.is_closed());
         out.consume(10);
         assert!(out.pending().is_empty());
+        assert!(out.is_flushed());
+    }
+
+    #[test]
+    fn files_keep_their_place_between_bytes() {
+        let file = Arc::new(File::open("/dev/null").unwrap());
+        let mut out: Output<()> = Output::new();
+        out.send(b"head1");
+        out.send_file(file.clone(), 10, 100);
+        out.send(b"head2");
+        out.send_file(file.clone(), 0, 0);
+        assert_eq!(out.pending_len(), 110);
+        assert_eq!(out.poll_transmit(), Some(Transmit::Bytes(b"head1")));
+        out.consume(5);
+        assert_eq!(out.pending(), b"", "a file is next");
+        out.consume(60);
+        assert_eq!(out.poll_transmit(), Some(Transmit::File(&FileSlice { file: file.clone(), offset: 70, len: 40 })));
+        out.consume(40);
+        assert_eq!(out.poll_transmit(), Some(Transmit::Bytes(b"head2")));
+        out.consume(5);
+        assert!(out.is_flushed() && out.poll_transmit().is_none());
     }
 }

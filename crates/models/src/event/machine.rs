@@ -6,7 +6,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::Ordering;
@@ -27,7 +27,7 @@ use crate::run::{Env, ServeConfig};
 pub(crate) const LISTENER: Token = Token(usize::MAX);
 pub(crate) const WAKER: Token = Token(usize::MAX - 1);
 /// Stop reading a connection while this many bytes wait to be sent to it.
-const BACKPRESSURE: usize = 256 * 1024;
+const BACKPRESSURE: u64 = 256 * 1024;
 /// Reads per connection per turn, so that one fast sender cannot starve the others.
 const READ_BUDGET: usize = 16;
 /// Connections accepted per turn, so that a flood cannot starve the open ones.
@@ -242,7 +242,7 @@ fn run<S: Service>(conn: &mut Conn<S>, ctx: &Ctx<S>, buf: &mut [u8]) -> io::Resu
             conn.session.handle_shutdown(now, out);
         } else if std::mem::take(&mut timeout_due) {
             conn.session.handle_timeout(now, out);
-        } else if !conn.readable || conn.read_closed || out.is_closed() || out.pending().len() >= BACKPRESSURE {
+        } else if !conn.readable || conn.read_closed || out.is_closed() || out.pending_len() >= BACKPRESSURE {
             break;
         } else if reads == READ_BUDGET {
             again = true;
@@ -274,7 +274,7 @@ fn run<S: Service>(conn: &mut Conn<S>, ctx: &Ctx<S>, buf: &mut [u8]) -> io::Resu
     if conn.write_deadline.is_some_and(|at| Instant::now() >= at) {
         return Err(io::Error::new(io::ErrorKind::TimedOut, "peer stopped reading"));
     }
-    if conn.suspended || !conn.out.pending().is_empty() {
+    if conn.suspended || !conn.out.is_flushed() {
         return Ok(Turn::Open { again });
     }
     if conn.out.is_closed() {
@@ -323,24 +323,19 @@ fn perform<S: Service>(conn: &mut Conn<S>, ctx: &Ctx<S>) -> io::Result<()> {
 
 /// Write pending bytes until done or the socket is full (then wait, if writes block here).
 fn flush<S: Service>(conn: &mut Conn<S>, ctx: &Ctx<S>) -> io::Result<()> {
-    let mut progressed = false;
-    while !conn.out.pending().is_empty() {
-        match conn.stream.write(conn.out.pending()) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                conn.out.consume(n);
-                progressed = true;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && ctx.blocking_writes => {
-                wait_writable(&conn.stream, ctx.write_timeout)?;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(e),
+    let before = conn.out.pending_len();
+    loop {
+        if crate::transmit::send(&conn.stream, &mut conn.out)? {
+            break;
         }
+        if !ctx.blocking_writes {
+            break;
+        }
+        wait_writable(&conn.stream, ctx.write_timeout)?;
     }
+    let progressed = conn.out.pending_len() < before;
     conn.write_deadline = match conn.write_deadline {
-        _ if conn.out.pending().is_empty() => None,
+        _ if conn.out.is_flushed() => None,
         Some(at) if !progressed => Some(at),
         _ => Some(Instant::now() + ctx.write_timeout),
     };
