@@ -165,11 +165,12 @@ async fn accept_loop<S: Service>(
 /// Send everything `out` holds, bytes and file slices in order, waiting for the socket as needed.
 async fn send_all<R>(stream: &TcpStream, out: &mut Output<R>) -> io::Result<()> {
     // The same `write`/`sendfile` loop as the other drivers, run whenever tokio says writable.
-    while !stream.try_io(tokio::io::Interest::WRITABLE, || {
-        crate::transmit::send(&*socket2::SockRef::from(stream), out)
-            .and_then(|flushed| if flushed { Ok(true) } else { Err(io::ErrorKind::WouldBlock.into()) })
-    })
-    .or_else(|e| if e.kind() == io::ErrorKind::WouldBlock { Ok(false) } else { Err(e) })?
+    while !stream
+        .try_io(tokio::io::Interest::WRITABLE, || {
+            crate::transmit::send(&*socket2::SockRef::from(stream), out)
+                .and_then(|flushed| if flushed { Ok(true) } else { Err(io::ErrorKind::WouldBlock.into()) })
+        })
+        .or_else(|e| if e.kind() == io::ErrorKind::WouldBlock { Ok(false) } else { Err(e) })?
     {
         stream.writable().await?;
     }

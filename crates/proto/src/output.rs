@@ -73,7 +73,10 @@ pub enum Transmit<'a> {
 enum Segment {
     /// Bytes, of which the first `sent` are gone; sent lazily compacted so that sending is no
     /// memmove.
-    Bytes { buf: Vec<u8>, sent: usize },
+    Bytes {
+        buf: Vec<u8>,
+        sent: usize,
+    },
     File(FileSlice),
 }
 

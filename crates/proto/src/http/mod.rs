@@ -1,4 +1,4 @@
-//! HTTP/1.x for the static file server (issue 3): the pure layers so far.
+//! HTTP/1.x for the static file server (issue 3).
 //!
 //! What exists:
 //!
@@ -6,24 +6,42 @@
 //!   [`RequestLimits`], and hands back how many bytes it took so pipelined requests stay
 //!   queued; HTTP/0.9 simple requests (`GET /path`, the course's LargerHttpd) are recognised;
 //!   every refusal is a [`HeadError`] carrying its status (400, 414, 431, 505).
-//! - [`path`]: [`resolve_target`], the document root's wall: a request target becomes a
+//! - [`path`]: [`resolve_target`], the document root's lexical wall: a request target becomes a
 //!   [`SafePath`] of normal components only, or a [`PathError`] (400 or 403).
+//! - [`files`]: the [`Files`] trait through which the session opens what a [`SafePath`] names
+//!   (a file, or a directory with its index or listing). The session stays sans-IO; the
+//!   OS-backed document root, which refuses symlinks out of the root, is `warren-files`.
+//! - [`session`]: [`Http`], the [`Service`](crate::Service) named `http`, and [`HttpSession`]:
+//!   keep-alive, pipelining, GET and HEAD, the idle and read (`408`) timeouts, directory
+//!   redirects, index and listing, every error status with a small body, HTTP/0.9 raw answers
+//!   and bare errors, file bodies queued with `Output::send_file` for `sendfile`, and the access
+//!   log in the Common Log Format.
+//! - [`response`] (status lines, dates, media types, escaping), [`range`] (one `bytes` range;
+//!   several are served whole), [`conditional`] (`ETag`, `If-None-Match`, `If-Modified-Since`,
+//!   `If-Range`).
 //!
-//! What is to come, on top of these: the connection session (a `Session` driving keep-alive,
-//! pipelining and the idle and read deadlines of `crate::deadline`), opening files beneath the
-//! root without following symlinks out of it, answers (status lines, Date, Content-Type,
-//! ETag, Last-Modified, ranges, conditional requests, directory index and listing), file
-//! bodies handed to the driver for `sendfile`, the access log, and the CLI.
+//! What is to come: the CLI (`warren serve http`, `warren largerhttpd`), the cookie and
+//! session-table demo application, the benchmark against nginx.
 //!
 //! Everything here is sans-IO like the rest of the crate: bytes and strings in, values out.
 
+pub mod conditional;
+pub mod files;
 pub mod path;
+pub mod range;
+mod reply;
 pub mod request;
+pub mod response;
+pub mod session;
 
+pub use files::{Dir, DirEntry, Entry, Files, FilesError, OpenFile};
 pub use path::{PathError, SafePath, resolve_target};
 pub use request::{Head, HeadError, Method, RequestLimits, Version, parse_head};
+pub use session::{Http, HttpLimits, HttpSession, REFUSAL};
 
 #[cfg(test)]
 mod path_tests;
 #[cfg(test)]
 mod request_tests;
+#[cfg(test)]
+mod session_tests;

@@ -1,0 +1,349 @@
+//! The HTTP/1.x static file server's connection: keep-alive, pipelining, GET and HEAD of files
+//! and directories, ranges, conditional requests, errors, timeouts and the access log.
+//!
+//! Choices worth knowing:
+//!
+//! - **Input is bounded by the head limits**: every complete head in the buffer is answered at
+//!   once (a driver calls `handle_input` only when bytes arrive, so none may wait), and an
+//!   incomplete one longer than [`RequestLimits`] allow is refused by the parser; the buffer never
+//!   holds more than one head's worth plus one read. Output is bounded by the drivers, which stop
+//!   reading while much is pending.
+//! - **No request bodies**: a static server has no use for them, and skipping one is a way to be
+//!   desynchronised. `Transfer-Encoding` (any) is `501` and a `Content-Length` above zero on GET
+//!   or HEAD is `413`; both close the connection, as does any other answer to a request with a
+//!   body. Methods: other well-known ones (POST, PUT, …) are `405` with `Allow`, any other token
+//!   `501`.
+//! - **Timeouts**: idle between requests closes quietly; a request started and not finished
+//!   within the read timeout gets `408` and a close. A long download is not idleness: while
+//!   output is pending and shrinking between timeouts, the idle clock restarts.
+//! - **HTTP/0.9** (the course's LargerHttpd clients): the raw file and a close; errors are the
+//!   course's bare strings (`404 Object Not Found`), also for a malformed one-line request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::files::{Dir, Entry, Files, FilesError};
+use super::path::resolve_target;
+use super::reply::{Frame, Reply, error, listing, send_whole, serve_file, with_slash};
+use super::request::{Head, Method, RequestLimits, Version, parse_head};
+use super::response::clf_date;
+use crate::{ConnInfo, Deadline, Level, Limits, NoHub, Nothing, Output, Service, Session};
+
+/// What the server sends a connection it refuses at its limit, before closing it.
+pub const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+Content-Length: 20\r\nConnection: close\r\n\r\nserver at capacity\r\n";
+
+/// Per-connection limits of the HTTP server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Request line and header sizes: `414` and `431` beyond them. Default [`RequestLimits`].
+    pub request: RequestLimits,
+    /// Close a keep-alive connection quietly after this long without a request (nor progress
+    /// sending an answer). Default 75 s, nginx's `keepalive_timeout`.
+    pub idle_timeout: Duration,
+    /// Answer `408` and close when a request started is not complete after this long: the
+    /// slow-client defence. Default 30 s.
+    pub read_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            request: RequestLimits::default(),
+            idle_timeout: Duration::from_secs(75),
+            read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The HTTP file server: one [`HttpSession`] per connection, no hub.
+#[derive(Clone)]
+pub struct Http {
+    pub limits: HttpLimits,
+    /// The document root, or any other tree of files.
+    pub files: Arc<dyn Files>,
+    /// Log one Common Log Format line per request at `Level::Info`.
+    pub access_log: bool,
+}
+
+impl Http {
+    /// A server of `files` with the default limits and no access log.
+    pub fn new(files: Arc<dyn Files>) -> Self {
+        Self { limits: HttpLimits::default(), files, access_log: false }
+    }
+}
+
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http").field("limits", &self.limits).field("access_log", &self.access_log).finish()
+    }
+}
+
+impl Service for Http {
+    type Hub = NoHub;
+    type Session = HttpSession;
+
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn new_session(&self, info: &ConnInfo, now: Instant) -> HttpSession {
+        HttpSession::new(self, info, now)
+    }
+
+    fn new_hub(&self, _: Instant) -> NoHub {
+        NoHub
+    }
+
+    fn refusal(&self) -> &'static [u8] {
+        REFUSAL
+    }
+}
+
+/// One HTTP connection.
+pub struct HttpSession {
+    files: Arc<dyn Files>,
+    limits: RequestLimits,
+    access_log: bool,
+    deadline: Deadline,
+    opened_at: Instant,
+    wall: SystemTime,
+    peer: Option<SocketAddr>,
+    /// Received bytes not yet part of an answered request.
+    buf: Vec<u8>,
+    /// The last request was answered with a close: input is ignored from now on.
+    done: bool,
+    /// Output still pending at the last timeout, to tell a slow download from a stuck one.
+    last_pending: u64,
+}
+
+impl std::fmt::Debug for HttpSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSession").field("buffered", &self.buf.len()).field("done", &self.done).finish()
+    }
+}
+
+impl HttpSession {
+    /// A session for a connection accepted at `now`.
+    pub fn new(http: &Http, info: &ConnInfo, now: Instant) -> Self {
+        let limits =
+            Limits { idle_timeout: http.limits.idle_timeout, read_timeout: http.limits.read_timeout, max_request: 0 };
+        Self {
+            files: http.files.clone(),
+            limits: http.limits.request.clone(),
+            access_log: http.access_log,
+            deadline: Deadline::new(&limits, now),
+            opened_at: now,
+            wall: info.wall,
+            peer: info.peer,
+            buf: Vec::new(),
+            done: false,
+            last_pending: 0,
+        }
+    }
+
+    /// The wall-clock time at `now`: the session reads no clock, it counts from the accept.
+    fn wall_at(&self, now: Instant) -> SystemTime {
+        self.wall + now.saturating_duration_since(self.opened_at)
+    }
+
+    fn finish(&mut self, out: &mut Output<Nothing>) {
+        self.done = true;
+        self.buf = Vec::new();
+        out.close();
+    }
+
+    /// Answers every complete head in the buffer, in order.
+    fn answer_ready(&mut self, now: Instant, out: &mut Output<Nothing>) -> bool {
+        let mut at = 0;
+        let mut answered = false;
+        while !self.done {
+            match parse_head(&self.buf[at..], &self.limits) {
+                Ok(Some((head, used))) => {
+                    at += used;
+                    answered = true;
+                    self.answer(now, &head, out);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let line = first_line(&self.buf[at..]);
+                    let version = if looks_simple(&self.buf[at..]) { Version::Http09 } else { Version::Http11 };
+                    let frame = Frame { date: self.wall_at(now), version, is_head: false, keep: false };
+                    let reply = error(e.status(), frame, &[], out);
+                    self.log(now, &line, &reply, out);
+                    self.finish(out);
+                }
+            }
+        }
+        if !self.done {
+            self.buf.drain(..at);
+        }
+        answered
+    }
+
+    fn answer(&mut self, now: Instant, head: &Head, out: &mut Output<Nothing>) {
+        let has_body = head.has_body();
+        let keep = head.keep_alive() && has_body == Ok(false);
+        let frame =
+            Frame { date: self.wall_at(now), version: head.version, is_head: head.method == Method::Head, keep };
+        let reply = match (&head.method, has_body) {
+            (_, Err(_)) => error(400, frame, &[], out),
+            _ if head.header("transfer-encoding").is_some() => error(501, frame, &[], out),
+            (Method::Get | Method::Head, Ok(true)) => error(413, frame, &[], out),
+            (Method::Get | Method::Head, Ok(false)) => self.serve(head, frame, out),
+            (Method::Other(m), _) if KNOWN_METHODS.contains(&m.as_str()) => {
+                error(405, frame, &[("Allow", "GET, HEAD".into())], out)
+            }
+            (Method::Other(_), _) => error(501, frame, &[], out),
+        };
+        self.log(now, &request_line(head), &reply, out);
+        if !frame.keep {
+            self.finish(out);
+        }
+    }
+
+    fn serve(&self, head: &Head, frame: Frame, out: &mut Output<Nothing>) -> Reply {
+        let path = match resolve_target(&head.target) {
+            Ok(path) => path,
+            Err(e) => return error(e.status(), frame, &[], out),
+        };
+        match self.files.open(&path) {
+            Err(e) => {
+                if let FilesError::Io(io) = &e {
+                    out.log(Level::Error, format!("{}: {io}", head.target));
+                }
+                error(e.status(), frame, &[], out)
+            }
+            // `/file.txt/`: a file is no directory.
+            Ok(Entry::File(_)) if path.trailing_slash && !path.components.is_empty() => error(404, frame, &[], out),
+            Ok(Entry::File(file)) => {
+                let name = path.components.last().map_or("", String::as_str);
+                serve_file(head, name, file, frame, out)
+            }
+            // HTTP/0.9 cannot be redirected: it gets the directory as if the `/` were there.
+            Ok(Entry::Dir(_)) if !path.trailing_slash && frame.version != Version::Http09 => {
+                error(301, frame, &[("Location", with_slash(&head.target))], out)
+            }
+            Ok(Entry::Dir(Dir { index: Some((name, file)), .. })) => serve_file(head, &name, file, frame, out),
+            Ok(Entry::Dir(Dir { listing: Some(entries), .. })) => {
+                let page = listing(&path, &entries);
+                send_whole(200, frame, "text/html; charset=utf-8", page.as_bytes(), &[], out)
+            }
+            Ok(Entry::Dir(_)) => error(403, frame, &[], out),
+        }
+    }
+
+    /// One Common Log Format line, when the access log is on.
+    fn log(&self, now: Instant, line: &str, reply: &Reply, out: &mut Output<Nothing>) {
+        if !self.access_log {
+            return;
+        }
+        let host = self.peer.map_or_else(|| "-".to_owned(), |p| p.ip().to_string());
+        let bytes = if reply.bytes == 0 { "-".to_owned() } else { reply.bytes.to_string() };
+        let date = clf_date(self.wall_at(now));
+        out.log(Level::Info, format!("{host} - - [{date}] \"{}\" {} {bytes}", log_escape(line), reply.status));
+    }
+}
+
+/// Methods this server knows and refuses with `405` rather than `501`.
+const KNOWN_METHODS: &[&str] = &["POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+
+impl Session for HttpSession {
+    type Request = Nothing;
+    type Message = Nothing;
+
+    fn handle_open(&mut self, _: Instant, _: &mut Output<Nothing>) {}
+
+    fn handle_input(&mut self, now: Instant, data: &[u8], out: &mut Output<Nothing>) {
+        if self.done {
+            return;
+        }
+        self.buf.extend_from_slice(data);
+        if self.answer_ready(now, out) {
+            // A new request's read clock starts now, not at the previous one's first byte.
+            self.deadline.input(now, false);
+        }
+        self.deadline.input(now, !self.buf.is_empty());
+    }
+
+    fn handle_read_closed(&mut self, _: Instant, out: &mut Output<Nothing>) {
+        // Complete requests were answered as they came; a partial one has no one to answer.
+        self.finish(out);
+    }
+
+    fn handle_message(&mut self, _: Instant, msg: Nothing, _: &mut Output<Nothing>) {
+        match msg {}
+    }
+
+    fn handle_timeout(&mut self, now: Instant, out: &mut Output<Nothing>) {
+        if self.done {
+            return;
+        }
+        let pending = out.pending_len();
+        if pending > 0 && pending != self.last_pending {
+            self.last_pending = pending;
+            self.deadline.touch(now);
+        }
+        match self.deadline.expired(now) {
+            None => {}
+            Some("read timeout") => {
+                let frame = Frame { date: self.wall_at(now), version: Version::Http11, is_head: false, keep: false };
+                let reply = error(408, frame, &[], out);
+                self.log(now, &first_line(&self.buf), &reply, out);
+                self.finish(out);
+            }
+            Some(why) => {
+                out.log(Level::Debug, format!("closing: {why}"));
+                self.finish(out);
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        (!self.done).then(|| self.deadline.at())
+    }
+}
+
+/// The request line as the access log shows it.
+fn request_line(head: &Head) -> String {
+    let method = match &head.method {
+        Method::Get => "GET",
+        Method::Head => "HEAD",
+        Method::Other(m) => m,
+    };
+    match head.version {
+        Version::Http09 => format!("{method} {}", head.target),
+        Version::Http10 => format!("{method} {} HTTP/1.0", head.target),
+        Version::Http11 => format!("{method} {} HTTP/1.1", head.target),
+    }
+}
+
+/// The first line of a refused request, at most 200 bytes, for the log.
+fn first_line(buf: &[u8]) -> String {
+    let end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len()).min(200);
+    String::from_utf8_lossy(buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end])).into_owned()
+}
+
+/// Whether a refused request's first line was a one-line HTTP/0.9 request (two tokens).
+fn looks_simple(buf: &[u8]) -> bool {
+    let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+        return false;
+    };
+    let line = buf[..nl].strip_suffix(b"\r").unwrap_or(&buf[..nl]);
+    line.iter().filter(|&&b| b == b' ').count() == 1
+}
+
+/// Quotes, backslashes and control characters as `\xHH`, as nginx logs them: a request line
+/// must not forge a log line.
+fn log_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c == '"' || c == '\\' || c.is_control() {
+            out.push_str(&format!("\\x{:02X}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
