@@ -33,6 +33,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// The course's PingPong: `warren pingpong <client|server> <host> <port>`.
     Pingpong(PingpongArgs),
+    /// The course's LargerHttpd: `warren largerhttpd <port> <maxthreads>` serves the current
+    /// directory under the event model with a pool of helper threads.
+    Largerhttpd(LargerhttpdArgs),
     /// The course's chat server: `warren chatserver -p <port> -d <0|1>`.
     Chatserver(ChatserverArgs),
     /// Interactive chat client with line editing; `/connect <host> [port]` inside.
@@ -100,6 +103,8 @@ pub enum Protocol {
     Pingpong,
     /// The course's chat server.
     Chat,
+    /// HTTP/1.1 static files from --root (and the course's one-line `GET /path` requests).
+    Http,
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +168,18 @@ pub struct ServerFlags {
     /// pingpong: end each game after this many hits by the server.
     #[arg(long)]
     pub hits: Option<u64>,
+    /// http: the document root.
+    #[arg(long, default_value = ".")]
+    pub root: std::path::PathBuf,
+    /// http: list directories that have no index.html.
+    #[arg(long)]
+    pub listing: bool,
+    /// http: follow symlinks that lead outside the root (by default they get 403).
+    #[arg(long)]
+    pub follow_symlinks: bool,
+    /// http: log every request in the Common Log Format.
+    #[arg(long)]
+    pub access_log: bool,
     /// Log level: 0 errors only, 1 every event (the default shows the protocol's narration).
     #[arg(long, short = 'd')]
     pub debug: Option<u8>,
@@ -192,6 +209,17 @@ pub struct PingpongArgs {
     /// server: worker processes (prefork).
     #[arg(long, short = 'P', default_value_t = 4)]
     pub processes: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct LargerhttpdArgs {
+    /// Port to listen on (loopback unless --bind says otherwise).
+    pub port: u16,
+    /// Helper threads for the event loop's blocking work.
+    pub maxthreads: usize,
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
 }
 
 #[derive(Debug, Args)]

@@ -28,6 +28,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::serve(args.protocol, &args.server),
         Command::Demo(args) => demo::run(&args),
         Command::Pingpong(args) => serve::pingpong(&args),
+        Command::Largerhttpd(args) => serve::largerhttpd(&args),
         Command::Chatserver(args) => serve::chatserver(&args),
         Command::Chat { host, port } => clients::chat(host, port),
         Command::Timeserver(args) => serve::timeserver(&args),

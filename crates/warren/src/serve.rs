@@ -9,7 +9,7 @@ use socket2::{Domain, Protocol as IpProtocol, Socket, Type};
 use warren_models::{Model, ServeConfig, ServeReport};
 use warren_proto::{DatagramService, Limits, Service};
 
-use crate::cli::{ChatserverArgs, PingpongArgs, Protocol, ServerFlags, TimeserverArgs};
+use crate::cli::{ChatserverArgs, LargerhttpdArgs, PingpongArgs, Protocol, ServerFlags, TimeserverArgs};
 
 /// `warren serve <protocol>`.
 pub fn serve(protocol: Protocol, flags: &ServerFlags) -> anyhow::Result<()> {
@@ -45,7 +45,29 @@ pub fn serve(protocol: Protocol, flags: &ServerFlags) -> anyhow::Result<()> {
             serve_tcp(warren_proto::pingpong::PingPong { limits, options }, flags)
         }
         Protocol::Chat => serve_tcp(warren_proto::chat::Chat { limits }, flags),
+        Protocol::Http => serve_tcp(http_service(flags)?, flags),
     }
+}
+
+/// The HTTP service over a document root that no symlink escapes unless asked.
+fn http_service(flags: &ServerFlags) -> anyhow::Result<warren_proto::http::Http> {
+    use warren_files::{DocRoot, DocRootOptions};
+    let options =
+        DocRootOptions { follow_symlinks_outside: flags.follow_symlinks, listing: flags.listing, ..Default::default() };
+    let root = DocRoot::new(&flags.root, options).with_context(|| format!("document root {}", flags.root.display()))?;
+    let mut http = warren_proto::http::Http::new(std::sync::Arc::new(root));
+    http.access_log = flags.access_log;
+    http.limits.idle_timeout = flags.idle_timeout.min(http.limits.idle_timeout);
+    http.limits.read_timeout = flags.read_timeout;
+    Ok(http)
+}
+
+/// `warren largerhttpd <port> <maxthreads>`: the course's program, grown up.
+pub fn largerhttpd(args: &LargerhttpdArgs) -> anyhow::Result<()> {
+    let mut flags = default_flags(Model::Event, SocketAddr::new(args.bind, args.port));
+    flags.threads = Some(args.maxthreads);
+    flags.root = ".".into();
+    serve(Protocol::Http, &flags)
 }
 
 /// `warren pingpong <client|server> <host> <port>`.
