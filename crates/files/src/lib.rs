@@ -7,20 +7,26 @@
 //! resolved) and must still lie beneath the canonical root, unless
 //! [`DocRootOptions::follow_symlinks_outside`] says otherwise. Links inside the root are fine.
 //!
-//! Known gap: checking and opening are two steps, so someone who can write beneath the root can
-//! swap a checked directory for a symlink between them. `openat2(RESOLVE_BENEATH)` closes that
-//! window on Linux 5.6+ and is the next step; a document root writable by adversaries is not
-//! the threat this server defends against today.
+//! Files are then opened with `openat2(RESOLVE_BENEATH)` relative to a descriptor of the root,
+//! so the kernel itself refuses any resolution that leaves the root: a directory swapped for a
+//! symlink between the check and the open cannot lead out. (Kernels older than 5.6 lack
+//! `openat2`; there the open falls back to the checked path and that window stays open.)
+//! Directory listings are read through the checked path and may race the same way; they reveal
+//! names only.
 //!
 //! Only regular files and directories are served: a FIFO or a device under the root is
 //! `Forbidden` (opening a FIFO would block the server).
 
 use std::fs::{self, File, Metadata};
 use std::io::{self, ErrorKind};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+use nix::sys::stat::Mode;
 use warren_proto::http::{Dir, DirEntry, Entry, Files, FilesError, OpenFile, SafePath};
 
 /// How a [`DocRoot`] treats symlinks and directories.
@@ -45,6 +51,8 @@ impl Default for DocRootOptions {
 pub struct DocRoot {
     /// Canonical: every prefix check compares canonical paths.
     root: PathBuf,
+    /// The root itself, for `openat2(RESOLVE_BENEATH)`.
+    root_fd: OwnedFd,
     options: DocRootOptions,
 }
 
@@ -55,7 +63,8 @@ impl DocRoot {
         if !fs::metadata(&root)?.is_dir() {
             return Err(io::Error::new(ErrorKind::NotADirectory, format!("{} is not a directory", root.display())));
         }
-        Ok(Self { root, options })
+        let root_fd = nix::fcntl::open(&root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+        Ok(Self { root, root_fd, options })
     }
 
     /// The canonical root.
@@ -72,8 +81,27 @@ impl DocRoot {
         Ok(real)
     }
 
-    fn open_file(real: &Path, meta: &Metadata) -> Result<OpenFile, FilesError> {
-        let file = File::open(real).map_err(classify)?;
+    /// Open `relative` (whose checked canonical form is `real`) beneath the root.
+    fn open_beneath(&self, relative: &Path, real: &Path) -> Result<File, FilesError> {
+        if self.options.follow_symlinks_outside {
+            return File::open(real).map_err(classify);
+        }
+        let relative = if relative.as_os_str().is_empty() { Path::new(".") } else { relative };
+        // Non-blocking, so that a FIFO swapped in cannot hold the server; no effect on files.
+        let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK;
+        let how =
+            OpenHow::new().flags(flags).resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        match openat2(&self.root_fd, relative, how) {
+            Ok(fd) => Ok(File::from(fd)),
+            // The kernel saw the resolution leave the root.
+            Err(Errno::EXDEV | Errno::ELOOP) => Err(FilesError::Forbidden),
+            Err(Errno::ENOSYS) => File::open(real).map_err(classify),
+            Err(e) => Err(classify(e.into())),
+        }
+    }
+
+    fn open_file(&self, relative: &Path, real: &Path, meta: &Metadata) -> Result<OpenFile, FilesError> {
+        let file = self.open_beneath(relative, real)?;
         // The length and times of what was opened, not of what the path names by now.
         let meta_now = file.metadata().map_err(classify)?;
         if !meta_now.is_file() || meta_now.ino() != meta.ino() {
@@ -94,7 +122,7 @@ impl DocRoot {
             Ok(index_real) => {
                 let meta = fs::metadata(&index_real).map_err(classify)?;
                 if meta.is_file() {
-                    let file = Self::open_file(&index_real, &meta)?;
+                    let file = self.open_file(&index_path, &index_real, &meta)?;
                     return Ok(Dir { index: Some((self.options.index.clone(), file)), listing: None });
                 }
             }
@@ -122,10 +150,11 @@ impl DocRoot {
 
 impl Files for DocRoot {
     fn open(&self, path: &SafePath) -> Result<Entry, FilesError> {
-        let real = self.resolve(&path.to_relative_path())?;
+        let relative = path.to_relative_path();
+        let real = self.resolve(&relative)?;
         let meta = fs::metadata(&real).map_err(classify)?;
         if meta.is_file() {
-            Ok(Entry::File(Self::open_file(&real, &meta)?))
+            Ok(Entry::File(self.open_file(&relative, &real, &meta)?))
         } else if meta.is_dir() {
             Ok(Entry::Dir(self.open_dir(&real)?))
         } else {
