@@ -238,6 +238,12 @@ fn run<H: Hub>(mut hub: H, listener: UnixListener) -> io::Result<()> {
                             (Up::Request(request), Some(id)) => {
                                 peer.asked = true;
                                 hub.handle_request(now, id, request, &mut out);
+                                // The requester hears last: once it sees its answer (a chat
+                                // message echoed back), every other recipient's copy is
+                                // already in its socket, so a shutdown that follows loses none.
+                                let (mut others, mine): (Vec<_>, Vec<_>) = out.drain(..).partition(|(to, _)| *to != id);
+                                others.extend(mine);
+                                out = others;
                             }
                             (Up::Report, _) => {
                                 encode_frame(&Down::<H::Message>::Report(hub.report(now)), &mut peer.output)

@@ -73,6 +73,8 @@ pub enum Command {
 pub enum BenchCommand {
     /// The chapter's table of server models, measured.
     Models(crate::bench::ModelsArgs),
+    /// warren's HTTP server under each model against nginx, with wrk.
+    Http(crate::bench::HttpArgs),
 }
 
 /// Each model in a sentence, for `--help`.
@@ -180,6 +182,17 @@ pub struct ServerFlags {
     /// http: log every request in the Common Log Format.
     #[arg(long)]
     pub access_log: bool,
+    /// http: the /visits cookie-signing key (32 bytes, raw or as 64 hex digits); created with
+    /// mode 0600 if missing. Keep it to keep cookie counts across restarts. [default:
+    /// $XDG_STATE_HOME/warren/cookie.key, else ~/.local/state/warren/cookie.key]
+    #[arg(long)]
+    pub cookie_key_file: Option<std::path::PathBuf>,
+    /// http: how long a /visits session lives after its last use.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+    pub session_ttl: Duration,
+    /// http: the most /visits sessions held; the least recently used go first.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_sessions: usize,
     /// Log level: 0 errors only, 1 every event (the default shows the protocol's narration).
     #[arg(long, short = 'd')]
     pub debug: Option<u8>,

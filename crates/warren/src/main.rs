@@ -38,6 +38,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Daytime(args) => clients::daytime(&args),
         Command::Time(args) => clients::time(&args),
         Command::Bench { what: BenchCommand::Models(args) } => bench::models(&args),
+        Command::Bench { what: BenchCommand::Http(args) } => bench::http(&args),
     }
 }
 

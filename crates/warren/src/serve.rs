@@ -59,7 +59,83 @@ fn http_service(flags: &ServerFlags) -> anyhow::Result<warren_proto::http::Http>
     http.access_log = flags.access_log;
     http.limits.idle_timeout = flags.idle_timeout.min(http.limits.idle_timeout);
     http.limits.read_timeout = flags.read_timeout;
+    let key_file = match &flags.cookie_key_file {
+        Some(path) => path.clone(),
+        None => default_key_file()?,
+    };
+    let key = cookie_key(&key_file)?;
+    let mut seed = [0; 8];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness for session ids: {e}"))?;
+    let mut visits = warren_proto::http::VisitsConfig::new(key, u64::from_le_bytes(seed));
+    visits.ttl = flags.session_ttl;
+    visits.max_sessions = flags.max_sessions;
+    http.visits = Some(std::sync::Arc::new(visits));
     Ok(http)
+}
+
+/// The `/visits` signing key kept in `path`: read if there (32 raw bytes or 64 hex digits),
+/// otherwise made from the OS's randomness and written private (0600) and synced, so that cookie
+/// counts survive a restart and no other user can forge them.
+pub fn cookie_key(path: &std::path::Path) -> anyhow::Result<[u8; 32]> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::read(path) {
+        Ok(bytes) => parse_key(&bytes).with_context(|| {
+            format!("cookie key file {}: want 32 bytes or 64 hex digits, found {} bytes", path.display(), bytes.len())
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = [0; 32];
+            getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness for the cookie key: {e}"))?;
+            // Written whole under a private name, then linked into place: a server starting at
+            // the same moment either wins the link or reads a complete key, never half of one.
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            let written = (|| {
+                let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+                file.write_all(&key)?;
+                file.sync_all()?;
+                std::fs::hard_link(&tmp, path)
+            })();
+            let _ = std::fs::remove_file(&tmp);
+            match written {
+                Ok(()) => Ok(key),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => cookie_key(path),
+                Err(e) => Err(e).with_context(|| format!("cannot create cookie key file {}", path.display())),
+            }
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read cookie key file {}", path.display())),
+    }
+}
+
+/// `$XDG_STATE_HOME/warren/cookie.key` (else under `~/.local/state`), its directory made
+/// private: not the current directory, which `largerhttpd` serves.
+fn default_key_file() -> anyhow::Result<std::path::PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let state = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => std::path::PathBuf::from(std::env::var_os("HOME").context("neither XDG_STATE_HOME nor HOME is set")?)
+            .join(".local/state"),
+    };
+    let dir = state.join("warren");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir.join("cookie.key"))
+}
+
+fn parse_key(bytes: &[u8]) -> Option<[u8; 32]> {
+    if let Ok(key) = bytes.try_into() {
+        return Some(key);
+    }
+    let hex = std::str::from_utf8(bytes).ok()?.trim();
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut key = [0; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(key)
 }
 
 /// `warren largerhttpd <port> <maxthreads>`: the course's program, grown up.

@@ -20,8 +20,10 @@
 //!   several are served whole), [`conditional`] (`ETag`, `If-None-Match`, `If-Modified-Since`,
 //!   `If-Range`).
 //!
-//! What is to come: the CLI (`warren serve http`, `warren largerhttpd`), the cookie and
-//! session-table demo application, the benchmark against nginx.
+//! - [`visits`]: the `/visits` demo, a visit counter kept in a signed cookie (stateless) and in
+//!   the hub's session table (soft state); which survives a restart is in its docs.
+//!
+//! What is to come: the benchmark against nginx.
 //!
 //! Everything here is sans-IO like the rest of the crate: bytes and strings in, values out.
 
@@ -33,11 +35,13 @@ mod reply;
 pub mod request;
 pub mod response;
 pub mod session;
+pub mod visits;
 
 pub use files::{Dir, DirEntry, Entry, Files, FilesError, OpenFile};
 pub use path::{PathError, SafePath, resolve_target};
 pub use request::{Head, HeadError, Method, RequestLimits, Version, parse_head};
 pub use session::{Http, HttpLimits, HttpSession, REFUSAL};
+pub use visits::{VisitsConfig, VisitsHub, VisitsMessage, VisitsRequest};
 
 #[cfg(test)]
 mod path_tests;
@@ -45,3 +49,5 @@ mod path_tests;
 mod request_tests;
 #[cfg(test)]
 mod session_tests;
+#[cfg(test)]
+mod visits_tests;

@@ -10,7 +10,7 @@ use super::path::SafePath;
 use super::range::{RangeAnswer, parse_range};
 use super::request::{Head, Method, Version};
 use super::response::{ResponseHead, content_type, error_body, html_escape, http_date, percent_encode, simple_error};
-use crate::{Nothing, Output};
+use crate::Output;
 
 /// What answering one request did, for the access log and the connection.
 #[derive(Debug)]
@@ -31,7 +31,7 @@ pub(super) struct Frame {
 }
 
 /// Serves a regular file: `200`, `206`, `304` or `416`; HTTP/0.9 gets the raw bytes.
-pub(super) fn serve_file(head: &Head, name: &str, file: OpenFile, frame: Frame, out: &mut Output<Nothing>) -> Reply {
+pub(super) fn serve_file<R>(head: &Head, name: &str, file: OpenFile, frame: Frame, out: &mut Output<R>) -> Reply {
     if frame.version == Version::Http09 {
         out.send_file(file.file, 0, file.len);
         return Reply { status: 200, bytes: file.len };
@@ -76,7 +76,7 @@ pub(super) fn serve_file(head: &Head, name: &str, file: OpenFile, frame: Frame, 
 }
 
 /// An error (or a redirect) with a small HTML body; HTTP/0.9 gets the course's bare string.
-pub(super) fn error(status: u16, frame: Frame, fields: &[(&str, String)], out: &mut Output<Nothing>) -> Reply {
+pub(super) fn error<R>(status: u16, frame: Frame, fields: &[(&str, String)], out: &mut Output<R>) -> Reply {
     if frame.version == Version::Http09 {
         let bare = simple_error(status);
         out.send(bare);
@@ -86,13 +86,13 @@ pub(super) fn error(status: u16, frame: Frame, fields: &[(&str, String)], out: &
 }
 
 /// An answer whose body is in memory (errors, listings).
-pub(super) fn send_whole(
+pub(super) fn send_whole<R>(
     status: u16,
     frame: Frame,
     mime: &str,
     body: &[u8],
     fields: &[(&str, String)],
-    out: &mut Output<Nothing>,
+    out: &mut Output<R>,
 ) -> Reply {
     if frame.version == Version::Http09 {
         out.send(body);

@@ -18,6 +18,9 @@
 //!   output is pending and shrinking between timeouts, the idle clock restarts.
 //! - **HTTP/0.9** (the course's LargerHttpd clients): the raw file and a close; errors are the
 //!   course's bare strings (`404 Object Not Found`), also for a malformed one-line request.
+//! - **`/visits`** (when [`Http::visits`] is set): the demo counters of [`super::visits`]. A
+//!   `/visits/session` request waits for the hub's answer; requests pipelined after it wait in
+//!   the buffer, so that answers leave in request order.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,7 +31,13 @@ use super::path::resolve_target;
 use super::reply::{Frame, Reply, error, listing, send_whole, serve_file, with_slash};
 use super::request::{Head, Method, RequestLimits, Version, parse_head};
 use super::response::clf_date;
-use crate::{ConnInfo, Deadline, Level, Limits, NoHub, Nothing, Output, Service, Session};
+use super::visits::{
+    COOKIE_LIFETIME, COUNT_COOKIE, Route, SESSION_COOKIE, VisitsConfig, VisitsHub, VisitsMessage, VisitsRequest,
+    cookies, count_cookie, parse_session_id, route, session_cookie,
+};
+use crate::{ConnInfo, Deadline, Level, Limits, Output, Service, Session};
+
+type Out = Output<VisitsRequest>;
 
 /// What the server sends a connection it refuses at its limit, before closing it.
 pub const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
@@ -57,7 +66,8 @@ impl Default for HttpLimits {
     }
 }
 
-/// The HTTP file server: one [`HttpSession`] per connection, no hub.
+/// The HTTP file server: one [`HttpSession`] per connection; the hub holds the `/visits`
+/// session table.
 #[derive(Clone)]
 pub struct Http {
     pub limits: HttpLimits,
@@ -65,12 +75,14 @@ pub struct Http {
     pub files: Arc<dyn Files>,
     /// Log one Common Log Format line per request at `Level::Info`.
     pub access_log: bool,
+    /// The `/visits` demo's key and table limits; `None` serves `/visits` from the files.
+    pub visits: Option<Arc<VisitsConfig>>,
 }
 
 impl Http {
     /// A server of `files` with the default limits and no access log.
     pub fn new(files: Arc<dyn Files>) -> Self {
-        Self { limits: HttpLimits::default(), files, access_log: false }
+        Self { limits: HttpLimits::default(), files, access_log: false, visits: None }
     }
 }
 
@@ -81,7 +93,7 @@ impl std::fmt::Debug for Http {
 }
 
 impl Service for Http {
-    type Hub = NoHub;
+    type Hub = VisitsHub;
     type Session = HttpSession;
 
     fn name(&self) -> &'static str {
@@ -92,8 +104,8 @@ impl Service for Http {
         HttpSession::new(self, info, now)
     }
 
-    fn new_hub(&self, _: Instant) -> NoHub {
-        NoHub
+    fn new_hub(&self, _: Instant) -> VisitsHub {
+        VisitsHub::new(self.visits.as_deref().cloned())
     }
 
     fn refusal(&self) -> &'static [u8] {
@@ -116,6 +128,12 @@ pub struct HttpSession {
     done: bool,
     /// Output still pending at the last timeout, to tell a slow download from a stuck one.
     last_pending: u64,
+    visits: Option<Arc<VisitsConfig>>,
+    /// A `/visits/session` request waiting for the hub: how to frame its answer, and its
+    /// request line for the log. Nothing after it is answered before it.
+    waiting: Option<(Frame, String)>,
+    /// The peer closed while a request waited: close once it is answered.
+    read_closed: bool,
 }
 
 impl std::fmt::Debug for HttpSession {
@@ -140,6 +158,9 @@ impl HttpSession {
             buf: Vec::new(),
             done: false,
             last_pending: 0,
+            visits: http.visits.clone(),
+            waiting: None,
+            read_closed: false,
         }
     }
 
@@ -148,17 +169,17 @@ impl HttpSession {
         self.wall + now.saturating_duration_since(self.opened_at)
     }
 
-    fn finish(&mut self, out: &mut Output<Nothing>) {
+    fn finish(&mut self, out: &mut Out) {
         self.done = true;
         self.buf = Vec::new();
         out.close();
     }
 
     /// Answers every complete head in the buffer, in order.
-    fn answer_ready(&mut self, now: Instant, out: &mut Output<Nothing>) -> bool {
+    fn answer_ready(&mut self, now: Instant, out: &mut Out) -> bool {
         let mut at = 0;
         let mut answered = false;
-        while !self.done {
+        while !self.done && self.waiting.is_none() {
             match parse_head(&self.buf[at..], &self.limits) {
                 Ok(Some((head, used))) => {
                     at += used;
@@ -182,15 +203,26 @@ impl HttpSession {
         answered
     }
 
-    fn answer(&mut self, now: Instant, head: &Head, out: &mut Output<Nothing>) {
+    fn answer(&mut self, now: Instant, head: &Head, out: &mut Out) {
         let has_body = head.has_body();
         let keep = head.keep_alive() && has_body == Ok(false);
         let frame =
             Frame { date: self.wall_at(now), version: head.version, is_head: head.method == Method::Head, keep };
+        let visit = if self.visits.is_some() { route(&head.target) } else { None };
         let reply = match (&head.method, has_body) {
             (_, Err(_)) => error(400, frame, &[], out),
             _ if head.header("transfer-encoding").is_some() => error(501, frame, &[], out),
             (Method::Get | Method::Head, Ok(true)) => error(413, frame, &[], out),
+            (Method::Get | Method::Head, Ok(false)) if visit == Some(Route::Cookie) => {
+                self.count_in_cookie(head, frame, out)
+            }
+            (Method::Get | Method::Head, Ok(false)) if visit == Some(Route::Session) => {
+                // The first id that parses: a malformed one is as good as none.
+                let id = cookies(head, SESSION_COOKIE).find_map(parse_session_id);
+                out.hub(VisitsRequest::Visit { id });
+                self.waiting = Some((frame, request_line(head)));
+                return;
+            }
             (Method::Get | Method::Head, Ok(false)) => self.serve(head, frame, out),
             (Method::Other(m), _) if KNOWN_METHODS.contains(&m.as_str()) => {
                 error(405, frame, &[("Allow", "GET, HEAD".into())], out)
@@ -203,7 +235,7 @@ impl HttpSession {
         }
     }
 
-    fn serve(&self, head: &Head, frame: Frame, out: &mut Output<Nothing>) -> Reply {
+    fn serve(&self, head: &Head, frame: Frame, out: &mut Out) -> Reply {
         let path = match resolve_target(&head.target) {
             Ok(path) => path,
             Err(e) => return error(e.status(), frame, &[], out),
@@ -234,8 +266,54 @@ impl HttpSession {
         }
     }
 
+    /// `/visits/cookie`: the count from the first authentic cookie, plus one, signed anew.
+    fn count_in_cookie(&self, head: &Head, frame: Frame, out: &mut Out) -> Reply {
+        let visits = self.visits.as_deref().expect("routed only when configured");
+        let mut count = None;
+        let mut rejected = 0;
+        for value in cookies(head, COUNT_COOKIE) {
+            match visits.verify(value, frame.date) {
+                Some(n) => {
+                    count = Some(n);
+                    break;
+                }
+                None => rejected += 1,
+            }
+        }
+        if rejected > 0 && count.is_none() {
+            out.log(Level::Debug, format!("visits: {COUNT_COOKIE} cookie failed verification, starting again at 1"));
+        }
+        let count = count.unwrap_or(0).saturating_add(1);
+        let expiry = unix_secs_after(frame.date, COOKIE_LIFETIME);
+        let cookie = count_cookie(&visits.sign(count, expiry));
+        let body = format!("visits: {count} (kept in a signed cookie; the server stores nothing)\n");
+        send_visits(frame, &body, cookie, out)
+    }
+
+    /// The hub counted a `/visits/session` visit: answer it, then whatever was pipelined after.
+    fn visited(&mut self, now: Instant, id: u128, count: u64, out: &mut Out) {
+        let Some((frame, line)) = self.waiting.take() else {
+            out.log(Level::Error, "visits: an answer from the hub nobody asked for");
+            return;
+        };
+        let body = format!("visits: {count} (kept in the server's session table; lost when it restarts)\n");
+        let reply = send_visits(frame, &body, session_cookie(id), out);
+        self.log(now, &line, &reply, out);
+        if !frame.keep {
+            self.finish(out);
+            return;
+        }
+        if self.answer_ready(now, out) {
+            self.deadline.input(now, false);
+        }
+        self.deadline.input(now, !self.buf.is_empty());
+        if self.read_closed && self.waiting.is_none() {
+            self.finish(out);
+        }
+    }
+
     /// One Common Log Format line, when the access log is on.
-    fn log(&self, now: Instant, line: &str, reply: &Reply, out: &mut Output<Nothing>) {
+    fn log(&self, now: Instant, line: &str, reply: &Reply, out: &mut Out) {
         if !self.access_log {
             return;
         }
@@ -250,16 +328,25 @@ impl HttpSession {
 const KNOWN_METHODS: &[&str] = &["POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
 
 impl Session for HttpSession {
-    type Request = Nothing;
-    type Message = Nothing;
+    type Request = VisitsRequest;
+    type Message = VisitsMessage;
 
-    fn handle_open(&mut self, _: Instant, _: &mut Output<Nothing>) {}
+    fn handle_open(&mut self, _: Instant, _: &mut Out) {}
 
-    fn handle_input(&mut self, now: Instant, data: &[u8], out: &mut Output<Nothing>) {
+    fn handle_input(&mut self, now: Instant, data: &[u8], out: &mut Out) {
         if self.done {
             return;
         }
         self.buf.extend_from_slice(data);
+        if self.waiting.is_some() {
+            // Pipelined behind a hub request: keep it, within what a few heads may take.
+            let bound = 4 * (self.limits.max_request_line + self.limits.max_header_bytes);
+            if self.buf.len() > bound {
+                out.log(Level::Debug, "closing: too much pipelined behind a /visits request");
+                self.finish(out);
+            }
+            return;
+        }
         if self.answer_ready(now, out) {
             // A new request's read clock starts now, not at the previous one's first byte.
             self.deadline.input(now, false);
@@ -267,17 +354,27 @@ impl Session for HttpSession {
         self.deadline.input(now, !self.buf.is_empty());
     }
 
-    fn handle_read_closed(&mut self, _: Instant, out: &mut Output<Nothing>) {
+    fn handle_read_closed(&mut self, _: Instant, out: &mut Out) {
+        if self.waiting.is_some() {
+            // The request waiting for the hub (and those behind it) still get their answers.
+            self.read_closed = true;
+            return;
+        }
         // Complete requests were answered as they came; a partial one has no one to answer.
         self.finish(out);
     }
 
-    fn handle_message(&mut self, _: Instant, msg: Nothing, _: &mut Output<Nothing>) {
-        match msg {}
+    fn handle_message(&mut self, now: Instant, msg: VisitsMessage, out: &mut Out) {
+        if self.done {
+            return;
+        }
+        let VisitsMessage::Visited { id, count } = msg;
+        self.visited(now, id, count, out);
     }
 
-    fn handle_timeout(&mut self, now: Instant, out: &mut Output<Nothing>) {
-        if self.done {
+    fn handle_timeout(&mut self, now: Instant, out: &mut Out) {
+        // While the hub is asked, the delay is the server's, not the client's.
+        if self.done || self.waiting.is_some() {
             return;
         }
         let pending = out.pending_len();
@@ -301,8 +398,19 @@ impl Session for HttpSession {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        (!self.done).then(|| self.deadline.at())
+        (!self.done && self.waiting.is_none()).then(|| self.deadline.at())
     }
+}
+
+/// A `/visits` answer: a small text body that no cache may keep, and its cookie.
+fn send_visits(frame: Frame, body: &str, cookie: String, out: &mut Out) -> Reply {
+    let fields = [("Set-Cookie", cookie), ("Cache-Control", "no-store".to_owned())];
+    send_whole(200, frame, "text/plain; charset=utf-8", body.as_bytes(), &fields, out)
+}
+
+/// Unix seconds `after` from `t`.
+fn unix_secs_after(t: SystemTime, after: Duration) -> u64 {
+    super::response::unix_secs(t).saturating_add(after.as_secs())
 }
 
 /// The request line as the access log shows it.

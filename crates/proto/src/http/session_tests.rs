@@ -15,7 +15,8 @@ use proptest::prelude::*;
 use super::files::{Dir, DirEntry, Entry, Files, FilesError, OpenFile};
 use super::path::SafePath;
 use super::session::{Http, HttpLimits, REFUSAL};
-use crate::{Action, ConnInfo, Level, Nothing, Output, Service, Session, SessionId, Transmit};
+use super::visits::VisitsRequest;
+use crate::{Action, ConnInfo, Level, Output, Service, Session, SessionId, Transmit};
 
 /// 2001-09-09 01:46:40 UTC: the wall clock at accept.
 const WALL: u64 = 1_000_000_000;
@@ -88,7 +89,7 @@ fn tree() -> MemFiles {
 /// A session under test with its output, clock and what was sent so far.
 struct Client {
     session: crate::http::HttpSession,
-    out: Output<Nothing>,
+    out: Output<VisitsRequest>,
     t0: Instant,
     now: Instant,
 }

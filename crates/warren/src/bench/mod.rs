@@ -11,11 +11,15 @@
 mod chart;
 mod hist;
 mod host;
+mod http;
+mod httpreport;
 mod idle;
 mod load;
+mod nginx;
 mod probe;
 mod report;
 mod server;
+mod wrk;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -26,6 +30,7 @@ use tokio::runtime::Runtime;
 use warren_models::Model;
 
 use self::host::{Machine, Pinning};
+pub use self::http::{HttpArgs, http};
 use self::idle::Stall;
 use self::probe::{Sampler, Usage};
 use self::report::{Header, Row};

@@ -1,0 +1,248 @@
+//! `http.md` and `http.svg`: the results of `warren bench http`, as ratios to nginx.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use super::report::median;
+use super::wrk::{Idle, Wrk};
+
+/// One load shape.
+#[derive(Clone, Copy, Debug)]
+pub struct Scenario {
+    pub file: &'static str,
+    pub close: bool,
+    pub conns: usize,
+}
+
+impl Scenario {
+    pub fn label(&self) -> String {
+        let size = if self.file.starts_with("1k") { "1 KiB" } else { "1 MiB" };
+        let regime = if self.close { "close" } else { "keep-alive" };
+        format!("{size} {regime} c{}", self.conns)
+    }
+}
+
+/// Every wrk run of one server in one scenario.
+#[derive(Clone, Debug, Default)]
+pub struct Cell {
+    pub runs: Vec<Wrk>,
+}
+
+impl Cell {
+    fn rate(&self) -> Option<f64> {
+        (!self.runs.is_empty()).then(|| median(&self.runs.iter().map(|w| w.rate).collect::<Vec<_>>()))
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ServerRow {
+    pub name: String,
+    pub cells: Vec<Cell>,
+    /// Peak RSS of the process tree over all its runs.
+    pub rss_kib: u64,
+    pub problems: Vec<String>,
+}
+
+/// How one server held the idle connections: outcome, RSS KiB before, RSS KiB while holding.
+pub type IdleOutcome = (Idle, u64, u64);
+
+pub struct Report {
+    pub machine: String,
+    pub pinning: String,
+    pub nginx: String,
+    pub settings: String,
+    pub command: String,
+    pub elapsed: Duration,
+    pub scenarios: Vec<Scenario>,
+    pub rows: Vec<ServerRow>,
+    /// Server, then (outcome, RSS KiB before, RSS KiB while holding) or why it did not start.
+    pub idle: Vec<(String, Result<IdleOutcome, String>)>,
+}
+
+/// `61234.5` → `61.2k`.
+fn short(v: f64) -> String {
+    if v >= 1000.0 { format!("{:.1}k", v / 1000.0) } else { format!("{v:.0}") }
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+pub fn markdown(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# warren bench http\n");
+    let _ = writeln!(s, "- Machine: {}", r.machine);
+    let _ = writeln!(s, "- Pinning: {}", r.pinning);
+    let _ = writeln!(
+        s,
+        "- nginx: {} (`worker_processes 1`, `access_log off`, `sendfile on`, `tcp_nopush on`, \
+         `keepalive_requests 1000000`); warren: `warren serve http --model M -d 0 --max-conns 20000`",
+        r.nginx
+    );
+    let _ = writeln!(s, "- Load: `wrk -t1 -c C --latency` (`-H 'Connection: close'` for close); {}", r.settings);
+    let _ = writeln!(s, "- Command: `{}`, took {:.0} s\n", r.command, r.elapsed.as_secs_f64());
+    let nginx = r.rows.first();
+    let header = |s: &mut String, last: &str| {
+        let _ = write!(s, "| Server |");
+        for sc in &r.scenarios {
+            let _ = write!(s, " {} |", sc.label());
+        }
+        let _ = writeln!(s, "{last}\n|---|{}", "---|".repeat(r.scenarios.len() + usize::from(!last.is_empty())));
+    };
+    let _ = writeln!(s, "## Requests per second (ratio to nginx's median in the same bench)\n");
+    header(&mut s, " peak RSS |");
+    for row in &r.rows {
+        let _ = write!(s, "| {} |", row.name);
+        for (i, cell) in row.cells.iter().enumerate() {
+            let Some(rate) = cell.rate() else {
+                let _ = write!(s, " — |");
+                continue;
+            };
+            let _ = write!(s, " {}", short(rate));
+            match nginx.and_then(|n| n.cells[i].rate()) {
+                Some(base) if base > 0.0 => {
+                    let _ = write!(s, " ({:.2}×)", rate / base);
+                }
+                _ => {}
+            }
+            if cell.runs.len() >= 3 {
+                let (lo, hi) =
+                    cell.runs.iter().fold((f64::MAX, 0.0f64), |(lo, hi), w| (lo.min(w.rate), hi.max(w.rate)));
+                let _ = write!(s, " [{}–{}]", short(lo), short(hi));
+            }
+            let _ = write!(s, " |");
+        }
+        let _ = writeln!(s, " {} |", mib(row.rss_kib));
+    }
+    let _ = writeln!(s, "\n## p99 latency (median of runs) / errors (socket errors + non-2xx, summed over runs)\n");
+    header(&mut s, "");
+    for row in &r.rows {
+        let _ = write!(s, "| {} |", row.name);
+        for cell in &row.cells {
+            if cell.runs.is_empty() {
+                let _ = write!(s, " — |");
+                continue;
+            }
+            let p99 = median(&cell.runs.iter().map(|w| w.p99_ms).collect::<Vec<_>>());
+            let errors: u64 = cell.runs.iter().map(Wrk::errors).sum();
+            let _ = write!(s, " {p99:.2} ms / {errors} |");
+        }
+        let _ = writeln!(s);
+    }
+    if !r.idle.is_empty() {
+        let _ = writeln!(s, "\n## Idle keep-alive connections (one 1 KiB request each, then held)\n");
+        let _ = writeln!(
+            s,
+            "| Server | held | failed | RSS before | RSS holding them | per connection |\n|---|---|---|---|---|---|"
+        );
+        for (name, outcome) in &r.idle {
+            match outcome {
+                Ok((idle, before, after)) => {
+                    let per = (*after as f64 - *before as f64) * 1024.0 / idle.held.max(1) as f64;
+                    let failed = match &idle.first_error {
+                        Some(e) => format!("{} ({})", idle.failed, e.replace('|', "/")),
+                        None => idle.failed.to_string(),
+                    };
+                    let _ = writeln!(
+                        s,
+                        "| {name} | {} | {failed} | {} | {} | {:.2} KiB |",
+                        idle.held,
+                        mib(*before),
+                        mib(*after),
+                        per / 1024.0
+                    );
+                }
+                Err(e) => {
+                    let _ = writeln!(s, "| {name} | did not start: {} | | | | |", e.replace('|', "/"));
+                }
+            }
+        }
+    }
+    let problems: Vec<String> =
+        r.rows.iter().flat_map(|row| row.problems.iter().map(move |p| format!("- {}: {}", row.name, p))).collect();
+    if !problems.is_empty() {
+        let _ = writeln!(s, "\n## Problems\n\n{}", problems.join("\n"));
+    }
+    let _ = writeln!(
+        s,
+        "\nRSS sums VmRSS over the server's process tree (nginx: master + worker), sampled every 50 ms. \
+         Ratios compare medians; on this shared VM single runs can drop to ~40 % (anchors §4.4), so \
+         use `--runs 3` or more before trusting a ratio."
+    );
+    s
+}
+
+/// Ratio to nginx per scenario, one bar per warren model, with the parity line at 1.0.
+pub fn svg(r: &Report) -> String {
+    const LEFT: f64 = 60.0;
+    const TOP: f64 = 60.0;
+    const PLOT: f64 = 260.0;
+    const BAR: f64 = 16.0;
+    const COLORS: [&str; 8] = ["#3b6ea5", "#e08a2c", "#4a9a4a", "#b5403a", "#7b5ea7", "#8c6d31", "#d36fb4", "#6b6b6b"];
+    let models = &r.rows[1.min(r.rows.len())..];
+    let ratios: Vec<Vec<f64>> = (0..r.scenarios.len())
+        .map(|i| {
+            let base = r.rows.first().and_then(|n| n.cells[i].rate()).unwrap_or(0.0);
+            models.iter().map(|m| if base > 0.0 { m.cells[i].rate().unwrap_or(0.0) / base } else { 0.0 }).collect()
+        })
+        .collect();
+    let top = ratios.iter().flatten().fold(1.5f64, |a, &b| a.max(b)).ceil();
+    let group = BAR * models.len().max(1) as f64 + 30.0;
+    let width = LEFT + group * r.scenarios.len().max(1) as f64 + 20.0;
+    let height = TOP + PLOT + 80.0;
+    let base = TOP + PLOT;
+    let y = |v: f64| base - PLOT * v / top;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{LEFT}" y="20" font-size="14" font-weight="bold">warren HTTP: requests per second as a ratio to nginx</text>"#
+    );
+    for (j, m) in models.iter().enumerate() {
+        let x = LEFT + j as f64 * 120.0;
+        let _ = writeln!(s, r#"<rect x="{x}" y="32" width="10" height="10" fill="{}"/>"#, COLORS[j % 8]);
+        let _ = writeln!(s, r#"<text x="{}" y="41">{}</text>"#, x + 14.0, m.name);
+    }
+    for step in 0..=(top as usize * 2) {
+        let v = step as f64 / 2.0;
+        let color = if step == 2 { "#000" } else { "#ddd" };
+        let _ = writeln!(s, r#"<line x1="{LEFT}" y1="{0}" x2="{1}" y2="{0}" stroke="{color}"/>"#, y(v), width - 10.0);
+        let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">{v:.1}×</text>"#, LEFT - 5.0, y(v) + 4.0);
+    }
+    for (i, sc) in r.scenarios.iter().enumerate() {
+        let x0 = LEFT + group * i as f64 + 15.0;
+        for (j, v) in ratios[i].iter().enumerate() {
+            let x = x0 + BAR * j as f64;
+            let _ = writeln!(
+                s,
+                r#"<rect x="{x}" y="{}" width="{}" height="{}" fill="{}"><title>{}: {v:.2}×</title></rect>"#,
+                y(*v),
+                BAR - 2.0,
+                base - y(*v),
+                COLORS[j % 8],
+                models[j].name
+            );
+        }
+        let cx = x0 + BAR * models.len() as f64 / 2.0;
+        for (k, part) in sc.label().split(' ').collect::<Vec<_>>().chunks(2).enumerate() {
+            let _ = writeln!(
+                s,
+                r#"<text x="{cx}" y="{}" text-anchor="middle">{}</text>"#,
+                base + 15.0 + 13.0 * k as f64,
+                part.join(" ")
+            );
+        }
+        let nginx = r.rows.first().and_then(|n| n.cells[i].rate()).map(short).unwrap_or_else(|| "—".into());
+        let _ = writeln!(
+            s,
+            r##"<text x="{cx}" y="{}" text-anchor="middle" fill="#777">nginx {nginx}/s</text>"##,
+            base + 54.0
+        );
+    }
+    let _ = writeln!(s, "</svg>");
+    s
+}

@@ -1,0 +1,238 @@
+//! The reference server for `warren bench http`: nginx from Debian's package, installed when
+//! missing, configured like warren (one worker, access log off, sendfile on), run in the
+//! foreground from a scratch directory and always stopped.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+/// How long nginx may take to accept connections after starting.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a program lives, searching PATH and the sbin directories a non-root PATH may miss.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"])
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.is_file())
+}
+
+/// nginx and wrk, installed with apt-get if either is missing.
+pub fn ensure_tools() -> anyhow::Result<(PathBuf, PathBuf)> {
+    if let (Some(nginx), Some(wrk)) = (find_program("nginx"), find_program("wrk")) {
+        return Ok((nginx, wrk));
+    }
+    let mut failures = Vec::new();
+    for packages in [["nginx-light", "wrk"], ["nginx", "wrk"]] {
+        eprintln!("bench: installing {} with apt-get", packages.join(" "));
+        let out = Command::new("apt-get")
+            .args(["install", "-y", "-q"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .output();
+        match out {
+            Ok(out) if out.status.success() => break,
+            Ok(out) => {
+                let err = String::from_utf8_lossy(&out.stderr);
+                let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message");
+                failures.push(format!("`apt-get install -y {}`: {} ({last})", packages.join(" "), out.status));
+            }
+            Err(e) => failures.push(format!("cannot run apt-get: {e}")),
+        }
+    }
+    match (find_program("nginx"), find_program("wrk")) {
+        (Some(nginx), Some(wrk)) => Ok((nginx, wrk)),
+        _ => bail!(
+            "warren bench http needs nginx and wrk, and installing them failed: {}. Install them by hand \
+             (`apt-get install nginx-light wrk` as root) and run the bench again",
+            failures.join("; ")
+        ),
+    }
+}
+
+/// A scratch directory, removed when dropped.
+#[derive(Debug)]
+pub struct Scratch {
+    pub dir: PathBuf,
+}
+
+impl Scratch {
+    /// `/tmp/warren-bench-http-PID` with `root/1k.bin` and `root/1m.bin`, readable by all
+    /// (nginx's workers run as `nobody` when the bench runs as root).
+    pub fn create() -> anyhow::Result<Scratch> {
+        let dir = std::env::temp_dir().join(format!("warren-bench-http-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let scratch = Scratch { dir };
+        let root = scratch.root();
+        std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+        for (name, size) in [("1k.bin", 1024), ("1m.bin", 1024 * 1024)] {
+            let body: Vec<u8> = (0..size).map(|i| b"warren-bench-http\n"[i % 18]).collect();
+            std::fs::write(root.join(name), body)?;
+        }
+        for dir in [&scratch.dir, &root] {
+            std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        }
+        Ok(scratch)
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.join("root")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A port free right now on 127.0.0.1 (bound to port 0, then released).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The configuration: one worker, no access log, sendfile, everything inside `dir`.
+pub fn config(dir: &Path, root: &Path, port: u16) -> String {
+    let d = dir.display();
+    format!(
+        "daemon off;\nmaster_process on;\nworker_processes 1;\nworker_rlimit_nofile 20000;\npid {d}/nginx.pid;\n\
+         error_log {d}/error.log warn;\nevents {{ worker_connections 20000; }}\nhttp {{\n  access_log off;\n  \
+         sendfile on;\n  tcp_nopush on;\n  keepalive_requests 1000000;\n  default_type application/octet-stream;\n  \
+         client_body_temp_path {d}/body;\n  server {{ listen 127.0.0.1:{port}; root {}; }}\n}}\n",
+        root.display()
+    )
+}
+
+/// A running nginx master (and its worker), stopped on drop.
+#[derive(Debug)]
+pub struct Nginx {
+    child: Child,
+    pid: i32,
+    addr: SocketAddr,
+    dir: PathBuf,
+    stopped: bool,
+}
+
+impl Nginx {
+    /// Write the configuration into `scratch` and start nginx on `cpu` (with `taskset`).
+    pub fn start(nginx: &Path, scratch: &Scratch, cpu: Option<usize>) -> anyhow::Result<Nginx> {
+        let port = free_port()?;
+        let dir = scratch.dir.clone();
+        let conf = dir.join("nginx.conf");
+        std::fs::write(&conf, config(&dir, &scratch.root(), port))?;
+        let mut command = match cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &cpu.to_string()]).arg(nginx);
+                c
+            }
+            None => Command::new(nginx),
+        };
+        command.arg("-p").arg(&dir).arg("-e").arg(dir.join("error.log")).arg("-c").arg(&conf);
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0);
+        // SAFETY: only prctl, async-signal-safe, between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = command.spawn().with_context(|| format!("cannot start {}", nginx.display()))?;
+        let pid = child.id() as i32;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut guard = Nginx { child, pid, addr, dir, stopped: false };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(guard);
+            }
+            if let Ok(Some(status)) = guard.child.try_wait() {
+                guard.stopped = true;
+                bail!("nginx exited at start ({status}): {}", guard.errors());
+            }
+            if Instant::now() >= deadline {
+                bail!("nginx did not listen on {addr} within {READY_TIMEOUT:?}: {}", guard.errors());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The master's pid; its worker is its child.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The version line, for the report.
+    pub fn version(nginx: &Path) -> String {
+        let out = Command::new(nginx).arg("-v").output();
+        out.map(|o| String::from_utf8_lossy(&o.stderr).trim().replace("nginx version: ", "")).unwrap_or_default()
+    }
+
+    /// The tail of nginx's error log.
+    pub fn errors(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().rev().take(3).collect();
+        if lines.is_empty() { "(empty error log)".into() } else { lines.join(" | ") }
+    }
+
+    /// SIGQUIT (graceful), then SIGTERM, then SIGKILL to the whole group.
+    pub fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        for (signal, grace) in [(Signal::SIGQUIT, 2000), (Signal::SIGTERM, 1000)] {
+            let _ = kill(Pid::from_raw(self.pid), signal);
+            let deadline = Instant::now() + Duration::from_millis(grace);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        // The group id stays ours until the leader is reaped; a worker left behind goes too.
+        let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_keeps_everything_in_the_scratch_directory() {
+        let conf = config(Path::new("/tmp/x"), Path::new("/tmp/x/root"), 8080);
+        assert!(conf.contains("listen 127.0.0.1:8080;") && conf.contains("root /tmp/x/root;"));
+        assert!(conf.contains("pid /tmp/x/nginx.pid;") && conf.contains("access_log off;"));
+        assert!(conf.contains("worker_processes 1;") && conf.contains("daemon off;"));
+    }
+
+    #[test]
+    fn scratch_has_the_files_and_goes_away() {
+        let scratch = Scratch::create().unwrap();
+        let dir = scratch.dir.clone();
+        assert_eq!(std::fs::metadata(scratch.root().join("1m.bin")).unwrap().len(), 1 << 20);
+        drop(scratch);
+        assert!(!dir.exists());
+    }
+}
