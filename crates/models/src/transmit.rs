@@ -20,6 +20,8 @@ where
     loop {
         let sent = match out.poll_transmit() {
             None => return Ok(true),
+            // A head with its file behind it: hold the packet for the body (MSG_MORE).
+            Some(Transmit::Bytes(bytes)) if out.more_queued() => send_more(socket, bytes),
             Some(Transmit::Bytes(bytes)) => (&mut &*socket).write(bytes),
             Some(Transmit::File(slice)) => send_file(socket, slice),
         };
@@ -31,6 +33,16 @@ where
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Send `bytes` telling the kernel more follows at once, so that it waits for it before it
+/// sends a short segment.
+fn send_more(socket: &impl AsFd, bytes: &[u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // nix names no MSG_MORE; the bit is libc's.
+    let flags =
+        nix::sys::socket::MsgFlags::from_bits_retain(nix::libc::MSG_MORE) | nix::sys::socket::MsgFlags::MSG_NOSIGNAL;
+    nix::sys::socket::send(socket.as_fd().as_raw_fd(), bytes, flags).map_err(io::Error::from)
 }
 
 /// One `sendfile` call for the front of `slice`.

@@ -171,6 +171,13 @@ impl<R> Output<R> {
         })
     }
 
+    /// Whether more follows the front segment already (a file after its response head): a
+    /// driver may then ask the kernel to hold a partial packet (`MSG_MORE`), as nginx's
+    /// `tcp_nopush` does, so that head and body leave together.
+    pub fn more_queued(&self) -> bool {
+        self.segments.len() > 1
+    }
+
     /// The bytes at the front of the queue (empty when a file slice is next or nothing is).
     /// Drivers that only ever serve byte protocols may use this; others use `poll_transmit`.
     pub fn pending(&self) -> &[u8] {
