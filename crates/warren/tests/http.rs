@@ -46,7 +46,11 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 
 fn check(model: &str) {
     let root = docroot(model);
-    let server = Server::serve("http", model, &["--root", root.to_str().unwrap()]);
+    // The visit counter's signing key: beside the root (never inside, where it would be served),
+    // not in $HOME.
+    let key = root.with_extension("key");
+    let server =
+        Server::serve("http", model, &["--root", root.to_str().unwrap(), "--cookie-key-file", key.to_str().unwrap()]);
     let addr = server.addr;
 
     let (head, body) = split(&ask(addr, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
@@ -116,7 +120,8 @@ fn check(model: &str) {
     }
     drop(stream);
     server.stop_clean();
-    let _ = std::fs::remove_dir_all(root);
+    let _ = std::fs::remove_dir_all(&root);
+    let _ = std::fs::remove_file(key);
 }
 
 per_model!(check);

@@ -18,7 +18,14 @@ fn check(model: &str) {
     let root = std::env::temp_dir().join(format!("warren-http-slow-{model}-{}", std::process::id()));
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("index.html"), b"ok\n").unwrap();
-    let server = Server::serve("http", model, &["--root", root.to_str().unwrap(), "--read-timeout", "3s"]);
+    // The visit counter's signing key: beside the root (never inside, where it would be served),
+    // not in $HOME.
+    let key = root.with_extension("key");
+    let server = Server::serve(
+        "http",
+        model,
+        &["--root", root.to_str().unwrap(), "--read-timeout", "3s", "--cookie-key-file", key.to_str().unwrap()],
+    );
     let addr = server.addr;
 
     // Every slow client starts a request and then sends one byte at a time.
@@ -55,7 +62,8 @@ fn check(model: &str) {
     assert_eq!(cut, SLOW / 25);
     drop(slow);
     server.stop_clean();
-    let _ = std::fs::remove_dir_all(root);
+    let _ = std::fs::remove_dir_all(&root);
+    let _ = std::fs::remove_file(key);
 }
 
 #[test]

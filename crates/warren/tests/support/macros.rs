@@ -8,34 +8,7 @@ macro_rules! per_model {
         fn iterative() {
             $check("iterative")
         }
-        #[test]
-        fn thread() {
-            $check("thread")
-        }
-        #[test]
-        fn pool() {
-            $check("pool")
-        }
-        #[test]
-        fn fork() {
-            $check("fork")
-        }
-        #[test]
-        fn prefork() {
-            $check("prefork")
-        }
-        #[test]
-        fn event() {
-            $check("event")
-        }
-        #[test]
-        fn green() {
-            $check("green")
-        }
-        #[test]
-        fn hybrid() {
-            $check("hybrid")
-        }
+        per_concurrent_model!($check);
     };
 }
 
