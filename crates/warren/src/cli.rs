@@ -152,18 +152,25 @@ pub struct ServerFlags {
     /// Exit after this long without activity (e.g. 3m).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub idle_exit: Option<Duration>,
-    /// Close a connection idle this long.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
-    pub idle_timeout: Duration,
+    /// Close a connection idle this long [default: 5m; http: 75s, nginx's keepalive_timeout].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub idle_timeout: Option<Duration>,
     /// Close a connection that takes this long to finish a request (slow clients).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub read_timeout: Duration,
     /// Give up on a peer that reads nothing for this long.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub write_timeout: Duration,
-    /// Longest request line or frame, in bytes.
-    #[arg(long, default_value_t = 4096)]
-    pub max_request: usize,
+    /// Longest request line or frame, in bytes; http: longer lines get 414 [default: 4096;
+    /// http: 8192].
+    #[arg(long)]
+    pub max_request: Option<usize>,
+    /// http: the most bytes of header fields in one request; more get 431.
+    #[arg(long, default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+    /// http: the most header fields in one request; more get 431.
+    #[arg(long, default_value_t = 64)]
+    pub max_headers: usize,
     /// timeserver: the blocking call's length; pingpong: the pause before each hit.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub delay: Option<Duration>,

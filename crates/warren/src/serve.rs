@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::time::Duration;
 
 use anyhow::Context;
 use socket2::{Domain, Protocol as IpProtocol, Socket, Type};
@@ -14,8 +15,11 @@ use crate::cli::{ChatserverArgs, LargerhttpdArgs, PingpongArgs, Protocol, Server
 /// `warren serve <protocol>`.
 pub fn serve(protocol: Protocol, flags: &ServerFlags) -> anyhow::Result<()> {
     init_logging(flags.debug);
-    let limits =
-        Limits { idle_timeout: flags.idle_timeout, read_timeout: flags.read_timeout, max_request: flags.max_request };
+    let limits = Limits {
+        idle_timeout: flags.idle_timeout.unwrap_or(Duration::from_secs(300)),
+        read_timeout: flags.read_timeout,
+        max_request: flags.max_request.unwrap_or(4096),
+    };
     if flags.udp {
         return match protocol {
             Protocol::Echo => serve_udp(warren_proto::echo::Echo { limits }, flags),
@@ -57,8 +61,15 @@ fn http_service(flags: &ServerFlags) -> anyhow::Result<warren_proto::http::Http>
     let root = DocRoot::new(&flags.root, options).with_context(|| format!("document root {}", flags.root.display()))?;
     let mut http = warren_proto::http::Http::new(std::sync::Arc::new(root));
     http.access_log = flags.access_log;
-    http.limits.idle_timeout = flags.idle_timeout.min(http.limits.idle_timeout);
+    if let Some(idle) = flags.idle_timeout {
+        http.limits.idle_timeout = idle;
+    }
     http.limits.read_timeout = flags.read_timeout;
+    if let Some(line) = flags.max_request {
+        http.limits.request.max_request_line = line;
+    }
+    http.limits.request.max_header_bytes = flags.max_header_bytes;
+    http.limits.request.max_headers = flags.max_headers;
     let key_file = match &flags.cookie_key_file {
         Some(path) => path.clone(),
         None => default_key_file()?,

@@ -125,3 +125,37 @@ fn check(model: &str) {
 }
 
 per_model!(check);
+
+/// The request-size limits on the command line: a long request line gets `414`, too many or too
+/// large header fields `431`, and a request within them still `200`.
+#[test]
+fn request_limits_from_the_command_line() {
+    let root = docroot("limits");
+    let key = root.with_extension("key");
+    let server = Server::serve(
+        "http",
+        "event",
+        &[
+            "--root",
+            root.to_str().unwrap(),
+            "--cookie-key-file",
+            key.to_str().unwrap(),
+            "--max-request",
+            "40",
+            "--max-headers",
+            "3",
+            "--max-header-bytes",
+            "100",
+        ],
+    );
+    let status = |request: &str| String::from_utf8_lossy(&ask(server.addr, request)[..12]).into_owned();
+    assert_eq!(status("GET /sub/a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), "HTTP/1.1 200");
+    let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(40));
+    assert_eq!(status(&long), "HTTP/1.1 414");
+    assert_eq!(status("GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"), "HTTP/1.1 431");
+    let fat = format!("GET / HTTP/1.1\r\nHost: x\r\nA: {}\r\n\r\n", "v".repeat(100));
+    assert_eq!(status(&fat), "HTTP/1.1 431");
+    server.stop_clean();
+    let _ = std::fs::remove_dir_all(&root);
+    let _ = std::fs::remove_file(key);
+}

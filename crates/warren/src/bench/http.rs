@@ -23,15 +23,15 @@ pub struct HttpArgs {
     /// warren models to measure, comma-separated [default: event,hybrid,thread,pool].
     #[arg(long, value_delimiter = ',')]
     pub models: Vec<Model>,
-    /// Concurrent connections, comma-separated [default: 50,256].
+    /// Concurrent connections, comma-separated [default: 1,50,256,1000].
     #[arg(long, value_delimiter = ',')]
     pub connections: Vec<usize>,
     /// Length of each wrk run (whole seconds).
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
     pub duration: Duration,
     /// wrk runs per server and scenario, interleaved; with 3 or more the table shows the median
     /// and min–max.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 3)]
     pub runs: usize,
     /// Idle keep-alive connections held against nginx and warren event; 0 skips the test.
     #[arg(long, default_value_t = 10_000)]
@@ -75,7 +75,7 @@ pub fn http(args: &HttpArgs) -> anyhow::Result<()> {
     } else {
         args.models.clone()
     };
-    let conns = if args.connections.is_empty() { vec![50, 256] } else { args.connections.clone() };
+    let conns = if args.connections.is_empty() { vec![1, 50, 256, 1000] } else { args.connections.clone() };
     ensure!(conns.iter().all(|c| (1..=10_000).contains(c)), "--connections must be 1 to 10000 each");
     ensure!((1..=20).contains(&args.runs), "--runs must be 1 to 20");
     ensure!((1..=60).contains(&args.duration.as_secs()), "--duration must be 1s to 60s");
