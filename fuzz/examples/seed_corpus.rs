@@ -271,9 +271,118 @@ fn lines() {
     }
 }
 
+/// DNS queries: `[settings] query`, settings bit 0 for TCP, bits 1-2 the server's EDNS size.
+fn dns() {
+    use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::{DNSClass, Name, RecordType};
+
+    let query = |name: &str, qtype: RecordType| {
+        let mut message = Message::new(0x1234, MessageType::Query, OpCode::Query);
+        message.metadata.recursion_desired = true;
+        message.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+        message
+    };
+    let edns = |mut message: Message, payload: u16, version: u8| {
+        let mut edns = Edns::new();
+        edns.set_max_payload(payload).set_version(version);
+        message.edns = Some(edns);
+        message
+    };
+    let seed = |name: &str, settings: u8, message: &Message| {
+        write("dns_answer", name, &[&[settings], message.to_vec().unwrap().as_slice()].concat());
+    };
+    seed("a-udp", 0, &query("web.warren.", RecordType::A));
+    seed("a-edns-1232", 2, &edns(query("web.warren.", RecordType::A), 1232, 0));
+    seed("a-mixed-case", 0, &query("WeB.wArReN.", RecordType::A));
+    seed("a-truncated-udp", 0, &query("big.warren.", RecordType::A));
+    seed("a-edns-4096-server-4096", 4, &edns(query("big.warren.", RecordType::A), 4096, 0));
+    seed("a-tcp-all", 1, &query("big.warren.", RecordType::A));
+    seed("aaaa", 0, &query("dual.warren.", RecordType::AAAA));
+    seed("any", 0, &query("dual.warren.", RecordType::ANY));
+    seed("srv", 2, &edns(query("dual.warren.", RecordType::SRV), 1232, 0));
+    seed("srv-duplicates", 0, &query("dup.warren.", RecordType::SRV));
+    seed("srv-many-udp", 0, &query("big.warren.", RecordType::SRV));
+    seed("address-name", 0, &query("0a000001.addr.warren.", RecordType::A));
+    seed("nodata", 0, &query("down.warren.", RecordType::A));
+    seed("nxdomain", 2, &edns(query("nobody.warren.", RecordType::A), 1232, 0));
+    seed("apex-soa", 0, &query("warren.", RecordType::SOA));
+    seed("refused-other-zone", 0, &query("example.com.", RecordType::A));
+    let mut chaos = query("version.bind.", RecordType::TXT);
+    chaos.queries[0].set_query_class(DNSClass::CH);
+    seed("refused-chaos", 0, &chaos);
+    seed("badvers", 0, &edns(query("web.warren.", RecordType::A), 1232, 1));
+    let mut notify = query("warren.", RecordType::SOA);
+    notify.metadata.op_code = OpCode::Notify;
+    seed("notimp-notify", 0, &notify);
+    seed("notimp-axfr", 1, &query("warren.", RecordType::AXFR));
+    let mut two = query("web.warren.", RecordType::A);
+    two.add_query(Query::query(Name::from_ascii("dual.warren.").unwrap(), RecordType::A));
+    seed("formerr-two-questions", 0, &two);
+    let cut = query("web.warren.", RecordType::A).to_vec().unwrap();
+    write("dns_answer", "formerr-cut", &[&[0], &cut[..cut.len() - 3]].concat());
+    let mut response = query("web.warren.", RecordType::A);
+    response.metadata.message_type = MessageType::Response;
+    seed("no-answer-response", 0, &response);
+    write("dns_answer", "no-answer-short", &[0, 0x12, 0x34, 0, 0, 0, 1]);
+}
+
+/// Registry frames: a pipelined stream of every request, every answer, and edge cases.
+fn registry() {
+    use warren_registry::wire::{MAX_REQUEST, Request, Response, encode};
+    use warren_registry::{Endpoint, Entry, Error, Event, EventKind, LeaseId, Name, Revision};
+    let t = "registry_wire";
+    let name = Name::new("web.eu").unwrap();
+    let mut endpoint = Endpoint::tcp(([127, 0, 0, 1], 8080).into());
+    endpoint.meta.insert("zone".into(), "a".into());
+    let v6 = Endpoint::tcp("[::1]:443".parse().unwrap());
+    let requests = [
+        Request::Lookup { name: name.clone() },
+        Request::List { prefix: "web".into() },
+        Request::Bind { name: name.clone(), token: "t".into(), endpoints: vec![endpoint.clone(), v6.clone()] },
+        Request::Rebind { name: name.clone(), token: "t".into(), endpoints: vec![v6.clone()] },
+        Request::Unbind { name: name.clone(), token: "t".into() },
+        Request::Register { name: name.clone(), token: "t".into(), endpoint: endpoint.clone(), ttl_ms: 10_000 },
+        Request::Renew { lease: LeaseId(7) },
+        Request::Release { lease: LeaseId(7), token: "t".into() },
+        Request::Watch { prefix: String::new(), from: Revision(3) },
+        Request::Cancel { watch: 9 },
+    ];
+    let mut stream = Vec::new();
+    for (id, request) in (1..).zip(&requests) {
+        encode(id, request, MAX_REQUEST, &mut stream).unwrap();
+    }
+    write(t, "requests", &stream);
+    let event = Event { revision: Revision(4), kind: EventKind::Delete, name: name.clone(), endpoint: v6.clone() };
+    let answers = [
+        Response::Endpoints { revision: Revision(2), endpoints: vec![endpoint.clone()] },
+        Response::Entries { revision: Revision(2), entries: vec![Entry { name: name.clone(), endpoints: vec![v6] }] },
+        Response::Written { revision: Revision(3) },
+        Response::Leased { lease: LeaseId(7), ttl_ms: 10_000, revision: Revision(4) },
+        Response::Renewed { ttl_ms: 10_000 },
+        Response::Events { events: vec![event] },
+        Response::Cancelled,
+        Response::Error(Error::Compacted { oldest: Revision(2) }),
+        Response::Error(Error::NotBound(name)),
+    ];
+    let mut stream = Vec::new();
+    for (id, answer) in (1..).zip(&answers) {
+        encode(id, answer, MAX_REQUEST, &mut stream).unwrap();
+    }
+    write(t, "answers", &stream);
+    write(t, "bad-magic", b"GET / HTTP/1.1\r\n\r\n");
+    write(t, "bad-version", &[0xD7, 2, 0, 0, 0, 4, 0, 0, 0, 1]);
+    write(t, "too-large", &[0xD7, 1, 0, 1, 0, 0]);
+    write(t, "too-short", &[0xD7, 1, 0, 0, 0, 3, 0, 0, 0]);
+    write(t, "unknown-op-then-renew", &[0xD7, 1, 0, 0, 0, 5, 0, 0, 0, 1, 0x7f, 0xD7, 1, 0, 0, 0, 6, 0, 0, 0, 2, 6, 1]);
+    write(t, "bad-name", &[0xD7, 1, 0, 0, 0, 8, 0, 0, 0, 1, 0, 3, b'W', b'e', b'b']);
+    write(t, "truncated", &stream[..stream.len() / 2]);
+}
+
 fn main() {
     chat();
     pingpong();
     frames();
     lines();
+    dns();
+    registry();
 }

@@ -11,12 +11,16 @@
 
 pub mod chat_session;
 pub mod chat_wire;
+pub mod files_wire;
+pub mod dns_answer;
 pub mod http_head;
 pub mod http_path;
 pub mod hub_frame;
 pub mod lines;
 pub mod pingpong_session;
 pub mod pingpong_wire;
+pub mod registry_wire;
+pub mod xinetd_config;
 
 /// A target's body: runs one input, panics on a failed check.
 pub type Target = fn(&[u8]);
@@ -28,9 +32,13 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("chat_wire", chat_wire::run),
     ("pingpong_session", pingpong_session::run),
     ("pingpong_wire", pingpong_wire::run),
+    ("registry_wire", registry_wire::run),
     ("hub_frame", hub_frame::run),
     ("http_head", http_head::run),
     ("http_path", http_path::run),
+    ("files_wire", files_wire::run),
+    ("dns_answer", dns_answer::run),
+    ("xinetd_config", xinetd_config::run),
 ];
 
 /// A small deterministic generator (splitmix64) for chunk sizes, interleavings and clock

@@ -68,6 +68,16 @@ fn http_path() {
 }
 
 #[test]
+fn dns_answer() {
+    replay("dns_answer");
+}
+
+#[test]
+fn files_wire() {
+    replay("files_wire");
+}
+
+#[test]
 fn every_target_has_a_test() {
     let names: Vec<&str> = warren_fuzz::TARGETS.iter().map(|(name, _)| *name).collect();
     assert_eq!(
@@ -78,9 +88,23 @@ fn every_target_has_a_test() {
             "chat_wire",
             "pingpong_session",
             "pingpong_wire",
+            "registry_wire",
             "hub_frame",
             "http_head",
-            "http_path"
+            "http_path",
+            "files_wire",
+            "dns_answer",
+            "xinetd_config"
         ]
     );
+}
+
+#[test]
+fn registry_wire() {
+    replay("registry_wire");
+}
+
+#[test]
+fn xinetd_config() {
+    replay("xinetd_config");
 }

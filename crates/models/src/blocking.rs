@@ -12,11 +12,13 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use warren_proto::{Action, ConnInfo, Hub, Output, Service, Session};
 
 use crate::activity::Activity;
 use crate::conn::log_line;
 use crate::shutdown::Shutdown;
+use crate::urgent::{Tracker, UrgentMode, Watch};
 
 /// How a blocking connection reaches the hub.
 pub(crate) trait HubLink<H: Hub> {
@@ -35,6 +37,7 @@ pub(crate) struct ConnEnv<'a> {
     pub shutdown: &'a Shutdown,
     pub activity: &'a Activity,
     pub write_timeout: Duration,
+    pub urgent: UrgentMode,
 }
 
 /// Serve one connection to the end.
@@ -52,6 +55,16 @@ pub(crate) fn serve_connection<S: Service>(
     let mut session = service.new_session(&info, now);
     let mut out = Output::new();
     session.handle_open(now, &mut out);
+
+    // Urgent data: SIGURG wakes this thread through an eventfd, and the thread asks its socket.
+    let mut tracker = Tracker::new(env.urgent);
+    let urgent_wake = match urgent_wake(&stream, env.urgent) {
+        Ok(wake) => wake,
+        Err(e) => {
+            tracing::warn!(target: "warren", "cannot arm urgent data: {e}");
+            None
+        }
+    };
 
     let mut buf = vec![0u8; 16 * 1024];
     let mut actions = Vec::new();
@@ -80,12 +93,19 @@ pub(crate) fn serve_connection<S: Service>(
             .unwrap_or(PollTimeout::MAX),
             None => PollTimeout::NONE,
         };
-        let (sock_ready, link_ready, shut_ready) = {
+        let (sock_ready, link_ready, shut_ready, urgent_ready) = {
             // Once the peer has closed, the socket stays out of the poll set: it would report
-            // POLLHUP forever and turn the wait into a spin.
-            let mut fds = Vec::with_capacity(3);
-            let sock_at = (!read_closed).then(|| {
-                fds.push(PollFd::new(stream.as_fd(), PollFlags::POLLIN));
+            // POLLHUP forever and turn the wait into a spin. So it does while the session
+            // holds its input back (flow control).
+            let mut fds = Vec::with_capacity(4);
+            let sock_at = (!read_closed && session.wants_input()).then(|| {
+                // POLLPRI: the urgent byte came in (out of line it is no POLLIN).
+                let pri = if tracker.until_mark() { PollFlags::POLLPRI } else { PollFlags::empty() };
+                fds.push(PollFd::new(stream.as_fd(), PollFlags::POLLIN | pri));
+                fds.len() - 1
+            });
+            let urgent_at = urgent_wake.as_ref().map(|(efd, _)| {
+                fds.push(PollFd::new(efd.as_fd(), PollFlags::POLLIN));
                 fds.len() - 1
             });
             let link_at = link.wake_fd().map(|fd| {
@@ -108,10 +128,28 @@ pub(crate) fn serve_connection<S: Service>(
                 Err(_) => return,
             }
             let ready = |at: Option<usize>| at.is_some_and(|i| fds[i].revents().is_some_and(|r| !r.is_empty()));
-            (ready(sock_at), ready(link_at), ready(shut_at))
+            (ready(sock_at), ready(link_at), ready(shut_at), ready(urgent_at))
         };
 
         let now = Instant::now();
+        if urgent_ready && let Some((efd, _)) = &urgent_wake {
+            let _ = efd.read();
+            if let Some(urgent) = tracker.check(stream.as_fd()) {
+                session.handle_urgent(now, urgent, &mut out);
+            }
+        }
+        if sock_ready && tracker.armed() {
+            // Reads stop at the mark; there, the urgent byte is taken before anything else.
+            match tracker.at_mark(stream.as_fd()) {
+                Ok(Some(urgent)) => {
+                    session.handle_urgent(now, urgent, &mut out);
+                    continue;
+                }
+                Ok(None) if tracker.waiting_for_byte(stream.as_fd()) => continue,
+                Ok(None) => {}
+                Err(_) => return,
+            }
+        }
         if sock_ready && !read_closed {
             match stream.read(&mut buf) {
                 Ok(0) => {
@@ -144,6 +182,24 @@ pub(crate) fn serve_connection<S: Service>(
             session.handle_timeout(now, &mut out);
         }
     }
+}
+
+/// Arm urgent data on `stream` and subscribe an eventfd to SIGURG; `None` when not armed.
+fn urgent_wake(
+    stream: &TcpStream,
+    mode: UrgentMode,
+) -> io::Result<Option<(std::sync::Arc<EventFd>, crate::urgent::Subscription)>> {
+    if mode == UrgentMode::Off {
+        return Ok(None);
+    }
+    let watch = Watch::get()?;
+    crate::urgent::arm(stream.as_fd(), mode)?;
+    let efd = std::sync::Arc::new(EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?);
+    let waker = efd.clone();
+    let subscription = watch.subscribe(move || {
+        let _ = waker.write(1);
+    });
+    Ok(Some((efd, subscription)))
 }
 
 /// Send what the session produced and carry out its actions, until it has nothing more to say.

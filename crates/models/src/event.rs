@@ -45,6 +45,8 @@ enum Wake {
     Mail(usize),
     /// A worker finished the blocking call of the connection in this slot and generation.
     Done(usize, u64),
+    /// SIGURG: some connection has urgent data; each one checks its own socket.
+    Urgent,
 }
 
 struct Loop<S: Service> {
@@ -93,6 +95,7 @@ pub(crate) fn serve<S: Service>(
         buf: vec![0; READ_BUF],
         again: Vec::new(),
     };
+    let _urgent = subscribe_urgent(config, &lp.inbox, || Wake::Urgent)?;
     let (mut events, mut ready, mut wakes) = (Events::with_capacity(1024), Vec::new(), Vec::new());
     let mut grace_end = None;
     loop {
@@ -129,7 +132,8 @@ pub(crate) fn serve<S: Service>(
                 WAKER => {}
                 Token(t) => {
                     if let Some(Some(conn)) = lp.conns.get_mut(t) {
-                        conn.ready(event.is_readable() || event.is_error(), event.is_read_closed());
+                        let readable = event.is_readable() || event.is_error() || event.is_priority();
+                        conn.ready(readable, event.is_read_closed());
                     }
                     ready.push(t);
                 }
@@ -139,6 +143,7 @@ pub(crate) fn serve<S: Service>(
         for wake in wakes.drain(..) {
             match wake {
                 Wake::Mail(t) => ready.push(t),
+                Wake::Urgent => ready.extend((0..lp.conns.len()).filter(|&t| lp.conns[t].is_some())),
                 Wake::Done(t, generation) => {
                     if let Some(Some(conn)) = lp.conns.get_mut(t)
                         && conn.generation == generation
@@ -182,9 +187,11 @@ impl<S: Service> Loop<S> {
         }
         let mut stream = TcpStream::from_std(stream);
         let token = self.free.pop().unwrap_or(self.conns.len());
-        if let Err(e) =
-            self.poll.registry().register(&mut stream, Token(token), Interest::READABLE | Interest::WRITABLE)
-        {
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(token),
+            self.ctx.interest(Interest::READABLE | Interest::WRITABLE),
+        ) {
             tracing::warn!(target: "warren", "event: cannot watch a new connection: {e}");
             counters.refused.fetch_add(1, Ordering::Relaxed);
             self.free.extend((token < self.conns.len()).then_some(token));
@@ -223,6 +230,19 @@ impl<S: Service> Loop<S> {
             }
         }
     }
+}
+
+/// With urgent data armed, push `wake()` into the loop's inbox after every SIGURG.
+pub(crate) fn subscribe_urgent<T: Send + 'static>(
+    config: &ServeConfig,
+    inbox: &Arc<Inbox<T>>,
+    wake: impl Fn() -> T + Send + Sync + 'static,
+) -> io::Result<Option<crate::urgent::Subscription>> {
+    if config.urgent == crate::UrgentMode::Off {
+        return Ok(None);
+    }
+    let inbox = inbox.clone();
+    Ok(Some(crate::urgent::Watch::get()?.subscribe(move || inbox.push(wake()))))
 }
 
 /// The threads that make suspended connections' blocking calls (nginx's thread pool). After

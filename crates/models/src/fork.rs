@@ -128,7 +128,7 @@ fn child<S: Service>(
     trigger_on_signals_without_thread(shutdown.clone())?;
     child_ready(signals, parent)?;
     let mut link = RemoteLink::new(hub.addr.clone(), info.id);
-    let env = ConnEnv { shutdown: &shutdown, activity, write_timeout: config.write_timeout };
+    let env = ConnEnv { shutdown: &shutdown, activity, write_timeout: config.write_timeout, urgent: config.urgent };
     serve_connection(service, stream, info, &mut link, &env);
     Ok(())
 }

@@ -245,7 +245,9 @@ impl<S: Service> Conn<S> {
             let event = tokio::select! {
                 // Wait for readiness rather than in `read`, so that an idle connection holds no
                 // buffer: 10,000 idle connections would otherwise pin 160 MiB of them.
-                ready = stream.readable(), if !read_closed => Event::Read(ready.and_then(|()| read_now(&stream))),
+                ready = stream.readable(), if !read_closed && session.wants_input() => {
+                    Event::Read(ready.and_then(|()| read_now(&stream)))
+                }
                 () = self.wake.notified() => Event::Mail,
                 () = sleep_until(wake_at), if deadline.is_some() => Event::Timeout,
                 () = stopped(&mut stop), if !shutdown_seen => Event::Shutdown,

@@ -23,7 +23,12 @@ pub(crate) fn serve<S: Service>(
     env: &Env,
 ) -> std::io::Result<ServeReport> {
     let hub = Arc::new(LocalHub::new(service.new_hub(std::time::Instant::now())));
-    let conn_env = ConnEnv { shutdown: &env.shutdown, activity: &env.activity, write_timeout: config.write_timeout };
+    let conn_env = ConnEnv {
+        shutdown: &env.shutdown,
+        activity: &env.activity,
+        write_timeout: config.write_timeout,
+        urgent: config.urgent,
+    };
     let mut acceptor = Acceptor::new();
     while wait_readable(&listener, env)? {
         match acceptor.accept(&listener, service.refusal())? {

@@ -36,6 +36,7 @@ pub mod shutdown;
 mod thread;
 mod transmit;
 pub mod udp;
+mod urgent;
 
 #[doc(hidden)]
 pub mod fuzzing {
@@ -43,5 +44,6 @@ pub mod fuzzing {
 }
 
 pub use activity::Activity;
-pub use run::{Model, ServeConfig, ServeReport, serve};
+pub use run::{Model, ServeConfig, ServeReport, serve, serve_until};
 pub use shutdown::Shutdown;
+pub use urgent::UrgentMode;

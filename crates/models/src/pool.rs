@@ -52,6 +52,8 @@ enum Wake<S: Service> {
     Back(Box<Conn<S>>, Turn),
     /// A worker took a connection from a queue the poller had found full.
     Room,
+    /// SIGURG: some connection has urgent data; each one checks its own socket on a worker.
+    Urgent,
 }
 
 /// The bounded queue of ready connections between the poller and the workers.
@@ -169,6 +171,7 @@ pub(crate) fn serve<S: Service>(
         timers: Timers::default(),
         buf: vec![0; READ_BUF],
     };
+    let _urgent = crate::event::subscribe_urgent(config, &p.inbox, || Wake::Urgent)?;
     let (mut events, mut wakes) = (Events::with_capacity(1024), Vec::new());
     let mut grace_end = None;
     loop {
@@ -205,6 +208,7 @@ pub(crate) fn serve<S: Service>(
                 Wake::Mail(t) => p.on_mail(t),
                 Wake::Back(conn, turn) => p.on_back(conn, turn),
                 Wake::Room => {}
+                Wake::Urgent => (0..p.slots.len()).for_each(|t| p.on_mail(t)),
             }
         }
         let now = Instant::now();
@@ -270,7 +274,8 @@ impl<S: Service> Poller<S> {
         }
         let mut stream = TcpStream::from_std(stream);
         let token = self.free.pop().unwrap_or(self.slots.len());
-        if let Err(e) = self.poll.registry().register(&mut stream, Token(token), Interest::READABLE) {
+        if let Err(e) = self.poll.registry().register(&mut stream, Token(token), self.ctx.interest(Interest::READABLE))
+        {
             tracing::warn!(target: "warren", "pool: cannot watch a new connection: {e}");
             counters.refused.fetch_add(1, Ordering::Relaxed);
             self.free.extend((token < self.slots.len()).then_some(token));
@@ -329,7 +334,8 @@ impl<S: Service> Poller<S> {
         let Turn::Open { again } = turn else { return self.forget(*conn) };
         // Re-arm readiness, so that input which came while a worker had it is reported.
         if conn.wants_input()
-            && let Err(e) = self.poll.registry().reregister(&mut conn.stream, Token(t), Interest::READABLE)
+            && let Err(e) =
+                self.poll.registry().reregister(&mut conn.stream, Token(t), self.ctx.interest(Interest::READABLE))
         {
             tracing::debug!(target: "warren", "pool: {e}");
             return self.forget(*conn);

@@ -115,7 +115,12 @@ fn worker<S: Service>(shared: &Shared<'_, S>, signals: ParentSignals) -> std::io
     let shutdown = Arc::new(Shutdown::new()?);
     trigger_on_signals_without_thread(shutdown.clone())?;
     child_ready(signals, shared.parent)?;
-    let env = ConnEnv { shutdown: &shutdown, activity: shared.activity, write_timeout: shared.config.write_timeout };
+    let env = ConnEnv {
+        shutdown: &shutdown,
+        activity: shared.activity,
+        write_timeout: shared.config.write_timeout,
+        urgent: shared.config.urgent,
+    };
     let mut acceptor = Acceptor::new();
     while !shutdown.is_triggered() {
         // Every idle worker wakes for a new connection and one wins the accept; with a handful of

@@ -10,6 +10,7 @@ use warren_proto::Service;
 
 use crate::activity::Activity;
 use crate::shutdown::{Shutdown, trigger_on_signals};
+use crate::urgent::UrgentMode;
 
 /// A server model: how connections are mapped onto threads and processes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -106,6 +107,10 @@ pub struct ServeConfig {
     pub write_timeout: Duration,
     /// Messages that may wait for one slow session before it is disconnected. Default 4,096.
     pub mailbox: usize,
+    /// `thread`, `pool`, `event` (and the other blocking models): arm TCP urgent data on every
+    /// connection (SIGURG, `F_SETOWN`) and report it through `Session::handle_urgent`.
+    /// Default off.
+    pub urgent: UrgentMode,
 }
 
 impl Default for ServeConfig {
@@ -120,6 +125,7 @@ impl Default for ServeConfig {
             idle_exit: None,
             write_timeout: Duration::from_secs(30),
             mailbox: 4096,
+            urgent: UrgentMode::Off,
         }
     }
 }

@@ -59,8 +59,12 @@ pub(crate) fn serve<S: Service>(
             (service.clone(), hub.clone(), live.clone(), env.clone(), config.clone());
         let spawned = std::thread::Builder::new().name("warren-conn".into()).spawn(move || {
             let mut link = LocalLink::new(hub, info.id, config.mailbox);
-            let conn_env =
-                ConnEnv { shutdown: &env.shutdown, activity: &env.activity, write_timeout: config.write_timeout };
+            let conn_env = ConnEnv {
+                shutdown: &env.shutdown,
+                activity: &env.activity,
+                write_timeout: config.write_timeout,
+                urgent: config.urgent,
+            };
             serve_connection(&*service, stream, info, &mut link, &conn_env);
             // Leave the hub before counting the connection as ended, so that the report a
             // shutdown waits for never counts a user who is gone.

@@ -1,9 +1,9 @@
 //! Discard (RFC 863): everything received is thrown away; nothing is ever sent.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use crate::echo::EchoSession;
-use crate::{ConnInfo, Limits, NoHub, Service};
+use crate::{ConnInfo, DatagramService, Limits, NoHub, Service};
 
 /// The discard service.
 #[derive(Clone, Debug, Default)]
@@ -29,10 +29,19 @@ impl Service for Discard {
     }
 }
 
+/// Over UDP every datagram is dropped unanswered.
+impl DatagramService for Discard {
+    fn name(&self) -> &'static str {
+        "discard"
+    }
+
+    fn handle_datagram(&self, _: SystemTime, _: &[u8], _: &mut Vec<u8>) -> bool {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
-
     use super::*;
     use crate::{Output, Session, SessionId};
 

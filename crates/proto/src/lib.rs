@@ -42,6 +42,7 @@
 //! `docs/protocols.md`.
 
 pub mod answer;
+pub mod chargen;
 pub mod chat;
 pub mod daytime;
 pub mod deadline;
@@ -59,4 +60,4 @@ pub mod timeserver;
 pub use deadline::{Deadline, Limits};
 pub use hub::{Hub, NoHub, Nothing, Wire};
 pub use output::{Action, FileSlice, Level, Output, Transmit};
-pub use session::{ConnInfo, DatagramService, Service, Session, SessionId};
+pub use session::{ConnInfo, DatagramService, Service, Session, SessionId, Urgent};

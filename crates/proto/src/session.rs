@@ -7,6 +7,7 @@
 //!    addressed to this session), [`Session::handle_timeout`] (when [`Session::poll_timeout`]
 //!    has passed; spurious calls are harmless) and at most one [`Session::handle_read_closed`]
 //!    (the peer half-closed) and one [`Session::handle_shutdown`] (the server is stopping).
+//!    Services served with urgent data armed also get [`Session::handle_urgent`].
 //! 3. After each call the driver sends `Output::pending()`, performs the actions it took from
 //!    the output in order, and once [`Output::is_closed`] holds and everything is sent, closes
 //!    the connection (lingering, so that no reset races the last bytes).
@@ -96,6 +97,34 @@ pub trait Session: Send + 'static {
 
     /// The earliest instant at which `handle_timeout` must be called, if any.
     fn poll_timeout(&self) -> Option<Instant>;
+
+    /// Whether the session takes input now: flow control. While it answers `false` the driver
+    /// reads nothing, so the peer's window fills; the session resumes from a timeout or a
+    /// message. The driver asks after every call. Default: always.
+    fn wants_input(&self) -> bool {
+        true
+    }
+
+    /// TCP urgent data from the peer. Only drivers serving with urgent data armed (the `thread`,
+    /// `pool` and `event` models with `ServeConfig::urgent`) call it; the default ignores it.
+    /// After [`Urgent::Pointer`] a session should take input (the bytes before the mark) until
+    /// [`Urgent::Mark`], or the urgent byte can never arrive through a full window.
+    fn handle_urgent(&mut self, now: Instant, urgent: Urgent, out: &mut Output<Self::Request>) {
+        let _ = (now, urgent, out);
+    }
+}
+
+/// What a driver learned about TCP urgent data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Urgent {
+    /// The peer sent an urgent byte. Bytes it sent before it may still be arriving through
+    /// `handle_input` (SIGURG reports the pointer even while the receive window is full). May
+    /// come more than once for one byte: Linux caps the pointer 64 KiB ahead of each segment,
+    /// so it moves until the byte is near.
+    Pointer,
+    /// Every byte sent before the urgent byte has been handed to `handle_input`; this is the
+    /// byte (taken out of the stream, inline or not), and what follows was sent after it.
+    Mark(u8),
 }
 
 /// A datagram protocol: one reply (or none) per datagram, no state between datagrams.

@@ -27,6 +27,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The node: host every service of warren.toml (or xinetd's files, or the embedded default).
+    Up(crate::up::UpArgs),
+    /// What a running node (`warren up`) serves: services, listeners, instances, spawn rates.
+    Status(crate::up::StatusArgs),
     /// Serve a protocol under a server model.
     Serve(ServeArgs),
     /// Run every classic server on loopback, each under a different model, and try each client.
@@ -62,6 +66,10 @@ pub enum Command {
     Daytime(ClientArgs),
     /// Time client (RFC 868): prints the server's time, decoded.
     Time(ClientArgs),
+    #[command(flatten)]
+    Registry(crate::registry_cmd::RegistryCommand),
+    /// The stateful file server and its clients: `warren files serve --root DIR`, `get`, `put`, ...
+    Files(crate::files_cmd::FilesArgs),
     /// Measure and compare.
     Bench {
         #[command(subcommand)]
@@ -75,6 +83,12 @@ pub enum BenchCommand {
     Models(crate::bench::ModelsArgs),
     /// warren's HTTP server under each model against nginx, with wrk.
     Http(crate::bench::HttpArgs),
+    /// Cancelling a huge upload out of band: control endpoint and TCP urgent data, latency.
+    Oob(crate::bench::OobArgs),
+    /// Connections per second when each starts a program: warren's node, xinetd and tcpserver.
+    Superd(crate::bench::SuperdArgs),
+    /// The registry's embedded store against etcd, and its DNS under dnsperf.
+    Registry(crate::bench::RegistryArgs),
 }
 
 /// Each model in a sentence, for `--help`.
@@ -99,6 +113,8 @@ pub enum Protocol {
     Daytime,
     /// RFC 868, TCP or UDP.
     Time,
+    /// RFC 864, TCP or UDP.
+    Chargen,
     /// The course's TimeServer (answers, then makes a blocking call).
     Timeserver,
     /// The course's PingPong, version 3.

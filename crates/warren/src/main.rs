@@ -5,8 +5,12 @@ mod chat_client;
 mod cli;
 mod clients;
 mod demo;
+mod files_cmd;
 mod pingpong_client;
+mod registry_cmd;
+mod registry_register;
 mod serve;
+mod up;
 
 use clap::Parser;
 
@@ -26,6 +30,8 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::serve(args.protocol, &args.server),
+        Command::Up(args) => up::up(&args),
+        Command::Status(args) => up::status(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Pingpong(args) => serve::pingpong(&args),
         Command::Largerhttpd(args) => serve::largerhttpd(&args),
@@ -37,8 +43,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Discard(args) => clients::discard(&args),
         Command::Daytime(args) => clients::daytime(&args),
         Command::Time(args) => clients::time(&args),
+        Command::Registry(command) => registry_cmd::run(command),
         Command::Bench { what: BenchCommand::Models(args) } => bench::models(&args),
         Command::Bench { what: BenchCommand::Http(args) } => bench::http(&args),
+        Command::Files(args) => files_cmd::run(&args),
+        Command::Bench { what: BenchCommand::Oob(args) } => bench::oob(&args),
+        Command::Bench { what: BenchCommand::Superd(args) } => bench::superd(&args),
+        Command::Bench { what: BenchCommand::Registry(args) } => bench::registry(&args),
     }
 }
 

@@ -25,7 +25,8 @@ pub fn serve(protocol: Protocol, flags: &ServerFlags) -> anyhow::Result<()> {
             Protocol::Echo => serve_udp(warren_proto::echo::Echo { limits }, flags),
             Protocol::Daytime => serve_udp(warren_proto::daytime::Daytime, flags),
             Protocol::Time => serve_udp(warren_proto::time::Time, flags),
-            other => anyhow::bail!("{other:?} has no UDP form; UDP serves echo, daytime and time"),
+            Protocol::Chargen => serve_udp(warren_proto::chargen::Chargen, flags),
+            other => anyhow::bail!("{other:?} has no UDP form; UDP serves echo, daytime, time and chargen"),
         };
     }
     match protocol {
@@ -33,6 +34,7 @@ pub fn serve(protocol: Protocol, flags: &ServerFlags) -> anyhow::Result<()> {
         Protocol::Discard => serve_tcp(warren_proto::discard::Discard { limits }, flags),
         Protocol::Daytime => serve_tcp(warren_proto::daytime::Daytime, flags),
         Protocol::Time => serve_tcp(warren_proto::time::Time, flags),
+        Protocol::Chargen => serve_tcp(warren_proto::chargen::Chargen, flags),
         Protocol::Timeserver => {
             let mut service = warren_proto::timeserver::TimeServer::default();
             if let Some(delay) = flags.delay {

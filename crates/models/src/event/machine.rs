@@ -23,6 +23,7 @@ use crate::accept::{Accepted, Acceptor};
 use crate::conn::{conn_info, log_line};
 use crate::local_hub::{LocalHub, Mailbox, lock};
 use crate::run::{Env, ServeConfig};
+use crate::urgent::{Tracker, UrgentMode};
 
 pub(crate) const LISTENER: Token = Token(usize::MAX);
 pub(crate) const WAKER: Token = Token(usize::MAX - 1);
@@ -54,6 +55,8 @@ pub(crate) struct Ctx<S: Service> {
     blocking_writes: bool,
     /// Where blocking calls go; `None`: the calling thread makes them.
     pub offload: Option<mpsc::Sender<Job>>,
+    /// Whether connections are armed for urgent data.
+    pub urgent: UrgentMode,
 }
 
 impl<S: Service> Ctx<S> {
@@ -66,7 +69,14 @@ impl<S: Service> Ctx<S> {
             write_timeout,
             blocking_writes,
             offload: None,
+            urgent: config.urgent,
         }
+    }
+
+    /// What the socket of every connection is watched for: urgent data needs `EPOLLPRI` too,
+    /// since an out-of-line byte at the mark is no `EPOLLIN`.
+    pub(crate) fn interest(&self, base: Interest) -> Interest {
+        if self.urgent == UrgentMode::Off { base } else { base | Interest::PRIORITY }
     }
 }
 
@@ -102,6 +112,7 @@ pub(crate) struct Conn<S: Service> {
     linger: Option<Instant>,
     /// The deadline the loop's [`Timers`] hold for this connection.
     timer: Option<Instant>,
+    urgent: Tracker,
 }
 
 impl<S: Service> Conn<S> {
@@ -120,6 +131,9 @@ impl<S: Service> Conn<S> {
         let info = conn_info(Some(peer));
         let mailbox = Arc::new(Mailbox::new(ctx.mailbox, wake));
         ctx.hub.open(info.id, mailbox.clone());
+        if let Err(e) = crate::urgent::arm(stream.as_fd(), ctx.urgent) {
+            tracing::warn!(target: "warren", "cannot arm urgent data: {e}");
+        }
         Self {
             stream,
             token,
@@ -140,6 +154,7 @@ impl<S: Service> Conn<S> {
             write_deadline: None,
             linger: None,
             timer: None,
+            urgent: Tracker::new(ctx.urgent),
         }
     }
 
@@ -167,10 +182,11 @@ impl<S: Service> Conn<S> {
         self.fin |= fin;
     }
 
-    /// Whether the peer may still send: after EOF the socket stays readable for good, so a
-    /// level-style re-registration would report it forever.
+    /// Whether the peer may still send, and the session takes it: after EOF (or while the
+    /// session holds input back) the socket stays readable, so a level-style re-registration
+    /// would report it forever.
     pub(crate) fn wants_input(&self) -> bool {
-        !self.read_closed
+        !self.read_closed && self.session.wants_input()
     }
 
     /// A worker made this connection's blocking call: it may go on.
@@ -242,12 +258,34 @@ fn run<S: Service>(conn: &mut Conn<S>, ctx: &Ctx<S>, buf: &mut [u8]) -> io::Resu
             conn.session.handle_shutdown(now, out);
         } else if std::mem::take(&mut timeout_due) {
             conn.session.handle_timeout(now, out);
-        } else if !conn.readable || conn.read_closed || out.is_closed() || out.pending_len() >= BACKPRESSURE {
+        } else if let Some(urgent) = conn.urgent.check(conn.stream.as_fd()) {
+            conn.session.handle_urgent(now, urgent, out);
+        } else if !conn.readable
+            || conn.read_closed
+            || out.is_closed()
+            || out.pending_len() >= BACKPRESSURE
+            || !conn.session.wants_input()
+        {
             break;
         } else if reads == READ_BUDGET {
             again = true;
             break;
         } else {
+            if conn.urgent.armed() {
+                // Reads stop at the mark; there, the urgent byte is taken before anything else.
+                match conn.urgent.at_mark(conn.stream.as_fd())? {
+                    Some(urgent) => {
+                        conn.session.handle_urgent(now, urgent, out);
+                        continue;
+                    }
+                    None if conn.urgent.waiting_for_byte(conn.stream.as_fd()) => {
+                        // Its arrival raises EPOLLPRI (out of line) or EPOLLIN (inline).
+                        conn.readable = false;
+                        break;
+                    }
+                    None => {}
+                }
+            }
             reads += 1;
             match conn.stream.read(buf) {
                 Ok(0) => {
@@ -256,8 +294,9 @@ fn run<S: Service>(conn: &mut Conn<S>, ctx: &Ctx<S>, buf: &mut [u8]) -> io::Resu
                 }
                 Ok(n) => {
                     // A short read emptied the socket and later input raises a new edge: this
-                    // saves the read that would only say WouldBlock.
-                    conn.readable = n == buf.len() || conn.fin;
+                    // saves the read that would only say WouldBlock. Not so at an urgent mark,
+                    // where reads stop short with more queued behind it.
+                    conn.readable = n == buf.len() || conn.fin || conn.urgent.until_mark();
                     ctx.env.activity.touch(now);
                     conn.session.handle_input(now, &buf[..n], out);
                 }

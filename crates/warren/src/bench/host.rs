@@ -193,6 +193,36 @@ impl Pinning {
     }
 }
 
+/// Makes sure `programs` are on the machine, installing `packages` with apt-get (as root) if
+/// any is missing; the programs' paths, or an error that says what to install by hand.
+pub fn ensure_programs<const N: usize>(
+    programs: [&str; N],
+    packages: &[&str],
+    bench: &str,
+) -> anyhow::Result<[std::path::PathBuf; N]> {
+    use std::process::{Command, Stdio};
+    let found = || programs.map(crate::bench::nginx::find_program);
+    if found().iter().any(Option::is_none) {
+        eprintln!("bench: installing {} with apt-get", packages.join(" "));
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "-q"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status();
+    }
+    let paths = found();
+    if paths.iter().any(Option::is_none) {
+        anyhow::bail!(
+            "warren bench {bench} needs {}: `apt-get install {}` as root",
+            programs.join(", "),
+            packages.join(" ")
+        );
+    }
+    Ok(paths.map(|p| p.expect("checked above")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,9 +16,12 @@ mod httpreport;
 mod idle;
 mod load;
 mod nginx;
+mod oob;
 mod probe;
+mod registry;
 mod report;
 mod server;
+mod superd;
 mod wrk;
 
 use std::path::PathBuf;
@@ -32,9 +35,12 @@ use warren_models::Model;
 use self::host::{Machine, Pinning};
 pub use self::http::{HttpArgs, http};
 use self::idle::Stall;
+pub use self::oob::{OobArgs, oob};
 use self::probe::{Sampler, Usage};
+pub use self::registry::{RegistryArgs, registry};
 use self::report::{Header, Row};
 use self::server::Server;
+pub use self::superd::{SuperdArgs, superd};
 
 /// Options of `warren bench models`.
 #[derive(Debug, Args)]

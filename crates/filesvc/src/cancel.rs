@@ -1,0 +1,267 @@
+//! Uploads in progress, by id, and the control endpoint that cancels them.
+//!
+//! The control endpoint is the chapter's first way to send out-of-band data: a separate
+//! connection, served by a thread of its own rather than by the data workers, so a cancel takes
+//! effect when every data worker is busy (or the upload's connection waits in the pool's queue
+//! and nobody reads it). The control thread does the cancelling itself: under the upload's lock
+//! it marks it cancelled and removes the partial file, then answers. The data session learns it
+//! at its next turn (its next write is refused), answers `Cancelled` on the data connection and
+//! drops the rest of the body.
+//!
+//! The decision is atomic under that lock: an upload is either committed or cancelled, and the
+//! control client is told which (`Completed` or `Stopped`). A cancel for an id not seen yet
+//! (the race where the cancel overtakes the upload's first byte) is remembered, and the upload
+//! is refused when it starts (`Refused`).
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::store::{Sink, StoreError};
+use crate::wire::{Meta, Outcome, Reply, Request};
+
+/// How many finished upload ids are remembered (to answer late cancels, refuse early ones).
+const REMEMBER: usize = 4096;
+
+/// Every upload in progress on one server.
+#[derive(Debug, Default)]
+pub struct Uploads {
+    state: Mutex<Registry>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    running: HashMap<u64, Arc<Slot>>,
+    /// Ids that ended (or were cancelled before they began), oldest first.
+    ended: HashMap<u64, Ended>,
+    order: VecDeque<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ended {
+    Cancelled,
+    Completed,
+}
+
+/// One upload's writer, shared by its session and a control thread.
+struct Slot {
+    inner: Mutex<SlotInner>,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Slot")
+    }
+}
+
+struct SlotInner {
+    /// `None` once committed or cancelled.
+    sink: Option<Box<dyn Sink>>,
+    ended: Option<Ended>,
+}
+
+/// Why an upload could not begin or go on.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("upload cancelled")]
+    Cancelled,
+    #[error("upload id already in use")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Uploads {
+    /// Register upload `id` writing to `sink`; refused if it was cancelled already or runs.
+    pub fn begin(self: &Arc<Self>, id: u64, sink: Box<dyn Sink>) -> Result<Upload, UploadError> {
+        let mut reg = lock(&self.state);
+        if reg.running.contains_key(&id) {
+            return Err(UploadError::Busy);
+        }
+        if reg.ended.get(&id) == Some(&Ended::Cancelled) {
+            return Err(UploadError::Cancelled);
+        }
+        let slot = Arc::new(Slot { inner: Mutex::new(SlotInner { sink: Some(sink), ended: None }) });
+        reg.running.insert(id, slot.clone());
+        Ok(Upload { uploads: self.clone(), id, slot })
+    }
+
+    /// Whether `id` was cancelled before it began.
+    pub fn is_refused(&self, id: u64) -> bool {
+        lock(&self.state).ended.get(&id) == Some(&Ended::Cancelled)
+    }
+
+    /// Cancel upload `id` (the control endpoint's request).
+    pub fn cancel(&self, id: u64) -> Outcome {
+        let slot = {
+            let mut reg = lock(&self.state);
+            match reg.running.get(&id) {
+                Some(slot) => slot.clone(),
+                None => {
+                    return match reg.ended.get(&id) {
+                        Some(Ended::Completed) => Outcome::Completed,
+                        Some(Ended::Cancelled) => Outcome::Stopped,
+                        None => {
+                            reg.remember(id, Ended::Cancelled);
+                            Outcome::Refused
+                        }
+                    };
+                }
+            }
+        };
+        let mut inner = lock(&slot.inner);
+        match inner.ended {
+            Some(Ended::Completed) => Outcome::Completed,
+            Some(Ended::Cancelled) => Outcome::Stopped,
+            None => {
+                inner.ended = Some(Ended::Cancelled);
+                if let Some(sink) = inner.sink.take() {
+                    sink.abort();
+                }
+                Outcome::Stopped
+            }
+        }
+    }
+}
+
+impl Registry {
+    fn remember(&mut self, id: u64, ended: Ended) {
+        self.running.remove(&id);
+        if self.ended.insert(id, ended).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > REMEMBER {
+            if let Some(old) = self.order.pop_front() {
+                self.ended.remove(&old);
+            }
+        }
+    }
+}
+
+/// A session's handle on its running upload. Dropped unfinished (the connection died), it
+/// removes the partial file.
+#[derive(Debug)]
+pub struct Upload {
+    uploads: Arc<Uploads>,
+    id: u64,
+    slot: Arc<Slot>,
+}
+
+impl Upload {
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Write the next bytes; `Cancelled` once a control thread (or [`Upload::cancel`]) stopped it.
+    pub fn write(&self, data: &[u8]) -> Result<(), UploadError> {
+        let mut inner = lock(&self.slot.inner);
+        match inner.sink.as_mut() {
+            Some(sink) => Ok(sink.write(data)?),
+            None => Err(UploadError::Cancelled),
+        }
+    }
+
+    /// Whether it was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        lock(&self.slot.inner).ended == Some(Ended::Cancelled)
+    }
+
+    /// Make the bytes durable.
+    pub fn sync(&self) -> Result<(), UploadError> {
+        match lock(&self.slot.inner).sink.as_mut() {
+            Some(sink) => Ok(sink.sync()?),
+            None => Err(UploadError::Cancelled),
+        }
+    }
+
+    /// Put the file in place, unless it was cancelled first.
+    pub fn commit(self) -> Result<Meta, UploadError> {
+        let mut inner = lock(&self.slot.inner);
+        let sink = inner.sink.take().ok_or(UploadError::Cancelled)?;
+        let result = sink.commit();
+        let ended = if result.is_ok() { Ended::Completed } else { Ended::Cancelled };
+        inner.ended = Some(ended);
+        drop(inner);
+        lock(&self.uploads.state).remember(self.id, ended);
+        Ok(result?)
+    }
+
+    /// Stop it here (urgent data, an error, a shutdown): the partial file goes.
+    pub fn cancel(&self) {
+        let mut inner = lock(&self.slot.inner);
+        if inner.ended.is_none() {
+            inner.ended = Some(Ended::Cancelled);
+        }
+        if let Some(sink) = inner.sink.take() {
+            sink.abort();
+        }
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        self.cancel();
+        let ended = lock(&self.slot.inner).ended.unwrap_or(Ended::Cancelled);
+        lock(&self.uploads.state).remember(self.id, ended);
+    }
+}
+
+/// Serve the control endpoint on `listener` until the process ends: a thread accepts, and each
+/// control connection gets a thread of its own (they are few and short). Runs at a raised
+/// priority where the system allows it (`setpriority`, needs CAP_SYS_NICE), so that a CPU busy
+/// with data does not delay a cancel.
+pub fn serve_control(listener: TcpListener, uploads: Arc<Uploads>) -> io::Result<()> {
+    std::thread::Builder::new().name("warren-control".into()).spawn(move || {
+        raise_priority();
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let uploads = uploads.clone();
+            let _ = std::thread::Builder::new().name("warren-control".into()).spawn(move || {
+                raise_priority();
+                if let Err(e) = control_connection(stream, &uploads) {
+                    tracing::debug!(target: "warren", "control connection: {e}");
+                }
+            });
+        }
+    })?;
+    Ok(())
+}
+
+fn raise_priority() {
+    // SAFETY: setpriority with this thread's id only changes this thread's nice value.
+    unsafe {
+        let _ = nix::libc::setpriority(nix::libc::PRIO_PROCESS, nix::libc::gettid() as u32, -10);
+    }
+}
+
+/// Answer `Cancel` frames until the peer closes; anything else ends the connection.
+fn control_connection(mut stream: TcpStream, uploads: &Uploads) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 512];
+    loop {
+        while let Some((request, used)) = Request::decode(&buf).map_err(io::Error::other)? {
+            buf.drain(..used);
+            let Request::Cancel { id } = request else {
+                return Err(io::Error::other("only Cancel is served on the control endpoint"));
+            };
+            let outcome = uploads.cancel(id);
+            tracing::info!(target: "warren", "control: cancel of upload {id:016x}: {outcome:?}");
+            let mut out = Vec::new();
+            Reply::CancelResult { id, outcome }.encode(&mut out);
+            stream.write_all(&out)?;
+        }
+        match stream.read(&mut chunk)? {
+            0 => return Ok(()),
+            n => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! A blocking client of the file service, and the fetch that goes through a [`Cache`].
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cache::{Cache, Lookup};
+use crate::wire::{Entry, ErrorCode, Meta, Reply, Request, WireError};
+
+/// Why a request failed, as the client sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error("bad frame from the server: {0}")]
+    Wire(#[from] WireError),
+    #[error("server: {code}: {message}")]
+    Server { code: ErrorCode, message: String },
+    #[error("upload cancelled after {received} bytes")]
+    Cancelled { received: u64 },
+    #[error("unexpected answer {0:?}")]
+    Unexpected(Box<Reply>),
+}
+
+/// One connection to a file server.
+#[derive(Debug)]
+pub struct Connection {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    callbacks: Vec<String>,
+}
+
+impl Connection {
+    /// Connect, with `timeout` for the connect and for every read and write after it.
+    pub fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Self> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        stream.set_nodelay(true)?;
+        Ok(Self { stream, buf: Vec::new(), callbacks: Vec::new() })
+    }
+
+    /// The socket, for what this type does not do (urgent data, half-closes).
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    pub fn send(&mut self, request: &Request) -> io::Result<()> {
+        let mut bytes = Vec::new();
+        request.encode(&mut bytes);
+        self.stream.write_all(&bytes)
+    }
+
+    /// The next frame, callbacks included.
+    pub fn next_frame(&mut self) -> Result<Reply, ClientError> {
+        loop {
+            if let Some((reply, used)) = Reply::decode(&self.buf)? {
+                self.buf.drain(..used);
+                return Ok(reply);
+            }
+            let mut chunk = [0u8; 8192];
+            match self.stream.read(&mut chunk)? {
+                0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
+                n => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// The next answer; callbacks that come first are kept for [`Connection::take_callbacks`].
+    /// An `Error` frame becomes [`ClientError::Server`].
+    pub fn reply(&mut self) -> Result<Reply, ClientError> {
+        loop {
+            match self.next_frame()? {
+                Reply::Callback { path } => self.callbacks.push(path),
+                Reply::Error { code, message } => return Err(ClientError::Server { code, message }),
+                reply => return Ok(reply),
+            }
+        }
+    }
+
+    /// The paths called back so far.
+    pub fn take_callbacks(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.callbacks)
+    }
+
+    /// Read a body of `size` bytes into `into`.
+    pub fn read_body(&mut self, size: u64, into: &mut impl Write) -> Result<(), ClientError> {
+        let buffered = (size.min(self.buf.len() as u64)) as usize;
+        into.write_all(&self.buf[..buffered])?;
+        self.buf.drain(..buffered);
+        let mut left = size - buffered as u64;
+        let mut chunk = vec![0u8; 64 * 1024];
+        while left > 0 {
+            let want = left.min(chunk.len() as u64) as usize;
+            let n = self.stream.read(&mut chunk[..want])?;
+            if n == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+            }
+            into.write_all(&chunk[..n])?;
+            left -= n as u64;
+        }
+        Ok(())
+    }
+
+    /// Say who this client is: the callbacks it missed arrive first (kept), then the lease length.
+    pub fn hello(&mut self, client: u64) -> Result<Duration, ClientError> {
+        self.send(&Request::Hello { client })?;
+        match self.reply()? {
+            Reply::Welcome { lease_ms } => Ok(Duration::from_millis(lease_ms.into())),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    pub fn stat(&mut self, path: &str) -> Result<Meta, ClientError> {
+        self.send(&Request::Stat { path: path.into() })?;
+        match self.reply()? {
+            Reply::Stat(meta) => Ok(meta),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    pub fn list(&mut self, path: &str) -> Result<(Vec<Entry>, bool), ClientError> {
+        self.send(&Request::List { path: path.into() })?;
+        match self.reply()? {
+            Reply::List { truncated, entries } => Ok((entries, truncated)),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    pub fn delete(&mut self, path: &str) -> Result<(), ClientError> {
+        self.send(&Request::Delete { path: path.into() })?;
+        match self.reply()? {
+            Reply::Deleted => Ok(()),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// Fetch `path` without a cache: its version and bytes.
+    pub fn get(&mut self, path: &str) -> Result<(u64, Vec<u8>), ClientError> {
+        self.send(&Request::Get { path: path.into(), have: 0 })?;
+        match self.reply()? {
+            Reply::File { version, size, .. } => {
+                let mut data = Vec::new();
+                self.read_body(size, &mut data)?;
+                Ok((version, data))
+            }
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// Upload `size` bytes from `data` to `path` under upload `id`; the new version.
+    pub fn put(&mut self, id: u64, path: &str, size: u64, data: &mut impl Read) -> Result<u64, ClientError> {
+        self.send(&Request::Put { id, size, path: path.into() })?;
+        let copied = io::copy(&mut data.take(size), &mut self.stream);
+        match (copied, self.reply()) {
+            (_, Ok(Reply::Done { version })) => Ok(version),
+            (_, Ok(Reply::Cancelled { received, .. })) => Err(ClientError::Cancelled { received }),
+            (Ok(n), Ok(_)) if n < size => Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
+            (_, Ok(other)) => Err(ClientError::Unexpected(Box::new(other))),
+            (_, Err(e)) => Err(e),
+        }
+    }
+}
+
+/// Where a fetched file came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The cached copy, under a live lease: the server was not asked for it.
+    Cache,
+    /// The cached copy, after the server said it is current (lease renewed).
+    Revalidated,
+    /// A fresh copy from the server.
+    Fetched,
+}
+
+/// Fetch `path` through `cache`: say hello (drop what was called back), serve the cached copy
+/// while its lease lasts, else revalidate or fetch. `now_ms` is the wall clock in Unix ms; a
+/// lease is counted from before the request was sent, so the client's lease ends no later than
+/// the server's.
+pub fn fetch(
+    conn: &mut Connection,
+    cache: &mut Cache,
+    path: &str,
+    now_ms: impl Fn() -> u64,
+) -> Result<(PathBuf, Source), ClientError> {
+    conn.hello(cache.client())?;
+    for called_back in conn.take_callbacks() {
+        cache.invalidate(&called_back)?;
+    }
+    let have = match cache.lookup(path, now_ms()) {
+        Lookup::Fresh(file) => return Ok((file, Source::Cache)),
+        Lookup::Stale { version } => version,
+        Lookup::Missing => 0,
+    };
+    let sent_at = now_ms();
+    conn.send(&Request::Get { path: path.into(), have })?;
+    let result = match conn.reply()? {
+        Reply::NotModified { lease_ms, .. } => {
+            let file = cache.renew(path, sent_at + u64::from(lease_ms))?;
+            (file, Source::Revalidated)
+        }
+        Reply::File { version, size, lease_ms } => {
+            let mut data = Vec::with_capacity(size.min(1 << 24) as usize);
+            conn.read_body(size, &mut data)?;
+            let file = cache.store(path, version, sent_at + u64::from(lease_ms), &data)?;
+            (file, Source::Fetched)
+        }
+        other => return Err(ClientError::Unexpected(Box::new(other))),
+    };
+    // A callback behind the answer means the file changed since: the copy is served once, no
+    // longer leased.
+    for called_back in conn.take_callbacks() {
+        cache.invalidate(&called_back)?;
+    }
+    Ok(result)
+}

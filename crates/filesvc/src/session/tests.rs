@@ -1,0 +1,401 @@
+//! The session and hub together, in memory, on a virtual clock: sessions' hub requests are
+//! routed to a real [`LeaseHub`] and its messages delivered back, as a driver would.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use warren_proto::{Action, ConnInfo, Hub, Output, Service, Session, SessionId, Urgent};
+
+use super::*;
+use crate::journal::MemJournal;
+use crate::store::MemStore;
+use crate::wire::{ErrorCode, Outcome, Reply, Request};
+
+const BASE_MS: u64 = 1_700_000_000_000;
+
+struct Conn {
+    id: SessionId,
+    session: FileSession,
+    out: Out,
+    got: Vec<u8>,
+    gone: bool,
+}
+
+struct Sim {
+    service: FileService,
+    store: Arc<MemStore>,
+    journal: MemJournal,
+    hub: LeaseHub,
+    t0: Instant,
+    now: Instant,
+    conns: Vec<Conn>,
+}
+
+fn hub_from(journal: &MemJournal, t0: Instant) -> LeaseHub {
+    LeaseHub::new(Box::new(journal.clone()), journal.records(), Duration::from_secs(30), (t0, BASE_MS))
+}
+
+impl Sim {
+    fn new(limits: FileLimits) -> Self {
+        let t0 = Instant::now();
+        let store = Arc::new(MemStore::default());
+        let journal = MemJournal::default();
+        let service = FileService::new(store.clone(), hub_from(&journal, t0), limits);
+        let hub = service.new_hub(t0);
+        Self { service, store, journal, hub, t0, now: t0, conns: Vec::new() }
+    }
+
+    /// The server crashes (hub and sessions lost) and restarts `after` later from its journal.
+    fn crash_and_restart(&mut self, after: Duration) {
+        self.conns.clear();
+        self.now += after;
+        self.hub = LeaseHub::new(
+            Box::new(self.journal.clone()),
+            self.journal.records(),
+            Duration::from_secs(30),
+            (self.t0, BASE_MS),
+        );
+    }
+
+    fn connect(&mut self) -> usize {
+        let id = SessionId(self.conns.len() as u64 + 1);
+        let info = ConnInfo { id, peer: None, wall: SystemTime::UNIX_EPOCH, seed: 0 };
+        let session = self.service.new_session(&info, self.now);
+        self.conns.push(Conn { id, session, out: Output::new(), got: Vec::new(), gone: false });
+        self.conns.len() - 1
+    }
+
+    fn disconnect(&mut self, c: usize) {
+        let id = self.conns[c].id;
+        self.conns[c].gone = true;
+        self.hub.handle_leave(self.now, id, &mut Vec::new());
+    }
+
+    fn send(&mut self, c: usize, bytes: &[u8]) {
+        let now = self.now;
+        let conn = &mut self.conns[c];
+        conn.session.handle_input(now, bytes, &mut conn.out);
+        self.pump();
+    }
+
+    fn request(&mut self, c: usize, request: Request) {
+        let mut bytes = Vec::new();
+        request.encode(&mut bytes);
+        self.send(c, &bytes);
+    }
+
+    /// Move output to `got` and run hub requests until nothing moves.
+    fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            for i in 0..self.conns.len() {
+                let conn = &mut self.conns[i];
+                let pending = conn.out.pending().to_vec();
+                conn.out.consume(pending.len());
+                conn.got.extend_from_slice(&pending);
+                let mut actions = Vec::new();
+                conn.out.take_actions(&mut actions);
+                for action in actions {
+                    if let Action::Hub(request) = action {
+                        moved = true;
+                        let mut msgs = Vec::new();
+                        self.hub.handle_request(self.now, self.conns[i].id, request, &mut msgs);
+                        for (to, msg) in msgs {
+                            if let Some(dest) = self.conns.iter_mut().find(|c| c.id == to && !c.gone) {
+                                dest.session.handle_message(self.now, msg, &mut dest.out);
+                            }
+                        }
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// Every reply received so far (file bodies with their `File` frame), consumed.
+    fn replies(&mut self, c: usize) -> Vec<(Reply, Vec<u8>)> {
+        let got = std::mem::take(&mut self.conns[c].got);
+        let mut at = 0;
+        let mut replies = Vec::new();
+        while let Some((reply, used)) = Reply::decode(&got[at..]).expect("the server sends valid frames") {
+            at += used;
+            let body = match &reply {
+                Reply::File { size, .. } => {
+                    let body = got[at..at + *size as usize].to_vec();
+                    at += *size as usize;
+                    body
+                }
+                _ => Vec::new(),
+            };
+            replies.push((reply, body));
+        }
+        assert_eq!(at, got.len(), "a partial frame");
+        replies
+    }
+
+    fn only(&mut self, c: usize) -> Reply {
+        let mut replies = self.replies(c);
+        assert_eq!(replies.len(), 1, "{replies:?}");
+        replies.remove(0).0
+    }
+
+    fn put(&mut self, c: usize, id: u64, path: &str, data: &[u8]) -> Reply {
+        self.request(c, Request::Put { id, size: data.len() as u64, path: path.into() });
+        self.send(c, data);
+        self.only(c)
+    }
+}
+
+#[test]
+fn upload_download_list_stat_delete() {
+    let mut sim = Sim::new(FileLimits::default());
+    let c = sim.connect();
+    assert!(matches!(sim.put(c, 1, "/docs/a.txt", b"hello"), Reply::Done { .. }));
+    assert_eq!(sim.store.get("docs/a.txt").unwrap(), b"hello");
+    sim.request(c, Request::Get { path: "docs/a.txt".into(), have: 0 });
+    let (reply, body) = sim.replies(c).remove(0);
+    assert!(matches!(reply, Reply::File { size: 5, lease_ms: 0, .. }), "no Hello, no lease: {reply:?}");
+    assert_eq!(body, b"hello");
+    sim.request(c, Request::List { path: "/".into() });
+    assert!(matches!(sim.only(c), Reply::List { entries, .. } if entries.len() == 1 && entries[0].is_dir));
+    sim.request(c, Request::Stat { path: "/docs/a.txt".into() });
+    assert!(matches!(sim.only(c), Reply::Stat(m) if m.size == 5 && !m.is_dir));
+    sim.request(c, Request::Delete { path: "/docs/a.txt".into() });
+    assert_eq!(sim.only(c), Reply::Deleted);
+    sim.request(c, Request::Get { path: "docs/a.txt".into(), have: 0 });
+    assert!(matches!(sim.only(c), Reply::Error { code: ErrorCode::NotFound, .. }));
+}
+
+#[test]
+fn frames_in_any_chunking_get_the_same_answers() {
+    let mut whole = Vec::new();
+    Request::Put { id: 9, size: 3, path: "/x".into() }.encode(&mut whole);
+    whole.extend_from_slice(b"abc");
+    Request::Stat { path: "/x".into() }.encode(&mut whole);
+    Request::Get { path: "/x".into(), have: 0 }.encode(&mut whole);
+    let mut expected = None;
+    for chunk in [1, 2, 5, 7, whole.len()] {
+        let mut sim = Sim::new(FileLimits::default());
+        let c = sim.connect();
+        whole.chunks(chunk).for_each(|piece| sim.send(c, piece));
+        let kinds: Vec<String> = sim
+            .replies(c)
+            .iter()
+            .map(|(r, body)| format!("{:?}", std::mem::discriminant(r)) + &body.len().to_string())
+            .collect();
+        assert_eq!(kinds.len(), 3, "chunks of {chunk}");
+        assert_eq!(expected.get_or_insert(kinds.clone()), &kinds);
+    }
+}
+
+#[test]
+fn bad_paths_and_bad_frames_are_refused_clearly() {
+    let mut sim = Sim::new(FileLimits::default());
+    let c = sim.connect();
+    for path in ["../etc/passwd", "/.warren/leases.journal", "a//b", "a/../../b"] {
+        sim.request(c, Request::Get { path: path.into(), have: 0 });
+        assert!(matches!(sim.only(c), Reply::Error { code: ErrorCode::BadPath, .. }), "{path}");
+    }
+    // An upload to a bad path is refused and the connection closed (its body is not read).
+    sim.request(c, Request::Put { id: 1, size: 10, path: "../x".into() });
+    assert!(matches!(sim.only(c), Reply::Error { code: ErrorCode::BadPath, .. }));
+    assert!(sim.conns[c].out.is_closed());
+    let c = sim.connect();
+    sim.send(c, &[0, 0, 0, 1, 0x77]);
+    assert!(matches!(sim.only(c), Reply::Error { code: ErrorCode::Protocol, .. }));
+    assert!(sim.conns[c].out.is_closed());
+    let c = sim.connect();
+    sim.send(c, &[0xff, 0xff, 0xff, 0xff]);
+    assert!(matches!(sim.only(c), Reply::Error { code: ErrorCode::Protocol, .. }), "a frame over the limit");
+    let c = sim.connect();
+    sim.request(c, Request::Put { id: 2, size: 2 << 40, path: "/huge".into() });
+    assert!(matches!(sim.only(c), Reply::Error { code: ErrorCode::TooLarge, .. }));
+    assert_eq!(sim.store.partials(), 0);
+}
+
+#[test]
+fn a_change_calls_back_every_cached_copy() {
+    let mut sim = Sim::new(FileLimits::default());
+    let (a, b) = (sim.connect(), sim.connect());
+    sim.put(b, 1, "/f", b"v1");
+    sim.request(a, Request::Hello { client: 0xa });
+    assert_eq!(sim.only(a), Reply::Welcome { lease_ms: 30_000 });
+    sim.request(a, Request::Get { path: "/f".into(), have: 0 });
+    let Reply::File { version, lease_ms: 30_000, .. } = sim.replies(a).remove(0).0 else { panic!("a leased file") };
+    // Revalidation: the same version is not sent again, and the lease is renewed.
+    sim.request(a, Request::Get { path: "/f".into(), have: version });
+    assert_eq!(sim.only(a), Reply::NotModified { version, lease_ms: 30_000 });
+    assert!(matches!(sim.put(b, 2, "/f", b"v2"), Reply::Done { .. }));
+    assert_eq!(sim.only(a), Reply::Callback { path: "/f".into() });
+    // The callback was delivered: a second change has nobody to call.
+    sim.put(b, 3, "/f", b"v3");
+    assert!(sim.replies(a).is_empty());
+    assert_eq!(sim.hub.counts(), (0, 0));
+}
+
+#[test]
+fn an_absent_client_is_owed_its_callback_until_its_lease_ends() {
+    let mut sim = Sim::new(FileLimits::default());
+    let (a, b) = (sim.connect(), sim.connect());
+    sim.put(b, 1, "/f", b"v1");
+    sim.put(b, 2, "/g", b"v1");
+    sim.request(a, Request::Hello { client: 0xa });
+    sim.request(a, Request::Get { path: "/f".into(), have: 0 });
+    sim.request(a, Request::Get { path: "/g".into(), have: 0 });
+    sim.replies(a);
+    sim.disconnect(a);
+    sim.put(b, 3, "/f", b"v2");
+    sim.put(b, 4, "/g", b"v2");
+    assert_eq!(sim.hub.counts(), (0, 2));
+    // Back within the lease: the callbacks come before the welcome.
+    sim.now += Duration::from_secs(10);
+    let a = sim.connect();
+    sim.request(a, Request::Hello { client: 0xa });
+    let replies: Vec<Reply> = sim.replies(a).into_iter().map(|(r, _)| r).collect();
+    assert_eq!(
+        replies,
+        [
+            Reply::Callback { path: "/f".into() },
+            Reply::Callback { path: "/g".into() },
+            Reply::Welcome { lease_ms: 30_000 }
+        ]
+    );
+    // Past the lease nothing is owed: the client's lease ended, so it revalidates anyway.
+    sim.request(a, Request::Get { path: "/f".into(), have: 0 });
+    sim.replies(a);
+    sim.disconnect(a);
+    sim.put(b, 5, "/f", b"v3");
+    sim.now += Duration::from_secs(31);
+    let a = sim.connect();
+    sim.request(a, Request::Hello { client: 0xa });
+    assert_eq!(sim.only(a), Reply::Welcome { lease_ms: 30_000 });
+}
+
+#[test]
+fn leases_and_owed_callbacks_survive_a_crash() {
+    let mut sim = Sim::new(FileLimits::default());
+    let (a, b) = (sim.connect(), sim.connect());
+    sim.put(b, 1, "/f", b"v1");
+    sim.request(a, Request::Hello { client: 0xa });
+    sim.request(a, Request::Get { path: "/f".into(), have: 0 });
+    sim.replies(a);
+    sim.crash_and_restart(Duration::from_secs(1));
+    assert_eq!(sim.hub.counts(), (1, 0), "the lease was recovered");
+    // A change after the restart still reaches the holder, now owed since it is away.
+    let b = sim.connect();
+    sim.put(b, 2, "/f", b"v2");
+    sim.crash_and_restart(Duration::from_secs(1));
+    assert_eq!(sim.hub.counts(), (0, 1));
+    let a = sim.connect();
+    sim.request(a, Request::Hello { client: 0xa });
+    assert_eq!(sim.replies(a)[0].0, Reply::Callback { path: "/f".into() });
+}
+
+#[test]
+fn a_crash_between_intent_and_change_owes_the_callbacks() {
+    let t0 = Instant::now();
+    let journal = MemJournal::default();
+    journal.0.lock().unwrap().extend([
+        crate::Record::Grant { client: 0xa, path: "/f".into(), until_ms: BASE_MS + 30_000 },
+        crate::Record::Grant { client: 0xb, path: "/g".into(), until_ms: BASE_MS + 30_000 },
+        crate::Record::Intent { path: "/f".into() },
+    ]);
+    let hub = hub_from(&journal, t0);
+    assert_eq!(hub.counts(), (1, 1), "/f may have changed: its holder is owed a callback");
+    assert!(!journal.records().iter().any(|r| matches!(r, crate::Record::Intent { .. })), "the intent is resolved");
+}
+
+fn big_upload(sim: &mut Sim, c: usize, id: u64) {
+    sim.request(c, Request::Put { id, size: 1 << 20, path: "/big".into() });
+    sim.send(c, &[7; 1000]);
+    assert!(sim.replies(c).is_empty());
+    assert_eq!(sim.store.partials(), 1);
+}
+
+#[test]
+fn a_control_cancel_mid_stream_stops_the_upload_and_the_connection_goes_on() {
+    let mut sim = Sim::new(FileLimits::default());
+    let c = sim.connect();
+    big_upload(&mut sim, c, 42);
+    assert_eq!(sim.service.uploads.cancel(42), Outcome::Stopped);
+    assert_eq!(sim.store.partials(), 0, "the control thread removed the partial file");
+    sim.send(c, &[7; 500]);
+    assert_eq!(sim.only(c), Reply::Cancelled { id: 42, received: 1000 });
+    assert_eq!(sim.service.uploads.cancel(42), Outcome::Stopped, "a second cancel finds it stopped");
+    // The rest of the declared body is dropped; a frame after it is answered.
+    let mut rest = vec![7; (1 << 20) - 1500];
+    Request::Stat { path: "/big".into() }.encode(&mut rest);
+    sim.send(c, &rest);
+    assert!(matches!(sim.only(c), Reply::Error { code: ErrorCode::NotFound, .. }), "nothing of it is visible");
+}
+
+#[test]
+fn a_cancel_before_the_first_byte_refuses_the_upload_and_one_after_it_is_too_late() {
+    let mut sim = Sim::new(FileLimits::default());
+    let c = sim.connect();
+    assert_eq!(sim.service.uploads.cancel(5), Outcome::Refused);
+    sim.request(c, Request::Put { id: 5, size: 3, path: "/a".into() });
+    assert_eq!(sim.only(c), Reply::Cancelled { id: 5, received: 0 });
+    assert!(sim.conns[c].out.is_closed());
+    let c = sim.connect();
+    assert!(matches!(sim.put(c, 6, "/a", b"abc"), Reply::Done { .. }));
+    assert_eq!(sim.service.uploads.cancel(6), Outcome::Completed);
+    assert_eq!(sim.store.get("/a").unwrap(), b"abc");
+}
+
+#[test]
+fn urgent_data_cancels_at_the_pointer_and_frames_resume_after_the_mark() {
+    let mut sim = Sim::new(FileLimits::default());
+    let c = sim.connect();
+    big_upload(&mut sim, c, 43);
+    let (now, conn) = (sim.now, &mut sim.conns[c]);
+    conn.session.handle_urgent(now, Urgent::Pointer, &mut conn.out);
+    sim.pump();
+    assert_eq!(sim.only(c), Reply::Cancelled { id: 43, received: 1000 });
+    assert_eq!(sim.store.partials(), 0);
+    assert_eq!(sim.service.uploads.cancel(43), Outcome::Stopped);
+    // A moved pointer changes nothing; bytes before the mark, even half a frame, are dropped.
+    let (now, conn) = (sim.now, &mut sim.conns[c]);
+    conn.session.handle_urgent(now, Urgent::Pointer, &mut conn.out);
+    sim.send(c, &[7; 70_000]);
+    sim.send(c, &[0, 0, 0, 9]);
+    let (now, conn) = (sim.now, &mut sim.conns[c]);
+    conn.session.handle_urgent(now, Urgent::Mark(0xff), &mut conn.out);
+    sim.request(c, Request::Stat { path: "/big".into() });
+    assert!(matches!(sim.only(c), Reply::Error { code: ErrorCode::NotFound, .. }));
+    assert!(!sim.conns[c].out.is_closed());
+}
+
+#[test]
+fn the_upload_rate_holds_input_back_until_the_clock_catches_up() {
+    let mut sim = Sim::new(FileLimits { upload_rate: 1 << 20, ..FileLimits::default() });
+    let c = sim.connect();
+    sim.request(c, Request::Put { id: 1, size: 1 << 20, path: "/slow".into() });
+    assert!(sim.conns[c].session.wants_input());
+    sim.send(c, &vec![1; 200 * 1024]);
+    let session = &sim.conns[c].session;
+    assert!(!session.wants_input(), "past the burst at t=0");
+    let at = session.poll_timeout().expect("a time to resume");
+    assert!(at <= sim.now + CANCEL_POLL);
+    // A control cancel while paused is answered at the next timeout, without more input.
+    sim.service.uploads.cancel(1);
+    sim.now = at;
+    let (now, conn) = (sim.now, &mut sim.conns[c]);
+    conn.session.handle_timeout(now, &mut conn.out);
+    sim.pump();
+    assert_eq!(sim.only(c), Reply::Cancelled { id: 1, received: 200 * 1024 });
+    assert!(sim.conns[c].session.wants_input());
+}
+
+#[test]
+fn a_connection_lost_mid_upload_leaves_nothing() {
+    let mut sim = Sim::new(FileLimits::default());
+    let c = sim.connect();
+    big_upload(&mut sim, c, 44);
+    let (now, conn) = (sim.now, &mut sim.conns[c]);
+    conn.session.handle_read_closed(now, &mut conn.out);
+    assert!(conn.out.is_closed());
+    assert_eq!(sim.store.partials(), 0);
+    assert!(sim.store.get("/big").is_none());
+}

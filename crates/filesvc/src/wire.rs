@@ -1,0 +1,408 @@
+//! The file service's wire format: length-prefixed binary frames (docs/files.md, byte by byte).
+//!
+//! ```text
+//! frame   = length:u32be kind:u8 payload      (length = 1 + payload length, at most MAX_FRAME)
+//! string  = length:u16be UTF-8 bytes
+//! numbers = big-endian
+//! ```
+//!
+//! A `Put` frame is followed by exactly `size` raw bytes (the file), and a `File` reply by
+//! `size` raw bytes: bodies are not framed, so a download leaves the server with `sendfile` and
+//! an upload goes to disk without being cut into frames. Decoding is strict: an unknown kind,
+//! a short or over-long payload, or a string that is not UTF-8 is an error, never a guess.
+
+use std::fmt;
+
+/// The largest frame, header excluded: bounds what a peer can make the other side buffer.
+pub const MAX_FRAME: usize = 64 * 1024;
+/// The longest path, in bytes.
+pub const MAX_PATH: usize = 1024;
+
+/// What a client asks (on the data endpoint; `Cancel` on the control endpoint).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Name this client (a random id it keeps with its cache): its leases and callbacks are
+    /// kept under it, across reconnections and server restarts.
+    Hello {
+        client: u64,
+    },
+    Stat {
+        path: String,
+    },
+    List {
+        path: String,
+    },
+    /// Fetch a file; `have` is the version of the cached copy (0: none), answered with
+    /// `NotModified` if it is still current.
+    Get {
+        path: String,
+        have: u64,
+    },
+    /// Upload `size` bytes (they follow the frame) to `path`, under the client's upload `id`.
+    Put {
+        id: u64,
+        size: u64,
+        path: String,
+    },
+    Delete {
+        path: String,
+    },
+    /// Control endpoint: stop upload `id`.
+    Cancel {
+        id: u64,
+    },
+}
+
+/// What a server answers or pushes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Answer to `Hello`, after any callbacks the client missed: leases last `lease_ms`.
+    Welcome {
+        lease_ms: u32,
+    },
+    Stat(Meta),
+    /// A directory's entries, sorted by name; `truncated` when they did not fit in one frame.
+    List {
+        truncated: bool,
+        entries: Vec<Entry>,
+    },
+    /// A file: `size` raw bytes follow. `lease_ms` is 0 without a lease (no `Hello`).
+    File {
+        version: u64,
+        size: u64,
+        lease_ms: u32,
+    },
+    /// The cached copy is current; its lease is renewed.
+    NotModified {
+        version: u64,
+        lease_ms: u32,
+    },
+    /// An upload is durable under `path` with this version.
+    Done {
+        version: u64,
+    },
+    Deleted,
+    /// Upload `id` was cancelled after `received` bytes; nothing of it is on disk.
+    Cancelled {
+        id: u64,
+        received: u64,
+    },
+    /// Pushed: the copy of `path` this client caches changed; drop it.
+    Callback {
+        path: String,
+    },
+    /// Control endpoint: what became of upload `id`.
+    CancelResult {
+        id: u64,
+        outcome: Outcome,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// What a `Cancel` found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The upload was running: it is stopped and its partial file removed.
+    Stopped = 0,
+    /// No such upload yet: if it starts, it is refused.
+    Refused = 1,
+    /// Too late: the upload completed.
+    Completed = 2,
+}
+
+/// Why a request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    NotFound = 1,
+    /// A path that leaves the root, names the server's own state, or is malformed.
+    BadPath = 2,
+    TooLarge = 3,
+    /// A frame that does not decode, or one not allowed here: the connection closes.
+    Protocol = 4,
+    Io = 5,
+    /// An upload id already in use.
+    Busy = 6,
+    /// A directory where a file was wanted, or the other way round.
+    WrongKind = 7,
+}
+
+/// A file's or directory's description.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta {
+    pub is_dir: bool,
+    pub size: u64,
+    /// Changes whenever the file does; never 0 for a file (0 means "none").
+    pub version: u64,
+    /// Modification time, Unix milliseconds.
+    pub modified_ms: u64,
+}
+
+/// One directory entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub is_dir: bool,
+    pub size: u64,
+}
+
+/// Why bytes did not decode.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("frame of {0} bytes is over the limit of {MAX_FRAME}")]
+    TooLarge(usize),
+    #[error("empty frame")]
+    Empty,
+    #[error("unknown frame kind {0:#04x}")]
+    UnknownKind(u8),
+    #[error("malformed frame: {0}")]
+    Malformed(&'static str),
+}
+
+/// Split the first complete frame off `buf`: its kind, payload and total length. `Ok(None)`
+/// while incomplete; an over-long length is refused before its bytes arrive.
+fn split(buf: &[u8]) -> Result<Option<(u8, &[u8], usize)>, WireError> {
+    let Some(head) = buf.get(..4) else { return Ok(None) };
+    let len = u32::from_be_bytes(head.try_into().expect("4 bytes")) as usize;
+    if len > MAX_FRAME {
+        return Err(WireError::TooLarge(len));
+    }
+    if len == 0 {
+        return Err(WireError::Empty);
+    }
+    let Some(frame) = buf.get(4..4 + len) else { return Ok(None) };
+    Ok(Some((frame[0], &frame[1..], 4 + len)))
+}
+
+/// Reads a payload front to back; every read checks the length.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        if self.0.len() < n {
+            return Err(WireError::Malformed("payload too short"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, WireError> {
+        Ok(u16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")))
+    }
+    fn u32(&mut self) -> Result<u32, WireError> {
+        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    fn u64(&mut self) -> Result<u64, WireError> {
+        Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+    fn bool(&mut self) -> Result<bool, WireError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(WireError::Malformed("a flag is neither 0 nor 1")),
+        }
+    }
+    fn string(&mut self) -> Result<String, WireError> {
+        let len = self.u16()? as usize;
+        let bytes = self.take(len)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| WireError::Malformed("string is not UTF-8"))
+    }
+    /// The payload must be used up exactly.
+    fn end<T>(self, value: T) -> Result<T, WireError> {
+        if self.0.is_empty() { Ok(value) } else { Err(WireError::Malformed("trailing bytes")) }
+    }
+}
+
+/// Builds one frame in place; the length is filled in by `finish`.
+struct Writer<'a> {
+    out: &'a mut Vec<u8>,
+    start: usize,
+}
+
+impl<'a> Writer<'a> {
+    fn new(out: &'a mut Vec<u8>, kind: u8) -> Self {
+        let start = out.len();
+        out.extend_from_slice(&[0, 0, 0, 0, kind]);
+        Self { out, start }
+    }
+    fn u8(self, v: u8) -> Self {
+        self.out.push(v);
+        self
+    }
+    fn u32(self, v: u32) -> Self {
+        self.out.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    fn u64(self, v: u64) -> Self {
+        self.out.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    /// Strings longer than a u16 can say are cut at a character boundary: encoders never
+    /// produce a frame the decoder refuses.
+    fn string(self, s: &str) -> Self {
+        let mut end = s.len().min(u16::MAX as usize);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.out.extend_from_slice(&(end as u16).to_be_bytes());
+        self.out.extend_from_slice(&s.as_bytes()[..end]);
+        self
+    }
+    fn finish(self) {
+        let len = (self.out.len() - self.start - 4) as u32;
+        self.out[self.start..self.start + 4].copy_from_slice(&len.to_be_bytes());
+    }
+}
+
+impl Request {
+    /// Append this request's frame to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Request::Hello { client } => Writer::new(out, 0x01).u64(*client).finish(),
+            Request::Stat { path } => Writer::new(out, 0x02).string(path).finish(),
+            Request::List { path } => Writer::new(out, 0x03).string(path).finish(),
+            Request::Get { path, have } => Writer::new(out, 0x04).u64(*have).string(path).finish(),
+            Request::Put { id, size, path } => Writer::new(out, 0x05).u64(*id).u64(*size).string(path).finish(),
+            Request::Delete { path } => Writer::new(out, 0x06).string(path).finish(),
+            Request::Cancel { id } => Writer::new(out, 0x10).u64(*id).finish(),
+        }
+    }
+
+    /// The first request in `buf` and the bytes it took, or `Ok(None)` while incomplete.
+    pub fn decode(buf: &[u8]) -> Result<Option<(Request, usize)>, WireError> {
+        let Some((kind, payload, used)) = split(buf)? else { return Ok(None) };
+        let mut r = Reader(payload);
+        let request = match kind {
+            0x01 => Request::Hello { client: r.u64()? },
+            0x02 => Request::Stat { path: r.string()? },
+            0x03 => Request::List { path: r.string()? },
+            0x04 => Request::Get { have: r.u64()?, path: r.string()? },
+            0x05 => Request::Put { id: r.u64()?, size: r.u64()?, path: r.string()? },
+            0x06 => Request::Delete { path: r.string()? },
+            0x10 => Request::Cancel { id: r.u64()? },
+            other => return Err(WireError::UnknownKind(other)),
+        };
+        Ok(Some((r.end(request)?, used)))
+    }
+}
+
+impl Reply {
+    /// Append this reply's frame to `out`. A listing is cut to fit one frame (and marked
+    /// truncated).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Reply::Welcome { lease_ms } => Writer::new(out, 0x81).u32(*lease_ms).finish(),
+            Reply::Stat(m) => {
+                Writer::new(out, 0x82).u8(m.is_dir as u8).u64(m.size).u64(m.version).u64(m.modified_ms).finish()
+            }
+            Reply::List { truncated, entries } => {
+                // 1 + 4 header bytes, then entries while they fit.
+                let mut fit = 0;
+                let mut size = 5;
+                for e in entries {
+                    let len = 1 + 8 + 2 + e.name.len().min(u16::MAX as usize);
+                    if size + len > MAX_FRAME - 1 {
+                        break;
+                    }
+                    size += len;
+                    fit += 1;
+                }
+                let cut = *truncated || fit < entries.len();
+                let mut w = Writer::new(out, 0x83).u8(cut as u8).u32(fit as u32);
+                for e in &entries[..fit] {
+                    w = w.u8(e.is_dir as u8).u64(e.size).string(&e.name);
+                }
+                w.finish();
+            }
+            Reply::File { version, size, lease_ms } => {
+                Writer::new(out, 0x84).u64(*version).u64(*size).u32(*lease_ms).finish()
+            }
+            Reply::NotModified { version, lease_ms } => Writer::new(out, 0x85).u64(*version).u32(*lease_ms).finish(),
+            Reply::Done { version } => Writer::new(out, 0x86).u64(*version).finish(),
+            Reply::Deleted => Writer::new(out, 0x87).finish(),
+            Reply::Cancelled { id, received } => Writer::new(out, 0x88).u64(*id).u64(*received).finish(),
+            Reply::Callback { path } => Writer::new(out, 0x89).string(path).finish(),
+            Reply::CancelResult { id, outcome } => Writer::new(out, 0x90).u64(*id).u8(*outcome as u8).finish(),
+            Reply::Error { code, message } => Writer::new(out, 0x8F).u8(*code as u8).string(message).finish(),
+        }
+    }
+
+    /// The first reply in `buf` and the bytes it took, or `Ok(None)` while incomplete.
+    pub fn decode(buf: &[u8]) -> Result<Option<(Reply, usize)>, WireError> {
+        let Some((kind, payload, used)) = split(buf)? else { return Ok(None) };
+        let mut r = Reader(payload);
+        let reply = match kind {
+            0x81 => Reply::Welcome { lease_ms: r.u32()? },
+            0x82 => Reply::Stat(Meta { is_dir: r.bool()?, size: r.u64()?, version: r.u64()?, modified_ms: r.u64()? }),
+            0x83 => {
+                let truncated = r.bool()?;
+                let count = r.u32()? as usize;
+                // Each entry takes at least 11 bytes: a count beyond that is a lie.
+                if count > payload.len() / 11 {
+                    return Err(WireError::Malformed("more entries than bytes"));
+                }
+                let mut entries = Vec::with_capacity(count);
+                for _ in 0..count {
+                    entries.push(Entry { is_dir: r.bool()?, size: r.u64()?, name: r.string()? });
+                }
+                Reply::List { truncated, entries }
+            }
+            0x84 => Reply::File { version: r.u64()?, size: r.u64()?, lease_ms: r.u32()? },
+            0x85 => Reply::NotModified { version: r.u64()?, lease_ms: r.u32()? },
+            0x86 => Reply::Done { version: r.u64()? },
+            0x87 => Reply::Deleted,
+            0x88 => Reply::Cancelled { id: r.u64()?, received: r.u64()? },
+            0x89 => Reply::Callback { path: r.string()? },
+            0x90 => Reply::CancelResult {
+                id: r.u64()?,
+                outcome: match r.u8()? {
+                    0 => Outcome::Stopped,
+                    1 => Outcome::Refused,
+                    2 => Outcome::Completed,
+                    _ => return Err(WireError::Malformed("unknown cancel outcome")),
+                },
+            },
+            0x8F => Reply::Error { code: ErrorCode::from_u8(r.u8()?)?, message: r.string()? },
+            other => return Err(WireError::UnknownKind(other)),
+        };
+        Ok(Some((r.end(reply)?, used)))
+    }
+}
+
+impl ErrorCode {
+    fn from_u8(v: u8) -> Result<Self, WireError> {
+        Ok(match v {
+            1 => Self::NotFound,
+            2 => Self::BadPath,
+            3 => Self::TooLarge,
+            4 => Self::Protocol,
+            5 => Self::Io,
+            6 => Self::Busy,
+            7 => Self::WrongKind,
+            _ => return Err(WireError::Malformed("unknown error code")),
+        })
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Self::NotFound => "not found",
+            Self::BadPath => "bad path",
+            Self::TooLarge => "too large",
+            Self::Protocol => "protocol error",
+            Self::Io => "i/o error",
+            Self::Busy => "busy",
+            Self::WrongKind => "wrong kind",
+        };
+        f.write_str(name)
+    }
+}
+
+#[cfg(test)]
+mod tests;

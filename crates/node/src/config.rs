@@ -1,0 +1,317 @@
+//! The node's service table, parsed once (from `warren.toml` or xinetd files) into types that
+//! cannot be invalid: every check happens in [`crate::attrs`] before a [`Service`] exists.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::resource::Resource;
+use warren_models::Model;
+
+use crate::access::Access;
+
+/// Everything the node hosts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// The enabled services, in file order.
+    pub services: Vec<Service>,
+    /// Where `warren status` finds the node, if anywhere.
+    pub status: Option<StatusAddr>,
+    /// Attributes parsed but not acted upon, each with its reason (`file:line: attr: why`).
+    pub ignored: Vec<String>,
+    /// Services present but disabled (`disable = yes`, or not in `enabled`).
+    pub disabled: Vec<String>,
+}
+
+/// The status endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StatusAddr {
+    /// A Unix socket at this path.
+    Unix(PathBuf),
+    /// A TCP port (loopback, unless configured otherwise).
+    Tcp(SocketAddr),
+}
+
+/// TCP or UDP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// `socket_type = stream`, `protocol = tcp`.
+    Tcp,
+    /// `socket_type = dgram`, `protocol = udp`.
+    Udp,
+}
+
+impl Transport {
+    /// `tcp` or `udp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
+}
+
+/// Where a service listens. Two services never share one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Listen {
+    /// The transport.
+    pub transport: Transport,
+    /// The local address; port 0 picks a free port.
+    pub addr: SocketAddr,
+}
+
+/// One hosted service.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Service {
+    /// The service's id (xinetd's `id`, else its name): unique in a config.
+    pub name: String,
+    /// Where it listens.
+    pub listen: Listen,
+    /// What answers.
+    pub kind: Kind,
+    /// Rate and concurrency limits.
+    pub limits: Limits,
+    /// Who may connect, and when.
+    pub access: Access,
+    /// Files sent to clients.
+    pub banners: Banners,
+    /// What is logged for each connection.
+    pub log: LogOptions,
+    /// Socket options.
+    pub socket: SocketFlags,
+}
+
+/// What answers a service's connections.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kind {
+    /// A program, inetd-style.
+    Exec(Exec),
+    /// A warren protocol under a server model, inside the node.
+    Builtin(Builtin),
+    /// The node relays each connection to another address (xinetd's `redirect`).
+    Redirect(SocketAddr),
+}
+
+/// A program started per connection (`nowait`) or handed the listening socket (`wait`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Exec {
+    /// The program's path.
+    pub program: PathBuf,
+    /// Its arguments, `argv[0]` included.
+    pub argv: Vec<String>,
+    /// inetd's `wait`: the child gets the listening socket and the node stops watching it.
+    pub wait: bool,
+    /// Whom it runs as; `None` keeps the node's own identity.
+    pub user: Option<Credentials>,
+    /// `env`: variables set in its environment.
+    pub env: Vec<(String, String)>,
+    /// `passenv`: the node's variables passed through.
+    pub passenv: Vec<String>,
+    /// nice, umask and rlimits.
+    pub process: ProcessSettings,
+    /// Opt-in isolation.
+    pub sandbox: Option<Sandbox>,
+}
+
+/// A uid and gid to switch to before exec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user's name, for `initgroups`.
+    pub name: String,
+    /// The uid.
+    pub uid: u32,
+    /// The gid (`group`, else the user's primary group).
+    pub gid: u32,
+    /// `groups = yes`: the user's supplementary groups; otherwise none.
+    pub supplementary: bool,
+}
+
+/// Settings applied to the child before exec.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProcessSettings {
+    /// `nice`: added to the priority.
+    pub nice: Option<i32>,
+    /// `umask`.
+    pub umask: Option<u32>,
+    /// `rlimit_*`: each limit (soft and hard), `None` meaning unlimited.
+    pub rlimits: Vec<(Resource, Option<u64>)>,
+}
+
+impl ProcessSettings {
+    /// Whether nothing is to be changed: the child can then be spawned with `posix_spawn`.
+    pub fn is_empty(&self) -> bool {
+        self.nice.is_none() && self.umask.is_none() && self.rlimits.is_empty()
+    }
+}
+
+/// Isolation for an exec service's children (see `docs/sandbox.md`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sandbox {
+    /// cgroup `memory.max` in bytes: beyond it the kernel kills the child.
+    pub memory_max: Option<u64>,
+    /// cgroup `pids.max`: processes and threads the child may have at once.
+    pub pids_max: Option<u64>,
+    /// New namespaces for the child.
+    pub namespaces: Namespaces,
+}
+
+/// Which namespaces a sandboxed child gets of its own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Namespaces {
+    /// Its own mount table (made private, so nothing it mounts leaks out).
+    pub mount: bool,
+    /// Its own process ids: it cannot see or signal the node's other processes.
+    pub pid: bool,
+    /// Its own network stack with no interfaces: it can use only the socket it was handed.
+    pub net: bool,
+    /// Its own user ids: root inside maps to the node's uid outside.
+    pub user: bool,
+}
+
+/// A warren protocol hosted in the node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Builtin {
+    /// The protocol.
+    pub protocol: Protocol,
+    /// The server model (an in-process one: `fork` and `prefork` need a process of their own).
+    pub model: Model,
+    /// Protocol and model settings.
+    pub options: BuiltinOptions,
+}
+
+/// The protocols the node hosts itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// RFC 862.
+    Echo,
+    /// RFC 863.
+    Discard,
+    /// RFC 867.
+    Daytime,
+    /// RFC 868.
+    Time,
+    /// RFC 864.
+    Chargen,
+    /// The course's PingPong.
+    Pingpong,
+    /// The course's chat server.
+    Chat,
+    /// Static files over HTTP/1.1.
+    Http,
+    /// The service registry: a slot the registry fills once it can be hosted.
+    Registry,
+}
+
+impl Protocol {
+    /// Every protocol with its name in configs.
+    pub const ALL: [(Protocol, &'static str); 9] = [
+        (Protocol::Echo, "echo"),
+        (Protocol::Discard, "discard"),
+        (Protocol::Daytime, "daytime"),
+        (Protocol::Time, "time"),
+        (Protocol::Chargen, "chargen"),
+        (Protocol::Pingpong, "pingpong"),
+        (Protocol::Chat, "chat"),
+        (Protocol::Http, "http"),
+        (Protocol::Registry, "registry"),
+    ];
+
+    /// The name in configs.
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(p, _)| *p == self).map_or("?", |(_, n)| n)
+    }
+
+    /// The protocol called `name`.
+    pub fn from_name(name: &str) -> Option<Protocol> {
+        Self::ALL.iter().find(|(_, n)| *n == name).map(|(p, _)| *p)
+    }
+
+    /// Whether it has a datagram form.
+    pub fn has_udp(self) -> bool {
+        matches!(self, Protocol::Echo | Protocol::Discard | Protocol::Daytime | Protocol::Time | Protocol::Chargen)
+    }
+}
+
+/// Settings of a builtin service; `None` means the protocol's or model's default.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BuiltinOptions {
+    /// `http`: the document root.
+    pub root: Option<PathBuf>,
+    /// Model threads (`pool`, `event`, `hybrid`).
+    pub threads: Option<usize>,
+    /// Connections beyond this many are refused.
+    pub max_conns: Option<usize>,
+    /// Idle connections are closed after this long.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Rate and concurrency limits.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Limits {
+    /// At most this many children (or connections) at once.
+    pub instances: Option<u32>,
+    /// At most this many from one source address at once.
+    pub per_source: Option<u32>,
+    /// Above `rate` new connections in one second, stop accepting for `wait`, then carry on.
+    pub cps: Option<Cps>,
+    /// Refuse while the 1-minute load average is at or above this.
+    pub max_load: Option<f64>,
+}
+
+/// xinetd's `cps = <rate> <wait>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cps {
+    /// Connections per second allowed.
+    pub rate: u32,
+    /// How long accepting pauses once the rate is exceeded.
+    pub wait: Duration,
+}
+
+/// Files sent to the client, their contents read at load time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Banners {
+    /// `banner`: on every connection, granted or not.
+    pub always: Option<Arc<[u8]>>,
+    /// `banner_success`: when access is granted.
+    pub success: Option<Arc<[u8]>>,
+    /// `banner_fail`: when access is denied.
+    pub fail: Option<Arc<[u8]>>,
+}
+
+/// `log_on_success` and `log_on_failure`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogOptions {
+    /// PID of the child.
+    pub pid: bool,
+    /// Remote address (both lists).
+    pub host: bool,
+    /// Exit status.
+    pub exit: bool,
+    /// How long the child ran.
+    pub duration: bool,
+    /// Bytes relayed (redirects).
+    pub traffic: bool,
+    /// Log refused connections at all (`log_on_failure` not empty).
+    pub failure: bool,
+    /// Log the attempt of refused connections.
+    pub attempt: bool,
+}
+
+impl Default for LogOptions {
+    /// `PID HOST EXIT DURATION` on success, `HOST ATTEMPT` on failure.
+    fn default() -> Self {
+        Self { pid: true, host: true, exit: true, duration: true, traffic: false, failure: true, attempt: true }
+    }
+}
+
+/// Socket options (`flags`, `v6only`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketFlags {
+    /// TCP_NODELAY on accepted connections.
+    pub nodelay: bool,
+    /// SO_KEEPALIVE on accepted connections.
+    pub keepalive: bool,
+    /// IPV6_V6ONLY on an IPv6 listener.
+    pub v6only: Option<bool>,
+}

@@ -1,0 +1,57 @@
+//! What both config formats share: collecting built services and the checks across services.
+
+use std::collections::HashSet;
+
+use crate::attrs::{Attrs, Built, Format, build};
+use crate::config::{Config, Service, StatusAddr};
+
+/// A config that cannot be loaded, with the file and line at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct LoadError {
+    /// The file.
+    pub file: String,
+    /// The line, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Services collected so far.
+#[derive(Debug, Default)]
+pub(crate) struct Loaded {
+    services: Vec<Service>,
+    pub(crate) ignored: Vec<String>,
+    disabled: Vec<String>,
+}
+
+impl Loaded {
+    /// Build the section `name` and keep it.
+    pub(crate) fn add(&mut self, name: &str, attrs: &Attrs, defaults: &Attrs, format: Format) -> Result<(), String> {
+        match build(name, attrs, defaults, format)? {
+            Built::Service(service) => self.services.push(*service),
+            Built::Disabled(id) => self.disabled.push(id),
+        }
+        Ok(())
+    }
+
+    /// Check ids and listeners are unique, and make the config.
+    pub(crate) fn finish(self, status: Option<StatusAddr>) -> Result<Config, String> {
+        let mut ids = HashSet::new();
+        let mut listens = HashSet::new();
+        for service in &self.services {
+            if !ids.insert(&service.name) {
+                return Err(format!("two services are called {:?} (set id to tell them apart)", service.name));
+            }
+            if service.listen.addr.port() != 0 && !listens.insert(service.listen) {
+                return Err(format!(
+                    "service {:?}: {} {} is already another service's",
+                    service.name,
+                    service.listen.transport.name(),
+                    service.listen.addr
+                ));
+            }
+        }
+        Ok(Config { services: self.services, status, ignored: self.ignored, disabled: self.disabled })
+    }
+}

@@ -1,0 +1,392 @@
+//! The superserver loop: one mio poller on one thread watching every exec and redirect
+//! listener, every child's pidfd, the status socket and a command channel.
+//!
+//! mio rather than tokio: the loop's work is readiness, accept, spawn and reaping, all
+//! non-blocking system calls; a runtime would add threads to a process that spawns children
+//! and tasks to code that has nothing to await. Builtins run on threads of their own under
+//! their model, with a clone of the listener the node bound.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixListener;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use warren_models::accept::Acceptor;
+
+mod children;
+mod sockets;
+
+use self::sockets::{Socket, StatusSocket, bind};
+use crate::builtin::{self, Running};
+use crate::config::{Config, Kind, Service, StatusAddr};
+use crate::exec::Counters;
+use crate::sandbox::{Cgroups, Prepared};
+use crate::status::{Hooks, Status};
+
+const WAKER: Token = Token(0);
+const STATUS: Token = Token(1);
+const FIRST_LISTENER: usize = 16;
+/// Children's pidfds are registered as this plus the pid.
+const CHILD_BASE: usize = 1 << 40;
+/// Connections accepted per readiness event, so that one busy service cannot starve the rest.
+const ACCEPT_BATCH: usize = 64;
+
+/// Asks the loop to do something; answered through the enclosed sender.
+enum Command {
+    Reload(Box<Config>, Sender<Result<(), String>>),
+    Status(Sender<Status>),
+    Drain(Duration),
+    RelayDone { service: String, peer: IpAddr, bytes: (u64, u64), started: Instant },
+}
+
+/// The running node, owned by whoever started it.
+#[derive(Debug)]
+pub struct NodeHandle {
+    tx: Sender<Command>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl NodeHandle {
+    /// Replace the configuration: listeners that did not change stay open, running children and
+    /// connections carry on. On error the old configuration stays in force.
+    pub fn reload(&self, config: Config) -> Result<(), String> {
+        let (tx, rx) = channel();
+        self.send(Command::Reload(Box::new(config), tx))?;
+        rx.recv().map_err(|_| "the node stopped".to_string())?
+    }
+
+    /// A snapshot of the services and their counters.
+    pub fn status(&self) -> Result<Status, String> {
+        let (tx, rx) = channel();
+        self.send(Command::Status(tx))?;
+        rx.recv().map_err(|_| "the node stopped".to_string())
+    }
+
+    /// Stop accepting, shut builtins down, wait up to `grace` for children, then stop them.
+    pub fn drain(mut self, grace: Duration) {
+        let _ = self.send(Command::Drain(grace));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    fn send(&self, command: Command) -> Result<(), String> {
+        self.tx.send(command).map_err(|_| "the node stopped".to_string())?;
+        self.waker.wake().map_err(|e| e.to_string())
+    }
+}
+
+/// What a listener is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Watch {
+    Watching,
+    /// A `wait` child has the socket.
+    Handed(u32),
+    /// cps tripped or descriptors ran out: accept again at this instant.
+    Paused(Instant),
+    /// Served by a builtin thread, not by this loop.
+    Builtin,
+}
+
+#[derive(Debug)]
+struct Entry {
+    service: Arc<Service>,
+    socket: Socket,
+    addr: SocketAddr,
+    counters: Counters,
+    watch: Watch,
+    builtin: Option<Running>,
+}
+
+#[derive(Debug)]
+struct Child {
+    service: String,
+    pidfd: OwnedFd,
+    peer: Option<IpAddr>,
+    started: Instant,
+    sandbox: Option<Prepared>,
+}
+
+/// Bind every service of `config`, start the builtins and run the loop on a thread of its own.
+/// `hooks` hears of every service once it listens.
+pub fn start(config: Config, hooks: Box<dyn Hooks>) -> io::Result<NodeHandle> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let (tx, rx) = channel();
+    let status = match &config.status {
+        Some(StatusAddr::Unix(path)) => {
+            if std::os::unix::net::UnixStream::connect(path).is_err() {
+                let _ = std::fs::remove_file(path);
+            }
+            let listener = UnixListener::bind(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("status socket {}: {e}", path.display())))?;
+            Some(StatusSocket::Unix(listener))
+        }
+        Some(StatusAddr::Tcp(addr)) => Some(StatusSocket::Tcp(TcpListener::bind(addr)?)),
+        None => None,
+    };
+    let mut node = Node {
+        poll,
+        entries: Vec::new(),
+        children: HashMap::new(),
+        acceptor: Acceptor::new(),
+        hooks,
+        tx: tx.clone(),
+        waker: waker.clone(),
+        cgroups: Cgroups::detect(),
+        status,
+        rx,
+        draining: None,
+    };
+    if let Some(s) = &node.status {
+        s.set_nonblocking()?;
+        node.poll.registry().register(&mut SourceFd(&s.raw()), STATUS, Interest::READABLE)?;
+    }
+    node.apply(config).map_err(io::Error::other)?;
+    let thread = std::thread::Builder::new().name("warren-node".into()).spawn(move || node.run())?;
+    Ok(NodeHandle { tx, waker, thread: Some(thread) })
+}
+
+struct Node {
+    poll: Poll,
+    entries: Vec<Option<Entry>>,
+    children: HashMap<u32, Child>,
+    acceptor: Acceptor,
+    hooks: Box<dyn Hooks>,
+    tx: Sender<Command>,
+    waker: Arc<Waker>,
+    cgroups: Cgroups,
+    status: Option<StatusSocket>,
+    rx: Receiver<Command>,
+    /// Set once draining: the instant after which children are stopped.
+    draining: Option<Instant>,
+}
+
+impl Node {
+    fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let now = Instant::now();
+            let wake = self.entries.iter().flatten().filter_map(|e| match e.watch {
+                Watch::Paused(at) => Some(at),
+                _ => None,
+            });
+            let timeout = wake.chain(self.draining).min().map(|at| at.saturating_duration_since(now));
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                tracing::error!("node: poll: {e}");
+                return;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => self.commands(),
+                    STATUS => self.serve_status(),
+                    Token(t) if t >= CHILD_BASE => self.reap((t - CHILD_BASE) as u32),
+                    Token(t) => self.ready(t - FIRST_LISTENER),
+                }
+            }
+            self.resume(Instant::now());
+            if let Some(deadline) = self.draining {
+                if self.children.is_empty() {
+                    return;
+                }
+                if Instant::now() >= deadline {
+                    for pid in self.children.keys() {
+                        let _ =
+                            nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), nix::sys::signal::SIGTERM);
+                    }
+                    self.draining = Some(Instant::now() + Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn commands(&mut self) {
+        while let Ok(command) = self.rx.try_recv() {
+            match command {
+                Command::Reload(config, reply) => {
+                    let result = self.apply(*config);
+                    if let Err(e) = &result {
+                        tracing::error!("reload refused, old configuration kept: {e}");
+                    }
+                    let _ = reply.send(result);
+                }
+                Command::Status(reply) => {
+                    let _ = reply.send(self.snapshot());
+                }
+                Command::Drain(grace) => self.drain(grace),
+                Command::RelayDone { service, peer, bytes, started } => {
+                    let entry = self.entries.iter_mut().flatten().find(|e| e.service.name == service);
+                    if let Some(entry) = entry {
+                        entry.counters.release(Some(peer));
+                        if entry.service.log.traffic {
+                            tracing::info!(target: "warren::node", service, from = %peer, in_bytes = bytes.0, out_bytes = bytes.1, duration = ?started.elapsed(), "EXIT: redirect");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Make the services of `config` the node's: keep the sockets (and counters) of services
+    /// whose listener is unchanged, bind the new ones first so a failure changes nothing.
+    fn apply(&mut self, config: Config) -> Result<(), String> {
+        let mut old: Vec<Entry> = self.entries.drain(..).flatten().collect();
+        let mut next: Vec<(Arc<Service>, Option<Entry>)> = Vec::new();
+        for service in config.services {
+            let same = old.iter().position(|e| e.service.name == service.name && e.service.listen == service.listen);
+            let same =
+                same.or_else(|| old.iter().position(|e| e.service.listen == service.listen && e.addr.port() != 0));
+            next.push((Arc::new(service), same.map(|i| old.swap_remove(i))));
+        }
+        let bound: Result<Vec<_>, String> = next
+            .iter()
+            .filter(|(_, kept)| kept.is_none())
+            .map(|(s, _)| {
+                let (transport, addr) = (s.listen.transport.name(), s.listen.addr);
+                bind(s).map_err(|e| format!("service {}: cannot listen on {transport} {addr}: {e}", s.name))
+            })
+            .collect();
+        let bound = match bound {
+            Ok(bound) => bound,
+            Err(e) => {
+                self.entries = next.into_iter().filter_map(|(_, e)| e).chain(old).map(Some).collect();
+                self.reregister_all();
+                return Err(e);
+            }
+        };
+        for gone in old {
+            self.close(gone);
+        }
+        let mut bound = bound.into_iter();
+        for (index, (service, kept)) in next.into_iter().enumerate() {
+            let entry = match kept {
+                Some(mut entry) => {
+                    let builtin_changed = entry.service.kind != service.kind || entry.service.limits != service.limits;
+                    if entry.builtin.is_some() && builtin_changed {
+                        stop_builtin(entry.builtin.take());
+                    }
+                    if entry.service.name != service.name {
+                        self.hooks.closed(&entry.service.name);
+                        entry.counters = Counters::default();
+                    }
+                    let _ = self.poll.registry().deregister(&mut SourceFd(&entry.socket.raw()));
+                    entry.service = service;
+                    if entry.builtin.is_none() && !matches!(entry.watch, Watch::Handed(_)) {
+                        entry.watch = Watch::Watching;
+                    }
+                    entry
+                }
+                None => {
+                    let (socket, addr) = bound.next().expect("one socket was bound per new service");
+                    Entry {
+                        service,
+                        socket,
+                        addr,
+                        counters: Counters::default(),
+                        watch: Watch::Watching,
+                        builtin: None,
+                    }
+                }
+            };
+            self.entries.push(Some(entry));
+            if let Err(e) = self.activate(index) {
+                tracing::error!("service {}: {e}", self.entries[index].as_ref().map_or("?", |e| &e.service.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// Start watching entry `index` (or start its builtin) and tell the hooks.
+    fn activate(&mut self, index: usize) -> io::Result<()> {
+        let Some(entry) = self.entries[index].as_mut() else { return Ok(()) };
+        if let Kind::Builtin(b) = &entry.service.kind {
+            if entry.builtin.is_none() {
+                let socket = match &entry.socket {
+                    Socket::Tcp(l) => builtin::Socket::Tcp(l.try_clone()?),
+                    Socket::Udp(u) => builtin::Socket::Udp(u.try_clone()?),
+                };
+                entry.builtin = Some(builtin::start(&entry.service.name, b, entry.service.limits.instances, socket)?);
+            }
+            entry.watch = Watch::Builtin;
+        } else if entry.watch == Watch::Watching {
+            self.poll.registry().register(
+                &mut SourceFd(&entry.socket.raw()),
+                Token(FIRST_LISTENER + index),
+                Interest::READABLE,
+            )?;
+        }
+        self.hooks.listening(&entry.service, entry.addr);
+        Ok(())
+    }
+
+    fn reregister_all(&mut self) {
+        for (index, entry) in self.entries.iter().enumerate() {
+            if let Some(entry) = entry
+                && entry.watch == Watch::Watching
+            {
+                let _ = self.poll.registry().reregister(
+                    &mut SourceFd(&entry.socket.raw()),
+                    Token(FIRST_LISTENER + index),
+                    Interest::READABLE,
+                );
+            }
+        }
+    }
+
+    fn close(&mut self, mut entry: Entry) {
+        let _ = self.poll.registry().deregister(&mut SourceFd(&entry.socket.raw()));
+        stop_builtin(entry.builtin.take());
+        self.hooks.closed(&entry.service.name);
+    }
+
+    fn drain(&mut self, grace: Duration) {
+        for entry in std::mem::take(&mut self.entries).into_iter().flatten() {
+            self.close(entry);
+        }
+        tracing::info!(target: "warren::node", children = self.children.len(), "draining");
+        self.draining = Some(Instant::now() + grace);
+    }
+
+    fn resume(&mut self, now: Instant) {
+        for index in 0..self.entries.len() {
+            let Some(entry) = self.entries[index].as_mut() else { continue };
+            if let Watch::Paused(at) = entry.watch
+                && now >= at
+            {
+                entry.watch = Watch::Watching;
+                entry.counters.reset_window();
+                tracing::info!(target: "warren::node", service = %entry.service.name, "accepting again");
+                let fd = entry.socket.raw();
+                let _ = self.poll.registry().register(
+                    &mut SourceFd(&fd),
+                    Token(FIRST_LISTENER + index),
+                    Interest::READABLE,
+                );
+            }
+        }
+    }
+
+    fn pause(&mut self, index: usize, until: Instant) {
+        if let Some(entry) = self.entries[index].as_mut() {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&entry.socket.raw()));
+            entry.watch = Watch::Paused(until);
+        }
+    }
+}
+
+fn stop_builtin(running: Option<Running>) {
+    if let Some(running) = running {
+        running.shutdown.trigger();
+        let _ = running.thread.join();
+    }
+}

@@ -1,0 +1,124 @@
+//! Opt-in isolation for exec services: a cgroup per child with `memory.max` and `pids.max`,
+//! and namespaces (set up by [`crate::spawn`] at clone time). See `docs/sandbox.md`.
+//!
+//! The child joins its cgroup itself, before `execve`, by writing `0` to a `cgroup.procs`
+//! descriptor opened here: no instant exists in which the program runs unconfined. cgroup v2 is
+//! used where its controllers are available, else the v1 `memory` and `pids` hierarchies.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::config::{Namespaces, Sandbox};
+
+const ROOT: &str = "/sys/fs/cgroup";
+
+/// The cgroup flavour of this machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cgroups {
+    /// The unified hierarchy, with the memory and pids controllers.
+    V2,
+    /// The v1 `memory` and `pids` hierarchies.
+    V1,
+    /// Neither is available (or writable).
+    Unavailable,
+}
+
+impl Cgroups {
+    /// Find out which cgroups this process can create.
+    pub fn detect() -> Cgroups {
+        let v2 = fs::read_to_string(Path::new(ROOT).join("cgroup.controllers"))
+            .is_ok_and(|c| c.split_whitespace().any(|w| w == "memory") && c.split_whitespace().any(|w| w == "pids"));
+        if v2 {
+            return Cgroups::V2;
+        }
+        if Path::new(ROOT).join("memory/cgroup.procs").exists() && Path::new(ROOT).join("pids/cgroup.procs").exists() {
+            return Cgroups::V1;
+        }
+        Cgroups::Unavailable
+    }
+}
+
+/// One child's cgroups, made before it is started and removed after it exits.
+#[derive(Debug)]
+pub struct Prepared {
+    /// `cgroup.procs` of each cgroup, open for writing, for the child to join.
+    pub procs: Vec<File>,
+    /// The namespaces the child gets.
+    pub namespaces: Namespaces,
+    /// The directories to remove once the child has exited.
+    pub dirs: Vec<PathBuf>,
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(1);
+
+/// Make the cgroups for one child of `service`. An error says what is missing, plainly.
+pub fn prepare(cgroups: Cgroups, service: &str, sandbox: &Sandbox) -> io::Result<Prepared> {
+    let mut prepared = Prepared { procs: Vec::new(), namespaces: sandbox.namespaces, dirs: Vec::new() };
+    if sandbox.memory_max.is_none() && sandbox.pids_max.is_none() {
+        return Ok(prepared);
+    }
+    let leaf = format!("warren/{service}/{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let limits: Vec<(&str, &str, String)> = match cgroups {
+        Cgroups::Unavailable => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "sandbox: no writable cgroup hierarchy with memory and pids controllers under /sys/fs/cgroup",
+            ));
+        }
+        Cgroups::V2 => {
+            enable_v2_controllers(&leaf)?;
+            let mut v = Vec::new();
+            if let Some(max) = sandbox.memory_max {
+                v.push(("", "memory.max", max.to_string()));
+                v.push(("", "memory.swap.max", "0".to_string()));
+            }
+            if let Some(max) = sandbox.pids_max {
+                v.push(("", "pids.max", max.to_string()));
+            }
+            v
+        }
+        Cgroups::V1 => {
+            let mut v = Vec::new();
+            if let Some(max) = sandbox.memory_max {
+                v.push(("memory", "memory.limit_in_bytes", max.to_string()));
+            }
+            if let Some(max) = sandbox.pids_max {
+                v.push(("pids", "pids.max", max.to_string()));
+            }
+            v
+        }
+    };
+    for (hierarchy, file, value) in limits {
+        let dir = Path::new(ROOT).join(hierarchy).join(&leaf);
+        if !prepared.dirs.contains(&dir) {
+            fs::create_dir_all(&dir)
+                .map_err(|e| io::Error::new(e.kind(), format!("sandbox: {}: {e}", dir.display())))?;
+            prepared.procs.push(OpenOptions::new().write(true).open(dir.join("cgroup.procs"))?);
+            prepared.dirs.push(dir.clone());
+        }
+        fs::write(dir.join(file), value).map_err(|e| io::Error::new(e.kind(), format!("sandbox: {file}: {e}")))?;
+    }
+    Ok(prepared)
+}
+
+/// Enable the memory and pids controllers for the children of every directory above `leaf`.
+fn enable_v2_controllers(leaf: &str) -> io::Result<()> {
+    let mut dir = PathBuf::from(ROOT);
+    for part in Path::new(leaf).parent().into_iter().flat_map(|p| p.components()) {
+        fs::write(dir.join("cgroup.subtree_control"), "+memory +pids")?;
+        dir.push(part);
+        fs::create_dir_all(&dir)?;
+    }
+    fs::write(dir.join("cgroup.subtree_control"), "+memory +pids")
+}
+
+/// Remove a finished child's cgroups (empty once it has exited).
+pub fn remove(prepared: &Prepared) {
+    for dir in &prepared.dirs {
+        if let Err(e) = fs::remove_dir(dir) {
+            tracing::warn!(dir = %dir.display(), "sandbox: cannot remove cgroup: {e}");
+        }
+    }
+}

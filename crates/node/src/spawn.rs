@@ -1,0 +1,294 @@
+//! Starting a service's program, as cheaply as its settings allow.
+//!
+//! Two paths:
+//! - **posix_spawn** (through `std::process::Command`, which uses it when no `pre_exec`, uid or
+//!   gid is set): glibc implements it with `clone(CLONE_VM | CLONE_VFORK)`, so no page table is
+//!   copied however large the node is. Every `nowait` service with nothing to change in the
+//!   child takes this path; it is what `warren bench superd` measures.
+//! - **clone without `CLONE_VM`** (a fork, plus namespace flags) when the child must change
+//!   itself before `execve`: `wait` services (the listener on fd 3 and `LISTEN_PID`, which only
+//!   the child knows), user and group, nice, umask, rlimits and the sandbox. The child runs only
+//!   async-signal-safe system calls on data prepared here, reports a failure through a
+//!   close-on-exec pipe, and execs. Copying the page tables costs tens of microseconds for a
+//!   small node; the settings are worth it.
+
+use std::ffi::{CString, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use nix::libc;
+use nix::sched::CloneFlags;
+
+use crate::config::{Credentials, Exec};
+use crate::sandbox::Prepared;
+
+/// What the child gets on its standard input and output.
+#[derive(Debug, Clone, Copy)]
+pub enum Handoff<'a> {
+    /// A connection (`nowait`): fds 0 and 1.
+    Conn(BorrowedFd<'a>),
+    /// The listening socket (`wait`): fds 0, 1 and 3, with `LISTEN_FDS=1` and `LISTEN_PID`.
+    Listener(BorrowedFd<'a>),
+}
+
+/// Start `exec` with `env` (already complete but for `LISTEN_PID`); returns the child's pid.
+pub fn spawn(
+    exec: &Exec,
+    handoff: Handoff<'_>,
+    env: Vec<(OsString, OsString)>,
+    sandbox: Option<&Prepared>,
+) -> io::Result<u32> {
+    let plain = matches!(handoff, Handoff::Conn(_))
+        && exec.process.is_empty()
+        && sandbox.is_none()
+        && exec.user.as_ref().is_none_or(is_current);
+    if plain { posix_spawn(exec, handoff, env) } else { clone_exec(exec, handoff, env, sandbox) }
+}
+
+/// Whether switching to `who` would change nothing.
+fn is_current(who: &Credentials) -> bool {
+    !who.supplementary && who.uid == nix::unistd::geteuid().as_raw() && who.gid == nix::unistd::getegid().as_raw()
+}
+
+fn posix_spawn(exec: &Exec, handoff: Handoff<'_>, env: Vec<(OsString, OsString)>) -> io::Result<u32> {
+    let Handoff::Conn(fd) = handoff else { unreachable!("listeners go through clone_exec") };
+    let mut command = Command::new(&exec.program);
+    command.arg0(&exec.argv[0]).args(&exec.argv[1..]).env_clear().envs(env);
+    command.stdin(Stdio::from(fd.try_clone_to_owned()?)).stdout(Stdio::from(fd.try_clone_to_owned()?));
+    // The child is reaped through its pidfd by the node, never through this handle.
+    Ok(command.spawn()?.id())
+}
+
+/// Everything the child needs, prepared before the clone so that it allocates nothing.
+struct Plan {
+    program: CString,
+    argv: Vec<*const libc::c_char>,
+    env: Vec<*const libc::c_char>,
+    /// `LISTEN_PID=` followed by room for the digits the child writes.
+    listen_pid: Option<Vec<u8>>,
+    fd: RawFd,
+    fd3: bool,
+    rlimits: Vec<(libc::__rlimit_resource_t, libc::rlim_t)>,
+    nice: Option<i32>,
+    umask: Option<u32>,
+    ids: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
+    cgroup_procs: Vec<RawFd>,
+    user_maps: Option<(Vec<u8>, Vec<u8>)>,
+    private_mounts: bool,
+    report: RawFd,
+}
+
+fn clone_exec(
+    exec: &Exec,
+    handoff: Handoff<'_>,
+    env: Vec<(OsString, OsString)>,
+    sandbox: Option<&Prepared>,
+) -> io::Result<u32> {
+    let cstring =
+        |b: &[u8]| CString::new(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in argument"));
+    let program = cstring(exec.program.as_os_str().as_bytes())?;
+    let argv: Vec<CString> = exec.argv.iter().map(|a| cstring(a.as_bytes())).collect::<io::Result<_>>()?;
+    let envs: Vec<CString> =
+        env.iter().map(|(k, v)| cstring(&[k.as_bytes(), b"=", v.as_bytes()].concat())).collect::<io::Result<_>>()?;
+    let (fd, fd3) = match handoff {
+        Handoff::Conn(fd) => (fd.as_raw_fd(), false),
+        Handoff::Listener(fd) => (fd.as_raw_fd(), true),
+    };
+    let mut listen_pid = fd3.then(|| {
+        let mut slot = b"LISTEN_PID=".to_vec();
+        slot.resize(slot.len() + 24, 0);
+        slot
+    });
+    let mut env_ptrs: Vec<*const libc::c_char> = envs.iter().map(|c| c.as_ptr()).collect();
+    if let Some(slot) = &listen_pid {
+        env_ptrs.push(slot.as_ptr().cast());
+    }
+    env_ptrs.push(std::ptr::null());
+    let ids = match &exec.user {
+        Some(who) => Some((who.uid, who.gid, groups(who)?)),
+        None => None,
+    };
+    let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // Moving the slot into the plan keeps its heap buffer, which `env` already points at.
+    let mut plan = Plan {
+        program,
+        argv: argv.iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect(),
+        env: env_ptrs,
+        listen_pid: listen_pid.take(),
+        fd,
+        fd3,
+        rlimits: exec.process.rlimits.iter().map(|(r, v)| (*r as _, v.unwrap_or(libc::RLIM_INFINITY))).collect(),
+        nice: exec.process.nice,
+        umask: exec.process.umask,
+        ids,
+        cgroup_procs: sandbox.map(|s| s.procs.iter().map(|f| f.as_raw_fd()).collect()).unwrap_or_default(),
+        user_maps: sandbox.filter(|s| s.namespaces.user).map(|_| user_maps()),
+        private_mounts: sandbox.is_some_and(|s| s.namespaces.mount),
+        report: report_write.as_raw_fd(),
+    };
+    let mut flags = CloneFlags::empty();
+    if let Some(ns) = sandbox.map(|s| s.namespaces) {
+        flags.set(CloneFlags::CLONE_NEWNS, ns.mount);
+        flags.set(CloneFlags::CLONE_NEWPID, ns.pid);
+        flags.set(CloneFlags::CLONE_NEWNET, ns.net);
+        flags.set(CloneFlags::CLONE_NEWUSER, ns.user);
+    }
+    let mut stack = vec![0u8; 64 * 1024];
+    // SAFETY: without CLONE_VM the child has its own copy of this address space, and `child`
+    // makes only async-signal-safe system calls on memory prepared above before `execve` or
+    // `_exit`, so no lock another thread held at the clone is ever taken in the child.
+    let pid = unsafe { nix::sched::clone(Box::new(|| child(&mut plan)), &mut stack, flags, Some(libc::SIGCHLD)) }?;
+    drop(report_write);
+    let mut errno = [0u8; 4];
+    match nix::unistd::read(&report_read, &mut errno) {
+        Ok(4) => {
+            // The child failed before exec and has exited; it is reaped here, not by the node.
+            let _ = nix::sys::wait::waitpid(pid, None);
+            Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
+        }
+        _ => Ok(pid.as_raw() as u32),
+    }
+}
+
+/// The supplementary groups for `who`: its own (`groups = yes`) or only its primary group.
+fn groups(who: &Credentials) -> io::Result<Vec<libc::gid_t>> {
+    if !who.supplementary {
+        return Ok(vec![who.gid]);
+    }
+    let name = CString::new(who.name.as_bytes()).map_err(|_| io::Error::other("NUL in user name"))?;
+    let list = nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(who.gid))?;
+    Ok(list.into_iter().map(|g| g.as_raw()).collect())
+}
+
+/// `uid_map` and `gid_map` lines mapping root in the new user namespace to the node's ids.
+fn user_maps() -> (Vec<u8>, Vec<u8>) {
+    let uid = nix::unistd::geteuid().as_raw();
+    let gid = nix::unistd::getegid().as_raw();
+    (format!("0 {uid} 1\n").into_bytes(), format!("0 {gid} 1\n").into_bytes())
+}
+
+/// The child, between clone and exec. Returns only on failure (its value is the exit status).
+fn child(plan: &mut Plan) -> isize {
+    // SAFETY: every call below is a raw, async-signal-safe system call on memory owned by this
+    // (copied) address space; nothing allocates or takes a lock.
+    unsafe {
+        let fail = |report: RawFd| -> isize {
+            let errno = *libc::__errno_location();
+            libc::write(report, errno.to_ne_bytes().as_ptr().cast(), 4);
+            libc::_exit(127)
+        };
+        for &procs in &plan.cgroup_procs {
+            if libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
+                return fail(plan.report);
+            }
+        }
+        if let Some((uid_map, gid_map)) = &plan.user_maps {
+            let files: [(&[u8], &[u8]); 3] = [
+                (b"/proc/self/setgroups\0", b"deny"),
+                (b"/proc/self/uid_map\0", uid_map),
+                (b"/proc/self/gid_map\0", gid_map),
+            ];
+            for (path, content) in files {
+                let fd = libc::open(path.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 || libc::write(fd, content.as_ptr().cast(), content.len()) < 0 {
+                    return fail(plan.report);
+                }
+                libc::close(fd);
+            }
+        }
+        if plan.private_mounts
+            && libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+        {
+            return fail(plan.report);
+        }
+        for &(resource, value) in &plan.rlimits {
+            let limit = libc::rlimit { rlim_cur: value, rlim_max: value };
+            if libc::setrlimit(resource, &limit) != 0 {
+                return fail(plan.report);
+            }
+        }
+        if let Some(nice) = plan.nice {
+            *libc::__errno_location() = 0;
+            if libc::nice(nice) == -1 && *libc::__errno_location() != 0 {
+                return fail(plan.report);
+            }
+        }
+        if let Some(mask) = plan.umask {
+            libc::umask(mask);
+        }
+        if let Some((uid, gid, groups)) = &plan.ids
+            && (libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(*gid) != 0
+                || libc::setuid(*uid) != 0)
+        {
+            return fail(plan.report);
+        }
+        let targets: &[RawFd] = if plan.fd3 { &[0, 1, 3] } else { &[0, 1] };
+        for &target in targets {
+            if libc::dup2(plan.fd, target) < 0 {
+                return fail(plan.report);
+            }
+        }
+        if targets.contains(&plan.fd) {
+            libc::fcntl(plan.fd, libc::F_SETFD, 0);
+        }
+        if let Some(slot) = &mut plan.listen_pid {
+            write_decimal(&mut slot[b"LISTEN_PID=".len()..], libc::getpid() as u32);
+        }
+        // Rust ignores SIGPIPE; a program expects the default, as std's spawn also restores.
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::execve(plan.program.as_ptr(), plan.argv.as_ptr(), plan.env.as_ptr());
+        fail(plan.report)
+    }
+}
+
+/// Write `n` in decimal followed by NUL into `into`, without allocating.
+fn write_decimal(into: &mut [u8], mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for (i, d) in digits[..len].iter().rev().enumerate() {
+        into[i] = *d;
+    }
+    into[len] = 0;
+}
+
+/// A pidfd for `pid`: readable once the child exits, so the node's loop learns of each exit
+/// without SIGCHLD and without reaping anybody else's children.
+pub fn pidfd(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn decimal() {
+        let mut buf = [0xffu8; 12];
+        super::write_decimal(&mut buf, 40213);
+        assert_eq!(&buf[..6], b"40213\0");
+        super::write_decimal(&mut buf, 0);
+        assert_eq!(&buf[..2], b"0\0");
+    }
+}

@@ -1,0 +1,158 @@
+//! xinetd's format: defaults, `+=`/`-=`, includedir, errors naming file and line, ignored
+//! attributes reported, and Debian's stock `/etc/xinetd.d` files running unchanged.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use warren_node::config::{Kind, Protocol, Transport};
+use warren_node::xinetd;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("warren-xinetd-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn debians_stock_files_load_unchanged_all_disabled() {
+    let conf = std::fs::read_to_string(Path::new(FIXTURES).join("xinetd.conf")).unwrap();
+    let conf = conf.replace("includedir /etc/xinetd.d", &format!("includedir {FIXTURES}/xinetd.d"));
+    let config = xinetd::parse(&conf, "xinetd.conf", None).unwrap();
+    assert!(config.services.is_empty());
+    let mut disabled = config.disabled.clone();
+    disabled.sort();
+    let want = ["chargen", "daytime", "discard", "echo", "time"];
+    let want: Vec<String> = want.iter().flat_map(|s| [format!("{s}-dgram"), format!("{s}-stream")]).collect();
+    assert_eq!(disabled, want);
+}
+
+#[test]
+fn defaults_operators_and_includedir() {
+    let dir = scratch("ops");
+    std::fs::write(
+        dir.join("svc"),
+        "service hello\n{\n\ttype = UNLISTED\n\tport = 0\n\tsocket_type = stream\n\twait = no\n\tuser = root\n\tserver = /bin/echo\n\tserver_args = a b\n\tonly_from += 10.0.0.0/8\n\tlog_on_success -= PID\n\tenv = A=1 B=2\n}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("skipped.dpkg-old"), "this is not xinetd syntax").unwrap();
+    std::fs::write(dir.join("backup~"), "neither is this").unwrap();
+    let conf = format!(
+        "defaults\n{{\n\tonly_from = 127.0.0.1\n\tlog_on_success = PID HOST\n\tinstances = 7\n\tlog_type = SYSLOG daemon info\n}}\nincludedir {}\n",
+        dir.display()
+    );
+    let config = xinetd::parse(&conf, "xinetd.conf", None).unwrap();
+    let s = &config.services[0];
+    assert_eq!(s.name, "hello");
+    assert_eq!(s.limits.instances, Some(7), "from defaults");
+    let only = s.access.only_from.as_ref().unwrap();
+    assert_eq!(only.len(), 2, "+= adds to the defaults' list");
+    assert!(!s.log.pid && s.log.host, "-= removes from it");
+    let Kind::Exec(exec) = &s.kind else { panic!("exec") };
+    assert_eq!(exec.argv, ["echo", "a", "b"]);
+    assert_eq!(exec.env, [("A".into(), "1".into()), ("B".into(), "2".into())]);
+    assert_eq!(s.limits.cps.map(|c| c.rate), Some(50), "xinetd's default cps");
+    assert!(config.ignored.iter().any(|i| i.contains("xinetd.conf:6: log_type: ignored")), "{:?}", config.ignored);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn errors_name_the_file_and_line() {
+    let cases = [
+        ("service x\n{\n\tsocket_type = stream\n\tbogus = 1\n}\n", "t.conf:4: unknown attribute \"bogus\""),
+        ("service x\n{\n\tsocket_type = stream\n", "t.conf:1: section is never closed"),
+        (
+            "service x\n{\n\ttype = UNLISTED\n\tsocket_type = stream\n\twait = no\n}\n",
+            "an UNLISTED service needs a port",
+        ),
+        (
+            "service x\n{\n\ttype = UNLISTED\n\tport = 1\n\tsocket_type = stream\n\twait = no\n\tserver = /bin/true\n}\n",
+            "user is required",
+        ),
+        ("service x\n{\n\tport = 1\n\tsocket_type = stream\n\tflags = IDONLY\n}\n", "IDONLY"),
+        ("frobnicate\n", "t.conf:1: expected defaults"),
+        ("defaults\n{\n\tserver = /bin/sh\n}\n", "cannot be set in defaults"),
+    ];
+    for (text, want) in cases {
+        let err = xinetd::parse(text, "t.conf", None).unwrap_err().to_string();
+        assert!(err.contains(want), "{text:?}: {err}");
+    }
+}
+
+#[test]
+fn meaningless_attributes_are_reported_not_dropped() {
+    let text = "service x\n{\n\ttype = UNLISTED INTERNAL\n\tid = echo-x\n\tport = 0\n\tsocket_type = stream\n\twait = no\n\tmdns = yes\n\tlibwrap = x\n\tflags = REUSE NODELAY\n\tlog_on_success += USERID\n}\n";
+    let err = xinetd::parse(text, "t.conf", None).unwrap_err().to_string();
+    assert!(err.contains("no internal service \"x\""), "{err}");
+    let config = xinetd::parse(&text.replace("service x", "service echo"), "t.conf", None).unwrap();
+    let notes = config.ignored.join("\n");
+    for attr in ["mdns", "libwrap", "USERID"] {
+        assert!(notes.contains(attr), "{attr} not reported: {notes}");
+    }
+    let s = &config.services[0];
+    assert!(s.socket.nodelay);
+    assert!(matches!(&s.kind, Kind::Builtin(b) if b.protocol == Protocol::Echo));
+}
+
+/// The stock files with only `disable = yes` turned to `no`, as an administrator enables them,
+/// on their well-known ports: inside a network namespace of the test's own, so no port of the
+/// machine is touched. Needs root (or CAP_NET_ADMIN); otherwise the test says so and passes.
+#[test]
+fn debians_stock_files_run_on_their_well_known_ports() {
+    let dir = scratch("stock");
+    for name in ["echo", "daytime", "time", "discard", "chargen"] {
+        let text = std::fs::read_to_string(Path::new(FIXTURES).join("xinetd.d").join(name)).unwrap();
+        std::fs::write(dir.join(name), text.replace("disable\t\t= yes", "disable\t\t= no")).unwrap();
+    }
+    let conf = std::fs::read_to_string(Path::new(FIXTURES).join("xinetd.conf")).unwrap();
+    let conf = conf.replace("/etc/xinetd.d", &dir.display().to_string());
+    std::fs::write(dir.join("xinetd.conf"), conf).unwrap();
+    let path = dir.join("xinetd.conf");
+    std::thread::spawn(move || {
+        if nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).is_err() {
+            eprintln!("skipped: cannot make a network namespace (needs root)");
+            return;
+        }
+        let up = std::process::Command::new("ip").args(["link", "set", "lo", "up"]).status();
+        assert!(up.is_ok_and(|s| s.success()), "ip link set lo up");
+        let config = xinetd::load(&path, None).unwrap();
+        assert_eq!(config.services.len(), 10);
+        assert!(config.services.iter().all(|s| s.listen.addr.ip().is_loopback()));
+        let node = support::TestNode::with(config);
+        let tcp = |port: u16, input: &[u8], want: usize| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(input).unwrap();
+            let mut out = vec![0; want];
+            s.read_exact(&mut out).unwrap();
+            out
+        };
+        assert_eq!(tcp(7, b"ping", 4), b"ping");
+        assert!(tcp(13, b"", 5).iter().all(u8::is_ascii));
+        assert_eq!(tcp(37, b"", 4).len(), 4);
+        assert_eq!(&tcp(19, b"", 74)[72..], b"\r\n");
+        let mut discard = TcpStream::connect(("127.0.0.1", 9)).unwrap();
+        discard.write_all(b"gone").unwrap();
+        discard.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(discard.read(&mut [0; 8]).unwrap(), 0, "discard sends nothing");
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        udp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        for port in [7, 13, 37, 19] {
+            udp.send_to(b"x", ("127.0.0.1", port)).unwrap();
+            let mut buf = [0; 1024];
+            let (_, from) = udp.recv_from(&mut buf).unwrap();
+            assert_eq!(from.port(), port);
+        }
+        let udp_services = node.status().services.iter().filter(|s| s.transport == Transport::Udp.name()).count();
+        assert_eq!(udp_services, 5);
+    })
+    .join()
+    .unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -1,0 +1,114 @@
+//! How the registry lies in etcd's key space, under a prefix (default `/warren/`):
+//!
+//! ```text
+//! <prefix>ep/<name>/<transport>/<address>/<port>  →  {"endpoint": {...}, "owner": "<sha256 hex>"}
+//! ```
+//!
+//! One key per endpoint and nothing else: a name is bound exactly while it has an endpoint key,
+//! so when etcd deletes the last leased key of a name the name is gone too, with no second key
+//! to keep in step. Every endpoint carries its name's owner (the token's SHA-256, never the
+//! token), so any one key answers "who may change this name". Values are JSON so that
+//! `etcdctl get --prefix /warren/` reads well.
+
+use serde::{Deserialize, Serialize};
+use warren_registry::model::{Endpoint, Error, Name};
+use warren_registry::state::TokenHash;
+
+/// Keys of one registry in etcd.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        let mut prefix = prefix.to_owned();
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Keys { prefix }
+    }
+
+    /// Every endpoint of every name whose name starts with `name_prefix` lies under this prefix
+    /// (names cannot contain `/`, so `ep/foo` covers `foo` and `foobar` as `list("foo")` wants).
+    pub fn names_with_prefix(&self, name_prefix: &str) -> String {
+        format!("{}ep/{name_prefix}", self.prefix)
+    }
+
+    /// The endpoints of exactly one name.
+    pub fn name(&self, name: &Name) -> String {
+        format!("{}ep/{name}/", self.prefix)
+    }
+
+    pub fn endpoint(&self, name: &Name, e: &Endpoint) -> String {
+        format!("{}{}/{}/{}", self.name(name), e.transport, e.addr, e.port)
+    }
+
+    /// The name an endpoint key belongs to.
+    pub fn name_of(&self, key: &[u8]) -> Result<Name, Error> {
+        let key = std::str::from_utf8(key).map_err(|_| corrupt("a key that is not UTF-8"))?;
+        let rest = key.strip_prefix(&self.prefix).and_then(|k| k.strip_prefix("ep/")).ok_or_else(|| corrupt(key))?;
+        let name = rest.split('/').next().ok_or_else(|| corrupt(key))?;
+        Name::new(name)
+    }
+}
+
+/// The value stored under an endpoint key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Stored {
+    pub endpoint: Endpoint,
+    pub owner: String,
+}
+
+impl Stored {
+    pub fn new(endpoint: Endpoint, owner: &TokenHash) -> Stored {
+        Stored { endpoint, owner: hex(owner) }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("endpoints serialise")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Stored, Error> {
+        serde_json::from_slice(bytes).map_err(|e| corrupt(&format!("an endpoint value ({e})")))
+    }
+
+    pub fn owned_by(&self, owner: &TokenHash) -> bool {
+        self.owner == hex(owner)
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::Unavailable(format!("etcd holds {what} this registry did not write"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_keys_sit_under_their_name_and_give_it_back() {
+        let keys = Keys::new("/w");
+        let name = Name::new("db.eu").unwrap();
+        let e = Endpoint::tcp("[::1]:5432".parse().unwrap());
+        let key = keys.endpoint(&name, &e);
+        assert_eq!(key, "/w/ep/db.eu/tcp/::1/5432");
+        assert!(key.starts_with(&keys.name(&name)) && key.starts_with(&keys.names_with_prefix("db")));
+        assert_eq!(keys.name_of(key.as_bytes()).unwrap(), name);
+        assert!(keys.name_of(b"/other/ep/x/tcp/1/1").is_err());
+    }
+
+    #[test]
+    fn values_round_trip_and_name_their_owner() {
+        let owner = [7u8; 32];
+        let stored = Stored::new(Endpoint::tcp("127.0.0.1:80".parse().unwrap()), &owner);
+        let back = Stored::decode(&stored.encode()).unwrap();
+        assert!(back.owned_by(&owner) && !back.owned_by(&[8; 32]));
+        assert_eq!(back.endpoint, stored.endpoint);
+        assert!(Stored::decode(b"{}").is_err());
+    }
+}

@@ -1,0 +1,64 @@
+//! The storage interface the server, the CLI and the DNS front end program against.
+//!
+//! It speaks only the registry's own terms (names, endpoints, leases, revisions), so that more
+//! than one engine can stand behind it: the embedded store ([`crate::embedded`]) and, past one
+//! machine, etcd, where a lease is an etcd lease, a watch an etcd watch and a revision an etcd
+//! revision. Every backend gives the semantics of [`crate::state::State`]:
+//!
+//! - a write is acknowledged only once it is durable, and takes one revision for all its events;
+//! - reads (`lookup`, `list`, `snapshot`) see acknowledged writes only;
+//! - `watch(prefix, from)` yields every event after `from`, in revision order, never one twice,
+//!   or `Compacted` if the backend no longer holds the history from `from` (list again, then
+//!   watch from the revision the list returned);
+//! - an endpoint under a lease that is not renewed is removed between its TTL and its TTL plus
+//!   the backend's sweep bound, and watchers see a `Delete`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::model::{Endpoint, Entry, Error, Event, LeaseId, Name, Revision};
+
+/// A lease granted by `register`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub id: LeaseId,
+    pub ttl: Duration,
+    /// The revision of the write that put the endpoint.
+    pub revision: Revision,
+}
+
+/// A registry store. Calls may come from many tasks at once.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Binds a free name to static endpoints, owned by `token`; `AlreadyBound` if it is taken.
+    async fn bind(&self, name: &Name, token: &str, endpoints: Vec<Endpoint>) -> Result<Revision, Error>;
+    /// Replaces a name's endpoints with static ones (binding it if free).
+    async fn rebind(&self, name: &Name, token: &str, endpoints: Vec<Endpoint>) -> Result<Revision, Error>;
+    /// Removes a name and all its endpoints; `NotBound` if it is free.
+    async fn unbind(&self, name: &Name, token: &str) -> Result<Revision, Error>;
+    /// The name's endpoints and the revision they were read at.
+    async fn lookup(&self, name: &Name) -> Result<(Revision, Vec<Endpoint>), Error>;
+    /// Every name starting with `prefix` ("" for all), in name order.
+    async fn list(&self, prefix: &str) -> Result<(Revision, Vec<Entry>), Error>;
+    /// Puts an endpoint under a name with a new lease of `ttl` (1 s to 24 h).
+    async fn register(&self, name: &Name, token: &str, endpoint: Endpoint, ttl: Duration) -> Result<Lease, Error>;
+    /// Extends a lease by its full TTL from now; returns that TTL.
+    async fn renew(&self, lease: LeaseId) -> Result<Duration, Error>;
+    /// Ends a lease now, removing its endpoints; needs the token that registered it.
+    async fn release(&self, lease: LeaseId, token: &str) -> Result<Revision, Error>;
+    /// Events after `from` for names starting with `prefix`.
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<Box<dyn Watch>, Error>;
+    /// The name's endpoints from the backend's in-memory copy, without waiting: what a DNS
+    /// answer is built from. `None` if the name is not bound.
+    fn snapshot(&self, name: &Name) -> Option<Vec<Endpoint>>;
+}
+
+/// A stream of events from [`Backend::watch`].
+#[async_trait]
+pub trait Watch: Send {
+    /// The next events, in revision order; a revision's events never straddle two calls.
+    /// An error ends the stream (`Compacted` if the watcher fell behind the history,
+    /// `Unavailable` if the backend stopped).
+    async fn next(&mut self) -> Result<Vec<Event>, Error>;
+}

@@ -1,0 +1,28 @@
+//! The registry as the DNS front end's [`warren_dns::Directory`].
+//!
+//! DNS answers from [`Backend::snapshot`], the backend's in-memory copy: a synchronous read that
+//! never waits for a write or a round trip, as the DNS server's thread requires.
+
+use std::sync::Arc;
+
+use warren_dns::{Directory, Resolution, Target};
+
+use crate::backend::Backend;
+use crate::model::Name;
+
+/// A handle on any backend that the DNS server can ask.
+#[derive(Debug)]
+pub struct DnsDirectory<B: ?Sized>(pub Arc<B>);
+
+impl<B: Backend + ?Sized> Directory for DnsDirectory<B> {
+    fn resolve(&self, name: &str) -> Resolution {
+        // A query for something that cannot be a registry name cannot be bound either.
+        let Ok(name) = Name::new(name) else { return Resolution::NoSuchName };
+        match self.0.snapshot(&name) {
+            None => Resolution::NoSuchName,
+            Some(endpoints) => Resolution::Targets(
+                endpoints.iter().map(|e| Target { addr: e.addr, port: e.port, weight: e.weight }).collect(),
+            ),
+        }
+    }
+}

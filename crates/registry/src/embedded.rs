@@ -1,0 +1,374 @@
+//! The default backend: the state machine driven by one writer thread over a `redb` file.
+//!
+//! **Writes.** Every change goes to the writer thread through a channel. The thread takes all
+//! that is waiting (up to [`BATCH`]), applies it to the [`State`], expires due leases, writes the
+//! changed records in one transaction and commits it durably, and only then answers: one fsync
+//! covers a whole batch (group commit), and an acknowledged write is on disk.
+//!
+//! **Reads.** `lookup`, `list` and `snapshot` read a [`View`] that the writer updates after each
+//! commit, so they never wait for a write and never see one that is not yet durable.
+//!
+//! **Restarts.** Names, endpoints, leases (their TTL and owner), the revision and the lease
+//! counter are stored; lease deadlines and the event history are not. After a restart every
+//! lease has a full TTL from the restart (as etcd gives leases after a leader change), and
+//! watches resume from the stored revision onwards (older ones get `Compacted`).
+//!
+//! **Failure.** A failed commit stops the writer: what it had applied is not acknowledged, and
+//! every later write answers `Unavailable` (as etcd stops on a failed fsync).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::{broadcast, oneshot};
+
+use crate::backend::{Backend, Lease, Watch};
+use crate::model::{Endpoint, Entry, Error, Event, LeaseId, Name, Revision, check_prefix};
+use crate::state::{Config, Dirty, LeaseRecord, NameRecord, State, TokenHash};
+
+const NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("names");
+const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("leases");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The most commands one commit covers.
+const BATCH: usize = 512;
+/// Batches of events buffered per watcher before it must catch up from the history.
+const WATCH_BUFFER: usize = 1024;
+
+type Reply<T> = oneshot::Sender<Result<T, Error>>;
+/// A watch's start: the history after its revision, and the live batches from then on.
+type Subscription = (Vec<Event>, broadcast::Receiver<Arc<[Event]>>);
+
+enum Command {
+    Bind(Name, String, Vec<Endpoint>, Reply<Revision>),
+    Rebind(Name, String, Vec<Endpoint>, Reply<Revision>),
+    Unbind(Name, String, Reply<Revision>),
+    Register(Name, String, Endpoint, Duration, Reply<Lease>),
+    Renew(LeaseId, Reply<Duration>),
+    Release(LeaseId, String, Reply<Revision>),
+    Watch(String, Revision, Reply<Subscription>),
+}
+
+/// What readers see: the state as of the last commit.
+#[derive(Debug, Default)]
+struct View {
+    revision: Revision,
+    names: BTreeMap<Name, Vec<Endpoint>>,
+}
+
+/// The embedded store. Dropping it lets the writer finish its batch, and waits for it to stop
+/// (so the file can be opened again at once); open watches then end with `Unavailable`.
+#[derive(Debug)]
+pub struct Embedded {
+    /// Watches hold this weakly, so that they never keep the writer alive.
+    commands: Option<Arc<mpsc::Sender<Command>>>,
+    view: Arc<RwLock<View>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        self.commands = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command")
+    }
+}
+
+impl Embedded {
+    /// Opens (or creates) the store `registry.redb` in `dir` and starts its writer thread.
+    pub fn open(dir: &Path, config: Config, admin: Option<TokenHash>) -> Result<Embedded, Error> {
+        std::fs::create_dir_all(dir).map_err(|e| storage(format!("{}: {e}", dir.display())))?;
+        let db = Database::create(dir.join("registry.redb")).map_err(storage)?;
+        let state = load(&db, config, admin)?;
+        let (revision, entries) = state.list("").expect("the empty prefix is valid");
+        let names = entries.into_iter().map(|e| (e.name, e.endpoints)).collect();
+        let view = Arc::new(RwLock::new(View { revision, names }));
+        let (commands, rx) = mpsc::channel();
+        let writer = Writer { state, db, view: view.clone(), events: broadcast::channel(WATCH_BUFFER).0 };
+        let writer = std::thread::Builder::new()
+            .name("registry-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| storage(format!("cannot start the writer thread: {e}")))?;
+        Ok(Embedded { commands: Some(Arc::new(commands)), view, writer: Some(writer) })
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
+        call(self.commands.as_ref().expect("set until drop"), make).await
+    }
+}
+
+async fn call<T>(commands: &mpsc::Sender<Command>, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
+    let (tx, rx) = oneshot::channel();
+    commands.send(make(tx)).map_err(|_| stopped())?;
+    rx.await.map_err(|_| stopped())?
+}
+
+fn storage(e: impl std::fmt::Display) -> Error {
+    Error::Unavailable(format!("store: {e}"))
+}
+
+fn stopped() -> Error {
+    Error::Unavailable("the store has stopped".into())
+}
+
+fn load(db: &Database, config: Config, admin: Option<TokenHash>) -> Result<State, Error> {
+    // Create the tables on first use, so that reading never meets a missing one.
+    let txn = db.begin_write().map_err(storage)?;
+    txn.open_table(NAMES).map_err(storage)?;
+    txn.open_table(LEASES).map_err(storage)?;
+    txn.open_table(META).map_err(storage)?;
+    txn.commit().map_err(storage)?;
+
+    let txn = db.begin_read().map_err(storage)?;
+    let decode_err = |what: &str| storage(format!("corrupt {what} record"));
+    let mut names = Vec::new();
+    for row in txn.open_table(NAMES).map_err(storage)?.iter().map_err(storage)? {
+        let (k, v) = row.map_err(storage)?;
+        let name = Name::new(k.value()).map_err(|_| decode_err("name"))?;
+        names.push((name, postcard::from_bytes::<NameRecord>(v.value()).map_err(|_| decode_err("name"))?));
+    }
+    let mut leases = Vec::new();
+    for row in txn.open_table(LEASES).map_err(storage)?.iter().map_err(storage)? {
+        let (k, v) = row.map_err(storage)?;
+        leases.push((
+            LeaseId(k.value()),
+            postcard::from_bytes::<LeaseRecord>(v.value()).map_err(|_| decode_err("lease"))?,
+        ));
+    }
+    let meta = txn.open_table(META).map_err(storage)?;
+    let get = |key: &str| meta.get(key).map(|v| v.map(|g| g.value()));
+    let revision = Revision(get("revision").map_err(storage)?.unwrap_or(0));
+    let next_lease = get("next_lease").map_err(storage)?.unwrap_or(1);
+    Ok(State::restore(config, admin, Instant::now(), names, leases, revision, next_lease))
+}
+
+struct Writer {
+    state: State,
+    db: Database,
+    view: Arc<RwLock<View>>,
+    events: broadcast::Sender<Arc<[Event]>>,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Command>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let wait = self.state.poll_timeout().map(|t| t.saturating_duration_since(Instant::now()));
+            let first = match wait {
+                Some(wait) => rx.recv_timeout(wait),
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match first {
+                Ok(cmd) => batch.push(cmd),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            batch.extend(std::iter::from_fn(|| rx.try_recv().ok()).take(BATCH - batch.len()));
+            if let Err(e) = self.step(&mut batch) {
+                tracing::error!("registry store: {e}; no further writes are accepted");
+                return;
+            }
+        }
+    }
+
+    /// Applies a batch, commits it, publishes it, then answers it.
+    fn step(&mut self, batch: &mut Vec<Command>) -> Result<(), Error> {
+        let now = Instant::now();
+        let answers: Vec<Box<dyn FnOnce()>> = batch.drain(..).map(|cmd| self.apply(cmd, now)).collect();
+        self.state.expire(now);
+        let dirty = self.state.take_dirty();
+        if !dirty.is_empty() {
+            // On failure the answers are dropped: their callers see `Unavailable`.
+            self.commit(&dirty)?;
+            let mut view = self.view.write().expect("view lock");
+            view.revision = dirty.revision;
+            for (name, record) in dirty.names {
+                match record {
+                    Some(r) => view.names.insert(name, r.endpoints.into_iter().map(|(e, _)| e).collect()),
+                    None => view.names.remove(&name),
+                };
+            }
+        }
+        let events = self.state.poll_events();
+        if !events.is_empty() {
+            // No receivers is fine: nobody is watching.
+            let _ = self.events.send(events.into());
+        }
+        answers.into_iter().for_each(|answer| answer());
+        Ok(())
+    }
+
+    /// Applies one command; the returned closure sends its answer once the batch is durable.
+    fn apply(&mut self, cmd: Command, now: Instant) -> Box<dyn FnOnce()> {
+        fn answer<T: Send + 'static>(reply: Reply<T>, result: Result<T, Error>) -> Box<dyn FnOnce()> {
+            Box::new(move || {
+                let _ = reply.send(result);
+            })
+        }
+        let s = &mut self.state;
+        match cmd {
+            Command::Bind(name, token, eps, reply) => answer(reply, s.bind(&name, &token, eps)),
+            Command::Rebind(name, token, eps, reply) => answer(reply, s.rebind(&name, &token, eps)),
+            Command::Unbind(name, token, reply) => answer(reply, s.unbind(&name, &token)),
+            Command::Register(name, token, ep, ttl, reply) => {
+                let result = s.register(&name, &token, ep, ttl, now).map(|(id, revision)| Lease { id, ttl, revision });
+                answer(reply, result)
+            }
+            Command::Renew(id, reply) => answer(reply, s.renew(id, now)),
+            Command::Release(id, token, reply) => answer(reply, s.release(id, &token)),
+            Command::Watch(prefix, from, reply) => {
+                // History and subscription are taken together on this thread, so no batch falls
+                // between them; events of this batch may come twice and the watch drops them.
+                let result = s.watch(&prefix, from).map(|past| (past, self.events.subscribe()));
+                answer(reply, result)
+            }
+        }
+    }
+
+    fn commit(&self, dirty: &Dirty) -> Result<(), Error> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
+            let mut names = txn.open_table(NAMES).map_err(storage)?;
+            for (name, record) in &dirty.names {
+                match record {
+                    Some(r) => names.insert(name.as_str(), postcard::to_stdvec(r).expect("encodable").as_slice()),
+                    None => names.remove(name.as_str()),
+                }
+                .map_err(storage)?;
+            }
+            let mut leases = txn.open_table(LEASES).map_err(storage)?;
+            for (id, record) in &dirty.leases {
+                match record {
+                    Some(r) => leases.insert(id.0, postcard::to_stdvec(r).expect("encodable").as_slice()),
+                    None => leases.remove(id.0),
+                }
+                .map_err(storage)?;
+            }
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            meta.insert("revision", dirty.revision.0).map_err(storage)?;
+            meta.insert("next_lease", dirty.next_lease).map_err(storage)?;
+        }
+        txn.commit().map_err(storage)
+    }
+}
+
+#[async_trait]
+impl Backend for Embedded {
+    async fn bind(&self, name: &Name, token: &str, endpoints: Vec<Endpoint>) -> Result<Revision, Error> {
+        self.call(|r| Command::Bind(name.clone(), token.into(), endpoints, r)).await
+    }
+
+    async fn rebind(&self, name: &Name, token: &str, endpoints: Vec<Endpoint>) -> Result<Revision, Error> {
+        self.call(|r| Command::Rebind(name.clone(), token.into(), endpoints, r)).await
+    }
+
+    async fn unbind(&self, name: &Name, token: &str) -> Result<Revision, Error> {
+        self.call(|r| Command::Unbind(name.clone(), token.into(), r)).await
+    }
+
+    async fn lookup(&self, name: &Name) -> Result<(Revision, Vec<Endpoint>), Error> {
+        let view = self.view.read().expect("view lock");
+        let endpoints = view.names.get(name).ok_or_else(|| Error::NotBound(name.clone()))?;
+        Ok((view.revision, endpoints.clone()))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<(Revision, Vec<Entry>), Error> {
+        check_prefix(prefix)?;
+        let view = self.view.read().expect("view lock");
+        let entries = view
+            .names
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(|(n, _)| n.as_str().starts_with(prefix))
+            .map(|(n, eps)| Entry { name: n.clone(), endpoints: eps.clone() });
+        Ok((view.revision, entries.collect()))
+    }
+
+    async fn register(&self, name: &Name, token: &str, endpoint: Endpoint, ttl: Duration) -> Result<Lease, Error> {
+        self.call(|r| Command::Register(name.clone(), token.into(), endpoint, ttl, r)).await
+    }
+
+    async fn renew(&self, lease: LeaseId) -> Result<Duration, Error> {
+        self.call(|r| Command::Renew(lease, r)).await
+    }
+
+    async fn release(&self, lease: LeaseId, token: &str) -> Result<Revision, Error> {
+        self.call(|r| Command::Release(lease, token.into(), r)).await
+    }
+
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<Box<dyn Watch>, Error> {
+        let (past, live) = self.call(|r| Command::Watch(prefix.into(), from, r)).await?;
+        let commands = Arc::downgrade(self.commands.as_ref().expect("set until drop"));
+        let mut watch = EmbeddedWatch { commands, prefix: prefix.into(), last: from, live, past };
+        let past = std::mem::take(&mut watch.past);
+        watch.past = watch.keep(&past);
+        Ok(Box::new(watch))
+    }
+
+    fn snapshot(&self, name: &Name) -> Option<Vec<Endpoint>> {
+        self.view.read().expect("view lock").names.get(name).cloned()
+    }
+}
+
+/// A watch on the embedded store: first the history after `from`, then live batches.
+struct EmbeddedWatch {
+    commands: std::sync::Weak<mpsc::Sender<Command>>,
+    prefix: String,
+    /// Every event up to this revision has been delivered (or filtered out).
+    last: Revision,
+    live: broadcast::Receiver<Arc<[Event]>>,
+    past: Vec<Event>,
+}
+
+impl EmbeddedWatch {
+    /// The events of `batch` this watch has not yet passed on; moves `last` past the batch.
+    fn keep(&mut self, batch: &[Event]) -> Vec<Event> {
+        let fresh = batch.iter().filter(|e| e.revision > self.last);
+        let kept = fresh.filter(|e| e.name.as_str().starts_with(&self.prefix)).cloned().collect();
+        if let Some(top) = batch.last() {
+            self.last = self.last.max(top.revision);
+        }
+        kept
+    }
+}
+
+#[async_trait]
+impl Watch for EmbeddedWatch {
+    async fn next(&mut self) -> Result<Vec<Event>, Error> {
+        if !self.past.is_empty() {
+            return Ok(std::mem::take(&mut self.past));
+        }
+        loop {
+            match self.live.recv().await {
+                Ok(batch) => {
+                    let kept = self.keep(&batch);
+                    if !kept.is_empty() {
+                        return Ok(kept);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Fell behind the live buffer: catch up from the history, as a new watch.
+                    let commands = self.commands.upgrade().ok_or_else(stopped)?;
+                    let (prefix, last) = (self.prefix.clone(), self.last);
+                    let (past, live) = call(&commands, |r| Command::Watch(prefix, last, r)).await?;
+                    self.live = live;
+                    let kept = self.keep(&past);
+                    if !kept.is_empty() {
+                        return Ok(kept);
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return Err(stopped()),
+            }
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Health checks: a [`Backend`] wrapper whose `lookup` and `snapshot` (and so the binary
+//! protocol's lookups and every DNS answer) leave out endpoints whose check fails, and put them
+//! back when it passes again.
+//!
+//! [`Checked`] follows the inner backend with a watch: every endpoint whose metadata asks for a
+//! check (see [`spec`]) gets a task that probes it (TCP connect, HTTP GET, or waits for TTL
+//! reports) and feeds the results through a [`spec::Tracker`]; the endpoint's task ends when the
+//! endpoint goes. Health is each instance's own view, as a Consul agent's is: it is not stored,
+//! and watches report registrations, not health (watchers that need health ask `lookup`).
+
+pub mod spec;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::backend::{Backend, Lease, Watch};
+use crate::model::{Endpoint, EndpointKey, Entry, Error, EventKind, LeaseId, Name, Revision};
+use spec::{CheckSpec, Probe, Tracker};
+
+type Key = (Name, EndpointKey);
+
+/// One checked endpoint: its probe task, what it concluded, and a doorbell for TTL reports.
+#[derive(Debug)]
+struct Checked1 {
+    spec: CheckSpec,
+    healthy: Arc<std::sync::atomic::AtomicBool>,
+    passed: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Checked1 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Health per endpoint, shared by the follower and every reader.
+#[derive(Debug, Default)]
+struct Table {
+    checks: RwLock<HashMap<Key, Checked1>>,
+}
+
+impl Table {
+    fn healthy(&self, name: &Name, e: &Endpoint) -> bool {
+        let checks = self.checks.read().expect("no panics while held");
+        checks.get(&(name.clone(), e.key())).is_none_or(|c| c.healthy.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Starts, restarts or stops the check of one endpoint after it was put or deleted.
+    fn update(&self, kind: EventKind, name: &Name, e: &Endpoint) {
+        let key = (name.clone(), e.key());
+        let spec = match kind {
+            EventKind::Put => CheckSpec::from_meta(&e.meta).ok().flatten(),
+            EventKind::Delete => None,
+        };
+        let mut checks = self.checks.write().expect("no panics while held");
+        match spec {
+            None => {
+                checks.remove(&key);
+            }
+            Some(spec) if checks.get(&key).is_some_and(|c| c.spec == spec) => {}
+            Some(spec) => {
+                let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+                let passed = Arc::new(Notify::new());
+                let task = tokio::spawn(run(spec.clone(), e.socket_addr(), healthy.clone(), passed.clone()));
+                checks.insert(key, Checked1 { spec, healthy, passed, task });
+            }
+        }
+    }
+}
+
+/// A backend whose reads leave out unhealthy endpoints. Writes pass through, refusing check
+/// metadata that does not parse.
+pub struct Checked {
+    inner: Arc<dyn Backend>,
+    table: Arc<Table>,
+    follower: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Checked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checked").field("checks", &self.table.checks.read().map(|c| c.len()).ok()).finish()
+    }
+}
+
+impl Drop for Checked {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+impl Checked {
+    /// Wraps `inner` and starts checking what it holds. Needs a tokio runtime.
+    pub async fn new(inner: Arc<dyn Backend>) -> Result<Checked, Error> {
+        let table = Arc::new(Table::default());
+        let (revision, entries) = inner.list("").await?;
+        for entry in &entries {
+            for e in &entry.endpoints {
+                table.update(EventKind::Put, &entry.name, e);
+            }
+        }
+        let follower = tokio::spawn(follow(inner.clone(), table.clone(), revision));
+        Ok(Checked { inner, table, follower })
+    }
+
+    /// A TTL check's heartbeat: the endpoint is healthy for another TTL.
+    pub fn pass(&self, name: &Name, addr: SocketAddr) -> Result<(), Error> {
+        let checks = self.table.checks.read().expect("no panics while held");
+        let check = checks
+            .iter()
+            .find(|((n, (ip, port, _)), _)| n == name && SocketAddr::new(*ip, *port) == addr)
+            .map(|(_, c)| c)
+            .ok_or_else(|| Error::Invalid(format!("{name} {addr}: no such endpoint with a health check")))?;
+        if !matches!(check.spec.probe, Probe::Ttl(_)) {
+            return Err(Error::Invalid(format!("{name} {addr}: its check is not a ttl check")));
+        }
+        check.passed.notify_one();
+        Ok(())
+    }
+
+    /// Every endpoint of a name with its health (for operators: `GET /v1/health/<name>`).
+    pub async fn health(&self, name: &Name) -> Result<Vec<(Endpoint, bool)>, Error> {
+        let (_, endpoints) = self.inner.lookup(name).await?;
+        Ok(endpoints.into_iter().map(|e| (self.table.healthy(name, &e), e)).map(|(h, e)| (e, h)).collect())
+    }
+
+    fn healthy_only(&self, name: &Name, endpoints: Vec<Endpoint>) -> Vec<Endpoint> {
+        endpoints.into_iter().filter(|e| self.table.healthy(name, e)).collect()
+    }
+}
+
+fn check_meta(endpoints: &[Endpoint]) -> Result<(), Error> {
+    endpoints.iter().try_for_each(|e| CheckSpec::from_meta(&e.meta).map(drop))
+}
+
+#[async_trait]
+impl Backend for Checked {
+    async fn bind(&self, name: &Name, token: &str, endpoints: Vec<Endpoint>) -> Result<Revision, Error> {
+        check_meta(&endpoints)?;
+        self.inner.bind(name, token, endpoints).await
+    }
+    async fn rebind(&self, name: &Name, token: &str, endpoints: Vec<Endpoint>) -> Result<Revision, Error> {
+        check_meta(&endpoints)?;
+        self.inner.rebind(name, token, endpoints).await
+    }
+    async fn unbind(&self, name: &Name, token: &str) -> Result<Revision, Error> {
+        self.inner.unbind(name, token).await
+    }
+    async fn lookup(&self, name: &Name) -> Result<(Revision, Vec<Endpoint>), Error> {
+        let (revision, endpoints) = self.inner.lookup(name).await?;
+        Ok((revision, self.healthy_only(name, endpoints)))
+    }
+    async fn list(&self, prefix: &str) -> Result<(Revision, Vec<Entry>), Error> {
+        self.inner.list(prefix).await
+    }
+    async fn register(&self, name: &Name, token: &str, endpoint: Endpoint, ttl: Duration) -> Result<Lease, Error> {
+        check_meta(std::slice::from_ref(&endpoint))?;
+        self.inner.register(name, token, endpoint, ttl).await
+    }
+    async fn renew(&self, lease: LeaseId) -> Result<Duration, Error> {
+        self.inner.renew(lease).await
+    }
+    async fn release(&self, lease: LeaseId, token: &str) -> Result<Revision, Error> {
+        self.inner.release(lease, token).await
+    }
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<Box<dyn Watch>, Error> {
+        self.inner.watch(prefix, from).await
+    }
+    fn snapshot(&self, name: &Name) -> Option<Vec<Endpoint>> {
+        self.inner.snapshot(name).map(|endpoints| self.healthy_only(name, endpoints))
+    }
+}
+
+/// Keeps the table in step with the backend; after a lost watch, lists again and reconciles.
+async fn follow(inner: Arc<dyn Backend>, table: Arc<Table>, mut revision: Revision) {
+    loop {
+        if let Ok(mut watch) = inner.watch("", revision).await {
+            while let Ok(events) = watch.next().await {
+                for event in &events {
+                    table.update(event.kind, &event.name, &event.endpoint);
+                    revision = revision.max(event.revision);
+                }
+            }
+        }
+        let Ok((now, entries)) = inner.list("").await else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        let live: BTreeMap<Key, &Endpoint> =
+            entries.iter().flat_map(|en| en.endpoints.iter().map(|e| ((en.name.clone(), e.key()), e))).collect();
+        let gone: Vec<Key> = {
+            let checks = table.checks.read().expect("no panics while held");
+            checks.keys().filter(|k| !live.contains_key(*k)).cloned().collect()
+        };
+        table.checks.write().expect("no panics while held").retain(|k, _| !gone.contains(k));
+        for ((name, _), e) in live {
+            table.update(EventKind::Put, &name, e);
+        }
+        revision = now;
+    }
+}
+
+/// Probes one endpoint for as long as it is registered.
+async fn run(spec: CheckSpec, addr: SocketAddr, healthy: Arc<std::sync::atomic::AtomicBool>, passed: Arc<Notify>) {
+    let mut tracker = Tracker::new(&spec);
+    let set = |t: &Tracker| healthy.store(t.healthy(), std::sync::atomic::Ordering::Relaxed);
+    if let Probe::Ttl(ttl) = spec.probe {
+        // A report within the TTL keeps it healthy; silence for a whole TTL takes it out.
+        loop {
+            let reported = tokio::time::timeout(ttl, passed.notified()).await.is_ok();
+            tracker.record(reported);
+            set(&tracker);
+        }
+    }
+    let mut ticks = tokio::time::interval(spec.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let passed = tokio::time::timeout(spec.timeout, probe(&spec.probe, addr)).await.unwrap_or(false);
+        if tracker.record(passed) {
+            tracing::info!(%addr, healthy = tracker.healthy(), "health check changed");
+        }
+        set(&tracker);
+    }
+}
+
+async fn probe(probe: &Probe, addr: SocketAddr) -> bool {
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else { return false };
+    let Probe::Http { path } = probe else { return true };
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: warren-health\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    // The status line is all that matters; read until a whole head has arrived (bounded).
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 512];
+    while head.len() < 8192 {
+        let Ok(n) = stream.read(&mut buf).await else { return false };
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        match (response.parse(&head), response.code) {
+            (Ok(_), Some(code)) => return (200..400).contains(&code),
+            (Ok(_), None) => continue,
+            (Err(_), _) => return false,
+        }
+    }
+    false
+}

@@ -1,0 +1,176 @@
+//! What an endpoint asks to be checked with, read from its metadata:
+//!
+//! | key | value | default |
+//! |---|---|---|
+//! | `check` | `tcp`, `http:/path` or `ttl:10s` | no check: always healthy |
+//! | `check_interval` | how often (tcp, http) | `2s` |
+//! | `check_timeout` | how long one probe may take | `1s` |
+//! | `rise` | passes in a row that bring an unhealthy endpoint back | `2` |
+//! | `fall` | failures in a row that take a healthy endpoint out | `3` |
+//!
+//! A `ttl` check is the endpoint's own heartbeat (Consul's TTL check): it stays healthy while
+//! somebody reports it passing within the TTL (`PUT /v1/health/<name>/<addr>:<port>/pass` on
+//! the HTTP API), and goes unhealthy when the reports stop, without being removed.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::model::Error;
+
+/// The shortest interval and TTL, so that checks cannot be turned into a flood.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// A TCP connection is accepted.
+    Tcp,
+    /// `GET path` answers 2xx or 3xx.
+    Http { path: String },
+    /// Reported passing at least once per TTL.
+    Ttl(Duration),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckSpec {
+    pub probe: Probe,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+impl CheckSpec {
+    /// The check an endpoint's metadata asks for; `None` for none; `Invalid` for nonsense.
+    pub fn from_meta(meta: &BTreeMap<String, String>) -> Result<Option<CheckSpec>, Error> {
+        let Some(check) = meta.get("check") else { return Ok(None) };
+        let bad = |what: &str| Error::Invalid(format!("health check: {what}"));
+        let probe = match check.split_once(':') {
+            None if check == "tcp" => Probe::Tcp,
+            Some(("http", path)) if path.starts_with('/') && !path.bytes().any(|b| b <= b' ' || b == 0x7f) => {
+                Probe::Http { path: path.to_owned() }
+            }
+            Some(("ttl", ttl)) => Probe::Ttl(duration(ttl).ok_or_else(|| bad(&format!("ttl {ttl:?}")))?),
+            _ => return Err(bad(&format!("check {check:?}: use tcp, http:/path or ttl:<duration>"))),
+        };
+        let time = |key: &str, default: Duration| match meta.get(key) {
+            None => Ok(default),
+            Some(v) => duration(v).ok_or_else(|| bad(&format!("{key} {v:?}"))),
+        };
+        let count = |key: &str, default: u32| match meta.get(key) {
+            None => Ok(default),
+            Some(v) => {
+                v.parse().ok().filter(|n| (1..=100).contains(n)).ok_or_else(|| bad(&format!("{key} {v:?}: 1 to 100")))
+            }
+        };
+        let spec = CheckSpec {
+            probe,
+            interval: time("check_interval", Duration::from_secs(2))?,
+            timeout: time("check_timeout", Duration::from_secs(1))?,
+            rise: count("rise", 2)?,
+            fall: count("fall", 3)?,
+        };
+        Ok(Some(spec))
+    }
+}
+
+/// A duration like `500ms`, `2s` or `1m`, at least [`MIN_INTERVAL`] and at most a day.
+fn duration(text: &str) -> Option<Duration> {
+    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = digits.parse().ok()?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        _ => return None,
+    };
+    (MIN_INTERVAL..=Duration::from_secs(86_400)).contains(&d).then_some(d)
+}
+
+/// Whether an endpoint counts as healthy, from its probes' results: the first result decides
+/// at once; after that it takes `fall` failures in a row to go unhealthy and `rise` passes in a
+/// row to come back (HAProxy's rise and fall), so one lost probe does not flap DNS answers.
+#[derive(Clone, Debug)]
+pub struct Tracker {
+    rise: u32,
+    fall: u32,
+    healthy: Option<bool>,
+    streak: u32,
+}
+
+impl Tracker {
+    pub fn new(spec: &CheckSpec) -> Tracker {
+        Tracker { rise: spec.rise, fall: spec.fall, healthy: None, streak: 0 }
+    }
+
+    /// Until the first result, an endpoint is served (a fresh registration is reachable at once).
+    pub fn healthy(&self) -> bool {
+        self.healthy.unwrap_or(true)
+    }
+
+    /// Records one probe's result; whether the endpoint's health changed.
+    pub fn record(&mut self, passed: bool) -> bool {
+        let before = self.healthy();
+        match self.healthy {
+            None => self.healthy = Some(passed),
+            Some(h) if h == passed => self.streak = 0,
+            Some(h) => {
+                self.streak += 1;
+                if self.streak >= if h { self.fall } else { self.rise } {
+                    self.healthy = Some(passed);
+                    self.streak = 0;
+                }
+            }
+        }
+        before != self.healthy()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn specs_parse_with_defaults_and_bad_ones_are_refused() {
+        assert_eq!(CheckSpec::from_meta(&meta(&[("zone", "eu")])), Ok(None));
+        let tcp = CheckSpec::from_meta(&meta(&[("check", "tcp")])).unwrap().unwrap();
+        assert_eq!((tcp.probe, tcp.interval, tcp.rise, tcp.fall), (Probe::Tcp, Duration::from_secs(2), 2, 3));
+        let http = meta(&[("check", "http:/health"), ("check_interval", "500ms"), ("rise", "1"), ("fall", "1")]);
+        let http = CheckSpec::from_meta(&http).unwrap().unwrap();
+        assert_eq!(http.probe, Probe::Http { path: "/health".into() });
+        assert_eq!(http.interval, Duration::from_millis(500));
+        let ttl = CheckSpec::from_meta(&meta(&[("check", "ttl:10s")])).unwrap().unwrap();
+        assert_eq!(ttl.probe, Probe::Ttl(Duration::from_secs(10)));
+        for bad in [
+            &[("check", "icmp")][..],
+            &[("check", "http:health")],
+            &[("check", "http:/a b")],
+            &[("check", "ttl:0s")],
+            &[("check", "tcp"), ("check_interval", "1ms")],
+            &[("check", "tcp"), ("rise", "0")],
+            &[("check", "tcp"), ("fall", "x")],
+            &[("check", "tcp"), ("check_timeout", "2h")],
+        ] {
+            assert!(matches!(CheckSpec::from_meta(&meta(bad)), Err(Error::Invalid(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn first_result_decides_then_rise_and_fall_debounce() {
+        let spec = CheckSpec { probe: Probe::Tcp, interval: MIN_INTERVAL, timeout: MIN_INTERVAL, rise: 2, fall: 3 };
+        let mut t = Tracker::new(&spec);
+        assert!(t.healthy(), "served until the first probe");
+        assert!(t.record(false) && !t.healthy(), "the first result decides at once");
+        assert!(!t.record(true) && !t.healthy());
+        assert!(!t.record(false), "a failure breaks the rise streak");
+        assert!(!t.record(true));
+        assert!(t.record(true) && t.healthy(), "two passes in a row bring it back");
+        assert!(!t.record(false) && !t.record(false) && t.healthy());
+        assert!(!t.record(true), "a pass resets the fall streak");
+        assert!(!t.record(false) && !t.record(false));
+        assert!(t.record(false) && !t.healthy(), "three failures in a row take it out");
+    }
+}

@@ -1,0 +1,248 @@
+//! The registry's vocabulary: names, endpoints, revisions, leases, events and the one error enum.
+//!
+//! Every type here validates on construction *and* on deserialisation (`try_from`), so a value
+//! that came off the wire or out of the store is as valid as one built in code.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The longest name: a DNS name's limit, so that `<name>.<zone>` can still be asked for.
+pub const MAX_NAME: usize = 253;
+/// The longest label (dot-separated part) of a name, as in DNS.
+pub const MAX_LABEL: usize = 63;
+/// At most this many metadata entries per endpoint.
+pub const MAX_META_ENTRIES: usize = 16;
+/// The longest metadata key, in bytes.
+pub const MAX_META_KEY: usize = 64;
+/// The longest metadata value, in bytes.
+pub const MAX_META_VALUE: usize = 256;
+/// The longest token, in bytes.
+pub const MAX_TOKEN: usize = 256;
+/// The shortest and longest lease TTL.
+pub const MIN_TTL: Duration = Duration::from_secs(1);
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// A registered name: 1–253 bytes of `[a-z0-9-_.]`, dot-separated labels of 1–63 bytes.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Name(String);
+
+impl Name {
+    pub fn new(name: impl Into<String>) -> Result<Name, Error> {
+        let name = name.into();
+        let bad = |why: &str| Err(Error::Invalid(format!("name {name:?}: {why}")));
+        if name.is_empty() || name.len() > MAX_NAME {
+            return bad("must be 1 to 253 bytes");
+        }
+        if let Some(c) = name.chars().find(|&c| !is_name_char(c)) {
+            return bad(&format!("{c:?} is not allowed (lowercase letters, digits, '-', '_', '.')"));
+        }
+        if name.split('.').any(|label| label.is_empty() || label.len() > MAX_LABEL) {
+            return bad("every dot-separated label must be 1 to 63 bytes");
+        }
+        Ok(Name(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A prefix for `list` and `watch`: the empty string (everything) or a prefix of some valid name.
+pub fn check_prefix(prefix: &str) -> Result<(), Error> {
+    if prefix.len() > MAX_NAME || !prefix.chars().all(is_name_char) {
+        return Err(Error::Invalid(format!("prefix {prefix:?}: not a prefix of any valid name")));
+    }
+    Ok(())
+}
+
+fn is_name_char(c: char) -> bool {
+    matches!(c, 'a'..='z' | '0'..='9' | '-' | '_' | '.')
+}
+
+impl TryFrom<String> for Name {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Name, Error> {
+        Name::new(s)
+    }
+}
+
+impl From<Name> for String {
+    fn from(n: Name) -> String {
+        n.0
+    }
+}
+
+// Names order as their strings, so maps of names can be searched by `&str` (prefix ranges).
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How clients reach an endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Transport {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        })
+    }
+}
+
+/// One place a name can be reached. Its identity within a name is (address, port, transport):
+/// putting an endpoint with the same identity replaces its weight and metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawEndpoint")]
+pub struct Endpoint {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub transport: Transport,
+    /// Relative share for weighted choice (DNS SRV weight); 0 means "only if nothing else".
+    pub weight: u16,
+    pub meta: BTreeMap<String, String>,
+}
+
+/// The identity of an endpoint within its name.
+pub type EndpointKey = (IpAddr, u16, Transport);
+
+impl Endpoint {
+    /// A TCP endpoint of weight 1 with no metadata.
+    pub fn tcp(addr: SocketAddr) -> Endpoint {
+        Endpoint { addr: addr.ip(), port: addr.port(), transport: Transport::Tcp, weight: 1, meta: BTreeMap::new() }
+    }
+
+    pub fn key(&self) -> EndpointKey {
+        (self.addr, self.port, self.transport)
+    }
+
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.addr, self.port)
+    }
+
+    /// Checks the metadata bounds (the fields themselves cannot be out of range).
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.meta.len() > MAX_META_ENTRIES {
+            return Err(Error::TooLarge(format!("{} metadata entries (at most {MAX_META_ENTRIES})", self.meta.len())));
+        }
+        for (k, v) in &self.meta {
+            if k.is_empty() || k.len() > MAX_META_KEY {
+                return Err(Error::TooLarge(format!("metadata key {k:?}: 1 to {MAX_META_KEY} bytes")));
+            }
+            if v.len() > MAX_META_VALUE {
+                return Err(Error::TooLarge(format!("metadata value of {k:?}: at most {MAX_META_VALUE} bytes")));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} weight={}", self.transport, self.socket_addr(), self.weight)?;
+        for (k, v) in &self.meta {
+            write!(f, " {k}={v}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct RawEndpoint {
+    addr: IpAddr,
+    port: u16,
+    transport: Transport,
+    weight: u16,
+    meta: BTreeMap<String, String>,
+}
+
+impl TryFrom<RawEndpoint> for Endpoint {
+    type Error = Error;
+    fn try_from(r: RawEndpoint) -> Result<Endpoint, Error> {
+        let e = Endpoint { addr: r.addr, port: r.port, transport: r.transport, weight: r.weight, meta: r.meta };
+        e.validate()?;
+        Ok(e)
+    }
+}
+
+/// The registry's logical clock: every acknowledged change (one write, possibly several events)
+/// takes the next revision. Revision 0 is the empty registry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Revision(pub u64);
+
+impl fmt::Display for Revision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A lease: endpoints registered under it live while it is renewed within its TTL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LeaseId(pub u64);
+
+impl fmt::Display for LeaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One change to one endpoint of one name. Events of one write share its revision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub revision: Revision,
+    pub kind: EventKind,
+    pub name: Name,
+    pub endpoint: Endpoint,
+}
+
+/// A name and its endpoints, as `list` returns them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub name: Name,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// Why an operation was refused. Every variant is a clear answer to the client; none closes the
+/// connection.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum Error {
+    #[error("{0}: not bound")]
+    NotBound(Name),
+    #[error("{0}: already bound")]
+    AlreadyBound(Name),
+    #[error("{0}: forbidden (owned by another token)")]
+    Forbidden(String),
+    #[error("lease {0} not found (expired or released)")]
+    LeaseNotFound(LeaseId),
+    #[error("revision compacted: history starts after revision {oldest}; list again and watch from there")]
+    Compacted { oldest: Revision },
+    #[error("too large: {0}")]
+    TooLarge(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error("registry unavailable: {0}")]
+    Unavailable(String),
+}

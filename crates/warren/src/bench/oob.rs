@@ -1,0 +1,266 @@
+//! `warren bench oob`: how fast a huge upload is cancelled out of band, both ways, under load.
+//!
+//! For each model, a `warren files serve` child serves two roots: one unlimited (the
+//! **streaming** case: the client sends as fast as loopback goes) and one with an upload rate
+//! (the **stalled** case: the server takes the bytes slower than they come, so its receive
+//! window is full and the client's unsent bytes pile up). Each run declares an upload of
+//! `--size` bytes, streams, then cancels:
+//!
+//! - **control**: `Cancel` on the control endpoint; the latency is until its answer, which the
+//!   server sends once the upload is stopped and its partial file removed.
+//! - **urgent**: one urgent byte on the data connection; the latency is until the `Cancelled`
+//!   frame, which the session sends once it stopped the upload and removed the partial file.
+//!
+//! Either way the bench then checks that no partial file is left and that the data connection
+//! ends with `Cancelled` and a clean end of file (no reset). Runs are interleaved across
+//! scenarios and mechanisms.
+
+use std::io::{self, BufRead, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use clap::Args;
+use warren_filesvc::wire::{Outcome, Reply, Request};
+use warren_models::Model;
+
+/// Options of `warren bench oob`.
+#[derive(Debug, Args)]
+pub struct OobArgs {
+    /// Models, comma-separated [default: thread,pool,event].
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<Model>,
+    /// Runs per model, scenario and mechanism (p99 needs at least 20).
+    #[arg(long, default_value_t = 20)]
+    pub runs: usize,
+    /// The declared upload size: the client would go on sending this much [default: 64 GiB].
+    #[arg(long, default_value_t = 64 << 30)]
+    pub size: u64,
+    /// How long the streaming client sends before it cancels.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30ms")]
+    pub stream_for: Duration,
+    /// The stalled server's upload rate, bytes per second.
+    #[arg(long, default_value_t = 32 << 20)]
+    pub stalled_rate: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mechanism {
+    Control,
+    Urgent,
+}
+
+/// One file server child.
+struct Child_ {
+    child: Child,
+    data: SocketAddr,
+    control: SocketAddr,
+    root: PathBuf,
+}
+
+impl Drop for Child_ {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::SIGTERM);
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn start(exe: &Path, model: Model, rate: u64, tag: &str) -> anyhow::Result<Child_> {
+    let root = std::env::temp_dir().join(format!("warren-bench-oob-{}-{model}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root)?;
+    let mut child = Command::new(exe)
+        .args(["files", "serve", "--root"])
+        .arg(&root)
+        .args(["--model", model.name(), "-d", "0", "--upload-rate", &rate.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start warren files serve")?;
+    let mut line = String::new();
+    io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+    // "warren: serving files (tcp, control ADDR) under MODEL on ADDR"
+    let control = line.split("control ").nth(1).and_then(|r| r.split(')').next()).and_then(|a| a.parse().ok());
+    let data = line.trim().rsplit(" on ").next().and_then(|a| a.parse().ok());
+    match (data, control) {
+        (Some(data), Some(control)) => Ok(Child_ { child, data, control, root }),
+        _ => bail!("unexpected readiness line {line:?}"),
+    }
+}
+
+/// Bytes queued in the socket and not yet sent (`SIOCOUTQNSD`): they pile up once the peer's
+/// window is closed.
+fn unsent(stream: &TcpStream) -> usize {
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: SIOCOUTQNSD writes one int through the pointer, which points to ours.
+    let rc = unsafe { nix::libc::ioctl(stream.as_raw_fd(), nix::libc::SIOCOUTQNSD, &mut n) };
+    if rc < 0 { 0 } else { n as usize }
+}
+
+fn read_reply(stream: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<Reply> {
+    loop {
+        if let Some((reply, used)) = Reply::decode(buf)? {
+            buf.drain(..used);
+            return Ok(reply);
+        }
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk)? {
+            0 => bail!("connection closed before a reply"),
+            n => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+fn partials(root: &Path) -> usize {
+    std::fs::read_dir(root.join(".warren/tmp"))
+        .map_or(0, |d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "part")).count())
+}
+
+/// What one cancelled upload measured: latency to the server's "stopped, partial gone", and to
+/// the `Cancelled` frame on the data connection; bytes sent before the cancel.
+struct Run {
+    stopped: Duration,
+    status: Duration,
+    sent: u64,
+}
+
+fn one(server: &Child_, stalled: bool, mechanism: Mechanism, args: &OobArgs) -> anyhow::Result<Run> {
+    let id = fastrand::u64(..);
+    let mut data = TcpStream::connect(server.data)?;
+    data.set_nodelay(true)?;
+    data.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut control = TcpStream::connect(server.control)?;
+    control.set_nodelay(true)?;
+    control.set_read_timeout(Some(Duration::from_secs(10)))?;
+    if stalled {
+        // A fixed send buffer: the client stops writing with room left for the urgent byte.
+        socket2::SockRef::from(&data).set_send_buffer_size(4 << 20)?;
+    }
+    let mut head = Vec::new();
+    Request::Put { id, size: args.size, path: format!("bench/{id:016x}.bin") }.encode(&mut head);
+    data.write_all(&head)?;
+    data.set_nonblocking(true)?;
+    let chunk = vec![0x5a; 64 * 1024];
+    let begun = Instant::now();
+    let mut sent = 0u64;
+    loop {
+        let elapsed = begun.elapsed();
+        if stalled && unsent(&data) >= 128 * 1024 && elapsed >= args.stream_for {
+            break;
+        }
+        if !stalled && elapsed >= args.stream_for {
+            break;
+        }
+        ensure!(elapsed < Duration::from_secs(10), "the upload never stalled");
+        match data.write(&chunk) {
+            Ok(n) => sent += n as u64,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let mut fds = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&data), nix::poll::PollFlags::POLLOUT)];
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(1u8));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    data.set_nonblocking(false)?;
+    let mut buf = Vec::new();
+    let t0 = Instant::now();
+    let stopped = match mechanism {
+        Mechanism::Control => {
+            let mut frame = Vec::new();
+            Request::Cancel { id }.encode(&mut frame);
+            control.write_all(&frame)?;
+            match read_reply(&mut control, &mut Vec::new())? {
+                Reply::CancelResult { outcome: Outcome::Stopped, .. } => t0.elapsed(),
+                other => bail!("control endpoint answered {other:?}"),
+            }
+        }
+        Mechanism::Urgent => {
+            socket2::SockRef::from(&data).send_out_of_band(&[0xff])?;
+            Duration::ZERO
+        }
+    };
+    let status = match read_reply(&mut data, &mut buf)? {
+        Reply::Cancelled { .. } => t0.elapsed(),
+        other => bail!("the data connection answered {other:?}"),
+    };
+    let stopped = if mechanism == Mechanism::Urgent { status } else { stopped };
+    ensure!(partials(&server.root) == 0, "a partial file is left after the cancel");
+    // The client stops; the server drops what is still in flight and closes without a reset.
+    data.shutdown(std::net::Shutdown::Write)?;
+    let mut rest = Vec::new();
+    data.read_to_end(&mut rest).context("the data connection did not end cleanly")?;
+    Ok(Run { stopped, status, sent })
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    sorted[(sorted.len() * p).div_ceil(100).saturating_sub(1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// `warren bench oob`.
+pub fn oob(args: &OobArgs) -> anyhow::Result<()> {
+    ensure!((1..=1000).contains(&args.runs), "--runs must be 1 to 1000");
+    ensure!(args.stalled_rate > 0, "--stalled-rate must be above 0");
+    let models =
+        if args.models.is_empty() { vec![Model::Thread, Model::Pool, Model::Event] } else { args.models.clone() };
+    let exe = std::env::current_exe()?;
+    println!(
+        "Cancel latency, {} runs each: upload declared {} GiB; streaming cancels after {:?}; stalled: server \
+         limited to {} MiB/s, client stops with ≥128 KiB unsent (window closed).\n",
+        args.runs,
+        args.size >> 30,
+        args.stream_for,
+        args.stalled_rate >> 20
+    );
+    println!(
+        "| model | mechanism | upload | p50 | p99 | max | status on data conn. p50 | sent before cancel (median) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for model in models {
+        let streaming = start(&exe, model, 0, "streaming")?;
+        let stalled = start(&exe, model, args.stalled_rate, "stalled")?;
+        let cases = [
+            (false, Mechanism::Control),
+            (false, Mechanism::Urgent),
+            (true, Mechanism::Control),
+            (true, Mechanism::Urgent),
+        ];
+        let mut results: Vec<Vec<Run>> = cases.iter().map(|_| Vec::new()).collect();
+        for _ in 0..args.runs {
+            for (i, &(is_stalled, mechanism)) in cases.iter().enumerate() {
+                let server = if is_stalled { &stalled } else { &streaming };
+                let run = one(server, is_stalled, mechanism, args).with_context(|| {
+                    format!("{model}, {mechanism:?}, {}", if is_stalled { "stalled" } else { "streaming" })
+                })?;
+                results[i].push(run);
+            }
+        }
+        for ((is_stalled, mechanism), runs) in cases.iter().zip(results) {
+            let mut stopped: Vec<Duration> = runs.iter().map(|r| r.stopped).collect();
+            let mut status: Vec<Duration> = runs.iter().map(|r| r.status).collect();
+            let mut sent: Vec<u64> = runs.iter().map(|r| r.sent).collect();
+            stopped.sort();
+            status.sort();
+            sent.sort();
+            println!(
+                "| {model} | {} | {} | {} | {} | {} | {} | {:.1} MiB |",
+                if *mechanism == Mechanism::Control { "control endpoint" } else { "TCP urgent (SIGURG)" },
+                if *is_stalled { "stalled (window full)" } else { "streaming" },
+                ms(percentile(&stopped, 50)),
+                ms(percentile(&stopped, 99)),
+                ms(*stopped.last().expect("runs")),
+                ms(percentile(&status, 50)),
+                sent[sent.len() / 2] as f64 / f64::from(1 << 20),
+            );
+        }
+    }
+    Ok(())
+}

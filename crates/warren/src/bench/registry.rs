@@ -1,0 +1,497 @@
+//! `warren bench registry`: the registry's embedded store against etcd (Debian's
+//! `etcd-server`, one node, on this machine, in the same run), each through its own client, and
+//! the DNS front end under `dnsperf`.
+//!
+//! Both servers run on CPU 1 (warren's registry on a pinned thread of this process, etcd as a
+//! pinned child); the load runs on CPU 0 from one tokio thread with `--concurrency` requests in
+//! flight. For each operation the runs alternate between the two servers, `--runs` times:
+//!
+//! - **register**: warren `register` (name, endpoint, lease, durable) against etcd's
+//!   `LeaseGrant` + `Put` with that lease (the two calls a registration is in etcd);
+//! - **renew**: warren `renew` against etcd `LeaseKeepAlive` on a stream per lease;
+//! - **lookup**: warren `lookup` against a linearizable etcd `Range` over the name's prefix;
+//! - **watch latency**: one write at a time, from the write being sent to a watcher on another
+//!   connection receiving its event.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use etcd_client::{GetOptions, PutOptions, WatchOptions};
+use warren_registry::client::Client;
+use warren_registry::model::{Endpoint, LeaseId, Name};
+
+use super::hist::Histogram;
+use super::host::{CpuSet, LOAD_CPU, Machine, SERVER_CPU};
+use warren_registry_etcd::local::LocalEtcd;
+
+/// Options of `warren bench registry`.
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Length of each rate run.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    pub duration: Duration,
+    /// Runs per server and operation, alternating; the table shows the median and min–max.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Requests in flight at once, per server.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Writes timed one at a time for the watch latency.
+    #[arg(long, default_value_t = 2000)]
+    pub watch_samples: usize,
+    /// Length of the dnsperf run (whole seconds); 0 skips it.
+    #[arg(long, default_value_t = 5)]
+    pub dns_seconds: u32,
+}
+
+/// One server's figures for one operation, over its runs.
+#[derive(Debug, Default)]
+struct Rates(Vec<f64>);
+
+impl Rates {
+    fn median(&self) -> f64 {
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    }
+
+    fn cell(&self, peer: f64) -> String {
+        let (lo, hi) = self.0.iter().fold((f64::MAX, 0.0f64), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+        let ratio = if peer > 0.0 { format!(" ({:.2}×)", self.median() / peer) } else { String::new() };
+        format!("{:.0}/s{ratio} [{:.0}–{:.0}]", self.median(), lo, hi)
+    }
+}
+
+/// `warren bench registry`.
+pub fn registry(args: &RegistryArgs) -> anyhow::Result<()> {
+    anyhow::ensure!((1..=20).contains(&args.runs), "--runs must be 1 to 20");
+    anyhow::ensure!((1..=4096).contains(&args.concurrency), "--concurrency must be 1 to 4096");
+    anyhow::ensure!((1..=60).contains(&args.duration.as_secs()), "--duration must be 1s to 60s");
+    let started = Instant::now();
+    let machine = Machine::read();
+    let pinned = machine.cpus > SERVER_CPU;
+    let etcd_bin = ensure_etcd()?;
+    let scratch = std::env::temp_dir().join(format!("warren-bench-registry-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)?;
+    let _cleanup = RemoveOnDrop(scratch.clone());
+
+    let server_cpu = if pinned { Some(CpuSet::only(SERVER_CPU)?) } else { None };
+    let mut etcd = Etcd::start(&etcd_bin, &scratch.join("etcd"), server_cpu)?;
+    let warren = WarrenServer::start(&scratch.join("warren"), server_cpu)?;
+    if pinned {
+        CpuSet::only(LOAD_CPU)?.apply().context("pinning the load generator")?;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let progress = |what: &str| eprintln!("bench: [{:>5.1}s] {what}", started.elapsed().as_secs_f64());
+
+    let report = rt.block_on(async {
+        let wc = Client::connect(warren.addr, Duration::from_secs(5)).await?;
+        let ec = etcd.connect().await?;
+        let mut table = Vec::new();
+        for op in [Op::Register, Op::Renew, Op::Lookup] {
+            let (mut w, mut e) = (Rates::default(), Rates::default());
+            let prepared_w = prepare_warren(&wc, op, args.concurrency).await?;
+            let prepared_e = prepare_etcd(&ec, op, args.concurrency).await?;
+            for run in 0..args.runs {
+                let r = rate(args.duration, args.concurrency, |i, n| run_warren(&wc, op, &prepared_w, i, n)).await?;
+                progress(&format!("run {}/{} {op:?}: warren {r:.0}/s", run + 1, args.runs));
+                w.0.push(r);
+                let r = rate(args.duration, args.concurrency, |i, n| run_etcd(&ec, op, &prepared_e, i, n)).await?;
+                progress(&format!("run {}/{} {op:?}: etcd {r:.0}/s", run + 1, args.runs));
+                e.0.push(r);
+            }
+            table.push((op, w, e));
+        }
+        progress("watch latency: warren");
+        let wl = watch_latency_warren(warren.addr, args.watch_samples).await?;
+        progress("watch latency: etcd");
+        let el = watch_latency_etcd(&ec, args.watch_samples).await?;
+        anyhow::Ok((table, wl, el))
+    })?;
+    let (table, wl, el) = report;
+
+    let dns = if args.dns_seconds > 0 {
+        progress("dnsperf against warren's DNS (a name with 10 addresses)");
+        Some(warren_dns::run_dnsperf(warren.dns, "bench.warren.", args.dns_seconds, pinned.then_some(LOAD_CPU)))
+    } else {
+        None
+    };
+    etcd.stop();
+
+    println!("# warren bench registry\n");
+    println!("- Machine: {} CPUs ({}), {:.1} GiB RAM", machine.cpus, machine.cpu_model, machine.memory_gib);
+    println!(
+        "- Servers: warren registry (embedded store, group-committed redb, health checks on) and {} (one node, \
+         data on the same disk), both on CPU {SERVER_CPU}; load from one tokio thread on CPU {LOAD_CPU}",
+        etcd.version
+    );
+    println!(
+        "- {} requests in flight per server, {:?} per run, {} runs alternating; watch latency over {} writes",
+        args.concurrency, args.duration, args.runs, args.watch_samples
+    );
+    println!("- Command: `warren bench registry`, took {:.0} s\n", started.elapsed().as_secs_f64());
+    println!("| operation | warren (ratio to etcd) | etcd |\n|---|---|---|");
+    for (op, w, e) in &table {
+        println!("| {} | {} | {} |", op.label(), w.cell(e.median()), e.cell(0.0));
+    }
+    let us = |h: &Histogram, p: f64| h.percentile(p).map_or("–".into(), |v| format!("{v} µs"));
+    for (what, w, e) in [
+        ("watch: write sent → event seen", &wl.end_to_end, &el.end_to_end),
+        ("watch: write acknowledged → event seen", &wl.after_ack, &el.after_ack),
+    ] {
+        println!("| {what}, p50 / p99 | {} / {} | {} / {} |", us(w, 50.0), us(w, 99.0), us(e, 50.0), us(e, 99.0));
+    }
+    match dns {
+        Some(Ok(r)) => println!(
+            "\nDNS (dnsperf, {} s, A query for a name with 10 addresses): {:.0} queries/s, {} lost, \
+             average latency {:?}",
+            args.dns_seconds, r.queries_per_second, r.queries_lost, r.latency_avg
+        ),
+        Some(Err(e)) => println!("\nDNS: dnsperf failed: {e}"),
+        None => {}
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Register,
+    Renew,
+    Lookup,
+}
+
+impl Op {
+    fn label(self) -> &'static str {
+        match self {
+            Op::Register => "register (durable write + lease)",
+            Op::Renew => "lease renewal",
+            Op::Lookup => "lookup",
+        }
+    }
+}
+
+/// Runs `call(task, n)` from `concurrency` tasks for `duration`; completed calls per second.
+async fn rate<F, Fut>(duration: Duration, concurrency: usize, call: F) -> anyhow::Result<f64>
+where
+    F: Fn(usize, u64) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let start = Instant::now();
+    let deadline = start + duration;
+    let call = &call;
+    let tasks = (0..concurrency).map(|i| async move {
+        let mut n = 0u64;
+        while Instant::now() < deadline {
+            call(i, n).await?;
+            n += 1;
+        }
+        anyhow::Ok(n)
+    });
+    let done: u64 = futures_util::future::try_join_all(tasks).await?.into_iter().sum();
+    Ok(done as f64 / start.elapsed().as_secs_f64())
+}
+
+const TOKEN: &str = "bench-token";
+
+fn endpoint(i: usize, n: u64) -> Endpoint {
+    Endpoint::tcp(SocketAddr::from(([127, 0, (i % 250) as u8, 1], (n % 60_000) as u16 + 1)))
+}
+
+type Keeper = tokio::sync::Mutex<(etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)>;
+
+/// Per task: the lease it renews (with etcd, over its own keep-alive stream), or the name it
+/// looks up.
+#[derive(Default)]
+struct Prepared {
+    leases: Vec<i64>,
+    keepers: Vec<Keeper>,
+    names: Vec<Name>,
+}
+
+async fn prepare_warren(c: &Client, op: Op, tasks: usize) -> anyhow::Result<Prepared> {
+    let mut p = Prepared::default();
+    for i in 0..tasks {
+        let name = Name::new(format!("bench.w{i}"))?;
+        match op {
+            Op::Renew => {
+                let lease = c.register(&name, TOKEN, endpoint(i, 0), Duration::from_secs(600)).await?;
+                p.leases.push(lease.id.0 as i64);
+            }
+            Op::Lookup => {
+                c.rebind(&name, TOKEN, (0..10).map(|n| endpoint(i, n)).collect()).await?;
+                p.names.push(name);
+            }
+            Op::Register => {}
+        }
+    }
+    Ok(p)
+}
+
+async fn run_warren(c: &Client, op: Op, p: &Prepared, i: usize, n: u64) -> anyhow::Result<()> {
+    match op {
+        Op::Register => {
+            let name = Name::new(format!("bench.r{i}.n{}", n % 50))?;
+            c.register(&name, TOKEN, endpoint(i, n), Duration::from_secs(600)).await?;
+        }
+        Op::Renew => {
+            c.renew(LeaseId(p.leases[i] as u64)).await?;
+        }
+        Op::Lookup => {
+            c.lookup(&p.names[i]).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn prepare_etcd(c: &etcd_client::Client, op: Op, tasks: usize) -> anyhow::Result<Prepared> {
+    let mut p = Prepared::default();
+    let mut client = c.clone();
+    for i in 0..tasks {
+        match op {
+            Op::Renew => {
+                let lease = client.lease_grant(600, None).await?;
+                client.put(format!("/bench/w{i}/a"), "x", Some(PutOptions::new().with_lease(lease.id()))).await?;
+                p.keepers.push(tokio::sync::Mutex::new(client.lease_keep_alive(lease.id()).await?));
+                p.leases.push(lease.id());
+            }
+            Op::Lookup => {
+                for n in 0..10 {
+                    let e = serde_json::to_vec(&endpoint(i, n))?;
+                    client.put(format!("/bench/l{i}/{n}"), e, None).await?;
+                }
+                p.names.push(Name::new(format!("l{i}"))?);
+            }
+            Op::Register => {}
+        }
+    }
+    Ok(p)
+}
+
+async fn run_etcd(c: &etcd_client::Client, op: Op, p: &Prepared, i: usize, n: u64) -> anyhow::Result<()> {
+    let mut client = c.clone();
+    match op {
+        Op::Register => {
+            let lease = client.lease_grant(600, None).await?;
+            let e = serde_json::to_vec(&endpoint(i, n))?;
+            let key = format!("/bench/r{i}/n{}/{}", n % 50, n);
+            client.put(key, e, Some(PutOptions::new().with_lease(lease.id()))).await?;
+        }
+        Op::Renew => {
+            let mut guard = p.keepers[i].lock().await;
+            let (keeper, stream) = &mut *guard;
+            keeper.keep_alive().await?;
+            stream.message().await?.context("etcd ended the keep-alive stream")?;
+        }
+        Op::Lookup => {
+            client.get(format!("/bench/{}/", p.names[i]), Some(GetOptions::new().with_prefix())).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Watch latency, two ways per write: from sending the write to the watcher having its event
+/// (the durable commit included), and from the writer's acknowledgement to the watcher having
+/// it (delivery alone; zero when the event arrived first).
+#[derive(Default)]
+struct WatchLatency {
+    end_to_end: Histogram,
+    after_ack: Histogram,
+}
+
+impl WatchLatency {
+    fn record(&mut self, sent: Instant, acked: Instant, seen: Instant) {
+        self.end_to_end.record(seen - sent);
+        self.after_ack.record(seen.saturating_duration_since(acked));
+    }
+}
+
+/// Watch latency on warren: a watcher on one connection, writes one at a time on another.
+async fn watch_latency_warren(addr: SocketAddr, samples: usize) -> anyhow::Result<WatchLatency> {
+    let writer = Client::connect(addr, Duration::from_secs(5)).await?;
+    let watcher = Client::connect(addr, Duration::from_secs(5)).await?;
+    let name = Name::new("bench.watched")?;
+    let (rev, _) = writer.list("bench.watched").await?;
+    let mut watch = watcher.watch("bench.watched", rev).await?;
+    let mut latency = WatchLatency::default();
+    for n in 0..samples as u64 {
+        let sent = Instant::now();
+        let write = async {
+            writer.rebind(&name, TOKEN, vec![endpoint(0, n)]).await?;
+            anyhow::Ok(Instant::now())
+        };
+        let seen = async {
+            loop {
+                let events =
+                    tokio::time::timeout(Duration::from_secs(5), watch.next()).await.context("watch stalled")??;
+                if events.iter().any(|e| e.kind == warren_registry::model::EventKind::Put) {
+                    return anyhow::Ok(Instant::now());
+                }
+            }
+        };
+        let (acked, seen) = tokio::try_join!(write, seen)?;
+        latency.record(sent, acked, seen);
+    }
+    Ok(latency)
+}
+
+/// The same on etcd: a watch stream on the client's connection, puts on the same client.
+async fn watch_latency_etcd(c: &etcd_client::Client, samples: usize) -> anyhow::Result<WatchLatency> {
+    let mut writer = c.clone();
+    let mut watch = c.clone().watch("/bench/watched", Some(WatchOptions::new())).await?;
+    let created = watch.message().await?.context("etcd ended the watch")?;
+    if !created.created() {
+        bail!("etcd did not confirm the watch");
+    }
+    let mut latency = WatchLatency::default();
+    for n in 0..samples as u64 {
+        let sent = Instant::now();
+        let value = serde_json::to_vec(&endpoint(0, n))?;
+        let write = async {
+            writer.put("/bench/watched", value, None).await?;
+            anyhow::Ok(Instant::now())
+        };
+        let seen = async {
+            loop {
+                let m =
+                    tokio::time::timeout(Duration::from_secs(5), watch.message()).await.context("watch stalled")??;
+                if !m.context("etcd ended the watch")?.events().is_empty() {
+                    return anyhow::Ok(Instant::now());
+                }
+            }
+        };
+        let (acked, seen) = tokio::try_join!(write, seen)?;
+        latency.record(sent, acked, seen);
+    }
+    Ok(latency)
+}
+
+/// warren's registry (embedded store, health checks, DNS) on a thread pinned to the server CPU.
+struct WarrenServer {
+    addr: SocketAddr,
+    dns: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WarrenServer {
+    fn start(dir: &std::path::Path, cpu: Option<CpuSet>) -> anyhow::Result<WarrenServer> {
+        use warren_registry::backend::Backend;
+        let dir = dir.to_owned();
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            if let Some(cpu) = cpu {
+                let _ = cpu.apply();
+            }
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                let started = async {
+                    let store = warren_registry::embedded::Embedded::open(&dir, Default::default(), None)?;
+                    let inner: Arc<dyn Backend> = Arc::new(store);
+                    let backend = Arc::new(warren_registry::health::Checked::new(inner).await?);
+                    let name = Name::new("bench")?;
+                    let ten: Vec<Endpoint> =
+                        (0..10u8).map(|i| Endpoint::tcp(([127, 0, 1, i + 1], 80).into())).collect();
+                    backend.rebind(&name, TOKEN, ten).await?;
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                    let directory = Arc::new(warren_registry::dns::DnsDirectory(backend.clone()));
+                    // Threads inherit the mask: the DNS thread runs on the server CPU too.
+                    let dns = warren_dns::Server::bind(
+                        "127.0.0.1:0".parse().expect("an address"),
+                        warren_dns::Config::default(),
+                        directory,
+                    )?;
+                    anyhow::Ok((backend, listener, dns))
+                };
+                match started.await {
+                    Ok((backend, listener, dns)) => {
+                        let _ = ready_tx.send(Ok((listener.local_addr().expect("bound"), dns.local_addr())));
+                        let shutdown = async {
+                            let _ = stopped.await;
+                        };
+                        warren_registry::server::serve(backend, listener, Default::default(), shutdown).await;
+                        dns.shutdown();
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            });
+        });
+        let (addr, dns) = ready.recv().context("the registry thread died")??;
+        Ok(WarrenServer { addr, dns, stop: Some(stop), thread: Some(thread) })
+    }
+}
+
+impl Drop for WarrenServer {
+    fn drop(&mut self) {
+        let _ = self.stop.take().map(|s| s.send(()));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A one-node etcd, pinned to the server CPU, its data in `dir`.
+struct Etcd {
+    local: Option<LocalEtcd>,
+    url: String,
+    version: String,
+}
+
+impl Etcd {
+    fn start(bin: &std::path::Path, dir: &std::path::Path, cpu: Option<CpuSet>) -> anyhow::Result<Etcd> {
+        use std::os::unix::process::CommandExt;
+        let version = std::process::Command::new(bin).arg("--version").output().map_or_else(
+            |_| "etcd".into(),
+            |o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("etcd").to_owned(),
+        );
+        let (mut cmd, url) = LocalEtcd::command(bin, dir)?;
+        if let Some(cpu) = cpu {
+            // SAFETY: sched_setaffinity is async-signal-safe; nothing else runs between fork and exec.
+            unsafe { cmd.pre_exec(move || cpu.apply()) };
+        }
+        let local =
+            LocalEtcd::spawn(cmd, url.clone(), dir).with_context(|| format!("cannot start {}", bin.display()))?;
+        Ok(Etcd { local: Some(local), url, version: version.replace("etcd Version:", "etcd").trim().to_owned() })
+    }
+
+    async fn connect(&self) -> anyhow::Result<etcd_client::Client> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let connected = etcd_client::Client::connect([&self.url], None).await;
+            let answering = match connected {
+                Ok(mut client) => client.status().await.is_ok().then_some(client),
+                Err(_) => None,
+            };
+            match answering {
+                Some(client) => return Ok(client),
+                _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+                _ => bail!("etcd at {} did not answer within 20 s", self.url),
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        self.local = None;
+    }
+}
+
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// etcd from Debian's `etcd-server`, installed with apt-get if missing.
+fn ensure_etcd() -> anyhow::Result<std::path::PathBuf> {
+    let [etcd] = super::host::ensure_programs(["etcd"], &["etcd-server"], "registry")?;
+    Ok(etcd)
+}

@@ -1,0 +1,88 @@
+//! `warren register NAME ADDR --ttl S`: keeps an endpoint registered for as long as it runs.
+//!
+//! It renews at TTL/3, so two renewals in a row may fail (or be late) before the lease lapses.
+//! A broken connection is made again and the same lease renewed; only a lease that is gone
+//! (lapsed, or lost by the registry) is registered again. On SIGINT or SIGTERM it releases the
+//! lease, so the endpoint goes at once rather than a TTL later.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::signal::unix::{SignalKind, signal};
+use warren_registry::backend::Lease;
+use warren_registry::client::Client;
+use warren_registry::{Endpoint, Error, Name};
+
+use crate::registry_cmd::{Conn, RegisterArgs, check_reachable};
+
+pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
+    check_reachable(args.addr)?;
+    let name = Name::new(args.name.clone())?;
+    let token = args.conn.token()?;
+    let endpoint = args.endpoint.endpoint(args.addr);
+    let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
+    // The first registration must work: a refusal (owned name, bad TTL) is the user's to fix.
+    let client = args.conn.connect().await?;
+    let mut held = Some(attempt(&args.conn, client, &name, &token, &endpoint, args.ttl).await?);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(args.ttl / 3) => {}
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+        let kept = match held.take() {
+            Some(held) => renew(&args.conn, held, &name, &token, &endpoint, args.ttl).await,
+            None => match args.conn.connect().await {
+                Ok(client) => attempt(&args.conn, client, &name, &token, &endpoint, args.ttl).await,
+                Err(e) => Err(e),
+            },
+        };
+        held = kept.inspect_err(|e| eprintln!("warren: {e:#}; trying again in a third of the TTL")).ok();
+    }
+    if let Some((client, lease)) = held {
+        args.conn.ask(client.release(lease.id, &token)).await.context("releasing the lease")?;
+        println!("released {name} (lease {})", lease.id);
+    }
+    Ok(())
+}
+
+/// Renews the lease, over a new connection if the old one broke (the server closes idle ones);
+/// registers again only if the lease itself is gone (it lapsed, or the registry lost it).
+async fn renew(
+    conn: &Conn,
+    (client, lease): (Client, Lease),
+    name: &Name,
+    token: &str,
+    endpoint: &Endpoint,
+    ttl: Duration,
+) -> anyhow::Result<(Client, Lease)> {
+    let gone = |e: &anyhow::Error| matches!(e.downcast_ref(), Some(Error::LeaseNotFound(_)));
+    let client = match conn.ask(client.renew(lease.id)).await {
+        Ok(_) => return Ok((client, lease)),
+        Err(e) if gone(&e) => client,
+        Err(e) => {
+            eprintln!("warren: renewing lease {}: {e:#}; reconnecting", lease.id);
+            let client = conn.connect().await?;
+            match conn.ask(client.renew(lease.id)).await {
+                Ok(_) => return Ok((client, lease)),
+                Err(e) if gone(&e) => client,
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    eprintln!("warren: lease {} is gone; registering again", lease.id);
+    attempt(conn, client, name, token, endpoint, ttl).await
+}
+
+async fn attempt(
+    conn: &Conn,
+    client: Client,
+    name: &Name,
+    token: &str,
+    endpoint: &Endpoint,
+    ttl: Duration,
+) -> anyhow::Result<(Client, Lease)> {
+    let lease = conn.ask(client.register(name, token, endpoint.clone(), ttl)).await?;
+    println!("registered {name} {endpoint} (lease {}, ttl {})", lease.id, humantime::format_duration(lease.ttl));
+    Ok((client, lease))
+}

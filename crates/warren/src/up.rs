@@ -1,0 +1,144 @@
+//! `warren up`: the node, hosting every service of `warren.toml` (or of xinetd's files, or the
+//! embedded default), and `warren status`, which asks a running node what it is doing.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use warren_node::config::{Kind, Service, StatusAddr};
+use warren_node::{Config, Hooks};
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The node's config (TOML); without it, the embedded default (loopback only).
+    #[arg(long, short = 'c', conflicts_with = "xinetd")]
+    pub config: Option<PathBuf>,
+    /// Read xinetd's configuration instead (e.g. /etc/xinetd.conf, with its includedir).
+    #[arg(long)]
+    pub xinetd: Option<PathBuf>,
+    /// Where `warren status` finds the node: unix:/path, address:port or off (default: the
+    /// config's `status`, else $XDG_RUNTIME_DIR/warren-node.sock or /tmp/warren-node-<uid>.sock).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// On SIGTERM, how long running children may take to finish before they are stopped.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub grace: Duration,
+    /// Print the embedded default configuration and exit.
+    #[arg(long)]
+    pub print_default: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The node's status endpoint: unix:/path or address:port (default: as `warren up`).
+    #[arg(long)]
+    pub status: Option<String>,
+}
+
+/// `warren up`.
+pub fn up(args: &UpArgs) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    if args.print_default {
+        print!("{}", warren_node::toml_config::DEFAULT);
+        return Ok(());
+    }
+    crate::serve::init_logging(None);
+    // Signals first, so that a SIGHUP or SIGTERM arriving while services start is not lost.
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])?;
+    let config = load(args)?;
+    report(&config);
+    let count = config.services.len();
+    let node = warren_node::start(config, Box::new(Announce)).context("cannot start the node")?;
+    println!("warren: up: {count} services");
+    let _ = std::io::stdout().flush();
+    for signal in signals.forever() {
+        if signal == SIGHUP {
+            match load(args).map_err(|e| format!("{e:#}")).and_then(|config| {
+                report(&config);
+                node.reload(config)
+            }) {
+                Ok(()) => println!("warren: reloaded"),
+                Err(e) => eprintln!("warren: reload failed, configuration unchanged: {e}"),
+            }
+            let _ = std::io::stdout().flush();
+        } else {
+            println!("warren: draining (up to {})", humantime::format_duration(args.grace));
+            let _ = std::io::stdout().flush();
+            break;
+        }
+    }
+    node.drain(args.grace);
+    println!("warren: stopped");
+    Ok(())
+}
+
+fn load(args: &UpArgs) -> anyhow::Result<Config> {
+    let mut config = match (&args.config, &args.xinetd) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            warren_node::toml_config::parse(&text, &path.display().to_string())?
+        }
+        (None, Some(path)) => {
+            let status = StatusAddr::Unix(warren_node::toml_config::default_status_path());
+            warren_node::xinetd::load(path, Some(status))?
+        }
+        (None, None) => warren_node::toml_config::parse(warren_node::toml_config::DEFAULT, "(embedded default)")?,
+    };
+    if let Some(status) = &args.status {
+        config.status = warren_node::toml_config::status_addr(status).map_err(anyhow::Error::msg)?;
+    }
+    Ok(config)
+}
+
+/// Ignored attributes are warnings, listed; disabled services are named.
+fn report(config: &Config) {
+    for note in &config.ignored {
+        eprintln!("warren: warning: {note}");
+    }
+    if !config.disabled.is_empty() {
+        println!("warren: disabled: {}", config.disabled.join(", "));
+    }
+}
+
+/// Prints the readiness line of each service once it listens: scripts and tests wait for it.
+struct Announce;
+
+impl Hooks for Announce {
+    fn listening(&mut self, service: &Service, addr: SocketAddr) {
+        let how = match &service.kind {
+            Kind::Builtin(b) => b.model.to_string(),
+            Kind::Exec(e) if e.wait => format!("exec wait {}", e.program.display()),
+            Kind::Exec(e) => format!("exec nowait {}", e.program.display()),
+            Kind::Redirect(to) => format!("redirect to {to}"),
+        };
+        println!("warren: serving {} ({}) under {how} on {addr}", service.name, service.listen.transport.name());
+        let _ = std::io::stdout().flush();
+    }
+
+    fn closed(&mut self, name: &str) {
+        println!("warren: closed {name}");
+        let _ = std::io::stdout().flush();
+    }
+}
+
+/// `warren status`.
+pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
+    let addr = match &args.status {
+        Some(text) => warren_node::toml_config::status_addr(text).map_err(anyhow::Error::msg)?,
+        None => Some(StatusAddr::Unix(warren_node::toml_config::default_status_path())),
+    };
+    let mut text = String::new();
+    match addr.context("status is off")? {
+        StatusAddr::Unix(path) => std::os::unix::net::UnixStream::connect(&path)
+            .with_context(|| format!("no node answers on {} (is `warren up` running?)", path.display()))?
+            .read_to_string(&mut text)?,
+        StatusAddr::Tcp(addr) => std::net::TcpStream::connect(addr)
+            .with_context(|| format!("no node answers on {addr}"))?
+            .read_to_string(&mut text)?,
+    };
+    print!("{text}");
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! `warren up` end to end: readiness lines, exec and builtin services, `warren status`, SIGHUP
+//! reloads, SIGTERM drains, xinetd files and config errors.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::mpsc::{Receiver, channel};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use support::{EXIT_BOUND, T, command, run};
+
+/// A running `warren up`, its stdout read line by line.
+struct Up {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl Up {
+    fn start(args: &[&str]) -> Up {
+        let mut child = command(args).spawn().expect("warren up starts");
+        let (tx, lines) = channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).try_for_each(|l| tx.send(l)));
+        Up { child, lines }
+    }
+
+    /// Lines up to and including the first for which `last` holds.
+    fn until(&self, last: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            let line = self.lines.recv_timeout(T).unwrap_or_else(|_| panic!("timed out; output so far: {seen:#?}"));
+            let done = last(&line);
+            seen.push(line);
+            if done {
+                return seen;
+            }
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(-(self.child.id() as i32)), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// The address of `service` from its readiness line.
+fn addr(lines: &[String], service: &str, transport: &str) -> SocketAddr {
+    let prefix = format!("warren: serving {service} ({transport}) under ");
+    let line =
+        lines.iter().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no line for {service}: {lines:#?}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+fn exchange(addr: SocketAddr, input: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(T)).unwrap();
+    stream.write_all(input).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = String::new();
+    let _ = stream.read_to_string(&mut out);
+    out
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("warren-up-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn config(dir: &Path, extra: &str) -> String {
+    format!(
+        "status = \"unix:{}/status.sock\"\n[[service]]\nname = \"echo\"\nbuiltin = \"echo\"\nport = 0\n\
+         [[service]]\nname = \"hello\"\nport = 0\nserver = \"/bin/echo\"\nserver_args = [\"hello\"]\n{extra}",
+        dir.display()
+    )
+}
+
+#[test]
+fn up_serves_reloads_on_sighup_and_drains_on_sigterm() {
+    let dir = scratch("cycle");
+    let conf = dir.join("warren.toml");
+    std::fs::write(&conf, config(&dir, "")).unwrap();
+    let up = Up::start(&["up", "-c", conf.to_str().unwrap()]);
+    let lines = up.until(|l| l.starts_with("warren: up:"));
+    assert_eq!(lines.last().unwrap(), "warren: up: 2 services");
+    let (echo, hello) = (addr(&lines, "echo", "tcp"), addr(&lines, "hello", "tcp"));
+    assert!(
+        lines.iter().any(|l| l.starts_with("warren: serving hello (tcp) under exec nowait /bin/echo on 127.0.0.1:"))
+    );
+    assert_eq!(exchange(echo, b"ping"), "ping");
+    assert_eq!(exchange(hello, b""), "hello\n");
+
+    let status_flag = format!("--status=unix:{}/status.sock", dir.display());
+    let (ok, out, err) = run(command(&["status", &status_flag]), b"", T);
+    assert!(ok.success(), "{err}");
+    assert!(out.contains("hello") && out.contains("exec nowait") && out.contains("builtin echo (event)"), "{out}");
+    assert!(out.contains("2 services"), "{out}");
+
+    std::fs::write(&conf, config(&dir, "[[service]]\nname = \"later\"\nbuiltin = \"daytime\"\nport = 0\n")).unwrap();
+    up.signal(Signal::SIGHUP);
+    let lines = up.until(|l| l == "warren: reloaded");
+    assert_eq!((addr(&lines, "echo", "tcp"), addr(&lines, "hello", "tcp")), (echo, hello), "unchanged listeners kept");
+    assert!(exchange(addr(&lines, "later", "tcp"), b"").ends_with("-UTC\r\n"));
+
+    std::fs::write(&conf, "this is not toml [").unwrap();
+    up.signal(Signal::SIGHUP);
+    assert_eq!(exchange(hello, b""), "hello\n", "a bad reload leaves the node serving");
+
+    up.signal(Signal::SIGTERM);
+    let lines = up.until(|l| l == "warren: stopped");
+    assert!(lines.iter().any(|l| l.starts_with("warren: draining")), "{lines:#?}");
+    let mut up = up;
+    let status = support::wait_bounded(&mut up.child, EXIT_BOUND).expect("exits after draining");
+    assert!(status.success());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn up_reads_xinetd_files_and_lists_ignored_attributes() {
+    let dir = scratch("xinetd");
+    std::fs::create_dir_all(dir.join("xinetd.d")).unwrap();
+    std::fs::write(
+        dir.join("xinetd.d/hello"),
+        "service hello\n{\n\ttype = UNLISTED\n\tport = 0\n\tsocket_type = stream\n\twait = no\n\tuser = root\n\t\
+         server = /bin/echo\n\tserver_args = hi there\n\tlibwrap = hello\n}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("xinetd.conf"), format!("defaults\n{{\n}}\nincludedir {}/xinetd.d\n", dir.display()))
+        .unwrap();
+    let conf = dir.join("xinetd.conf");
+    let status = format!("--status=unix:{}/s.sock", dir.display());
+    let up = Up::start(&["up", "--xinetd", conf.to_str().unwrap(), &status]);
+    let lines = up.until(|l| l.starts_with("warren: up:"));
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(exchange(addr(&lines, "hello", "tcp"), b""), "hi there\n");
+    }
+    up.signal(Signal::SIGTERM);
+    up.until(|l| l == "warren: stopped");
+    let mut up = up;
+    support::wait_bounded(&mut up.child, EXIT_BOUND).expect("exits");
+    let mut err = String::new();
+    up.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(err.contains("xinetd.d/hello:10: libwrap: ignored: TCP wrappers"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn config_errors_name_file_and_line_and_the_default_prints() {
+    let dir = scratch("errors");
+    let conf = dir.join("bad.toml");
+    std::fs::write(&conf, "[[service]]\nname = \"x\"\nport = 0\nfrobnicate = 1\n").unwrap();
+    let (status, _, err) = run(command(&["up", "-c", conf.to_str().unwrap()]), b"", T);
+    assert!(!status.success());
+    assert!(err.contains("bad.toml") && err.contains("unknown attribute \"frobnicate\""), "{err}");
+    let (status, out, _) = run(command(&["up", "--print-default"]), b"", T);
+    assert!(status.success());
+    for service in ["http", "chat", "pingpong", "echo", "discard", "daytime", "time", "chargen", "registry"] {
+        assert!(out.contains(&format!("name = \"{service}\"")), "{service} missing from the default");
+    }
+    let default = warren_node::toml_config::parse(&out, "default").unwrap();
+    assert_eq!(default.services.len(), 9, "registry is a disabled slot");
+    assert_eq!(default.disabled, ["registry"]);
+    assert!(default.services.iter().all(|s| s.listen.addr.ip().is_loopback()));
+    std::fs::remove_dir_all(dir).unwrap();
+}
