@@ -16,6 +16,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -47,6 +48,9 @@ enum Ended {
 
 /// One upload's writer, shared by its session and a control thread.
 struct Slot {
+    /// Set by a cancel before it takes the lock: the session, which takes the lock for every
+    /// write, sees it and lets go, so the cancel does not wait behind a stream of writes.
+    cancelled: AtomicBool,
     inner: Mutex<SlotInner>,
 }
 
@@ -87,7 +91,8 @@ impl Uploads {
         if reg.ended.get(&id) == Some(&Ended::Cancelled) {
             return Err(UploadError::Cancelled);
         }
-        let slot = Arc::new(Slot { inner: Mutex::new(SlotInner { sink: Some(sink), ended: None }) });
+        let inner = Mutex::new(SlotInner { sink: Some(sink), ended: None });
+        let slot = Arc::new(Slot { cancelled: AtomicBool::new(false), inner });
         reg.running.insert(id, slot.clone());
         Ok(Upload { uploads: self.clone(), id, slot })
     }
@@ -115,6 +120,7 @@ impl Uploads {
                 }
             }
         };
+        slot.cancelled.store(true, Ordering::SeqCst);
         let mut inner = lock(&slot.inner);
         match inner.ended {
             Some(Ended::Completed) => Outcome::Completed,
@@ -160,6 +166,9 @@ impl Upload {
 
     /// Write the next bytes; `Cancelled` once a control thread (or [`Upload::cancel`]) stopped it.
     pub fn write(&self, data: &[u8]) -> Result<(), UploadError> {
+        if self.slot.cancelled.load(Ordering::SeqCst) {
+            return Err(UploadError::Cancelled);
+        }
         let mut inner = lock(&self.slot.inner);
         match inner.sink.as_mut() {
             Some(sink) => Ok(sink.write(data)?),

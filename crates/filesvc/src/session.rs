@@ -415,13 +415,13 @@ impl FileSession {
     /// The whole body is in: sync, then journal the intent before the rename.
     fn complete(&mut self, r: Box<Receiving>, out: &mut Out) {
         if let Err(e) = r.upload.sync() {
-            return self.stopped_early(r, e, out);
+            return self.stopped_early(&r, e, out);
         }
         out.hub(FileRequest::Intent { path: r.path.to_string() });
         self.state = State::Hub(Waiting::Commit(r));
     }
 
-    fn stopped_early(&mut self, r: Box<Receiving>, e: UploadError, out: &mut Out) {
+    fn stopped_early(&mut self, r: &Receiving, e: UploadError, out: &mut Out) {
         match e {
             UploadError::Cancelled => reply(out, &Reply::Cancelled { id: r.upload.id(), received: r.received }),
             e => error(out, ErrorCode::Io, e.to_string()),

@@ -161,9 +161,12 @@ pub enum WireError {
     Malformed(&'static str),
 }
 
-/// Split the first complete frame off `buf`: its kind, payload and total length. `Ok(None)`
-/// while incomplete; an over-long length is refused before its bytes arrive.
-fn split(buf: &[u8]) -> Result<Option<(u8, &[u8], usize)>, WireError> {
+/// A frame's kind, payload and total length.
+type Split<'a> = (u8, &'a [u8], usize);
+
+/// Split the first complete frame off `buf`. `Ok(None)` while incomplete; an over-long length
+/// is refused before its bytes arrive.
+fn split(buf: &[u8]) -> Result<Option<Split<'_>>, WireError> {
     let Some(head) = buf.get(..4) else { return Ok(None) };
     let len = u32::from_be_bytes(head.try_into().expect("4 bytes")) as usize;
     if len > MAX_FRAME {

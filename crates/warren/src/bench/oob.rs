@@ -56,6 +56,8 @@ enum Mechanism {
 /// One file server child.
 struct Child_ {
     child: Child,
+    /// Kept open: the server prints its report at exit.
+    _stdout: io::BufReader<std::process::ChildStdout>,
     data: SocketAddr,
     control: SocketAddr,
     root: PathBuf,
@@ -83,12 +85,13 @@ fn start(exe: &Path, model: Model, rate: u64, tag: &str) -> anyhow::Result<Child
         .spawn()
         .context("cannot start warren files serve")?;
     let mut line = String::new();
-    io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+    let mut stdout = io::BufReader::new(child.stdout.take().expect("piped"));
+    stdout.read_line(&mut line)?;
     // "warren: serving files (tcp, control ADDR) under MODEL on ADDR"
     let control = line.split("control ").nth(1).and_then(|r| r.split(')').next()).and_then(|a| a.parse().ok());
     let data = line.trim().rsplit(" on ").next().and_then(|a| a.parse().ok());
     match (data, control) {
-        (Some(data), Some(control)) => Ok(Child_ { child, data, control, root }),
+        (Some(data), Some(control)) => Ok(Child_ { child, _stdout: stdout, data, control, root }),
         _ => bail!("unexpected readiness line {line:?}"),
     }
 }
@@ -175,7 +178,9 @@ fn one(server: &Child_, stalled: bool, mechanism: Mechanism, args: &OobArgs) -> 
             Request::Cancel { id }.encode(&mut frame);
             control.write_all(&frame)?;
             match read_reply(&mut control, &mut Vec::new())? {
-                Reply::CancelResult { outcome: Outcome::Stopped, .. } => t0.elapsed(),
+                // Refused: the server had not read the request yet (under `pool` the connection
+                // may wait for a worker); the cancel still took effect first.
+                Reply::CancelResult { outcome: Outcome::Stopped | Outcome::Refused, .. } => t0.elapsed(),
                 other => bail!("control endpoint answered {other:?}"),
             }
         }
