@@ -74,7 +74,7 @@ pub fn start(name: &str, builtin: &Builtin, instances: Option<u32>, socket: Sock
         // The hook for the registry: once it can be hosted in-process, it starts here.
         Name::Registry => Err(std::io::Error::new(
             std::io::ErrorKind::Unsupported,
-            "the registry cannot be hosted by the node yet; run `warren registry serve`",
+            "the registry cannot be hosted by the node yet; run `warren registry`",
         )),
         Name::Http => {
             let root = o.root.as_deref().unwrap_or(std::path::Path::new("."));

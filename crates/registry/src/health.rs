@@ -28,14 +28,14 @@ type Key = (Name, EndpointKey);
 
 /// One checked endpoint: its probe task, what it concluded, and a doorbell for TTL reports.
 #[derive(Debug)]
-struct Checked1 {
+struct EndpointCheck {
     spec: CheckSpec,
     healthy: Arc<std::sync::atomic::AtomicBool>,
     passed: Arc<Notify>,
     task: JoinHandle<()>,
 }
 
-impl Drop for Checked1 {
+impl Drop for EndpointCheck {
     fn drop(&mut self) {
         self.task.abort();
     }
@@ -44,7 +44,7 @@ impl Drop for Checked1 {
 /// Health per endpoint, shared by the follower and every reader.
 #[derive(Debug, Default)]
 struct Table {
-    checks: RwLock<HashMap<Key, Checked1>>,
+    checks: RwLock<HashMap<Key, EndpointCheck>>,
 }
 
 impl Table {
@@ -70,7 +70,7 @@ impl Table {
                 let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
                 let passed = Arc::new(Notify::new());
                 let task = tokio::spawn(run(spec.clone(), e.socket_addr(), healthy.clone(), passed.clone()));
-                checks.insert(key, Checked1 { spec, healthy, passed, task });
+                checks.insert(key, EndpointCheck { spec, healthy, passed, task });
             }
         }
     }
@@ -128,7 +128,13 @@ impl Checked {
     /// Every endpoint of a name with its health (for operators: `GET /v1/health/<name>`).
     pub async fn health(&self, name: &Name) -> Result<Vec<(Endpoint, bool)>, Error> {
         let (_, endpoints) = self.inner.lookup(name).await?;
-        Ok(endpoints.into_iter().map(|e| (self.table.healthy(name, &e), e)).map(|(h, e)| (e, h)).collect())
+        Ok(endpoints
+            .into_iter()
+            .map(|e| {
+                let healthy = self.table.healthy(name, &e);
+                (e, healthy)
+            })
+            .collect())
     }
 
     fn healthy_only(&self, name: &Name, endpoints: Vec<Endpoint>) -> Vec<Endpoint> {

@@ -26,36 +26,8 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
 
 /// nginx and wrk, installed with apt-get if either is missing.
 pub fn ensure_tools() -> anyhow::Result<(PathBuf, PathBuf)> {
-    if let (Some(nginx), Some(wrk)) = (find_program("nginx"), find_program("wrk")) {
-        return Ok((nginx, wrk));
-    }
-    let mut failures = Vec::new();
-    for packages in [["nginx-light", "wrk"], ["nginx", "wrk"]] {
-        eprintln!("bench: installing {} with apt-get", packages.join(" "));
-        let out = Command::new("apt-get")
-            .args(["install", "-y", "-q"])
-            .args(packages)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
-            .output();
-        match out {
-            Ok(out) if out.status.success() => break,
-            Ok(out) => {
-                let err = String::from_utf8_lossy(&out.stderr);
-                let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message");
-                failures.push(format!("`apt-get install -y {}`: {} ({last})", packages.join(" "), out.status));
-            }
-            Err(e) => failures.push(format!("cannot run apt-get: {e}")),
-        }
-    }
-    match (find_program("nginx"), find_program("wrk")) {
-        (Some(nginx), Some(wrk)) => Ok((nginx, wrk)),
-        _ => bail!(
-            "warren bench http needs nginx and wrk, and installing them failed: {}. Install them by hand \
-             (`apt-get install nginx-light wrk` as root) and run the bench again",
-            failures.join("; ")
-        ),
-    }
+    let [nginx, wrk] = super::host::ensure_programs(["nginx", "wrk"], &["nginx-light", "wrk"], "http")?;
+    Ok((nginx, wrk))
 }
 
 /// A scratch directory, removed when dropped.
