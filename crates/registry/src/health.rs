@@ -50,6 +50,20 @@ struct Table {
 impl Table {
     fn healthy(&self, name: &Name, e: &Endpoint) -> bool {
         let checks = self.checks.read().expect("no panics while held");
+        Table::passes(&checks, name, e)
+    }
+
+    /// Every lookup and DNS answer comes through here: one lock for the whole answer, and no
+    /// key built at all while nothing is checked.
+    fn keep_healthy(&self, name: &Name, mut endpoints: Vec<Endpoint>) -> Vec<Endpoint> {
+        let checks = self.checks.read().expect("no panics while held");
+        if !checks.is_empty() {
+            endpoints.retain(|e| Table::passes(&checks, name, e));
+        }
+        endpoints
+    }
+
+    fn passes(checks: &HashMap<Key, EndpointCheck>, name: &Name, e: &Endpoint) -> bool {
         checks.get(&(name.clone(), e.key())).is_none_or(|c| c.healthy.load(std::sync::atomic::Ordering::Relaxed))
     }
 
@@ -138,7 +152,7 @@ impl Checked {
     }
 
     fn healthy_only(&self, name: &Name, endpoints: Vec<Endpoint>) -> Vec<Endpoint> {
-        endpoints.into_iter().filter(|e| self.table.healthy(name, e)).collect()
+        self.table.keep_healthy(name, endpoints)
     }
 }
 
