@@ -92,6 +92,10 @@ const ATTRIBUTES: &[(&str, Meaning)] = &[
     ("threads", Meaning::Honoured),
     ("max_conns", Meaning::Honoured),
     ("idle_timeout", Meaning::Honoured),
+    ("data", Meaning::Honoured),
+    ("dns", Meaning::Honoured),
+    ("api", Meaning::Honoured),
+    ("register", Meaning::Honoured),
     ("sandbox_memory_max", Meaning::Honoured),
     ("sandbox_pids_max", Meaning::Honoured),
     ("sandbox_namespaces", Meaning::Honoured),
@@ -285,6 +289,7 @@ pub fn build(name: &str, a: &Attrs, defaults: &Attrs, format: Format) -> Result<
         success: banner(a, "banner_success")?,
         fail: banner(a, "banner_fail")?,
     };
+    let register = register(a, &id)?;
     Ok(Built::Service(Box::new(Service {
         name: id,
         listen,
@@ -294,6 +299,7 @@ pub fn build(name: &str, a: &Attrs, defaults: &Attrs, format: Format) -> Result<
         banners,
         log: log_options(a)?,
         socket,
+        register,
     })))
 }
 
@@ -346,11 +352,33 @@ fn builtin(a: &Attrs, protocol: &str, transport: Transport) -> Result<Kind, Stri
         threads: a.parse("threads")?,
         max_conns: a.parse("max_conns")?,
         idle_timeout: a.parse::<u64>("idle_timeout")?.map(Duration::from_secs),
+        data: a.one("data")?.map(PathBuf::from),
+        dns: address(a, "dns")?,
+        api: address(a, "api")?,
     };
     if protocol == Protocol::Http && options.root.is_none() {
         return Err("builtin http: needs root".into());
     }
+    let registry_only =
+        [("data", options.data.is_some()), ("dns", options.dns.is_some()), ("api", options.api.is_some())];
+    if let Some((key, _)) = registry_only.iter().find(|(_, set)| *set).filter(|_| protocol != Protocol::Registry) {
+        return Err(format!("{key}: only the registry builtin has it"));
+    }
     Ok(Kind::Builtin(Builtin { protocol, model, options }))
+}
+
+/// `register = yes | no | NAME`: the name to register under (yes, the default, is the id).
+fn register(a: &Attrs, id: &str) -> Result<Option<String>, String> {
+    match a.one("register")? {
+        None | Some("yes") => Ok(Some(id.to_string())),
+        Some("no") => Ok(None),
+        Some(name) => Ok(Some(name.to_string())),
+    }
+}
+
+/// An `address:port` attribute.
+fn address(a: &Attrs, name: &str) -> Result<Option<SocketAddr>, String> {
+    a.one(name)?.map(|v| v.parse().map_err(|_| format!("{name}: want address:port, found {v:?}"))).transpose()
 }
 
 fn exec(a: &Attrs, name: &str, transport: Transport, name_in_args: bool, format: Format) -> Result<Exec, String> {

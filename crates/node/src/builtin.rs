@@ -9,7 +9,8 @@ use warren_models::udp::serve_udp_until;
 use warren_models::{ServeConfig, Shutdown, serve_until};
 use warren_proto::{DatagramService, Limits, Service as Protocol};
 
-use crate::config::{Builtin, Protocol as Name};
+use crate::Hooks;
+use crate::config::{Builtin, Protocol as Name, Service};
 
 /// A builtin service running on its thread.
 #[derive(Debug)]
@@ -29,8 +30,9 @@ pub enum Socket {
     Udp(UdpSocket),
 }
 
-/// Start `builtin` as service `name` on `socket`.
-pub fn start(name: &str, builtin: &Builtin, instances: Option<u32>, socket: Socket) -> std::io::Result<Running> {
+/// Start `service`, a `builtin`, on `socket`; `hooks` host the protocols this crate does not.
+pub fn start(service: &Service, builtin: &Builtin, socket: Socket, hooks: &mut dyn Hooks) -> std::io::Result<Running> {
+    let (name, instances) = (service.name.as_str(), service.limits.instances);
     let shutdown = Arc::new(Shutdown::new()?);
     let o = &builtin.options;
     let mut config = ServeConfig::default();
@@ -71,11 +73,13 @@ pub fn start(name: &str, builtin: &Builtin, instances: Option<u32>, socket: Sock
             let service = warren_proto::pingpong::PingPong { limits, options: Default::default() };
             tcp(&label, model, service, socket, config, shutdown)
         }
-        // The hook for the registry: once it can be hosted in-process, it starts here.
-        Name::Registry => Err(std::io::Error::new(
-            std::io::ErrorKind::Unsupported,
-            "the registry cannot be hosted by the node yet; run `warren registry`",
-        )),
+        Name::Registry => match hooks.host(service, socket, shutdown.clone()) {
+            Some(thread) => Ok(Running { shutdown, thread: thread? }),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "this node cannot host the registry (`warren up` can); run `warren registry`",
+            )),
+        },
         Name::Http => {
             let root = o.root.as_deref().unwrap_or(std::path::Path::new("."));
             let docs = warren_files::DocRoot::new(root, warren_files::DocRootOptions::default())

@@ -22,6 +22,25 @@ pub struct Config {
     pub ignored: Vec<String>,
     /// Services present but disabled (`disable = yes`, or not in `enabled`).
     pub disabled: Vec<String>,
+    /// Where every service registers (`registry = "ADDR"`, or by default the registry this node
+    /// hosts, if it hosts one); `None` (`registry = "off"`): nowhere.
+    pub registry: Option<RegistryLink>,
+}
+
+/// Where hosted services register, and for how long each lease lasts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegistryLink {
+    /// The registry's address; `None` means the registry this node hosts.
+    pub addr: Option<SocketAddr>,
+    /// Each registration's lease; renewed at a third of it, so a node that dies leaves the
+    /// registry within this long.
+    pub ttl: Duration,
+}
+
+impl Default for RegistryLink {
+    fn default() -> Self {
+        Self { addr: None, ttl: Duration::from_secs(10) }
+    }
 }
 
 /// The status endpoint.
@@ -80,6 +99,8 @@ pub struct Service {
     pub log: LogOptions,
     /// Socket options.
     pub socket: SocketFlags,
+    /// The name it registers under when the node has a registry (`register = no`: none).
+    pub register: Option<String>,
 }
 
 /// What answers a service's connections.
@@ -199,7 +220,7 @@ pub enum Protocol {
     Chat,
     /// Static files over HTTP/1.1.
     Http,
-    /// The service registry: a slot the registry fills once it can be hosted.
+    /// The service registry (hosted through [`crate::Hooks::host`]: it lives outside this crate).
     Registry,
 }
 
@@ -244,6 +265,12 @@ pub struct BuiltinOptions {
     pub max_conns: Option<usize>,
     /// Idle connections are closed after this long.
     pub idle_timeout: Option<Duration>,
+    /// `registry`: the directory of its store.
+    pub data: Option<PathBuf>,
+    /// `registry`: also answer DNS (UDP and TCP) on this address.
+    pub dns: Option<SocketAddr>,
+    /// `registry`: also serve the HTTP/JSON API on this address.
+    pub api: Option<SocketAddr>,
 }
 
 /// Rate and concurrency limits.

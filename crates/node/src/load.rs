@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use crate::attrs::{Attrs, Built, Format, build};
-use crate::config::{Config, Service, StatusAddr};
+use crate::config::{Config, RegistryLink, Service, StatusAddr};
 
 /// A config that cannot be loaded, with the file and line at fault.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,12 @@ impl Loaded {
                 ));
             }
         }
-        Ok(Config { services: self.services, status, ignored: self.ignored, disabled: self.disabled })
+        Ok(Config {
+            services: self.services,
+            status,
+            ignored: self.ignored,
+            disabled: self.disabled,
+            registry: Some(RegistryLink::default()),
+        })
     }
 }

@@ -315,7 +315,7 @@ impl Node {
                     Socket::Tcp(l) => builtin::Socket::Tcp(l.try_clone()?),
                     Socket::Udp(u) => builtin::Socket::Udp(u.try_clone()?),
                 };
-                entry.builtin = Some(builtin::start(&entry.service.name, b, entry.service.limits.instances, socket)?);
+                entry.builtin = Some(builtin::start(&entry.service, b, socket, &mut *self.hooks)?);
             }
             entry.watch = Watch::Builtin;
         } else if entry.watch == Watch::Watching {

@@ -1,17 +1,33 @@
 //! What `warren status` shows, and the hooks through which others learn of the node's services.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use warren_models::Shutdown;
 
 use crate::config::Service;
 
-/// Told when services start and stop listening: `warren up` prints readiness lines here, and
-/// the registry (once hosted) registers each service with a lease here and removes it on close.
+/// Told when services start and stop listening: `warren up` prints readiness lines here and
+/// registers each service with a lease, released on close. Also the way in for builtins that
+/// live outside this crate.
 pub trait Hooks: Send + 'static {
     /// `service` listens on `addr`.
     fn listening(&mut self, service: &Service, addr: SocketAddr);
     /// The service called `name` stopped listening (removed by a reload, or the node stops).
     fn closed(&mut self, name: &str);
+    /// Run builtin `service` (the registry, whose stores this crate does not carry) on
+    /// `listener` until `shutdown` triggers; `None` if these hooks cannot.
+    fn host(
+        &mut self,
+        service: &Service,
+        listener: TcpListener,
+        shutdown: Arc<Shutdown>,
+    ) -> Option<std::io::Result<JoinHandle<()>>> {
+        let _ = (service, listener, shutdown);
+        None
+    }
 }
 
 /// Hooks that do nothing.

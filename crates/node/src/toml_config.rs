@@ -4,12 +4,14 @@
 //! Values map onto xinetd's words: a string is split at spaces (but for paths), a number is one
 //! word, an array's elements are words as they are, a bool is `yes`/`no`, and `env` may be a table. Every check then happens in [`crate::attrs`].
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use toml::{Table, Value};
 
 use crate::attrs::{Attrs, Format, Op};
-use crate::config::{Config, StatusAddr};
+use crate::config::{Config, RegistryLink, StatusAddr};
 use crate::load::{LoadError, Loaded};
 
 /// The embedded default configuration: loopback HTTP, chat, pingpong and the classic services.
@@ -32,8 +34,21 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, LoadError> {
         Some(Value::Array(services)) => services,
         Some(_) => return Err(err(None, "service: want [[service]] tables".into())),
     };
+    let registry = match table.remove("registry") {
+        None => None,
+        Some(Value::String(s)) => Some(registry_addr(&s).map_err(|m| err(None, m))?),
+        Some(_) => return Err(err(None, "registry: want \"address:port\" or \"off\"".into())),
+    };
+    let ttl = match table.remove("registry_ttl") {
+        None => None,
+        Some(Value::Integer(secs)) if secs > 0 => Some(Duration::from_secs(secs as u64)),
+        Some(_) => return Err(err(None, "registry_ttl: want a positive number of seconds".into())),
+    };
     if let Some(key) = table.keys().next() {
-        return Err(err(None, format!("unknown top-level key {key:?}; want status or [[service]]")));
+        return Err(err(
+            None,
+            format!("unknown top-level key {key:?}; want status, registry, registry_ttl or [[service]]"),
+        ));
     }
     let mut loaded = Loaded::default();
     for (i, service) in services.into_iter().enumerate() {
@@ -54,11 +69,26 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, LoadError> {
         loaded.ignored.extend(ignored.into_iter().map(|m| format!("{origin}: service {name:?}: {m}")));
         loaded.add(&name, &attrs, &Attrs::default(), Format::Toml).map_err(at)?;
     }
-    loaded.finish(status).map_err(|m| err(None, m))
+    let mut config = loaded.finish(status).map_err(|m| err(None, m))?;
+    if let Some(addr) = registry {
+        config.registry = addr.map(|addr| RegistryLink { addr: Some(addr), ..RegistryLink::default() });
+    }
+    if let (Some(link), Some(ttl)) = (&mut config.registry, ttl) {
+        link.ttl = ttl;
+    }
+    Ok(config)
+}
+
+/// `address:port`, or `off` (`None`): where hosted services register.
+pub fn registry_addr(text: &str) -> Result<Option<SocketAddr>, String> {
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| format!("registry: want address:port or off, found {text:?}"))
 }
 
 /// Attributes whose string value is one path, spaces and all.
-const PATHS: [&str; 5] = ["server", "banner", "banner_success", "banner_fail", "root"];
+const PATHS: [&str; 6] = ["server", "banner", "banner_success", "banner_fail", "root", "data"];
 
 fn words(key: &str, value: Value) -> Result<Vec<String>, String> {
     let word = |v: Value| match v {
@@ -96,5 +126,63 @@ pub fn default_status_path() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         Some(dir) => PathBuf::from(dir).join("warren-node.sock"),
         None => PathBuf::from(format!("/tmp/warren-node-{}.sock", nix::unistd::getuid())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::parse;
+    use crate::config::{Kind, RegistryLink};
+
+    const ECHO: &str = "[[service]]\nname = \"echo\"\nbuiltin = \"echo\"\nport = 0\n";
+
+    #[test]
+    fn registry_link_defaults_to_a_hosted_registry_and_can_be_set_or_turned_off() {
+        let config = parse(ECHO, "t").unwrap();
+        assert_eq!(config.registry, Some(RegistryLink::default()));
+        assert_eq!(config.services[0].register.as_deref(), Some("echo"), "registers under its name by default");
+
+        let config = parse(&format!("registry = \"127.0.0.1:7390\"\nregistry_ttl = 30\n{ECHO}"), "t").unwrap();
+        let link = config.registry.unwrap();
+        assert_eq!((link.addr, link.ttl), (Some("127.0.0.1:7390".parse().unwrap()), Duration::from_secs(30)));
+
+        assert_eq!(parse(&format!("registry = \"off\"\n{ECHO}"), "t").unwrap().registry, None);
+        let bad = parse(&format!("registry = \"nowhere\"\n{ECHO}"), "t").unwrap_err().to_string();
+        assert!(bad.contains("registry: want address:port or off"), "{bad}");
+        assert!(parse(&format!("registry_ttl = 0\n{ECHO}"), "t").is_err());
+    }
+
+    #[test]
+    fn register_names_or_excludes_a_service() {
+        let config = parse(&format!("{ECHO}register = \"greeter\"\n"), "t").unwrap();
+        assert_eq!(config.services[0].register.as_deref(), Some("greeter"));
+        let config = parse(&format!("{ECHO}register = false\n"), "t").unwrap();
+        assert_eq!(config.services[0].register, None);
+    }
+
+    #[test]
+    fn registry_options_belong_to_the_registry_builtin_only() {
+        let text = "[[service]]\nname = \"r\"\nbuiltin = \"registry\"\nport = 0\ndata = \"/var/lib/my registry\"\n\
+                    dns = \"127.0.0.1:5300\"\napi = \"127.0.0.1:7401\"\n";
+        let config = parse(text, "t").unwrap();
+        let Kind::Builtin(builtin) = &config.services[0].kind else { panic!("a builtin") };
+        assert_eq!(builtin.options.data.as_deref(), Some(std::path::Path::new("/var/lib/my registry")));
+        assert_eq!(builtin.options.dns, Some("127.0.0.1:5300".parse().unwrap()));
+        assert_eq!(builtin.options.api, Some("127.0.0.1:7401".parse().unwrap()));
+        let wrong = parse(&format!("{ECHO}dns = \"127.0.0.1:5300\"\n"), "t").unwrap_err().to_string();
+        assert!(wrong.contains("dns: only the registry builtin has it"), "{wrong}");
+        let bad = parse(&text.replace("127.0.0.1:5300", "localhost:53"), "t").unwrap_err().to_string();
+        assert!(bad.contains("dns: want address:port"), "{bad}");
+    }
+
+    #[test]
+    fn the_embedded_default_hosts_the_registry_with_dns_and_api() {
+        let config = parse(super::DEFAULT, "default").unwrap();
+        let registry = config.services.iter().find(|s| s.name == "registry").expect("hosted by default");
+        let Kind::Builtin(builtin) = &registry.kind else { panic!("a builtin") };
+        assert!(builtin.options.dns.is_some() && builtin.options.api.is_some());
+        assert!(config.disabled.is_empty(), "nothing in the default is disabled: {:?}", config.disabled);
     }
 }

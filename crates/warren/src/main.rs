@@ -11,6 +11,7 @@ mod registry_cmd;
 mod registry_register;
 mod serve;
 mod up;
+mod up_registry;
 
 use clap::Parser;
 

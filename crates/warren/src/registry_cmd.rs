@@ -189,13 +189,39 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 pub fn run(command: RegistryCommand) -> anyhow::Result<()> {
     if let RegistryCommand::Registry(args) = command {
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-        return runtime.block_on(serve(*args));
+        return runtime.block_on(async {
+            let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
+            let stop = async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            };
+            serve(*args, None, stop).await
+        });
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(client_command(command))
 }
 
-async fn serve(args: ServerArgs) -> anyhow::Result<()> {
+/// The registry's defaults, as `warren registry` with no flags has them.
+pub fn default_server_args() -> ServerArgs {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        args: ServerArgs,
+    }
+    Defaults::parse_from(["warren"]).args
+}
+
+/// Serve the registry until `stop`: on `listener` if given (the node's; its readiness line is
+/// then the node's to print), else on `args.listen`.
+pub async fn serve(
+    args: ServerArgs,
+    listener: Option<std::net::TcpListener>,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let data = match args.data {
         Some(dir) => dir,
         None => state_dir()?.join("registry"),
@@ -203,7 +229,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
     let admin = match args.admin_token {
         Some(token) => token,
-        None => admin_token(&args.admin_token_file.unwrap_or_else(|| data.join("admin.token")))?,
+        None => token_file(&args.admin_token_file.unwrap_or_else(|| data.join("admin.token")))?,
     };
     let config = Config { max_endpoints: args.max_endpoints, history: args.history, sweep: args.sweep };
     let admin = hash_token(&admin).context("the admin token")?;
@@ -228,23 +254,31 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let announce = listener.is_none();
+    let listener = match listener {
+        Some(listener) => {
+            listener.set_nonblocking(true)?;
+            tokio::net::TcpListener::from_std(listener)?
+        }
+        None => tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?,
+    };
     let limits = Limits {
         max_conns: args.max_conns,
         max_frame: args.max_frame,
         idle_timeout: args.idle_timeout,
         ..Limits::default()
     };
-    let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
     let api = match args.http {
         Some(addr) => {
             Some(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot serve HTTP on {addr}"))?)
         }
         None => None,
     };
-    println!("warren: serving registry (tcp) on {}", listener.local_addr()?);
+    if announce {
+        println!("warren: serving registry (tcp) on {}", listener.local_addr()?);
+    }
     if let Some(dns) = &dns {
         println!("warren: serving dns (udp, tcp) on {}", dns.local_addr());
     }
@@ -262,10 +296,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     };
     std::io::stdout().flush()?;
     let stop = async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        stop.await;
         let _ = stopping.send(true);
     };
     let report = server::serve(backend, listener, limits, stop).await;
@@ -276,12 +307,14 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     if let Some(dns) = dns {
         tokio::task::spawn_blocking(|| dns.shutdown()).await?;
     }
-    println!("warren: stopped: {} connections served, {} refused", report.accepted, report.refused);
+    if announce {
+        println!("warren: stopped: {} connections served, {} refused", report.accepted, report.refused);
+    }
     Ok(())
 }
 
 /// `$XDG_STATE_HOME/warren`, else `~/.local/state/warren`.
-fn state_dir() -> anyhow::Result<PathBuf> {
+pub fn state_dir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(dir).join("warren"));
     }
@@ -289,8 +322,8 @@ fn state_dir() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/state/warren"))
 }
 
-/// Reads the admin token, creating the file (mode 0600, 32 random bytes in hex) if missing.
-fn admin_token(path: &Path) -> anyhow::Result<String> {
+/// Reads a token from `path`, creating the file (mode 0600, 32 random bytes in hex) if missing.
+pub fn token_file(path: &Path) -> anyhow::Result<String> {
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::read_to_string(path) {
         Ok(token) => return Ok(token.trim().to_owned()),

@@ -3,7 +3,8 @@
 //! It renews at TTL/3, so two renewals in a row may fail (or be late) before the lease lapses.
 //! A broken connection is made again and the same lease renewed; only a lease that is gone
 //! (lapsed, or lost by the registry) is registered again. On SIGINT or SIGTERM it releases the
-//! lease, so the endpoint goes at once rather than a TTL later.
+//! lease, so the endpoint goes at once rather than a TTL later. `warren up` keeps each hosted
+//! service registered through the same loop ([`keep`]).
 
 use std::time::Duration;
 
@@ -21,26 +22,59 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
     let token = args.conn.token()?;
     let endpoint = args.endpoint.endpoint(args.addr);
     let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
-    // The first registration must work: a refusal (owned name, bad TTL) is the user's to fix.
-    let client = args.conn.connect().await?;
-    let mut held = Some(attempt(&args.conn, client, &name, &token, &endpoint, args.ttl).await?);
-    loop {
+    let stop = async move {
         tokio::select! {
-            () = tokio::time::sleep(args.ttl / 3) => {}
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    // The first registration must work: a refusal (owned name, bad TTL) is the user's to fix.
+    keep(&args.conn, &name, &token, &endpoint, args.ttl, stop, false).await
+}
+
+/// Keeps `endpoint` registered under `name` until `stop`, then releases the lease, so that it
+/// goes at once rather than a TTL later. `patient`: a failing first registration is retried
+/// like a later one (the node's services, whose registry may not be up yet) instead of returned.
+pub async fn keep(
+    conn: &Conn,
+    name: &Name,
+    token: &str,
+    endpoint: &Endpoint,
+    ttl: Duration,
+    stop: impl Future<Output = ()>,
+    patient: bool,
+) -> anyhow::Result<()> {
+    let first = async {
+        let client = conn.connect().await?;
+        attempt(conn, client, name, token, endpoint, ttl).await
+    };
+    let mut held = match first.await {
+        Ok(held) => Some(held),
+        Err(e) if patient => {
+            eprintln!("warren: registering {name}: {e:#}; trying again");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    tokio::pin!(stop);
+    loop {
+        // Renew at a third of the TTL; while unregistered, try again sooner.
+        let pause = if held.is_some() { ttl / 3 } else { (ttl / 3).min(Duration::from_secs(1)) };
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = &mut stop => break,
         }
         let kept = match held.take() {
-            Some(held) => renew(&args.conn, held, &name, &token, &endpoint, args.ttl).await,
-            None => match args.conn.connect().await {
-                Ok(client) => attempt(&args.conn, client, &name, &token, &endpoint, args.ttl).await,
+            Some(held) => renew(conn, held, name, token, endpoint, ttl).await,
+            None => match conn.connect().await {
+                Ok(client) => attempt(conn, client, name, token, endpoint, ttl).await,
                 Err(e) => Err(e),
             },
         };
-        held = kept.inspect_err(|e| eprintln!("warren: {e:#}; trying again in a third of the TTL")).ok();
+        held = kept.inspect_err(|e| eprintln!("warren: {name}: {e:#}; trying again")).ok();
     }
     if let Some((client, lease)) = held {
-        args.conn.ask(client.release(lease.id, &token)).await.context("releasing the lease")?;
+        conn.ask(client.release(lease.id, token)).await.context("releasing the lease")?;
         println!("released {name} (lease {})", lease.id);
     }
     Ok(())

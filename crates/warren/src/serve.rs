@@ -288,6 +288,7 @@ pub fn init_logging(debug: Option<u8>) {
         .without_time()
         .with_target(false)
         .with_level(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_writer(std::io::stdout)
         .try_init();
 }

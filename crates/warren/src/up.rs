@@ -8,8 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use warren_node::config::{Kind, Service, StatusAddr};
+use std::sync::Arc;
+
+use warren_node::config::{Kind, Protocol, RegistryLink, Service, StatusAddr};
 use warren_node::{Config, Hooks};
+
+use crate::up_registry::Registrar;
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -23,6 +27,10 @@ pub struct UpArgs {
     /// config's `status`, else $XDG_RUNTIME_DIR/warren-node.sock or /tmp/warren-node-<uid>.sock).
     #[arg(long)]
     pub status: Option<String>,
+    /// Register every hosted service with the registry at ADDR, or `off` (default: the config's
+    /// `registry`, else the registry this node hosts, if any).
+    #[arg(long, value_name = "ADDR|off")]
+    pub registry: Option<String>,
     /// On SIGTERM, how long running children may take to finish before they are stopped.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub grace: Duration,
@@ -51,7 +59,9 @@ pub fn up(args: &UpArgs) -> anyhow::Result<()> {
     let config = load(args)?;
     report(&config);
     let count = config.services.len();
-    let node = warren_node::start(config, Box::new(Announce)).context("cannot start the node")?;
+    let registrar = registrar(&config)?.map(Arc::new);
+    let hooks = Announce { registrar: registrar.clone() };
+    let node = warren_node::start(config, Box::new(hooks)).context("cannot start the node")?;
     println!("warren: up: {count} services");
     let _ = std::io::stdout().flush();
     for signal in signals.forever() {
@@ -69,6 +79,10 @@ pub fn up(args: &UpArgs) -> anyhow::Result<()> {
             let _ = std::io::stdout().flush();
             break;
         }
+    }
+    // Services leave the registry before they stop answering, so that no client is sent to one.
+    if let Some(registrar) = &registrar {
+        registrar.release_all();
     }
     node.drain(args.grace);
     println!("warren: stopped");
@@ -90,7 +104,25 @@ fn load(args: &UpArgs) -> anyhow::Result<Config> {
     if let Some(status) = &args.status {
         config.status = warren_node::toml_config::status_addr(status).map_err(anyhow::Error::msg)?;
     }
+    if let Some(registry) = &args.registry {
+        let addr = warren_node::toml_config::registry_addr(registry).map_err(anyhow::Error::msg)?;
+        config.registry = addr.map(|addr| RegistryLink { addr: Some(addr), ..config.registry.unwrap_or_default() });
+    }
     Ok(config)
+}
+
+/// Registrations for `config`: with a registry configured, or one hosted here. A reload keeps
+/// the registry the node started with.
+fn registrar(config: &Config) -> anyhow::Result<Option<Registrar>> {
+    let hosted =
+        config.services.iter().any(|s| matches!(&s.kind, Kind::Builtin(b) if b.protocol == Protocol::Registry));
+    match config.registry {
+        Some(link) if link.addr.is_some() || hosted => {
+            let token = crate::up_registry::node_token().context("the node's registry token")?;
+            Ok(Some(Registrar::new(link, token)?))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Ignored attributes are warnings, listed; disabled services are named.
@@ -103,8 +135,11 @@ fn report(config: &Config) {
     }
 }
 
-/// Prints the readiness line of each service once it listens: scripts and tests wait for it.
-struct Announce;
+/// Prints the readiness line of each service once it listens (scripts and tests wait for it),
+/// registers it, and hosts the registry builtin.
+struct Announce {
+    registrar: Option<Arc<Registrar>>,
+}
 
 impl Hooks for Announce {
     fn listening(&mut self, service: &Service, addr: SocketAddr) {
@@ -116,11 +151,26 @@ impl Hooks for Announce {
         };
         println!("warren: serving {} ({}) under {how} on {addr}", service.name, service.listen.transport.name());
         let _ = std::io::stdout().flush();
+        if let Some(registrar) = &self.registrar {
+            registrar.listening(service, addr);
+        }
     }
 
     fn closed(&mut self, name: &str) {
+        if let Some(registrar) = &self.registrar {
+            registrar.closed(name);
+        }
         println!("warren: closed {name}");
         let _ = std::io::stdout().flush();
+    }
+
+    fn host(
+        &mut self,
+        service: &Service,
+        listener: std::net::TcpListener,
+        shutdown: Arc<warren_models::Shutdown>,
+    ) -> Option<std::io::Result<std::thread::JoinHandle<()>>> {
+        crate::up_registry::host(service, listener, shutdown)
     }
 }
 

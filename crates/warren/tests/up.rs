@@ -21,7 +21,11 @@ struct Up {
 
 impl Up {
     fn start(args: &[&str]) -> Up {
-        let mut child = command(args).spawn().expect("warren up starts");
+        Up::spawn(command(args))
+    }
+
+    fn spawn(mut cmd: std::process::Command) -> Up {
+        let mut child = cmd.spawn().expect("warren up starts");
         let (tx, lines) = channel();
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).try_for_each(|l| tx.send(l)));
@@ -29,7 +33,7 @@ impl Up {
     }
 
     /// Lines up to and including the first for which `last` holds.
-    fn until(&self, last: impl Fn(&str) -> bool) -> Vec<String> {
+    fn until(&self, mut last: impl FnMut(&str) -> bool) -> Vec<String> {
         let mut seen = Vec::new();
         loop {
             let line = self.lines.recv_timeout(T).unwrap_or_else(|_| panic!("timed out; output so far: {seen:#?}"));
@@ -172,5 +176,97 @@ fn config_errors_name_file_and_line_and_the_default_prints() {
     assert_eq!(default.services.len(), 9, "registry is a disabled slot");
     assert_eq!(default.disabled, ["registry"]);
     assert!(default.services.iter().all(|s| s.listen.addr.ip().is_loopback()));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `warren lookup NAME` against the registry at `registry`: its output lines, or the error.
+fn lookup(registry: SocketAddr, name: &str) -> Result<Vec<String>, String> {
+    let (ok, out, err) = run(command(&["lookup", name, "--registry", &registry.to_string()]), b"", T);
+    if ok.success() { Ok(out.lines().map(String::from).collect()) } else { Err(err) }
+}
+
+/// Waits until `count` services have printed `registered …`.
+fn registered(up: &Up, count: usize) -> Vec<String> {
+    let mut seen = 0;
+    up.until(|l| {
+        seen += usize::from(l.starts_with("registered "));
+        seen == count
+    })
+}
+
+#[test]
+fn up_hosts_the_registry_and_registers_every_service_under_a_lease() {
+    let dir = scratch("registry");
+    let conf = dir.join("warren.toml");
+    let registry = format!(
+        "[[service]]\nname = \"registry\"\nbuiltin = \"registry\"\nport = 0\ndata = \"{}/registry\"\n\
+         [[service]]\nname = \"quiet\"\nbuiltin = \"daytime\"\nport = 0\nregister = \"no\"\n",
+        dir.display()
+    );
+    let text =
+        config(&dir, &registry).replace("server = \"/bin/echo\"", "register = \"greeter\"\nserver = \"/bin/echo\"");
+    std::fs::write(&conf, &text).unwrap();
+    // The node keeps the token its registrations are owned by under XDG_STATE_HOME.
+    let mut cmd = command(&["up", "-c", conf.to_str().unwrap()]);
+    cmd.env_remove("WARREN_TOKEN").env("XDG_STATE_HOME", dir.join("state"));
+    let up = Up::spawn(cmd);
+    let mut lines = up.until(|l| l.starts_with("warren: up:"));
+    lines.extend(registered(&up, 3));
+    let (echo, hello, registry) =
+        (addr(&lines, "echo", "tcp"), addr(&lines, "hello", "tcp"), addr(&lines, "registry", "tcp"));
+    assert_eq!(lookup(registry, "echo").unwrap(), [format!("tcp {echo} weight=1")]);
+    assert_eq!(
+        lookup(registry, "greeter").unwrap(),
+        [format!("tcp {hello} weight=1")],
+        "registered as `register` names it"
+    );
+    assert_eq!(lookup(registry, "registry").unwrap(), [format!("tcp {registry} weight=1")]);
+    assert!(lookup(registry, "quiet").is_err(), "register = no keeps a service out");
+    assert!(lookup(registry, "hello").is_err(), "registered under its register name only");
+
+    // A reload that removes a service releases its lease at once; the others stay.
+    std::fs::write(&conf, text.replacen("[[service]]\nname = \"echo\"\nbuiltin = \"echo\"\nport = 0\n", "", 1))
+        .unwrap();
+    up.signal(Signal::SIGHUP);
+    // The lease is released in the background: its line may come before or after the reload's.
+    let (mut released, mut reloaded) = (false, false);
+    up.until(|l| {
+        released |= l.starts_with("released echo ");
+        reloaded |= l == "warren: reloaded";
+        released && reloaded
+    });
+    assert!(lookup(registry, "echo").is_err(), "echo left the registry with the reload");
+    assert_eq!(lookup(registry, "greeter").unwrap(), [format!("tcp {hello} weight=1")]);
+
+    up.signal(Signal::SIGTERM);
+    up.until(|l| l == "warren: stopped");
+    let mut up = up;
+    assert!(support::wait_bounded(&mut up.child, EXIT_BOUND).expect("exits").success());
+    assert!(dir.join("state/warren/node.token").exists(), "the node's token is kept for its next start");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn up_registers_with_a_configured_registry_and_leaves_it_on_sigterm() {
+    let dir = scratch("external");
+    let data = dir.join("registry");
+    let server = support::Server::spawn(&["registry", "--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()]);
+    let conf = dir.join("warren.toml");
+    // A long TTL: the names must go because the node releases them, not because leases lapse.
+    let top = format!("registry = \"{}\"\nregistry_ttl = 300\n", server.addr);
+    std::fs::write(&conf, top + &config(&dir, "")).unwrap();
+    let mut cmd = command(&["up", "-c", conf.to_str().unwrap()]);
+    cmd.env("WARREN_TOKEN", "node-token");
+    let up = Up::spawn(cmd);
+    let mut lines = up.until(|l| l.starts_with("warren: up:"));
+    lines.extend(registered(&up, 2));
+    let echo = addr(&lines, "echo", "tcp");
+    assert_eq!(lookup(server.addr, "echo").unwrap(), [format!("tcp {echo} weight=1")]);
+    assert_eq!(lookup(server.addr, "hello").unwrap(), [format!("tcp {} weight=1", addr(&lines, "hello", "tcp"))]);
+
+    up.signal(Signal::SIGTERM);
+    up.until(|l| l == "warren: stopped");
+    assert!(lookup(server.addr, "echo").is_err(), "released on SIGTERM, 300 s before its lease would lapse");
+    assert!(lookup(server.addr, "hello").is_err());
     std::fs::remove_dir_all(dir).unwrap();
 }

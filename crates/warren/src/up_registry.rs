@@ -1,0 +1,205 @@
+//! `warren up` and the registry: the node hosts the registry as a builtin, and keeps every
+//! service it hosts registered under a lease for as long as the service listens, so clients find
+//! services by name (`warren lookup`, DNS, the HTTP API).
+//!
+//! Each registration is one task running [`crate::registry_register::keep`], the loop behind
+//! `warren register`: renewed at a third of the TTL, registered again if the lease was lost,
+//! released when the service closes (reload) or the node stops. A node killed outright leaves
+//! the registry within one TTL.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
+use warren_models::Shutdown;
+use warren_node::config::{BuiltinOptions, Kind, Protocol, RegistryLink, Service, Transport};
+use warren_registry::{Endpoint, Name};
+
+use crate::registry_cmd::{self, Conn};
+
+/// How long the node waits for its services' leases to be released when it stops.
+const RELEASE_WITHIN: Duration = Duration::from_secs(5);
+
+/// The registrations of one node.
+pub struct Registrar {
+    runtime: tokio::runtime::Runtime,
+    /// The registry's address: the configured one, or the hosted registry's once it listens.
+    target: watch::Sender<Option<SocketAddr>>,
+    token: String,
+    ttl: Duration,
+    tasks: Mutex<Tasks>,
+}
+
+#[derive(Default)]
+struct Tasks {
+    /// Per service: how to stop its registration.
+    held: HashMap<String, (oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    /// Registrations told to stop, releasing their lease.
+    stopping: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Registrar {
+    /// Registrations for `link`, owned by `token`.
+    pub fn new(link: RegistryLink, token: String) -> io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("warren-registrar")
+            .enable_all()
+            .build()?;
+        let (target, _) = watch::channel(link.addr);
+        Ok(Self { runtime, target, token, ttl: link.ttl, tasks: Mutex::new(Tasks::default()) })
+    }
+
+    /// `service` listens on `addr`: register it (replacing an earlier registration of it).
+    pub fn listening(&self, service: &Service, addr: SocketAddr) {
+        let reachable = SocketAddr::new(reachable(addr.ip()), addr.port());
+        if is_registry(service) && self.target.borrow().is_none() {
+            self.target.send_replace(Some(reachable));
+        }
+        self.closed(&service.name);
+        let Some(name) = &service.register else { return };
+        let name = match Name::new(name.clone()) {
+            Ok(name) => name,
+            Err(e) => {
+                eprintln!("warren: {}: not registered: {e}", service.name);
+                return;
+            }
+        };
+        let mut endpoint = Endpoint::tcp(reachable);
+        if service.listen.transport == Transport::Udp {
+            endpoint.transport = warren_registry::Transport::Udp;
+        }
+        let (stop, stopped) = oneshot::channel();
+        let (mut target, token, ttl) = (self.target.subscribe(), self.token.clone(), self.ttl);
+        let task = self.runtime.spawn(async move {
+            let stopped = async move {
+                let _ = stopped.await;
+            };
+            tokio::pin!(stopped);
+            // The hosted registry may listen after the services before it in the config.
+            let registry = tokio::select! {
+                found = target.wait_for(Option::is_some) => match found {
+                    Ok(addr) => *addr,
+                    Err(_) => return,
+                },
+                () = &mut stopped => return,
+            };
+            let conn = Conn { registry, token: Some(token.clone()), timeout: Duration::from_secs(5) };
+            if let Err(e) = crate::registry_register::keep(&conn, &name, &token, &endpoint, ttl, stopped, true).await {
+                eprintln!("warren: {name}: {e:#}");
+            }
+        });
+        self.lock().held.insert(service.name.clone(), (stop, task));
+    }
+
+    /// The service called `name` stopped listening: release its lease.
+    pub fn closed(&self, name: &str) {
+        let mut tasks = self.lock();
+        if let Some((stop, task)) = tasks.held.remove(name) {
+            let _ = stop.send(());
+            tasks.stopping.push(task);
+        }
+    }
+
+    /// Release every lease, waiting up to [`RELEASE_WITHIN`] for the registry to hear of it.
+    pub fn release_all(&self) {
+        let names: Vec<String> = self.lock().held.keys().cloned().collect();
+        names.iter().for_each(|name| self.closed(name));
+        let stopping = std::mem::take(&mut self.lock().stopping);
+        self.runtime.block_on(async {
+            let all = futures_util::future::join_all(stopping);
+            if tokio::time::timeout(RELEASE_WITHIN, all).await.is_err() {
+                eprintln!("warren: the registry did not hear of every release; those leases lapse after their TTL");
+            }
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tasks> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn is_registry(service: &Service) -> bool {
+    matches!(&service.kind, Kind::Builtin(b) if b.protocol == Protocol::Registry)
+}
+
+/// The address a client reaches a listener on: a wildcard listener is reached over loopback.
+fn reachable(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        other => other,
+    }
+}
+
+/// The token the node's registrations are owned by: `$WARREN_TOKEN`, else one kept in
+/// `$XDG_STATE_HOME/warren/node.token` (made on first use, mode 0600), so that a restarted node
+/// owns the names it registered before.
+pub fn node_token() -> anyhow::Result<String> {
+    if let Ok(token) = std::env::var("WARREN_TOKEN") {
+        return Ok(token);
+    }
+    let dir = registry_cmd::state_dir()?;
+    std::fs::create_dir_all(&dir)?;
+    registry_cmd::token_file(&dir.join("node.token"))
+}
+
+/// Run the registry builtin `service` on `listener` until `shutdown`, on a thread of its own.
+pub fn host(service: &Service, listener: TcpListener, shutdown: Arc<Shutdown>) -> Option<io::Result<JoinHandle<()>>> {
+    let Kind::Builtin(builtin) = &service.kind else { return None };
+    if builtin.protocol != Protocol::Registry {
+        return None;
+    }
+    let args = match server_args(&builtin.options) {
+        Ok(args) => args,
+        Err(e) => return Some(Err(io::Error::other(format!("{e:#}")))),
+    };
+    let name = service.name.clone();
+    let threads = builtin.options.threads.unwrap_or(1).max(1);
+    Some(std::thread::Builder::new().name(format!("warren-{name}")).spawn(move || {
+        let served = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name(format!("warren-{name}"))
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| {
+                runtime.block_on(async {
+                    let (stop, mut stopped) = watch::channel(false);
+                    shutdown.on_trigger(move || {
+                        let _ = stop.send(true);
+                    });
+                    let stopped = async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    };
+                    registry_cmd::serve(args, Some(listener), stopped).await
+                })
+            });
+        if let Err(e) = served {
+            eprintln!("warren: {name}: the registry stopped: {e:#}");
+        }
+    }))
+}
+
+/// `warren registry`'s settings from the builtin's: its store defaults to
+/// `$XDG_STATE_HOME/warren/node-registry`, apart from a `warren registry` run beside the node.
+fn server_args(options: &BuiltinOptions) -> anyhow::Result<registry_cmd::ServerArgs> {
+    let mut args = registry_cmd::default_server_args();
+    args.data = Some(match &options.data {
+        Some(dir) => dir.clone(),
+        None => registry_cmd::state_dir()?.join("node-registry"),
+    });
+    args.dns = options.dns;
+    args.http = options.api;
+    if let Some(max) = options.max_conns {
+        args.max_conns = max;
+    }
+    if let Some(idle) = options.idle_timeout {
+        args.idle_timeout = idle;
+    }
+    Ok(args)
+}
