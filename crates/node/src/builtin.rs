@@ -10,7 +10,7 @@ use warren_models::{ServeConfig, Shutdown, serve_until};
 use warren_proto::{DatagramService, Limits, Service as Protocol};
 
 use crate::Hooks;
-use crate::config::{Builtin, Protocol as Name, Service};
+use crate::config::{Builtin, Protocol as Name, Service, Transport};
 
 /// A builtin service running on its thread.
 #[derive(Debug)]
@@ -30,10 +30,73 @@ pub enum Socket {
     Udp(UdpSocket),
 }
 
+/// What each protocol takes beyond its [`Limits`]; the defaults are the course's.
+#[derive(Debug, Default)]
+pub struct Settings {
+    /// Timeouts and sizes, for the protocols that take them.
+    pub limits: Limits,
+    /// `pingpong`'s delay and hit counter.
+    pub pingpong: warren_proto::pingpong::Options,
+    /// `timeserver`'s blocking call.
+    pub timeserver: warren_proto::timeserver::TimeServer,
+    /// `http`: the service, built by the caller (document root, cookie key, limits).
+    pub http: Option<warren_proto::http::Http>,
+}
+
+/// What to do with a protocol's service once [`dispatch`] has built it, whatever its type.
+pub trait Serve {
+    /// What serving returns.
+    type Output;
+    /// Serve a stream protocol.
+    fn tcp<S: Protocol>(self, service: S) -> Self::Output;
+    /// Serve a datagram protocol.
+    fn udp<D: DatagramService>(self, service: D) -> Self::Output;
+}
+
+/// The one table from protocol to service, for the node and `warren serve` alike: builds
+/// `protocol`'s service for `transport` and hands it to `serve`. `None` when the protocol has
+/// no form there: no UDP form, `http` without its service, or the registry (not a sans-IO
+/// protocol: see [`crate::Hooks::host`]).
+pub fn dispatch<R: Serve>(protocol: Name, transport: Transport, settings: Settings, serve: R) -> Option<R::Output> {
+    use warren_proto::{chargen::Chargen, daytime::Daytime, discard::Discard, echo::Echo, time::Time};
+    let limits = settings.limits;
+    if transport == Transport::Udp {
+        return Some(match protocol {
+            Name::Echo => serve.udp(Echo { limits }),
+            Name::Discard => serve.udp(Discard { limits }),
+            Name::Daytime => serve.udp(Daytime),
+            Name::Time => serve.udp(Time),
+            Name::Chargen => serve.udp(Chargen),
+            _ => return None,
+        });
+    }
+    Some(match protocol {
+        Name::Echo => serve.tcp(Echo { limits }),
+        Name::Discard => serve.tcp(Discard { limits }),
+        Name::Daytime => serve.tcp(Daytime),
+        Name::Time => serve.tcp(Time),
+        Name::Chargen => serve.tcp(Chargen),
+        Name::Timeserver => serve.tcp(settings.timeserver),
+        Name::Pingpong => serve.tcp(warren_proto::pingpong::PingPong { limits, options: settings.pingpong }),
+        Name::Chat => serve.tcp(warren_proto::chat::Chat { limits }),
+        Name::Http => serve.tcp(settings.http?),
+        Name::Registry => return None,
+    })
+}
+
 /// Start `service`, a `builtin`, on `socket`; `hooks` host the protocols this crate does not.
 pub fn start(service: &Service, builtin: &Builtin, socket: Socket, hooks: &mut dyn Hooks) -> std::io::Result<Running> {
-    let (name, instances) = (service.name.as_str(), service.limits.instances);
     let shutdown = Arc::new(Shutdown::new()?);
+    if builtin.protocol == Name::Registry {
+        let Socket::Tcp(listener) = socket else { return Err(std::io::Error::other("the registry is TCP only")) };
+        return match hooks.host(service, listener, shutdown.clone()) {
+            Some(thread) => Ok(Running { shutdown, thread: thread? }),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "this node cannot host the registry (`warren up` can); run `warren registry`",
+            )),
+        };
+    }
     let o = &builtin.options;
     let mut config = ServeConfig::default();
     if let Some(threads) = o.threads {
@@ -41,55 +104,54 @@ pub fn start(service: &Service, builtin: &Builtin, socket: Socket, hooks: &mut d
     } else if builtin.model == warren_models::Model::Event {
         config.threads = 0;
     }
-    if let Some(max) = o.max_conns.or(instances.map(|i| i as usize)) {
+    if let Some(max) = o.max_conns.or(service.limits.instances.map(|i| i as usize)) {
         config.max_conns = max;
     }
-    let mut limits = Limits::default();
+    let mut settings = Settings::default();
     if let Some(idle) = o.idle_timeout {
-        limits.idle_timeout = idle;
+        settings.limits.idle_timeout = idle;
     }
-    let (model, stop) = (builtin.model, shutdown.clone());
-    let label = name.to_string();
-    let socket = match (builtin.protocol, socket) {
-        (protocol, Socket::Udp(socket)) => {
-            return spawn(&label, shutdown, move || match protocol {
-                Name::Echo => udp(model, warren_proto::echo::Echo { limits }, socket, &config, stop),
-                Name::Discard => udp(model, warren_proto::discard::Discard { limits }, socket, &config, stop),
-                Name::Daytime => udp(model, warren_proto::daytime::Daytime, socket, &config, stop),
-                Name::Time => udp(model, warren_proto::time::Time, socket, &config, stop),
-                _ => udp(model, warren_proto::chargen::Chargen, socket, &config, stop),
-            });
+    if builtin.protocol == Name::Http {
+        let root = o.root.as_deref().unwrap_or(std::path::Path::new("."));
+        let docs = warren_files::DocRoot::new(root, warren_files::DocRootOptions::default())
+            .map_err(|e| std::io::Error::new(e.kind(), format!("document root {}: {e}", root.display())))?;
+        let mut http = warren_proto::http::Http::new(Arc::new(docs));
+        if let Some(idle) = o.idle_timeout {
+            http.limits.idle_timeout = idle;
         }
-        (_, Socket::Tcp(listener)) => listener,
+        settings.http = Some(http);
+    }
+    let transport = match socket {
+        Socket::Tcp(_) => Transport::Tcp,
+        Socket::Udp(_) => Transport::Udp,
     };
-    match builtin.protocol {
-        Name::Echo => tcp(&label, model, warren_proto::echo::Echo { limits }, socket, config, shutdown),
-        Name::Discard => tcp(&label, model, warren_proto::discard::Discard { limits }, socket, config, shutdown),
-        Name::Daytime => tcp(&label, model, warren_proto::daytime::Daytime, socket, config, shutdown),
-        Name::Time => tcp(&label, model, warren_proto::time::Time, socket, config, shutdown),
-        Name::Chargen => tcp(&label, model, warren_proto::chargen::Chargen, socket, config, shutdown),
-        Name::Chat => tcp(&label, model, warren_proto::chat::Chat { limits }, socket, config, shutdown),
-        Name::Pingpong => {
-            let service = warren_proto::pingpong::PingPong { limits, options: Default::default() };
-            tcp(&label, model, service, socket, config, shutdown)
-        }
-        Name::Registry => match hooks.host(service, socket, shutdown.clone()) {
-            Some(thread) => Ok(Running { shutdown, thread: thread? }),
-            None => Err(std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                "this node cannot host the registry (`warren up` can); run `warren registry`",
-            )),
-        },
-        Name::Http => {
-            let root = o.root.as_deref().unwrap_or(std::path::Path::new("."));
-            let docs = warren_files::DocRoot::new(root, warren_files::DocRootOptions::default())
-                .map_err(|e| std::io::Error::new(e.kind(), format!("document root {}: {e}", root.display())))?;
-            let mut http = warren_proto::http::Http::new(Arc::new(docs));
-            if let Some(idle) = o.idle_timeout {
-                http.limits.idle_timeout = idle;
-            }
-            tcp(&label, model, http, socket, config, shutdown)
-        }
+    let host = InNode { name: service.name.clone(), model: builtin.model, config, socket, shutdown };
+    dispatch(builtin.protocol, transport, settings, host).unwrap_or_else(|| {
+        Err(std::io::Error::other(format!("builtin {} has no {} form", builtin.protocol.name(), transport.name())))
+    })
+}
+
+/// Serves a builtin on a thread of the node until its shutdown triggers.
+struct InNode {
+    name: String,
+    model: warren_models::Model,
+    config: ServeConfig,
+    socket: Socket,
+    shutdown: Arc<Shutdown>,
+}
+
+impl Serve for InNode {
+    type Output = std::io::Result<Running>;
+
+    fn tcp<S: Protocol>(self, service: S) -> Self::Output {
+        let Socket::Tcp(listener) = self.socket else { unreachable!("dispatch serves TCP on TCP sockets") };
+        tcp(&self.name, self.model, service, listener, self.config, self.shutdown)
+    }
+
+    fn udp<D: DatagramService>(self, service: D) -> Self::Output {
+        let Socket::Udp(socket) = self.socket else { unreachable!("dispatch serves UDP on UDP sockets") };
+        let (model, config, stop) = (self.model, self.config, self.shutdown.clone());
+        spawn(&self.name, self.shutdown, move || udp(model, service, socket, &config, stop))
     }
 }
 

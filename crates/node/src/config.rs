@@ -201,7 +201,7 @@ pub struct Builtin {
     pub options: BuiltinOptions,
 }
 
-/// The protocols the node hosts itself.
+/// The protocols warren serves: hosted by the node (`builtin = …`) and by `warren serve`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
     /// RFC 862.
@@ -214,6 +214,8 @@ pub enum Protocol {
     Time,
     /// RFC 864.
     Chargen,
+    /// The course's TimeServer.
+    Timeserver,
     /// The course's PingPong.
     Pingpong,
     /// The course's chat server.
@@ -225,27 +227,28 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    /// Every protocol with its name in configs.
-    pub const ALL: [(Protocol, &'static str); 9] = [
-        (Protocol::Echo, "echo"),
-        (Protocol::Discard, "discard"),
-        (Protocol::Daytime, "daytime"),
-        (Protocol::Time, "time"),
-        (Protocol::Chargen, "chargen"),
-        (Protocol::Pingpong, "pingpong"),
-        (Protocol::Chat, "chat"),
-        (Protocol::Http, "http"),
-        (Protocol::Registry, "registry"),
+    /// Every protocol: its name in configs and on the command line, and what it is.
+    pub const ALL: [(Protocol, &'static str, &'static str); 10] = [
+        (Protocol::Echo, "echo", "RFC 862, TCP or UDP"),
+        (Protocol::Discard, "discard", "RFC 863, TCP or UDP"),
+        (Protocol::Daytime, "daytime", "RFC 867, TCP or UDP"),
+        (Protocol::Time, "time", "RFC 868, TCP or UDP"),
+        (Protocol::Chargen, "chargen", "RFC 864, TCP or UDP"),
+        (Protocol::Timeserver, "timeserver", "the course's TimeServer (answers, then makes a blocking call)"),
+        (Protocol::Pingpong, "pingpong", "the course's PingPong, version 3"),
+        (Protocol::Chat, "chat", "the course's chat server"),
+        (Protocol::Http, "http", "HTTP/1.1 static files (and the course's one-line `GET /path` requests)"),
+        (Protocol::Registry, "registry", "the service registry (`warren registry` on its own)"),
     ];
 
     /// The name in configs.
     pub fn name(self) -> &'static str {
-        Self::ALL.iter().find(|(p, _)| *p == self).map_or("?", |(_, n)| n)
+        Self::ALL.iter().find(|(p, ..)| *p == self).map_or("?", |(_, n, _)| n)
     }
 
     /// The protocol called `name`.
     pub fn from_name(name: &str) -> Option<Protocol> {
-        Self::ALL.iter().find(|(_, n)| *n == name).map(|(p, _)| *p)
+        Self::ALL.iter().find(|(_, n, _)| *n == name).map(|(p, ..)| *p)
     }
 
     /// Whether it has a datagram form.

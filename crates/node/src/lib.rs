@@ -14,7 +14,7 @@
 
 pub mod access;
 pub mod attrs;
-mod builtin;
+pub mod builtin;
 pub mod config;
 pub mod exec;
 mod load;

@@ -3,8 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use warren_models::Model;
+pub use warren_node::config::Protocol;
 
 /// warren hosts, finds, balances and moves server processes.
 ///
@@ -102,33 +103,17 @@ const MODELS_HELP: &str = "Server model, one of:
   green      user-space tasks on one kernel thread: one blocking call stalls every connection
   hybrid     M:N tasks over a work-stealing pool of --threads kernel threads (light-weight processes)";
 
-/// The protocols `warren serve` knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Protocol {
-    /// RFC 862, TCP or UDP.
-    Echo,
-    /// RFC 863, TCP.
-    Discard,
-    /// RFC 867, TCP or UDP.
-    Daytime,
-    /// RFC 868, TCP or UDP.
-    Time,
-    /// RFC 864, TCP or UDP.
-    Chargen,
-    /// The course's TimeServer (answers, then makes a blocking call).
-    Timeserver,
-    /// The course's PingPong, version 3.
-    Pingpong,
-    /// The course's chat server.
-    Chat,
-    /// HTTP/1.1 static files from --root (and the course's one-line `GET /path` requests).
-    Http,
+/// The protocols `warren serve` knows: the node's table, each with its one-line summary.
+fn protocol_parser() -> impl clap::builder::TypedValueParser<Value = Protocol> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    let values = Protocol::ALL.iter().map(|(_, name, what)| PossibleValue::new(*name).help(*what));
+    PossibleValuesParser::new(values).map(|name| Protocol::from_name(&name).expect("one of the possible values"))
 }
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// The protocol to serve.
-    #[arg(value_enum)]
+    #[arg(value_parser = protocol_parser())]
     pub protocol: Protocol,
     #[command(flatten)]
     pub server: ServerFlags,

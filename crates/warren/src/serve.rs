@@ -5,9 +5,11 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use socket2::{Domain, Protocol as IpProtocol, Socket, Type};
 use warren_models::{Model, ServeConfig, ServeReport};
+use warren_node::builtin::{Serve, Settings, dispatch};
+use warren_node::config::Transport;
 use warren_proto::{DatagramService, Limits, Service};
 
 use crate::cli::{ChatserverArgs, LargerhttpdArgs, PingpongArgs, Protocol, ServerFlags, TimeserverArgs};
@@ -15,43 +17,41 @@ use crate::cli::{ChatserverArgs, LargerhttpdArgs, PingpongArgs, Protocol, Server
 /// `warren serve <protocol>`.
 pub fn serve(protocol: Protocol, flags: &ServerFlags) -> anyhow::Result<()> {
     init_logging(flags.debug);
-    let limits = Limits {
-        idle_timeout: flags.idle_timeout.unwrap_or(Duration::from_secs(300)),
-        read_timeout: flags.read_timeout,
-        max_request: flags.max_request.unwrap_or(4096),
+    let mut settings = Settings {
+        limits: Limits {
+            idle_timeout: flags.idle_timeout.unwrap_or(Duration::from_secs(300)),
+            read_timeout: flags.read_timeout,
+            max_request: flags.max_request.unwrap_or(4096),
+        },
+        ..Settings::default()
     };
-    if flags.udp {
-        return match protocol {
-            Protocol::Echo => serve_udp(warren_proto::echo::Echo { limits }, flags),
-            Protocol::Daytime => serve_udp(warren_proto::daytime::Daytime, flags),
-            Protocol::Time => serve_udp(warren_proto::time::Time, flags),
-            Protocol::Chargen => serve_udp(warren_proto::chargen::Chargen, flags),
-            other => anyhow::bail!("{other:?} has no UDP form; UDP serves echo, daytime, time and chargen"),
-        };
+    if let Some(delay) = flags.delay {
+        settings.pingpong.delay = delay;
+        settings.timeserver.delay = delay;
     }
-    match protocol {
-        Protocol::Echo => serve_tcp(warren_proto::echo::Echo { limits }, flags),
-        Protocol::Discard => serve_tcp(warren_proto::discard::Discard { limits }, flags),
-        Protocol::Daytime => serve_tcp(warren_proto::daytime::Daytime, flags),
-        Protocol::Time => serve_tcp(warren_proto::time::Time, flags),
-        Protocol::Chargen => serve_tcp(warren_proto::chargen::Chargen, flags),
-        Protocol::Timeserver => {
-            let mut service = warren_proto::timeserver::TimeServer::default();
-            if let Some(delay) = flags.delay {
-                service.delay = delay;
-            }
-            serve_tcp(service, flags)
-        }
-        Protocol::Pingpong => {
-            let mut options = warren_proto::pingpong::Options::default();
-            if let Some(delay) = flags.delay {
-                options.delay = delay;
-            }
-            options.hits = flags.hits;
-            serve_tcp(warren_proto::pingpong::PingPong { limits, options }, flags)
-        }
-        Protocol::Chat => serve_tcp(warren_proto::chat::Chat { limits }, flags),
-        Protocol::Http => serve_tcp(http_service(flags)?, flags),
+    settings.pingpong.hits = flags.hits;
+    if protocol == Protocol::Http {
+        settings.http = Some(http_service(flags)?);
+    }
+    let transport = if flags.udp { Transport::Udp } else { Transport::Tcp };
+    dispatch(protocol, transport, settings, Foreground(flags)).unwrap_or_else(|| match protocol {
+        Protocol::Registry => bail!("the registry runs as `warren registry` (or as a builtin of `warren up`)"),
+        _ => bail!("{} has no UDP form; UDP serves echo, discard, daytime, time and chargen", protocol.name()),
+    })
+}
+
+/// Serves in the foreground, on the address and under the model the flags give.
+struct Foreground<'a>(&'a ServerFlags);
+
+impl Serve for Foreground<'_> {
+    type Output = anyhow::Result<()>;
+
+    fn tcp<S: Service>(self, service: S) -> anyhow::Result<()> {
+        serve_tcp(service, self.0)
+    }
+
+    fn udp<D: DatagramService>(self, service: D) -> anyhow::Result<()> {
+        serve_udp(service, self.0)
     }
 }
 

@@ -39,7 +39,7 @@ fn a_protocol_without_udp_is_refused() {
     let (status, out, err) = warren(&["serve", "pingpong", "--udp", "--listen", "127.0.0.1:0"], b"");
     assert!(!status.success(), "exit {status:?}");
     assert!(!out.contains("warren: serving"), "{out}");
-    assert!(err.contains("UDP serves echo, daytime, time and chargen"), "{err}");
+    assert!(err.contains("UDP serves echo, discard, daytime, time and chargen"), "{err}");
 }
 
 #[test]
