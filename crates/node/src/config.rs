@@ -160,7 +160,7 @@ pub struct ProcessSettings {
 }
 
 impl ProcessSettings {
-    /// Whether nothing is to be changed: the child can then be spawned with `posix_spawn`.
+    /// Whether nothing is to be changed: the child can then start with a vfork-style clone.
     pub fn is_empty(&self) -> bool {
         self.nice.is_none() && self.umask.is_none() && self.rlimits.is_empty()
     }

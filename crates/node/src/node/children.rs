@@ -14,7 +14,7 @@ use super::{ACCEPT_BATCH, CHILD_BASE, Child, Command, FIRST_LISTENER, Node, Watc
 use crate::config::Kind;
 use crate::exec::{Refusal, environment, load_average, relay, send_banner};
 use crate::sandbox;
-use crate::spawn::{Handoff, pidfd, spawn};
+use crate::spawn::{Handoff, spawn};
 
 impl Node {
     pub(super) fn ready(&mut self, index: usize) {
@@ -154,8 +154,8 @@ impl Node {
         let Kind::Exec(exec) = &service.kind else { return };
         let sandbox = exec.sandbox.as_ref().map(|s| sandbox::prepare(self.cgroups, &service.name, s)).transpose();
         let started = sandbox.and_then(|sandbox| {
-            let pid = spawn(exec, handoff, env, sandbox.as_ref())?;
-            Ok((pid, pidfd(pid)?, sandbox))
+            let (pid, pidfd) = spawn(exec, handoff, env, sandbox.as_ref())?;
+            Ok((pid, pidfd, sandbox))
         });
         let (pid, fd, sandbox) = match started {
             Ok(started) => started,
@@ -194,7 +194,9 @@ impl Node {
             Err(_) => WaitStatus::StillAlive,
         };
         let Some(child) = self.children.remove(&pid) else { return };
-        let _ = self.poll.registry().deregister(&mut SourceFd(&child.pidfd.as_raw_fd()));
+        // Closing the pidfd also takes it out of the poller (it is never duplicated): no
+        // separate deregister call, one system call less per child.
+        drop(child.pidfd);
         if let Some(sandbox) = &child.sandbox {
             sandbox::remove(sandbox);
         }

@@ -2,9 +2,12 @@
 //! under warren's node, xinetd and tcpserver (Debian's `xinetd` and `ucspi-tcp`, installed with
 //! apt-get when missing), side by side in one run.
 //!
-//! All three start the same tiny responder (`warren-responder`, built with warren-node: it
-//! writes one line and exits) with every rate limit lifted: xinetd `cps`, `instances` and
-//! `per_source`; tcpserver `-c`; no per-connection logging anywhere. Servers and their children
+//! All three start the same tiny responder with every rate limit lifted: xinetd `cps`,
+//! `instances` and `per_source`; tcpserver `-c`; no per-connection logging anywhere. By default
+//! the responder is `tiny-responder` (`crates/node/src/bin/tiny-responder.c`, compiled here with
+//! gcc into a static ELF without libc: one `write`, one `exit_group`), so that the servers' own
+//! spawn cost is what differs; a dynamically linked program's start-up (the loader, libc, a
+//! runtime) is the same under every server and would hide it. `--responder` picks another. Servers and their children
 //! run on CPU 1, the load generator (blocking client threads) on CPU 0. A connection's latency
 //! runs from `connect` to the end of the responder's output: the spawn latency a client sees.
 //! Runs are interleaved across servers; the table gives medians with min–max.
@@ -36,10 +39,11 @@ pub struct SuperdArgs {
     /// Client threads, each connecting, reading to the end and connecting again.
     #[arg(long, default_value_t = 8)]
     pub connections: usize,
-    /// The program each connection starts, with its arguments, e.g. "/bin/busybox echo hi"
-    /// [default: warren-responder, next to this binary].
-    #[arg(long)]
-    pub responder: Option<String>,
+    /// The program each connection starts, with its arguments, e.g. "/bin/busybox echo hi";
+    /// `tiny` (the default) is tiny-responder, a static program without libc compiled with gcc
+    /// at run time; `warren-responder` is the Rust one built next to this binary.
+    #[arg(long, default_value = "tiny")]
+    pub responder: String,
     /// Directory for superd.md.
     #[arg(long, default_value = "bench-out")]
     pub out: PathBuf,
@@ -68,19 +72,12 @@ struct Run {
 
 /// `warren bench superd`.
 pub fn superd(args: &SuperdArgs) -> anyhow::Result<()> {
-    let responder = match &args.responder {
-        Some(line) => line.split_whitespace().map(String::from).collect(),
-        None => vec![std::env::current_exe()?.with_file_name("warren-responder").display().to_string()],
-    };
-    let Some(program) = responder.first().map(PathBuf::from).filter(|p| p.is_file()) else {
-        bail!("{:?} is missing: build warren-responder with `cargo build --release -p warren-node`", responder.first());
-    };
-    let responder = Responder { program, args: responder[1..].to_vec() };
+    let scratch = Scratch::create()?;
+    let responder = Responder::choose(&args.responder, &scratch.dir)?;
     let (xinetd, tcpserver) = ensure_tools()?;
     let machine = Machine::read();
     let mut pinning = Pinning::apply(true, machine.cpus);
     let cpus = pinning.server_cpus(false);
-    let scratch = Scratch::create()?;
     let mut servers = [
         start_warren(&scratch.dir, &responder, cpus)?,
         start_xinetd(&xinetd, &scratch.dir, &responder, cpus)?,
@@ -153,6 +150,53 @@ fn measure(addr: SocketAddr, connections: usize, duration: Duration) -> Run {
 struct Responder {
     program: PathBuf,
     args: Vec<String>,
+    /// What the report calls it.
+    label: String,
+}
+
+/// tiny-responder's source, compiled by the bench (Cargo builds no C).
+const TINY_SOURCE: &str = include_str!("../../../node/src/bin/tiny-responder.c");
+
+impl Responder {
+    /// `tiny`, `warren-responder`, or a program with its arguments.
+    fn choose(word: &str, scratch: &Path) -> anyhow::Result<Responder> {
+        let words: Vec<String> = word.split_whitespace().map(String::from).collect();
+        let Some(first) = words.first() else { bail!("--responder is empty") };
+        let (program, label) = match first.as_str() {
+            "tiny" => (
+                build_tiny(scratch)?,
+                "tiny-responder (static, no libc: crates/node/src/bin/tiny-responder.c)".to_string(),
+            ),
+            "warren-responder" => {
+                let path = std::env::current_exe()?.with_file_name("warren-responder");
+                let label = format!("warren-responder (Rust, dynamically linked: {})", path.display());
+                (path, label)
+            }
+            path => (PathBuf::from(path), path.to_string()),
+        };
+        if !program.is_file() {
+            bail!("{} is missing (warren-responder: `cargo build --release -p warren-node`)", program.display());
+        }
+        let label = std::iter::once(label).chain(words[1..].iter().cloned()).collect::<Vec<_>>().join(" ");
+        Ok(Responder { program, args: words[1..].to_vec(), label })
+    }
+}
+
+/// Compile tiny-responder into `dir` with gcc (installed with apt-get if missing).
+fn build_tiny(dir: &Path) -> anyhow::Result<PathBuf> {
+    let [gcc] = super::host::ensure_programs(["gcc"], &["gcc"], "superd")?;
+    let source = dir.join("tiny-responder.c");
+    let program = dir.join("tiny-responder");
+    std::fs::write(&source, TINY_SOURCE)?;
+    let status = Command::new(gcc)
+        .args(["-Os", "-static", "-nostdlib", "-fno-pie", "-no-pie", "-fno-stack-protector", "-s", "-o"])
+        .arg(&program)
+        .arg(&source)
+        .status()?;
+    if !status.success() {
+        bail!("gcc could not build tiny-responder ({status}); pick another with --responder");
+    }
+    Ok(program)
 }
 
 fn report(
@@ -168,15 +212,12 @@ fn report(
     let ratio =
         |i: usize, j: usize| if medians[j] > 0.0 { format!("{:.2}×", medians[i] / medians[j]) } else { "–".into() };
     let mut out = format!(
-        "# warren bench superd\n\nA new connection per request, each starting `{}`. \
+        "# warren bench superd\n\nA new connection per request, each starting {}. \
          {} client threads on CPU 0, servers on CPU 1; {} runs of {} per server, interleaved; rate limits lifted.\n\n\
          Machine: {} × {}, Linux {}. Pinning: {}.\n\n\
          | server | conn/s (median) | min–max | spawn latency p50 | p99 | errors | vs xinetd | vs tcpserver |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|\n",
-        std::iter::once(responder.program.display().to_string())
-            .chain(responder.args.iter().cloned())
-            .collect::<Vec<_>>()
-            .join(" "),
+        responder.label,
         args.connections,
         args.runs,
         humantime::format_duration(args.duration),
