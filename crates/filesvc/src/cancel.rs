@@ -3,24 +3,28 @@
 //! The control endpoint is the chapter's first way to send out-of-band data: a separate
 //! connection, served by a thread of its own rather than by the data workers, so a cancel takes
 //! effect when every data worker is busy (or the upload's connection waits in the pool's queue
-//! and nobody reads it). The control thread does the cancelling itself: under the upload's lock
-//! it marks it cancelled and removes the partial file, then answers. The data session learns it
-//! at its next turn (its next write is refused), answers `Cancelled` on the data connection and
-//! drops the rest of the body.
+//! and nobody reads it). The control thread does the cancelling itself: it marks the upload
+//! cancelled and removes the partial file's name, then answers. It does not take the upload's
+//! lock for that, which the session holds while it writes: a session thread preempted in the
+//! middle of a write (2 cores, a busy client, other work) would otherwise hold the cancel up for
+//! a scheduler slice or more. The data session learns it at its next turn (its next write is
+//! refused), answers `Cancelled` on the data connection, drops the rest of the body and closes
+//! its descriptor of the (by then nameless) file.
 //!
-//! The decision is atomic under that lock: an upload is either committed or cancelled, and the
-//! control client is told which (`Completed` or `Stopped`). A cancel for an id not seen yet
+//! The decision is atomic, one compare-and-swap on the upload's state: an upload is either
+//! committed or cancelled, and the control client is told which (`Completed` or `Stopped`); a
+//! cancel that meets a commit in progress waits for it under the lock. A cancel for an id not seen yet
 //! (the race where the cancel overtakes the upload's first byte) is remembered, and the upload
 //! is refused when it starts (`Refused`).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::store::{Sink, StoreError};
+use crate::store::{Discarder, Sink, StoreError};
 use crate::wire::{Meta, Outcome, Reply, Request};
 
 /// How many finished upload ids are remembered (to answer late cancels, refuse early ones).
@@ -46,11 +50,20 @@ enum Ended {
     Completed,
 }
 
+/// [`Slot::state`]: still receiving.
+const RUNNING: u8 = 0;
+/// [`Slot::state`]: cancelled (by a control thread or the session); no commit will happen.
+const CANCELLED: u8 = 1;
+/// [`Slot::state`]: the session is committing; a cancel is too late unless the commit fails.
+const COMMITTING: u8 = 2;
+
 /// One upload's writer, shared by its session and a control thread.
 struct Slot {
-    /// Set by a cancel before it takes the lock: the session, which takes the lock for every
-    /// write, sees it and lets go, so the cancel does not wait behind a stream of writes.
-    cancelled: AtomicBool,
+    /// `RUNNING`, then `CANCELLED` or `COMMITTING`: whichever swap wins decides the outcome.
+    /// The session checks it before every write, so it lets go at its next one.
+    state: AtomicU8,
+    /// Removes the partial file's name without the lock (the sink's, when it has one).
+    discard: Option<Discarder>,
     inner: Mutex<SlotInner>,
 }
 
@@ -91,8 +104,9 @@ impl Uploads {
         if reg.ended.get(&id) == Some(&Ended::Cancelled) {
             return Err(UploadError::Cancelled);
         }
+        let discard = sink.discarder();
         let inner = Mutex::new(SlotInner { sink: Some(sink), ended: None });
-        let slot = Arc::new(Slot { cancelled: AtomicBool::new(false), inner });
+        let slot = Arc::new(Slot { state: AtomicU8::new(RUNNING), discard, inner });
         reg.running.insert(id, slot.clone());
         Ok(Upload { uploads: self.clone(), id, slot })
     }
@@ -120,18 +134,26 @@ impl Uploads {
                 }
             }
         };
-        slot.cancelled.store(true, Ordering::SeqCst);
-        let mut inner = lock(&slot.inner);
-        match inner.ended {
-            Some(Ended::Completed) => Outcome::Completed,
-            Some(Ended::Cancelled) => Outcome::Stopped,
-            None => {
-                inner.ended = Some(Ended::Cancelled);
+        match slot.state.compare_exchange(RUNNING, CANCELLED, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => {
+                if let Some(discard) = &slot.discard {
+                    // The name goes now, whatever the session is doing; it closes the file.
+                    discard();
+                    return Outcome::Stopped;
+                }
+                let mut inner = lock(&slot.inner);
+                inner.ended.get_or_insert(Ended::Cancelled);
                 if let Some(sink) = inner.sink.take() {
                     sink.abort();
                 }
                 Outcome::Stopped
             }
+            Err(CANCELLED) => Outcome::Stopped,
+            // A commit in progress holds the lock until it has put the file in place (or failed).
+            Err(_) => match lock(&slot.inner).ended {
+                Some(Ended::Completed) => Outcome::Completed,
+                _ => Outcome::Stopped,
+            },
         }
     }
 }
@@ -166,7 +188,7 @@ impl Upload {
 
     /// Write the next bytes; `Cancelled` once a control thread (or [`Upload::cancel`]) stopped it.
     pub fn write(&self, data: &[u8]) -> Result<(), UploadError> {
-        if self.slot.cancelled.load(Ordering::SeqCst) {
+        if self.is_cancelled() {
             return Err(UploadError::Cancelled);
         }
         let mut inner = lock(&self.slot.inner);
@@ -178,7 +200,7 @@ impl Upload {
 
     /// Whether it was cancelled.
     pub fn is_cancelled(&self) -> bool {
-        lock(&self.slot.inner).ended == Some(Ended::Cancelled)
+        self.slot.state.load(Ordering::SeqCst) == CANCELLED
     }
 
     /// Make the bytes durable.
@@ -192,6 +214,9 @@ impl Upload {
     /// Put the file in place, unless it was cancelled first.
     pub fn commit(self) -> Result<Meta, UploadError> {
         let mut inner = lock(&self.slot.inner);
+        if self.slot.state.compare_exchange(RUNNING, COMMITTING, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            return Err(UploadError::Cancelled);
+        }
         let sink = inner.sink.take().ok_or(UploadError::Cancelled)?;
         let result = sink.commit();
         let ended = if result.is_ok() { Ended::Completed } else { Ended::Cancelled };
@@ -203,6 +228,8 @@ impl Upload {
 
     /// Stop it here (urgent data, an error, a shutdown): the partial file goes.
     pub fn cancel(&self) {
+        // Fails once committing or committed: then `ended` below is already set.
+        let _ = self.slot.state.compare_exchange(RUNNING, CANCELLED, Ordering::SeqCst, Ordering::SeqCst);
         let mut inner = lock(&self.slot.inner);
         if inner.ended.is_none() {
             inner.ended = Some(Ended::Cancelled);
@@ -272,5 +299,91 @@ fn control_connection(mut stream: TcpStream, uploads: &Uploads) -> io::Result<()
             0 => return Ok(()),
             n => buf.extend_from_slice(&chunk[..n]),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::store::Discarder;
+
+    /// A sink whose writes block until told to go on, and which counts how often its name was
+    /// discarded from outside.
+    struct Stuck {
+        entered: mpsc::Sender<()>,
+        go: mpsc::Receiver<()>,
+        discarded: Arc<AtomicUsize>,
+    }
+
+    impl Sink for Stuck {
+        fn write(&mut self, _: &[u8]) -> Result<(), StoreError> {
+            self.entered.send(()).unwrap();
+            self.go.recv().unwrap();
+            Ok(())
+        }
+        fn sync(&mut self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn commit(self: Box<Self>) -> Result<Meta, StoreError> {
+            Ok(Meta { is_dir: false, size: 0, version: 1, modified_ms: 0 })
+        }
+        fn abort(self: Box<Self>) {}
+        fn discarder(&self) -> Option<Discarder> {
+            let discarded = self.discarded.clone();
+            Some(Arc::new(move || {
+                discarded.fetch_add(1, Ordering::SeqCst);
+            }))
+        }
+    }
+
+    /// A cancel is answered, and the partial file's name removed, while the session is stuck in
+    /// a write holding the upload's lock; the session's next write is refused.
+    #[test]
+    fn cancel_does_not_wait_for_a_write_in_progress() {
+        let uploads = Arc::new(Uploads::default());
+        let (entered_tx, entered) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel();
+        let discarded = Arc::new(AtomicUsize::new(0));
+        let sink = Stuck { entered: entered_tx, go: go_rx, discarded: discarded.clone() };
+        let upload = uploads.begin(7, Box::new(sink)).unwrap();
+        let writer = std::thread::spawn(move || {
+            let first = upload.write(b"abc").map_err(|e| e.to_string());
+            let second = upload.write(b"def").map_err(|e| e.to_string());
+            (first, second, upload)
+        });
+        entered.recv().unwrap();
+        assert_eq!(uploads.cancel(7), Outcome::Stopped);
+        assert_eq!(discarded.load(Ordering::SeqCst), 1, "the name goes before the answer");
+        assert_eq!(uploads.cancel(7), Outcome::Stopped, "a second cancel says the same");
+        go.send(()).unwrap();
+        let (first, second, upload) = writer.join().unwrap();
+        assert!(first.is_ok(), "the write in progress finishes (into a nameless file)");
+        assert!(second.is_err(), "the next one is refused");
+        assert!(upload.is_cancelled());
+        assert!(matches!(upload.commit(), Err(UploadError::Cancelled)));
+        assert_eq!(uploads.cancel(7), Outcome::Stopped);
+    }
+
+    /// Once committed, a cancel is too late; a commit after a cancel is refused.
+    #[test]
+    fn commit_and_cancel_exclude_each_other() {
+        let uploads = Arc::new(Uploads::default());
+        let sink = |discarded: &Arc<AtomicUsize>| {
+            let (entered, _) = mpsc::channel();
+            let (_, go) = mpsc::channel();
+            Box::new(Stuck { entered, go, discarded: discarded.clone() })
+        };
+        let discarded = Arc::new(AtomicUsize::new(0));
+        let upload = uploads.begin(1, sink(&discarded)).unwrap();
+        upload.commit().unwrap();
+        assert_eq!(uploads.cancel(1), Outcome::Completed);
+        assert_eq!(discarded.load(Ordering::SeqCst), 0);
+        let upload = uploads.begin(2, sink(&discarded)).unwrap();
+        assert_eq!(uploads.cancel(2), Outcome::Stopped);
+        assert!(matches!(upload.commit(), Err(UploadError::Cancelled)));
+        assert_eq!(uploads.cancel(2), Outcome::Stopped);
     }
 }

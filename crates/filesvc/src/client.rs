@@ -152,7 +152,12 @@ impl Connection {
     /// Upload `size` bytes from `data` to `path` under upload `id`; the new version.
     pub fn put(&mut self, id: u64, path: &str, size: u64, data: &mut impl Read) -> Result<u64, ClientError> {
         self.send(&Request::Put { id, size, path: path.into() })?;
+        // Keep the unsent queue short while the body streams, so that an urgent byte sent to
+        // cancel it (see [`crate::net`]) is not stuck behind megabytes the server must drop.
+        crate::net::limit_unsent(&self.stream, crate::net::UPLOAD_UNSENT)?;
         let copied = io::copy(&mut data.take(size), &mut self.stream);
+        // Lifted again for the frames that may follow (best effort: they are small).
+        let _ = crate::net::limit_unsent(&self.stream, u32::MAX);
         match (copied, self.reply()) {
             (_, Ok(Reply::Done { version })) => Ok(version),
             (_, Ok(Reply::Cancelled { received, .. })) => Err(ClientError::Cancelled { received }),

@@ -11,6 +11,8 @@
 //!   recovered after a crash from its [`journal`].
 //! - [`cancel`]: uploads by id and the control endpoint.
 //! - [`client`] and [`cache`]: a blocking client and its lease-aware cache.
+//! - [`net`]: the socket options that let urgent data through promptly (server receive
+//!   buffer, client unsent limit).
 
 pub mod cache;
 pub mod cancel;
@@ -18,6 +20,7 @@ pub mod client;
 pub mod disk;
 pub mod journal;
 pub mod leases;
+pub mod net;
 pub mod path;
 pub mod session;
 pub mod store;

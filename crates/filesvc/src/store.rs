@@ -34,7 +34,17 @@ pub trait Sink: Send {
     fn commit(self: Box<Self>) -> Result<Meta, StoreError>;
     /// Remove the partial file.
     fn abort(self: Box<Self>);
+    /// What removes the partial file's name from any thread, while a write may be in progress
+    /// on another: a cancel from the control endpoint then answers without waiting for that
+    /// write (whose thread may not even be running). `None`: only [`Sink::abort`] removes it.
+    fn discarder(&self) -> Option<Discarder> {
+        None
+    }
 }
+
+/// Removes a partial file's name; see [`Sink::discarder`]. Calling it more than once, or after
+/// the sink removed the file itself, is harmless.
+pub type Discarder = Arc<dyn Fn() + Send + Sync>;
 
 /// A file to send: its description and its bytes.
 #[derive(Debug)]

@@ -86,6 +86,12 @@ pub struct FilesServeArgs {
     /// The largest upload, in bytes [default: 1 TiB].
     #[arg(long)]
     pub max_upload: Option<u64>,
+    /// Receive buffer of each data connection, in bytes (SO_RCVBUF; 0: the kernel's autotuning).
+    /// Small enough that a full window reopens after a short read, so an urgent byte that
+    /// cancels an upload gets through within milliseconds; large enough for loopback and LAN
+    /// speed (docs/files.md).
+    #[arg(long, default_value_t = warren_filesvc::net::DEFAULT_RECV_BUFFER)]
+    pub recv_buffer: usize,
     /// Keep the urgent byte in the stream (SO_OOBINLINE) rather than out of line.
     #[arg(long)]
     pub oob_inline: bool,
@@ -170,6 +176,10 @@ fn serve(args: &FilesServeArgs) -> anyhow::Result<()> {
         Some(addr)
     };
     let listener = crate::serve::listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
+    // On the listener, before any connection: accepted sockets inherit it, and the window
+    // scale in the SYN-ACK is chosen from it. Why a bounded buffer: warren_filesvc::net.
+    warren_filesvc::net::set_recv_buffer(&listener, args.recv_buffer)
+        .with_context(|| format!("cannot set a receive buffer of {} bytes", args.recv_buffer))?;
     let addr = listener.local_addr()?;
     let threads = args.threads.unwrap_or(match args.model {
         Model::Event => 0,

@@ -57,9 +57,18 @@ pub async fn keep(
         Err(e) => return Err(e),
     };
     tokio::pin!(stop);
+    // While unregistered, try again after 250 ms, doubling up to a third of the TTL, so that a
+    // registry that is down is neither hammered nor waited for long once it is back.
+    let mut retry = Duration::from_millis(250).min(ttl / 3);
     loop {
-        // Renew at a third of the TTL; while unregistered, try again sooner.
-        let pause = if held.is_some() { ttl / 3 } else { (ttl / 3).min(Duration::from_secs(1)) };
+        let pause = match held {
+            Some(_) => ttl / 3,
+            None => {
+                let now = retry;
+                retry = (retry * 2).min(ttl / 3);
+                now
+            }
+        };
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
             () = &mut stop => break,
@@ -72,6 +81,9 @@ pub async fn keep(
             },
         };
         held = kept.inspect_err(|e| eprintln!("warren: {name}: {e:#}; trying again")).ok();
+        if held.is_some() {
+            retry = Duration::from_millis(250).min(ttl / 3);
+        }
     }
     if let Some((client, lease)) = held {
         conn.ask(client.release(lease.id, token)).await.context("releasing the lease")?;

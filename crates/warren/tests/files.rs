@@ -114,3 +114,52 @@ fn the_cli_cache_follows_leases_and_callbacks() {
     }
     std::fs::remove_file(&local).unwrap();
 }
+
+/// Bytes in `stream`'s send queue, sent or not (`SIOCOUTQ`): what the server has not
+/// acknowledged yet.
+fn queued(stream: &std::net::TcpStream) -> u64 {
+    use std::os::fd::AsRawFd;
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int through the pointer, which points to ours.
+    let rc = unsafe { nix::libc::ioctl(stream.as_raw_fd(), nix::libc::TIOCOUTQ, &mut n) };
+    assert!(rc >= 0);
+    n as u64
+}
+
+/// How much of an upload the server's kernel takes in while the server reads (almost) nothing:
+/// what it read before its rate held it back, plus its receive buffer. The client queues
+/// `unsent` bytes the server's window has no room for; with `at_least`, it waits (bounded) for
+/// the window to grow to that.
+fn taken_while_stalled(recv_buffer: u64, unsent: usize, at_least: Option<u64>) -> u64 {
+    let root = root(&format!("rcvbuf-{recv_buffer}"));
+    let server = serve(&root, "thread", &["--upload-rate", "1", "--recv-buffer", &recv_buffer.to_string()]);
+    let mut up = Upload::start(server.addr, 9, "/slow.bin", 64 << 30);
+    up.stall(unsent);
+    let taken = || up.sent - queued(&up.stream);
+    if let Some(at_least) = at_least {
+        support::eventually(support::T, || taken() >= at_least);
+    }
+    let taken = taken();
+    drop(up);
+    drop(server);
+    std::fs::remove_dir_all(&root).unwrap();
+    taken
+}
+
+/// `--recv-buffer` is applied to data connections: a server that stops reading takes in about
+/// that much, and no more.
+#[test]
+fn the_receive_buffer_bounds_what_a_stalled_server_takes_in() {
+    let small = taken_while_stalled(64 * 1024, 1 << 20, None);
+    // Read before the rate stopped it (64 KiB and a read), plus the buffer (doubled by the
+    // kernel): far below the megabyte the client has queued.
+    assert!(small <= 512 * 1024, "{small} bytes taken in with a 64 KiB receive buffer");
+    // A large one, as far as net.core.rmem_max allows (SO_RCVBUF is capped there): the kernel's
+    // default for a connection that reads nothing stays at tcp_rmem's 128 KiB.
+    let rmem_max: u64 = std::fs::read_to_string("/proc/sys/net/core/rmem_max").unwrap().trim().parse().unwrap();
+    let large = rmem_max.min(4 << 20);
+    if large >= 2 << 20 {
+        let taken = taken_while_stalled(large, large as usize, Some(large / 2));
+        assert!(taken >= large / 2, "{taken} bytes taken in with a receive buffer of {large}");
+    }
+}

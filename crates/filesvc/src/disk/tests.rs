@@ -72,3 +72,23 @@ fn no_symlink_leads_out_for_reading_or_writing() {
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::remove_dir_all(&outside).unwrap();
 }
+
+/// The discarder removes the partial file's name at once, from any thread, while the sink still
+/// writes into the (nameless) file; aborting afterwards is harmless, and nothing is left.
+#[test]
+fn the_discarder_removes_the_name_while_the_file_is_open() {
+    let dir = root("discard");
+    let store = DiskStore::open(&dir).unwrap();
+    let tmp = dir.join(".warren/tmp");
+    let mut sink = store.create(&p("/big.bin"), 3).unwrap();
+    sink.write(&[7; 1 << 20]).unwrap();
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 1);
+    let discard = sink.discarder().expect("the disk store has one");
+    std::thread::spawn(move || discard()).join().unwrap();
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "the name is gone at once");
+    sink.write(b"more").unwrap();
+    sink.abort();
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    assert!(matches!(store.open(&p("/big.bin")), Err(StoreError::NotFound)));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

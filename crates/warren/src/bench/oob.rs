@@ -12,8 +12,14 @@
 //!   frame, which the session sends once it stopped the upload and removed the partial file.
 //!
 //! Either way the bench then checks that no partial file is left and that the data connection
-//! ends with `Cancelled` and a clean end of file (no reset). Runs are interleaved across
-//! scenarios and mechanisms.
+//! ends with `Cancelled` and a clean end of file (no reset), and times that end too: the server
+//! has then dropped everything in flight (up to the mark, for urgent data). Runs are
+//! interleaved across scenarios and mechanisms.
+//!
+//! The client limits its unsent bytes as `warren files put` does (`--unsent`) and the servers
+//! bound their receive buffers (`--recv-buffer`); `--unsent 0 --recv-buffer 0` is how the bench
+//! ran before both, when a full send buffer held the urgent byte itself back for ~83 ms
+//! (`warren_filesvc::net`).
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -45,6 +51,13 @@ pub struct OobArgs {
     /// The stalled server's upload rate, bytes per second.
     #[arg(long, default_value_t = 32 << 20)]
     pub stalled_rate: u64,
+    /// The servers' `--recv-buffer` (SO_RCVBUF of data connections; 0: kernel autotuning).
+    #[arg(long, default_value_t = warren_filesvc::net::DEFAULT_RECV_BUFFER)]
+    pub recv_buffer: usize,
+    /// The client's unsent limit while uploading (TCP_NOTSENT_LOWAT, as `warren files put`
+    /// sets it; 0: none, the socket queues up to its send buffer).
+    #[arg(long, default_value_t = warren_filesvc::net::UPLOAD_UNSENT)]
+    pub unsent: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,7 +84,7 @@ impl Drop for Child_ {
     }
 }
 
-fn start(exe: &Path, model: Model, rate: u64, tag: &str) -> anyhow::Result<Child_> {
+fn start(exe: &Path, model: Model, rate: u64, recv_buffer: usize, tag: &str) -> anyhow::Result<Child_> {
     let root = std::env::temp_dir().join(format!("warren-bench-oob-{}-{model}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root)?;
@@ -79,6 +92,7 @@ fn start(exe: &Path, model: Model, rate: u64, tag: &str) -> anyhow::Result<Child
         .args(["files", "serve", "--root"])
         .arg(&root)
         .args(["--model", model.name(), "-d", "0", "--upload-rate", &rate.to_string()])
+        .args(["--recv-buffer", &recv_buffer.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -124,12 +138,20 @@ fn partials(root: &Path) -> usize {
         .map_or(0, |d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "part")).count())
 }
 
-/// What one cancelled upload measured: latency to the server's "stopped, partial gone", and to
-/// the `Cancelled` frame on the data connection; bytes sent before the cancel.
+/// What one cancelled upload measured: latency to the server's "stopped, partial gone", to
+/// the `Cancelled` frame on the data connection and to its clean end (the server dropped what
+/// was in flight, up to the mark for urgent data); bytes sent before the cancel.
 struct Run {
     stopped: Duration,
     status: Duration,
+    closed: Duration,
     sent: u64,
+}
+
+/// Unsent bytes that say the server's window is closed: the client's limit when it has one
+/// (a writer cannot queue more than about that), else 128 KiB.
+fn stall_mark(args: &OobArgs) -> usize {
+    if args.unsent == 0 { 128 * 1024 } else { (args.unsent as usize).min(128 * 1024) }
 }
 
 fn one(server: &Child_, stalled: bool, mechanism: Mechanism, args: &OobArgs) -> anyhow::Result<Run> {
@@ -141,8 +163,13 @@ fn one(server: &Child_, stalled: bool, mechanism: Mechanism, args: &OobArgs) -> 
     control.set_nodelay(true)?;
     control.set_read_timeout(Some(Duration::from_secs(10)))?;
     if stalled {
-        // A fixed send buffer: the client stops writing with room left for the urgent byte.
+        // A fixed send buffer, as before the unsent limit: without that limit the loop below
+        // fills it, and the urgent byte then waits for a third of it to drain.
         socket2::SockRef::from(&data).set_send_buffer_size(4 << 20)?;
+    }
+    if args.unsent > 0 {
+        // As `warren files put` does: the urgent byte then follows close behind what is sent.
+        warren_filesvc::net::limit_unsent(&data, args.unsent)?;
     }
     let mut head = Vec::new();
     Request::Put { id, size: args.size, path: format!("bench/{id:016x}.bin") }.encode(&mut head);
@@ -153,7 +180,7 @@ fn one(server: &Child_, stalled: bool, mechanism: Mechanism, args: &OobArgs) -> 
     let mut sent = 0u64;
     loop {
         let elapsed = begun.elapsed();
-        if stalled && unsent(&data) >= 128 * 1024 && elapsed >= args.stream_for {
+        if stalled && unsent(&data) >= stall_mark(args) && elapsed >= args.stream_for {
             break;
         }
         if !stalled && elapsed >= args.stream_for {
@@ -185,7 +212,8 @@ fn one(server: &Child_, stalled: bool, mechanism: Mechanism, args: &OobArgs) -> 
             }
         }
         Mechanism::Urgent => {
-            socket2::SockRef::from(&data).send_out_of_band(&[0xff])?;
+            // Lifts the unsent limit first, which would otherwise hold the byte back.
+            warren_filesvc::net::send_urgent(&data)?;
             Duration::ZERO
         }
     };
@@ -199,7 +227,7 @@ fn one(server: &Child_, stalled: bool, mechanism: Mechanism, args: &OobArgs) -> 
     data.shutdown(std::net::Shutdown::Write)?;
     let mut rest = Vec::new();
     data.read_to_end(&mut rest).context("the data connection did not end cleanly")?;
-    Ok(Run { stopped, status, sent })
+    Ok(Run { stopped, status, closed: t0.elapsed(), sent })
 }
 
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
@@ -217,21 +245,27 @@ pub fn oob(args: &OobArgs) -> anyhow::Result<()> {
     let models =
         if args.models.is_empty() { vec![Model::Thread, Model::Pool, Model::Event] } else { args.models.clone() };
     let exe = std::env::current_exe()?;
+    let recv_buffer =
+        if args.recv_buffer == 0 { "autotuned".to_owned() } else { format!("{} KiB", args.recv_buffer >> 10) };
+    let unsent = if args.unsent == 0 { "no limit".to_owned() } else { format!("{} KiB", args.unsent >> 10) };
     println!(
         "Cancel latency, {} runs each: upload declared {} GiB; streaming cancels after {:?}; stalled: server \
-         limited to {} MiB/s, client stops with ≥128 KiB unsent (window closed).\n",
+         limited to {} MiB/s, client stops with ≥{} KiB unsent (window closed). Server receive buffer: \
+         {recv_buffer}; client unsent limit: {unsent}.\n",
         args.runs,
         args.size >> 30,
         args.stream_for,
-        args.stalled_rate >> 20
+        args.stalled_rate >> 20,
+        stall_mark(args) >> 10,
     );
     println!(
-        "| model | mechanism | upload | p50 | p99 | max | status on data conn. p50 | sent before cancel (median) |"
+        "| model | mechanism | upload | p50 | p99 | max | status on data conn. p50 | connection ended p50 | sent \
+         before cancel (median) |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for model in models {
-        let streaming = start(&exe, model, 0, "streaming")?;
-        let stalled = start(&exe, model, args.stalled_rate, "stalled")?;
+        let streaming = start(&exe, model, 0, args.recv_buffer, "streaming")?;
+        let stalled = start(&exe, model, args.stalled_rate, args.recv_buffer, "stalled")?;
         let cases = [
             (false, Mechanism::Control),
             (false, Mechanism::Urgent),
@@ -251,18 +285,21 @@ pub fn oob(args: &OobArgs) -> anyhow::Result<()> {
         for ((is_stalled, mechanism), runs) in cases.iter().zip(results) {
             let mut stopped: Vec<Duration> = runs.iter().map(|r| r.stopped).collect();
             let mut status: Vec<Duration> = runs.iter().map(|r| r.status).collect();
+            let mut closed: Vec<Duration> = runs.iter().map(|r| r.closed).collect();
             let mut sent: Vec<u64> = runs.iter().map(|r| r.sent).collect();
             stopped.sort();
             status.sort();
+            closed.sort();
             sent.sort();
             println!(
-                "| {model} | {} | {} | {} | {} | {} | {} | {:.1} MiB |",
+                "| {model} | {} | {} | {} | {} | {} | {} | {} | {:.1} MiB |",
                 if *mechanism == Mechanism::Control { "control endpoint" } else { "TCP urgent (SIGURG)" },
                 if *is_stalled { "stalled (window full)" } else { "streaming" },
                 ms(percentile(&stopped, 50)),
                 ms(percentile(&stopped, 99)),
                 ms(*stopped.last().expect("runs")),
                 ms(percentile(&status, 50)),
+                ms(percentile(&closed, 50)),
                 sent[sent.len() / 2] as f64 / f64::from(1 << 20),
             );
         }
