@@ -157,6 +157,7 @@ pub(crate) fn serve_connection<S: Service>(
                     session.handle_read_closed(now, &mut out);
                 }
                 Ok(n) => {
+                    tracker.taken(n);
                     env.activity.touch(now);
                     session.handle_input(now, &buf[..n], &mut out);
                 }

@@ -130,13 +130,18 @@ pub(crate) struct Tracker {
     seen: u64,
     /// A pointer was reported and its mark not reached yet.
     until_mark: bool,
+    /// Stream bytes the driver has taken (reads, and each byte taken out of line), to tell
+    /// whether the kernel dropped an urgent byte unseen ([`Tracker::check`]).
+    taken: u64,
+    /// An urgent byte went by unseen: its `Mark` is still to be reported.
+    passed: bool,
 }
 
 impl Tracker {
     pub(crate) fn new(mode: UrgentMode) -> Self {
         // Start from the current generation: a fresh socket has had no urgent data.
         let seen = WATCH.get().map_or(0, |w| w.generation());
-        Self { mode, seen, until_mark: false }
+        Self { mode, seen, until_mark: false, taken: 0, passed: false }
     }
 
     /// Whether urgent data is tracked at all.
@@ -150,8 +155,24 @@ impl Tracker {
         self.until_mark
     }
 
+    /// The driver read `n` bytes of the stream.
+    pub(crate) fn taken(&mut self, n: usize) {
+        self.taken += n as u64;
+    }
+
     /// After a SIGURG (the generation moved): whether `socket` has a new urgent pointer.
+    ///
+    /// Out of line, one race needs the byte count: a read that *starts* at the mark skips the
+    /// urgent byte (`tcp_recvmsg`'s "urg hole") and the kernel forgets it, so if the byte
+    /// arrives between [`Tracker::at_mark`] saying "not at a mark" and that read, no pointer is
+    /// pending by the time the SIGURG is handled. The kernel has then taken one byte more from
+    /// the stream than the driver was given: that is reported as `Pointer`, and `Mark` (of an
+    /// unknown byte, 0) right after.
     pub(crate) fn check(&mut self, socket: BorrowedFd<'_>) -> Option<Urgent> {
+        if std::mem::take(&mut self.passed) {
+            self.until_mark = false;
+            return Some(Urgent::Mark(0));
+        }
         let now = WATCH.get()?.generation();
         if !self.armed() || now == self.seen {
             return None;
@@ -160,6 +181,11 @@ impl Tracker {
         match pending(socket, self.mode) {
             Ok(true) => {
                 self.until_mark = true;
+                Some(Urgent::Pointer)
+            }
+            Ok(false) if self.mode == UrgentMode::OutOfLine && self.skipped(socket) => {
+                self.until_mark = true;
+                self.passed = true;
                 Some(Urgent::Pointer)
             }
             Ok(false) => None,
@@ -177,6 +203,10 @@ impl Tracker {
     /// `Ok(None)`: read normally (not at the mark), or wait for the byte if
     /// [`Tracker::waiting_for_byte`] says so.
     pub(crate) fn at_mark(&mut self, socket: BorrowedFd<'_>) -> io::Result<Option<Urgent>> {
+        if std::mem::take(&mut self.passed) {
+            self.until_mark = false;
+            return Ok(Some(Urgent::Mark(0)));
+        }
         if !self.armed() || !sockatmark(socket)? {
             return Ok(None);
         }
@@ -195,6 +225,9 @@ impl Tracker {
         // non-blocking too.
         let n = unsafe { libc::recv(socket.as_raw_fd(), byte.as_mut_ptr().cast(), 1, flags | libc::MSG_DONTWAIT) };
         if n == 1 {
+            // Out of line the byte leaves a one-byte hole in the stream, which the kernel
+            // counts as taken; inline it is a byte read.
+            self.taken += 1;
             self.until_mark = false;
             return Ok(Some(Urgent::Mark(byte[0])));
         }
@@ -217,6 +250,44 @@ impl Tracker {
     pub(crate) fn waiting_for_byte(&self, socket: BorrowedFd<'_>) -> bool {
         self.until_mark && sockatmark(socket).unwrap_or(false)
     }
+}
+
+impl Tracker {
+    /// Whether the kernel has taken more of the stream than the driver was given: bytes in
+    /// sequence so far (`tcpi_bytes_received`) less those still queued (`SIOCINQ`). Only while
+    /// the peer has not closed: its FIN counts as a byte received.
+    fn skipped(&mut self, socket: BorrowedFd<'_>) -> bool {
+        let Some((received, queued)) = stream_counts(socket) else { return false };
+        let consumed = received.saturating_sub(queued);
+        if consumed > self.taken {
+            self.taken = consumed;
+            return true;
+        }
+        false
+    }
+}
+
+/// `(bytes received in sequence, bytes queued unread)`, while the peer has not closed.
+fn stream_counts(socket: BorrowedFd<'_>) -> Option<(u64, u64)> {
+    // SAFETY: tcp_info is plain data; the kernel fills at most `len` bytes of it.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the pointer and length describe `info`, which we own.
+    let rc = unsafe {
+        libc::getsockopt(socket.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, (&raw mut info).cast(), &mut len)
+    };
+    const ESTABLISHED: u8 = 1;
+    const FIN_WAIT1: u8 = 4;
+    const FIN_WAIT2: u8 = 5;
+    if rc != 0 || !matches!(info.tcpi_state, ESTABLISHED | FIN_WAIT1 | FIN_WAIT2) {
+        return None;
+    }
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD (SIOCINQ) writes one int through the pointer, which points to ours.
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::FIONREAD, &mut queued) } != 0 {
+        return None;
+    }
+    Some((info.tcpi_bytes_received, queued.max(0) as u64))
 }
 
 /// Whether `socket` has an urgent pointer whose byte is not read yet.

@@ -293,6 +293,7 @@ fn run<S: Service>(conn: &mut Conn<S>, ctx: &Ctx<S>, buf: &mut [u8]) -> io::Resu
                     conn.session.handle_read_closed(now, out);
                 }
                 Ok(n) => {
+                    conn.urgent.taken(n);
                     // A short read emptied the socket and later input raises a new edge: this
                     // saves the read that would only say WouldBlock. Not so at an urgent mark,
                     // where reads stop short with more queued behind it.
