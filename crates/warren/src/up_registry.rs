@@ -24,6 +24,14 @@ use crate::registry_cmd::{self, Conn};
 /// How long the node waits for its services' leases to be released when it stops.
 const RELEASE_WITHIN: Duration = Duration::from_secs(5);
 
+/// One service's registration, running until stopped.
+struct Held {
+    name: Name,
+    endpoint: Endpoint,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
 /// The registrations of one node.
 pub struct Registrar {
     runtime: tokio::runtime::Runtime,
@@ -36,8 +44,8 @@ pub struct Registrar {
 
 #[derive(Default)]
 struct Tasks {
-    /// Per service: how to stop its registration.
-    held: HashMap<String, (oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    /// Per service: what it is registered as, and how to stop that registration.
+    held: HashMap<String, Held>,
     /// Registrations told to stop, releasing their lease.
     stopping: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -54,27 +62,37 @@ impl Registrar {
         Ok(Self { runtime, target, token, ttl: link.ttl, tasks: Mutex::new(Tasks::default()) })
     }
 
-    /// `service` listens on `addr`: register it (replacing an earlier registration of it).
+    /// `service` listens on `addr`: register it. A reload tells this again of every service it
+    /// kept; one registered as before keeps its lease, so a reload never makes it leave the
+    /// registry even for a moment. A changed one is released and registered anew.
     pub fn listening(&self, service: &Service, addr: SocketAddr) {
         let reachable = SocketAddr::new(reachable(addr.ip()), addr.port());
         if is_registry(service) && self.target.borrow().is_none() {
             self.target.send_replace(Some(reachable));
         }
+        let registration = service.register.as_ref().map(|name| {
+            let mut endpoint = Endpoint::tcp(reachable);
+            if service.listen.transport == Transport::Udp {
+                endpoint.transport = warren_registry::Transport::Udp;
+            }
+            (Name::new(name.clone()), endpoint)
+        });
+        let unchanged = |held: &Held| matches!(&registration, Some((Ok(name), endpoint)) if *name == held.name && *endpoint == held.endpoint);
+        if self.lock().held.get(&service.name).is_some_and(unchanged) {
+            return;
+        }
         self.closed(&service.name);
-        let Some(name) = &service.register else { return };
-        let name = match Name::new(name.clone()) {
-            Ok(name) => name,
-            Err(e) => {
+        let (name, endpoint) = match registration {
+            None => return,
+            Some((Ok(name), endpoint)) => (name, endpoint),
+            Some((Err(e), _)) => {
                 eprintln!("warren: {}: not registered: {e}", service.name);
                 return;
             }
         };
-        let mut endpoint = Endpoint::tcp(reachable);
-        if service.listen.transport == Transport::Udp {
-            endpoint.transport = warren_registry::Transport::Udp;
-        }
         let (stop, stopped) = oneshot::channel();
         let (mut target, token, ttl) = (self.target.subscribe(), self.token.clone(), self.ttl);
+        let (held_name, held_endpoint) = (name.clone(), endpoint.clone());
         let task = self.runtime.spawn(async move {
             let stopped = async move {
                 let _ = stopped.await;
@@ -93,15 +111,16 @@ impl Registrar {
                 eprintln!("warren: {name}: {e:#}");
             }
         });
-        self.lock().held.insert(service.name.clone(), (stop, task));
+        let held = Held { name: held_name, endpoint: held_endpoint, stop, task };
+        self.lock().held.insert(service.name.clone(), held);
     }
 
     /// The service called `name` stopped listening: release its lease.
     pub fn closed(&self, name: &str) {
         let mut tasks = self.lock();
-        if let Some((stop, task)) = tasks.held.remove(name) {
-            let _ = stop.send(());
-            tasks.stopping.push(task);
+        if let Some(held) = tasks.held.remove(name) {
+            let _ = held.stop.send(());
+            tasks.stopping.push(held.task);
         }
     }
 

@@ -230,16 +230,19 @@ fn up_hosts_the_registry_and_registers_every_service_under_a_lease() {
     up.signal(Signal::SIGHUP);
     // The lease is released in the background: its line may come before or after the reload's.
     let (mut released, mut reloaded) = (false, false);
-    up.until(|l| {
+    lines.extend(up.until(|l| {
         released |= l.starts_with("released echo ");
         reloaded |= l == "warren: reloaded";
         released && reloaded
-    });
+    }));
     assert!(lookup(registry, "echo").is_err(), "echo left the registry with the reload");
     assert_eq!(lookup(registry, "greeter").unwrap(), [format!("tcp {hello} weight=1")]);
 
     up.signal(Signal::SIGTERM);
-    up.until(|l| l == "warren: stopped");
+    lines.extend(up.until(|l| l == "warren: stopped"));
+    // A service the reload kept keeps its lease: registered once, released once (at the stop).
+    let count = |prefix: &str| lines.iter().filter(|l| l.starts_with(prefix)).count();
+    assert_eq!((count("registered greeter "), count("released greeter ")), (1, 1), "{lines:#?}");
     let mut up = up;
     assert!(support::wait_bounded(&mut up.child, EXIT_BOUND).expect("exits").success());
     assert!(dir.join("state/warren/node.token").exists(), "the node's token is kept for its next start");
