@@ -169,9 +169,8 @@ impl Tracker {
     /// the stream than the driver was given: that is reported as `Pointer`, and `Mark` (of an
     /// unknown byte, 0) right after.
     pub(crate) fn check(&mut self, socket: BorrowedFd<'_>) -> Option<Urgent> {
-        if std::mem::take(&mut self.passed) {
-            self.until_mark = false;
-            return Some(Urgent::Mark(0));
+        if let Some(mark) = self.passed_mark() {
+            return Some(mark);
         }
         let now = WATCH.get()?.generation();
         if !self.armed() || now == self.seen {
@@ -203,9 +202,8 @@ impl Tracker {
     /// `Ok(None)`: read normally (not at the mark), or wait for the byte if
     /// [`Tracker::waiting_for_byte`] says so.
     pub(crate) fn at_mark(&mut self, socket: BorrowedFd<'_>) -> io::Result<Option<Urgent>> {
-        if std::mem::take(&mut self.passed) {
-            self.until_mark = false;
-            return Ok(Some(Urgent::Mark(0)));
+        if let Some(mark) = self.passed_mark() {
+            return Ok(Some(mark));
         }
         if !self.armed() || !sockatmark(socket)? {
             return Ok(None);
@@ -253,6 +251,16 @@ impl Tracker {
 }
 
 impl Tracker {
+    /// The `Mark` of an urgent byte the kernel skipped, once, after its `Pointer`: the byte
+    /// itself is gone, so it is reported as 0.
+    fn passed_mark(&mut self) -> Option<Urgent> {
+        if !std::mem::take(&mut self.passed) {
+            return None;
+        }
+        self.until_mark = false;
+        Some(Urgent::Mark(0))
+    }
+
     /// Whether the kernel has taken more of the stream than the driver was given: bytes in
     /// sequence so far (`tcpi_bytes_received`) less those still queued (`SIOCINQ`). Only while
     /// the peer has not closed: its FIN counts as a byte received.

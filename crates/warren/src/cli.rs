@@ -301,3 +301,10 @@ pub struct DemoArgs {
     #[arg(long)]
     pub once: bool,
 }
+
+/// A flag group (`ServerFlags`, `ServerArgs` …) with every flag at its default, as the command
+/// line would give it with none: for commands and hosts that fill in only what they change.
+pub fn defaults<A: clap::Args + clap::FromArgMatches>() -> A {
+    let command = A::augment_args(clap::Command::new("warren"));
+    A::from_arg_matches(&command.get_matches_from(["warren"])).expect("every flag has a default")
+}

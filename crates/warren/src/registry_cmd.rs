@@ -204,17 +204,6 @@ pub fn run(command: RegistryCommand) -> anyhow::Result<()> {
     runtime.block_on(client_command(command))
 }
 
-/// The registry's defaults, as `warren registry` with no flags has them.
-pub fn default_server_args() -> ServerArgs {
-    use clap::Parser;
-    #[derive(Parser)]
-    struct Defaults {
-        #[command(flatten)]
-        args: ServerArgs,
-    }
-    Defaults::parse_from(["warren"]).args
-}
-
 /// Serve the registry until `stop`: on `listener` if given (the node's; its readiness line is
 /// then the node's to print), else on `args.listen`.
 pub async fn serve(

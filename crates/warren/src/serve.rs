@@ -261,13 +261,7 @@ pub fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
 }
 
 fn default_flags(model: Model, listen: SocketAddr) -> ServerFlags {
-    use clap::Parser;
-    #[derive(Parser)]
-    struct Defaults {
-        #[command(flatten)]
-        flags: ServerFlags,
-    }
-    let mut flags = Defaults::parse_from(["warren"]).flags;
+    let mut flags: ServerFlags = crate::cli::defaults();
     flags.model = model;
     flags.listen = listen;
     flags

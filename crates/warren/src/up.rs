@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Args;
 use std::sync::Arc;
 
-use warren_node::config::{Kind, Protocol, RegistryLink, Service, StatusAddr};
+use warren_node::config::{Kind, RegistryLink, Service, StatusAddr};
 use warren_node::{Config, Hooks};
 
 use crate::up_registry::Registrar;
@@ -114,8 +114,7 @@ fn load(args: &UpArgs) -> anyhow::Result<Config> {
 /// Registrations for `config`: with a registry configured, or one hosted here. A reload keeps
 /// the registry the node started with.
 fn registrar(config: &Config) -> anyhow::Result<Option<Registrar>> {
-    let hosted =
-        config.services.iter().any(|s| matches!(&s.kind, Kind::Builtin(b) if b.protocol == Protocol::Registry));
+    let hosted = config.services.iter().any(crate::up_registry::is_registry);
     match config.registry {
         Some(link) if link.addr.is_some() || hosted => {
             let token = crate::up_registry::node_token().context("the node's registry token")?;

@@ -142,7 +142,8 @@ impl Registrar {
     }
 }
 
-fn is_registry(service: &Service) -> bool {
+/// Whether `service` is the registry builtin.
+pub fn is_registry(service: &Service) -> bool {
     matches!(&service.kind, Kind::Builtin(b) if b.protocol == Protocol::Registry)
 }
 
@@ -207,7 +208,7 @@ pub fn host(service: &Service, listener: TcpListener, shutdown: Arc<Shutdown>) -
 /// `warren registry`'s settings from the builtin's: its store defaults to
 /// `$XDG_STATE_HOME/warren/node-registry`, apart from a `warren registry` run beside the node.
 fn server_args(options: &BuiltinOptions) -> anyhow::Result<registry_cmd::ServerArgs> {
-    let mut args = registry_cmd::default_server_args();
+    let mut args: registry_cmd::ServerArgs = crate::cli::defaults();
     args.data = Some(match &options.data {
         Some(dir) => dir.clone(),
         None => registry_cmd::state_dir()?.join("node-registry"),

@@ -78,8 +78,7 @@ struct Child_ {
 
 impl Drop for Child_ {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::SIGTERM);
-        let _ = self.child.wait();
+        super::server::terminate(&mut self.child);
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }

@@ -179,6 +179,13 @@ pub fn parse_ready(line: &str) -> Option<SocketAddr> {
     rest.rsplit_once(" on ")?.1.trim().parse().ok()
 }
 
+/// SIGTERM to `child`, then wait for it: for servers that stop promptly on their own and
+/// fork nothing (the superservers under `bench superd`, `warren files serve` under `bench oob`).
+pub fn terminate(child: &mut Child) {
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    let _ = child.wait();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
