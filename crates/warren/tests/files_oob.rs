@@ -9,6 +9,7 @@ mod support;
 mod files_support;
 
 use files_support::{Upload, cancel, conn, control, partials, root, serve};
+use support::T;
 use warren_filesvc::wire::{Outcome, Reply};
 
 const HUGE: u64 = 64 << 30;
@@ -113,11 +114,13 @@ oob_models!(thread, pool, event);
 fn control_endpoint_works_while_every_pool_worker_is_busy() {
     let root = root("busy-pool");
     let server = serve(&root, "pool", &["--threads", "1"]);
+    let (started, busy_started) = std::sync::mpsc::channel();
     let busy: Vec<_> = (0..3)
         .map(|i| {
-            let addr = server.addr;
+            let (addr, started) = (server.addr, started.clone());
             std::thread::spawn(move || {
                 let mut up = Upload::start(addr, 100 + i, &format!("/busy{i}"), HUGE);
+                started.send(()).unwrap();
                 // Until the server cancels it (at shutdown) or 64 MiB went.
                 for _ in 0..64 {
                     if std::io::Write::write_all(&mut up.stream, &vec![1; 1 << 20]).is_err() {
@@ -127,6 +130,10 @@ fn control_endpoint_works_while_every_pool_worker_is_busy() {
             })
         })
         .collect();
+    // Every busy upload is connected and has sent its request before the one to cancel.
+    for _ in 0..3 {
+        busy_started.recv_timeout(T).expect("a busy upload started");
+    }
     let mut up = Upload::start(server.addr, 31, "/target", HUGE);
     up.send(1 << 20);
     // The worker may not have read the upload's first frame yet (its connection waits in the
