@@ -48,6 +48,7 @@ pub mod daytime;
 pub mod deadline;
 pub mod discard;
 pub mod echo;
+pub mod frame;
 pub mod http;
 pub mod hub;
 pub mod lines;
