@@ -76,7 +76,7 @@ impl Router {
                         self.jobs.push_back(Job::Request(i, request));
                     }
                     Action::Log(_, line) => assert!(line.len() <= 64 * 1024, "a log line of {} bytes", line.len()),
-                    Action::Block(_) => {}
+                    other => panic!("the chat session starts no {other:?}"),
                 }
             }
             if conn.out.is_closed() && !conn.gone {
@@ -92,12 +92,12 @@ impl Router {
     fn pump(&mut self) {
         self.collect();
         while let Some(job) = self.jobs.pop_front() {
-            let mut events = Vec::new();
+            let mut events = warren_proto::HubOutput::new();
             match job {
                 Job::Request(i, request) => self.hub.handle_request(self.now, id(i), request, &mut events),
                 Job::Leave(i) => self.hub.handle_leave(self.now, id(i), &mut events),
             }
-            for (to, event) in events {
+            for (to, event) in events.drain_messages() {
                 let i = to.0 as usize - 1;
                 let conn = self.conns.get_mut(i).expect("the hub addressed an unknown session");
                 if !conn.gone {

@@ -79,12 +79,13 @@ fn decode_all<T: Serialize + DeserializeOwned + Debug>(data: &[u8]) {
                 assert!(len.is_none_or(|len| before.len() < 4 + len), "a complete frame was left undecoded");
                 return;
             }
-            Err(FrameError::TooLarge(n)) => {
+            Err(FrameError::Frame(warren_proto::frame::FrameError::TooLarge { len: n, .. })) => {
                 assert_eq!(Some(n), len);
                 assert!(n > MAX_FRAME, "a frame of {n} bytes refused as too large");
                 assert_eq!(buf, before, "a refused frame changed the buffer");
                 return;
             }
+            Err(FrameError::Frame(e)) => panic!("the hub's frames have no prefix to get wrong: {e}"),
             Err(FrameError::Malformed(_)) => {
                 let len = len.expect("a malformed frame under 4 bytes");
                 assert_eq!(buf[..], before[4 + len..], "a malformed frame did not consume exactly its bytes");

@@ -72,9 +72,9 @@ impl<S: Session<Request = warren_proto::pingpong::NextGame, Message = warren_pro
     for GameCounter
 {
     fn answer(&mut self, now: Instant, request: S::Request) -> Vec<S::Message> {
-        let mut out = Vec::new();
+        let mut out = warren_proto::HubOutput::new();
         self.handle_request(now, SessionId(1), request, &mut out);
-        out.into_iter()
+        out.drain_messages()
             .map(|(to, game)| {
                 assert_eq!(to, SessionId(1), "the counter answered another session");
                 game
@@ -96,7 +96,7 @@ fn drive<S: Session, H: Answer<S>>(mut session: S, mut hub: H, settings: u8, inp
     let mut out = Output::new();
     let mut sent = 0usize;
     let mut actions = 0usize;
-    let mut step = |session: &mut S, out: &mut Output<S::Request>, now: Instant| {
+    let mut step = |session: &mut S, out: &mut warren_proto::Out<S>, now: Instant| {
         // Perform actions until none is left (an answer can cause more).
         loop {
             let mut taken = Vec::new();

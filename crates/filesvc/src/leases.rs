@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use warren_proto::{Hub, SessionId};
+use warren_proto::{Hub, HubOutput, SessionId};
 
 use crate::journal::{Journal, Record};
 
@@ -86,7 +86,7 @@ impl std::fmt::Debug for LeaseHub {
     }
 }
 
-type Out = Vec<(SessionId, FileMessage)>;
+type Out = HubOutput<LeaseHub>;
 
 impl LeaseHub {
     /// A hub recovering from `records` (what the journal held), with leases of `ttl`, whose
@@ -212,7 +212,7 @@ impl LeaseHub {
         // Delivered before it is journaled: a crash now only repeats a callback.
         out.extend(owed.into_iter().map(|path| (from, FileMessage::Callback { path })));
         self.record(delivered);
-        out.push((from, FileMessage::Welcome { lease_ms: self.ttl_ms() }));
+        out.push(from, FileMessage::Welcome { lease_ms: self.ttl_ms() });
     }
 
     fn changed(&mut self, from: SessionId, path: String, now_ms: u64, out: &mut Out) {
@@ -223,18 +223,19 @@ impl LeaseHub {
         for client in holders {
             let Some(sessions) = self.online.get(&client).filter(|s| !s.is_empty()) else { continue };
             for &to in sessions {
-                out.push((to, FileMessage::Callback { path: path.clone() }));
+                out.push(to, FileMessage::Callback { path: path.clone() });
             }
             delivered.push(Record::Delivered { client, path: path.clone() });
         }
         self.record(delivered);
-        out.push((from, FileMessage::Noted));
+        out.push(from, FileMessage::Noted);
     }
 }
 
 impl Hub for LeaseHub {
     type Request = FileRequest;
     type Message = FileMessage;
+    type Done = warren_proto::Nothing;
 
     fn handle_request(&mut self, now: Instant, from: SessionId, request: FileRequest, out: &mut Out) {
         let now_ms = self.ms(now);
@@ -245,11 +246,11 @@ impl Hub for LeaseHub {
                 let until_ms = now_ms + self.ttl.as_millis() as u64;
                 let lease_ms =
                     if self.record(vec![Record::Grant { client, path, until_ms }]) { self.ttl_ms() } else { 0 };
-                out.push((from, FileMessage::Granted { lease_ms }));
+                out.push(from, FileMessage::Granted { lease_ms });
             }
             FileRequest::Intent { path } => {
                 self.record(vec![Record::Intent { path }]);
-                out.push((from, FileMessage::Noted));
+                out.push(from, FileMessage::Noted);
             }
             FileRequest::Changed { path } => self.changed(from, path, now_ms, out),
         }

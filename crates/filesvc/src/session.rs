@@ -475,6 +475,7 @@ impl FileSession {
 impl Session for FileSession {
     type Request = FileRequest;
     type Message = FileMessage;
+    type Done = warren_proto::Nothing;
 
     fn handle_open(&mut self, _: Instant, _: &mut Out) {}
 

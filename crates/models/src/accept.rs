@@ -9,14 +9,98 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
+
+use crate::handoff::HandOffListener;
+
+/// Where a server's connections come from: a TCP listener, or a socket on which other
+/// processes hand connections over.
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(TcpListener),
+    HandOff(HandOffListener),
+}
+
+impl From<TcpListener> for Listener {
+    fn from(listener: TcpListener) -> Self {
+        Listener::Tcp(listener)
+    }
+}
+
+impl From<HandOffListener> for Listener {
+    fn from(listener: HandOffListener) -> Self {
+        Listener::HandOff(listener)
+    }
+}
+
+impl std::os::fd::AsRawFd for Listener {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Listener::Tcp(l) => l.as_fd(),
+            Listener::HandOff(l) => l.as_fd(),
+        }
+    }
+}
+
+impl Listener {
+    /// Make accepting return at once when nothing waits (a hand-off socket always does).
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.set_nonblocking(nonblocking),
+            Listener::HandOff(_) => Ok(()),
+        }
+    }
+}
+
+/// A source of connections [`Acceptor`] takes them from.
+pub trait Accept: AsFd {
+    /// One connection, without the policy (blocking or not, as the socket is).
+    fn accept_one(&self) -> io::Result<Incoming>;
+}
+
+impl Accept for TcpListener {
+    fn accept_one(&self) -> io::Result<Incoming> {
+        self.accept().map(|(stream, peer)| Incoming { stream, peer, preamble: Vec::new() })
+    }
+}
+
+impl Accept for HandOffListener {
+    fn accept_one(&self) -> io::Result<Incoming> {
+        self.receive().map(|h| Incoming { stream: h.stream, peer: h.peer, preamble: h.preamble })
+    }
+}
+
+impl Accept for Listener {
+    fn accept_one(&self) -> io::Result<Incoming> {
+        match self {
+            Listener::Tcp(l) => l.accept_one(),
+            Listener::HandOff(l) => l.accept_one(),
+        }
+    }
+}
+
+/// A connection accepted, or handed over with the bytes already read from it.
+#[derive(Debug)]
+pub struct Incoming {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    /// What its session hears first (empty unless it was handed over).
+    pub preamble: Vec<u8>,
+}
 
 /// What one accept attempt gave.
 #[derive(Debug)]
 pub enum Accepted {
     /// A new connection.
-    Conn(TcpStream, SocketAddr),
-    /// Nothing waiting (or a connection was aborted before it could be accepted).
+    Conn(Incoming),
+    /// Nothing waiting.
     Nothing,
     /// Out of descriptors: a waiting connection was refused; try again after the back-off.
     Exhausted(Duration),
@@ -30,6 +114,9 @@ pub struct Acceptor {
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Aborted connections skipped per call before it reports `Nothing`, so that a flood of them
+/// cannot hold a loop.
+const SKIP_MAX: usize = 64;
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 impl Default for Acceptor {
@@ -44,19 +131,29 @@ impl Acceptor {
         Self { reserve: File::open("/dev/null").ok(), backoff: BACKOFF_MIN }
     }
 
-    /// Accept one connection from `listener` (blocking or not, as the listener is).
-    pub fn accept(&mut self, listener: &TcpListener, refusal: &[u8]) -> io::Result<Accepted> {
-        match listener.accept() {
-            Ok((stream, peer)) => {
+    /// Accept one connection from `listener` (blocking or not, as the listener is). Errors
+    /// about one connection that is gone already are skipped; `Nothing` means the backlog is
+    /// empty (the accept would block).
+    pub fn accept(&mut self, listener: &impl Accept, refusal: &[u8]) -> io::Result<Accepted> {
+        let mut skipped = 0;
+        match loop {
+            match listener.accept_one() {
+                Err(e) if is_transient(&e) && e.kind() != io::ErrorKind::WouldBlock && skipped < SKIP_MAX => {
+                    skipped += 1;
+                }
+                result => break result,
+            }
+        } {
+            Ok(incoming) => {
                 self.backoff = BACKOFF_MIN;
-                Ok(Accepted::Conn(stream, peer))
+                Ok(Accepted::Conn(incoming))
             }
             Err(e) if is_transient(&e) => Ok(Accepted::Nothing),
             Err(e) if is_exhausted(&e) => {
                 tracing::warn!("accept: out of file descriptors; refusing a connection and backing off");
                 self.reserve = None;
-                if let Ok((mut stream, _)) = listener.accept() {
-                    refuse(&mut stream, refusal);
+                if let Ok(mut incoming) = listener.accept_one() {
+                    refuse(&mut incoming.stream, refusal);
                 }
                 self.reserve = File::open("/dev/null").ok();
                 let wait = self.backoff;
@@ -100,4 +197,52 @@ pub fn is_transient(e: &io::Error) -> bool {
 pub fn is_exhausted(e: &io::Error) -> bool {
     use nix::libc;
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}
+
+/// Accepting on a tokio runtime with the same policy: the reserve descriptor, the refusal and
+/// the back-off. Every tokio listener of warren (the `green` and `hybrid` models, the
+/// registry's HTTP API, the DNS front end's TCP side) accepts through it.
+#[derive(Debug)]
+pub struct AsyncAcceptor {
+    listener: tokio::io::unix::AsyncFd<Listener>,
+    acceptor: Acceptor,
+    refusal: &'static [u8],
+}
+
+impl AsyncAcceptor {
+    /// Accept from `listener`, refusing with `refusal` when out of descriptors. Call inside a
+    /// tokio runtime.
+    pub fn new(listener: impl Into<Listener>, refusal: &'static [u8]) -> io::Result<Self> {
+        let listener = listener.into();
+        listener.set_nonblocking(true)?;
+        let interest = tokio::io::Interest::READABLE;
+        // SAFETY: the listener owns its descriptor, which stays open and the same for as long as
+        // the `AsyncFd` owns the listener.
+        let listener = unsafe { tokio::io::unix::AsyncFd::register_with_interest(listener, interest) }
+            .map_err(|e| e.into_parts().1)?;
+        Ok(Self { listener, acceptor: Acceptor::new(), refusal })
+    }
+
+    /// The next connection; waits (without spinning) through a shortage of descriptors.
+    pub async fn accept(&mut self) -> io::Result<Incoming> {
+        loop {
+            let mut ready = self.listener.readable().await?;
+            match self.acceptor.accept(ready.get_inner(), self.refusal)? {
+                Accepted::Conn(incoming) => return Ok(incoming),
+                Accepted::Nothing => ready.clear_ready(),
+                Accepted::Exhausted(wait) => {
+                    drop(ready);
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// The address a TCP listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self.listener.get_ref() {
+            Listener::Tcp(l) => l.local_addr(),
+            Listener::HandOff(_) => Err(io::Error::new(io::ErrorKind::Unsupported, "a hand-off socket has no address")),
+        }
+    }
 }

@@ -1,24 +1,29 @@
-//! One connection served by one thread (or process) with blocking calls: the connection loop of
-//! the `iterative`, `thread`, `fork` and `prefork` models.
+//! One connection served by one thread (or process): the connection loop of the `iterative`,
+//! `thread`, `fork` and `prefork` models.
 //!
-//! The thread waits in `poll` on three things: the socket, the hub link (pushes from other
-//! connections) and the shutdown trigger, with the session's deadline as the timeout. Writes
-//! block (bounded by `SO_SNDTIMEO`), which is also the backpressure: while the peer does not
-//! read, the thread does not read either.
+//! The thread waits in `poll` on what the connection's engine wants (its sockets, for reading
+//! or writing), the hub link (pushes from other connections) and the shutdown trigger, with the
+//! engine's deadline as the timeout, then lets the engine make its progress. Jobs run on this
+//! thread, so a slow disk stalls this connection only; an outbound connection is made here,
+//! waiting up to its timeout. While the peer does not read, the thread does not read either.
 
-use std::io::{self, Read};
+use std::io;
 use std::net::TcpStream;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use warren_proto::{Action, ConnInfo, Hub, Output, Service, Session};
+use warren_proto::{ConnInfo, Hub, Job, Service, Session, StreamId, Token};
 
+use crate::accept::Incoming;
 use crate::activity::Activity;
-use crate::conn::log_line;
+use crate::engine::drive::{Link, Turn, drive};
+use crate::engine::{Done, Engine, EngineConfig, Req};
+use crate::helpers::run_here;
 use crate::shutdown::Shutdown;
-use crate::urgent::{Tracker, UrgentMode, Watch};
+use crate::urgent::{UrgentMode, Watch};
 
 /// How a blocking connection reaches the hub.
 pub(crate) trait HubLink<H: Hub> {
@@ -36,29 +41,109 @@ pub(crate) trait HubLink<H: Hub> {
 pub(crate) struct ConnEnv<'a> {
     pub shutdown: &'a Shutdown,
     pub activity: &'a Activity,
-    pub write_timeout: Duration,
-    pub urgent: UrgentMode,
+    pub engine: EngineConfig,
+}
+
+/// The sockets and hub link of one blocking connection.
+struct Blocking<'a, H: Hub, L> {
+    client: TcpStream,
+    streams: Vec<(StreamId, TcpStream)>,
+    link: &'a mut L,
+    messages: Vec<H::Message>,
+    env: &'a ConnEnv<'a>,
+}
+
+impl<S, H, L> Link<S> for Blocking<'_, H, L>
+where
+    S: Session<Request = H::Request, Message = H::Message>,
+    H: Hub,
+    L: HubLink<H>,
+{
+    type Sock = TcpStream;
+
+    fn sock(&self, stream: StreamId) -> Option<&TcpStream> {
+        if stream == StreamId::CLIENT {
+            return Some(&self.client);
+        }
+        self.streams.iter().find(|(id, _)| *id == stream).map(|(_, s)| s)
+    }
+
+    fn hub(&mut self, now: Instant, request: Req<S>) -> io::Result<()> {
+        self.link.request(now, request)
+    }
+
+    fn mail(&mut self, engine: &mut Engine<S>) -> io::Result<()> {
+        self.link.drain(&mut self.messages)?;
+        for msg in self.messages.drain(..) {
+            engine.handle_message(msg);
+        }
+        Ok(())
+    }
+
+    fn overflowed(&self) -> bool {
+        self.link.overflowed()
+    }
+
+    fn job(&mut self, _: Token, job: Job<Done<S>>) -> Option<Done<S>> {
+        Some(run_here(job))
+    }
+
+    fn connect(
+        &mut self,
+        stream: StreamId,
+        addr: std::net::SocketAddr,
+        timeout: Duration,
+        _: Token,
+    ) -> Option<Result<StreamId, io::ErrorKind>> {
+        Some(connect_here(addr, timeout).map(|socket| {
+            self.streams.push((stream, socket));
+            stream
+        }))
+    }
+
+    fn leave(&mut self, _: Instant) {}
+
+    fn drop_stream(&mut self, stream: StreamId) {
+        self.streams.retain(|(id, _)| *id != stream);
+    }
+
+    fn shutting_down(&self) -> bool {
+        self.env.shutdown.is_triggered()
+    }
+
+    fn touch(&self, now: Instant) {
+        self.env.activity.touch(now);
+    }
+}
+
+/// Connect to `addr` on this thread, waiting up to `timeout`; the socket comes back
+/// non-blocking, as the engine's I/O step wants it.
+pub(crate) fn connect_here(addr: std::net::SocketAddr, timeout: Duration) -> Result<TcpStream, io::ErrorKind> {
+    let socket = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.kind())?;
+    socket.set_nonblocking(true).map_err(|e| e.kind())?;
+    let _ = socket.set_nodelay(true);
+    Ok(socket)
 }
 
 /// Serve one connection to the end.
-pub(crate) fn serve_connection<S: Service>(
+pub(crate) fn serve_connection<S: Service, L: HubLink<S::Hub>>(
     service: &S,
-    mut stream: TcpStream,
+    incoming: Incoming,
     info: ConnInfo,
-    link: &mut impl HubLink<S::Hub>,
+    link: &mut L,
     env: &ConnEnv<'_>,
 ) {
-    let _ = stream.set_write_timeout(Some(env.write_timeout));
+    let Incoming { stream, preamble, .. } = incoming;
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
     let _ = stream.set_nodelay(true);
     let now = Instant::now();
     env.activity.touch(now);
-    let mut session = service.new_session(&info, now);
-    let mut out = Output::new();
-    session.handle_open(now, &mut out);
+    let mut engine = Engine::new(service.new_session(&info, now), &env.engine, preamble);
 
-    // Urgent data: SIGURG wakes this thread through an eventfd, and the thread asks its socket.
-    let mut tracker = Tracker::new(env.urgent);
-    let urgent_wake = match urgent_wake(&stream, env.urgent) {
+    // Urgent data: SIGURG wakes this thread through an eventfd, and the engine asks the socket.
+    let urgent_wake = match urgent_wake(&stream, env.engine.urgent) {
         Ok(wake) => wake,
         Err(e) => {
             tracing::warn!(target: "warren", "cannot arm urgent data: {e}");
@@ -66,195 +151,106 @@ pub(crate) fn serve_connection<S: Service>(
         }
     };
 
+    let mut conn: Blocking<'_, S::Hub, L> =
+        Blocking { client: stream, streams: Vec::new(), link, messages: Vec::new(), env };
     let mut buf = vec![0u8; 16 * 1024];
-    let mut actions = Vec::new();
-    let mut messages = Vec::new();
-    let mut read_closed = false;
-    let mut write_shut = false;
-    let mut shutdown_seen = false;
-    loop {
-        if perform(&mut session, &mut out, &mut stream, link, &mut actions, &mut messages).is_err() {
+    while let Turn::Open { again } = drive(&mut engine, &mut conn, &mut buf) {
+        if !again && !wait(&mut engine, &conn, urgent_wake.as_ref().map(|(efd, _)| &**efd)) {
             return;
-        }
-        if out.is_closed() || link.overflowed() {
-            linger_close(stream);
-            return;
-        }
-        if out.is_write_closed() && !write_shut {
-            write_shut = true;
-            let _ = stream.shutdown(std::net::Shutdown::Write);
-        }
-
-        let deadline = session.poll_timeout();
-        let timeout = match deadline {
-            Some(at) => PollTimeout::try_from(
-                at.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128) as i32 + 1,
-            )
-            .unwrap_or(PollTimeout::MAX),
-            None => PollTimeout::NONE,
-        };
-        let (sock_ready, link_ready, shut_ready, urgent_ready) = {
-            // Once the peer has closed, the socket stays out of the poll set: it would report
-            // POLLHUP forever and turn the wait into a spin. So it does while the session
-            // holds its input back (flow control).
-            let mut fds = Vec::with_capacity(4);
-            let sock_at = (!read_closed && session.wants_input()).then(|| {
-                // POLLPRI: the urgent byte came in (out of line it is no POLLIN).
-                let pri = if tracker.until_mark() { PollFlags::POLLPRI } else { PollFlags::empty() };
-                fds.push(PollFd::new(stream.as_fd(), PollFlags::POLLIN | pri));
-                fds.len() - 1
-            });
-            let urgent_at = urgent_wake.as_ref().map(|(efd, _)| {
-                fds.push(PollFd::new(efd.as_fd(), PollFlags::POLLIN));
-                fds.len() - 1
-            });
-            let link_at = link.wake_fd().map(|fd| {
-                fds.push(PollFd::new(fd, PollFlags::POLLIN));
-                fds.len() - 1
-            });
-            let shut_at = (!shutdown_seen).then(|| {
-                fds.push(PollFd::new(env.shutdown.fd(), PollFlags::POLLIN));
-                fds.len() - 1
-            });
-            if fds.is_empty() && deadline.is_none() {
-                // Nothing can ever happen again: the session forgot to close.
-                drop(fds);
-                linger_close(stream);
-                return;
-            }
-            match poll(&mut fds, timeout) {
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return,
-            }
-            let ready = |at: Option<usize>| at.is_some_and(|i| fds[i].revents().is_some_and(|r| !r.is_empty()));
-            (ready(sock_at), ready(link_at), ready(shut_at), ready(urgent_at))
-        };
-
-        let now = Instant::now();
-        if urgent_ready && let Some((efd, _)) = &urgent_wake {
-            let _ = efd.read();
-            if let Some(urgent) = tracker.check(stream.as_fd()) {
-                session.handle_urgent(now, urgent, &mut out);
-            }
-        }
-        if sock_ready && tracker.armed() {
-            // Reads stop at the mark; there, the urgent byte is taken before anything else.
-            match tracker.at_mark(stream.as_fd()) {
-                Ok(Some(urgent)) => {
-                    session.handle_urgent(now, urgent, &mut out);
-                    continue;
-                }
-                Ok(None) if tracker.waiting_for_byte(stream.as_fd()) => continue,
-                Ok(None) => {}
-                Err(_) => return,
-            }
-        }
-        if sock_ready && !read_closed {
-            match stream.read(&mut buf) {
-                Ok(0) => {
-                    read_closed = true;
-                    session.handle_read_closed(now, &mut out);
-                }
-                Ok(n) => {
-                    tracker.taken(n);
-                    env.activity.touch(now);
-                    session.handle_input(now, &buf[..n], &mut out);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
-            }
-        }
-        // Messages already delivered were acknowledged to their senders: hand them to the
-        // session before a shutdown makes it say goodbye.
-        if link_ready || shut_ready {
-            if link.drain(&mut messages).is_err() {
-                return;
-            }
-            for msg in messages.drain(..) {
-                session.handle_message(now, msg, &mut out);
-            }
-        }
-        if shut_ready {
-            shutdown_seen = true;
-            session.handle_shutdown(now, &mut out);
-        }
-        if deadline.is_some_and(|at| now >= at) {
-            session.handle_timeout(now, &mut out);
         }
     }
+}
+
+/// Wait in `poll` for what the engine wants, the hub, the urgent-data wake-up and shutdown.
+/// Returns `false` if nothing can ever happen again (the session forgot to close).
+fn wait<S: Session, H: Hub, L: HubLink<H>>(
+    engine: &mut Engine<S>,
+    conn: &Blocking<'_, H, L>,
+    urgent: Option<&EventFd>,
+) -> bool {
+    let mut fds = Vec::with_capacity(4);
+    let mut streams = Vec::with_capacity(1);
+    let mut at = 0;
+    while let Some(stream) = engine.stream_at(at) {
+        at += 1;
+        let (read, write) = engine.interest(stream);
+        if !read && !write {
+            continue;
+        }
+        let sock = if stream == StreamId::CLIENT {
+            &conn.client
+        } else {
+            match conn.streams.iter().find(|(id, _)| *id == stream) {
+                Some((_, s)) => s,
+                None => continue,
+            }
+        };
+        let mut flags = PollFlags::empty();
+        if read {
+            flags |= PollFlags::POLLIN;
+            // POLLPRI: the urgent byte came in (out of line it is no POLLIN).
+            if stream == StreamId::CLIENT && engine.urgent().is_some_and(|t| t.until_mark()) {
+                flags |= PollFlags::POLLPRI;
+            }
+        }
+        if write {
+            flags |= PollFlags::POLLOUT;
+        }
+        fds.push(PollFd::new(sock.as_fd(), flags));
+        streams.push(stream);
+    }
+    let extra = fds.len();
+    if let Some(efd) = urgent {
+        fds.push(PollFd::new(efd.as_fd(), PollFlags::POLLIN));
+    }
+    if let Some(fd) = conn.link.wake_fd() {
+        fds.push(PollFd::new(fd, PollFlags::POLLIN));
+    }
+    if !conn.env.shutdown.is_triggered() {
+        fds.push(PollFd::new(conn.env.shutdown.fd(), PollFlags::POLLIN));
+    }
+    let deadline = engine.poll_timeout();
+    if extra == 0 && urgent.is_none() && conn.link.wake_fd().is_none() && deadline.is_none() {
+        return false;
+    }
+    let timeout = deadline.map_or(PollTimeout::NONE, |at| {
+        let ms = at.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128 - 1) as i32 + 1;
+        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+    });
+    match poll(&mut fds, timeout) {
+        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+        Err(_) => return false,
+    }
+    for (fd, stream) in fds.iter().zip(&streams) {
+        let Some(revents) = fd.revents() else { continue };
+        if !revents.is_empty() {
+            engine.handle_readable(*stream, revents.intersects(PollFlags::POLLHUP));
+        }
+    }
+    if let Some(efd) = urgent
+        && fds[extra].revents().is_some_and(|r| !r.is_empty())
+    {
+        let _ = efd.read();
+    }
+    true
 }
 
 /// Arm urgent data on `stream` and subscribe an eventfd to SIGURG; `None` when not armed.
 fn urgent_wake(
     stream: &TcpStream,
     mode: UrgentMode,
-) -> io::Result<Option<(std::sync::Arc<EventFd>, crate::urgent::Subscription)>> {
+) -> io::Result<Option<(Arc<EventFd>, crate::urgent::Subscription)>> {
     if mode == UrgentMode::Off {
         return Ok(None);
     }
     let watch = Watch::get()?;
     crate::urgent::arm(stream.as_fd(), mode)?;
-    let efd = std::sync::Arc::new(EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?);
+    let efd = Arc::new(EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?);
     let waker = efd.clone();
     let subscription = watch.subscribe(move || {
         let _ = waker.write(1);
     });
     Ok(Some((efd, subscription)))
-}
-
-/// Send what the session produced and carry out its actions, until it has nothing more to say.
-fn perform<S: Session, L: HubLink<H>, H: Hub<Request = S::Request, Message = S::Message>>(
-    session: &mut S,
-    out: &mut Output<S::Request>,
-    stream: &mut TcpStream,
-    link: &mut L,
-    actions: &mut Vec<Action<S::Request>>,
-    messages: &mut Vec<S::Message>,
-) -> io::Result<()> {
-    loop {
-        // The socket blocks (bounded by SO_SNDTIMEO): "would block" means the peer stopped reading.
-        if !crate::transmit::send(stream, out)? {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "peer stopped reading"));
-        }
-        out.take_actions(actions);
-        if actions.is_empty() {
-            return Ok(());
-        }
-        let mut asked_hub = false;
-        for action in actions.drain(..) {
-            match action {
-                Action::Hub(request) => {
-                    link.request(Instant::now(), request)?;
-                    asked_hub = true;
-                }
-                Action::Block(d) => std::thread::sleep(d),
-                Action::Log(level, line) => log_line(level, &line),
-            }
-        }
-        if asked_hub {
-            // An in-process hub answers at once: handle the answer without another poll.
-            link.drain(messages)?;
-            let now = Instant::now();
-            for msg in messages.drain(..) {
-                session.handle_message(now, msg, out);
-            }
-        }
-    }
-}
-
-/// Close without a reset racing the last bytes: shut the write side, then read (and drop)
-/// what the peer still sends, for a short while, before closing.
-pub(crate) fn linger_close(mut stream: TcpStream) {
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut sink = [0u8; 4096];
-    for _ in 0..16 {
-        match stream.read(&mut sink) {
-            Ok(n) if n > 0 => continue,
-            _ => break,
-        }
-    }
 }
 
 /// The hub link of the thread-based blocking models: a hub in this process.

@@ -9,51 +9,37 @@
 //! `Output` and leave on the next WRITABLE edge; while more than 256 KiB wait, the connection is
 //! not read, so a client that sends without reading cannot grow the server.
 //!
-//! A blocking call (`Action::Block`) is the model's weak spot. With `threads = 0` the loop makes
-//! it itself and every connection stalls: the lesson. With `threads > 0` it goes to a pool of that
-//! many threads and only its connection is suspended until a worker reports back. That is how
-//! nginx offloads blocking file reads (`aio threads`): the loop keeps all socket I/O and the
-//! workers only wait. LargerHttpd's pool is the other design, where workers do the reads and
-//! writes themselves; that is the `pool` model, which drives the same connection machine
+//! A blocking call is the model's weak spot. A session's jobs (a file opened, an fsync, the
+//! TimeServer's delay) go to `helpers` threads, and only the sessions waiting for them wait:
+//! that is how nginx offloads blocking file reads (`aio threads`), the loop keeping all socket
+//! I/O while the helpers only wait. With `helpers = 0` the loop makes the call itself and every
+//! connection stalls: the lesson. LargerHttpd's pool is the other design, where workers do the
+//! reads and writes themselves; that is the `pool` model, which drives the same connections
 //! ([`machine`]) from its workers, with blocking writes.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::thread::JoinHandle;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
-use warren_proto::Service;
+use mio::{Events, Interest, Poll};
+use warren_proto::{Service, StreamId};
 
 use self::machine::{
-    Conn, Ctx, GRACE, Inbox, Job, LISTENER, Listening, READ_BUF, Timers, Turn, WAKER, step, timeout_until,
+    Conn, Ctx, Inbox, LISTENER, Listening, READ_BUF, Timers, WAKER, Wake, of_token, step, timeout_until, token_of,
 };
-use crate::accept::refuse;
-use crate::local_hub::lock;
-use crate::run::{Env, ServeConfig, ServeReport};
+use crate::accept::{Incoming, Listener, refuse};
+use crate::engine::drive::Turn;
+use crate::run::{Env, GRACE, ServeConfig, ServeReport};
 
 pub(crate) mod machine;
 #[cfg(test)]
 pub(crate) mod tests;
 
-/// What wakes the event loop besides sockets.
-enum Wake {
-    /// A session's mailbox has messages.
-    Mail(usize),
-    /// A worker finished the blocking call of the connection in this slot and generation.
-    Done(usize, u64),
-    /// SIGURG: some connection has urgent data; each one checks its own socket.
-    Urgent,
-}
-
 struct Loop<S: Service> {
     service: Arc<S>,
     ctx: Ctx<S>,
     poll: Poll,
-    inbox: Arc<Inbox<Wake>>,
     conns: Vec<Option<Conn<S>>>,
     free: Vec<usize>,
     live: usize,
@@ -66,27 +52,18 @@ struct Loop<S: Service> {
 
 pub(crate) fn serve<S: Service>(
     service: Arc<S>,
-    listener: TcpListener,
+    listener: Listener,
     config: &ServeConfig,
     env: &Env,
 ) -> io::Result<ServeReport> {
     let poll = Poll::new()?;
     let inbox = Inbox::new(poll.registry(), env)?;
     let mut listening = Some(Listening::new(listener, poll.registry())?);
-    let mut ctx = Ctx::new(&*service, env, config, false);
-    let stop = Arc::new(AtomicBool::new(false));
-    let workers = if config.threads == 0 {
-        Vec::new()
-    } else {
-        let (tx, rx) = mpsc::channel();
-        ctx.offload = Some(tx);
-        spawn_blockers(config.threads, rx, &inbox, &stop)?
-    };
+    let ctx = Ctx::new(&*service, env, config, false, inbox, poll.registry())?;
     let mut lp = Loop {
         service,
         ctx,
         poll,
-        inbox,
         conns: Vec::new(),
         free: Vec::new(),
         live: 0,
@@ -95,7 +72,7 @@ pub(crate) fn serve<S: Service>(
         buf: vec![0; READ_BUF],
         again: Vec::new(),
     };
-    let _urgent = subscribe_urgent(config, &lp.inbox, || Wake::Urgent)?;
+    let _urgent = subscribe_urgent(config, &lp.ctx.inbox, || Wake::Urgent)?;
     let (mut events, mut ready, mut wakes) = (Events::with_capacity(1024), Vec::new(), Vec::new());
     let mut grace_end = None;
     loop {
@@ -111,7 +88,7 @@ pub(crate) fn serve<S: Service>(
             lp.drive(t);
         }
         if let Some(l) = listening.as_mut() {
-            l.accept(lp.service.refusal(), env, |stream, peer| lp.admit(stream, peer, config.max_conns))?;
+            l.accept(lp.service.refusal(), env, |incoming| lp.admit(incoming, config.max_conns))?;
         }
         if grace_end.is_some_and(|end| lp.live == 0 || Instant::now() >= end) {
             break;
@@ -130,28 +107,30 @@ pub(crate) fn serve<S: Service>(
             match event.token() {
                 LISTENER => listening.iter_mut().for_each(|l| l.ready = true),
                 WAKER => {}
-                Token(t) => {
+                token => {
+                    let (t, stream) = of_token(token);
                     if let Some(Some(conn)) = lp.conns.get_mut(t) {
                         let readable = event.is_readable() || event.is_error() || event.is_priority();
-                        conn.ready(readable, event.is_read_closed());
+                        conn.ready(stream, readable, event.is_read_closed());
                     }
                     ready.push(t);
                 }
             }
         }
-        lp.inbox.take(&mut wakes);
+        lp.ctx.inbox.take(&mut wakes);
         for wake in wakes.drain(..) {
             match wake {
                 Wake::Mail(t) => ready.push(t),
                 Wake::Urgent => ready.extend((0..lp.conns.len()).filter(|&t| lp.conns[t].is_some())),
-                Wake::Done(t, generation) => {
-                    if let Some(Some(conn)) = lp.conns.get_mut(t)
-                        && conn.generation == generation
+                Wake::Done { slot, generation, token, done } => {
+                    if let Some(Some(conn)) = lp.conns.get_mut(slot)
+                        && conn.io.generation == generation
                     {
-                        conn.resume();
-                        ready.push(t);
+                        conn.engine.handle_completion(token, done);
+                        ready.push(slot);
                     }
                 }
+                Wake::Back(..) | Wake::Room => unreachable!("the pool's wake-ups"),
             }
         }
         ready.append(&mut lp.again);
@@ -160,6 +139,7 @@ pub(crate) fn serve<S: Service>(
             if let Some(Some(conn)) = lp.conns.get_mut(t)
                 && conn.fire(at, generation)
             {
+                conn.expire_connects(now);
                 ready.push(t);
             }
         }
@@ -168,48 +148,41 @@ pub(crate) fn serve<S: Service>(
     for conn in lp.conns.drain(..).flatten() {
         conn.close(&lp.ctx);
     }
-    let report = env.counters.report(lp.ctx.hub.report(Instant::now()));
-    stop.store(true, Ordering::SeqCst);
-    drop(lp);
-    for worker in workers {
-        let _ = worker.join();
-    }
-    Ok(report)
+    Ok(env.counters.report(lp.ctx.hub.report(Instant::now())))
 }
 
 impl<S: Service> Loop<S> {
-    fn admit(&mut self, mut stream: std::net::TcpStream, peer: SocketAddr, max_conns: usize) {
+    fn admit(&mut self, mut incoming: Incoming, max_conns: usize) {
         let counters = &self.ctx.env.counters;
         if self.live >= max_conns {
             counters.refused.fetch_add(1, Ordering::Relaxed);
-            refuse(&mut stream, self.service.refusal());
+            refuse(&mut incoming.stream, self.service.refusal());
             return;
         }
-        let mut stream = TcpStream::from_std(stream);
-        let token = self.free.pop().unwrap_or(self.conns.len());
-        if let Err(e) = self.poll.registry().register(
-            &mut stream,
-            Token(token),
-            self.ctx.interest(Interest::READABLE | Interest::WRITABLE),
-        ) {
-            tracing::warn!(target: "warren", "event: cannot watch a new connection: {e}");
-            counters.refused.fetch_add(1, Ordering::Relaxed);
-            self.free.extend((token < self.conns.len()).then_some(token));
-            return;
-        }
-        counters.accepted.fetch_add(1, Ordering::Relaxed);
+        let slot = self.free.pop().unwrap_or(self.conns.len());
         self.next_generation += 1;
-        let inbox = self.inbox.clone();
-        let conn = Conn::new(&*self.service, &self.ctx, stream, peer, token, self.next_generation, move || {
-            inbox.push(Wake::Mail(token))
+        let conn = Conn::new(&*self.service, &self.ctx, incoming, slot, self.next_generation).and_then(|mut conn| {
+            let interest = self.ctx.interest(Interest::READABLE | Interest::WRITABLE);
+            self.poll.registry().register(&mut conn.io.client, token_of(slot, StreamId::CLIENT), interest)?;
+            Ok(conn)
         });
-        if token == self.conns.len() {
+        let conn = match conn {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(target: "warren", "event: cannot watch a new connection: {e}");
+                counters.refused.fetch_add(1, Ordering::Relaxed);
+                self.free.extend((slot < self.conns.len()).then_some(slot));
+                return;
+            }
+        };
+        counters.accepted.fetch_add(1, Ordering::Relaxed);
+        if slot == self.conns.len() {
             self.conns.push(Some(conn));
         } else {
-            self.conns[token] = Some(conn);
+            self.conns[slot] = Some(conn);
         }
         self.live += 1;
-        self.drive(token);
+        self.drive(slot);
     }
 
     fn drive(&mut self, t: usize) {
@@ -243,31 +216,4 @@ pub(crate) fn subscribe_urgent<T: Send + 'static>(
     }
     let inbox = inbox.clone();
     Ok(Some(crate::urgent::Watch::get()?.subscribe(move || inbox.push(wake()))))
-}
-
-/// The threads that make suspended connections' blocking calls (nginx's thread pool). After
-/// `stop` they skip what is still queued: the connections waiting for it are gone.
-fn spawn_blockers(
-    n: usize,
-    jobs: mpsc::Receiver<Job>,
-    inbox: &Arc<Inbox<Wake>>,
-    stop: &Arc<AtomicBool>,
-) -> io::Result<Vec<JoinHandle<()>>> {
-    let jobs = Arc::new(Mutex::new(jobs));
-    (0..n)
-        .map(|_| {
-            let (jobs, inbox, stop) = (jobs.clone(), inbox.clone(), stop.clone());
-            std::thread::Builder::new().name("warren-block".into()).spawn(move || {
-                loop {
-                    // One statement, so that the lock is not held while sleeping.
-                    let job = lock(&jobs).recv();
-                    let Ok((token, generation, d)) = job else { return };
-                    if !stop.load(Ordering::SeqCst) {
-                        std::thread::sleep(d);
-                    }
-                    inbox.push(Wake::Done(token, generation));
-                }
-            })
-        })
-        .collect()
 }

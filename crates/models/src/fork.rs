@@ -7,7 +7,6 @@
 //! children run; beyond `max_conns` it refuses.
 
 use std::collections::HashSet;
-use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +15,7 @@ use nix::poll::{PollFd, PollFlags, poll};
 use nix::unistd::ForkResult;
 use warren_proto::Service;
 
-use crate::accept::{Accepted, Acceptor, refuse};
+use crate::accept::{Accepted, Acceptor, Listener, refuse};
 use crate::activity::Activity;
 use crate::blocking::{ConnEnv, serve_connection};
 use crate::conn::conn_info;
@@ -29,7 +28,7 @@ use crate::shutdown::{Shutdown, trigger_on_signals_without_thread};
 
 pub(crate) fn serve<S: Service>(
     service: S,
-    listener: TcpListener,
+    listener: Listener,
     config: &ServeConfig,
     ready: impl FnOnce(),
 ) -> std::io::Result<ServeReport> {
@@ -64,23 +63,22 @@ pub(crate) fn serve<S: Service>(
         }
         while listener_ready && config.max_active.is_none_or(|max| children.len() < max) {
             match acceptor.accept(&listener, service.refusal())? {
-                Accepted::Conn(mut stream, peer) => {
+                Accepted::Conn(mut incoming) => {
                     if children.len() >= config.max_conns {
                         // Children that ended since the last wake-up still count until reaped.
                         reap(&mut children);
                     }
                     if children.len() >= config.max_conns {
                         report.refused += 1;
-                        refuse(&mut stream, service.refusal());
+                        refuse(&mut incoming.stream, service.refusal());
                         continue;
                     }
                     activity.touch(Instant::now());
-                    let info = conn_info(Some(peer));
-                    let _ = stream.set_nonblocking(false);
+                    let info = conn_info(Some(incoming.peer));
                     match fork_blocking_stop_signals() {
                         Ok(ForkResult::Child) => {
                             let _ = nix::unistd::close(listener.as_raw_fd());
-                            let code = match child(&service, stream, info, &hub, &activity, config, signals, parent) {
+                            let code = match child(&service, incoming, info, &hub, &activity, config, signals, parent) {
                                 Ok(()) => 0,
                                 Err(_) => 1,
                             };
@@ -93,7 +91,7 @@ pub(crate) fn serve<S: Service>(
                         Err(e) => {
                             tracing::error!(target: "warren", "fork: {e}; refusing a connection");
                             report.refused += 1;
-                            refuse(&mut stream, service.refusal());
+                            refuse(&mut incoming.stream, service.refusal());
                         }
                     }
                 }
@@ -116,7 +114,7 @@ pub(crate) fn serve<S: Service>(
 #[allow(clippy::too_many_arguments)]
 fn child<S: Service>(
     service: &S,
-    stream: std::net::TcpStream,
+    incoming: crate::accept::Incoming,
     info: warren_proto::ConnInfo,
     hub: &hub_process::HubProcess,
     activity: &Activity,
@@ -128,7 +126,7 @@ fn child<S: Service>(
     trigger_on_signals_without_thread(shutdown.clone())?;
     child_ready(signals, parent)?;
     let mut link = RemoteLink::new(hub.addr.clone(), info.id);
-    let env = ConnEnv { shutdown: &shutdown, activity, write_timeout: config.write_timeout, urgent: config.urgent };
-    serve_connection(service, stream, info, &mut link, &env);
+    let env = ConnEnv { shutdown: &shutdown, activity, engine: config.engine() };
+    serve_connection(service, incoming, info, &mut link, &env);
     Ok(())
 }

@@ -1,54 +1,72 @@
 //! `green` and `hybrid`: a task per connection on an async runtime.
 //!
 //! `green` runs every task on one kernel thread (a current-thread runtime): the chapter's
-//! user-space threads, where one blocking call stalls every connection. `hybrid` runs the same
-//! tasks over a work-stealing pool of kernel threads (the light-weight-process model), so a
-//! blocking call stalls one worker while the others take over its queued tasks. With
-//! `offload_blocking` a blocking call goes to the runtime's blocking pool instead: the way around
-//! the stall.
+//! user-space threads. `hybrid` runs the same tasks over a work-stealing pool of kernel threads
+//! (the light-weight-process model). A task waits for what its connection's engine wants (its
+//! sockets' readiness, the hub, a job's completion, a deadline, shutdown), then lets the engine
+//! make its progress.
+//!
+//! A blocking job goes to the helper threads, so it stalls only the session waiting for it;
+//! with no helpers it runs on the task's own thread, and under `green` that stalls every
+//! connection: the chapter's lesson. Future jobs and outbound connections are tasks of their own
+//! on the runtime.
 
-use std::fs::File;
+use std::future::poll_fn;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::runtime::{Builder, Runtime};
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinSet;
-use tokio::time::{sleep, sleep_until, timeout};
-use warren_proto::{Action, ConnInfo, Output, Service, Session};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::{sleep_until, timeout};
+use warren_proto::{Hub, Job, Service, SessionId, StreamId, Token};
 
-use crate::accept::{is_exhausted, is_transient, refuse};
+use crate::accept::{AsyncAcceptor, Incoming, Listener, refuse};
 use crate::activity::Activity;
-use crate::conn::{conn_info, log_line};
+use crate::conn::conn_info;
+use crate::engine::drive::{Link, Turn, drive};
+use crate::engine::{Done, Engine, EngineConfig, Req};
+use crate::helpers::{Helpers, run_here};
 use crate::local_hub::{LocalHub, Mailbox};
-use crate::run::{Counters, Env, Model, ServeConfig, ServeReport};
+use crate::run::{Counters, Env, GRACE, Model, ServeConfig, ServeReport};
 use crate::shutdown::Shutdown;
-
-/// How long connections get to say goodbye after shutdown before they are dropped.
-const GRACE: Duration = Duration::from_secs(5);
-/// How long a closing connection drains what the peer still sends, so that no reset races the
-/// last bytes.
-const LINGER: Duration = Duration::from_millis(500);
-/// The back-off after `accept` runs out of descriptors, doubling from the first to the second.
-const BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+use crate::urgent::UrgentMode;
 
 pub(crate) fn serve<S: Service>(
     model: Model,
     service: Arc<S>,
-    listener: std::net::TcpListener,
+    listener: Listener,
     config: &ServeConfig,
     env: &Env,
 ) -> io::Result<ServeReport> {
     let runtime = runtime(model, config.threads)?;
-    let hub = Arc::new(LocalHub::new(service.new_hub(std::time::Instant::now())));
-    listener.set_nonblocking(true)?;
-    let result = runtime.block_on(accept_loop(service, hub.clone(), listener, config, env));
-    // Only offloaded blocking calls can still run here; they end on their own.
-    runtime.shutdown_timeout(LINGER);
+    let helpers = if config.helpers == 0 { None } else { Some(Arc::new(Helpers::new(config.helpers)?)) };
+    let hub = LocalHub::new(service.new_hub(Instant::now()), helpers.clone());
+    let ctx = Arc::new(Ctx {
+        service,
+        hub: hub.clone(),
+        helpers,
+        activity: env.activity.clone(),
+        counters: env.counters.clone(),
+        // Urgent data needs a look at the socket before every read: the readiness-based drivers
+        // do that; a task that sleeps in the runtime's reactor does not.
+        engine: EngineConfig { urgent: UrgentMode::Off, ..config.engine() },
+        mailbox: config.mailbox,
+        max_conns: config.max_conns,
+        multi_thread: model == Model::Hybrid,
+    });
+    // The accept loop is a task of the runtime too, not the caller's thread: under `hybrid` a
+    // thread blocked in a job must not leave the listener's wake-ups to a thread that only
+    // sleeps.
+    let env_owned = env.clone();
+    let accepting = runtime.spawn(async move { accept_loop(ctx, listener, &env_owned).await });
+    let result = runtime.block_on(accepting).unwrap_or_else(|e| Err(io::Error::other(e)));
+    // Only tasks that outlived the grace period can still run here; they end on their own.
+    runtime.shutdown_timeout(Duration::from_millis(500));
     result?;
     Ok(env.counters.report(hub.report(Instant::now())))
 }
@@ -84,77 +102,38 @@ pub(crate) async fn stopped(signal: &mut watch::Receiver<bool>) {
 struct Ctx<S: Service> {
     service: Arc<S>,
     hub: Arc<LocalHub<S::Hub>>,
+    helpers: Option<Arc<Helpers>>,
     activity: Arc<Activity>,
     counters: Arc<Counters>,
-    write_timeout: Duration,
-    offload_blocking: bool,
+    engine: EngineConfig,
     mailbox: usize,
+    max_conns: usize,
+    /// `hybrid`: blocking calls made on a runtime thread first hand its work to another.
+    multi_thread: bool,
 }
 
-async fn accept_loop<S: Service>(
-    service: Arc<S>,
-    hub: Arc<LocalHub<S::Hub>>,
-    listener: std::net::TcpListener,
-    config: &ServeConfig,
-    env: &Env,
-) -> io::Result<()> {
-    let listener = TcpListener::from_std(listener)?;
-    let ctx = Arc::new(Ctx {
-        service,
-        hub,
-        activity: env.activity.clone(),
-        counters: env.counters.clone(),
-        write_timeout: config.write_timeout,
-        offload_blocking: config.offload_blocking,
-        mailbox: config.mailbox,
-    });
+async fn accept_loop<S: Service>(ctx: Arc<Ctx<S>>, listener: Listener, env: &Env) -> io::Result<()> {
+    let mut acceptor = AsyncAcceptor::new(listener, ctx.service.refusal())?;
     let mut stop = shutdown_signal(&env.shutdown);
     let mut tasks = JoinSet::new();
-    // A descriptor to give up when `accept` hits EMFILE, so the waiting client can be refused.
-    let mut reserve = File::open("/dev/null").ok();
-    let mut backoff = BACKOFF.0;
     loop {
-        let accepted = tokio::select! {
+        let incoming = tokio::select! {
             () = stopped(&mut stop) => break,
             // Reap finished tasks so that the set holds only live connections.
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-            accepted = listener.accept() => accepted,
+            incoming = acceptor.accept() => incoming?,
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                backoff = BACKOFF.0;
-                let counters = &env.counters;
-                env.activity.touch(Instant::now());
-                if counters.active.load(Ordering::Relaxed) >= config.max_conns as u64 {
-                    counters.refused.fetch_add(1, Ordering::Relaxed);
-                    if let Ok(mut stream) = stream.into_std() {
-                        refuse(&mut stream, ctx.service.refusal());
-                    }
-                    continue;
-                }
-                counters.accepted.fetch_add(1, Ordering::Relaxed);
-                let conn = Conn::open(ctx.clone(), conn_info(Some(peer)));
-                tasks.spawn(conn.serve(stream, stop.clone()));
-            }
-            Err(e) if is_transient(&e) => {}
-            Err(e) if is_exhausted(&e) => {
-                tracing::warn!("accept: {e}; refusing a connection and backing off {backoff:?}");
-                env.counters.refused.fetch_add(1, Ordering::Relaxed);
-                drop(reserve.take());
-                if let Ok((socket, _)) = socket2::SockRef::from(&listener).accept() {
-                    refuse(&mut socket.into(), ctx.service.refusal());
-                }
-                reserve = File::open("/dev/null").ok();
-                tokio::select! {
-                    () = stopped(&mut stop) => break,
-                    () = sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(BACKOFF.1);
-            }
-            Err(e) => return Err(e),
+        let mut incoming = incoming;
+        env.activity.touch(Instant::now());
+        if ctx.counters.active.load(Ordering::Relaxed) >= ctx.max_conns as u64 {
+            ctx.counters.refused.fetch_add(1, Ordering::Relaxed);
+            refuse(&mut incoming.stream, ctx.service.refusal());
+            continue;
         }
+        ctx.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        tasks.spawn(serve_connection(ctx.clone(), incoming, stop.clone()));
     }
-    drop(listener);
+    drop(acceptor);
     let drained = timeout(GRACE, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!("{} connections still open {GRACE:?} after shutdown; dropping them", tasks.len());
@@ -162,201 +141,291 @@ async fn accept_loop<S: Service>(
     Ok(())
 }
 
-/// Send everything `out` holds, bytes and file slices in order, waiting for the socket as needed.
-async fn send_all<R>(stream: &TcpStream, out: &mut Output<R>) -> io::Result<()> {
-    // The same `write`/`sendfile` loop as the other drivers, run whenever tokio says writable.
-    while !stream
-        .try_io(tokio::io::Interest::WRITABLE, || {
-            crate::transmit::send(&*socket2::SockRef::from(stream), out)
-                .and_then(|flushed| if flushed { Ok(true) } else { Err(io::ErrorKind::WouldBlock.into()) })
-        })
-        .or_else(|e| if e.kind() == io::ErrorKind::WouldBlock { Ok(false) } else { Err(e) })?
-    {
-        stream.writable().await?;
-    }
-    Ok(())
-}
-
 thread_local! {
     /// The read buffer of every connection task on this runtime thread: a task reads into it
-    /// and hands the bytes to its session before it yields, so one buffer per thread suffices.
+    /// and hands the bytes to its session before it yields, so one buffer per thread suffices,
+    /// and an idle connection holds none.
     static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 16 * 1024]);
 }
 
-/// Read what the socket holds now into this thread's [`READ_BUF`].
-fn read_now(stream: &TcpStream) -> io::Result<usize> {
-    READ_BUF.with_borrow_mut(|buf| stream.try_read(buf))
+/// What comes back to a connection task from work it started elsewhere.
+enum Back<D> {
+    Done(Token, D),
+    Connected(Token, StreamId, io::Result<TcpStream>),
 }
 
-/// One connection's place in the server: its hub mailbox and its slot in the active count, both
-/// given back on drop, even when the task is aborted.
-struct Conn<S: Service> {
+/// A session's mailbox and the notification its deliveries raise.
+type Joined<M> = (Arc<Mailbox<M>>, Arc<Notify>);
+/// Where work started elsewhere comes back to a connection task.
+type BackChannel<D> = (mpsc::UnboundedSender<Back<D>>, mpsc::UnboundedReceiver<Back<D>>);
+
+/// One connection task's side of its engine: sockets, mailbox, work elsewhere.
+struct Task<S: Service> {
     ctx: Arc<Ctx<S>>,
-    info: ConnInfo,
-    mailbox: Arc<Mailbox<<S::Hub as warren_proto::Hub>::Message>>,
-    wake: Arc<Notify>,
+    id: SessionId,
+    client: TcpStream,
+    streams: Vec<(StreamId, TcpStream)>,
+    /// Made on the session's first hub request: most sessions never make one.
+    mailbox: Option<Joined<<S::Hub as Hub>::Message>>,
+    /// Made at the first job or connect: where their results come back.
+    back: Option<BackChannel<Done<S::Session>>>,
+    aborts: Vec<(Token, AbortHandle)>,
+    stopping: bool,
 }
 
-/// What woke a connection task.
-enum Event {
-    Read(io::Result<usize>),
-    Mail,
-    Timeout,
-    Shutdown,
-}
-
-impl<S: Service> Conn<S> {
-    fn open(ctx: Arc<Ctx<S>>, info: ConnInfo) -> Self {
-        ctx.counters.active.fetch_add(1, Ordering::Relaxed);
-        let wake = Arc::new(Notify::new());
-        let waker = wake.clone();
-        // `notify_one` stores a permit when the task is not waiting, so no delivery is missed.
-        let mailbox = Arc::new(Mailbox::new(ctx.mailbox, move || waker.notify_one()));
-        ctx.hub.open(info.id, mailbox.clone());
-        Self { ctx, info, mailbox, wake }
+impl<S: Service> Task<S> {
+    fn back(&mut self) -> mpsc::UnboundedSender<Back<Done<S::Session>>> {
+        self.back.get_or_insert_with(mpsc::unbounded_channel).0.clone()
     }
 
-    /// Serve the connection to the end; see `blocking::serve_connection` for the same loop
-    /// with blocking calls.
-    async fn serve(self, mut stream: TcpStream, mut stop: watch::Receiver<bool>) {
-        let _ = stream.set_nodelay(true);
-        let now = Instant::now();
-        let mut session = self.ctx.service.new_session(&self.info, now);
-        let mut out = Output::new();
-        session.handle_open(now, &mut out);
+    fn leave_hub(&mut self, now: Instant) {
+        if self.mailbox.take().is_some() {
+            self.ctx.hub.leave(now, self.id);
+        }
+    }
+}
 
-        let (mut actions, mut messages) = (Vec::new(), Vec::new());
-        let (mut read_closed, mut write_shut, mut shutdown_seen) = (false, false, false);
-        loop {
-            if self.perform(&mut session, &mut out, &mut stream, &mut actions, &mut messages).await.is_err() {
-                return;
-            }
-            if out.is_closed() || self.mailbox.overflowed() {
-                linger_close(stream).await;
-                return;
-            }
-            if out.is_write_closed() && !write_shut {
-                write_shut = true;
-                let _ = stream.shutdown().await;
-            }
+impl<S: Service> Link<S::Session> for Task<S> {
+    type Sock = TcpStream;
 
-            let deadline = session.poll_timeout();
-            let wake_at = tokio::time::Instant::from_std(deadline.unwrap_or_else(Instant::now));
-            let event = tokio::select! {
-                // Wait for readiness rather than in `read`, so that an idle connection holds no
-                // buffer: 10,000 idle connections would otherwise pin 160 MiB of them.
-                ready = stream.readable(), if !read_closed && session.wants_input() => {
-                    Event::Read(ready.and_then(|()| read_now(&stream)))
-                }
-                () = self.wake.notified() => Event::Mail,
-                () = sleep_until(wake_at), if deadline.is_some() => Event::Timeout,
-                () = stopped(&mut stop), if !shutdown_seen => Event::Shutdown,
+    fn sock(&self, stream: StreamId) -> Option<&TcpStream> {
+        if stream == StreamId::CLIENT {
+            return Some(&self.client);
+        }
+        self.streams.iter().find(|(id, _)| *id == stream).map(|(_, s)| s)
+    }
+
+    fn hub(&mut self, now: Instant, request: Req<S::Session>) -> io::Result<()> {
+        if self.mailbox.is_none() {
+            let wake = Arc::new(Notify::new());
+            let waker = wake.clone();
+            // `notify_one` stores a permit when the task is not waiting, so no delivery is missed.
+            let mailbox = Arc::new(Mailbox::new(self.ctx.mailbox, move || waker.notify_one()));
+            self.ctx.hub.open(self.id, mailbox.clone());
+            self.mailbox = Some((mailbox, wake));
+        }
+        self.ctx.hub.request(now, self.id, request);
+        Ok(())
+    }
+
+    fn mail(&mut self, engine: &mut Engine<S::Session>) -> io::Result<()> {
+        if let Some((mailbox, _)) = &self.mailbox {
+            mailbox.drain(engine.inbox());
+        }
+        Ok(())
+    }
+
+    fn overflowed(&self) -> bool {
+        self.mailbox.as_ref().is_some_and(|(m, _)| m.overflowed())
+    }
+
+    fn job(&mut self, token: Token, job: Job<Done<S::Session>>) -> Option<Done<S::Session>> {
+        let back = match (&job, &self.ctx.helpers) {
+            // Deliberately on the task: it blocks the runtime thread it runs on, which is what
+            // this model does with a blocking call when nothing takes it elsewhere. Under
+            // `hybrid` the thread first hands its other tasks (and the reactor) to a new one, as
+            // a light-weight process blocking in the kernel leaves the others to run.
+            (Job::Blocking(_), None) if self.ctx.multi_thread => {
+                return Some(tokio::task::block_in_place(|| run_here(job)));
+            }
+            (Job::Blocking(_), None) => return Some(run_here(job)),
+            _ => self.back(),
+        };
+        let handle = match (job, &self.ctx.helpers) {
+            (Job::Future(future), _) => {
+                Some(tokio::spawn(async move { back.send(Back::Done(token, future.await)) }).abort_handle())
+            }
+            (job, Some(helpers)) => helpers.run(job, move |done| {
+                let _ = back.send(Back::Done(token, done));
+            }),
+            (Job::Blocking(_), None) => unreachable!("run above"),
+        };
+        if let Some(handle) = handle {
+            self.aborts.retain(|(_, h)| !h.is_finished());
+            self.aborts.push((token, handle));
+        }
+        None
+    }
+
+    fn abort(&mut self, token: Token) {
+        self.aborts.retain(|(t, handle)| {
+            if *t == token {
+                handle.abort();
+            }
+            *t != token
+        });
+    }
+
+    fn connect(
+        &mut self,
+        stream: StreamId,
+        addr: std::net::SocketAddr,
+        limit: Duration,
+        token: Token,
+    ) -> Option<Result<StreamId, io::ErrorKind>> {
+        let back = self.back();
+        tokio::spawn(async move {
+            let result = match timeout(limit, TcpStream::connect(addr)).await {
+                Ok(result) => result,
+                Err(_) => Err(io::ErrorKind::TimedOut.into()),
             };
-
-            let now = Instant::now();
-            match event {
-                Event::Read(Ok(0)) => {
-                    read_closed = true;
-                    session.handle_read_closed(now, &mut out);
-                }
-                Event::Read(Ok(n)) => {
-                    self.ctx.activity.touch(now);
-                    READ_BUF.with_borrow(|buf| session.handle_input(now, &buf[..n], &mut out));
-                }
-                Event::Read(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Event::Read(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Event::Read(Err(_)) => return,
-                Event::Mail => {
-                    self.mailbox.drain(&mut messages);
-                    for msg in messages.drain(..) {
-                        session.handle_message(now, msg, &mut out);
-                    }
-                }
-                Event::Shutdown => {
-                    shutdown_seen = true;
-                    // Messages already delivered were acknowledged to their senders: hand them
-                    // to the session before it says goodbye.
-                    self.mailbox.drain(&mut messages);
-                    for msg in messages.drain(..) {
-                        session.handle_message(now, msg, &mut out);
-                    }
-                    session.handle_shutdown(now, &mut out);
-                }
-                Event::Timeout => {}
-            }
-            if deadline.is_some_and(|at| now >= at) {
-                session.handle_timeout(now, &mut out);
-            }
-        }
+            let _ = back.send(Back::Connected(token, stream, result));
+        });
+        None
     }
 
-    /// Send what the session produced and carry out its actions, until it has nothing more to say.
-    async fn perform(
-        &self,
-        session: &mut S::Session,
-        out: &mut Output<<S::Session as Session>::Request>,
-        stream: &mut TcpStream,
-        actions: &mut Vec<Action<<S::Session as Session>::Request>>,
-        messages: &mut Vec<<S::Session as Session>::Message>,
-    ) -> io::Result<()> {
-        loop {
-            if !out.is_flushed() {
-                timeout(self.ctx.write_timeout, send_all(stream, out))
-                    .await
-                    .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-            }
-            out.take_actions(actions);
-            if actions.is_empty() {
-                return Ok(());
-            }
-            let mut asked_hub = false;
-            for action in actions.drain(..) {
-                match action {
-                    Action::Hub(request) => {
-                        self.ctx.hub.request(Instant::now(), self.info.id, request);
-                        asked_hub = true;
-                    }
-                    Action::Block(d) if self.ctx.offload_blocking => {
-                        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(d)).await;
-                    }
-                    // Deliberately on the task: it blocks the runtime thread it runs on, which is
-                    // what this model does with a blocking call.
-                    Action::Block(d) => std::thread::sleep(d),
-                    Action::Log(level, line) => log_line(level, &line),
-                }
-            }
-            if asked_hub {
-                // The hub answered under its lock: handle the answer without another wake-up.
-                self.mailbox.drain(messages);
-                let now = Instant::now();
-                for msg in messages.drain(..) {
-                    session.handle_message(now, msg, out);
-                }
-            }
-        }
+    fn leave(&mut self, now: Instant) {
+        self.leave_hub(now);
+    }
+
+    fn drop_stream(&mut self, stream: StreamId) {
+        self.streams.retain(|(id, _)| *id != stream);
+    }
+
+    fn shutting_down(&self) -> bool {
+        self.stopping
+    }
+
+    fn touch(&self, now: Instant) {
+        self.ctx.activity.touch(now);
     }
 }
 
-impl<S: Service> Drop for Conn<S> {
+impl<S: Service> Drop for Task<S> {
+    /// However the task ends (even aborted), the hub hears the session left and the count drops.
     fn drop(&mut self) {
-        self.ctx.hub.leave(Instant::now(), self.info.id);
+        self.leave_hub(Instant::now());
+        for (_, handle) in self.aborts.drain(..) {
+            handle.abort();
+        }
         self.ctx.counters.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// Close without a reset racing the last bytes: shut the write side, then drop what the peer
-/// still sends, for a short while, before closing.
-async fn linger_close(mut stream: TcpStream) {
-    let _ = stream.shutdown().await;
-    let mut sink = [0u8; 4096];
-    let drain = async {
-        for _ in 0..16 {
-            if !matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {
-                break;
-            }
+/// What woke a connection task.
+enum Event<D> {
+    Ready(Vec<(StreamId, bool)>),
+    Mail,
+    Back(Back<D>),
+    Timeout,
+    Shutdown,
+}
+
+/// Serve one connection to the end.
+async fn serve_connection<S: Service>(ctx: Arc<Ctx<S>>, incoming: Incoming, mut stop: watch::Receiver<bool>) {
+    ctx.counters.active.fetch_add(1, Ordering::Relaxed);
+    let Incoming { stream, peer, preamble } = incoming;
+    let info = conn_info(Some(peer));
+    let now = Instant::now();
+    let mut engine = Engine::new(ctx.service.new_session(&info, now), &ctx.engine, preamble);
+    let client = match stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream)) {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::warn!(target: "warren", "cannot serve a connection: {e}");
+            ctx.counters.active.fetch_sub(1, Ordering::Relaxed);
+            return;
         }
     };
-    let _ = timeout(LINGER, drain).await;
+    let _ = client.set_nodelay(true);
+    let mut task = Task {
+        ctx,
+        id: info.id,
+        client,
+        streams: Vec::new(),
+        mailbox: None,
+        back: None,
+        aborts: Vec::new(),
+        stopping: *stop.borrow(),
+    };
+    loop {
+        match READ_BUF.with_borrow_mut(|buf| drive(&mut engine, &mut task, buf)) {
+            Turn::Closed => return,
+            Turn::Open { again: true } => {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            Turn::Open { again: false } => {}
+        }
+        let deadline = engine.poll_timeout();
+        let interest = interest(&engine);
+        let wake_at = tokio::time::Instant::from_std(deadline.unwrap_or_else(Instant::now));
+        let event = tokio::select! {
+            ready = readiness(&interest, &task.client, &task.streams) => Event::Ready(ready),
+            () = async { task.mailbox.as_ref().expect("guarded").1.notified().await }, if task.mailbox.is_some() => Event::Mail,
+            Some(back) = async { task.back.as_mut().expect("guarded").1.recv().await }, if task.back.is_some() => Event::Back(back),
+            () = sleep_until(wake_at), if deadline.is_some() => Event::Timeout,
+            () = stopped(&mut stop), if !task.stopping => Event::Shutdown,
+        };
+        match event {
+            Event::Ready(ready) => {
+                for (stream, fin) in ready {
+                    engine.handle_readable(stream, fin);
+                }
+            }
+            Event::Back(Back::Done(token, done)) => engine.handle_completion(token, done),
+            Event::Back(Back::Connected(token, stream, result)) => {
+                let result = result.map(|socket| {
+                    let _ = socket.set_nodelay(true);
+                    task.streams.push((stream, socket));
+                    stream
+                });
+                engine.handle_connected(token, result.map_err(|e| e.kind()));
+            }
+            Event::Shutdown => task.stopping = true,
+            Event::Mail | Event::Timeout => {}
+        }
+    }
+}
+
+/// What the engine waits for on each stream: `(stream, readable, writable)`.
+fn interest<S: warren_proto::Session>(engine: &Engine<S>) -> Vec<(StreamId, bool, bool)> {
+    let mut wanted = Vec::new();
+    let mut at = 0;
+    while let Some(stream) = engine.stream_at(at) {
+        at += 1;
+        let (read, write) = engine.interest(stream);
+        if read || write {
+            wanted.push((stream, read, write));
+        }
+    }
+    wanted
+}
+
+/// Wait until a socket the engine waits for is ready; which ones, and whether each one's peer
+/// closed. Waiting for readiness rather than in `read` means an idle connection holds no buffer.
+async fn readiness(
+    interest: &[(StreamId, bool, bool)],
+    client: &TcpStream,
+    streams: &[(StreamId, TcpStream)],
+) -> Vec<(StreamId, bool)> {
+    poll_fn(|cx| {
+        let mut ready = Vec::new();
+        for &(stream, read, write) in interest {
+            let sock = if stream == StreamId::CLIENT {
+                client
+            } else {
+                match streams.iter().find(|(id, _)| *id == stream) {
+                    Some((_, sock)) => sock,
+                    None => continue,
+                }
+            };
+            let mut fin = false;
+            let mut any = false;
+            if read && let Poll::Ready(r) = sock.poll_read_ready(cx) {
+                any = true;
+                // An error shows on the next read.
+                fin = r.is_err();
+            }
+            if write && let Poll::Ready(_) = sock.poll_write_ready(cx) {
+                any = true;
+            }
+            if any {
+                ready.push((stream, fin));
+            }
+        }
+        if ready.is_empty() { Poll::Pending } else { Poll::Ready(ready) }
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -7,7 +7,12 @@
 //! session left.
 //!
 //! Frames, both ways: a 4-byte big-endian length, then that many bytes of postcard
-//! ([`Up`] towards the hub, [`Down`] back). Frames over [`MAX_FRAME`] bytes are an error.
+//! ([`Up`] towards the hub, [`Down`] back), in `warren_proto::frame`'s codec. Frames over
+//! [`MAX_FRAME`] bytes are an error.
+//!
+//! The hub process is single-threaded: it runs the hub's jobs itself (a journal's `fdatasync`
+//! holds up only the hub, whose answers wait for it anyway) and keeps its deadlines in its
+//! loop's timeout.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -21,9 +26,11 @@ use mio::{Events, Interest, Poll, Token};
 use nix::sys::socket::{MsgFlags, recv};
 use nix::unistd::{ForkResult, Pid, fork};
 use serde::{Deserialize, Serialize};
-use warren_proto::{Hub, SessionId};
+use warren_proto::frame::Framing;
+use warren_proto::{Hub, HubOutput, SessionId};
 
 use crate::blocking::HubLink;
+use crate::helpers::run_here;
 
 /// The largest frame either side accepts.
 pub const MAX_FRAME: usize = 1 << 20;
@@ -51,12 +58,15 @@ pub enum Down<M> {
     Report(Option<String>),
 }
 
+/// How the hub's frames are cut: no prefix, a length, postcard.
+const FRAMING: Framing = Framing { prefix: &[], max: MAX_FRAME };
+
 /// Why a frame could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     /// The length prefix is over [`MAX_FRAME`].
-    #[error("frame of {0} bytes exceeds the limit")]
-    TooLarge(usize),
+    #[error(transparent)]
+    Frame(#[from] warren_proto::frame::FrameError),
     /// The body is not a valid postcard encoding.
     #[error("malformed frame: {0}")]
     Malformed(#[from] postcard::Error),
@@ -64,28 +74,17 @@ pub enum FrameError {
 
 /// Append one frame holding `value` to `buf`.
 pub fn encode_frame<T: Serialize>(value: &T, buf: &mut Vec<u8>) {
-    let start = buf.len();
-    buf.extend_from_slice(&[0; 4]);
-    let body = postcard::to_extend(value, std::mem::take(buf)).expect("encoding to a Vec cannot fail");
-    *buf = body;
-    let len = (buf.len() - start - 4) as u32;
-    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    let start = FRAMING.begin(buf);
+    *buf = postcard::to_extend(value, std::mem::take(buf)).expect("encoding to a Vec cannot fail");
+    // A frame too large for the peer to take is a bug in the protocol's types, not input.
+    FRAMING.finish(buf, start).expect("hub frames stay under MAX_FRAME");
 }
 
 /// Take one complete frame off the front of `buf`, if there is one.
 pub fn decode_frame<T: for<'de> Deserialize<'de>>(buf: &mut Vec<u8>) -> Result<Option<T>, FrameError> {
-    if buf.len() < 4 {
-        return Ok(None);
-    }
-    let len = u32::from_be_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len));
-    }
-    if buf.len() < 4 + len {
-        return Ok(None);
-    }
-    let value = postcard::from_bytes(&buf[4..4 + len]);
-    buf.drain(..4 + len);
+    let Some((body, len)) = FRAMING.split(buf)? else { return Ok(None) };
+    let value = postcard::from_bytes(body);
+    buf.drain(..len);
     Ok(Some(value?))
 }
 
@@ -183,14 +182,21 @@ fn run<H: Hub>(mut hub: H, listener: UnixListener) -> io::Result<()> {
     let mut by_id: HashMap<SessionId, usize> = HashMap::new();
     let mut next_token = 0usize;
     let mut events = Events::with_capacity(256);
-    let mut out = Vec::new();
+    let mut out = HubOutput::new();
     loop {
-        match poll.poll(&mut events, None) {
+        let timeout = hub.poll_timeout().map(|at| at.saturating_duration_since(Instant::now()));
+        match poll.poll(&mut events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
         let mut dead = Vec::new();
+        let now = Instant::now();
+        if hub.poll_timeout().is_some_and(|at| now >= at) {
+            hub.handle_timeout(now, &mut out);
+            settle(&mut hub, &mut out);
+            deliver(&mut out, &mut peers, &by_id, &mut dead);
+        }
         for event in events.iter() {
             match event.token() {
                 LISTENER => loop {
@@ -238,12 +244,15 @@ fn run<H: Hub>(mut hub: H, listener: UnixListener) -> io::Result<()> {
                             (Up::Request(request), Some(id)) => {
                                 peer.asked = true;
                                 hub.handle_request(now, id, request, &mut out);
+                                settle(&mut hub, &mut out);
                                 // The requester hears last: once it sees its answer (a chat
                                 // message echoed back), every other recipient's copy is
                                 // already in its socket, so a shutdown that follows loses none.
-                                let (mut others, mine): (Vec<_>, Vec<_>) = out.drain(..).partition(|(to, _)| *to != id);
-                                others.extend(mine);
-                                out = others;
+                                let (others, mine): (Vec<_>, Vec<_>) =
+                                    out.drain_messages().partition(|(to, _)| *to != id);
+                                for (to, msg) in others.into_iter().chain(mine) {
+                                    out.push(to, msg);
+                                }
                             }
                             (Up::Report, _) => {
                                 encode_frame(&Down::<H::Message>::Report(hub.report(now)), &mut peer.output)
@@ -270,6 +279,7 @@ fn run<H: Hub>(mut hub: H, listener: UnixListener) -> io::Result<()> {
                     by_id.remove(&id);
                     if peer.asked {
                         hub.handle_leave(Instant::now(), id, &mut out);
+                        settle(&mut hub, &mut out);
                         deliver(&mut out, &mut peers, &by_id, &mut dead);
                     }
                 }
@@ -278,13 +288,27 @@ fn run<H: Hub>(mut hub: H, listener: UnixListener) -> io::Result<()> {
     }
 }
 
-fn deliver<M: Serialize>(
-    out: &mut Vec<(SessionId, M)>,
+/// Run the hub's jobs here, one after the other, until it starts no more.
+fn settle<H: Hub>(hub: &mut H, out: &mut HubOutput<H>) {
+    loop {
+        let jobs: Vec<_> = out.drain_jobs().collect();
+        if jobs.is_empty() {
+            return;
+        }
+        for (token, job) in jobs {
+            let done = run_here(job);
+            hub.handle_completion(Instant::now(), token, done, out);
+        }
+    }
+}
+
+fn deliver<H: Hub>(
+    out: &mut HubOutput<H>,
     peers: &mut HashMap<usize, Peer>,
     by_id: &HashMap<SessionId, usize>,
     dead: &mut Vec<usize>,
 ) {
-    for (to, msg) in out.drain(..) {
+    for (to, msg) in out.drain_messages() {
         let Some(&token) = by_id.get(&to) else { continue };
         let Some(peer) = peers.get_mut(&token) else { continue };
         encode_frame(&Down::Message(msg), &mut peer.output);
@@ -419,7 +443,7 @@ mod tests {
     #[test]
     fn oversized_frames_are_refused() {
         let mut buf = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
-        assert!(matches!(decode_frame::<Up<u64>>(&mut buf), Err(FrameError::TooLarge(_))));
+        assert!(matches!(decode_frame::<Up<u64>>(&mut buf), Err(FrameError::Frame(_))));
     }
 
     proptest! {

@@ -1,7 +1,6 @@
 //! `iterative`: one connection at a time. The next client waits in the listen backlog until the
 //! current one is done: the chapter's single-threaded server.
 
-use std::net::TcpListener;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,7 +9,7 @@ use std::time::Instant;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use warren_proto::Service;
 
-use crate::accept::{Accepted, Acceptor};
+use crate::accept::{Accepted, Acceptor, Listener};
 use crate::blocking::{ConnEnv, local::LocalLink, serve_connection};
 use crate::conn::conn_info;
 use crate::local_hub::LocalHub;
@@ -18,25 +17,20 @@ use crate::run::{Env, ServeConfig, ServeReport};
 
 pub(crate) fn serve<S: Service>(
     service: Arc<S>,
-    listener: TcpListener,
+    listener: Listener,
     config: &ServeConfig,
     env: &Env,
 ) -> std::io::Result<ServeReport> {
-    let hub = Arc::new(LocalHub::new(service.new_hub(std::time::Instant::now())));
-    let conn_env = ConnEnv {
-        shutdown: &env.shutdown,
-        activity: &env.activity,
-        write_timeout: config.write_timeout,
-        urgent: config.urgent,
-    };
+    let hub = LocalHub::new(service.new_hub(std::time::Instant::now()), None);
+    let conn_env = ConnEnv { shutdown: &env.shutdown, activity: &env.activity, engine: config.engine() };
     let mut acceptor = Acceptor::new();
     while wait_readable(&listener, env)? {
         match acceptor.accept(&listener, service.refusal())? {
-            Accepted::Conn(stream, peer) => {
+            Accepted::Conn(incoming) => {
                 env.counters.accepted.fetch_add(1, Ordering::Relaxed);
-                let info = conn_info(Some(peer));
+                let info = conn_info(Some(incoming.peer));
                 let mut link = LocalLink::new(hub.clone(), info.id, config.mailbox);
-                serve_connection(&*service, stream, info, &mut link, &conn_env);
+                serve_connection(&*service, incoming, info, &mut link, &conn_env);
             }
             Accepted::Nothing => {}
             Accepted::Exhausted(wait) => {
@@ -49,7 +43,7 @@ pub(crate) fn serve<S: Service>(
 }
 
 /// Wait until the listener has a connection (true) or shutdown was triggered (false).
-pub(crate) fn wait_readable(listener: &TcpListener, env: &Env) -> std::io::Result<bool> {
+pub(crate) fn wait_readable(listener: &Listener, env: &Env) -> std::io::Result<bool> {
     loop {
         if env.shutdown.is_triggered() {
             return Ok(false);

@@ -22,9 +22,12 @@ pub mod accept;
 pub mod activity;
 mod blocking;
 mod conn;
+mod engine;
 mod event;
 mod fork;
 mod green;
+pub mod handoff;
+mod helpers;
 mod hub_process;
 mod iterative;
 mod local_hub;
@@ -34,7 +37,6 @@ mod procs;
 mod run;
 pub mod shutdown;
 mod thread;
-mod transmit;
 pub mod udp;
 mod urgent;
 
@@ -43,7 +45,8 @@ pub mod fuzzing {
     pub use crate::hub_process::{Down, FrameError, MAX_FRAME, Up, decode_frame, encode_frame};
 }
 
+pub use accept::{AsyncAcceptor, Listener};
 pub use activity::Activity;
-pub use run::{Model, ServeConfig, ServeReport, serve, serve_until};
+pub use run::{GRACE, Model, ServeConfig, ServeReport, serve, serve_until};
 pub use shutdown::Shutdown;
 pub use urgent::UrgentMode;

@@ -19,22 +19,21 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::{SocketAddr, TcpListener};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
-use warren_proto::Service;
+use mio::{Events, Interest, Poll};
+use warren_proto::{Service, StreamId};
 
-use crate::accept::refuse;
+use crate::accept::{Incoming, Listener, refuse};
+use crate::engine::drive::Turn;
 use crate::event::machine::{
-    Conn, Ctx, GRACE, Inbox, LISTENER, Listening, READ_BUF, Timers, Turn, WAKER, step, timeout_until,
+    Conn, Ctx, Inbox, LISTENER, Listening, READ_BUF, Timers, WAKER, Wake, of_token, step, timeout_until, token_of,
 };
 use crate::local_hub::lock;
-use crate::run::{Env, ServeConfig, ServeReport};
+use crate::run::{Env, GRACE, ServeConfig, ServeReport};
 
 /// Where a connection is, as the poller sees it.
 enum Slot<S: Service> {
@@ -42,18 +41,6 @@ enum Slot<S: Service> {
     Here(Box<Conn<S>>),
     /// Queued, in the overflow list or at a worker; `wanted`: a message came meanwhile.
     Away { wanted: bool },
-}
-
-/// What wakes the poller besides sockets.
-enum Wake<S: Service> {
-    /// A session's mailbox has messages.
-    Mail(usize),
-    /// A worker is done with a connection for now.
-    Back(Box<Conn<S>>, Turn),
-    /// A worker took a connection from a queue the poller had found full.
-    Room,
-    /// SIGURG: some connection has urgent data; each one checks its own socket on a worker.
-    Urgent,
 }
 
 /// The bounded queue of ready connections between the poller and the workers.
@@ -124,7 +111,6 @@ struct Poller<S: Service> {
     service: Arc<S>,
     ctx: Arc<Ctx<S>>,
     poll: Poll,
-    inbox: Arc<Inbox<Wake<S>>>,
     queue: Arc<Queue<S>>,
     /// Ready connections the full queue could not take yet, oldest first.
     overflow: VecDeque<Box<Conn<S>>>,
@@ -139,19 +125,19 @@ struct Poller<S: Service> {
 
 pub(crate) fn serve<S: Service>(
     service: Arc<S>,
-    listener: TcpListener,
+    listener: Listener,
     config: &ServeConfig,
     env: &Env,
 ) -> io::Result<ServeReport> {
     let poll = Poll::new()?;
     let inbox = Inbox::new(poll.registry(), env)?;
     let mut listening = Some(Listening::new(listener, poll.registry())?);
-    let ctx = Arc::new(Ctx::new(&*service, env, config, true));
+    let ctx = Arc::new(Ctx::new(&*service, env, config, true, inbox, poll.registry())?);
     let queue = Arc::new(Queue::new(config.queue.max(1)));
     let spawned: io::Result<Vec<_>> = (0..config.threads.max(1))
         .map(|_| {
-            let (ctx, inbox, queue) = (ctx.clone(), inbox.clone(), queue.clone());
-            std::thread::Builder::new().name("warren-pool".into()).spawn(move || work(&ctx, &inbox, &queue))
+            let (ctx, queue) = (ctx.clone(), queue.clone());
+            std::thread::Builder::new().name("warren-pool".into()).spawn(move || work(&ctx, &queue))
         })
         .collect();
     let workers = spawned.inspect_err(|_| {
@@ -161,7 +147,6 @@ pub(crate) fn serve<S: Service>(
         service,
         ctx,
         poll,
-        inbox,
         queue,
         overflow: VecDeque::new(),
         slots: Vec::new(),
@@ -171,7 +156,7 @@ pub(crate) fn serve<S: Service>(
         timers: Timers::default(),
         buf: vec![0; READ_BUF],
     };
-    let _urgent = crate::event::subscribe_urgent(config, &p.inbox, || Wake::Urgent)?;
+    let _urgent = crate::event::subscribe_urgent(config, &p.ctx.inbox, || Wake::Urgent)?;
     let (mut events, mut wakes) = (Events::with_capacity(1024), Vec::new());
     let mut grace_end = None;
     loop {
@@ -184,7 +169,7 @@ pub(crate) fn serve<S: Service>(
         // Room goes to connections already admitted before any new one.
         p.pump();
         if let Some(l) = listening.as_mut() {
-            l.accept(p.service.refusal(), env, |stream, peer| p.admit(stream, peer, config.max_conns))?;
+            l.accept(p.service.refusal(), env, |incoming| p.admit(incoming, config.max_conns))?;
         }
         if grace_end.is_some_and(|end| p.live == 0 || Instant::now() >= end) {
             break;
@@ -199,16 +184,23 @@ pub(crate) fn serve<S: Service>(
             match event.token() {
                 LISTENER => listening.iter_mut().for_each(|l| l.ready = true),
                 WAKER => {}
-                Token(t) => p.on_ready(t),
+                token => {
+                    let (t, stream) = of_token(token);
+                    if let Some(Some(Slot::Here(conn))) = p.slots.get_mut(t) {
+                        conn.ready(stream, true, event.is_read_closed());
+                    }
+                    p.on_ready(t);
+                }
             }
         }
-        p.inbox.take(&mut wakes);
+        p.ctx.inbox.take(&mut wakes);
         for wake in wakes.drain(..) {
             match wake {
                 Wake::Mail(t) => p.on_mail(t),
                 Wake::Back(conn, turn) => p.on_back(conn, turn),
                 Wake::Room => {}
                 Wake::Urgent => (0..p.slots.len()).for_each(|t| p.on_mail(t)),
+                Wake::Done { .. } => unreachable!("pool workers run jobs themselves"),
             }
         }
         let now = Instant::now();
@@ -231,7 +223,7 @@ pub(crate) fn serve<S: Service>(
     for worker in workers {
         let _ = worker.join();
     }
-    p.inbox.take(&mut wakes);
+    p.ctx.inbox.take(&mut wakes);
     left.extend(wakes.drain(..).filter_map(|wake| match wake {
         Wake::Back(conn, _) => Some(conn),
         _ => None,
@@ -243,8 +235,9 @@ pub(crate) fn serve<S: Service>(
 }
 
 /// A worker: serve whatever connection is ready, then hand it back to the poller.
-fn work<S: Service>(ctx: &Ctx<S>, inbox: &Inbox<Wake<S>>, queue: &Queue<S>) {
+fn work<S: Service>(ctx: &Ctx<S>, queue: &Queue<S>) {
     let mut buf = vec![0; READ_BUF];
+    let inbox = &ctx.inbox;
     while let Some((mut conn, room)) = queue.pop() {
         if room {
             inbox.push(Wake::Room);
@@ -264,32 +257,35 @@ impl<S: Service> Drop for Poller<S> {
 }
 
 impl<S: Service> Poller<S> {
-    fn admit(&mut self, mut stream: std::net::TcpStream, peer: SocketAddr, max_conns: usize) {
+    fn admit(&mut self, mut incoming: Incoming, max_conns: usize) {
         let counters = &self.ctx.env.counters;
         // The clear refusal: beyond the limit, or while admitted connections wait for a worker.
         if self.live >= max_conns || !self.overflow.is_empty() || self.queue.is_full() {
             counters.refused.fetch_add(1, Ordering::Relaxed);
-            refuse(&mut stream, self.service.refusal());
+            refuse(&mut incoming.stream, self.service.refusal());
             return;
         }
-        let mut stream = TcpStream::from_std(stream);
-        let token = self.free.pop().unwrap_or(self.slots.len());
-        if let Err(e) = self.poll.registry().register(&mut stream, Token(token), self.ctx.interest(Interest::READABLE))
-        {
-            tracing::warn!(target: "warren", "pool: cannot watch a new connection: {e}");
-            counters.refused.fetch_add(1, Ordering::Relaxed);
-            self.free.extend((token < self.slots.len()).then_some(token));
-            return;
-        }
+        let slot = self.free.pop().unwrap_or(self.slots.len());
+        self.next_generation += 1;
+        let conn = Conn::new(&*self.service, &self.ctx, incoming, slot, self.next_generation).and_then(|mut conn| {
+            let interest = self.ctx.interest(Interest::READABLE);
+            self.poll.registry().register(&mut conn.io.client, token_of(slot, StreamId::CLIENT), interest)?;
+            Ok(conn)
+        });
+        let conn = match conn {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(target: "warren", "pool: cannot watch a new connection: {e}");
+                counters.refused.fetch_add(1, Ordering::Relaxed);
+                self.free.extend((slot < self.slots.len()).then_some(slot));
+                return;
+            }
+        };
         counters.accepted.fetch_add(1, Ordering::Relaxed);
-        if token == self.slots.len() {
+        if slot == self.slots.len() {
             self.slots.push(None);
         }
         self.live += 1;
-        self.next_generation += 1;
-        let inbox = self.inbox.clone();
-        let wake = move || inbox.push(Wake::Mail(token));
-        let conn = Conn::new(&*self.service, &self.ctx, stream, peer, token, self.next_generation, wake);
         self.dispatch(Box::new(conn));
     }
 
@@ -297,7 +293,7 @@ impl<S: Service> Poller<S> {
     /// now: re-registration on its return reports new input, and its deadline is checked then.
     fn on_ready(&mut self, t: usize) {
         match self.slots.get_mut(t) {
-            Some(Some(Slot::Here(conn))) if conn.is_lingering() => {
+            Some(Some(Slot::Here(conn))) if conn.engine.is_lingering() => {
                 // Lingering is a few non-blocking reads: not worth a trip to a worker.
                 match step(conn, &self.ctx, &mut self.buf) {
                     Turn::Open { .. } => self.timers.arm(conn),
@@ -329,19 +325,17 @@ impl<S: Service> Poller<S> {
     /// A worker is done with a connection for now: close it, send it again if something happened
     /// meanwhile, or watch it.
     fn on_back(&mut self, mut conn: Box<Conn<S>>, turn: Turn) {
-        let t = conn.token;
+        let t = conn.io.slot;
         let wanted = matches!(self.slots[t], Some(Slot::Away { wanted: true }));
         let Turn::Open { again } = turn else { return self.forget(*conn) };
         // Re-arm readiness, so that input which came while a worker had it is reported.
-        if conn.wants_input()
-            && let Err(e) =
-                self.poll.registry().reregister(&mut conn.stream, Token(t), self.ctx.interest(Interest::READABLE))
-        {
+        if let Err(e) = conn.reregister(&self.ctx) {
             tracing::debug!(target: "warren", "pool: {e}");
             return self.forget(*conn);
         }
-        let due = conn.is_due(Instant::now(), self.ctx.env.shutdown.is_triggered());
-        if !conn.is_lingering() && (again || wanted || due) {
+        let shutting = self.ctx.env.shutdown.is_triggered() && !conn.engine.shutdown_seen();
+        let due = conn.is_due(Instant::now()) || shutting;
+        if !conn.engine.is_lingering() && (again || wanted || due) {
             return self.dispatch(conn);
         }
         self.timers.arm(&mut conn);
@@ -352,8 +346,8 @@ impl<S: Service> Poller<S> {
     fn dispatch(&mut self, mut conn: Box<Conn<S>>) {
         conn.disarm();
         // Whatever woke it, the worker tries the socket: one WouldBlock at worst.
-        conn.ready(true, false);
-        self.slots[conn.token] = Some(Slot::Away { wanted: false });
+        conn.ready(StreamId::CLIENT, true, false);
+        self.slots[conn.io.slot] = Some(Slot::Away { wanted: false });
         self.overflow.push_back(conn);
         self.pump();
     }
@@ -369,8 +363,8 @@ impl<S: Service> Poller<S> {
     }
 
     fn forget(&mut self, conn: Conn<S>) {
-        self.slots[conn.token] = None;
-        self.free.push(conn.token);
+        self.slots[conn.io.slot] = None;
+        self.free.push(conn.io.slot);
         self.live -= 1;
         conn.close(&self.ctx);
     }

@@ -7,7 +7,6 @@
 //! the activity clock live in a shared anonymous mapping.
 
 use std::collections::HashSet;
-use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +16,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::unistd::{ForkResult, Pid};
 use warren_proto::Service;
 
-use crate::accept::{Accepted, Acceptor, refuse};
+use crate::accept::{Accepted, Acceptor, Listener, refuse};
 use crate::activity::{Activity, shared_zeroed};
 use crate::blocking::{ConnEnv, serve_connection};
 use crate::conn::conn_info;
@@ -31,7 +30,7 @@ use crate::shutdown::{Shutdown, trigger_on_signals_without_thread};
 /// What every worker shares with the parent.
 struct Shared<'a, S> {
     service: &'a S,
-    listener: &'a TcpListener,
+    listener: &'a Listener,
     hub: &'a HubProcess,
     activity: &'a Activity,
     accepted: &'static AtomicU64,
@@ -44,7 +43,7 @@ struct Shared<'a, S> {
 
 pub(crate) fn serve<S: Service>(
     service: S,
-    listener: TcpListener,
+    listener: Listener,
     config: &ServeConfig,
     ready: impl FnOnce(),
 ) -> std::io::Result<ServeReport> {
@@ -115,12 +114,7 @@ fn worker<S: Service>(shared: &Shared<'_, S>, signals: ParentSignals) -> std::io
     let shutdown = Arc::new(Shutdown::new()?);
     trigger_on_signals_without_thread(shutdown.clone())?;
     child_ready(signals, shared.parent)?;
-    let env = ConnEnv {
-        shutdown: &shutdown,
-        activity: shared.activity,
-        write_timeout: shared.config.write_timeout,
-        urgent: shared.config.urgent,
-    };
+    let env = ConnEnv { shutdown: &shutdown, activity: shared.activity, engine: shared.config.engine() };
     let mut acceptor = Acceptor::new();
     while !shutdown.is_triggered() {
         // Every idle worker wakes for a new connection and one wins the accept; with a handful of
@@ -131,18 +125,17 @@ fn worker<S: Service>(shared: &Shared<'_, S>, signals: ParentSignals) -> std::io
             continue;
         }
         match acceptor.accept(shared.listener, shared.service.refusal())? {
-            Accepted::Conn(mut stream, peer) => {
+            Accepted::Conn(mut incoming) => {
                 if shared.active.fetch_add(1, Ordering::SeqCst) >= shared.config.max_conns as u64 {
                     shared.active.fetch_sub(1, Ordering::SeqCst);
                     shared.refused.fetch_add(1, Ordering::Relaxed);
-                    refuse(&mut stream, shared.service.refusal());
+                    refuse(&mut incoming.stream, shared.service.refusal());
                     continue;
                 }
                 shared.accepted.fetch_add(1, Ordering::Relaxed);
-                let _ = stream.set_nonblocking(false);
-                let info = conn_info(Some(peer));
+                let info = conn_info(Some(incoming.peer));
                 let mut link = RemoteLink::new(shared.hub.addr.clone(), info.id);
-                serve_connection(shared.service, stream, info, &mut link, &env);
+                serve_connection(shared.service, incoming, info, &mut link, &env);
                 shared.active.fetch_sub(1, Ordering::SeqCst);
             }
             Accepted::Nothing => {}

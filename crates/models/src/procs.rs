@@ -16,8 +16,7 @@ use nix::unistd::Pid;
 use signal_hook::SigId;
 use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
 
-/// How long children get to finish after SIGTERM before SIGKILL.
-pub(crate) const GRACE: Duration = Duration::from_secs(3);
+pub(crate) use crate::run::GRACE;
 
 /// The parent's signal handling: every signal writes a byte to a socket the parent polls.
 pub(crate) struct ParentSignals {

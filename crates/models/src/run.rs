@@ -1,6 +1,5 @@
 //! Choosing a model at run time and the settings every model shares.
 
-use std::net::TcpListener;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use warren_proto::Service;
 
+use crate::accept::Listener;
 use crate::activity::Activity;
+use crate::engine::EngineConfig;
 use crate::shutdown::{Shutdown, trigger_on_signals};
 use crate::urgent::UrgentMode;
 
@@ -82,51 +83,79 @@ impl FromStr for Model {
 }
 
 /// Settings shared by every model. Each field documents which models read it.
+///
+/// [`ServeConfig::for_model`] gives each model's defaults; `warren serve`, `warren files serve`
+/// and the node all start from it.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
-    /// `pool`: worker threads. `event`: threads that take blocking calls off the loop (0 = none).
-    /// `hybrid`: runtime worker threads. Default 4.
+    /// `pool`: worker threads. `hybrid`: runtime worker threads.
     pub threads: usize,
-    /// `prefork`: worker processes. Default 4.
+    /// `prefork`: worker processes.
     pub processes: usize,
     /// `thread` and `fork`: stop accepting while this many connections are active (the course's
     /// TimeServerImproved blocks before `accept`). Default: no such wait.
     pub max_active: Option<usize>,
     /// Every model: connections beyond this many are refused with the protocol's refusal.
-    /// Default 10,000 (`warren serve` lowers it to 512 for `fork`, since each is a process).
     pub max_conns: usize,
     /// `pool`: ready connections waiting for a worker; a new connection is refused when the
     /// queue is full. Default 1,024.
     pub queue: usize,
-    /// `green`: run blocking calls on a helper thread instead of the runtime thread (the way
-    /// around the model's stall). Default off, to show the stall.
-    pub offload_blocking: bool,
+    /// `event`, `green`, `hybrid`: helper threads that run jobs (blocking file I/O, fsync, the
+    /// TimeServer's delay) off the loop. 0 runs them on the loop itself, so that one blocking
+    /// call stalls every connection: the chapter's lesson. Default 4.
+    pub helpers: usize,
     /// Every model: exit after this long without any connection activity. Default: never.
     pub idle_exit: Option<Duration>,
     /// Every model: give up on a peer that does not read for this long. Default 30 s.
     pub write_timeout: Duration,
     /// Messages that may wait for one slow session before it is disconnected. Default 4,096.
     pub mailbox: usize,
-    /// `thread`, `pool`, `event` (and the other blocking models): arm TCP urgent data on every
-    /// connection (SIGURG, `F_SETOWN`) and report it through `Session::handle_urgent`.
-    /// Default off.
+    /// Every model but `green` and `hybrid`: arm TCP urgent data on every connection (SIGURG,
+    /// `F_SETOWN`) and report it through `Session::handle_urgent`. Default off.
     pub urgent: UrgentMode,
 }
 
-impl Default for ServeConfig {
-    fn default() -> Self {
+/// How long shutdown waits for connections to say goodbye (and children to exit) before it
+/// closes (or kills) what is left.
+pub const GRACE: Duration = Duration::from_secs(5);
+
+impl ServeConfig {
+    /// The defaults of `model`: four pool workers and prefork processes, one hybrid runtime
+    /// thread per CPU, four helpers for the loop-based models, and 512 connections for `fork`
+    /// (each is a process) against 10,000 for the others.
+    pub fn for_model(model: Model) -> Self {
+        let threads = match model {
+            Model::Hybrid => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            _ => 4,
+        };
+        let max_conns = if model == Model::Fork { 512 } else { 10_000 };
         Self {
-            threads: 4,
+            threads,
             processes: 4,
             max_active: None,
-            max_conns: 10_000,
+            max_conns,
             queue: 1024,
-            offload_blocking: false,
+            helpers: 4,
             idle_exit: None,
             write_timeout: Duration::from_secs(30),
             mailbox: 4096,
             urgent: UrgentMode::Off,
         }
+    }
+
+    /// Set the model's threads, as `--threads` and the node's `threads` say: `pool`'s workers,
+    /// `hybrid`'s runtime threads, `event`'s helpers; the other models have no such threads.
+    pub fn with_threads(mut self, model: Model, threads: usize) -> Self {
+        match model {
+            Model::Event => self.helpers = threads,
+            _ => self.threads = threads,
+        }
+        self
+    }
+
+    /// What every connection's engine needs.
+    pub(crate) fn engine(&self) -> EngineConfig {
+        EngineConfig { write_timeout: self.write_timeout, urgent: self.urgent }
     }
 }
 
@@ -179,10 +208,11 @@ pub(crate) struct Env {
 pub fn serve<S: Service>(
     model: Model,
     service: S,
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     config: &ServeConfig,
     ready: impl FnOnce(),
 ) -> std::io::Result<ServeReport> {
+    let listener = listener.into();
     match model {
         Model::Fork => return crate::fork::serve(service, listener, config, ready),
         Model::Prefork => return crate::prefork::serve(service, listener, config, ready),
@@ -200,14 +230,14 @@ pub fn serve<S: Service>(
 pub fn serve_until<S: Service>(
     model: Model,
     service: S,
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     config: &ServeConfig,
     shutdown: Arc<Shutdown>,
 ) -> std::io::Result<ServeReport> {
     let start = Instant::now();
     let env = Env { shutdown, activity: Arc::new(Activity::new(start)), counters: Arc::default() };
     let idled = config.idle_exit.map(|period| watch_idle(&env, period)).transpose()?;
-    let service = Arc::new(service);
+    let (service, listener) = (Arc::new(service), listener.into());
     let mut report = match model {
         Model::Iterative => crate::iterative::serve(service, listener, config, &env),
         Model::Thread => crate::thread::serve(service, listener, config, &env),

@@ -2,14 +2,13 @@
 //! `accept` while that many connections are being served (the course's TimeServerImproved);
 //! beyond `max_conns` a connection is refused.
 
-use std::net::TcpListener;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use warren_proto::Service;
 
-use crate::accept::{Accepted, Acceptor, refuse};
+use crate::accept::{Accepted, Acceptor, Listener, refuse};
 use crate::blocking::{ConnEnv, local::LocalLink, serve_connection};
 use crate::conn::conn_info;
 use crate::iterative::wait_readable;
@@ -18,11 +17,11 @@ use crate::run::{Env, ServeConfig, ServeReport};
 
 pub(crate) fn serve<S: Service>(
     service: Arc<S>,
-    listener: TcpListener,
+    listener: Listener,
     config: &ServeConfig,
     env: &Env,
 ) -> std::io::Result<ServeReport> {
-    let hub = Arc::new(LocalHub::new(service.new_hub(std::time::Instant::now())));
+    let hub = LocalHub::new(service.new_hub(std::time::Instant::now()), None);
     // The number of live connection threads, and a condition signalled when one ends.
     let live = Arc::new((Mutex::new(0usize), Condvar::new()));
     let mut acceptor = Acceptor::new();
@@ -38,8 +37,8 @@ pub(crate) fn serve<S: Service>(
         if !wait_readable(&listener, env)? {
             break;
         }
-        let (mut stream, peer) = match acceptor.accept(&listener, service.refusal())? {
-            Accepted::Conn(stream, peer) => (stream, peer),
+        let mut incoming = match acceptor.accept(&listener, service.refusal())? {
+            Accepted::Conn(incoming) => incoming,
             Accepted::Nothing => continue,
             Accepted::Exhausted(wait) => {
                 env.counters.refused.fetch_add(1, Ordering::Relaxed);
@@ -49,23 +48,18 @@ pub(crate) fn serve<S: Service>(
         };
         if *lock(&live.0) >= config.max_conns {
             env.counters.refused.fetch_add(1, Ordering::Relaxed);
-            refuse(&mut stream, service.refusal());
+            refuse(&mut incoming.stream, service.refusal());
             continue;
         }
         env.counters.accepted.fetch_add(1, Ordering::Relaxed);
         *lock(&live.0) += 1;
-        let info = conn_info(Some(peer));
+        let info = conn_info(Some(incoming.peer));
         let (service, hub, conn_live, env, config) =
             (service.clone(), hub.clone(), live.clone(), env.clone(), config.clone());
         let spawned = std::thread::Builder::new().name("warren-conn".into()).spawn(move || {
             let mut link = LocalLink::new(hub, info.id, config.mailbox);
-            let conn_env = ConnEnv {
-                shutdown: &env.shutdown,
-                activity: &env.activity,
-                write_timeout: config.write_timeout,
-                urgent: config.urgent,
-            };
-            serve_connection(&*service, stream, info, &mut link, &conn_env);
+            let conn_env = ConnEnv { shutdown: &env.shutdown, activity: &env.activity, engine: config.engine() };
+            serve_connection(&*service, incoming, info, &mut link, &conn_env);
             // Leave the hub before counting the connection as ended, so that the report a
             // shutdown waits for never counts a user who is gone.
             drop(link);

@@ -98,11 +98,9 @@ pub fn start(service: &Service, builtin: &Builtin, socket: Socket, hooks: &mut d
         };
     }
     let o = &builtin.options;
-    let mut config = ServeConfig::default();
+    let mut config = ServeConfig::for_model(builtin.model);
     if let Some(threads) = o.threads {
-        config.threads = threads;
-    } else if builtin.model == warren_models::Model::Event {
-        config.threads = 0;
+        config = config.with_threads(builtin.model, threads);
     }
     if let Some(max) = o.max_conns.or(service.limits.instances.map(|i| i as usize)) {
         config.max_conns = max;

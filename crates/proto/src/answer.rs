@@ -1,9 +1,13 @@
 //! The session of protocols that answer once and close: daytime, time and the course's
 //! TimeServer. The answer is computed when the connection opens; input is ignored.
+//!
+//! The TimeServer's blocking call after its answer is a [`Job`] that sleeps: the thread-based
+//! models make it on the connection's thread, `event`, `green` and `hybrid` on a helper thread
+//! (or, with no helpers, on the loop itself, stalling every connection: the chapter's lesson).
 
 use std::time::{Duration, Instant};
 
-use crate::{Action, Nothing, Output, Session};
+use crate::{Job, Nothing, Output, Session, Token};
 
 /// Sends `answer` as soon as the connection opens, optionally makes a blocking call, closes.
 #[derive(Debug)]
@@ -27,26 +31,31 @@ impl AnswerSession {
 impl Session for AnswerSession {
     type Request = Nothing;
     type Message = Nothing;
+    type Done = ();
 
-    fn handle_open(&mut self, _: Instant, out: &mut Output<Nothing>) {
+    fn handle_open(&mut self, _: Instant, out: &mut Output<Nothing, ()>) {
         out.send(&self.answer);
-        if let Some(block) = self.block {
-            out.act(Action::Block(block));
+        match self.block {
+            Some(block) => out.job(Token(0), Job::blocking(move || std::thread::sleep(block))),
+            None => out.close(),
         }
+    }
+
+    fn handle_completion(&mut self, _: Instant, _: Token, (): (), out: &mut Output<Nothing, ()>) {
         out.close();
     }
 
-    fn handle_input(&mut self, _: Instant, _: &[u8], _: &mut Output<Nothing>) {}
+    fn handle_input(&mut self, _: Instant, _: &[u8], _: &mut Output<Nothing, ()>) {}
 
-    fn handle_read_closed(&mut self, _: Instant, out: &mut Output<Nothing>) {
+    fn handle_read_closed(&mut self, _: Instant, out: &mut Output<Nothing, ()>) {
         out.close();
     }
 
-    fn handle_message(&mut self, _: Instant, msg: Nothing, _: &mut Output<Nothing>) {
+    fn handle_message(&mut self, _: Instant, msg: Nothing, _: &mut Output<Nothing, ()>) {
         match msg {}
     }
 
-    fn handle_timeout(&mut self, _: Instant, _: &mut Output<Nothing>) {}
+    fn handle_timeout(&mut self, _: Instant, _: &mut Output<Nothing, ()>) {}
 
     fn poll_timeout(&self) -> Option<Instant> {
         None

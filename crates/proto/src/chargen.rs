@@ -5,11 +5,11 @@
 //! between 0 and 512"; the length here is taken from the wall clock, since cores draw no global
 //! randomness).
 //!
-//! A core cannot see when the socket drains, so the session refills on a short timer: whenever
-//! less than [`LOW_WATER`] bytes are waiting it tops the output up to [`BATCH`] bytes. The driver
-//! flushes what it can; the peer's window paces the stream, and memory stays bounded.
+//! The session queues [`BATCH`] bytes when the connection opens and again each time the driver
+//! reports them sent (`handle_drained`): the peer's window paces the stream, and memory stays
+//! bounded by one batch.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use crate::{ConnInfo, DatagramService, NoHub, Nothing, Output, Service, Session};
 
@@ -19,10 +19,6 @@ pub const LINE: usize = 72;
 const PRINTABLE: usize = 95;
 /// Bytes queued per refill.
 pub const BATCH: usize = 64 * 1024;
-/// Refill once fewer bytes than this wait to be sent.
-pub const LOW_WATER: u64 = 16 * 1024;
-/// How often the session looks at its queue.
-pub const TICK: Duration = Duration::from_millis(5);
 
 /// The chargen service.
 #[derive(Clone, Copy, Debug, Default)]
@@ -43,8 +39,8 @@ impl Service for Chargen {
         "chargen"
     }
 
-    fn new_session(&self, _: &ConnInfo, now: Instant) -> ChargenSession {
-        ChargenSession { line: 0, next: now, batch: Vec::with_capacity(BATCH) }
+    fn new_session(&self, _: &ConnInfo, _: Instant) -> ChargenSession {
+        ChargenSession { line: 0, batch: Vec::with_capacity(BATCH) }
     }
 
     fn new_hub(&self, _: Instant) -> NoHub {
@@ -69,18 +65,16 @@ impl DatagramService for Chargen {
     }
 }
 
-/// One chargen connection: the number of the next line and when to look at the queue again.
+/// One chargen connection: the number of the next line.
 #[derive(Debug)]
 pub struct ChargenSession {
     line: usize,
-    next: Instant,
     batch: Vec<u8>,
 }
 
 impl ChargenSession {
-    fn refill(&mut self, now: Instant, out: &mut Output<Nothing>) {
-        self.next = now + TICK;
-        if out.is_closed() || out.pending_len() >= LOW_WATER {
+    fn refill(&mut self, out: &mut Output<Nothing>) {
+        if out.is_closed() {
             return;
         }
         self.batch.clear();
@@ -95,9 +89,10 @@ impl ChargenSession {
 impl Session for ChargenSession {
     type Request = Nothing;
     type Message = Nothing;
+    type Done = Nothing;
 
-    fn handle_open(&mut self, now: Instant, out: &mut Output<Nothing>) {
-        self.refill(now, out);
+    fn handle_open(&mut self, _: Instant, out: &mut Output<Nothing>) {
+        self.refill(out);
     }
 
     /// Whatever the client sends is thrown away (RFC 864).
@@ -111,14 +106,14 @@ impl Session for ChargenSession {
         match msg {}
     }
 
-    fn handle_timeout(&mut self, now: Instant, out: &mut Output<Nothing>) {
-        if now >= self.next {
-            self.refill(now, out);
-        }
+    fn handle_timeout(&mut self, _: Instant, _: &mut Output<Nothing>) {}
+
+    fn handle_drained(&mut self, _: Instant, out: &mut Output<Nothing>) {
+        self.refill(out);
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        Some(self.next)
+        None
     }
 }
 
@@ -146,18 +141,16 @@ mod tests {
     }
 
     #[test]
-    fn refills_only_when_the_queue_runs_low() {
+    fn refills_each_time_the_queue_drains() {
         let t0 = Instant::now();
         let mut s = Chargen.new_session(&info(), t0);
         let mut out = Output::new();
         s.handle_open(t0, &mut out);
         let first = out.pending_len();
         assert!(first >= BATCH as u64);
-        assert_eq!(s.poll_timeout(), Some(t0 + TICK));
-        s.handle_timeout(t0 + TICK, &mut out);
-        assert_eq!(out.pending_len(), first, "a full queue is not topped up");
+        assert_eq!(s.poll_timeout(), None, "no polling: the driver says when the queue drained");
         out.consume(out.pending().len());
-        s.handle_timeout(t0 + TICK * 2, &mut out);
+        s.handle_drained(t0, &mut out);
         assert!(out.pending_len() >= BATCH as u64, "a drained queue is refilled");
         assert_eq!(out.pending()[0], b' ' + (first / 74 % 95) as u8, "the stream carries on where it was");
         s.handle_read_closed(t0, &mut out);
@@ -167,7 +160,7 @@ mod tests {
     #[test]
     fn datagram_answer_is_at_most_512_characters() {
         let mut reply = Vec::new();
-        let wall = SystemTime::UNIX_EPOCH + Duration::from_nanos(300);
+        let wall = SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(300);
         assert!(Chargen.handle_datagram(wall, b"", &mut reply));
         assert_eq!(reply.len(), 300);
         assert_eq!(&reply[..3], b" !\"");

@@ -57,6 +57,7 @@ impl EchoSession {
 impl Session for EchoSession {
     type Request = Nothing;
     type Message = Nothing;
+    type Done = Nothing;
 
     fn handle_open(&mut self, _: Instant, _: &mut Output<Nothing>) {}
 

@@ -2,8 +2,12 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use crate::effect::{HandOffTarget, Job, StreamId, Token};
+use crate::hub::Nothing;
 
 /// How loud a log line is; drivers map it onto their logger.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -17,15 +21,29 @@ pub enum Level {
 }
 
 /// An effect a session cannot perform itself; the driver performs it in its own way.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Action<R> {
+#[derive(Debug)]
+pub enum Action<R, D = Nothing> {
     /// Send a request to the hub, the state shared by all sessions. Answers and pushes come
     /// back through `Session::handle_message`.
     Hub(R),
-    /// Make a blocking call lasting this long (a stand-in for a disk read or a DNS lookup).
-    /// Thread-based drivers block one thread; `event` and `green` block every connection
-    /// unless they offload it to a worker pool.
-    Block(Duration),
+    /// Run a job that may wait; its result comes back through `Session::handle_completion`
+    /// with this token.
+    Job(Token, Job<D>),
+    /// Give up on the job with this token: a future is dropped at its next await, a blocking
+    /// call runs to its end. Either way no completion comes back.
+    Abort(Token),
+    /// Open a TCP connection to `addr`, giving up after `timeout`; the outcome comes back
+    /// through `Session::handle_connected` with this token.
+    Connect { token: Token, addr: SocketAddr, timeout: Duration },
+    /// Move bytes from stream `from` to stream `to` in the kernel (`splice(2)` through a pipe
+    /// where the model allows it), without handing them to the session, until `from` ends or
+    /// `limit` bytes have moved; then `Session::handle_spliced`. Meanwhile the session hears
+    /// no input from `from` and must queue nothing on `to`.
+    Splice { from: StreamId, to: StreamId, limit: Option<u64> },
+    /// Hand the accepted connection, with `preamble` (the bytes already read from it that the
+    /// receiver must see first), to the process listening at `to`. The session ends here: no
+    /// more calls, nothing more is sent, and this process keeps no descriptor of it.
+    HandOff { to: HandOffTarget, preamble: Vec<u8> },
     /// Write a line to the server's log.
     Log(Level, String),
 }
@@ -80,33 +98,32 @@ enum Segment {
     File(FileSlice),
 }
 
-/// The buffer a driver keeps per connection and passes to every `Session::handle_*` call: bytes
-/// and file slices to send, in order, then actions.
+/// What is queued for one stream: bytes and file slices, in order, and how far the stream is
+/// to be closed once they are sent.
 ///
 /// Invariant: nothing is appended once the write side is closed; once closed it stays closed.
 /// Invariant: no segment is empty.
 #[derive(Debug)]
-pub struct Output<R> {
+pub struct Outbox {
     segments: VecDeque<Segment>,
     /// A drained byte buffer kept for reuse.
     spare: Vec<u8>,
-    actions: Vec<Action<R>>,
     closing: Closing,
 }
 
-impl<R> Default for Output<R> {
+impl Default for Outbox {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<R> Output<R> {
-    /// An empty, open output.
-    pub fn new() -> Self {
-        Self { segments: VecDeque::new(), spare: Vec::new(), actions: Vec::new(), closing: Closing::Open }
+impl Outbox {
+    /// An empty, open outbox.
+    pub const fn new() -> Self {
+        Self { segments: VecDeque::new(), spare: Vec::new(), closing: Closing::Open }
     }
 
-    /// Queue bytes for the peer. Ignored once the write side is closed.
+    /// Queue bytes. Ignored once the write side is closed.
     pub fn send(&mut self, data: &[u8]) {
         if self.closing != Closing::Open || data.is_empty() {
             return;
@@ -128,22 +145,7 @@ impl<R> Output<R> {
         }
     }
 
-    /// Queue an action for the driver.
-    pub fn act(&mut self, action: Action<R>) {
-        self.actions.push(action);
-    }
-
-    /// Queue a request for the hub.
-    pub fn hub(&mut self, request: R) {
-        self.act(Action::Hub(request));
-    }
-
-    /// Queue a log line.
-    pub fn log(&mut self, level: Level, line: impl Into<String>) {
-        self.act(Action::Log(level, line.into()));
-    }
-
-    /// After the pending bytes, close the connection.
+    /// After the pending bytes, close the stream.
     pub fn close(&mut self) {
         self.closing = Closing::Both;
     }
@@ -153,7 +155,7 @@ impl<R> Output<R> {
         self.closing = self.closing.max(Closing::Write);
     }
 
-    /// Whether the session wants no more input: the driver closes once the bytes are sent.
+    /// Whether the stream is to be closed once the bytes are sent.
     pub fn is_closed(&self) -> bool {
         self.closing == Closing::Both
     }
@@ -179,7 +181,6 @@ impl<R> Output<R> {
     }
 
     /// The bytes at the front of the queue (empty when a file slice is next or nothing is).
-    /// Drivers that only ever serve byte protocols may use this; others use `poll_transmit`.
     pub fn pending(&self) -> &[u8] {
         match self.poll_transmit() {
             Some(Transmit::Bytes(bytes)) => bytes,
@@ -219,15 +220,185 @@ impl<R> Output<R> {
             }
         };
         if done && let Some(Segment::Bytes { mut buf, .. }) = self.segments.pop_front() {
-            // Keep the allocation for the next `send`: echo-like sessions reuse one buffer.
-            buf.clear();
-            self.spare = buf;
+            // Keep a small allocation for the next `send`: echo-like sessions reuse one buffer.
+            // A large one goes, so that an idle connection does not hold its last answer's size.
+            if buf.capacity() <= SPARE_MAX {
+                buf.clear();
+                self.spare = buf;
+            }
         }
     }
 
+    /// Give back the spare buffer: the connection is idle, and holds no memory it does not use.
+    pub fn shrink(&mut self) {
+        self.spare = Vec::new();
+    }
+}
+
+/// The largest drained buffer an outbox keeps for reuse.
+const SPARE_MAX: usize = 4096;
+
+/// The buffer a driver keeps per connection and passes to every `Session::handle_*` call: what
+/// to send on the accepted connection and on any stream the session opened, in order, then
+/// actions.
+///
+/// The methods without a stream in their name are about the accepted connection
+/// ([`StreamId::CLIENT`]).
+#[derive(Debug)]
+pub struct Output<R, D = Nothing> {
+    client: Outbox,
+    /// The streams the session opened, by id; empty (and unallocated) for most sessions.
+    streams: Vec<(StreamId, Outbox)>,
+    actions: VecDeque<Action<R, D>>,
+}
+
+impl<R, D> Default for Output<R, D> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<R, D> Output<R, D> {
+    /// An empty, open output.
+    pub const fn new() -> Self {
+        Self { client: Outbox::new(), streams: Vec::new(), actions: VecDeque::new() }
+    }
+
+    /// Queue bytes for the peer. Ignored once the write side is closed.
+    pub fn send(&mut self, data: &[u8]) {
+        self.client.send(data);
+    }
+
+    /// Queue `len` bytes of `file` from `offset`, after everything queued before. Ignored once
+    /// the write side is closed.
+    pub fn send_file(&mut self, file: Arc<File>, offset: u64, len: u64) {
+        self.client.send_file(file, offset, len);
+    }
+
+    /// After the pending bytes, close the connection.
+    pub fn close(&mut self) {
+        self.client.close();
+    }
+
+    /// After the pending bytes, shut down the write side (a half-close); input may go on.
+    pub fn close_write(&mut self) {
+        self.client.close_write();
+    }
+
+    /// Whether the session wants no more input: the driver closes once the bytes are sent.
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// Whether the write side is shut (or about to be, once the bytes are sent).
+    pub fn is_write_closed(&self) -> bool {
+        self.client.is_write_closed()
+    }
+
+    /// The next thing to send to the peer, if any.
+    pub fn poll_transmit(&self) -> Option<Transmit<'_>> {
+        self.client.poll_transmit()
+    }
+
+    /// See [`Outbox::more_queued`].
+    pub fn more_queued(&self) -> bool {
+        self.client.more_queued()
+    }
+
+    /// The bytes at the front of the peer's queue (empty when a file slice is next or nothing is).
+    pub fn pending(&self) -> &[u8] {
+        self.client.pending()
+    }
+
+    /// How many bytes are still to send to the peer, files included.
+    pub fn pending_len(&self) -> u64 {
+        self.client.pending_len()
+    }
+
+    /// Whether everything queued for the peer has been sent.
+    pub fn is_flushed(&self) -> bool {
+        self.client.is_flushed()
+    }
+
+    /// Mark `n` bytes at the front of the peer's queue as sent.
+    pub fn consume(&mut self, n: usize) {
+        self.client.consume(n);
+    }
+
+    /// The queue of `stream`, if the session has it.
+    pub fn outbox(&self, stream: StreamId) -> Option<&Outbox> {
+        if stream == StreamId::CLIENT {
+            return Some(&self.client);
+        }
+        self.streams.iter().find(|(id, _)| *id == stream).map(|(_, outbox)| outbox)
+    }
+
+    /// The queue of `stream`, to send on it or close it; `None` if the session has no such stream.
+    pub fn outbox_mut(&mut self, stream: StreamId) -> Option<&mut Outbox> {
+        if stream == StreamId::CLIENT {
+            return Some(&mut self.client);
+        }
+        self.streams.iter_mut().find(|(id, _)| *id == stream).map(|(_, outbox)| outbox)
+    }
+
+    /// Queue bytes on `stream`; ignored if the session has no such stream or its write side is
+    /// closed.
+    pub fn send_on(&mut self, stream: StreamId, data: &[u8]) {
+        if let Some(outbox) = self.outbox_mut(stream) {
+            outbox.send(data);
+        }
+    }
+
+    /// Drivers: `stream` is connected; it gets an empty queue.
+    pub fn add_stream(&mut self, stream: StreamId) {
+        if self.outbox(stream).is_none() {
+            self.streams.push((stream, Outbox::new()));
+        }
+    }
+
+    /// Drivers: `stream` is gone; its queue goes with it.
+    pub fn remove_stream(&mut self, stream: StreamId) {
+        self.streams.retain(|(id, _)| *id != stream);
+    }
+
+    /// Every stream the session opened, in the order they connected.
+    pub fn streams(&self) -> impl Iterator<Item = StreamId> + '_ {
+        self.streams.iter().map(|(id, _)| *id)
+    }
+
+    /// Queue an action for the driver.
+    pub fn act(&mut self, action: Action<R, D>) {
+        self.actions.push_back(action);
+    }
+
+    /// Queue a request for the hub.
+    pub fn hub(&mut self, request: R) {
+        self.act(Action::Hub(request));
+    }
+
+    /// Start `job`; its result comes back with `token`.
+    pub fn job(&mut self, token: Token, job: Job<D>) {
+        self.act(Action::Job(token, job));
+    }
+
+    /// Connect to `addr`; the outcome comes back with `token`.
+    pub fn connect(&mut self, token: Token, addr: SocketAddr, timeout: Duration) {
+        self.act(Action::Connect { token, addr, timeout });
+    }
+
+    /// Queue a log line.
+    pub fn log(&mut self, level: Level, line: impl Into<String>) {
+        self.act(Action::Log(level, line.into()));
+    }
+
+    /// The next action, in the order they were queued.
+    pub fn poll_action(&mut self) -> Option<Action<R, D>> {
+        self.actions.pop_front()
+    }
+
     /// Move the queued actions into `into`, in order.
-    pub fn take_actions(&mut self, into: &mut Vec<Action<R>>) {
-        into.append(&mut self.actions);
+    pub fn take_actions(&mut self, into: &mut Vec<Action<R, D>>) {
+        into.extend(self.actions.drain(..));
     }
 
     /// Whether actions are waiting.

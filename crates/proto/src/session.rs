@@ -5,22 +5,35 @@
 //! 1. [`Service::new_session`], then [`Session::handle_open`] once.
 //! 2. Any number of [`Session::handle_input`], [`Session::handle_message`] (a message the hub
 //!    addressed to this session), [`Session::handle_timeout`] (when [`Session::poll_timeout`]
-//!    has passed; spurious calls are harmless) and at most one [`Session::handle_read_closed`]
-//!    (the peer half-closed) and one [`Session::handle_shutdown`] (the server is stopping).
-//!    Services served with urgent data armed also get [`Session::handle_urgent`].
-//! 3. After each call the driver sends `Output::pending()`, performs the actions it took from
-//!    the output in order, and once [`Output::is_closed`] holds and everything is sent, closes
-//!    the connection (lingering, so that no reset races the last bytes).
+//!    has passed; spurious calls are harmless), [`Session::handle_completion`] (a job it started
+//!    finished), [`Session::handle_drained`] (everything it queued for the peer has been sent)
+//!    and at most one [`Session::handle_read_closed`] (the peer half-closed) and one
+//!    [`Session::handle_shutdown`] (the server is stopping). Services served with urgent data
+//!    armed also get [`Session::handle_urgent`]; sessions that open streams get
+//!    [`Session::handle_connected`], [`Session::handle_stream_input`],
+//!    [`Session::handle_stream_closed`] and [`Session::handle_spliced`].
+//! 3. After each call the driver sends what the output holds, performs its actions in order,
+//!    and once [`Output::is_closed`] holds and everything is sent, closes the connection
+//!    (lingering, so that no reset races the last bytes). A session that handed its connection
+//!    off ([`Action::HandOff`](crate::Action::HandOff)) gets no further call.
 //!
-//! A session never blocks and never allocates without bound: limits come from [`Limits`].
+//! The contract is written once, in `warren_models`' connection engine; every model drives
+//! sessions through it.
+//!
+//! A session never blocks and never allocates without bound: limits come from [`Limits`]; what
+//! would block is a [`Job`](crate::Job) (see [`crate::effect`]).
 
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::effect::{StreamId, Token};
 use crate::hub::Hub;
 use crate::output::Output;
+
+/// The output type of session `S`.
+pub type Out<S> = Output<<S as Session>::Request, <S as Session>::Done>;
 
 /// Names one connection, unique across every process of one server.
 ///
@@ -72,25 +85,27 @@ pub trait Session: Send + 'static {
     type Request;
     /// What the hub sends to this session.
     type Message;
+    /// What this session's jobs return ([`Nothing`](crate::Nothing) if it starts none).
+    type Done: Send + 'static;
 
     /// The connection is established.
-    fn handle_open(&mut self, now: Instant, out: &mut Output<Self::Request>);
+    fn handle_open(&mut self, now: Instant, out: &mut Output<Self::Request, Self::Done>);
 
     /// Bytes arrived from the peer. Never called with an empty slice, nor after
     /// `handle_read_closed`, nor once the output is closed.
-    fn handle_input(&mut self, now: Instant, data: &[u8], out: &mut Output<Self::Request>);
+    fn handle_input(&mut self, now: Instant, data: &[u8], out: &mut Output<Self::Request, Self::Done>);
 
     /// The peer will send nothing more (it half-closed or closed the connection).
-    fn handle_read_closed(&mut self, now: Instant, out: &mut Output<Self::Request>);
+    fn handle_read_closed(&mut self, now: Instant, out: &mut Output<Self::Request, Self::Done>);
 
     /// The hub sent this session a message (an answer, or a push caused by another session).
-    fn handle_message(&mut self, now: Instant, msg: Self::Message, out: &mut Output<Self::Request>);
+    fn handle_message(&mut self, now: Instant, msg: Self::Message, out: &mut Output<Self::Request, Self::Done>);
 
     /// A deadline may have passed.
-    fn handle_timeout(&mut self, now: Instant, out: &mut Output<Self::Request>);
+    fn handle_timeout(&mut self, now: Instant, out: &mut Output<Self::Request, Self::Done>);
 
     /// The server is shutting down: say goodbye and close.
-    fn handle_shutdown(&mut self, now: Instant, out: &mut Output<Self::Request>) {
+    fn handle_shutdown(&mut self, now: Instant, out: &mut Output<Self::Request, Self::Done>) {
         let _ = now;
         out.close();
     }
@@ -109,8 +124,69 @@ pub trait Session: Send + 'static {
     /// `pool` and `event` models with `ServeConfig::urgent`) call it; the default ignores it.
     /// After [`Urgent::Pointer`] a session should take input (the bytes before the mark) until
     /// [`Urgent::Mark`], or the urgent byte can never arrive through a full window.
-    fn handle_urgent(&mut self, now: Instant, urgent: Urgent, out: &mut Output<Self::Request>) {
+    fn handle_urgent(&mut self, now: Instant, urgent: Urgent, out: &mut Output<Self::Request, Self::Done>) {
         let _ = (now, urgent, out);
+    }
+
+    /// The job started with `token` finished with `done`. Sessions that start jobs must
+    /// implement it; the default drops the result.
+    fn handle_completion(
+        &mut self,
+        now: Instant,
+        token: Token,
+        done: Self::Done,
+        out: &mut Output<Self::Request, Self::Done>,
+    ) {
+        let _ = (now, token, done, out);
+    }
+
+    /// Everything queued for the peer has been sent (called once each time the queue empties).
+    /// A session that streams (chargen) queues more here instead of polling.
+    fn handle_drained(&mut self, now: Instant, out: &mut Output<Self::Request, Self::Done>) {
+        let _ = (now, out);
+    }
+
+    /// The connection started with `token` is open as `stream`, or failed.
+    fn handle_connected(
+        &mut self,
+        now: Instant,
+        token: Token,
+        result: Result<StreamId, std::io::ErrorKind>,
+        out: &mut Output<Self::Request, Self::Done>,
+    ) {
+        let _ = (now, token, result, out);
+    }
+
+    /// Bytes arrived on a stream the session opened.
+    fn handle_stream_input(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        data: &[u8],
+        out: &mut Output<Self::Request, Self::Done>,
+    ) {
+        let _ = (now, stream, data, out);
+    }
+
+    /// A stream the session opened will send nothing more (its peer closed, or it failed); the
+    /// stream stays until the session closes it with [`Outbox::close`](crate::Outbox::close).
+    fn handle_stream_closed(&mut self, now: Instant, stream: StreamId, out: &mut Output<Self::Request, Self::Done>) {
+        let _ = (now, stream, out);
+    }
+
+    /// A splice from `from` to `to` moved `moved` more bytes (a session may count it as
+    /// activity), and `ended` if it is over: `from` ended, the limit was reached, or a stream
+    /// failed (then `from` counts as ended too).
+    fn handle_spliced(
+        &mut self,
+        now: Instant,
+        from: StreamId,
+        to: StreamId,
+        moved: u64,
+        ended: bool,
+        out: &mut Output<Self::Request, Self::Done>,
+    ) {
+        let _ = (now, from, to, moved, ended, out);
     }
 }
 

@@ -1,9 +1,10 @@
 //! The course's TimeServer: on connect it sends the date as one line, then makes a blocking
 //! call lasting `delay` ("to reinforce the single-threaded nature"), then closes.
 //!
-//! The blocking call is an [`Action::Block`](crate::Action::Block) the driver performs, so the same core shows how
-//! each server model copes with one: `iterative` and `green` stall every other connection,
-//! the thread-based models stall one thread, `event` stalls everything unless it has workers.
+//! The blocking call is a [`Job`](crate::Job) the driver performs, so the same core shows how
+//! each server model copes with one: `iterative` stalls every other connection, the
+//! thread-based models stall one thread, and `event`, `green` and `hybrid` stall everything
+//! unless they have helper threads to run it on.
 
 use std::time::{Duration, Instant};
 
@@ -46,7 +47,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::{Action, Output, Session, SessionId};
+    use crate::{Action, Job, Output, Session, SessionId, Token};
 
     #[test]
     fn answers_then_blocks_then_closes() {
@@ -56,9 +57,9 @@ mod tests {
         let mut out = Output::new();
         s.handle_open(t0, &mut out);
         assert_eq!(out.pending(), b"Thursday, January 1, 1970 00:00:00-UTC\r\n");
-        let mut actions = Vec::new();
-        out.take_actions(&mut actions);
-        assert_eq!(actions, vec![Action::Block(Duration::from_millis(10))]);
+        assert!(matches!(out.poll_action(), Some(Action::Job(_, Job::Blocking(_)))));
+        assert!(!out.is_closed(), "closes once the blocking call is over");
+        s.handle_completion(t0, Token(0), (), &mut out);
         assert!(out.is_closed());
     }
 }

@@ -16,7 +16,7 @@ pub use warren_node::config::Protocol;
 ///   pool       N threads serve any number of connections; a bounded queue refuses when full
 ///   fork       a process per connection; shared state in a hub process over a Unix socket
 ///   prefork    N worker processes accept on one listener; shared state in a hub process
-///   event      one thread, epoll, each connection a state machine (--threads N offloads blocking calls)
+///   event      one thread, epoll, each connection a state machine (--helpers N run its blocking calls)
 ///   green      user-space tasks on one kernel thread: one blocking call stalls every connection
 ///   hybrid     M:N tasks on a work-stealing pool of kernel threads (light-weight processes)
 #[derive(Debug, Parser)]
@@ -99,7 +99,7 @@ const MODELS_HELP: &str = "Server model, one of:
   pool       --threads N kernel threads serve any number of connections; a bounded --queue refuses when full
   fork       a process per connection; shared state in a hub process over a Unix socket
   prefork    --processes N worker processes accept on one shared listener; shared state in a hub process
-  event      one thread, epoll, each connection a state machine; --threads N takes blocking calls off the loop
+  event      one thread, epoll, each connection a state machine; --helpers N threads run its blocking calls
   green      user-space tasks on one kernel thread: one blocking call stalls every connection
   hybrid     M:N tasks over a work-stealing pool of --threads kernel threads (light-weight processes)";
 
@@ -131,10 +131,15 @@ pub struct ServerFlags {
     /// Serve datagrams (echo, daytime, time) instead of a stream.
     #[arg(long)]
     pub udp: bool,
-    /// pool: worker threads [default: 4]; event: helper threads for blocking calls [default: 0,
-    /// none]; hybrid: runtime threads [default: one per core].
+    /// pool: worker threads [default: 4]; hybrid: runtime threads [default: one per core];
+    /// event: the same as --helpers.
     #[arg(long, short = 't')]
     pub threads: Option<usize>,
+    /// event, green, hybrid: helper threads that run blocking calls (file opens, fsync, the
+    /// timeserver's delay) off the loop; 0 makes them on the loop, so that one blocking call
+    /// stalls every connection (the chapter's lesson).
+    #[arg(long, default_value_t = 4)]
+    pub helpers: usize,
     /// prefork: worker processes.
     #[arg(long, short = 'P', default_value_t = 4)]
     pub processes: usize,
@@ -147,9 +152,6 @@ pub struct ServerFlags {
     /// pool: ready connections that may wait for a worker; new ones are refused when it is full.
     #[arg(long, default_value_t = 1024)]
     pub queue: usize,
-    /// green: run blocking calls on a helper thread (the way around the model's stall).
-    #[arg(long)]
-    pub offload_blocking: bool,
     /// Exit after this long without activity (e.g. 3m).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub idle_exit: Option<Duration>,

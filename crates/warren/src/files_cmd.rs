@@ -74,7 +74,7 @@ pub struct FilesServeArgs {
     /// Address of the control endpoint, where uploads are cancelled.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub control: SocketAddr,
-    /// pool: worker threads [default: 4]; event: helper threads [default: 0]; hybrid: runtime threads.
+    /// pool: worker threads [default: 4]; event: helper threads [default: 4]; hybrid: runtime threads.
     #[arg(long, short = 't')]
     pub threads: Option<usize>,
     /// How long a client may serve its cached copy without asking.
@@ -181,13 +181,11 @@ fn serve(args: &FilesServeArgs) -> anyhow::Result<()> {
     warren_filesvc::net::set_recv_buffer(&listener, args.recv_buffer)
         .with_context(|| format!("cannot set a receive buffer of {} bytes", args.recv_buffer))?;
     let addr = listener.local_addr()?;
-    let threads = args.threads.unwrap_or(match args.model {
-        Model::Event => 0,
-        Model::Hybrid => std::thread::available_parallelism().map_or(2, |n| n.get()),
-        _ => 4,
-    });
     let urgent = if args.oob_inline { UrgentMode::Inline } else { UrgentMode::OutOfLine };
-    let config = ServeConfig { threads, urgent, ..ServeConfig::default() };
+    let mut config = ServeConfig { urgent, ..ServeConfig::for_model(args.model) };
+    if let Some(threads) = args.threads {
+        config = config.with_threads(args.model, threads);
+    }
     let model = args.model;
     let report = warren_models::serve(model, service, listener, &config, || {
         let control = control.map_or_else(|| "no control endpoint".to_owned(), |c| format!("control {c}"));

@@ -67,8 +67,8 @@ fn flush(stream: &mut TcpStream, out: &mut Output<Nothing>) -> anyhow::Result<()
             Action::Log(Level::Error, line) => eprintln!("{line}"),
             Action::Log(Level::Debug, _) => {}
             Action::Hub(never) => match never {},
-            // The client core never asks to block; nothing to do if it did.
-            Action::Block(_) => {}
+            // The client core only logs; it starts no jobs, streams or hand-offs.
+            _ => {}
         }
     }
     while !out.pending().is_empty() {

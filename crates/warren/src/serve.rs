@@ -226,22 +226,21 @@ fn finish(report: &ServeReport) {
 }
 
 fn config(flags: &ServerFlags) -> ServeConfig {
-    let default_max = if flags.model == Model::Fork { 512 } else { 10_000 };
-    let default_threads = match flags.model {
-        Model::Event => 0,
-        Model::Hybrid => std::thread::available_parallelism().map_or(2, |n| n.get()),
-        _ => 4,
-    };
+    let mut config = ServeConfig::for_model(flags.model);
+    config.helpers = flags.helpers;
+    if let Some(threads) = flags.threads {
+        config = config.with_threads(flags.model, threads);
+    }
+    if let Some(max_conns) = flags.max_conns {
+        config.max_conns = max_conns;
+    }
     ServeConfig {
-        threads: flags.threads.unwrap_or(default_threads),
         processes: flags.processes,
         max_active: flags.max,
-        max_conns: flags.max_conns.unwrap_or(default_max),
         queue: flags.queue,
-        offload_blocking: flags.offload_blocking,
         idle_exit: flags.idle_exit,
         write_timeout: flags.write_timeout,
-        ..ServeConfig::default()
+        ..config
     }
 }
 

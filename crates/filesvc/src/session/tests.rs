@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use warren_proto::{Action, ConnInfo, Hub, Output, Service, Session, SessionId, Urgent};
+use warren_proto::{Action, ConnInfo, Hub, HubOutput, Output, Service, Session, SessionId, Urgent};
 
 use super::*;
 use crate::journal::MemJournal;
@@ -67,7 +67,7 @@ impl Sim {
     fn disconnect(&mut self, c: usize) {
         let id = self.conns[c].id;
         self.conns[c].gone = true;
-        self.hub.handle_leave(self.now, id, &mut Vec::new());
+        self.hub.handle_leave(self.now, id, &mut HubOutput::new());
     }
 
     fn send(&mut self, c: usize, bytes: &[u8]) {
@@ -97,9 +97,9 @@ impl Sim {
                 for action in actions {
                     if let Action::Hub(request) = action {
                         moved = true;
-                        let mut msgs = Vec::new();
+                        let mut msgs = HubOutput::new();
                         self.hub.handle_request(self.now, self.conns[i].id, request, &mut msgs);
-                        for (to, msg) in msgs {
+                        for (to, msg) in msgs.drain_messages() {
                             if let Some(dest) = self.conns.iter_mut().find(|c| c.id == to && !c.gone) {
                                 dest.session.handle_message(self.now, msg, &mut dest.out);
                             }

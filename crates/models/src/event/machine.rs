@@ -1,204 +1,220 @@
-//! The connection machine of the two mio-based models: `event` drives it from its one loop,
-//! `pool` from its workers. A [`Conn`] is one connection's socket, session and output plus what
-//! its driver must remember; [`step`] makes all the progress it can without waiting for the
-//! peer, except where the [`Ctx`] says that writes block. The loops' common parts are here too:
-//! deadlines ([`Timers`]), wake-ups from other threads ([`Inbox`]) and accepting ([`Listening`]).
+//! What the two mio-based models share: `event` drives connections from its one loop, `pool`
+//! from its workers. A [`Conn`] is one connection's [`Engine`] and the sockets behind it; [`step`]
+//! lets the engine make all the progress it can, waiting for the peer only where the [`Ctx`]
+//! says that writes block (a pool worker). The loops' common parts are here too: deadlines
+//! ([`Timers`]), wake-ups from other threads ([`Inbox`]) and accepting ([`Listening`]).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
-use std::io::{self, Read};
-use std::net::{SocketAddr, TcpListener};
+use std::collections::BinaryHeap;
+use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token, Waker};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use warren_proto::{Action, Hub, Output, Service, Session, SessionId};
+use tokio::task::AbortHandle;
+use warren_proto::{Job, Service, SessionId, StreamId};
 
-use crate::accept::{Accepted, Acceptor};
-use crate::conn::{conn_info, log_line};
+use crate::accept::{Accepted, Acceptor, Incoming, Listener};
+use crate::blocking::connect_here;
+use crate::conn::conn_info;
+use crate::engine::drive::{Link, Turn, drive};
+use crate::engine::{Done, Engine, EngineConfig, Msg, Req};
+use crate::helpers::{Helpers, run_here};
 use crate::local_hub::{LocalHub, Mailbox, lock};
 use crate::run::{Env, ServeConfig};
-use crate::urgent::{Tracker, UrgentMode};
+use crate::urgent::UrgentMode;
 
 pub(crate) const LISTENER: Token = Token(usize::MAX);
 pub(crate) const WAKER: Token = Token(usize::MAX - 1);
-/// Stop reading a connection while this many bytes wait to be sent to it.
-const BACKPRESSURE: u64 = 256 * 1024;
-/// Reads per connection per turn, so that one fast sender cannot starve the others.
-const READ_BUDGET: usize = 16;
 /// Connections accepted per turn, so that a flood cannot starve the open ones.
 const ACCEPT_BUDGET: usize = 64;
-/// How long a closed connection drains the peer's last bytes, so that no reset races ours.
-const LINGER: Duration = Duration::from_millis(500);
-/// How long shutdown waits for connections to say goodbye.
-pub(crate) const GRACE: Duration = Duration::from_secs(5);
 pub(crate) const READ_BUF: usize = 16 * 1024;
+/// A socket's poll token holds its connection's slot in the low half and its stream in the high.
+const SLOT_BITS: u32 = 32;
 
-type Req<S> = <<S as Service>::Hub as Hub>::Request;
-type Msg<S> = <<S as Service>::Hub as Hub>::Message;
-/// A blocking call handed to a worker: slot, generation, duration.
-pub(crate) type Job = (usize, u64, Duration);
+/// The poll token of `stream` of the connection in `slot`.
+pub(crate) fn token_of(slot: usize, stream: StreamId) -> Token {
+    Token(slot | (stream.0 as usize) << SLOT_BITS)
+}
 
-/// What every connection machine of one server shares.
+/// The slot and stream a poll token names.
+pub(crate) fn of_token(token: Token) -> (usize, StreamId) {
+    (token.0 & ((1 << SLOT_BITS) - 1), StreamId((token.0 >> SLOT_BITS) as u32))
+}
+
+type SessionOf<S> = <S as Service>::Session;
+
+/// What wakes a mio loop besides sockets.
+pub(crate) enum Wake<S: Service> {
+    /// A session's mailbox has messages.
+    Mail(usize),
+    /// A helper finished a job of the connection in this slot and generation.
+    Done { slot: usize, generation: u64, token: warren_proto::Token, done: Done<SessionOf<S>> },
+    /// SIGURG: some connection has urgent data; each one checks its own socket.
+    Urgent,
+    /// `pool`: a worker is done with a connection for now.
+    Back(Box<Conn<S>>, Turn),
+    /// `pool`: a worker took a connection from a queue the poller had found full.
+    Room,
+}
+
+/// What every connection of one server shares.
 pub(crate) struct Ctx<S: Service> {
-    pub hub: LocalHub<S::Hub>,
+    pub hub: Arc<LocalHub<S::Hub>>,
     pub env: Env,
+    pub engine: EngineConfig,
     mailbox: usize,
-    write_timeout: Duration,
-    /// Whether a write waits (up to `write_timeout`) for the peer to read, as in a pool worker, or
-    /// leaves the rest for the next WRITABLE edge, as in the event loop.
-    blocking_writes: bool,
-    /// Where blocking calls go; `None`: the calling thread makes them.
-    pub offload: Option<mpsc::Sender<Job>>,
-    /// Whether connections are armed for urgent data.
-    pub urgent: UrgentMode,
+    /// A pool worker: it runs jobs and connects itself, and waits for the peer to take its
+    /// writes (up to the write timeout), as a thread-per-connection server would. The event
+    /// loop does neither: writes wait for the next writable edge, jobs go to `helpers`.
+    blocking: bool,
+    /// Where the event loop's jobs run; `None`: on the loop (or the pool worker) itself.
+    helpers: Option<Arc<Helpers>>,
+    pub inbox: Arc<Inbox<Wake<S>>>,
+    /// To watch sockets the event loop connects.
+    registry: Registry,
 }
 
 impl<S: Service> Ctx<S> {
-    pub(crate) fn new(service: &S, env: &Env, config: &ServeConfig, blocking_writes: bool) -> Self {
-        let (mailbox, write_timeout) = (config.mailbox, config.write_timeout);
-        Self {
-            hub: LocalHub::new(service.new_hub(Instant::now())),
+    pub(crate) fn new(
+        service: &S,
+        env: &Env,
+        config: &ServeConfig,
+        blocking: bool,
+        inbox: Arc<Inbox<Wake<S>>>,
+        registry: &Registry,
+    ) -> io::Result<Self> {
+        let helpers =
+            if blocking || config.helpers == 0 { None } else { Some(Arc::new(Helpers::new(config.helpers)?)) };
+        Ok(Self {
+            hub: LocalHub::new(service.new_hub(Instant::now()), helpers.clone()),
             env: env.clone(),
-            mailbox,
-            write_timeout,
-            blocking_writes,
-            offload: None,
-            urgent: config.urgent,
-        }
+            engine: config.engine(),
+            mailbox: config.mailbox,
+            blocking,
+            helpers,
+            inbox,
+            registry: registry.try_clone()?,
+        })
     }
 
     /// What the socket of every connection is watched for: urgent data needs `EPOLLPRI` too,
     /// since an out-of-line byte at the mark is no `EPOLLIN`.
     pub(crate) fn interest(&self, base: Interest) -> Interest {
-        if self.urgent == UrgentMode::Off { base } else { base | Interest::PRIORITY }
+        if self.engine.urgent == UrgentMode::Off { base } else { base | Interest::PRIORITY }
     }
 }
 
-/// One connection: its socket, its session and everything the driver must remember for it.
-pub(crate) struct Conn<S: Service> {
-    pub stream: TcpStream,
-    pub token: usize,
-    /// Tells this connection from earlier ones in the same slot, for timers and workers.
+/// A connection the event loop is still connecting.
+struct Connecting {
+    stream: StreamId,
+    token: warren_proto::Token,
+    deadline: Instant,
+    socket: TcpStream,
+}
+
+/// Everything of one connection but its engine: sockets, mailbox, jobs elsewhere.
+pub(crate) struct Sockets<S: Service> {
+    pub client: TcpStream,
+    /// Streams the session opened, by id.
+    pub streams: Vec<(StreamId, TcpStream)>,
+    connecting: Vec<Connecting>,
+    pub slot: usize,
+    /// Tells this connection from earlier ones in the same slot, for timers and helpers.
     pub generation: u64,
     id: SessionId,
-    session: S::Session,
-    out: Output<Req<S>>,
-    mailbox: Arc<Mailbox<Msg<S>>>,
-    /// Messages taken from the mailbox and not yet handled, newest first so `pop` gives the oldest.
-    messages: Vec<Msg<S>>,
-    /// Actions not yet performed: the rest of a batch interrupted by an offloaded blocking call.
-    actions: VecDeque<Action<Req<S>>>,
-    opened: bool,
-    /// The socket may hold unread bytes: set by readiness, cleared by WouldBlock or a short read
-    /// (edge-triggered: new input raises a new edge).
-    readable: bool,
-    /// The peer's FIN was reported: reading must go on to EOF, since a short read before it
-    /// would otherwise leave it unread with no edge to come.
-    fin: bool,
-    read_closed: bool,
-    write_shut: bool,
-    shutdown_seen: bool,
-    /// A worker is making this connection's blocking call: handle nothing until it is done.
-    suspended: bool,
-    /// Give up on a peer that has not read anything for `write_timeout`.
-    write_deadline: Option<Instant>,
-    /// Closed: dropping the peer's last bytes until EOF or this instant.
-    linger: Option<Instant>,
-    /// The deadline the loop's [`Timers`] hold for this connection.
+    /// Made on the session's first hub request: most sessions never make one.
+    mailbox: Option<Arc<Mailbox<Msg<SessionOf<S>>>>>,
+    /// Future jobs running on the futures runtime, to abort.
+    aborts: Vec<(warren_proto::Token, AbortHandle)>,
+    /// The deadline this connection's live timer entry is for.
     timer: Option<Instant>,
-    urgent: Tracker,
+}
+
+/// One connection: its engine and its sockets.
+pub(crate) struct Conn<S: Service> {
+    pub engine: Engine<SessionOf<S>>,
+    pub io: Sockets<S>,
 }
 
 impl<S: Service> Conn<S> {
-    /// Register a new connection's session with the hub; `wake` tells its driver about messages.
-    pub(crate) fn new(
-        service: &S,
-        ctx: &Ctx<S>,
-        stream: TcpStream,
-        peer: SocketAddr,
-        token: usize,
-        generation: u64,
-        wake: impl Fn() + Send + Sync + 'static,
-    ) -> Self {
+    pub(crate) fn new(service: &S, ctx: &Ctx<S>, incoming: Incoming, slot: usize, generation: u64) -> io::Result<Self> {
         let now = Instant::now();
         ctx.env.activity.touch(now);
-        let info = conn_info(Some(peer));
-        let mailbox = Arc::new(Mailbox::new(ctx.mailbox, wake));
-        ctx.hub.open(info.id, mailbox.clone());
-        if let Err(e) = crate::urgent::arm(stream.as_fd(), ctx.urgent) {
+        let info = conn_info(Some(incoming.peer));
+        incoming.stream.set_nonblocking(true)?;
+        let _ = incoming.stream.set_nodelay(true);
+        if let Err(e) = crate::urgent::arm(incoming.stream.as_fd(), ctx.engine.urgent) {
             tracing::warn!(target: "warren", "cannot arm urgent data: {e}");
         }
-        Self {
-            stream,
-            token,
-            generation,
-            id: info.id,
-            session: service.new_session(&info, now),
-            out: Output::new(),
-            mailbox,
-            messages: Vec::new(),
-            actions: VecDeque::new(),
-            opened: false,
-            readable: true,
-            fin: false,
-            read_closed: false,
-            write_shut: false,
-            shutdown_seen: false,
-            suspended: false,
-            write_deadline: None,
-            linger: None,
-            timer: None,
-            urgent: Tracker::new(ctx.urgent),
-        }
+        Ok(Self {
+            engine: Engine::new(service.new_session(&info, now), &ctx.engine, incoming.preamble),
+            io: Sockets {
+                client: TcpStream::from_std(incoming.stream),
+                streams: Vec::new(),
+                connecting: Vec::new(),
+                slot,
+                generation,
+                id: info.id,
+                mailbox: None,
+                aborts: Vec::new(),
+                timer: None,
+            },
+        })
     }
 
     /// When the driver must next look at this connection if nothing else happens.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        if self.linger.is_some() {
-            return self.linger;
-        }
-        let session = if self.suspended { None } else { self.session.poll_timeout() };
-        session.into_iter().chain(self.write_deadline).min()
+        let connecting = self.io.connecting.iter().map(|c| c.deadline).min();
+        self.engine.poll_timeout().into_iter().chain(connecting).min()
     }
 
     /// Whether the connection needs a turn at `now` even without readiness.
-    pub(crate) fn is_due(&self, now: Instant, shutting: bool) -> bool {
-        self.deadline().is_some_and(|at| at <= now) || (shutting && self.linger.is_none() && !self.shutdown_seen)
+    pub(crate) fn is_due(&self, now: Instant) -> bool {
+        self.deadline().is_some_and(|at| at <= now) || self.engine.has_events()
     }
 
-    pub(crate) fn is_lingering(&self) -> bool {
-        self.linger.is_some()
+    /// Socket readiness for `stream`: finishes a connect in progress, or marks it readable.
+    pub(crate) fn ready(&mut self, stream: StreamId, readable: bool, fin: bool) {
+        if let Some(at) = self.io.connecting.iter().position(|c| c.stream == stream) {
+            let c = self.io.connecting.swap_remove(at);
+            match c.socket.take_error() {
+                Ok(None) if c.socket.peer_addr().is_ok() => {
+                    let _ = c.socket.set_nodelay(true);
+                    self.io.streams.push((stream, c.socket));
+                    self.engine.handle_connected(c.token, Ok(stream));
+                }
+                // Not yet: spurious readiness before the handshake ended.
+                Ok(None) if !fin => self.io.connecting.push(c),
+                Ok(Some(e)) | Err(e) => self.engine.handle_connected(c.token, Err(e.kind())),
+                Ok(None) => self.engine.handle_connected(c.token, Err(io::ErrorKind::ConnectionRefused)),
+            }
+            return;
+        }
+        if readable || fin {
+            self.engine.handle_readable(stream, fin);
+        }
     }
 
-    /// The socket reported readiness: `readable` (or an error), and `fin` if the peer closed.
-    pub(crate) fn ready(&mut self, readable: bool, fin: bool) {
-        self.readable |= readable || fin;
-        self.fin |= fin;
-    }
-
-    /// Whether the peer may still send, and the session takes it: after EOF (or while the
-    /// session holds input back) the socket stays readable, so a level-style re-registration
-    /// would report it forever.
-    pub(crate) fn wants_input(&self) -> bool {
-        !self.read_closed && self.session.wants_input()
-    }
-
-    /// A worker made this connection's blocking call: it may go on.
-    pub(crate) fn resume(&mut self) {
-        self.suspended = false;
+    /// Connects past their deadline fail.
+    pub(crate) fn expire_connects(&mut self, now: Instant) {
+        while let Some(at) = self.io.connecting.iter().position(|c| now >= c.deadline) {
+            let c = self.io.connecting.swap_remove(at);
+            self.engine.handle_connected(c.token, Err(io::ErrorKind::TimedOut));
+        }
     }
 
     /// Whether the timer entry `(at, generation)` is this connection's live one; it is used up if so.
     pub(crate) fn fire(&mut self, at: Instant, generation: u64) -> bool {
-        let live = self.generation == generation && self.timer == Some(at);
+        let live = self.io.generation == generation && self.io.timer == Some(at);
         if live {
-            self.timer = None;
+            self.io.timer = None;
         }
         live
     }
@@ -206,207 +222,168 @@ impl<S: Service> Conn<S> {
     /// The connection goes to a worker: its timer entry no longer counts, and it is armed afresh
     /// when it comes back.
     pub(crate) fn disarm(&mut self) {
-        self.timer = None;
+        self.io.timer = None;
     }
 
-    /// The connection is gone: leave the hub, unless that was done when it began to linger.
-    pub(crate) fn close(self, ctx: &Ctx<S>) {
-        if self.linger.is_none() {
-            ctx.hub.leave(Instant::now(), self.id);
+    /// Re-arm readiness on every socket (the pool's poller, when a worker hands it back).
+    pub(crate) fn reregister(&mut self, ctx: &Ctx<S>) -> io::Result<()> {
+        let slot = self.io.slot;
+        if self.engine.wants_readiness(StreamId::CLIENT) {
+            let interest = ctx.interest(Interest::READABLE);
+            ctx.registry.reregister(&mut self.io.client, token_of(slot, StreamId::CLIENT), interest)?;
+        }
+        for (stream, socket) in &mut self.io.streams {
+            // Streams a worker connected are new to the poller; the others are re-armed.
+            let token = token_of(slot, *stream);
+            if self.engine.wants_readiness(*stream)
+                && ctx.registry.reregister(socket, token, Interest::READABLE).is_err()
+            {
+                ctx.registry.register(socket, token, Interest::READABLE)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The connection is gone: the hub hears it, unless it did at the linger.
+    pub(crate) fn close(mut self, ctx: &Ctx<S>) {
+        MioLink { io: &mut self.io, ctx }.leave_hub(Instant::now());
+        for (_, handle) in self.io.aborts.drain(..) {
+            handle.abort();
         }
     }
 }
 
-/// What a [`step`] left.
-pub(crate) enum Turn {
-    /// The connection lives on; `again`: it stopped on its read budget with input waiting.
-    Open { again: bool },
-    /// Done: close it.
-    Closed,
+/// The engine's view of a mio connection.
+struct MioLink<'a, S: Service> {
+    io: &'a mut Sockets<S>,
+    ctx: &'a Ctx<S>,
 }
 
-/// Let one connection make all the progress it can: open, messages, shutdown, a due deadline,
-/// then input, performing the actions after each call. Blocks only where the context says so.
+impl<S: Service> MioLink<'_, S> {
+    fn leave_hub(&mut self, now: Instant) {
+        if self.io.mailbox.take().is_some() {
+            self.ctx.hub.leave(now, self.io.id);
+        }
+    }
+}
+
+impl<S: Service> Link<SessionOf<S>> for MioLink<'_, S> {
+    type Sock = TcpStream;
+
+    fn sock(&self, stream: StreamId) -> Option<&TcpStream> {
+        if stream == StreamId::CLIENT {
+            return Some(&self.io.client);
+        }
+        self.io.streams.iter().find(|(id, _)| *id == stream).map(|(_, s)| s)
+    }
+
+    fn hub(&mut self, now: Instant, request: Req<SessionOf<S>>) -> io::Result<()> {
+        if self.io.mailbox.is_none() {
+            let (inbox, slot) = (self.ctx.inbox.clone(), self.io.slot);
+            let mailbox = Arc::new(Mailbox::new(self.ctx.mailbox, move || inbox.push(Wake::Mail(slot))));
+            self.ctx.hub.open(self.io.id, mailbox.clone());
+            self.io.mailbox = Some(mailbox);
+        }
+        self.ctx.hub.request(now, self.io.id, request);
+        Ok(())
+    }
+
+    fn mail(&mut self, engine: &mut Engine<SessionOf<S>>) -> io::Result<()> {
+        if let Some(mailbox) = &self.io.mailbox {
+            mailbox.drain(engine.inbox());
+        }
+        Ok(())
+    }
+
+    fn overflowed(&self) -> bool {
+        self.io.mailbox.as_ref().is_some_and(|m| m.overflowed())
+    }
+
+    fn job(&mut self, token: warren_proto::Token, job: Job<Done<SessionOf<S>>>) -> Option<Done<SessionOf<S>>> {
+        let Some(helpers) = &self.ctx.helpers else { return Some(run_here(job)) };
+        let (inbox, slot, generation) = (self.ctx.inbox.clone(), self.io.slot, self.io.generation);
+        let abort = helpers.run(job, move |done| inbox.push(Wake::Done { slot, generation, token, done }));
+        if let Some(handle) = abort {
+            self.io.aborts.retain(|(_, h)| !h.is_finished());
+            self.io.aborts.push((token, handle));
+        }
+        None
+    }
+
+    fn abort(&mut self, token: warren_proto::Token) {
+        self.io.aborts.retain(|(t, handle)| {
+            if *t == token {
+                handle.abort();
+            }
+            *t != token
+        });
+    }
+
+    fn connect(
+        &mut self,
+        stream: StreamId,
+        addr: SocketAddr,
+        timeout: Duration,
+        token: warren_proto::Token,
+    ) -> Option<Result<StreamId, io::ErrorKind>> {
+        if self.ctx.blocking {
+            // A pool worker connects as a thread-per-connection server would; the poller
+            // watches the socket once the worker hands the connection back.
+            return Some(connect_here(addr, timeout).map(|socket| {
+                self.io.streams.push((stream, TcpStream::from_std(socket)));
+                stream
+            }));
+        }
+        let mut socket = match TcpStream::connect(addr) {
+            Ok(socket) => socket,
+            Err(e) => return Some(Err(e.kind())),
+        };
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self.ctx.registry.register(&mut socket, token_of(self.io.slot, stream), interest) {
+            return Some(Err(e.kind()));
+        }
+        self.io.connecting.push(Connecting { stream, token, deadline: Instant::now() + timeout, socket });
+        None
+    }
+
+    fn leave(&mut self, now: Instant) {
+        self.leave_hub(now);
+    }
+
+    fn drop_stream(&mut self, stream: StreamId) {
+        self.io.streams.retain(|(id, _)| *id != stream);
+    }
+
+    fn shutting_down(&self) -> bool {
+        self.ctx.env.shutdown.is_triggered()
+    }
+
+    fn touch(&self, now: Instant) {
+        self.ctx.env.activity.touch(now);
+    }
+}
+
+/// Let one connection make all the progress it can. Blocks only where the context says so.
 pub(crate) fn step<S: Service>(conn: &mut Conn<S>, ctx: &Ctx<S>, buf: &mut [u8]) -> Turn {
-    let turn = if conn.linger.is_some() { drain_linger(conn, buf) } else { run(conn, ctx, buf) };
-    turn.unwrap_or_else(|e| {
-        tracing::debug!(target: "warren", "connection {}: {e}", conn.id.0);
-        Turn::Closed
-    })
-}
-
-fn run<S: Service>(conn: &mut Conn<S>, ctx: &Ctx<S>, buf: &mut [u8]) -> io::Result<Turn> {
-    let mut timeout_due = conn.session.poll_timeout().is_some_and(|at| Instant::now() >= at);
-    let (mut reads, mut again) = (0, false);
     loop {
-        perform(conn, ctx)?;
-        if conn.suspended {
-            break;
+        let turn = drive(&mut conn.engine, &mut MioLink { io: &mut conn.io, ctx }, buf);
+        if turn != (Turn::Open { again: false }) || !ctx.blocking || !conn.engine.wants_write(StreamId::CLIENT) {
+            return turn;
         }
-        let (now, out) = (Instant::now(), &mut conn.out);
-        if conn.messages.is_empty() {
-            conn.mailbox.drain(&mut conn.messages);
-            conn.messages.reverse();
-        }
-        if !conn.opened {
-            conn.opened = true;
-            conn.session.handle_open(now, out);
-        } else if let Some(msg) = conn.messages.pop() {
-            conn.session.handle_message(now, msg, out);
-        } else if !conn.shutdown_seen && ctx.env.shutdown.is_triggered() {
-            conn.shutdown_seen = true;
-            conn.session.handle_shutdown(now, out);
-        } else if std::mem::take(&mut timeout_due) {
-            conn.session.handle_timeout(now, out);
-        } else if let Some(urgent) = conn.urgent.check(conn.stream.as_fd()) {
-            conn.session.handle_urgent(now, urgent, out);
-        } else if !conn.readable
-            || conn.read_closed
-            || out.is_closed()
-            || out.pending_len() >= BACKPRESSURE
-            || !conn.session.wants_input()
-        {
-            break;
-        } else if reads == READ_BUDGET {
-            again = true;
-            break;
-        } else {
-            if conn.urgent.armed() {
-                // Reads stop at the mark; there, the urgent byte is taken before anything else.
-                match conn.urgent.at_mark(conn.stream.as_fd())? {
-                    Some(urgent) => {
-                        conn.session.handle_urgent(now, urgent, out);
-                        continue;
-                    }
-                    None if conn.urgent.waiting_for_byte(conn.stream.as_fd()) => {
-                        // Its arrival raises EPOLLPRI (out of line) or EPOLLIN (inline).
-                        conn.readable = false;
-                        break;
-                    }
-                    None => {}
-                }
-            }
-            reads += 1;
-            match conn.stream.read(buf) {
-                Ok(0) => {
-                    conn.read_closed = true;
-                    conn.session.handle_read_closed(now, out);
-                }
-                Ok(n) => {
-                    conn.urgent.taken(n);
-                    // A short read emptied the socket and later input raises a new edge: this
-                    // saves the read that would only say WouldBlock. Not so at an urgent mark,
-                    // where reads stop short with more queued behind it.
-                    conn.readable = n == buf.len() || conn.fin || conn.urgent.until_mark();
-                    ctx.env.activity.touch(now);
-                    conn.session.handle_input(now, &buf[..n], out);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    if conn.mailbox.overflowed() {
-        // Messages were lost: the session cannot go on, but what it said still goes out.
-        conn.out.close();
-    }
-    if conn.write_deadline.is_some_and(|at| Instant::now() >= at) {
-        return Err(io::Error::new(io::ErrorKind::TimedOut, "peer stopped reading"));
-    }
-    if conn.suspended || !conn.out.is_flushed() {
-        return Ok(Turn::Open { again });
-    }
-    if conn.out.is_closed() {
-        let _ = conn.stream.shutdown(std::net::Shutdown::Write);
-        conn.linger = Some(Instant::now() + LINGER);
-        ctx.hub.leave(Instant::now(), conn.id);
-        return drain_linger(conn, buf);
-    }
-    if conn.out.is_write_closed() && !conn.write_shut {
-        conn.write_shut = true;
-        conn.stream.shutdown(std::net::Shutdown::Write)?;
-    }
-    Ok(Turn::Open { again })
-}
-
-/// Send what the session produced and carry out its actions in order, until it has nothing more
-/// to do or a worker took its blocking call.
-fn perform<S: Service>(conn: &mut Conn<S>, ctx: &Ctx<S>) -> io::Result<()> {
-    loop {
-        flush(conn, ctx)?;
-        if conn.suspended {
-            return Ok(());
-        }
-        if conn.out.has_actions() {
-            let mut batch = Vec::new();
-            conn.out.take_actions(&mut batch);
-            conn.actions.extend(batch);
-        }
-        let Some(action) = conn.actions.pop_front() else { return Ok(()) };
-        match action {
-            // The answers arrive in this session's mailbox; `run` handles them next.
-            Action::Hub(request) => ctx.hub.request(Instant::now(), conn.id, request),
-            Action::Block(d) => match &ctx.offload {
-                Some(workers) => {
-                    conn.suspended = true;
-                    workers
-                        .send((conn.token, conn.generation, d))
-                        .map_err(|_| io::Error::other("blocking workers gone"))?;
-                }
-                None => std::thread::sleep(d),
-            },
-            Action::Log(level, line) => log_line(level, &line),
-        }
+        // A pool worker waits for the peer to take its bytes, up to the write deadline (after
+        // which the engine gives the connection up).
+        let wait = conn
+            .engine
+            .poll_timeout()
+            .map_or(ctx.engine.write_timeout, |at| at.saturating_duration_since(Instant::now()));
+        wait_writable(&conn.io.client, wait);
     }
 }
 
-/// Write pending bytes until done or the socket is full (then wait, if writes block here).
-fn flush<S: Service>(conn: &mut Conn<S>, ctx: &Ctx<S>) -> io::Result<()> {
-    let before = conn.out.pending_len();
-    loop {
-        if crate::transmit::send(&conn.stream, &mut conn.out)? {
-            break;
-        }
-        if !ctx.blocking_writes {
-            break;
-        }
-        wait_writable(&conn.stream, ctx.write_timeout)?;
-    }
-    let progressed = conn.out.pending_len() < before;
-    conn.write_deadline = match conn.write_deadline {
-        _ if conn.out.is_flushed() => None,
-        Some(at) if !progressed => Some(at),
-        _ => Some(Instant::now() + ctx.write_timeout),
-    };
-    Ok(())
-}
-
-/// Wait until the peer has room for more bytes, like a blocking socket with `SO_SNDTIMEO`.
-fn wait_writable(stream: &TcpStream, timeout: Duration) -> io::Result<()> {
+/// Wait until the peer has room for more bytes, or `timeout` passes.
+fn wait_writable(stream: &TcpStream, timeout: Duration) {
     let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLOUT)];
-    match poll(&mut fds, PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX)) {
-        Ok(0) => Err(io::Error::new(io::ErrorKind::TimedOut, "peer stopped reading")),
-        Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Drop what the peer still sends until it closes, `LINGER` passes, or it sends too much.
-fn drain_linger<S: Service>(conn: &mut Conn<S>, buf: &mut [u8]) -> io::Result<Turn> {
-    if conn.linger.is_some_and(|at| Instant::now() >= at) {
-        return Ok(Turn::Closed);
-    }
-    for _ in 0..READ_BUDGET {
-        match conn.stream.read(buf) {
-            Ok(0) => return Ok(Turn::Closed),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Turn::Open { again: false }),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(Turn::Closed)
+    let _ = poll(&mut fds, PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX));
 }
 
 /// Connection deadlines: a min-heap with lazy deletion. A connection keeps one live entry, for
@@ -422,10 +399,10 @@ impl Timers {
     /// Make sure `conn` is looked at by its deadline.
     pub(crate) fn arm<S: Service>(&mut self, conn: &mut Conn<S>) {
         if let Some(at) = conn.deadline()
-            && conn.timer.is_none_or(|t| at < t)
+            && conn.io.timer.is_none_or(|t| at < t)
         {
-            conn.timer = Some(at);
-            self.heap.push(Reverse((at, conn.token, conn.generation)));
+            conn.io.timer = Some(at);
+            self.heap.push(Reverse((at, conn.io.slot, conn.io.generation)));
         }
     }
 
@@ -478,7 +455,7 @@ impl<T: Send + 'static> Inbox<T> {
 /// The listening socket of a mio loop: accepts in bounded bursts, without spinning when
 /// descriptors run out.
 pub(crate) struct Listening {
-    listener: TcpListener,
+    listener: Listener,
     acceptor: Acceptor,
     /// Connections may be waiting: set by readiness, cleared once the backlog is drained.
     pub ready: bool,
@@ -487,19 +464,14 @@ pub(crate) struct Listening {
 }
 
 impl Listening {
-    pub(crate) fn new(listener: TcpListener, registry: &Registry) -> io::Result<Self> {
+    pub(crate) fn new(listener: Listener, registry: &Registry) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
-        registry.register(&mut SourceFd(&listener.as_raw_fd()), LISTENER, Interest::READABLE)?;
+        registry.register(&mut SourceFd(&listener.as_fd().as_raw_fd()), LISTENER, Interest::READABLE)?;
         Ok(Self { listener, acceptor: Acceptor::new(), ready: true, resume_at: None })
     }
 
-    /// Accept a burst of connections, each made non-blocking and handed to `admit`.
-    pub(crate) fn accept(
-        &mut self,
-        refusal: &[u8],
-        env: &Env,
-        mut admit: impl FnMut(std::net::TcpStream, SocketAddr),
-    ) -> io::Result<()> {
+    /// Accept a burst of connections, each handed to `admit`.
+    pub(crate) fn accept(&mut self, refusal: &[u8], env: &Env, mut admit: impl FnMut(Incoming)) -> io::Result<()> {
         let now = Instant::now();
         if !self.ready || self.resume_at.is_some_and(|at| now < at) {
             return Ok(());
@@ -507,19 +479,11 @@ impl Listening {
         self.resume_at = None;
         for _ in 0..ACCEPT_BUDGET {
             match self.acceptor.accept(&self.listener, refusal)? {
-                Accepted::Conn(stream, peer) => match stream.set_nonblocking(true) {
-                    Ok(()) => {
-                        let _ = stream.set_nodelay(true);
-                        admit(stream, peer);
-                    }
-                    Err(e) => tracing::warn!(target: "warren", "accept: {e}"),
-                },
-                // `Nothing` is either "drained" or an aborted connection; only the backlog can tell.
-                Accepted::Nothing if !is_readable(&self.listener) => {
+                Accepted::Conn(incoming) => admit(incoming),
+                Accepted::Nothing => {
                     self.ready = false;
                     return Ok(());
                 }
-                Accepted::Nothing => {}
                 Accepted::Exhausted(wait) => {
                     env.counters.refused.fetch_add(1, Ordering::Relaxed);
                     self.resume_at = Some(now + wait);
@@ -535,11 +499,6 @@ impl Listening {
     pub(crate) fn wake_at(&self, now: Instant) -> Option<Instant> {
         self.ready.then(|| self.resume_at.unwrap_or(now))
     }
-}
-
-fn is_readable(listener: &TcpListener) -> bool {
-    let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
-    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
 }
 
 /// How long to sleep in `epoll_wait` until the earliest of `at`.

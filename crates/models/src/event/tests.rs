@@ -185,6 +185,7 @@ impl Service for Drawl {
 impl Session for DrawlSession {
     type Request = Nothing;
     type Message = Nothing;
+    type Done = Nothing;
 
     fn handle_open(&mut self, _: Instant, _: &mut Output<Nothing>) {}
 
@@ -284,8 +285,8 @@ pub(crate) fn check_max_conns(model: Model, config: ServeConfig) {
     assert_eq!((report.accepted, report.refused), (2, 1));
 }
 
-fn config(threads: usize) -> ServeConfig {
-    ServeConfig { threads, ..ServeConfig::default() }
+fn config(helpers: usize) -> ServeConfig {
+    ServeConfig { helpers, ..ServeConfig::for_model(Model::Event) }
 }
 
 #[test]
@@ -349,7 +350,7 @@ fn a_blocking_call_on_the_loop_stalls_every_connection() {
 }
 
 #[test]
-fn worker_threads_take_blocking_calls_off_the_loop() {
+fn helper_threads_take_blocking_calls_off_the_loop() {
     let block = Duration::from_secs(2);
     let server = Server::start(Model::Event, TimeServer { delay: block }, config(2));
     let start = Instant::now();
@@ -359,7 +360,7 @@ fn worker_threads_take_blocking_calls_off_the_loop() {
     read_line(&mut second);
     assert!(start.elapsed() < block, "the second answer did not wait for the first blocking call");
     assert_eq!(read_to_eof(&mut first), b"");
-    assert!(start.elapsed() >= block, "the first connection stayed suspended until its call ended");
+    assert!(start.elapsed() >= block, "the first connection waited for its call to end");
     drop((first, second));
     server.stop();
 }

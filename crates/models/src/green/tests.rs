@@ -61,7 +61,7 @@ const MODELS: [Model; 2] = [Model::Green, Model::Hybrid];
 #[test]
 fn echo_over_concurrent_connections() {
     for model in MODELS {
-        let server = start(model, Echo::default(), ServeConfig { threads: 2, ..ServeConfig::default() });
+        let server = start(model, Echo::default(), ServeConfig { threads: 2, ..ServeConfig::for_model(model) });
         // All open at once: each is served while the others wait for input.
         let mut conns: Vec<_> = (0..8).map(|_| server.connect()).collect();
         for round in 0..3 {
@@ -77,7 +77,7 @@ fn echo_over_concurrent_connections() {
 #[test]
 fn half_close_still_delivers_the_echo() {
     for model in MODELS {
-        let server = start(model, Echo::default(), ServeConfig::default());
+        let server = start(model, Echo::default(), ServeConfig::for_model(model));
         let mut conn = server.connect();
         conn.write_all(b"last words").unwrap();
         conn.shutdown(std::net::Shutdown::Write).unwrap();
@@ -91,7 +91,7 @@ fn half_close_still_delivers_the_echo() {
 #[test]
 fn large_echo_under_backpressure() {
     for model in MODELS {
-        let server = start(model, Echo::default(), ServeConfig::default());
+        let server = start(model, Echo::default(), ServeConfig::for_model(model));
         let mut conn = server.connect();
         let data: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
         // The client writes everything before it reads: the server must hold back rather
@@ -114,7 +114,7 @@ fn large_echo_under_backpressure() {
 fn idle_connection_is_closed() {
     let limits = Limits { idle_timeout: Duration::from_millis(100), ..Limits::default() };
     for model in MODELS {
-        let server = start(model, Echo { limits: limits.clone() }, ServeConfig::default());
+        let server = start(model, Echo { limits: limits.clone() }, ServeConfig::for_model(model));
         let mut conn = server.connect();
         echo_round_trip(&mut conn, b"then silence");
         assert_eq!(conn.read(&mut [0; 16]).unwrap(), 0, "{model}: closed by the server");
@@ -125,7 +125,7 @@ fn idle_connection_is_closed() {
 #[test]
 fn shutdown_closes_open_connections_and_stops() {
     for model in MODELS {
-        let server = start(model, Echo::default(), ServeConfig::default());
+        let server = start(model, Echo::default(), ServeConfig::for_model(model));
         let mut conns: Vec<_> = (0..3).map(|_| server.connect()).collect();
         for conn in &mut conns {
             echo_round_trip(conn, b"here");
@@ -141,7 +141,7 @@ fn shutdown_closes_open_connections_and_stops() {
 #[test]
 fn refuses_beyond_max_conns() {
     for model in MODELS {
-        let server = start(model, Echo::default(), ServeConfig { max_conns: 1, ..ServeConfig::default() });
+        let server = start(model, Echo::default(), ServeConfig { max_conns: 1, ..ServeConfig::for_model(model) });
         let mut first = server.connect();
         echo_round_trip(&mut first, b"in");
         let mut second = server.connect();
@@ -156,8 +156,8 @@ fn refuses_beyond_max_conns() {
 /// Client A is answered and its session starts a blocking call; then client B connects.
 /// Returns how long after A's answer B's answer came, and whether A's connection was
 /// already closed (its blocking call over) when B's answer arrived.
-fn second_client_after_a_blocking_call(model: Model, offload_blocking: bool, delay: Duration) -> (Duration, bool) {
-    let config = ServeConfig { threads: 2, offload_blocking, ..ServeConfig::default() };
+fn second_client_after_a_blocking_call(model: Model, helpers: usize, delay: Duration) -> (Duration, bool) {
+    let config = ServeConfig { threads: 2, helpers, ..ServeConfig::for_model(model) };
     let server = start(model, TimeServer { delay }, config);
     let mut a = server.connect();
     read_line(&mut a);
@@ -179,17 +179,17 @@ fn second_client_after_a_blocking_call(model: Model, offload_blocking: bool, del
 #[test]
 fn green_blocking_call_stalls_every_connection() {
     let delay = Duration::from_millis(300);
-    let (gap, a_closed) = second_client_after_a_blocking_call(Model::Green, false, delay);
+    let (gap, a_closed) = second_client_after_a_blocking_call(Model::Green, 0, delay);
     assert!(a_closed, "B was answered only once A's blocking call had ended");
     assert!(gap >= delay * 3 / 4, "B waited for A's blocking call: {gap:?}");
 }
 
 #[test]
-fn offloaded_or_hybrid_blocking_call_stalls_nobody_else() {
+fn helpers_or_hybrid_threads_keep_a_blocking_call_from_stalling_the_rest() {
     let delay = Duration::from_millis(300);
-    for (model, offload) in [(Model::Green, true), (Model::Hybrid, false)] {
-        let (gap, a_closed) = second_client_after_a_blocking_call(model, offload, delay);
-        assert!(!a_closed, "{model} (offload {offload}): B was answered during A's blocking call");
-        assert!(gap < delay, "{model} (offload {offload}): {gap:?}");
+    for (model, helpers) in [(Model::Green, 2), (Model::Hybrid, 0)] {
+        let (gap, a_closed) = second_client_after_a_blocking_call(model, helpers, delay);
+        assert!(!a_closed, "{model} ({helpers} helpers): B was answered during A's blocking call");
+        assert!(gap < delay, "{model} ({helpers} helpers): {gap:?}");
     }
 }

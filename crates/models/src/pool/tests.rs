@@ -7,7 +7,7 @@ use crate::run::{Model, ServeConfig};
 
 /// Fewer workers than the tests' concurrent clients: the pool serves any number of them.
 fn config() -> ServeConfig {
-    ServeConfig { threads: 2, ..ServeConfig::default() }
+    ServeConfig { threads: 2, ..ServeConfig::for_model(Model::Pool) }
 }
 
 #[test]
@@ -57,7 +57,7 @@ fn refuses_beyond_max_conns() {
 
 #[test]
 fn a_full_queue_refuses_new_connections() {
-    let config = ServeConfig { threads: 1, queue: 1, ..ServeConfig::default() };
+    let config = ServeConfig { threads: 1, queue: 1, ..ServeConfig::for_model(Model::Pool) };
     let server = Server::start(Model::Pool, TimeServer { delay: Duration::from_millis(500) }, config);
     let mut busy = server.connect();
     read_line(&mut busy);

@@ -301,7 +301,7 @@ mod tests {
         let shutdown = Arc::new(Shutdown::new().unwrap());
         let (tx, done) = mpsc::channel();
         let stop = shutdown.clone();
-        let config = ServeConfig { threads: 2, ..ServeConfig::default() };
+        let config = ServeConfig { threads: 2, ..ServeConfig::for_model(model) };
         std::thread::spawn(move || tx.send(serve_udp_until(model, service, socket, &config, stop)));
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
         client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

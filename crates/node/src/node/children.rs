@@ -33,7 +33,7 @@ impl Node {
             let Some(entry) = self.entries[index].as_ref() else { return };
             let Socket::Tcp(listener) = &entry.socket else { return };
             match self.acceptor.accept(listener, b"") {
-                Ok(Accepted::Conn(stream, peer)) => self.connection(index, stream, peer),
+                Ok(Accepted::Conn(incoming)) => self.connection(index, incoming.stream, incoming.peer),
                 Ok(Accepted::Nothing) => return,
                 Ok(Accepted::Exhausted(wait)) => return self.pause(index, Instant::now() + wait),
                 Err(e) => {

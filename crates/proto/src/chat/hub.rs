@@ -14,7 +14,7 @@ use super::text::{help_lines, stats_summary};
 use super::wire::{
     ChannelInfo, Event, LeaveReason, PROTOCOL_VERSION, check_nick, clean_text, nick_key, normalize_channel,
 };
-use crate::{Hub, SessionId};
+use crate::{Hub, HubOutput, Nothing, SessionId};
 
 /// The most channels a server holds at once; joining a new one beyond it is refused.
 pub const MAX_CHANNELS: usize = 1000;
@@ -73,11 +73,11 @@ pub struct ChatHub {
     commands: u64,
 }
 
-type Out = Vec<(SessionId, Event)>;
+type Out = HubOutput<ChatHub>;
 
 fn error(out: &mut Out, to: SessionId, message: impl Into<String>) {
     let message = message.into();
-    out.push((to, Event::Error { message }));
+    out.push(to, Event::Error { message });
 }
 
 impl ChatHub {
@@ -130,7 +130,7 @@ impl ChatHub {
 
     fn welcome(&self, id: SessionId, out: &mut Out) {
         let nick = self.users[&id].nick.clone();
-        out.push((id, Event::Welcome { version: PROTOCOL_VERSION, nick }));
+        out.push(id, Event::Welcome { version: PROTOCOL_VERSION, nick });
     }
 
     fn nick(&mut self, id: SessionId, new: String, out: &mut Out) {
@@ -153,7 +153,7 @@ impl ChatHub {
             }
         }
         for member in to {
-            out.push((member, Event::Nick { old: old.clone(), new: new.clone() }));
+            out.push(member, Event::Nick { old: old.clone(), new: new.clone() });
         }
     }
 
@@ -169,7 +169,7 @@ impl ChatHub {
             let channel = user.channels.remove(i);
             user.channels.push(channel.clone());
             let users = self.channels[&channel].len() as u32;
-            return out.push((id, Event::Joined { channel, nick, users }));
+            return out.push(id, Event::Joined { channel, nick, users });
         }
         if user.channels.len() >= MAX_CHANNELS_PER_USER {
             return error(out, id, format!("you are on {MAX_CHANNELS_PER_USER} channels already; /leave one first"));
@@ -182,12 +182,12 @@ impl ChatHub {
         members.insert(id);
         let users = members.len() as u32;
         for &member in members.iter() {
-            out.push((member, Event::Joined { channel: channel.clone(), nick: nick.clone(), users }));
+            out.push(member, Event::Joined { channel: channel.clone(), nick: nick.clone(), users });
         }
         let mut nicks: Vec<String> = members.iter().map(|m| self.users[m].nick.clone()).collect();
         nicks.sort();
         nicks.truncate(MAX_NAMES);
-        out.push((id, Event::Names { channel, users, nicks }));
+        out.push(id, Event::Names { channel, users, nicks });
     }
 
     /// The channel a command names, or the user's current one; `None` after sending an error.
@@ -227,7 +227,7 @@ impl ChatHub {
         }
         for &member in members.iter() {
             let event = Event::Left { channel: channel.to_string(), nick: nick.to_string(), reason };
-            out.push((member, event));
+            out.push(member, event);
         }
         members.remove(&id);
         if members.is_empty() {
@@ -269,7 +269,7 @@ impl ChatHub {
         self.deliveries += members.len() as u64;
         for &member in members {
             let event = Event::Message { channel: channel.clone(), from: from.clone(), text: text.clone() };
-            out.push((member, event));
+            out.push(member, event);
         }
     }
 }
@@ -277,6 +277,7 @@ impl ChatHub {
 impl Hub for ChatHub {
     type Request = ChatRequest;
     type Message = Event;
+    type Done = Nothing;
 
     fn handle_request(&mut self, now: Instant, from: SessionId, request: ChatRequest, out: &mut Out) {
         self.commands += 1;
@@ -293,16 +294,16 @@ impl Hub for ChatHub {
                     .iter()
                     .map(|(name, members)| ChannelInfo { channel: name.clone(), users: members.len() as u32 })
                     .collect();
-                out.push((from, Event::List { channels }));
+                out.push(from, Event::List { channels });
             }
             ChatRequest::Join(channel) => self.join(from, &channel, out),
             ChatRequest::Leave(channel) => self.leave(from, channel.as_deref(), out),
             ChatRequest::Say { channel, text } => self.say(from, channel.as_deref(), &text, out),
-            ChatRequest::Help => out.push((from, Event::Help { lines: help_lines() })),
-            ChatRequest::Stats => out.push((from, self.stats(now))),
+            ChatRequest::Help => out.push(from, Event::Help { lines: help_lines() }),
+            ChatRequest::Stats => out.push(from, self.stats(now)),
             ChatRequest::Quit => {
                 self.remove(from, out);
-                out.push((from, Event::Bye { message: "bye".into() }));
+                out.push(from, Event::Bye { message: "bye".into() });
             }
         }
     }

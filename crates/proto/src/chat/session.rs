@@ -214,6 +214,7 @@ impl ChatSession {
 impl Session for ChatSession {
     type Request = ChatRequest;
     type Message = Event;
+    type Done = crate::Nothing;
 
     /// The server speaks only once the client has: a JSON client and a human share the port,
     /// and the first byte tells them apart.

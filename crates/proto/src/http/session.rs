@@ -330,6 +330,7 @@ const KNOWN_METHODS: &[&str] = &["POST", "PUT", "DELETE", "CONNECT", "OPTIONS", 
 impl Session for HttpSession {
     type Request = VisitsRequest;
     type Message = VisitsMessage;
+    type Done = crate::Nothing;
 
     fn handle_open(&mut self, _: Instant, _: &mut Out) {}
 

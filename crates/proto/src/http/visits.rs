@@ -33,7 +33,7 @@ use sha2::Sha256;
 
 use super::request::Head;
 use super::response::unix_secs;
-use crate::{Hub, SessionId};
+use crate::{Hub, HubOutput, Nothing, SessionId};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -203,20 +203,15 @@ impl VisitsHub {
 impl Hub for VisitsHub {
     type Request = VisitsRequest;
     type Message = VisitsMessage;
+    type Done = Nothing;
 
-    fn handle_request(
-        &mut self,
-        now: Instant,
-        from: SessionId,
-        request: VisitsRequest,
-        out: &mut Vec<(SessionId, VisitsMessage)>,
-    ) {
+    fn handle_request(&mut self, now: Instant, from: SessionId, request: VisitsRequest, out: &mut HubOutput<Self>) {
         let VisitsRequest::Visit { id } = request;
         let (id, count) = self.visit(now, id);
-        out.push((from, VisitsMessage::Visited { id, count }));
+        out.push(from, VisitsMessage::Visited { id, count });
     }
 
-    fn handle_leave(&mut self, _: Instant, _: SessionId, _: &mut Vec<(SessionId, VisitsMessage)>) {
+    fn handle_leave(&mut self, _: Instant, _: SessionId, _: &mut HubOutput<Self>) {
         // A session outlives its connection: that is the point of the table.
     }
 

@@ -9,7 +9,7 @@ use super::files::{Entry, Files, FilesError};
 use super::path::SafePath;
 use super::session::{Http, HttpSession};
 use super::visits::{VisitsConfig, VisitsHub, VisitsRequest};
-use crate::{Action, ConnInfo, Hub, Level, Output, Service, Session, SessionId};
+use crate::{Action, ConnInfo, Hub, HubOutput, Level, Output, Service, Session, SessionId};
 
 struct NoFiles;
 
@@ -66,7 +66,7 @@ impl Sim {
                     match action {
                         Action::Hub(request) => requests.push((id, request)),
                         Action::Log(level, line) => self.logs.push((level, line)),
-                        Action::Block(_) => {}
+                        other => panic!("no such action here: {other:?}"),
                     }
                 }
             }
@@ -74,9 +74,9 @@ impl Sim {
                 return;
             }
             for (id, request) in requests {
-                let mut msgs = Vec::new();
+                let mut msgs = HubOutput::new();
                 self.hub.handle_request(self.now, SessionId(id), request, &mut msgs);
-                for (to, msg) in msgs {
+                for (to, msg) in msgs.drain_messages() {
                     let (session, out) = self.conns.get_mut(&to.0).unwrap();
                     session.handle_message(self.now, msg, out);
                 }

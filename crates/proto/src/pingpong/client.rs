@@ -95,6 +95,7 @@ impl Client {
 impl Session for Client {
     type Request = Nothing;
     type Message = Nothing;
+    type Done = Nothing;
 
     fn handle_open(&mut self, _: Instant, out: &mut Output<Nothing>) {
         out.send(&Line::Hello(VERSION).to_bytes());

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Hub, SessionId};
+use crate::{Hub, HubOutput, Nothing, SessionId};
 
 pub use client::Client;
 pub use server::{PingPong, ServerSession};
@@ -83,14 +83,15 @@ pub struct GameCounter {
 impl Hub for GameCounter {
     type Request = NextGame;
     type Message = Game;
+    type Done = Nothing;
 
-    fn handle_request(&mut self, _: Instant, from: SessionId, _: NextGame, out: &mut Vec<(SessionId, Game)>) {
+    fn handle_request(&mut self, _: Instant, from: SessionId, _: NextGame, out: &mut HubOutput<Self>) {
         // Saturating: 2^64 games will not happen, and a repeated number beats a panic.
         self.last = self.last.saturating_add(1);
-        out.push((from, Game(self.last)));
+        out.push(from, Game(self.last));
     }
 
-    fn handle_leave(&mut self, _: Instant, _: SessionId, _: &mut Vec<(SessionId, Game)>) {}
+    fn handle_leave(&mut self, _: Instant, _: SessionId, _: &mut HubOutput<Self>) {}
 
     fn report(&self, _: Instant) -> Option<String> {
         Some(format!("pingpong: {} games played", self.last))

@@ -106,6 +106,7 @@ impl ServerSession {
 impl Session for ServerSession {
     type Request = NextGame;
     type Message = Game;
+    type Done = crate::Nothing;
 
     fn handle_open(&mut self, _: Instant, _: &mut Output<NextGame>) {}
 

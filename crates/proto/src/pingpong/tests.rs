@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use super::*;
-use crate::{Action, ConnInfo, Level, Limits, Nothing, Output, Service, Session};
+use crate::{Action, ConnInfo, HubOutput, Level, Limits, Nothing, Output, Service, Session};
 
 mod edges;
 mod games;
@@ -24,7 +24,7 @@ fn quick(hits: Option<u64>) -> Options {
 /// One side of a match: a session, its output, and what it logged (with the virtual time).
 struct End<S: Session> {
     session: S,
-    out: Output<S::Request>,
+    out: crate::Out<S>,
     log: Vec<(Duration, Level, String)>,
     /// Every byte this side sent.
     sent: Vec<u8>,
@@ -97,14 +97,14 @@ impl Match {
             for action in actions.drain(..) {
                 match action {
                     Action::Hub(request) => {
-                        let mut msgs = Vec::new();
+                        let mut msgs = HubOutput::new();
                         hub.handle_request(self.now, SessionId(0), request, &mut msgs);
-                        for (_, msg) in msgs {
+                        for (_, msg) in msgs.drain_messages() {
                             self.server.session.handle_message(self.now, msg, &mut self.server.out);
                         }
                     }
                     Action::Log(level, line) => self.server.log.push((elapsed, level, line)),
-                    Action::Block(_) => panic!("pingpong never blocks"),
+                    _ => panic!("pingpong asks only the hub and the log"),
                 }
             }
         }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::*;
-use crate::{Action, ConnInfo, Hub, Level, Output, Session, SessionId};
+use crate::{Action, ConnInfo, Hub, HubOutput, Level, Output, Session, SessionId};
 
 struct Conn {
     session: ChatSession,
@@ -113,12 +113,12 @@ impl Sim {
                     match action {
                         Action::Hub(request) => {
                             self.conns.get_mut(&id).unwrap().joined = true;
-                            let mut events = Vec::new();
+                            let mut events = HubOutput::new();
                             self.hub.handle_request(self.now, SessionId(id), request, &mut events);
                             self.deliver(events);
                         }
                         Action::Log(level, line) => self.logs.push((level, line)),
-                        Action::Block(_) => {}
+                        other => panic!("no such action here: {other:?}"),
                     }
                 }
                 let conn = self.conns.get_mut(&id).unwrap();
@@ -126,7 +126,7 @@ impl Sim {
                     moved = true;
                     conn.gone = true;
                     if conn.joined {
-                        let mut events = Vec::new();
+                        let mut events = HubOutput::new();
                         self.hub.handle_leave(self.now, SessionId(id), &mut events);
                         self.deliver(events);
                     }
@@ -138,8 +138,8 @@ impl Sim {
         }
     }
 
-    fn deliver(&mut self, events: Vec<(SessionId, Event)>) {
-        for (to, event) in events {
+    fn deliver(&mut self, mut events: HubOutput<ChatHub>) {
+        for (to, event) in events.drain_messages() {
             if let Some(conn) = self.conns.get_mut(&to.0).filter(|c| !c.gone) {
                 conn.session.handle_message(self.now, event, &mut conn.out);
             }

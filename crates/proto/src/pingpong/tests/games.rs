@@ -202,9 +202,12 @@ fn the_counter_crosses_a_process_boundary() {
     let bytes = postcard::to_stdvec(&Game(42)).unwrap();
     assert_eq!(postcard::from_bytes::<Game>(&bytes).unwrap(), Game(42));
     let mut hub = GameCounter::default();
-    let mut out = Vec::new();
+    let mut out = crate::HubOutput::new();
     for id in [7, 3, 7] {
         hub.handle_request(Instant::now(), SessionId(id), NextGame, &mut out);
     }
-    assert_eq!(out, [(SessionId(7), Game(1)), (SessionId(3), Game(2)), (SessionId(7), Game(3))]);
+    assert_eq!(
+        out.drain_messages().collect::<Vec<_>>(),
+        [(SessionId(7), Game(1)), (SessionId(3), Game(2)), (SessionId(7), Game(3))]
+    );
 }
