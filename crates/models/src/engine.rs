@@ -117,6 +117,10 @@ pub(crate) struct EngineConfig {
 }
 
 /// One connection's session and everything its driver must remember for it. See the module docs.
+///
+/// What every connection needs is inline; what only some use (hub messages, jobs, streams,
+/// splices, a preamble) is in [`More`], made the first time: an idle keep-alive connection is a
+/// few hundred bytes.
 pub(crate) struct Engine<S: Session> {
     session: S,
     out: Out<S>,
@@ -125,7 +129,20 @@ pub(crate) struct Engine<S: Session> {
     shutdown_seen: bool,
     /// The server is stopping: the session hears it on the next turn.
     shutdown_due: bool,
-    /// `[0]` is the accepted connection; the rest are streams the session opened.
+    /// The client's queue was emptied by a send since the session last heard so.
+    drained: bool,
+    /// The accepted connection.
+    client: Stream,
+    write_deadline: Option<Instant>,
+    write_timeout_ms: u32,
+    /// Urgent-data state, only for connections armed for it.
+    urgent: Option<Box<Tracker>>,
+    more: Option<Box<More<S>>>,
+}
+
+/// The engine's state that only some connections use.
+struct More<S: Session> {
+    /// Streams the session opened.
     streams: Vec<Stream>,
     splices: Vec<Splice>,
     /// Messages from the hub not handled yet, oldest first.
@@ -136,13 +153,21 @@ pub(crate) struct Engine<S: Session> {
     finished: VecDeque<Finished<S>>,
     /// Bytes read before the engine existed (a handed-off connection's), fed first.
     preamble: Vec<u8>,
-    write_deadline: Option<Instant>,
-    write_timeout: Duration,
-    /// The client's queue was emptied by a send since the session last heard so.
-    drained: bool,
-    /// Urgent-data state, only for connections armed for it.
-    urgent: Option<Box<Tracker>>,
     next_stream: u32,
+}
+
+impl<S: Session> Default for More<S> {
+    fn default() -> Self {
+        Self {
+            streams: Vec::new(),
+            splices: Vec::new(),
+            inbox: VecDeque::new(),
+            jobs: Vec::new(),
+            finished: VecDeque::new(),
+            preamble: Vec::new(),
+            next_stream: 1,
+        }
+    }
 }
 
 /// A result that came back from the driver, to hand to the session in order.
@@ -155,6 +180,7 @@ impl<S: Session> Engine<S> {
     /// An engine for `session`, whose connection was accepted at `now`; `preamble` is what was
     /// read from it before (empty unless it was handed off).
     pub(crate) fn new(session: S, config: &EngineConfig, preamble: Vec<u8>) -> Self {
+        let more = (!preamble.is_empty()).then(|| Box::new(More { preamble, ..More::default() }));
         Self {
             session,
             out: Out::<S>::new(),
@@ -162,18 +188,21 @@ impl<S: Session> Engine<S> {
             opened: false,
             shutdown_seen: false,
             shutdown_due: false,
-            streams: vec![Stream::new(StreamId::CLIENT)],
-            splices: Vec::new(),
-            inbox: VecDeque::new(),
-            jobs: Vec::new(),
-            finished: VecDeque::new(),
-            preamble,
-            write_deadline: None,
-            write_timeout: config.write_timeout,
             drained: false,
+            client: Stream::new(StreamId::CLIENT),
+            write_deadline: None,
+            write_timeout_ms: u32::try_from(config.write_timeout.as_millis()).unwrap_or(u32::MAX),
             urgent: (config.urgent != UrgentMode::Off).then(|| Box::new(Tracker::new(config.urgent))),
-            next_stream: 1,
+            more,
         }
+    }
+
+    fn more(&mut self) -> &mut More<S> {
+        self.more.get_or_insert_with(Box::default)
+    }
+
+    fn splices(&self) -> &[Splice] {
+        self.more.as_ref().map_or(&[], |m| &m.splices)
     }
 
     // --- events in -------------------------------------------------------------------------
@@ -199,19 +228,20 @@ impl<S: Session> Engine<S> {
 
     /// A hub message for this session; handled in order on the next turn.
     pub(crate) fn handle_message(&mut self, msg: Msg<S>) {
-        self.inbox.push_back(msg);
+        self.more().inbox.push_back(msg);
     }
 
     /// Where hub messages wait for their turn, for drivers that move them in batches.
     pub(crate) fn inbox(&mut self) -> &mut VecDeque<Msg<S>> {
-        &mut self.inbox
+        &mut self.more().inbox
     }
 
     /// The job `token` finished; dropped if it was aborted (or never started).
     pub(crate) fn handle_completion(&mut self, token: Token, done: Done<S>) {
-        if let Some(at) = self.jobs.iter().position(|&t| t == token) {
-            self.jobs.swap_remove(at);
-            self.finished.push_back(Finished::Job(token, done));
+        let Some(more) = self.more.as_deref_mut() else { return };
+        if let Some(at) = more.jobs.iter().position(|&t| t == token) {
+            more.jobs.swap_remove(at);
+            more.finished.push_back(Finished::Job(token, done));
         }
     }
 
@@ -219,16 +249,17 @@ impl<S: Session> Engine<S> {
     /// [`Engine::new_stream`]) or failed.
     pub(crate) fn handle_connected(&mut self, token: Token, result: Result<StreamId, std::io::ErrorKind>) {
         if let Ok(stream) = result {
-            self.streams.push(Stream::new(stream));
+            self.more().streams.push(Stream::new(stream));
             self.out.add_stream(stream);
         }
-        self.finished.push_back(Finished::Connected(token, result));
+        self.more().finished.push_back(Finished::Connected(token, result));
     }
 
     /// An id for a stream the driver is about to connect.
     pub(crate) fn new_stream(&mut self) -> StreamId {
-        let id = StreamId(self.next_stream);
-        self.next_stream += 1;
+        let more = self.more();
+        let id = StreamId(more.next_stream);
+        more.next_stream += 1;
         id
     }
 
@@ -238,7 +269,8 @@ impl<S: Session> Engine<S> {
         outbox.consume(n);
         if stream == StreamId::CLIENT {
             let flushed = outbox.is_flushed();
-            self.write_deadline = if flushed { None } else { Some(now + self.write_timeout) };
+            let timeout = Duration::from_millis(u64::from(self.write_timeout_ms));
+            self.write_deadline = if flushed { None } else { Some(now + timeout) };
             self.drained |= flushed;
         }
     }
@@ -303,7 +335,8 @@ impl<S: Session> Engine<S> {
     /// A splice moved `n` bytes; `ended` if its source ended (or a side failed). Returns
     /// whether it is over. The session hears of every move and of the end.
     pub(crate) fn handle_spliced(&mut self, now: Instant, at: usize, n: u64, ended: bool) -> bool {
-        let splice = &mut self.splices[at];
+        let splices = &mut self.more().splices;
+        let splice = &mut splices[at];
         splice.moved += n;
         if let Some(left) = &mut splice.left {
             *left -= n.min(*left);
@@ -311,7 +344,7 @@ impl<S: Session> Engine<S> {
         let (from, to) = (splice.from, splice.to);
         let over = ended || splice.left == Some(0);
         if over {
-            self.splices.swap_remove(at);
+            splices.swap_remove(at);
             if ended && let Some(s) = self.stream_mut(from) {
                 s.read_closed = true;
             }
@@ -331,13 +364,13 @@ impl<S: Session> Engine<S> {
         if !self.opened {
             self.opened = true;
             self.session.handle_open(now, &mut self.out);
-            if !self.preamble.is_empty() {
-                let preamble = std::mem::take(&mut self.preamble);
+            let preamble = self.more.as_mut().map(|m| std::mem::take(&mut m.preamble)).unwrap_or_default();
+            if !preamble.is_empty() {
                 self.session.handle_input(now, &preamble, &mut self.out);
             }
-        } else if let Some(msg) = self.inbox.pop_front() {
+        } else if let Some(msg) = self.more.as_mut().and_then(|m| m.inbox.pop_front()) {
             self.session.handle_message(now, msg, &mut self.out);
-        } else if let Some(finished) = self.finished.pop_front() {
+        } else if let Some(finished) = self.more.as_mut().and_then(|m| m.finished.pop_front()) {
             match finished {
                 Finished::Job(token, done) => self.session.handle_completion(now, token, done, &mut self.out),
                 Finished::Connected(token, result) => self.session.handle_connected(now, token, result, &mut self.out),
@@ -394,11 +427,10 @@ impl<S: Session> Engine<S> {
     /// The session finished and its bytes are out: shut the write side and linger. Returns
     /// `true` when it begins (the driver then tells the hub the session left).
     pub(crate) fn begin_linger(&mut self, now: Instant) -> bool {
-        if self.phase != Phase::Open || !self.out.is_closed() || !self.out.is_flushed() || !self.splices.is_empty() {
+        if self.phase != Phase::Open || !self.out.is_closed() || !self.out.is_flushed() || !self.splices().is_empty() {
             return false;
         }
-        let client = &self.streams[0];
-        self.phase = if client.read_closed {
+        self.phase = if self.client.read_closed {
             Phase::Done(Ending::Closed)
         } else {
             Phase::Lingering { until: now + LINGER, reads: LINGER_READS }
@@ -449,15 +481,15 @@ impl<S: Session> Engine<S> {
 
     /// Streams the session closed whose bytes are all out: the driver drops their sockets.
     pub(crate) fn poll_closed_stream(&mut self) -> Option<StreamId> {
-        let at = self
+        let more = self.more.as_deref_mut()?;
+        let out = &self.out;
+        let at = more
             .streams
             .iter()
-            .skip(1)
-            .position(|s| s.write_shut && self.out.outbox(s.id).is_some_and(|o| o.is_closed() && o.is_flushed()))?
-            + 1;
-        let stream = self.streams.remove(at);
+            .position(|s| s.write_shut && out.outbox(s.id).is_some_and(|o| o.is_closed() && o.is_flushed()))?;
+        let stream = more.streams.remove(at);
+        more.splices.retain(|sp| sp.from != stream.id && sp.to != stream.id);
         self.out.remove_stream(stream.id);
-        self.splices.retain(|sp| sp.from != stream.id && sp.to != stream.id);
         Some(stream.id)
     }
 
@@ -465,7 +497,7 @@ impl<S: Session> Engine<S> {
     /// knows, the session takes input, and (for the client) not too much waits to be sent.
     pub(crate) fn wants_read(&self, stream: StreamId) -> bool {
         let Some(s) = self.stream(stream) else { return false };
-        if s.read_closed || self.splices.iter().any(|sp| sp.from == stream) {
+        if s.read_closed || self.splices().iter().any(|sp| sp.from == stream) {
             return false;
         }
         match self.phase {
@@ -510,18 +542,19 @@ impl<S: Session> Engine<S> {
                 Action::Splice { from, to, limit } => {
                     let known = self.stream(from).is_some() && self.stream(to).is_some() && from != to;
                     if known && self.phase == Phase::Open {
-                        self.splices.push(Splice { from, to, left: limit, moved: 0, pipe: None, dest_blocked: false });
+                        let splice = Splice { from, to, left: limit, moved: 0, pipe: None, dest_blocked: false };
+                        self.more().splices.push(splice);
                     } else {
                         tracing::error!(target: "warren", "a splice between unknown streams {from:?} and {to:?}");
                     }
                 }
                 Action::Log(level, line) => crate::conn::log_line(level, &line),
                 Action::Job(token, job) => {
-                    self.jobs.push(token);
+                    self.more().jobs.push(token);
                     return Some(Action::Job(token, job));
                 }
                 Action::Abort(token) => {
-                    self.jobs.retain(|&t| t != token);
+                    self.more().jobs.retain(|&t| t != token);
                     return Some(Action::Abort(token));
                 }
                 action => return Some(action),
@@ -532,12 +565,17 @@ impl<S: Session> Engine<S> {
     /// Whether the session has something due without any readiness: an event queued for it.
     pub(crate) fn has_events(&self) -> bool {
         self.phase == Phase::Open
-            && (!self.opened || !self.inbox.is_empty() || !self.finished.is_empty() || self.shutdown_due)
+            && (!self.opened
+                || self.shutdown_due
+                || self.more.as_ref().is_some_and(|m| !m.inbox.is_empty() || !m.finished.is_empty()))
     }
 
     /// The splices in progress.
     pub(crate) fn splices_mut(&mut self) -> &mut [Splice] {
-        &mut self.splices
+        match self.more.as_deref_mut() {
+            Some(more) => &mut more.splices,
+            None => &mut [],
+        }
     }
 
     /// What the driver waits for on `stream`: `(readable, writable)`. Readable when the session
@@ -545,10 +583,10 @@ impl<S: Session> Engine<S> {
     /// for it (or a splice into it is blocked).
     pub(crate) fn interest(&self, stream: StreamId) -> (bool, bool) {
         let Some(s) = self.stream(stream) else { return (false, false) };
-        let splice_from =
-            self.splices.iter().any(|sp| sp.from == stream && !sp.pipe.as_ref().is_some_and(io::Pipe::holds));
+        let splices = self.splices();
+        let splice_from = splices.iter().any(|sp| sp.from == stream && !sp.pipe.as_ref().is_some_and(io::Pipe::holds));
         let read = !s.readable && (self.wants_read(stream) || splice_from && !s.read_closed);
-        let write = self.wants_write(stream) || self.splices.iter().any(|sp| sp.to == stream && sp.dest_blocked);
+        let write = self.wants_write(stream) || splices.iter().any(|sp| sp.to == stream && sp.dest_blocked);
         (read, write)
     }
 
@@ -556,12 +594,15 @@ impl<S: Session> Engine<S> {
     /// it, wants its bytes): a level-style re-registration of a stream at its end would report
     /// it forever.
     pub(crate) fn wants_readiness(&self, stream: StreamId) -> bool {
-        self.wants_read(stream) || self.splices.iter().any(|sp| sp.from == stream)
+        self.wants_read(stream) || self.splices().iter().any(|sp| sp.from == stream)
     }
 
     /// The `at`-th stream (the client first), while there is one.
     pub(crate) fn stream_at(&self, at: usize) -> Option<StreamId> {
-        self.streams.get(at).map(|s| s.id)
+        match at {
+            0 => Some(StreamId::CLIENT),
+            _ => self.more.as_ref()?.streams.get(at - 1).map(|s| s.id),
+        }
     }
 
     /// The session cannot go on (its messages were lost): what it said still goes out, then
@@ -604,17 +645,23 @@ impl<S: Session> Engine<S> {
     }
 
     fn stream(&self, id: StreamId) -> Option<&Stream> {
-        self.streams.iter().find(|s| s.id == id)
+        if id == StreamId::CLIENT {
+            return Some(&self.client);
+        }
+        self.more.as_ref()?.streams.iter().find(|s| s.id == id)
     }
 
     fn stream_mut(&mut self, id: StreamId) -> Option<&mut Stream> {
-        self.streams.iter_mut().find(|s| s.id == id)
+        if id == StreamId::CLIENT {
+            return Some(&mut self.client);
+        }
+        self.more.as_mut()?.streams.iter_mut().find(|s| s.id == id)
     }
 }
 
 impl<S: Session> std::fmt::Debug for Engine<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("phase", &self.phase).field("streams", &self.streams).finish()
+        f.debug_struct("Engine").field("phase", &self.phase).field("client", &self.client).finish()
     }
 }
 

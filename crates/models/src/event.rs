@@ -40,7 +40,8 @@ struct Loop<S: Service> {
     service: Arc<S>,
     ctx: Ctx<S>,
     poll: Poll,
-    conns: Vec<Option<Conn<S>>>,
+    /// Boxed, so that a slot costs a pointer and the table's slack stays small.
+    conns: Vec<Option<Box<Conn<S>>>>,
     free: Vec<usize>,
     live: usize,
     next_generation: u64,
@@ -177,9 +178,9 @@ impl<S: Service> Loop<S> {
         };
         counters.accepted.fetch_add(1, Ordering::Relaxed);
         if slot == self.conns.len() {
-            self.conns.push(Some(conn));
+            self.conns.push(Some(Box::new(conn)));
         } else {
-            self.conns[slot] = Some(conn);
+            self.conns[slot] = Some(Box::new(conn));
         }
         self.live += 1;
         self.drive(slot);

@@ -103,11 +103,11 @@ enum Segment {
 ///
 /// Invariant: nothing is appended once the write side is closed; once closed it stays closed.
 /// Invariant: no segment is empty.
+///
+/// A drained queue holds no memory: an idle connection costs only its bookkeeping.
 #[derive(Debug)]
 pub struct Outbox {
     segments: VecDeque<Segment>,
-    /// A drained byte buffer kept for reuse.
-    spare: Vec<u8>,
     closing: Closing,
 }
 
@@ -120,7 +120,7 @@ impl Default for Outbox {
 impl Outbox {
     /// An empty, open outbox.
     pub const fn new() -> Self {
-        Self { segments: VecDeque::new(), spare: Vec::new(), closing: Closing::Open }
+        Self { segments: VecDeque::new(), closing: Closing::Open }
     }
 
     /// Queue bytes. Ignored once the write side is closed.
@@ -131,9 +131,7 @@ impl Outbox {
         if let Some(Segment::Bytes { buf, .. }) = self.segments.back_mut() {
             buf.extend_from_slice(data);
         } else {
-            let mut buf = std::mem::take(&mut self.spare);
-            buf.extend_from_slice(data);
-            self.segments.push_back(Segment::Bytes { buf, sent: 0 });
+            self.segments.push_back(Segment::Bytes { buf: data.to_vec(), sent: 0 });
         }
     }
 
@@ -219,24 +217,15 @@ impl Outbox {
                 slice.len == 0
             }
         };
-        if done && let Some(Segment::Bytes { mut buf, .. }) = self.segments.pop_front() {
-            // Keep a small allocation for the next `send`: echo-like sessions reuse one buffer.
-            // A large one goes, so that an idle connection does not hold its last answer's size.
-            if buf.capacity() <= SPARE_MAX {
-                buf.clear();
-                self.spare = buf;
+        if done {
+            self.segments.pop_front();
+            if self.segments.is_empty() {
+                // An emptied deque keeps its ring: give it back, as an idle connection should.
+                self.segments = VecDeque::new();
             }
         }
     }
-
-    /// Give back the spare buffer: the connection is idle, and holds no memory it does not use.
-    pub fn shrink(&mut self) {
-        self.spare = Vec::new();
-    }
 }
-
-/// The largest drained buffer an outbox keeps for reuse.
-const SPARE_MAX: usize = 4096;
 
 /// The buffer a driver keeps per connection and passes to every `Session::handle_*` call: what
 /// to send on the accepted connection and on any stream the session opened, in order, then

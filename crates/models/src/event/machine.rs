@@ -122,19 +122,43 @@ struct Connecting {
 /// Everything of one connection but its engine: sockets, mailbox, jobs elsewhere.
 pub(crate) struct Sockets<S: Service> {
     pub client: TcpStream,
-    /// Streams the session opened, by id.
-    pub streams: Vec<(StreamId, TcpStream)>,
-    connecting: Vec<Connecting>,
     pub slot: usize,
     /// Tells this connection from earlier ones in the same slot, for timers and helpers.
     pub generation: u64,
     id: SessionId,
     /// Made on the session's first hub request: most sessions never make one.
     mailbox: Option<Arc<Mailbox<Msg<SessionOf<S>>>>>,
-    /// Future jobs running on the futures runtime, to abort.
-    aborts: Vec<(warren_proto::Token, AbortHandle)>,
     /// The deadline this connection's live timer entry is for.
     timer: Option<Instant>,
+    /// Made the first time a session opens a stream or starts a future job.
+    more: Option<Box<MoreSockets>>,
+}
+
+/// The sockets and handles only some connections have.
+#[derive(Default)]
+struct MoreSockets {
+    /// Streams the session opened, by id.
+    streams: Vec<(StreamId, TcpStream)>,
+    connecting: Vec<Connecting>,
+    /// Future jobs running on the futures runtime, to abort.
+    aborts: Vec<(warren_proto::Token, AbortHandle)>,
+}
+
+impl<S: Service> Sockets<S> {
+    fn more(&mut self) -> &mut MoreSockets {
+        self.more.get_or_insert_with(Box::default)
+    }
+
+    fn streams_mut(&mut self) -> &mut [(StreamId, TcpStream)] {
+        match self.more.as_deref_mut() {
+            Some(more) => &mut more.streams,
+            None => &mut [],
+        }
+    }
+
+    fn connecting(&self) -> &[Connecting] {
+        self.more.as_ref().map_or(&[], |m| &m.connecting)
+    }
 }
 
 /// One connection: its engine and its sockets.
@@ -157,21 +181,19 @@ impl<S: Service> Conn<S> {
             engine: Engine::new(service.new_session(&info, now), &ctx.engine, incoming.preamble),
             io: Sockets {
                 client: TcpStream::from_std(incoming.stream),
-                streams: Vec::new(),
-                connecting: Vec::new(),
                 slot,
                 generation,
                 id: info.id,
                 mailbox: None,
-                aborts: Vec::new(),
                 timer: None,
+                more: None,
             },
         })
     }
 
     /// When the driver must next look at this connection if nothing else happens.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        let connecting = self.io.connecting.iter().map(|c| c.deadline).min();
+        let connecting = self.io.connecting().iter().map(|c| c.deadline).min();
         self.engine.poll_timeout().into_iter().chain(connecting).min()
     }
 
@@ -182,16 +204,16 @@ impl<S: Service> Conn<S> {
 
     /// Socket readiness for `stream`: finishes a connect in progress, or marks it readable.
     pub(crate) fn ready(&mut self, stream: StreamId, readable: bool, fin: bool) {
-        if let Some(at) = self.io.connecting.iter().position(|c| c.stream == stream) {
-            let c = self.io.connecting.swap_remove(at);
+        if let Some(at) = self.io.connecting().iter().position(|c| c.stream == stream) {
+            let c = self.io.more().connecting.swap_remove(at);
             match c.socket.take_error() {
                 Ok(None) if c.socket.peer_addr().is_ok() => {
                     let _ = c.socket.set_nodelay(true);
-                    self.io.streams.push((stream, c.socket));
+                    self.io.more().streams.push((stream, c.socket));
                     self.engine.handle_connected(c.token, Ok(stream));
                 }
                 // Not yet: spurious readiness before the handshake ended.
-                Ok(None) if !fin => self.io.connecting.push(c),
+                Ok(None) if !fin => self.io.more().connecting.push(c),
                 Ok(Some(e)) | Err(e) => self.engine.handle_connected(c.token, Err(e.kind())),
                 Ok(None) => self.engine.handle_connected(c.token, Err(io::ErrorKind::ConnectionRefused)),
             }
@@ -204,8 +226,8 @@ impl<S: Service> Conn<S> {
 
     /// Connects past their deadline fail.
     pub(crate) fn expire_connects(&mut self, now: Instant) {
-        while let Some(at) = self.io.connecting.iter().position(|c| now >= c.deadline) {
-            let c = self.io.connecting.swap_remove(at);
+        while let Some(at) = self.io.connecting().iter().position(|c| now >= c.deadline) {
+            let c = self.io.more().connecting.swap_remove(at);
             self.engine.handle_connected(c.token, Err(io::ErrorKind::TimedOut));
         }
     }
@@ -232,7 +254,7 @@ impl<S: Service> Conn<S> {
             let interest = ctx.interest(Interest::READABLE);
             ctx.registry.reregister(&mut self.io.client, token_of(slot, StreamId::CLIENT), interest)?;
         }
-        for (stream, socket) in &mut self.io.streams {
+        for (stream, socket) in self.io.streams_mut() {
             // Streams a worker connected are new to the poller; the others are re-armed.
             let token = token_of(slot, *stream);
             if self.engine.wants_readiness(*stream)
@@ -247,7 +269,7 @@ impl<S: Service> Conn<S> {
     /// The connection is gone: the hub hears it, unless it did at the linger.
     pub(crate) fn close(mut self, ctx: &Ctx<S>) {
         MioLink { io: &mut self.io, ctx }.leave_hub(Instant::now());
-        for (_, handle) in self.io.aborts.drain(..) {
+        for (_, handle) in self.io.more.take().into_iter().flat_map(|m| m.aborts) {
             handle.abort();
         }
     }
@@ -274,7 +296,7 @@ impl<S: Service> Link<SessionOf<S>> for MioLink<'_, S> {
         if stream == StreamId::CLIENT {
             return Some(&self.io.client);
         }
-        self.io.streams.iter().find(|(id, _)| *id == stream).map(|(_, s)| s)
+        self.io.more.as_ref()?.streams.iter().find(|(id, _)| *id == stream).map(|(_, s)| s)
     }
 
     fn hub(&mut self, now: Instant, request: Req<SessionOf<S>>) -> io::Result<()> {
@@ -304,14 +326,15 @@ impl<S: Service> Link<SessionOf<S>> for MioLink<'_, S> {
         let (inbox, slot, generation) = (self.ctx.inbox.clone(), self.io.slot, self.io.generation);
         let abort = helpers.run(job, move |done| inbox.push(Wake::Done { slot, generation, token, done }));
         if let Some(handle) = abort {
-            self.io.aborts.retain(|(_, h)| !h.is_finished());
-            self.io.aborts.push((token, handle));
+            let aborts = &mut self.io.more().aborts;
+            aborts.retain(|(_, h)| !h.is_finished());
+            aborts.push((token, handle));
         }
         None
     }
 
     fn abort(&mut self, token: warren_proto::Token) {
-        self.io.aborts.retain(|(t, handle)| {
+        self.io.more().aborts.retain(|(t, handle)| {
             if *t == token {
                 handle.abort();
             }
@@ -330,7 +353,7 @@ impl<S: Service> Link<SessionOf<S>> for MioLink<'_, S> {
             // A pool worker connects as a thread-per-connection server would; the poller
             // watches the socket once the worker hands the connection back.
             return Some(connect_here(addr, timeout).map(|socket| {
-                self.io.streams.push((stream, TcpStream::from_std(socket)));
+                self.io.more().streams.push((stream, TcpStream::from_std(socket)));
                 stream
             }));
         }
@@ -342,7 +365,7 @@ impl<S: Service> Link<SessionOf<S>> for MioLink<'_, S> {
         if let Err(e) = self.ctx.registry.register(&mut socket, token_of(self.io.slot, stream), interest) {
             return Some(Err(e.kind()));
         }
-        self.io.connecting.push(Connecting { stream, token, deadline: Instant::now() + timeout, socket });
+        self.io.more().connecting.push(Connecting { stream, token, deadline: Instant::now() + timeout, socket });
         None
     }
 
@@ -351,7 +374,7 @@ impl<S: Service> Link<SessionOf<S>> for MioLink<'_, S> {
     }
 
     fn drop_stream(&mut self, stream: StreamId) {
-        self.io.streams.retain(|(id, _)| *id != stream);
+        self.io.more().streams.retain(|(id, _)| *id != stream);
     }
 
     fn shutting_down(&self) -> bool {

@@ -10,11 +10,19 @@ use super::path::SafePath;
 
 /// Opens what a [`SafePath`] names beneath the document root.
 ///
-/// Implementations may block on the disk (an `open` and an `fstat` per request); drivers call
-/// sessions from threads where that is acceptable, as nginx does without its thread pools.
+/// [`Files::open`] may wait for the disk (a directory read, an inode not in memory): the
+/// session calls it in a job, which the loop-based models run on a helper thread.
+/// [`Files::try_open`] is the fast way for what the kernel has cached, answered on the spot.
 pub trait Files: Send + Sync + 'static {
     /// The file or directory `path` names, relative to the root.
     fn open(&self, path: &SafePath) -> Result<Entry, FilesError>;
+
+    /// The same without waiting for the disk: `None` if it would have to (then the session
+    /// calls [`Files::open`] in a job). The default opens at once, for trees that never wait
+    /// (in memory).
+    fn try_open(&self, path: &SafePath) -> Option<Result<Entry, FilesError>> {
+        Some(self.open(path))
+    }
 }
 
 /// What a path names.

@@ -31,7 +31,7 @@ pub(super) struct Frame {
 }
 
 /// Serves a regular file: `200`, `206`, `304` or `416`; HTTP/0.9 gets the raw bytes.
-pub(super) fn serve_file<R>(head: &Head, name: &str, file: OpenFile, frame: Frame, out: &mut Output<R>) -> Reply {
+pub(super) fn serve_file<R, D>(head: &Head, name: &str, file: OpenFile, frame: Frame, out: &mut Output<R, D>) -> Reply {
     if frame.version == Version::Http09 {
         out.send_file(file.file, 0, file.len);
         return Reply { status: 200, bytes: file.len };
@@ -76,7 +76,7 @@ pub(super) fn serve_file<R>(head: &Head, name: &str, file: OpenFile, frame: Fram
 }
 
 /// An error (or a redirect) with a small HTML body; HTTP/0.9 gets the course's bare string.
-pub(super) fn error<R>(status: u16, frame: Frame, fields: &[(&str, String)], out: &mut Output<R>) -> Reply {
+pub(super) fn error<R, D>(status: u16, frame: Frame, fields: &[(&str, String)], out: &mut Output<R, D>) -> Reply {
     if frame.version == Version::Http09 {
         let bare = simple_error(status);
         out.send(bare);
@@ -86,13 +86,13 @@ pub(super) fn error<R>(status: u16, frame: Frame, fields: &[(&str, String)], out
 }
 
 /// An answer whose body is in memory (errors, listings).
-pub(super) fn send_whole<R>(
+pub(super) fn send_whole<R, D>(
     status: u16,
     frame: Frame,
     mime: &str,
     body: &[u8],
     fields: &[(&str, String)],
-    out: &mut Output<R>,
+    out: &mut Output<R, D>,
 ) -> Reply {
     if frame.version == Version::Http09 {
         out.send(body);

@@ -21,13 +21,16 @@
 //! - **`/visits`** (when [`Http::visits`] is set): the demo counters of [`super::visits`]. A
 //!   `/visits/session` request waits for the hub's answer; requests pipelined after it wait in
 //!   the buffer, so that answers leave in request order.
+//! - **Files the kernel has not cached** ([`Files::try_open`] says it would wait) are opened in
+//!   a job, so a slow disk holds up only the connections that wait for it; requests pipelined
+//!   behind one wait in the buffer, as behind a `/visits/session` request.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::files::{Dir, Entry, Files, FilesError};
-use super::path::resolve_target;
+use super::path::{SafePath, resolve_target};
 use super::reply::{Frame, Reply, error, listing, send_whole, serve_file, with_slash};
 use super::request::{Head, Method, RequestLimits, Version, parse_head};
 use super::response::clf_date;
@@ -35,9 +38,21 @@ use super::visits::{
     COOKIE_LIFETIME, COUNT_COOKIE, Route, SESSION_COOKIE, VisitsConfig, VisitsHub, VisitsMessage, VisitsRequest,
     cookies, count_cookie, parse_session_id, route, session_cookie,
 };
-use crate::{ConnInfo, Deadline, Level, Limits, Output, Service, Session};
+use crate::{ConnInfo, Deadline, Job, Level, Limits, Output, Service, Session, Token};
 
-type Out = Output<VisitsRequest>;
+type Out = Output<VisitsRequest, Opened>;
+
+/// A file opened in a job.
+pub type Opened = Result<Entry, FilesError>;
+
+/// A request whose answer waits, with what framing and logging it needs then.
+#[derive(Debug)]
+enum Waiting {
+    /// A `/visits/session` request, for the hub.
+    Visit { frame: Frame, line: String },
+    /// A file or directory being opened by a job.
+    Open { head: Head, frame: Frame, path: SafePath },
+}
 
 /// What the server sends a connection it refuses at its limit, before closing it.
 pub const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
@@ -68,6 +83,8 @@ impl Default for HttpLimits {
 
 /// The HTTP file server: one [`HttpSession`] per connection; the hub holds the `/visits`
 /// session table.
+///
+/// The settings are read once, at the first connection, into what every session shares.
 #[derive(Clone)]
 pub struct Http {
     pub limits: HttpLimits,
@@ -77,12 +94,39 @@ pub struct Http {
     pub access_log: bool,
     /// The `/visits` demo's key and table limits; `None` serves `/visits` from the files.
     pub visits: Option<Arc<VisitsConfig>>,
+    shared: OnceLock<Arc<Shared>>,
+}
+
+/// What every session of one server reads: one pointer per connection instead of a copy.
+struct Shared {
+    files: Arc<dyn Files>,
+    request: RequestLimits,
+    timeouts: Limits,
+    access_log: bool,
+    visits: Option<Arc<VisitsConfig>>,
 }
 
 impl Http {
     /// A server of `files` with the default limits and no access log.
     pub fn new(files: Arc<dyn Files>) -> Self {
-        Self { limits: HttpLimits::default(), files, access_log: false, visits: None }
+        Self { limits: HttpLimits::default(), files, access_log: false, visits: None, shared: OnceLock::new() }
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        self.shared.get_or_init(|| {
+            let timeouts = Limits {
+                idle_timeout: self.limits.idle_timeout,
+                read_timeout: self.limits.read_timeout,
+                max_request: 0,
+            };
+            Arc::new(Shared {
+                files: self.files.clone(),
+                request: self.limits.request.clone(),
+                timeouts,
+                access_log: self.access_log,
+                visits: self.visits.clone(),
+            })
+        })
     }
 }
 
@@ -115,9 +159,7 @@ impl Service for Http {
 
 /// One HTTP connection.
 pub struct HttpSession {
-    files: Arc<dyn Files>,
-    limits: RequestLimits,
-    access_log: bool,
+    http: Arc<Shared>,
     deadline: Deadline,
     opened_at: Instant,
     wall: SystemTime,
@@ -128,10 +170,9 @@ pub struct HttpSession {
     done: bool,
     /// Output still pending at the last timeout, to tell a slow download from a stuck one.
     last_pending: u64,
-    visits: Option<Arc<VisitsConfig>>,
-    /// A `/visits/session` request waiting for the hub: how to frame its answer, and its
-    /// request line for the log. Nothing after it is answered before it.
-    waiting: Option<(Frame, String)>,
+    /// A request waiting for the hub or for a file to open. Nothing after it is answered
+    /// before it.
+    waiting: Option<Box<Waiting>>,
     /// The peer closed while a request waited: close once it is answered.
     read_closed: bool,
 }
@@ -145,20 +186,16 @@ impl std::fmt::Debug for HttpSession {
 impl HttpSession {
     /// A session for a connection accepted at `now`.
     pub fn new(http: &Http, info: &ConnInfo, now: Instant) -> Self {
-        let limits =
-            Limits { idle_timeout: http.limits.idle_timeout, read_timeout: http.limits.read_timeout, max_request: 0 };
+        let shared = http.shared().clone();
         Self {
-            files: http.files.clone(),
-            limits: http.limits.request.clone(),
-            access_log: http.access_log,
-            deadline: Deadline::new(&limits, now),
+            deadline: Deadline::new(&shared.timeouts, now),
+            http: shared,
             opened_at: now,
             wall: info.wall,
             peer: info.peer,
             buf: Vec::new(),
             done: false,
             last_pending: 0,
-            visits: http.visits.clone(),
             waiting: None,
             read_closed: false,
         }
@@ -175,12 +212,34 @@ impl HttpSession {
         out.close();
     }
 
-    /// Answers every complete head in the buffer, in order.
-    fn answer_ready(&mut self, now: Instant, out: &mut Out) -> bool {
+    /// Answers every complete head in the buffer followed by `data`, in order, and keeps what
+    /// is left. Most reads bring whole requests to an empty buffer: those are parsed where they
+    /// are, without a copy, and an idle connection holds no buffer.
+    fn answer_ready(&mut self, now: Instant, data: &[u8], out: &mut Out) -> bool {
+        if self.buf.is_empty() {
+            let (answered, used) = self.answer_from(now, data, out);
+            if !self.done {
+                self.buf.extend_from_slice(&data[used..]);
+            }
+            return answered;
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.extend_from_slice(data);
+        let (answered, used) = self.answer_from(now, &buf, out);
+        if !self.done && used < buf.len() {
+            buf.drain(..used);
+            self.buf = buf;
+        }
+        answered
+    }
+
+    /// Answers the complete heads at the front of `input`; returns whether any was answered and
+    /// how many bytes they took.
+    fn answer_from(&mut self, now: Instant, input: &[u8], out: &mut Out) -> (bool, usize) {
         let mut at = 0;
         let mut answered = false;
         while !self.done && self.waiting.is_none() {
-            match parse_head(&self.buf[at..], &self.limits) {
+            match parse_head(&input[at..], &self.http.request) {
                 Ok(Some((head, used))) => {
                     at += used;
                     answered = true;
@@ -188,8 +247,8 @@ impl HttpSession {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    let line = first_line(&self.buf[at..]);
-                    let version = if looks_simple(&self.buf[at..]) { Version::Http09 } else { Version::Http11 };
+                    let line = first_line(&input[at..]);
+                    let version = if looks_simple(&input[at..]) { Version::Http09 } else { Version::Http11 };
                     let frame = Frame { date: self.wall_at(now), version, is_head: false, keep: false };
                     let reply = error(e.status(), frame, &[], out);
                     self.log(now, &line, &reply, out);
@@ -197,10 +256,7 @@ impl HttpSession {
                 }
             }
         }
-        if !self.done {
-            self.buf.drain(..at);
-        }
-        answered
+        (answered, at)
     }
 
     fn answer(&mut self, now: Instant, head: &Head, out: &mut Out) {
@@ -208,7 +264,7 @@ impl HttpSession {
         let keep = head.keep_alive() && has_body == Ok(false);
         let frame =
             Frame { date: self.wall_at(now), version: head.version, is_head: head.method == Method::Head, keep };
-        let visit = if self.visits.is_some() { route(&head.target) } else { None };
+        let visit = if self.http.visits.is_some() { route(&head.target) } else { None };
         let reply = match (&head.method, has_body) {
             (_, Err(_)) => error(400, frame, &[], out),
             _ if head.header("transfer-encoding").is_some() => error(501, frame, &[], out),
@@ -220,10 +276,22 @@ impl HttpSession {
                 // The first id that parses: a malformed one is as good as none.
                 let id = cookies(head, SESSION_COOKIE).find_map(parse_session_id);
                 out.hub(VisitsRequest::Visit { id });
-                self.waiting = Some((frame, request_line(head)));
+                self.waiting = Some(Box::new(Waiting::Visit { frame, line: request_line(head) }));
                 return;
             }
-            (Method::Get | Method::Head, Ok(false)) => self.serve(head, frame, out),
+            (Method::Get | Method::Head, Ok(false)) => match resolve_target(&head.target) {
+                Err(e) => error(e.status(), frame, &[], out),
+                Ok(path) => match self.http.files.try_open(&path) {
+                    Some(opened) => self.serve(head, &path, opened, frame, out),
+                    None => {
+                        let files = self.http.files.clone();
+                        let wanted = path.clone();
+                        out.job(Token(0), Job::blocking(move || files.open(&wanted)));
+                        self.waiting = Some(Box::new(Waiting::Open { head: head.clone(), frame, path }));
+                        return;
+                    }
+                },
+            },
             (Method::Other(m), _) if KNOWN_METHODS.contains(&m.as_str()) => {
                 error(405, frame, &[("Allow", "GET, HEAD".into())], out)
             }
@@ -235,12 +303,8 @@ impl HttpSession {
         }
     }
 
-    fn serve(&self, head: &Head, frame: Frame, out: &mut Out) -> Reply {
-        let path = match resolve_target(&head.target) {
-            Ok(path) => path,
-            Err(e) => return error(e.status(), frame, &[], out),
-        };
-        match self.files.open(&path) {
+    fn serve(&self, head: &Head, path: &SafePath, opened: Opened, frame: Frame, out: &mut Out) -> Reply {
+        match opened {
             Err(e) => {
                 if let FilesError::Io(io) = &e {
                     out.log(Level::Error, format!("{}: {io}", head.target));
@@ -259,7 +323,7 @@ impl HttpSession {
             }
             Ok(Entry::Dir(Dir { index: Some((name, file)), .. })) => serve_file(head, &name, file, frame, out),
             Ok(Entry::Dir(Dir { listing: Some(entries), .. })) => {
-                let page = listing(&path, &entries);
+                let page = listing(path, &entries);
                 send_whole(200, frame, "text/html; charset=utf-8", page.as_bytes(), &[], out)
             }
             Ok(Entry::Dir(_)) => error(403, frame, &[], out),
@@ -268,7 +332,7 @@ impl HttpSession {
 
     /// `/visits/cookie`: the count from the first authentic cookie, plus one, signed anew.
     fn count_in_cookie(&self, head: &Head, frame: Frame, out: &mut Out) -> Reply {
-        let visits = self.visits.as_deref().expect("routed only when configured");
+        let visits = self.http.visits.as_deref().expect("routed only when configured");
         let mut count = None;
         let mut rejected = 0;
         for value in cookies(head, COUNT_COOKIE) {
@@ -292,18 +356,33 @@ impl HttpSession {
 
     /// The hub counted a `/visits/session` visit: answer it, then whatever was pipelined after.
     fn visited(&mut self, now: Instant, id: u128, count: u64, out: &mut Out) {
-        let Some((frame, line)) = self.waiting.take() else {
+        let Some(Waiting::Visit { frame, line }) = self.waiting.take().map(|w| *w) else {
             out.log(Level::Error, "visits: an answer from the hub nobody asked for");
             return;
         };
         let body = format!("visits: {count} (kept in the server's session table; lost when it restarts)\n");
         let reply = send_visits(frame, &body, session_cookie(id), out);
-        self.log(now, &line, &reply, out);
+        self.answered(now, frame, &line, &reply, out);
+    }
+
+    /// A job opened the file a request waits for: answer it, then whatever was pipelined after.
+    fn opened(&mut self, now: Instant, opened: Opened, out: &mut Out) {
+        let Some(Waiting::Open { head, frame, path }) = self.waiting.take().map(|w| *w) else {
+            out.log(Level::Error, "http: a file opened that nobody waits for");
+            return;
+        };
+        let reply = self.serve(&head, &path, opened, frame, out);
+        self.answered(now, frame, &request_line(&head), &reply, out);
+    }
+
+    /// A request that waited has its answer queued: log it, then go on with the buffer.
+    fn answered(&mut self, now: Instant, frame: Frame, line: &str, reply: &Reply, out: &mut Out) {
+        self.log(now, line, reply, out);
         if !frame.keep {
             self.finish(out);
             return;
         }
-        if self.answer_ready(now, out) {
+        if self.answer_ready(now, &[], out) {
             self.deadline.input(now, false);
         }
         self.deadline.input(now, !self.buf.is_empty());
@@ -314,7 +393,7 @@ impl HttpSession {
 
     /// One Common Log Format line, when the access log is on.
     fn log(&self, now: Instant, line: &str, reply: &Reply, out: &mut Out) {
-        if !self.access_log {
+        if !self.http.access_log {
             return;
         }
         let host = self.peer.map_or_else(|| "-".to_owned(), |p| p.ip().to_string());
@@ -330,7 +409,7 @@ const KNOWN_METHODS: &[&str] = &["POST", "PUT", "DELETE", "CONNECT", "OPTIONS", 
 impl Session for HttpSession {
     type Request = VisitsRequest;
     type Message = VisitsMessage;
-    type Done = crate::Nothing;
+    type Done = Opened;
 
     fn handle_open(&mut self, _: Instant, _: &mut Out) {}
 
@@ -338,17 +417,17 @@ impl Session for HttpSession {
         if self.done {
             return;
         }
-        self.buf.extend_from_slice(data);
         if self.waiting.is_some() {
-            // Pipelined behind a hub request: keep it, within what a few heads may take.
-            let bound = 4 * (self.limits.max_request_line + self.limits.max_header_bytes);
+            // Pipelined behind a request that waits: keep it, within what a few heads may take.
+            self.buf.extend_from_slice(data);
+            let bound = 4 * (self.http.request.max_request_line + self.http.request.max_header_bytes);
             if self.buf.len() > bound {
-                out.log(Level::Debug, "closing: too much pipelined behind a /visits request");
+                out.log(Level::Debug, "closing: too much pipelined behind a request that waits");
                 self.finish(out);
             }
             return;
         }
-        if self.answer_ready(now, out) {
+        if self.answer_ready(now, data, out) {
             // A new request's read clock starts now, not at the previous one's first byte.
             self.deadline.input(now, false);
         }
@@ -373,8 +452,14 @@ impl Session for HttpSession {
         self.visited(now, id, count, out);
     }
 
+    fn handle_completion(&mut self, now: Instant, _: Token, opened: Opened, out: &mut Out) {
+        if !self.done {
+            self.opened(now, opened, out);
+        }
+    }
+
     fn handle_timeout(&mut self, now: Instant, out: &mut Out) {
-        // While the hub is asked, the delay is the server's, not the client's.
+        // While the hub or the disk is asked, the delay is the server's, not the client's.
         if self.done || self.waiting.is_some() {
             return;
         }

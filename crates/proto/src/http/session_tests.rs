@@ -14,9 +14,8 @@ use proptest::prelude::*;
 
 use super::files::{Dir, DirEntry, Entry, Files, FilesError, OpenFile};
 use super::path::SafePath;
-use super::session::{Http, HttpLimits, REFUSAL};
-use super::visits::VisitsRequest;
-use crate::{Action, ConnInfo, Level, Output, Service, Session, SessionId, Transmit};
+use super::session::{Http, HttpLimits, HttpSession, REFUSAL};
+use crate::{Action, ConnInfo, Job, Level, Output, Service, Session, SessionId, Transmit};
 
 /// 2001-09-09 01:46:40 UTC: the wall clock at accept.
 const WALL: u64 = 1_000_000_000;
@@ -26,6 +25,8 @@ const MTIME: u64 = 999_000_000;
 struct MemFiles {
     files: HashMap<String, OpenFile>,
     dirs: HashMap<String, (bool, bool)>, // (has index, listing)
+    /// Paths "not in the kernel's caches": `try_open` says they would wait.
+    cold: Vec<String>,
 }
 
 fn temp_file(content: &[u8]) -> Arc<File> {
@@ -49,9 +50,17 @@ impl MemFiles {
         self.dirs.insert(path.into(), (index, listing));
         self
     }
+    fn cold(mut self, path: &str) -> Self {
+        self.cold.push(path.into());
+        self
+    }
 }
 
 impl Files for MemFiles {
+    fn try_open(&self, path: &SafePath) -> Option<Result<Entry, FilesError>> {
+        (!self.cold.contains(&path.components.join("/"))).then(|| self.open(path))
+    }
+
     fn open(&self, path: &SafePath) -> Result<Entry, FilesError> {
         let key = path.components.join("/");
         if key == "secret" {
@@ -86,10 +95,17 @@ fn tree() -> MemFiles {
         .dir("list", false, true)
 }
 
+/// The server of [`tree`], with `set` applied.
+fn with_http(set: impl FnOnce(&mut Http)) -> Http {
+    let mut http = Http::new(Arc::new(tree()));
+    set(&mut http);
+    http
+}
+
 /// A session under test with its output, clock and what was sent so far.
 struct Client {
     session: crate::http::HttpSession,
-    out: Output<VisitsRequest>,
+    out: crate::Out<HttpSession>,
     t0: Instant,
     now: Instant,
 }
@@ -294,7 +310,7 @@ fn every_error_status() {
     for (request, want) in
         [("GET /aaaaaaaaaaaaaaaaaaaaaaaaaaa", "414"), ("GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\n", "431")]
     {
-        let mut c = Client::with(Http { limits: limits.clone(), ..Http::new(Arc::new(tree())) });
+        let mut c = Client::with(with_http(|h| h.limits = limits.clone()));
         let wire = c.send(request);
         assert_eq!(status(&wire), want, "{wire}");
         assert!(c.out.is_closed());
@@ -326,7 +342,7 @@ fn http09_gets_raw_bytes_and_bare_errors() {
         ("FOO /x\r\n", "400 Bad Request"),
     ];
     for (request, want) in cases {
-        let mut c = Client::with(Http { access_log: true, ..Http::new(Arc::new(tree())) });
+        let mut c = Client::with(with_http(|h| h.access_log = true));
         assert_eq!(c.send(request), want, "{request:?}");
         assert!(c.out.is_closed());
         assert_eq!(c.logs().len(), 1);
@@ -335,14 +351,13 @@ fn http09_gets_raw_bytes_and_bare_errors() {
 
 #[test]
 fn dribbling_client_gets_408_and_idle_one_a_quiet_close() {
-    let http = Http {
-        limits: HttpLimits {
+    let http = with_http(|h| {
+        h.limits = HttpLimits {
             read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             ..Default::default()
-        },
-        ..Http::new(Arc::new(tree()))
-    };
+        }
+    });
     let mut c = Client::with(http.clone());
     assert_eq!(c.session.poll_timeout(), Some(c.t0 + Duration::from_secs(60)));
     for byte in "GET /a.txt HTTP/1.1\r\n".split_inclusive("") {
@@ -367,10 +382,7 @@ fn dribbling_client_gets_408_and_idle_one_a_quiet_close() {
 
 #[test]
 fn slow_download_is_not_idleness() {
-    let http = Http {
-        limits: HttpLimits { idle_timeout: Duration::from_secs(5), ..Default::default() },
-        ..Http::new(Arc::new(tree()))
-    };
+    let http = with_http(|h| h.limits = HttpLimits { idle_timeout: Duration::from_secs(5), ..Default::default() });
     let mut c = Client::with(http);
     c.send("GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n");
     c.session.handle_input(c.now, b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n", &mut c.out);
@@ -387,7 +399,7 @@ fn slow_download_is_not_idleness() {
 
 #[test]
 fn access_log_is_common_log_format() {
-    let mut c = Client::with(Http { access_log: true, ..Http::new(Arc::new(tree())) });
+    let mut c = Client::with(with_http(|h| h.access_log = true));
     c.now += Duration::from_secs(1);
     c.send("GET /a.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=0-3\r\n\r\nHEAD /\"x HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(
@@ -432,4 +444,22 @@ proptest! {
         let bytes: usize = c.segments().iter().map(|s| match s { Ok(b) if !b.is_empty() => b.len(), _ => 0 }).sum();
         prop_assert!(bytes <= 64 * fed + 1024, "{bytes} bytes out for {fed} in");
     }
+}
+
+#[test]
+fn a_file_the_kernel_has_not_cached_is_opened_in_a_job_and_answers_keep_their_order() {
+    let mut c = Client::with(Http::new(Arc::new(tree().cold("b.png"))));
+    let sent = c.send("GET /b.png HTTP/1.1\r\nHost: x\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(sent, "", "nothing answers before the cold file is open, not even what follows it");
+    let job = std::iter::from_fn(|| c.out.poll_action()).find_map(|a| match a {
+        Action::Job(token, Job::Blocking(open)) => Some((token, open)),
+        _ => None,
+    });
+    let (token, open) = job.expect("the open went to a job");
+    assert_eq!(c.session.poll_timeout(), None, "the wait is the server's, not the client's");
+    c.session.handle_completion(c.now, token, open(), &mut c.out);
+    let wire = c.wire();
+    let png = wire.find("PNG").expect("the cold file's body");
+    let txt = wire.find("0123456789").expect("the pipelined request's body");
+    assert!(png < txt, "answers leave in request order: {wire}");
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::files::{Entry, Files, FilesError};
 use super::path::SafePath;
 use super::session::{Http, HttpSession};
-use super::visits::{VisitsConfig, VisitsHub, VisitsRequest};
+use super::visits::{VisitsConfig, VisitsHub};
 use crate::{Action, ConnInfo, Hub, HubOutput, Level, Output, Service, Session, SessionId};
 
 struct NoFiles;
@@ -25,7 +25,7 @@ struct Sim {
     http: Http,
     hub: VisitsHub,
     now: Instant,
-    conns: BTreeMap<u64, (HttpSession, Output<VisitsRequest>)>,
+    conns: BTreeMap<u64, (HttpSession, crate::Out<HttpSession>)>,
     logs: Vec<(Level, String)>,
     next: u64,
 }
