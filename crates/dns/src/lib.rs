@@ -22,6 +22,7 @@ mod encode;
 mod names;
 mod rotation;
 mod server;
+mod tcp;
 mod udp;
 
 use std::collections::HashMap;
