@@ -95,6 +95,8 @@ const ATTRIBUTES: &[(&str, Meaning)] = &[
     ("data", Meaning::Honoured),
     ("dns", Meaning::Honoured),
     ("api", Meaning::Honoured),
+    ("backend", Meaning::Honoured),
+    ("to", Meaning::Honoured),
     ("register", Meaning::Honoured),
     ("sandbox_memory_max", Meaning::Honoured),
     ("sandbox_pids_max", Meaning::Honoured),
@@ -355,9 +357,14 @@ fn builtin(a: &Attrs, protocol: &str, transport: Transport) -> Result<Kind, Stri
         data: a.one("data")?.map(PathBuf::from),
         dns: address(a, "dns")?,
         api: address(a, "api")?,
+        backend: address(a, "backend")?,
+        to: a.one("to")?.map(PathBuf::from),
     };
-    if protocol == Protocol::Http && options.root.is_none() {
-        return Err("builtin http: needs root".into());
+    let needs =
+        [(Protocol::Http, "root", options.root.is_some()), (Protocol::Relay, "backend", options.backend.is_some())];
+    let needs = needs.into_iter().chain([(Protocol::Handoff, "to", options.to.is_some())]);
+    if let Some((_, key, _)) = needs.into_iter().find(|(p, _, set)| *p == protocol && !set) {
+        return Err(format!("builtin {}: needs {key}", protocol.name()));
     }
     let registry_only =
         [("data", options.data.is_some()), ("dns", options.dns.is_some()), ("api", options.api.is_some())];

@@ -41,6 +41,10 @@ pub struct Settings {
     pub timeserver: warren_proto::timeserver::TimeServer,
     /// `http`: the service, built by the caller (document root, cookie key, limits).
     pub http: Option<warren_proto::http::Http>,
+    /// `relay`: the relay, with its backend.
+    pub relay: Option<warren_proto::relay::Relay>,
+    /// `handoff`: the front, with its target.
+    pub handoff: Option<warren_proto::handoff::Front>,
 }
 
 /// What to do with a protocol's service once [`dispatch`] has built it, whatever its type.
@@ -80,6 +84,8 @@ pub fn dispatch<R: Serve>(protocol: Name, transport: Transport, settings: Settin
         Name::Pingpong => serve.tcp(warren_proto::pingpong::PingPong { limits, options: settings.pingpong }),
         Name::Chat => serve.tcp(warren_proto::chat::Chat { limits }),
         Name::Http => serve.tcp(settings.http?),
+        Name::Relay => serve.tcp(settings.relay?),
+        Name::Handoff => serve.tcp(settings.handoff?),
         Name::Registry => return None,
     })
 }
@@ -119,6 +125,11 @@ pub fn start(service: &Service, builtin: &Builtin, socket: Socket, hooks: &mut d
         }
         settings.http = Some(http);
     }
+    settings.relay = o.backend.map(warren_proto::relay::Relay::new);
+    settings.handoff = o.to.as_ref().map(|to| {
+        let to = warren_proto::HandOffTarget::new(to.clone());
+        warren_proto::handoff::Front::new(to, warren_proto::handoff::Peek::Line)
+    });
     let transport = match socket {
         Socket::Tcp(_) => Transport::Tcp,
         Socket::Udp(_) => Transport::Udp,

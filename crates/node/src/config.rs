@@ -224,11 +224,15 @@ pub enum Protocol {
     Http,
     /// The service registry (hosted through [`crate::Hooks::host`]: it lives outside this crate).
     Registry,
+    /// A TCP relay to one backend.
+    Relay,
+    /// A hand-off front: hands each connection, with its first bytes, to another process.
+    Handoff,
 }
 
 impl Protocol {
     /// Every protocol: its name in configs and on the command line, and what it is.
-    pub const ALL: [(Protocol, &'static str, &'static str); 10] = [
+    pub const ALL: [(Protocol, &'static str, &'static str); 12] = [
         (Protocol::Echo, "echo", "RFC 862, TCP or UDP"),
         (Protocol::Discard, "discard", "RFC 863, TCP or UDP"),
         (Protocol::Daytime, "daytime", "RFC 867, TCP or UDP"),
@@ -239,6 +243,12 @@ impl Protocol {
         (Protocol::Chat, "chat", "the course's chat server"),
         (Protocol::Http, "http", "HTTP/1.1 static files (and the course's one-line `GET /path` requests)"),
         (Protocol::Registry, "registry", "the service registry (`warren registry` on its own)"),
+        (Protocol::Relay, "relay", "a TCP relay to one backend, spliced both ways (needs backend)"),
+        (
+            Protocol::Handoff,
+            "handoff",
+            "hands each connection, with its first line or head, to another process (needs to)",
+        ),
     ];
 
     /// The name in configs.
@@ -274,6 +284,10 @@ pub struct BuiltinOptions {
     pub dns: Option<SocketAddr>,
     /// `registry`: also serve the HTTP/JSON API on this address.
     pub api: Option<SocketAddr>,
+    /// `relay`: where to.
+    pub backend: Option<SocketAddr>,
+    /// `handoff`: the hand-off socket connections go to (`@name` for the abstract namespace).
+    pub to: Option<PathBuf>,
 }
 
 /// Rate and concurrency limits.

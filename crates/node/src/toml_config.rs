@@ -88,7 +88,7 @@ pub fn registry_addr(text: &str) -> Result<Option<SocketAddr>, String> {
 }
 
 /// Attributes whose string value is one path, spaces and all.
-const PATHS: [&str; 6] = ["server", "banner", "banner_success", "banner_fail", "root", "data"];
+const PATHS: [&str; 7] = ["server", "banner", "banner_success", "banner_fail", "root", "data", "to"];
 
 fn words(key: &str, value: Value) -> Result<Vec<String>, String> {
     let word = |v: Value| match v {

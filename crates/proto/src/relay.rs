@@ -5,7 +5,8 @@
 //! directions ([`Action::Splice`]): the driver moves the bytes in the kernel, through a pipe,
 //! without handing them to the session. A half-close travels: once the client ends its
 //! requests, the backend's write side is shut, and the other way round. What the client sends
-//! before the backend answers the connect is kept (up to [`EARLY_MAX`]) and sent first.
+//! before the backend answers the connect is kept and sent first; past [`EARLY_MAX`] bytes of
+//! it the client is not read until the backend is there.
 //!
 //! Refusals: a backend that cannot be reached within the connect timeout closes the client's
 //! connection at once (it has no bytes of its own to explain why). A relay with no bytes moving
@@ -16,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use crate::{Action, ConnInfo, Level, NoHub, Nothing, Output, Service, Session, StreamId, Token};
 
-/// Bytes kept from the client while the backend connection is being made.
+/// Bytes taken from the client while the backend connection is being made (one read more at
+/// most).
 pub const EARLY_MAX: usize = 64 * 1024;
 
 /// The relay: where to, and its timeouts.
@@ -102,14 +104,10 @@ impl Session for RelaySession {
         out.connect(Token(0), self.relay.backend, self.relay.connect_timeout);
     }
 
-    fn handle_input(&mut self, now: Instant, data: &[u8], out: &mut Out) {
+    fn handle_input(&mut self, now: Instant, data: &[u8], _: &mut Out) {
         // Only before the backend is connected: afterwards the client's bytes are spliced.
         self.early.extend_from_slice(data);
         self.idle_at = now + self.relay.idle_timeout;
-        if self.early.len() > EARLY_MAX {
-            out.log(Level::Debug, "relay: the client sent too much before the backend answered");
-            out.close();
-        }
     }
 
     fn handle_read_closed(&mut self, _: Instant, out: &mut Out) {
@@ -139,7 +137,7 @@ impl Session for RelaySession {
     }
 
     fn wants_input(&self) -> bool {
-        self.early.len() <= EARLY_MAX
+        self.early.len() < EARLY_MAX
     }
 
     fn handle_connected(

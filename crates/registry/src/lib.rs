@@ -15,6 +15,7 @@ pub mod embedded;
 pub mod health;
 pub mod model;
 pub mod server;
+pub mod session;
 pub mod state;
 pub mod wire;
 

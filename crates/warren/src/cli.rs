@@ -203,6 +203,20 @@ pub struct ServerFlags {
     /// http: the most /visits sessions held; the least recently used go first.
     #[arg(long, default_value_t = 10_000)]
     pub max_sessions: usize,
+    /// relay: the backend every connection is relayed to.
+    #[arg(long)]
+    pub backend: Option<SocketAddr>,
+    /// handoff: the hand-off socket each connection goes to (a path, or @name for the abstract
+    /// namespace), once its first line (or, with --peek head, its request head) is read.
+    #[arg(long)]
+    pub to: Option<std::path::PathBuf>,
+    /// handoff: read the first line, or a whole HTTP request head, before handing over.
+    #[arg(long, value_parser = ["line", "head"], default_value = "line")]
+    pub peek: String,
+    /// Serve connections handed over on this hand-off socket (a path, or @name) instead of
+    /// listening on --listen: the receiving side of `warren serve handoff`.
+    #[arg(long)]
+    pub handoff_listen: Option<std::path::PathBuf>,
     /// Log level: 0 errors only, 1 every event (the default shows the protocol's narration).
     #[arg(long, short = 'd')]
     pub debug: Option<u8>,

@@ -30,8 +30,19 @@ pub fn serve(protocol: Protocol, flags: &ServerFlags) -> anyhow::Result<()> {
         settings.timeserver.delay = delay;
     }
     settings.pingpong.hits = flags.hits;
-    if protocol == Protocol::Http {
-        settings.http = Some(http_service(flags)?);
+    match protocol {
+        Protocol::Http => settings.http = Some(http_service(flags)?),
+        Protocol::Relay => {
+            let backend = flags.backend.context("relay: give the backend with --backend ADDR")?;
+            settings.relay = Some(warren_proto::relay::Relay::new(backend));
+        }
+        Protocol::Handoff => {
+            use warren_proto::handoff::{Front, Peek};
+            let to = flags.to.clone().context("handoff: give the hand-off socket with --to PATH")?;
+            let peek = if flags.peek == "head" { Peek::Head } else { Peek::Line };
+            settings.handoff = Some(Front::new(warren_proto::HandOffTarget::new(to), peek));
+        }
+        _ => {}
     }
     let transport = if flags.udp { Transport::Udp } else { Transport::Tcp };
     dispatch(protocol, transport, settings, Foreground(flags)).unwrap_or_else(|| match protocol {
@@ -192,10 +203,22 @@ pub fn timeserver(args: &TimeserverArgs) -> anyhow::Result<()> {
 }
 
 fn serve_tcp<S: Service>(service: S, flags: &ServerFlags) -> anyhow::Result<()> {
-    let listener = listen(flags.listen).with_context(|| format!("cannot listen on {}", flags.listen))?;
-    let (name, addr) = (service.name(), listener.local_addr()?);
+    let name = service.name();
+    let (listener, transport, addr): (warren_models::Listener, _, _) = match &flags.handoff_listen {
+        Some(path) => {
+            let target = warren_proto::HandOffTarget::new(path.clone());
+            let listener = warren_models::handoff::HandOffListener::bind(&target)
+                .with_context(|| format!("cannot receive hand-offs at {target}"))?;
+            (listener.into(), "hand-off", target.to_string())
+        }
+        None => {
+            let listener = listen(flags.listen).with_context(|| format!("cannot listen on {}", flags.listen))?;
+            let addr = listener.local_addr()?.to_string();
+            (listener.into(), "tcp", addr)
+        }
+    };
     let report = warren_models::serve(flags.model, service, listener, &config(flags), || {
-        announce(name, "tcp", flags.model, addr)
+        announce(name, transport, flags.model, &addr)
     })?;
     finish(&report);
     Ok(())
@@ -205,14 +228,14 @@ fn serve_udp<D: DatagramService>(service: D, flags: &ServerFlags) -> anyhow::Res
     let socket = UdpSocket::bind(flags.listen).with_context(|| format!("cannot bind {}", flags.listen))?;
     let (name, addr) = (service.name(), socket.local_addr()?);
     let report = warren_models::udp::serve_udp(flags.model, service, socket, &config(flags), || {
-        announce(name, "udp", flags.model, addr)
+        announce(name, "udp", flags.model, &addr)
     })?;
     finish(&report);
     Ok(())
 }
 
 /// The readiness line: scripts and tests wait for it and read the address from it.
-fn announce(protocol: &str, transport: &str, model: Model, addr: SocketAddr) {
+fn announce(protocol: &str, transport: &str, model: Model, addr: &dyn std::fmt::Display) {
     println!("warren: serving {protocol} ({transport}) under {model} on {addr}");
     let _ = std::io::stdout().flush();
 }

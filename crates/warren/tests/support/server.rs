@@ -133,7 +133,11 @@ impl Server {
             )
         });
         let addr = ready.rsplit(" on ").next().and_then(|a| a.parse().ok());
-        server.addr = addr.unwrap_or_else(|| panic!("{}: no address in {ready:?}", server.label));
+        // A server of handed-over connections names its hand-off socket, not an address.
+        let handoff = ready.contains(" (hand-off) ");
+        server.addr = addr
+            .or(handoff.then(|| ([0, 0, 0, 0], 0).into()))
+            .unwrap_or_else(|| panic!("{}: no address in {ready:?}", server.label));
         server.ready = ready;
         server.seen.clear();
         server

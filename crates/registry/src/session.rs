@@ -1,0 +1,383 @@
+//! The registry's binary protocol as a session, served by any of warren's server models.
+//!
+//! A request is answered by an `await` on the [`Backend`] (a durable commit, an etcd round trip),
+//! so each one is a future job: the session starts it and goes on reading, and answers leave in
+//! the order their jobs finish, each frame carrying its request's id. A watch is a chain of jobs:
+//! each waits for the next events, hands the watch back with them, and the session starts the
+//! next one once the events are queued, so a watch never holds a thread and can be aborted by
+//! `Cancel` between any two events.
+//!
+//! Limits, per connection: at most [`Limits::max_in_flight`] requests at once (beyond, input is
+//! not read, so a client that never reads answers stops being read), at most
+//! [`Limits::max_watches`] watches, and at most [`OUTBOX`] bytes of answers waiting for the peer
+//! (beyond, no request is read and no watch fetches more until the peer has taken them). A
+//! frame that cannot be read gets an `Error` with id 0 and the connection closes; a body that
+//! cannot be read fails only its request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use warren_proto::{Action, ConnInfo, Deadline, Job, Level, NoHub, Nothing, Output, Service, Session, Token};
+
+use crate::backend::{Backend, Watch};
+use crate::model::{Error, Event, Revision};
+use crate::wire::{self, Decoded, MAX_RESPONSE, Request, Response};
+
+/// Limits of one server, with the defaults `warren registry` uses.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Connections beyond this many get an `Unavailable` error frame and are closed (1024).
+    pub max_conns: usize,
+    /// The largest request frame (64 KiB); a larger one gets an error and the connection closes.
+    pub max_frame: usize,
+    /// A connection with no request in progress and no watch for this long is closed (5 min).
+    pub idle_timeout: Duration,
+    /// Requests one connection may have in progress at once (256).
+    pub max_in_flight: usize,
+    /// Watches one connection may hold at once (64).
+    pub max_watches: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_conns: 1024,
+            max_frame: wire::MAX_REQUEST,
+            idle_timeout: Duration::from_secs(300),
+            max_in_flight: 256,
+            max_watches: 64,
+        }
+    }
+}
+
+/// Bytes of answers that may wait for one peer before the session stops reading requests and
+/// fetching watch events.
+pub const OUTBOX: u64 = 1 << 20;
+
+/// Watch jobs' tokens: the request id with this bit, so that they never meet a request's.
+const WATCH: u64 = 1 << 32;
+
+/// The registry protocol over a backend.
+pub struct Registry<B: ?Sized> {
+    pub backend: Arc<B>,
+    pub limits: Limits,
+}
+
+impl<B: ?Sized> std::fmt::Debug for Registry<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("limits", &self.limits).finish()
+    }
+}
+
+impl<B: Backend + ?Sized> Service for Registry<B> {
+    type Hub = NoHub;
+    type Session = RegistrySession<B>;
+
+    fn name(&self) -> &'static str {
+        "registry"
+    }
+
+    fn new_session(&self, _: &ConnInfo, now: Instant) -> RegistrySession<B> {
+        let timeouts = warren_proto::Limits {
+            idle_timeout: self.limits.idle_timeout,
+            read_timeout: self.limits.idle_timeout,
+            max_request: 0,
+        };
+        RegistrySession {
+            backend: self.backend.clone(),
+            limits: self.limits.clone(),
+            buf: Vec::new(),
+            in_flight: 0,
+            watches: HashMap::new(),
+            deadline: Deadline::new(&timeouts, now),
+            stopping: false,
+        }
+    }
+
+    fn new_hub(&self, _: Instant) -> NoHub {
+        NoHub
+    }
+
+    /// One `Unavailable` error frame (id 0), so that a client over the limit knows why.
+    fn refusal(&self) -> &'static [u8] {
+        static REFUSAL: OnceLock<Vec<u8>> = OnceLock::new();
+        REFUSAL.get_or_init(|| {
+            let mut frame = Vec::new();
+            let busy = Response::Error(Error::Unavailable("too many connections; try again later".into()));
+            wire::encode(0, &busy, MAX_RESPONSE, &mut frame).expect("small");
+            frame
+        })
+    }
+}
+
+/// What a job brings back.
+pub enum Done {
+    /// The answer to request `id`.
+    Answer { id: u32, response: Response },
+    /// The next events of watch `id` (or why it ended), and the watch to go on with.
+    Watch { id: u32, events: Result<Vec<Event>, Error>, watch: Option<Box<dyn Watch>> },
+}
+
+impl std::fmt::Debug for Done {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Done::Answer { id, .. } => write!(f, "Answer({id})"),
+            Done::Watch { id, .. } => write!(f, "Watch({id})"),
+        }
+    }
+}
+
+/// A watch between two jobs: waiting for the peer to take its last events.
+struct Parked(Box<dyn Watch>);
+
+/// One registry connection.
+pub struct RegistrySession<B: ?Sized> {
+    backend: Arc<B>,
+    limits: Limits,
+    /// Bytes of the next frame not complete yet.
+    buf: Vec<u8>,
+    /// Requests whose answers have not come back.
+    in_flight: usize,
+    /// Watches by id: fetching (no value) or parked until the outbox drains.
+    watches: HashMap<u32, Option<Parked>>,
+    deadline: Deadline,
+    /// The server is stopping: no new request; close once the answers in progress are out.
+    stopping: bool,
+}
+
+impl<B: ?Sized> std::fmt::Debug for RegistrySession<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistrySession")
+            .field("in_flight", &self.in_flight)
+            .field("watches", &self.watches.len())
+            .finish()
+    }
+}
+
+type Out = Output<Nothing, Done>;
+
+fn send(out: &mut Out, id: u32, response: &Response) {
+    let mut frame = Vec::new();
+    if let Err(e) = wire::encode(id, response, MAX_RESPONSE, &mut frame) {
+        let e = Response::Error(Error::TooLarge(format!("the answer: {e}; ask for less (a longer prefix)")));
+        wire::encode(id, &e, MAX_RESPONSE, &mut frame).expect("small");
+    }
+    out.send(&frame);
+}
+
+impl<B: Backend + ?Sized> RegistrySession<B> {
+    /// Start every whole request in the buffer, while the limits allow.
+    fn take_requests(&mut self, out: &mut Out) {
+        let mut used = 0;
+        while self.takes_requests(out) {
+            match wire::decode::<Request>(&self.buf[used..], self.limits.max_frame) {
+                Ok(Decoded::Incomplete) => break,
+                Ok(Decoded::Frame { len, id, body }) => {
+                    used += len;
+                    match body {
+                        Ok(request) => self.start(id, request, out),
+                        Err(e) => send(out, id, &Response::Error(e)),
+                    }
+                }
+                Err(e) => {
+                    send(out, 0, &Response::Error(Error::Invalid(e.to_string())));
+                    out.close();
+                    self.buf = Vec::new();
+                    return;
+                }
+            }
+        }
+        self.buf.drain(..used);
+    }
+
+    fn takes_requests(&self, out: &Out) -> bool {
+        !out.is_closed() && !self.stopping && self.in_flight < self.limits.max_in_flight && out.pending_len() < OUTBOX
+    }
+
+    fn start(&mut self, id: u32, request: Request, out: &mut Out) {
+        match request {
+            Request::Watch { prefix, from } => self.watch(id, prefix, from, out),
+            Request::Cancel { watch } => {
+                if self.watches.remove(&watch).is_some() {
+                    out.act(Action::Abort(Token(WATCH | u64::from(watch))));
+                }
+                send(out, watch, &Response::Cancelled);
+            }
+            request => {
+                self.in_flight += 1;
+                let backend = self.backend.clone();
+                let job = async move { Done::Answer { id, response: answer(&*backend, request).await } };
+                out.job(Token(u64::from(id)), Job::future(job));
+            }
+        }
+    }
+
+    fn watch(&mut self, id: u32, prefix: String, from: Revision, out: &mut Out) {
+        if self.watches.len() >= self.limits.max_watches || self.watches.contains_key(&id) {
+            let why = format!("at most {} watches per connection, ids distinct", self.limits.max_watches);
+            return send(out, id, &Response::Error(Error::TooLarge(why)));
+        }
+        self.watches.insert(id, None);
+        let backend = self.backend.clone();
+        let job = async move {
+            match backend.watch(&prefix, from).await {
+                Ok(mut watch) => Done::Watch { id, events: watch.next().await, watch: Some(watch) },
+                Err(e) => Done::Watch { id, events: Err(e), watch: None },
+            }
+        };
+        out.job(Token(WATCH | u64::from(id)), Job::future(job));
+    }
+
+    /// Fetch the next events of watch `id`.
+    fn fetch(&mut self, id: u32, mut watch: Box<dyn Watch>, out: &mut Out) {
+        self.watches.insert(id, None);
+        let job = async move { Done::Watch { id, events: watch.next().await, watch: Some(watch) } };
+        out.job(Token(WATCH | u64::from(id)), Job::future(job));
+    }
+
+    /// Watches parked for a full outbox go on once it has room.
+    fn resume_watches(&mut self, out: &mut Out) {
+        if out.pending_len() >= OUTBOX {
+            return;
+        }
+        let parked: Vec<u32> = self.watches.iter().filter(|(_, w)| w.is_some()).map(|(&id, _)| id).collect();
+        for id in parked {
+            if let Some(Some(Parked(watch))) = self.watches.remove(&id) {
+                self.fetch(id, watch, out);
+            }
+        }
+    }
+
+    fn finish_if_stopped(&mut self, out: &mut Out) {
+        if self.stopping && self.in_flight == 0 {
+            out.close();
+        }
+    }
+}
+
+impl<B: Backend + ?Sized> Session for RegistrySession<B> {
+    type Request = Nothing;
+    type Message = Nothing;
+    type Done = Done;
+
+    fn handle_open(&mut self, _: Instant, _: &mut Out) {}
+
+    fn handle_input(&mut self, now: Instant, data: &[u8], out: &mut Out) {
+        self.buf.extend_from_slice(data);
+        self.deadline.input(now, false);
+        self.take_requests(out);
+    }
+
+    fn handle_read_closed(&mut self, _: Instant, out: &mut Out) {
+        // Answers in progress still go out; watches end with the connection.
+        self.stopping = true;
+        for (id, _) in self.watches.drain() {
+            out.act(Action::Abort(Token(WATCH | u64::from(id))));
+        }
+        self.finish_if_stopped(out);
+    }
+
+    fn handle_message(&mut self, _: Instant, msg: Nothing, _: &mut Out) {
+        match msg {}
+    }
+
+    fn handle_completion(&mut self, now: Instant, _: Token, done: Done, out: &mut Out) {
+        self.deadline.touch(now);
+        match done {
+            Done::Answer { id, response } => {
+                self.in_flight -= 1;
+                send(out, id, &response);
+                self.take_requests(out);
+                self.finish_if_stopped(out);
+            }
+            Done::Watch { id, events, watch } => {
+                if !self.watches.contains_key(&id) {
+                    return; // cancelled meanwhile
+                }
+                match (events, watch) {
+                    (Ok(events), Some(watch)) => {
+                        for chunk in wire::chunks(&events) {
+                            send(out, id, &Response::Events { events: chunk.to_vec() });
+                        }
+                        if out.pending_len() < OUTBOX {
+                            self.fetch(id, watch, out);
+                        } else {
+                            self.watches.insert(id, Some(Parked(watch)));
+                        }
+                    }
+                    (Err(e), _) => {
+                        self.watches.remove(&id);
+                        send(out, id, &Response::Error(e));
+                    }
+                    (Ok(_), None) => {
+                        self.watches.remove(&id);
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle_drained(&mut self, _: Instant, out: &mut Out) {
+        self.resume_watches(out);
+        self.take_requests(out);
+    }
+
+    fn wants_input(&self) -> bool {
+        !self.stopping && self.in_flight < self.limits.max_in_flight
+    }
+
+    fn handle_timeout(&mut self, now: Instant, out: &mut Out) {
+        if self.in_flight == 0 && self.watches.is_empty() && self.deadline.expired(now).is_some() {
+            out.log(Level::Debug, "registry: idle; closing");
+            out.close();
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        (self.in_flight == 0 && self.watches.is_empty()).then(|| self.deadline.at())
+    }
+
+    fn handle_shutdown(&mut self, now: Instant, out: &mut Out) {
+        self.handle_read_closed(now, out);
+    }
+}
+
+/// The backend's answer to one request (watches and cancels are the session's own).
+async fn answer<B: Backend + ?Sized>(backend: &B, request: Request) -> Response {
+    let result = match request {
+        Request::Lookup { name } => {
+            backend.lookup(&name).await.map(|(revision, endpoints)| Response::Endpoints { revision, endpoints })
+        }
+        Request::List { prefix } => {
+            backend.list(&prefix).await.map(|(revision, entries)| Response::Entries { revision, entries })
+        }
+        Request::Bind { name, token, endpoints } => {
+            backend.bind(&name, &token, endpoints).await.map(|revision| Response::Written { revision })
+        }
+        Request::Rebind { name, token, endpoints } => {
+            backend.rebind(&name, &token, endpoints).await.map(|revision| Response::Written { revision })
+        }
+        Request::Unbind { name, token } => {
+            backend.unbind(&name, &token).await.map(|revision| Response::Written { revision })
+        }
+        Request::Register { name, token, endpoint, ttl_ms } => {
+            let ttl = Duration::from_millis(ttl_ms);
+            backend.register(&name, &token, endpoint, ttl).await.map(|lease| Response::Leased {
+                lease: lease.id,
+                ttl_ms: millis(lease.ttl),
+                revision: lease.revision,
+            })
+        }
+        Request::Renew { lease } => backend.renew(lease).await.map(|ttl| Response::Renewed { ttl_ms: millis(ttl) }),
+        Request::Release { lease, token } => {
+            backend.release(lease, &token).await.map(|revision| Response::Written { revision })
+        }
+        Request::Watch { .. } | Request::Cancel { .. } => unreachable!("the session's own"),
+    };
+    result.unwrap_or_else(Response::Error)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
