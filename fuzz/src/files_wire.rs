@@ -1,4 +1,4 @@
-//! `files_wire`: the file service's frame decoder (`warren_filesvc::wire`).
+//! `files_wire`: the file service's frame decoder (`warren_fileserver::wire`).
 //!
 //! Input: any bytes, decoded frame after frame as requests and, separately, as replies, whole
 //! and fed in chunks of the sizes the first byte picks.
@@ -8,7 +8,7 @@
 //! bytes and encodes back to exactly those bytes (the format is canonical); decoding a prefix
 //! of a frame never yields a different frame.
 
-use warren_filesvc::wire::{MAX_FRAME, Reply, Request, WireError};
+use warren_fileserver::wire::{MAX_FRAME, Reply, Request, WireError};
 
 trait Frame: Sized + PartialEq + std::fmt::Debug {
     fn decode(buf: &[u8]) -> Result<Option<(Self, usize)>, WireError>;

@@ -117,7 +117,7 @@ pub fn start(service: &Service, builtin: &Builtin, socket: Socket, hooks: &mut d
     }
     if builtin.protocol == Name::Http {
         let root = o.root.as_deref().unwrap_or(std::path::Path::new("."));
-        let docs = warren_files::DocRoot::new(root, warren_files::DocRootOptions::default())
+        let docs = warren_docroot::DocRoot::new(root, warren_docroot::DocRootOptions::default())
             .map_err(|e| std::io::Error::new(e.kind(), format!("document root {}: {e}", root.display())))?;
         let mut http = warren_proto::http::Http::new(Arc::new(docs));
         if let Some(idle) = o.idle_timeout {

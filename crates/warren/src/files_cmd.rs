@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use warren_filesvc::{Cache, Connection, DiskStore, FileJournal, FileLimits, FileService, LeaseHub, Source};
+use warren_fileserver::{Cache, Connection, DiskStore, FileJournal, FileLimits, FileService, LeaseHub, Source};
 use warren_models::{Model, ServeConfig, UrgentMode};
 
 /// How long a client waits for any connect, read or write.
@@ -90,7 +90,7 @@ pub struct FilesServeArgs {
     /// Small enough that a full window reopens after a short read, so an urgent byte that
     /// cancels an upload gets through within milliseconds; large enough for loopback and LAN
     /// speed (docs/files.md).
-    #[arg(long, default_value_t = warren_filesvc::net::DEFAULT_RECV_BUFFER)]
+    #[arg(long, default_value_t = warren_fileserver::net::DEFAULT_RECV_BUFFER)]
     pub recv_buffer: usize,
     /// Keep the urgent byte in the stream (SO_OOBINLINE) rather than out of line.
     #[arg(long)]
@@ -138,7 +138,7 @@ pub fn run(args: &FilesArgs) -> anyhow::Result<()> {
         FilesCommand::Rm { server, path } => Ok(connect(*server)?.delete(path)?),
         FilesCommand::Cancel { control, id } => {
             let mut conn = connect(*control)?;
-            conn.send(&warren_filesvc::Request::Cancel { id: *id })?;
+            conn.send(&warren_fileserver::Request::Cancel { id: *id })?;
             println!("{:?}", conn.reply()?);
             Ok(())
         }
@@ -172,13 +172,13 @@ fn serve(args: &FilesServeArgs) -> anyhow::Result<()> {
         let listener = std::net::TcpListener::bind(args.control)
             .with_context(|| format!("cannot listen on {} for the control endpoint", args.control))?;
         let addr = listener.local_addr()?;
-        warren_filesvc::serve_control(listener, service.uploads.clone())?;
+        warren_fileserver::serve_control(listener, service.uploads.clone())?;
         Some(addr)
     };
     let listener = crate::serve::listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     // On the listener, before any connection: accepted sockets inherit it, and the window
-    // scale in the SYN-ACK is chosen from it. Why a bounded buffer: warren_filesvc::net.
-    warren_filesvc::net::set_recv_buffer(&listener, args.recv_buffer)
+    // scale in the SYN-ACK is chosen from it. Why a bounded buffer: warren_fileserver::net.
+    warren_fileserver::net::set_recv_buffer(&listener, args.recv_buffer)
         .with_context(|| format!("cannot set a receive buffer of {} bytes", args.recv_buffer))?;
     let addr = listener.local_addr()?;
     let urgent = if args.oob_inline { UrgentMode::Inline } else { UrgentMode::OutOfLine };
@@ -216,7 +216,7 @@ fn get(server: SocketAddr, path: &str, output: Option<&std::path::Path>, cache: 
     };
     let mut cache = Cache::open(&dir).with_context(|| format!("cache {}", dir.display()))?;
     let mut conn = connect(server)?;
-    let (file, source) = warren_filesvc::fetch(&mut conn, &mut cache, path, || unix_ms(SystemTime::now()))?;
+    let (file, source) = warren_fileserver::fetch(&mut conn, &mut cache, path, || unix_ms(SystemTime::now()))?;
     let how = match source {
         Source::Cache => "from the cache (lease valid)",
         Source::Revalidated => "from the cache (revalidated)",

@@ -68,7 +68,7 @@ impl Serve for Foreground<'_> {
 
 /// The HTTP service over a document root that no symlink escapes unless asked.
 fn http_service(flags: &ServerFlags) -> anyhow::Result<warren_proto::http::Http> {
-    use warren_files::{DocRoot, DocRootOptions};
+    use warren_docroot::{DocRoot, DocRootOptions};
     let options =
         DocRootOptions { follow_symlinks_outside: flags.follow_symlinks, listing: flags.listing, ..Default::default() };
     let root = DocRoot::new(&flags.root, options).with_context(|| format!("document root {}", flags.root.display()))?;

@@ -7,8 +7,8 @@ mod files_support;
 
 use files_support::{Upload, conn, root, serve};
 use support::{command, run};
-use warren_filesvc::ClientError;
-use warren_filesvc::wire::{ErrorCode, Reply};
+use warren_fileserver::ClientError;
+use warren_fileserver::wire::{ErrorCode, Reply};
 
 fn big() -> Vec<u8> {
     (0..300 * 1024u32).map(|i| (i * 7 % 251) as u8).collect()

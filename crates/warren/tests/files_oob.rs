@@ -10,7 +10,7 @@ mod files_support;
 
 use files_support::{Upload, cancel, conn, control, partials, root, serve};
 use support::T;
-use warren_filesvc::wire::{Outcome, Reply};
+use warren_fileserver::wire::{Outcome, Reply};
 
 const HUGE: u64 = 64 << 30;
 
@@ -53,7 +53,7 @@ fn urgent(model: &str, inline: bool, stalled: bool) {
     assert_eq!(partials(&root), 0, "{tag}: the partial file is gone when Cancelled arrives");
     // After the mark the connection speaks frames again.
     let mut stat = Vec::new();
-    warren_filesvc::wire::Request::Stat { path: "/huge".into() }.encode(&mut stat);
+    warren_fileserver::wire::Request::Stat { path: "/huge".into() }.encode(&mut stat);
     std::io::Write::write_all(&mut up.stream, &stat).unwrap();
     assert!(matches!(up.reply(), Reply::Error { .. }), "{tag}: nothing of the upload is visible");
     up.finish();

@@ -1,5 +1,5 @@
 //! What the HTTP session needs from the file system, as a trait: the session stays sans-IO and
-//! its tests run on an in-memory tree, while `warren-files` implements it over a real document
+//! its tests run on an in-memory tree, while `warren-docroot` implements it over a real document
 //! root (the symlink wall lives there, because only the file system can see symlinks).
 
 use std::fs::File;

@@ -10,7 +10,7 @@
 //!   [`SafePath`] of normal components only, or a [`PathError`] (400 or 403).
 //! - [`files`]: the [`Files`] trait through which the session opens what a [`SafePath`] names
 //!   (a file, or a directory with its index or listing). The session stays sans-IO; the
-//!   OS-backed document root, which refuses symlinks out of the root, is `warren-files`.
+//!   OS-backed document root, which refuses symlinks out of the root, is `warren-docroot`.
 //! - [`session`]: [`Http`], the [`Service`](crate::Service) named `http`, and [`HttpSession`]:
 //!   keep-alive, pipelining, GET and HEAD, the idle and read (`408`) timeouts, directory
 //!   redirects, index and listing, every error status with a small body, HTTP/0.9 raw answers

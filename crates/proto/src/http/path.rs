@@ -19,8 +19,11 @@
 //!
 //! What this module cannot see is the file system: a **symlink** under the root may point
 //! outside it. Refusing (or allowing, when configured) such links is the job of the layer that
-//! opens files (`openat2` with `RESOLVE_BENEATH`, or a walk with `O_NOFOLLOW`), to come.
-//! Policy on dot files (`.git`, `.env`) is that layer's too.
+//! opens files (`warren-docroot`, through `openat2` with `RESOLVE_BENEATH`). Policy on dot
+//! files (`.git`, `.env`) is that layer's too.
+//!
+//! The file server has a wall of its own, which accepts different paths
+//! (`warren_fileserver::path` says how and why).
 
 use std::path::PathBuf;
 

@@ -19,7 +19,7 @@
 //! The client limits its unsent bytes as `warren files put` does (`--unsent`) and the servers
 //! bound their receive buffers (`--recv-buffer`); `--unsent 0 --recv-buffer 0` is how the bench
 //! ran before both, when a full send buffer held the urgent byte itself back for ~83 ms
-//! (`warren_filesvc::net`).
+//! (`warren_fileserver::net`).
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use clap::Args;
-use warren_filesvc::wire::{Outcome, Reply, Request};
+use warren_fileserver::wire::{Outcome, Reply, Request};
 use warren_models::Model;
 
 /// Options of `warren bench oob`.
@@ -52,11 +52,11 @@ pub struct OobArgs {
     #[arg(long, default_value_t = 32 << 20)]
     pub stalled_rate: u64,
     /// The servers' `--recv-buffer` (SO_RCVBUF of data connections; 0: kernel autotuning).
-    #[arg(long, default_value_t = warren_filesvc::net::DEFAULT_RECV_BUFFER)]
+    #[arg(long, default_value_t = warren_fileserver::net::DEFAULT_RECV_BUFFER)]
     pub recv_buffer: usize,
     /// The client's unsent limit while uploading (TCP_NOTSENT_LOWAT, as `warren files put`
     /// sets it; 0: none, the socket queues up to its send buffer).
-    #[arg(long, default_value_t = warren_filesvc::net::UPLOAD_UNSENT)]
+    #[arg(long, default_value_t = warren_fileserver::net::UPLOAD_UNSENT)]
     pub unsent: u32,
 }
 
@@ -168,7 +168,7 @@ fn one(server: &Child_, stalled: bool, mechanism: Mechanism, args: &OobArgs) -> 
     }
     if args.unsent > 0 {
         // As `warren files put` does: the urgent byte then follows close behind what is sent.
-        warren_filesvc::net::limit_unsent(&data, args.unsent)?;
+        warren_fileserver::net::limit_unsent(&data, args.unsent)?;
     }
     let mut head = Vec::new();
     Request::Put { id, size: args.size, path: format!("bench/{id:016x}.bin") }.encode(&mut head);
@@ -212,7 +212,7 @@ fn one(server: &Child_, stalled: bool, mechanism: Mechanism, args: &OobArgs) -> 
         }
         Mechanism::Urgent => {
             // Lifts the unsent limit first, which would otherwise hold the byte back.
-            warren_filesvc::net::send_urgent(&data)?;
+            warren_fileserver::net::send_urgent(&data)?;
             Duration::ZERO
         }
     };

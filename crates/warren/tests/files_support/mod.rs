@@ -8,8 +8,8 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use warren_filesvc::Connection;
-use warren_filesvc::wire::{Reply, Request};
+use warren_fileserver::Connection;
+use warren_fileserver::wire::{Reply, Request};
 
 use crate::support::{Server, T};
 

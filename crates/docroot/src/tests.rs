@@ -17,7 +17,7 @@ impl Tree {
     fn new() -> Self {
         static N: AtomicU64 = AtomicU64::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let base = std::env::temp_dir().join(format!("warren-files-test-{}-{n}", std::process::id()));
+        let base = std::env::temp_dir().join(format!("warren-docroot-test-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&base);
         for dir in ["root/docs", "root/empty", "root/sub/deeper", "outside"] {
             fs::create_dir_all(base.join(dir)).unwrap();

@@ -1,22 +1,24 @@
-//! The OS-backed [`Store`]: a root directory, opened beneath with `openat2(RESOLVE_BENEATH)` so
-//! that no symlink leads out, and written durably.
+//! The OS-backed [`Store`]: a root directory, opened beneath through a [`Root`]
+//! (`openat2(RESOLVE_BENEATH)`) so that no symlink leads out, and written durably.
 //!
 //! **An upload is complete or absent**, also after kill -9 or a power cut: it is written to a
 //! partial file in `<root>/.warren/tmp/` (which no request can name), `fsync`ed, renamed over
 //! its target with `renameat` (atomic), and the target's directory is `fsync`ed so the rename
-//! itself survives. Partial files left by a crash are removed when the store opens.
+//! itself survives. A directory the upload needed is made before the body arrives, and the
+//! directory holding it is `fsync`ed then, so the path to the file survives too. Partial files
+//! left by a crash are removed when the store opens.
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, renameat};
-use nix::sys::stat::{Mode, SFlag, fstat, fstatat, mkdirat};
-use nix::unistd::{UnlinkatFlags, fsync, unlinkat};
+use nix::fcntl::OFlag;
+use nix::sys::stat::{SFlag, fstat};
+use warren_beneath::{Dir, Root};
 
 use crate::path::{FilePath, STATE_DIR};
 use crate::store::{Body, BodyData, Discarder, Sink, Store, StoreError};
@@ -25,10 +27,9 @@ use crate::wire::{Entry, Meta};
 /// A directory whose files are served and written, and nothing outside it.
 #[derive(Debug)]
 pub struct DiskStore {
-    root: PathBuf,
-    root_fd: OwnedFd,
+    root: Root,
     /// `<root>/.warren/tmp`, where partial uploads live.
-    tmp_fd: Arc<OwnedFd>,
+    tmp: Arc<Dir>,
     next: AtomicU64,
 }
 
@@ -36,69 +37,53 @@ impl DiskStore {
     /// The store at `root`, an existing directory. Creates `.warren/tmp` and removes the partial
     /// files an earlier run left there.
     pub fn open(root: impl AsRef<Path>) -> io::Result<Self> {
-        let root = std::fs::canonicalize(root)?;
-        let root_fd = nix::fcntl::open(&root, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
-        let state = ensure_dir(&root_fd, STATE_DIR)?;
-        let tmp_fd = ensure_dir(&state, "tmp")?;
+        let root = Root::new(root)?;
+        let state = ensure_state_dir(&root.open_dir("")?, STATE_DIR)?;
+        let tmp = ensure_state_dir(&state, "tmp")?;
         let mut removed = false;
-        for entry in nix::dir::Dir::openat(&tmp_fd, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())?.iter() {
-            let entry = entry?;
-            let name = entry.file_name().to_bytes();
-            if name.ends_with(b".part") {
-                unlinkat(&tmp_fd, entry.file_name(), UnlinkatFlags::NoRemoveDir)?;
+        for name in tmp.names()? {
+            if name.as_bytes().ends_with(b".part") {
+                tmp.unlink(&name)?;
                 removed = true;
             }
         }
         if removed {
-            fsync(&tmp_fd)?;
+            tmp.sync()?;
         }
-        Ok(Self { root, root_fd, tmp_fd: Arc::new(tmp_fd), next: AtomicU64::new(0) })
+        Ok(Self { root, tmp: Arc::new(tmp), next: AtomicU64::new(0) })
     }
 
     /// The canonical root.
     pub fn root(&self) -> &Path {
-        &self.root
+        self.root.path()
     }
 
     /// Where `path`'s state lives: the lease journal's default place.
     pub fn state_dir(&self) -> PathBuf {
-        self.root.join(STATE_DIR)
+        self.root().join(STATE_DIR)
     }
 
-    fn open_beneath(&self, dir: &impl AsFd, path: &Path, flags: OFlag) -> Result<OwnedFd, StoreError> {
-        // openat2 refuses O_PATH with any flag but a few; O_NOCTTY only matters for real opens.
-        let extra = if flags.contains(OFlag::O_PATH) { OFlag::empty() } else { OFlag::O_NOCTTY };
-        let how = OpenHow::new()
-            .flags(flags | OFlag::O_CLOEXEC | extra)
-            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        openat2(dir, path, how).map_err(classify)
-    }
-
-    /// The directory holding `path`, made (with its parents) when `make`.
-    fn parent(&self, path: &FilePath, make: bool) -> Result<OwnedFd, StoreError> {
+    /// The directory holding `path`, made (with its parents) when `make`. Each directory made is
+    /// durable in its parent at once; the last one is `fsync`ed by the commit that renames into
+    /// it, every other one by the making of the next.
+    fn parent(&self, path: &FilePath, make: bool) -> Result<Dir, StoreError> {
         let names = path.names();
-        let mut dir = self.open_beneath(&self.root_fd, Path::new("."), OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+        let mut dir = self.root.open_dir("").map_err(classify)?;
         for name in &names[..names.len().saturating_sub(1)] {
             if make {
-                match mkdirat(&dir, name.as_str(), Mode::from_bits_truncate(0o755)) {
-                    Ok(()) | Err(Errno::EEXIST) => {}
-                    Err(e) => return Err(classify(e)),
-                }
+                dir.make_dir(name, 0o755).map_err(classify)?;
             }
-            dir = self.open_beneath(&dir, Path::new(name), OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+            dir = dir.open_dir(name).map_err(classify)?;
         }
         Ok(dir)
     }
 }
 
-/// Open (making it if missing) directory `name` under `dir`.
-fn ensure_dir(dir: &impl AsFd, name: &str) -> io::Result<OwnedFd> {
-    match mkdirat(dir, name, Mode::from_bits_truncate(0o700)) {
-        Ok(()) => fsync(dir)?,
-        Err(Errno::EEXIST) => {}
-        Err(e) => return Err(e.into()),
-    }
-    Ok(openat(dir, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())?)
+/// Open (making it if missing) the server's own directory `name` in `dir`, never through a
+/// symlink: one inside the root would let requests name what is kept there.
+fn ensure_state_dir(dir: &Dir, name: &str) -> io::Result<Dir> {
+    dir.make_dir(name, 0o700)?;
+    Ok(dir.open_dir_nofollow(name)?)
 }
 
 /// A version that changes whenever the file does: device, inode, modification time and size
@@ -121,7 +106,7 @@ fn kind(st: &nix::sys::stat::FileStat) -> SFlag {
 
 impl Store for DiskStore {
     fn stat(&self, path: &FilePath) -> Result<Meta, StoreError> {
-        let fd = self.open_beneath(&self.root_fd, &path.to_relative(), OFlag::O_PATH)?;
+        let fd = self.root.open(path.to_relative(), OFlag::O_PATH).map_err(classify)?;
         let st = fstat(&fd).map_err(classify)?;
         match kind(&st) {
             SFlag::S_IFREG | SFlag::S_IFDIR => Ok(meta_of(&st)),
@@ -130,19 +115,14 @@ impl Store for DiskStore {
     }
 
     fn list(&self, path: &FilePath) -> Result<Vec<Entry>, StoreError> {
-        let fd = self.open_beneath(&self.root_fd, &path.to_relative(), OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
-        let mut dir = nix::dir::Dir::from_fd(fd).map_err(classify)?;
-        let dir_fd = dir.as_fd().as_raw_fd();
+        let dir = self.root.open_dir(path.to_relative()).map_err(classify)?;
         let mut entries = Vec::new();
-        for entry in dir.iter() {
-            let entry = entry.map_err(classify)?;
-            let Ok(name) = entry.file_name().to_str() else { continue };
-            if name == "." || name == ".." || (path.is_root() && name == STATE_DIR) {
+        for name in dir.names().map_err(classify)? {
+            let Some(name) = name.to_str() else { continue };
+            if path.is_root() && name == STATE_DIR {
                 continue;
             }
-            // SAFETY: the descriptor belongs to `dir`, which outlives this borrow.
-            let dir_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(dir_fd) };
-            let Ok(st) = fstatat(dir_fd, name, AtFlags::empty()) else { continue };
+            let Ok(st) = dir.stat(name) else { continue };
             let meta = meta_of(&st);
             if matches!(kind(&st), SFlag::S_IFREG | SFlag::S_IFDIR) {
                 entries.push(Entry { name: name.to_owned(), is_dir: meta.is_dir, size: meta.size });
@@ -154,7 +134,7 @@ impl Store for DiskStore {
 
     fn open(&self, path: &FilePath) -> Result<Body, StoreError> {
         // Non-blocking: a FIFO swapped in cannot hold the server; no effect on files.
-        let fd = self.open_beneath(&self.root_fd, &path.to_relative(), OFlag::O_RDONLY | OFlag::O_NONBLOCK)?;
+        let fd = self.root.open(path.to_relative(), OFlag::O_RDONLY | OFlag::O_NONBLOCK).map_err(classify)?;
         let st = fstat(&fd).map_err(classify)?;
         match kind(&st) {
             SFlag::S_IFREG => Ok(Body { meta: meta_of(&st), data: BodyData::File(Arc::new(File::from(fd))) }),
@@ -166,26 +146,19 @@ impl Store for DiskStore {
     fn create(&self, path: &FilePath, id: u64) -> Result<Box<dyn Sink>, StoreError> {
         let Some(name) = path.file_name() else { return Err(StoreError::WrongKind) };
         let parent = self.parent(path, true)?;
-        if fstatat(&parent, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| kind(&st) == SFlag::S_IFDIR) {
+        if parent.lstat(name).is_ok_and(|st| kind(&st) == SFlag::S_IFDIR) {
             return Err(StoreError::WrongKind);
         }
         let tmp_name = format!("{id:016x}-{}.part", self.next.fetch_add(1, Ordering::Relaxed));
-        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC;
-        let fd = openat(&*self.tmp_fd, tmp_name.as_str(), flags, Mode::from_bits_truncate(0o644)).map_err(classify)?;
-        Ok(Box::new(DiskSink {
-            file: Some(File::from(fd)),
-            tmp: self.tmp_fd.clone(),
-            tmp_name,
-            parent,
-            name: name.to_owned(),
-        }))
+        let file = self.tmp.create_new(&tmp_name, 0o644).map_err(classify)?;
+        Ok(Box::new(DiskSink { file: Some(file), tmp: self.tmp.clone(), tmp_name, parent, name: name.to_owned() }))
     }
 
     fn delete(&self, path: &FilePath) -> Result<(), StoreError> {
         let Some(name) = path.file_name() else { return Err(StoreError::WrongKind) };
         let parent = self.parent(path, false)?;
-        match unlinkat(&parent, name, UnlinkatFlags::NoRemoveDir) {
-            Ok(()) => Ok(fsync(&parent).map_err(classify)?),
+        match parent.unlink(name) {
+            Ok(()) => Ok(parent.sync().map_err(classify)?),
             Err(Errno::EISDIR) => Err(StoreError::WrongKind),
             Err(e) => Err(classify(e)),
         }
@@ -196,9 +169,9 @@ impl Store for DiskStore {
 struct DiskSink {
     /// `None` once committed or aborted.
     file: Option<File>,
-    tmp: Arc<OwnedFd>,
+    tmp: Arc<Dir>,
     tmp_name: String,
-    parent: OwnedFd,
+    parent: Dir,
     name: String,
 }
 
@@ -213,7 +186,7 @@ impl DiskSink {
             // its pages and blocks happens when the last descriptor closes, and takes about a
             // millisecond per 10 MiB written (more on a busy disk): the reaper does it, so that
             // a cancel is answered without waiting for it.
-            let _ = unlinkat(&*self.tmp, self.tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
+            let _ = self.tmp.unlink(&self.tmp_name);
             reap(file);
         }
     }
@@ -255,16 +228,15 @@ impl Sink for DiskSink {
     fn commit(mut self: Box<Self>) -> Result<Meta, StoreError> {
         let file = self.file.take().ok_or_else(|| StoreError::Io(io::Error::other("upload already finished")))?;
         file.sync_all()?;
-        let renamed = renameat(&*self.tmp, self.tmp_name.as_str(), &self.parent, self.name.as_str());
-        if let Err(e) = renamed {
-            let _ = unlinkat(&*self.tmp, self.tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
+        if let Err(e) = self.tmp.rename(&self.tmp_name, &self.parent, &self.name) {
+            let _ = self.tmp.unlink(&self.tmp_name);
             return Err(match e {
                 Errno::EISDIR | Errno::ENOTEMPTY => StoreError::WrongKind,
                 e => classify(e),
             });
         }
         // The rename is durable once the directory holding the new name is.
-        fsync(&self.parent).map_err(classify)?;
+        self.parent.sync().map_err(classify)?;
         Ok(meta_of(&fstat(&file).map_err(classify)?))
     }
 
@@ -277,7 +249,7 @@ impl Sink for DiskSink {
         // another upload's file.
         let (tmp, name) = (self.tmp.clone(), self.tmp_name.clone());
         Some(Arc::new(move || {
-            let _ = unlinkat(&*tmp, name.as_str(), UnlinkatFlags::NoRemoveDir);
+            let _ = tmp.unlink(&name);
         }))
     }
 }

@@ -6,6 +6,8 @@
 //! numbers = big-endian
 //! ```
 //!
+//! The length is [`Framing`]'s, with no prefix bytes; the kind and payload are its body.
+//!
 //! A `Put` frame is followed by exactly `size` raw bytes (the file), and a `File` reply by
 //! `size` raw bytes: bodies are not framed, so a download leaves the server with `sendfile` and
 //! an upload goes to disk without being cut into frames. Decoding is strict: an unknown kind,
@@ -13,10 +15,15 @@
 
 use std::fmt;
 
+use warren_proto::frame::{FrameError, Framing};
+
 /// The largest frame, header excluded: bounds what a peer can make the other side buffer.
 pub const MAX_FRAME: usize = 64 * 1024;
 /// The longest path, in bytes.
 pub const MAX_PATH: usize = 1024;
+
+/// Every frame of both endpoints: no prefix bytes, then the length.
+const FRAMING: Framing = Framing { prefix: &[], max: MAX_FRAME };
 
 /// What a client asks (on the data endpoint; `Cancel` on the control endpoint).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,22 +168,25 @@ pub enum WireError {
     Malformed(&'static str),
 }
 
+impl From<FrameError> for WireError {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::TooLarge { len, .. } => WireError::TooLarge(len),
+            // Cannot happen: these frames have no prefix to mismatch.
+            FrameError::BadPrefix { .. } => WireError::Malformed("frame prefix"),
+        }
+    }
+}
+
 /// A frame's kind, payload and total length.
 type Split<'a> = (u8, &'a [u8], usize);
 
 /// Split the first complete frame off `buf`. `Ok(None)` while incomplete; an over-long length
-/// is refused before its bytes arrive.
+/// is refused before its bytes arrive, a zero one as soon as it does.
 fn split(buf: &[u8]) -> Result<Option<Split<'_>>, WireError> {
-    let Some(head) = buf.get(..4) else { return Ok(None) };
-    let len = u32::from_be_bytes(head.try_into().expect("4 bytes")) as usize;
-    if len > MAX_FRAME {
-        return Err(WireError::TooLarge(len));
-    }
-    if len == 0 {
-        return Err(WireError::Empty);
-    }
-    let Some(frame) = buf.get(4..4 + len) else { return Ok(None) };
-    Ok(Some((frame[0], &frame[1..], 4 + len)))
+    let Some((body, used)) = FRAMING.split(buf)? else { return Ok(None) };
+    let (&kind, payload) = body.split_first().ok_or(WireError::Empty)?;
+    Ok(Some((kind, payload, used)))
 }
 
 /// Reads a payload front to back; every read checks the length.
@@ -229,8 +239,8 @@ struct Writer<'a> {
 
 impl<'a> Writer<'a> {
     fn new(out: &'a mut Vec<u8>, kind: u8) -> Self {
-        let start = out.len();
-        out.extend_from_slice(&[0, 0, 0, 0, kind]);
+        let start = FRAMING.begin(out);
+        out.push(kind);
         Self { out, start }
     }
     fn u8(self, v: u8) -> Self {
@@ -245,10 +255,13 @@ impl<'a> Writer<'a> {
         self.out.extend_from_slice(&v.to_be_bytes());
         self
     }
-    /// Strings longer than a u16 can say are cut at a character boundary: encoders never
-    /// produce a frame the decoder refuses.
+    /// A string longer than a u16 can say, or than the frame has room for, is cut at a
+    /// character boundary: encoders never produce a frame the decoder refuses. (Only the last
+    /// field of a frame can meet the frame's limit: a listing's entries are fitted before.)
     fn string(self, s: &str) -> Self {
-        let mut end = s.len().min(u16::MAX as usize);
+        let body = self.out.len() - self.start - FRAMING.header();
+        let room = MAX_FRAME.saturating_sub(body + 2);
+        let mut end = s.len().min(u16::MAX as usize).min(room);
         while !s.is_char_boundary(end) {
             end -= 1;
         }
@@ -257,8 +270,7 @@ impl<'a> Writer<'a> {
         self
     }
     fn finish(self) {
-        let len = (self.out.len() - self.start - 4) as u32;
-        self.out[self.start..self.start + 4].copy_from_slice(&len.to_be_bytes());
+        FRAMING.finish(self.out, self.start).expect("every field is fitted to the frame");
     }
 }
 

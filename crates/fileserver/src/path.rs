@@ -5,7 +5,14 @@
 //! longer than 255 bytes. The first name may not be [`STATE_DIR`], where the server keeps its
 //! journal and partial uploads: no request can read, list, overwrite or delete them. Symlinks
 //! are the file system's business: the disk store opens beneath the root with
-//! `openat2(RESOLVE_BENEATH)`, so none leads out.
+//! `openat2(RESOLVE_BENEATH)` (`warren_beneath::Root`), so none leads out.
+//!
+//! This is not the HTTP document root's wall (`warren_proto::http::path`), because the two
+//! accept different paths: that one decodes percent-escapes, keeps a trailing slash, collapses
+//! empty and `.` names and refuses every dots-only name; this one decodes nothing, refuses empty
+//! and `.` names, allows `...`, bounds each name and reserves [`STATE_DIR`]. One function for
+//! both would change what one of them accepts; what they do share (a split at `/`, no `\` or
+//! control character in a name) is a line in each.
 
 use std::path::PathBuf;
 

@@ -73,6 +73,21 @@ fn a_listing_too_long_for_a_frame_is_cut_and_marked() {
     assert!(used <= MAX_FRAME + 4 && !got.is_empty() && entries.starts_with(&got));
 }
 
+#[test]
+fn a_string_too_long_for_a_frame_is_cut_to_fit() {
+    // Kind, then the string's length: 3 bytes before it.
+    let fits = "a".repeat(MAX_FRAME - 3);
+    let mut bytes = Vec::new();
+    Request::Stat { path: fits.clone() }.encode(&mut bytes);
+    assert_eq!(Request::decode(&bytes), Ok(Some((Request::Stat { path: fits }, MAX_FRAME + 4))));
+    for long in ["a".repeat(MAX_FRAME), "é".repeat(MAX_FRAME)] {
+        let mut bytes = Vec::new();
+        Reply::Error { code: ErrorCode::Io, message: long.clone() }.encode(&mut bytes);
+        let Ok(Some((Reply::Error { message, .. }, used))) = Reply::decode(&bytes) else { panic!("an error") };
+        assert!(used == bytes.len() && used <= MAX_FRAME + 4 && long.starts_with(&message), "{}", message.len());
+    }
+}
+
 proptest! {
     #[test]
     fn no_input_panics_or_overreads(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {

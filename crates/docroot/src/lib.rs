@@ -7,10 +7,10 @@
 //! resolved) and must still lie beneath the canonical root, unless
 //! [`DocRootOptions::follow_symlinks_outside`] says otherwise. Links inside the root are fine.
 //!
-//! Files are then opened with `openat2(RESOLVE_BENEATH)` relative to a descriptor of the root,
-//! so the kernel itself refuses any resolution that leaves the root: a directory swapped for a
-//! symlink between the check and the open cannot lead out. (Kernels older than 5.6 lack
-//! `openat2`; there the open falls back to the checked path and that window stays open.)
+//! Files are then opened through a [`Root`] (`openat2(RESOLVE_BENEATH)` relative to a descriptor
+//! of the root), so the kernel itself refuses any resolution that leaves the root: a directory
+//! swapped for a symlink between the check and the open cannot lead out. (Kernels older than 5.6
+//! lack `openat2`; there the open falls back to the checked path and that window stays open.)
 //! Directory listings are read through the checked path and may race the same way; they reveal
 //! names only.
 //!
@@ -19,14 +19,13 @@
 
 use std::fs::{self, File, Metadata};
 use std::io::{self, ErrorKind};
-use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
-use nix::sys::stat::Mode;
+use nix::fcntl::OFlag;
+use warren_beneath::Root;
 use warren_proto::http::{Dir, DirEntry, Entry, Files, FilesError, OpenFile, SafePath};
 
 /// How a [`DocRoot`] treats symlinks and directories.
@@ -49,59 +48,53 @@ impl Default for DocRootOptions {
 /// A directory whose contents are served, and nothing outside it.
 #[derive(Debug)]
 pub struct DocRoot {
-    /// Canonical: every prefix check compares canonical paths.
-    root: PathBuf,
-    /// The root itself, for `openat2(RESOLVE_BENEATH)`.
-    root_fd: OwnedFd,
+    /// Opened beneath, and its canonical path: every prefix check compares canonical paths.
+    root: Root,
     options: DocRootOptions,
 }
 
 impl DocRoot {
     /// A document root at `root`, which must be an existing directory.
     pub fn new(root: impl AsRef<Path>, options: DocRootOptions) -> io::Result<Self> {
-        let root = fs::canonicalize(root)?;
-        if !fs::metadata(&root)?.is_dir() {
-            return Err(io::Error::new(ErrorKind::NotADirectory, format!("{} is not a directory", root.display())));
-        }
-        let root_fd = nix::fcntl::open(&root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
-        Ok(Self { root, root_fd, options })
+        Ok(Self { root: Root::new(root)?, options })
     }
 
     /// The canonical root.
     pub fn root(&self) -> &Path {
-        &self.root
+        self.root.path()
     }
 
     /// The canonical path `relative` names, if it may be served.
     fn resolve(&self, relative: &Path) -> Result<PathBuf, FilesError> {
-        let real = fs::canonicalize(self.root.join(relative)).map_err(classify)?;
-        if !self.options.follow_symlinks_outside && !real.starts_with(&self.root) {
+        let real = fs::canonicalize(self.root().join(relative)).map_err(classify)?;
+        if !self.options.follow_symlinks_outside && !real.starts_with(self.root()) {
             return Err(FilesError::Forbidden);
         }
         Ok(real)
     }
 
-    /// Open `relative` (whose checked canonical form is `real`) beneath the root.
-    fn open_beneath(&self, relative: &Path, real: &Path) -> Result<File, FilesError> {
-        if self.options.follow_symlinks_outside {
-            return File::open(real).map_err(classify);
-        }
-        let relative = if relative.as_os_str().is_empty() { Path::new(".") } else { relative };
+    /// `relative` opened by the kernel beneath the root, or `None` where `openat2` is missing
+    /// (Linux before 5.6).
+    fn open_beneath(&self, relative: &Path) -> Option<Result<File, FilesError>> {
         // Non-blocking, so that a FIFO swapped in cannot hold the server; no effect on files.
-        let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK;
-        let how =
-            OpenHow::new().flags(flags).resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        match openat2(&self.root_fd, relative, how) {
-            Ok(fd) => Ok(File::from(fd)),
+        match self.root.open(relative, OFlag::O_RDONLY | OFlag::O_NONBLOCK) {
+            Ok(fd) => Some(Ok(File::from(fd))),
+            Err(Errno::ENOSYS) => None,
             // The kernel saw the resolution leave the root.
-            Err(Errno::EXDEV | Errno::ELOOP) => Err(FilesError::Forbidden),
-            Err(Errno::ENOSYS) => File::open(real).map_err(classify),
-            Err(e) => Err(classify(e.into())),
+            Err(Errno::EXDEV | Errno::ELOOP) => Some(Err(FilesError::Forbidden)),
+            Err(e) => Some(Err(classify(e.into()))),
         }
     }
 
+    /// Open `relative`, whose checked canonical form is `real`: beneath the root, or by the
+    /// checked path where symlinks out are allowed or `openat2` is missing.
+    fn open_checked(&self, relative: &Path, real: &Path) -> Result<File, FilesError> {
+        let beneath = if self.options.follow_symlinks_outside { None } else { self.open_beneath(relative) };
+        beneath.unwrap_or_else(|| File::open(real).map_err(classify))
+    }
+
     fn open_file(&self, relative: &Path, real: &Path, meta: &Metadata) -> Result<OpenFile, FilesError> {
-        let file = self.open_beneath(relative, real)?;
+        let file = self.open_checked(relative, real)?;
         // The length and times of what was opened, not of what the path names by now.
         let meta_now = file.metadata().map_err(classify)?;
         if !meta_now.is_file() || meta_now.ino() != meta.ino() {
@@ -117,7 +110,7 @@ impl DocRoot {
 
     fn open_dir(&self, real: &Path) -> Result<Dir, FilesError> {
         // The index goes through the same wall: it may itself be a symlink.
-        let index_path = real.strip_prefix(&self.root).unwrap_or(Path::new("")).join(&self.options.index);
+        let index_path = real.strip_prefix(self.root()).unwrap_or(Path::new("")).join(&self.options.index);
         match self.resolve(&index_path) {
             Ok(index_real) => {
                 let meta = fs::metadata(&index_real).map_err(classify)?;
@@ -156,15 +149,9 @@ impl DocRoot {
         if self.options.follow_symlinks_outside {
             return None;
         }
-        let name = if relative.as_os_str().is_empty() { Path::new(".") } else { relative };
-        let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK;
-        let how =
-            OpenHow::new().flags(flags).resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        let file = match openat2(&self.root_fd, name, how) {
-            Ok(fd) => File::from(fd),
-            Err(Errno::ENOSYS) => return None,
-            Err(Errno::EXDEV | Errno::ELOOP) => return Some(Err(FilesError::Forbidden)),
-            Err(e) => return Some(Err(classify(e.into()))),
+        let file = match self.open_beneath(relative)? {
+            Ok(file) => file,
+            Err(e) => return Some(Err(e)),
         };
         Some((|| {
             let meta = file.metadata().map_err(classify)?;
