@@ -10,7 +10,6 @@
 pub mod api;
 pub mod backend;
 pub mod client;
-pub mod dns;
 pub mod embedded;
 pub mod health;
 pub mod model;

@@ -11,9 +11,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
+use warren_dns::RegistryDirectory;
 use warren_registry::backend::Backend;
 use warren_registry::client::Client;
-use warren_registry::dns::DnsDirectory;
 use warren_registry::embedded::Embedded;
 use warren_registry::health::Checked;
 use warren_registry::server::{self, Limits};
@@ -235,7 +235,7 @@ pub async fn serve(
     let dns = match args.dns {
         Some(addr) => {
             let config = warren_dns::Config { zone: args.zone, ttl: args.dns_ttl, ..warren_dns::Config::default() };
-            let directory = Arc::new(DnsDirectory(backend.clone()));
+            let directory = Arc::new(RegistryDirectory(backend.clone()));
             Some(
                 warren_dns::Server::bind(addr, config, directory)
                     .with_context(|| format!("cannot serve DNS on {addr}"))?,

@@ -399,7 +399,7 @@ impl WarrenServer {
                         (0..10u8).map(|i| Endpoint::tcp(([127, 0, 1, i + 1], 80).into())).collect();
                     backend.rebind(&name, TOKEN, ten).await?;
                     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-                    let directory = Arc::new(warren_registry::dns::DnsDirectory(backend.clone()));
+                    let directory = Arc::new(warren_dns::RegistryDirectory(backend.clone()));
                     // Threads inherit the mask: the DNS thread runs on the server CPU too.
                     let dns = warren_dns::Server::bind(
                         "127.0.0.1:0".parse().expect("an address"),
