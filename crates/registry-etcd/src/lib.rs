@@ -31,9 +31,8 @@ use async_trait::async_trait;
 use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp};
 use warren_registry::backend::{Backend, Lease, Watch};
 use warren_registry::model::{
-    Endpoint, EndpointKey, Entry, Error, LeaseId, MAX_TTL, MIN_TTL, Name, Revision, check_prefix,
+    Endpoint, EndpointKey, Entry, Error, LeaseId, MAX_TTL, MIN_TTL, Name, Revision, TokenHash, check_prefix, hash_token,
 };
-use warren_registry::state::{TokenHash, hash_token};
 
 use crate::keys::{Keys, Stored};
 

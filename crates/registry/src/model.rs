@@ -1,4 +1,5 @@
-//! The registry's vocabulary: names, endpoints, revisions, leases, events and the one error enum.
+//! The registry's vocabulary: names, endpoints, revisions, leases, events, tokens and the one
+//! error enum.
 //!
 //! Every type here validates on construction *and* on deserialisation (`try_from`), so a value
 //! that came off the wire or out of the store is as valid as one built in code.
@@ -9,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// The longest name: a DNS name's limit, so that `<name>.<zone>` can still be asked for.
 pub const MAX_NAME: usize = 253;
@@ -223,6 +225,17 @@ pub struct Event {
 pub struct Entry {
     pub name: Name,
     pub endpoints: Vec<Endpoint>,
+}
+
+/// SHA-256 of a token: only the hash is kept (and stored), never the token.
+pub type TokenHash = [u8; 32];
+
+/// Hashes a token after checking its size.
+pub fn hash_token(token: &str) -> Result<TokenHash, Error> {
+    if token.is_empty() || token.len() > MAX_TOKEN {
+        return Err(Error::Invalid(format!("token must be 1 to {MAX_TOKEN} bytes")));
+    }
+    Ok(Sha256::digest(token.as_bytes()).into())
 }
 
 /// Why an operation was refused. Every variant is a clear answer to the client; none closes the

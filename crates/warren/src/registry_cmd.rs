@@ -14,12 +14,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use warren_dns::RegistryDirectory;
 use warren_registry::backend::Backend;
 use warren_registry::client::Client;
-use warren_registry::embedded::Embedded;
-use warren_registry::health::Checked;
-use warren_registry::server::{self, Limits};
-use warren_registry::state::{Config, hash_token};
-use warren_registry::{Endpoint, EventKind, Name, Revision, Transport};
+use warren_registry::{Endpoint, EventKind, Name, Revision, Transport, hash_token};
 use warren_registry_etcd::{Etcd, EtcdConfig};
+use warren_registry_server::embedded::Embedded;
+use warren_registry_server::health::Checked;
+use warren_registry_server::server::{self, Limits};
+use warren_registry_server::state::Config;
 
 /// The registry's default address: loopback, on a port that no common service uses (it is not
 /// in /etc/services); `--listen` picks another.
@@ -279,7 +279,7 @@ pub async fn serve(
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            Some(tokio::spawn(warren_registry::api::serve(api, backend.clone(), shutdown)))
+            Some(tokio::spawn(warren_registry_server::api::serve(api, backend.clone(), shutdown)))
         }
         None => None,
     };

@@ -391,9 +391,9 @@ impl WarrenServer {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async move {
                 let started = async {
-                    let store = warren_registry::embedded::Embedded::open(&dir, Default::default(), None)?;
+                    let store = warren_registry_server::embedded::Embedded::open(&dir, Default::default(), None)?;
                     let inner: Arc<dyn Backend> = Arc::new(store);
-                    let backend = Arc::new(warren_registry::health::Checked::new(inner).await?);
+                    let backend = Arc::new(warren_registry_server::health::Checked::new(inner).await?);
                     let name = Name::new("bench")?;
                     let ten: Vec<Endpoint> =
                         (0..10u8).map(|i| Endpoint::tcp(([127, 0, 1, i + 1], 80).into())).collect();
@@ -414,7 +414,7 @@ impl WarrenServer {
                         let shutdown = async {
                             let _ = stopped.await;
                         };
-                        warren_registry::server::serve(backend, listener, Default::default(), shutdown).await;
+                        warren_registry_server::server::serve(backend, listener, Default::default(), shutdown).await;
                         dns.shutdown();
                     }
                     Err(e) => {

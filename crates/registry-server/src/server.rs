@@ -20,10 +20,9 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
-
-use crate::backend::Backend;
-use crate::model::{Error, Revision};
-use crate::wire::{self, Decoded, MAX_RESPONSE, Request, Response};
+use warren_registry::backend::Backend;
+use warren_registry::model::{Error, Revision};
+use warren_registry::wire::{self, Decoded, MAX_RESPONSE, Request, Response};
 
 /// Limits of one server, with the defaults `warren registry` uses.
 #[derive(Clone, Debug)]

@@ -15,11 +15,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::model::{
-    Endpoint, EndpointKey, Entry, Error, Event, EventKind, LeaseId, MAX_TOKEN, MAX_TTL, MIN_TTL, Name, Revision,
-    check_prefix,
+use warren_registry::model::{
+    Endpoint, EndpointKey, Entry, Error, Event, EventKind, LeaseId, MAX_TTL, MIN_TTL, Name, Revision, TokenHash,
+    check_prefix, hash_token,
 };
 
 /// Tunables of the state machine, with the defaults a deployment gets.
@@ -37,17 +36,6 @@ impl Default for Config {
     fn default() -> Config {
         Config { max_endpoints: 64, history: 10_000, sweep: Duration::from_millis(100) }
     }
-}
-
-/// SHA-256 of a token: only the hash is kept (and stored), never the token.
-pub type TokenHash = [u8; 32];
-
-/// Hashes a token after checking its size.
-pub fn hash_token(token: &str) -> Result<TokenHash, Error> {
-    if token.is_empty() || token.len() > MAX_TOKEN {
-        return Err(Error::Invalid(format!("token must be 1 to {MAX_TOKEN} bytes")));
-    }
-    Ok(Sha256::digest(token.as_bytes()).into())
 }
 
 /// A name as stored: its owner and its endpoints, each static (`None`) or under a lease.
