@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use warren_registry::model::{
     Endpoint, EndpointKey, Entry, Error, Event, EventKind, LeaseId, MAX_TTL, MIN_TTL, Name, Revision, TokenHash,
-    check_prefix, hash_token,
+    check_endpoints, check_prefix, hash_token,
 };
 
 /// Tunables of the state machine, with the defaults a deployment gets.
@@ -151,7 +151,7 @@ impl State {
     /// `bind`: the name must be free; it becomes owned by `token`.
     pub fn bind(&mut self, name: &Name, token: &str, endpoints: Vec<Endpoint>) -> Result<Revision, Error> {
         let owner = hash_token(token)?;
-        self.check_endpoints(&endpoints)?;
+        check_endpoints(&endpoints, self.config.max_endpoints)?;
         if self.names.contains_key(name) {
             return Err(Error::AlreadyBound(name.clone()));
         }
@@ -164,7 +164,7 @@ impl State {
     /// `rebind`: replaces the name's endpoints with these static ones (binding it if free).
     pub fn rebind(&mut self, name: &Name, token: &str, endpoints: Vec<Endpoint>) -> Result<Revision, Error> {
         let owner = hash_token(token)?;
-        self.check_endpoints(&endpoints)?;
+        check_endpoints(&endpoints, self.config.max_endpoints)?;
         let (owner, old) = match self.names.remove(name) {
             Some(record) => {
                 if let Err(e) = self.authorize(name, &record.owner, &owner) {
@@ -395,20 +395,6 @@ impl State {
         } else {
             Err(Error::Forbidden(name.to_string()))
         }
-    }
-
-    fn check_endpoints(&self, endpoints: &[Endpoint]) -> Result<(), Error> {
-        if endpoints.is_empty() {
-            return Err(Error::Invalid("at least one endpoint is needed".into()));
-        }
-        if endpoints.len() > self.config.max_endpoints {
-            return Err(Error::TooLarge(format!("at most {} endpoints per name", self.config.max_endpoints)));
-        }
-        let keys: BTreeSet<EndpointKey> = endpoints.iter().map(Endpoint::key).collect();
-        if keys.len() != endpoints.len() {
-            return Err(Error::Invalid("the same address, port and transport twice".into()));
-        }
-        endpoints.iter().try_for_each(Endpoint::validate)
     }
 
     /// `now + ttl`, rounded up to the sweep grid.

@@ -4,7 +4,7 @@
 //! Every type here validates on construction *and* on deserialisation (`try_from`), so a value
 //! that came off the wire or out of the store is as valid as one built in code.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -182,6 +182,22 @@ impl TryFrom<RawEndpoint> for Endpoint {
         e.validate()?;
         Ok(e)
     }
+}
+
+/// Checks the endpoints a name is bound to: at least one, at most `max`, no identity twice, each
+/// within its bounds. Every store applies it to `bind` and `rebind`.
+pub fn check_endpoints(endpoints: &[Endpoint], max: usize) -> Result<(), Error> {
+    if endpoints.is_empty() {
+        return Err(Error::Invalid("at least one endpoint is needed".into()));
+    }
+    if endpoints.len() > max {
+        return Err(Error::TooLarge(format!("at most {max} endpoints per name")));
+    }
+    let distinct: BTreeSet<EndpointKey> = endpoints.iter().map(Endpoint::key).collect();
+    if distinct.len() != endpoints.len() {
+        return Err(Error::Invalid("the same address, port and transport twice".into()));
+    }
+    endpoints.iter().try_for_each(Endpoint::validate)
 }
 
 /// The registry's logical clock: every acknowledged change (one write, possibly several events)
