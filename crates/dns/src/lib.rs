@@ -13,13 +13,14 @@
 //!
 //! [`answer`] is the whole protocol as a pure function of the query bytes, the [`Directory`], the
 //! [`Config`] and a [`Rotation`]; [`Server`] is the thin UDP and TCP driver around it; `docs/dns.md`
-//! describes what goes on the wire.
+//! describes what goes on the wire. [`RegistryDirectory`] answers from any registry backend.
 
 mod answer;
 mod config;
 mod dnsperf;
 mod encode;
 mod names;
+mod registry;
 mod rotation;
 mod server;
 mod tcp;
@@ -32,6 +33,7 @@ use std::net::IpAddr;
 pub use answer::{MAX_QUERY, Transport, answer};
 pub use config::{Config, Zone, ZoneError};
 pub use dnsperf::{DnsperfError, DnsperfReport, run_dnsperf};
+pub use registry::RegistryDirectory;
 pub use rotation::Rotation;
 pub use server::Server;
 

@@ -40,6 +40,14 @@ impl Framing {
     /// The frame at the front of `buf`: its body and its whole length (header included), or
     /// `None` while it is incomplete.
     pub fn split<'a>(&self, buf: &'a [u8]) -> Result<Option<(&'a [u8], usize)>, FrameError> {
+        let Some(len) = self.declared_len(buf)? else { return Ok(None) };
+        Ok(buf.get(self.header()..self.header() + len).map(|body| (body, self.header() + len)))
+    }
+
+    /// The body length the frame at the front of `buf` declares, or `None` until its header has
+    /// arrived: for a protocol that refuses some lengths under the maximum (too short for what
+    /// every body starts with) as early as the maximum refuses longer ones.
+    pub fn declared_len(&self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
         for (at, (&got, &want)) in buf.iter().zip(self.prefix).enumerate() {
             if got != want {
                 return Err(FrameError::BadPrefix { at, got });
@@ -50,7 +58,7 @@ impl Framing {
         if len > self.max {
             return Err(FrameError::TooLarge { len, max: self.max });
         }
-        Ok(buf.get(self.header()..self.header() + len).map(|body| (body, self.header() + len)))
+        Ok(Some(len))
     }
 
     /// Start a frame at the end of `out`: the prefix and a length to fill in. Append the body,
@@ -100,6 +108,17 @@ mod tests {
             assert_eq!(F.split(&buf[..cut]), Ok(None), "cut at {cut}");
         }
         assert_eq!(F.split(&buf), Ok(Some((&b"hello"[..], 11))));
+    }
+
+    #[test]
+    fn the_length_is_known_once_the_header_is() {
+        let mut buf = Vec::new();
+        F.encode(b"hello", &mut buf).unwrap();
+        for cut in 0..F.header() {
+            assert_eq!(F.declared_len(&buf[..cut]), Ok(None), "cut at {cut}");
+        }
+        assert_eq!(F.declared_len(&buf[..F.header()]), Ok(Some(5)));
+        assert_eq!(F.declared_len(&[0xD7, 2]), Err(FrameError::BadPrefix { at: 1, got: 2 }));
     }
 
     #[test]

@@ -11,8 +11,7 @@
 //! `etcdctl get --prefix /warren/` reads well.
 
 use serde::{Deserialize, Serialize};
-use warren_registry::model::{Endpoint, Error, Name};
-use warren_registry::state::TokenHash;
+use warren_registry::model::{Endpoint, Error, Name, TokenHash};
 
 /// Keys of one registry in etcd.
 #[derive(Clone, Debug)]

@@ -31,9 +31,9 @@ use async_trait::async_trait;
 use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp};
 use warren_registry::backend::{Backend, Lease, Watch};
 use warren_registry::model::{
-    Endpoint, EndpointKey, Entry, Error, LeaseId, MAX_TTL, MIN_TTL, Name, Revision, check_prefix,
+    Endpoint, EndpointKey, Entry, Error, LeaseId, MAX_TTL, MIN_TTL, Name, Revision, TokenHash, check_endpoints,
+    check_prefix, hash_token,
 };
-use warren_registry::state::{TokenHash, hash_token};
 
 use crate::keys::{Keys, Stored};
 
@@ -155,27 +155,13 @@ impl Etcd {
         let options = lease.map(|id| PutOptions::new().with_lease(id));
         TxnOp::put(self.keys.endpoint(name, endpoint), value, options)
     }
-
-    fn check_endpoints(&self, endpoints: &[Endpoint]) -> Result<(), Error> {
-        if endpoints.is_empty() {
-            return Err(Error::Invalid("at least one endpoint is needed".into()));
-        }
-        if endpoints.len() > self.config.max_endpoints {
-            return Err(Error::TooLarge(format!("at most {} endpoints per name", self.config.max_endpoints)));
-        }
-        let distinct: BTreeSet<EndpointKey> = endpoints.iter().map(Endpoint::key).collect();
-        if distinct.len() != endpoints.len() {
-            return Err(Error::Invalid("the same address, port and transport twice".into()));
-        }
-        endpoints.iter().try_for_each(Endpoint::validate)
-    }
 }
 
 #[async_trait]
 impl Backend for Etcd {
     async fn bind(&self, name: &Name, token: &str, endpoints: Vec<Endpoint>) -> Result<Revision, Error> {
         let owner = keys::hex(&hash_token(token)?);
-        self.check_endpoints(&endpoints)?;
+        check_endpoints(&endpoints, self.config.max_endpoints)?;
         // Free means no key at all under the name: an empty range compares as created at 0.
         let free = Compare::create_revision(self.keys.name(name), CompareOp::Equal, 0).with_prefix();
         let puts: Vec<TxnOp> = endpoints.iter().map(|e| self.put(name, e, &owner, None)).collect();
@@ -188,7 +174,7 @@ impl Backend for Etcd {
 
     async fn rebind(&self, name: &Name, token: &str, endpoints: Vec<Endpoint>) -> Result<Revision, Error> {
         let caller = hash_token(token)?;
-        self.check_endpoints(&endpoints)?;
+        check_endpoints(&endpoints, self.config.max_endpoints)?;
         for _ in 0..WRITE_ATTEMPTS {
             let (read_at, records) = self.read(name).await?;
             let owner = self.authorize(name, &records, &caller)?;

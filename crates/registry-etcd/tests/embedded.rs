@@ -4,8 +4,9 @@ mod suite;
 
 use std::time::Duration;
 
-use warren_registry::embedded::Embedded;
-use warren_registry::state::{Config, hash_token};
+use warren_registry::model::hash_token;
+use warren_registry_server::embedded::Embedded;
+use warren_registry_server::state::Config;
 
 /// A store in a fresh directory, removed when the guard drops.
 async fn make() -> (Embedded, TempDir) {

@@ -5,7 +5,7 @@ mod suite;
 
 use std::time::Duration;
 
-use warren_registry::state::hash_token;
+use warren_registry::model::hash_token;
 use warren_registry_etcd::local::LocalEtcd;
 use warren_registry_etcd::{Etcd, EtcdConfig};
 

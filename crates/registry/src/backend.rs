@@ -1,9 +1,11 @@
 //! The storage interface the server, the CLI and the DNS front end program against.
 //!
 //! It speaks only the registry's own terms (names, endpoints, leases, revisions), so that more
-//! than one engine can stand behind it: the embedded store ([`crate::embedded`]) and, past one
-//! machine, etcd, where a lease is an etcd lease, a watch an etcd watch and a revision an etcd
-//! revision. Every backend gives the semantics of [`crate::state::State`]:
+//! than one engine can stand behind it: the embedded store (`warren_registry_server::embedded`)
+//! and, past one machine, etcd (`warren-registry-etcd`), where a lease is an etcd lease, a watch
+//! an etcd watch and a revision an etcd revision. It lives here, beside the model, so that a
+//! store depends on this crate only. Every backend gives the semantics of the registry's state
+//! machine (`warren_registry_server::state`):
 //!
 //! - a write is acknowledged only once it is durable, and takes one revision for all its events;
 //! - reads (`lookup`, `list`, `snapshot`) see acknowledged writes only;

@@ -1,22 +1,14 @@
-//! warren's directory server: names mapped to endpoints, soft-state leases, watches from a
-//! revision, and a durable embedded store. See `docs/registry.md`.
+//! warren's directory: names mapped to endpoints, soft-state leases, watches from a revision.
+//! This crate is what a client and any store share; the server and the embedded store are in
+//! `warren-registry-server`, the etcd store in `warren-registry-etcd`. See `docs/registry.md`.
 //!
-//! - [`model`]: names, endpoints, revisions, events, the error enum;
-//! - [`state`]: the sans-IO state machine every backend's semantics come from;
-//! - [`backend`]: the async `Backend` trait servers and clients program against;
-//! - [`embedded`]: the default backend, the state machine over a `redb` file;
-//! - [`wire`]: the binary protocol; [`server`] and [`client`] speak it.
+//! - [`model`]: names, endpoints, revisions, events, tokens, the error enum;
+//! - [`backend`]: the async `Backend` trait every store implements and servers program against;
+//! - [`wire`]: the binary protocol; [`client`] speaks it (and keeps a watch-invalidated cache).
 
-pub mod api;
 pub mod backend;
 pub mod client;
-pub mod dns;
-pub mod embedded;
-pub mod health;
 pub mod model;
-pub mod server;
-pub mod session;
-pub mod state;
 pub mod wire;
 
 pub use model::*;

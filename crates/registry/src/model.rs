@@ -1,14 +1,16 @@
-//! The registry's vocabulary: names, endpoints, revisions, leases, events and the one error enum.
+//! The registry's vocabulary: names, endpoints, revisions, leases, events, tokens and the one
+//! error enum.
 //!
 //! Every type here validates on construction *and* on deserialisation (`try_from`), so a value
 //! that came off the wire or out of the store is as valid as one built in code.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// The longest name: a DNS name's limit, so that `<name>.<zone>` can still be asked for.
 pub const MAX_NAME: usize = 253;
@@ -182,6 +184,22 @@ impl TryFrom<RawEndpoint> for Endpoint {
     }
 }
 
+/// Checks the endpoints a name is bound to: at least one, at most `max`, no identity twice, each
+/// within its bounds. Every store applies it to `bind` and `rebind`.
+pub fn check_endpoints(endpoints: &[Endpoint], max: usize) -> Result<(), Error> {
+    if endpoints.is_empty() {
+        return Err(Error::Invalid("at least one endpoint is needed".into()));
+    }
+    if endpoints.len() > max {
+        return Err(Error::TooLarge(format!("at most {max} endpoints per name")));
+    }
+    let distinct: BTreeSet<EndpointKey> = endpoints.iter().map(Endpoint::key).collect();
+    if distinct.len() != endpoints.len() {
+        return Err(Error::Invalid("the same address, port and transport twice".into()));
+    }
+    endpoints.iter().try_for_each(Endpoint::validate)
+}
+
 /// The registry's logical clock: every acknowledged change (one write, possibly several events)
 /// takes the next revision. Revision 0 is the empty registry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -223,6 +241,17 @@ pub struct Event {
 pub struct Entry {
     pub name: Name,
     pub endpoints: Vec<Endpoint>,
+}
+
+/// SHA-256 of a token: only the hash is kept (and stored), never the token.
+pub type TokenHash = [u8; 32];
+
+/// Hashes a token after checking its size.
+pub fn hash_token(token: &str) -> Result<TokenHash, Error> {
+    if token.is_empty() || token.len() > MAX_TOKEN {
+        return Err(Error::Invalid(format!("token must be 1 to {MAX_TOKEN} bytes")));
+    }
+    Ok(Sha256::digest(token.as_bytes()).into())
 }
 
 /// Why an operation was refused. Every variant is a clear answer to the client; none closes the

@@ -9,19 +9,25 @@
 //! 10      N-4   body: a `Request` or `Response` in postcard (the variant index as a varint)
 //! ```
 //!
+//! The magic, version and length are [`warren_proto::frame`]'s framing with a two-byte prefix;
+//! the request id and body are its frame body.
+//!
 //! Requests are answered in any order (they are pipelined); a `Watch` is answered by any number
 //! of `Events` frames with its id, until an `Error` or the client's `Cancel`. `docs/registry.md`
 //! spells out every body byte by byte.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use warren_proto::frame::{self, Framing};
 
 use crate::model::{Endpoint, Entry, Error, Event, LeaseId, Name, Revision};
 
 pub const MAGIC: u8 = 0xD7;
 pub const VERSION: u8 = 1;
 /// Bytes before the request id.
-pub const HEADER: usize = 6;
+pub const HEADER: usize = framing(0).header();
+/// Bytes of the request id, which every frame's body starts with.
+const ID: usize = 4;
 /// The largest request frame a server accepts (after the header), by default.
 pub const MAX_REQUEST: usize = 64 * 1024;
 /// The largest answer frame a client accepts (after the header).
@@ -99,44 +105,47 @@ pub enum Decoded<T> {
     Frame { len: usize, id: u32, body: Result<T, Error> },
 }
 
+impl From<frame::FrameError> for FrameError {
+    fn from(e: frame::FrameError) -> FrameError {
+        match e {
+            frame::FrameError::BadPrefix { at: 0, got } => FrameError::BadMagic(got),
+            frame::FrameError::BadPrefix { got, .. } => FrameError::BadVersion(got),
+            frame::FrameError::TooLarge { len, .. } => FrameError::TooLarge(len),
+        }
+    }
+}
+
+/// The framing of frames up to `max` bytes after the header.
+const fn framing(max: usize) -> Framing {
+    Framing { prefix: &[MAGIC, VERSION], max }
+}
+
 /// Decodes the frame at the front of `buf`, if it is all there.
 pub fn decode<T: DeserializeOwned>(buf: &[u8], max: usize) -> Result<Decoded<T>, FrameError> {
-    match buf {
-        [m, ..] if *m != MAGIC => return Err(FrameError::BadMagic(*m)),
-        [_, v, ..] if *v != VERSION => return Err(FrameError::BadVersion(*v)),
-        _ => {}
-    }
-    let Some(len) = buf.get(2..HEADER) else { return Ok(Decoded::Incomplete) };
-    let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
-    if len > max {
-        return Err(FrameError::TooLarge(len));
-    }
-    if len < 4 {
+    let framing = framing(max);
+    // Refused as soon as the length arrives, as a length over `max` is.
+    if let Some(len) = framing.declared_len(buf)?
+        && len < ID
+    {
         return Err(FrameError::TooShort(len));
     }
-    let Some(frame) = buf.get(HEADER..HEADER + len) else { return Ok(Decoded::Incomplete) };
-    let id = u32::from_be_bytes(frame[..4].try_into().expect("4 bytes"));
-    let body = match postcard::take_from_bytes::<T>(&frame[4..]) {
+    let Some((frame, len)) = framing.split(buf)? else { return Ok(Decoded::Incomplete) };
+    let (id, body) = frame.split_first_chunk::<ID>().expect("checked above");
+    let body = match postcard::take_from_bytes::<T>(body) {
         Ok((value, [])) => Ok(value),
         Ok(_) => Err(Error::Invalid("trailing bytes after the body".into())),
         Err(e) => Err(Error::Invalid(format!("malformed body: {e}"))),
     };
-    Ok(Decoded::Frame { len: HEADER + len, id, body })
+    Ok(Decoded::Frame { len, id: u32::from_be_bytes(*id), body })
 }
 
 /// Appends one frame to `out`; `TooLarge` (and nothing appended) if its body would pass `max`.
 pub fn encode<T: Serialize>(id: u32, body: &T, max: usize, out: &mut Vec<u8>) -> Result<(), FrameError> {
-    let start = out.len();
-    out.extend_from_slice(&[MAGIC, VERSION, 0, 0, 0, 0]);
+    let framing = framing(max);
+    let start = framing.begin(out);
     out.extend_from_slice(&id.to_be_bytes());
     *out = postcard::to_extend(body, std::mem::take(out)).expect("registry messages always serialize");
-    let len = out.len() - start - HEADER;
-    if len > max {
-        out.truncate(start);
-        return Err(FrameError::TooLarge(len));
-    }
-    out[start + 2..start + HEADER].copy_from_slice(&u32::try_from(len).expect("bounded by max").to_be_bytes());
-    Ok(())
+    Ok(framing.finish(out, start)?)
 }
 
 /// Splits events into frame-sized runs without splitting a revision.

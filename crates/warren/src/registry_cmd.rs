@@ -11,15 +11,15 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
+use warren_dns::RegistryDirectory;
 use warren_registry::backend::Backend;
 use warren_registry::client::Client;
-use warren_registry::dns::DnsDirectory;
-use warren_registry::embedded::Embedded;
-use warren_registry::health::Checked;
-use warren_registry::server::{self, Limits};
-use warren_registry::state::{Config, hash_token};
-use warren_registry::{Endpoint, EventKind, Name, Revision, Transport};
+use warren_registry::{Endpoint, EventKind, Name, Revision, Transport, hash_token};
 use warren_registry_etcd::{Etcd, EtcdConfig};
+use warren_registry_server::embedded::Embedded;
+use warren_registry_server::health::Checked;
+use warren_registry_server::server::{self, Limits};
+use warren_registry_server::state::Config;
 
 /// The registry's default address: loopback, on a port that no common service uses (it is not
 /// in /etc/services); `--listen` picks another.
@@ -82,6 +82,11 @@ pub struct ServerArgs {
     /// The admin token itself (instead of the file).
     #[arg(long, conflicts_with = "admin_token_file")]
     pub admin_token: Option<String>,
+    /// The server model the binary protocol is served under: answers are future jobs, so the
+    /// models that run them concurrently (event, green, hybrid) answer a connection's pipelined
+    /// requests out of order; the thread-based ones answer one at a time per connection.
+    #[arg(long, default_value = "hybrid")]
+    pub model: warren_models::Model,
     /// Refuse connections beyond this many.
     #[arg(long, default_value_t = 1024)]
     pub max_conns: usize,
@@ -235,7 +240,7 @@ pub async fn serve(
     let dns = match args.dns {
         Some(addr) => {
             let config = warren_dns::Config { zone: args.zone, ttl: args.dns_ttl, ..warren_dns::Config::default() };
-            let directory = Arc::new(DnsDirectory(backend.clone()));
+            let directory = Arc::new(RegistryDirectory(backend.clone()));
             Some(
                 warren_dns::Server::bind(addr, config, directory)
                     .with_context(|| format!("cannot serve DNS on {addr}"))?,
@@ -245,14 +250,13 @@ pub async fn serve(
     };
     let announce = listener.is_none();
     let listener = match listener {
-        Some(listener) => {
-            listener.set_nonblocking(true)?;
-            tokio::net::TcpListener::from_std(listener)?
-        }
-        None => tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?,
+        Some(listener) => listener,
+        None => crate::serve::listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?,
     };
+    let model = args.model;
+    if matches!(model, warren_models::Model::Fork | warren_models::Model::Prefork) {
+        anyhow::bail!("the registry runs under an in-process model: its store is shared by every connection");
+    }
     let limits = Limits {
         max_conns: args.max_conns,
         max_frame: args.max_frame,
@@ -279,7 +283,7 @@ pub async fn serve(
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            Some(tokio::spawn(warren_registry::api::serve(api, backend.clone(), shutdown)))
+            Some(tokio::spawn(warren_registry_server::api::serve(api, backend.clone(), shutdown)))
         }
         None => None,
     };
@@ -288,7 +292,7 @@ pub async fn serve(
         stop.await;
         let _ = stopping.send(true);
     };
-    let report = server::serve(backend, listener, limits, stop).await;
+    let report = server::serve(backend, listener, limits, model, stop).await?;
     if let Some(api) = api {
         // Open watch streams end with the shutdown; give the rest a moment, not forever.
         let _ = tokio::time::timeout(Duration::from_secs(5), api).await;

@@ -391,15 +391,15 @@ impl WarrenServer {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async move {
                 let started = async {
-                    let store = warren_registry::embedded::Embedded::open(&dir, Default::default(), None)?;
+                    let store = warren_registry_server::embedded::Embedded::open(&dir, Default::default(), None)?;
                     let inner: Arc<dyn Backend> = Arc::new(store);
-                    let backend = Arc::new(warren_registry::health::Checked::new(inner).await?);
+                    let backend = Arc::new(warren_registry_server::health::Checked::new(inner).await?);
                     let name = Name::new("bench")?;
                     let ten: Vec<Endpoint> =
                         (0..10u8).map(|i| Endpoint::tcp(([127, 0, 1, i + 1], 80).into())).collect();
                     backend.rebind(&name, TOKEN, ten).await?;
-                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-                    let directory = Arc::new(warren_registry::dns::DnsDirectory(backend.clone()));
+                    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+                    let directory = Arc::new(warren_dns::RegistryDirectory(backend.clone()));
                     // Threads inherit the mask: the DNS thread runs on the server CPU too.
                     let dns = warren_dns::Server::bind(
                         "127.0.0.1:0".parse().expect("an address"),
@@ -414,7 +414,11 @@ impl WarrenServer {
                         let shutdown = async {
                             let _ = stopped.await;
                         };
-                        warren_registry::server::serve(backend, listener, Default::default(), shutdown).await;
+                        let model = warren_models::Model::Hybrid;
+                        let served = warren_registry_server::server::serve(backend, listener, Default::default(), model, shutdown);
+                        if let Err(e) = served.await {
+                            tracing::error!("bench registry: the server stopped: {e}");
+                        }
                         dns.shutdown();
                     }
                     Err(e) => {

@@ -19,9 +19,9 @@ use async_trait::async_trait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use warren_registry::backend::{Backend, Lease, Watch};
+use warren_registry::model::{Endpoint, EndpointKey, Entry, Error, EventKind, LeaseId, Name, Revision};
 
-use crate::backend::{Backend, Lease, Watch};
-use crate::model::{Endpoint, EndpointKey, Entry, Error, EventKind, LeaseId, Name, Revision};
 use spec::{CheckSpec, Probe, Tracker};
 
 type Key = (Name, EndpointKey);

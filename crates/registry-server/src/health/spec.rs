@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::model::Error;
+use warren_registry::model::Error;
 
 /// The shortest interval and TTL, so that checks cannot be turned into a flood.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(10);

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use warren_registry::backend::Backend;
-use warren_registry::embedded::Embedded;
-use warren_registry::health::Checked;
-use warren_registry::state::Config;
+use warren_registry_server::embedded::Embedded;
+use warren_registry_server::health::Checked;
+use warren_registry_server::state::Config;
 
 struct Api {
     addr: SocketAddr,
@@ -31,7 +31,7 @@ async fn api(tag: &str) -> Api {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(warren_registry::api::serve(listener, backend, async move {
+    tokio::spawn(warren_registry_server::api::serve(listener, backend, async move {
         let _ = stopped.await;
     }));
     Api { addr, dir, stop: Some(stop) }

@@ -29,10 +29,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use serde::Deserialize;
 use serde_json::json;
+use warren_registry::backend::Backend;
+use warren_registry::model::{Endpoint, Error, LeaseId, Name, Revision};
 
-use crate::backend::Backend;
 use crate::health::Checked;
-use crate::model::{Endpoint, Error, LeaseId, Name, Revision};
 
 /// The largest request body: 64 endpoints with full metadata fit easily.
 pub const MAX_BODY: usize = 256 * 1024;

@@ -15,11 +15,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::model::{
-    Endpoint, EndpointKey, Entry, Error, Event, EventKind, LeaseId, MAX_TOKEN, MAX_TTL, MIN_TTL, Name, Revision,
-    check_prefix,
+use warren_registry::model::{
+    Endpoint, EndpointKey, Entry, Error, Event, EventKind, LeaseId, MAX_TTL, MIN_TTL, Name, Revision, TokenHash,
+    check_endpoints, check_prefix, hash_token,
 };
 
 /// Tunables of the state machine, with the defaults a deployment gets.
@@ -37,17 +36,6 @@ impl Default for Config {
     fn default() -> Config {
         Config { max_endpoints: 64, history: 10_000, sweep: Duration::from_millis(100) }
     }
-}
-
-/// SHA-256 of a token: only the hash is kept (and stored), never the token.
-pub type TokenHash = [u8; 32];
-
-/// Hashes a token after checking its size.
-pub fn hash_token(token: &str) -> Result<TokenHash, Error> {
-    if token.is_empty() || token.len() > MAX_TOKEN {
-        return Err(Error::Invalid(format!("token must be 1 to {MAX_TOKEN} bytes")));
-    }
-    Ok(Sha256::digest(token.as_bytes()).into())
 }
 
 /// A name as stored: its owner and its endpoints, each static (`None`) or under a lease.
@@ -163,7 +151,7 @@ impl State {
     /// `bind`: the name must be free; it becomes owned by `token`.
     pub fn bind(&mut self, name: &Name, token: &str, endpoints: Vec<Endpoint>) -> Result<Revision, Error> {
         let owner = hash_token(token)?;
-        self.check_endpoints(&endpoints)?;
+        check_endpoints(&endpoints, self.config.max_endpoints)?;
         if self.names.contains_key(name) {
             return Err(Error::AlreadyBound(name.clone()));
         }
@@ -176,7 +164,7 @@ impl State {
     /// `rebind`: replaces the name's endpoints with these static ones (binding it if free).
     pub fn rebind(&mut self, name: &Name, token: &str, endpoints: Vec<Endpoint>) -> Result<Revision, Error> {
         let owner = hash_token(token)?;
-        self.check_endpoints(&endpoints)?;
+        check_endpoints(&endpoints, self.config.max_endpoints)?;
         let (owner, old) = match self.names.remove(name) {
             Some(record) => {
                 if let Err(e) = self.authorize(name, &record.owner, &owner) {
@@ -407,20 +395,6 @@ impl State {
         } else {
             Err(Error::Forbidden(name.to_string()))
         }
-    }
-
-    fn check_endpoints(&self, endpoints: &[Endpoint]) -> Result<(), Error> {
-        if endpoints.is_empty() {
-            return Err(Error::Invalid("at least one endpoint is needed".into()));
-        }
-        if endpoints.len() > self.config.max_endpoints {
-            return Err(Error::TooLarge(format!("at most {} endpoints per name", self.config.max_endpoints)));
-        }
-        let keys: BTreeSet<EndpointKey> = endpoints.iter().map(Endpoint::key).collect();
-        if keys.len() != endpoints.len() {
-            return Err(Error::Invalid("the same address, port and transport twice".into()));
-        }
-        endpoints.iter().try_for_each(Endpoint::validate)
     }
 
     /// `now + ttl`, rounded up to the sweep grid.

@@ -1,20 +1,22 @@
-//! The registry as the DNS front end's [`warren_dns::Directory`].
+//! The registry as the DNS front end's [`Directory`].
 //!
 //! DNS answers from [`Backend::snapshot`], the backend's in-memory copy: a synchronous read that
-//! never waits for a write or a round trip, as the DNS server's thread requires.
+//! never waits for a write or a round trip, as the DNS server's thread requires. Any backend
+//! will do (the embedded store, etcd, either behind health checks), so this needs only the
+//! `Backend` trait, not a store.
 
 use std::sync::Arc;
 
-use warren_dns::{Directory, Resolution, Target};
+use warren_registry::backend::Backend;
+use warren_registry::model::Name;
 
-use crate::backend::Backend;
-use crate::model::Name;
+use crate::{Directory, Resolution, Target};
 
 /// A handle on any backend that the DNS server can ask.
 #[derive(Debug)]
-pub struct DnsDirectory<B: ?Sized>(pub Arc<B>);
+pub struct RegistryDirectory<B: ?Sized>(pub Arc<B>);
 
-impl<B: Backend + ?Sized> Directory for DnsDirectory<B> {
+impl<B: Backend + ?Sized> Directory for RegistryDirectory<B> {
     fn resolve(&self, name: &str) -> Resolution {
         // A query for something that cannot be a registry name cannot be bound either.
         let Ok(name) = Name::new(name) else { return Resolution::NoSuchName };

@@ -5,9 +5,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use warren_registry::embedded::Embedded;
-use warren_registry::state::{Config, hash_token};
-use warren_registry::{Endpoint, Name};
+use warren_registry::{Endpoint, Name, hash_token};
+use warren_registry_server::embedded::Embedded;
+use warren_registry_server::state::Config;
 
 /// A fresh directory under the system's temporary directory, removed on drop.
 pub struct TempDir(PathBuf);

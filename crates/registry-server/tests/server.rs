@@ -10,9 +10,10 @@ use std::time::Duration;
 use common::{TempDir, ep, name, open};
 use tokio::sync::oneshot;
 use warren_registry::client::{Cache, Client};
-use warren_registry::server::{Limits, Report, serve};
 use warren_registry::wire::{self, Decoded, Response};
 use warren_registry::{Error, EventKind, Revision};
+use warren_models::Model;
+use warren_registry_server::server::{Limits, Report, serve};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -26,12 +27,17 @@ struct Running {
 
 impl Running {
     async fn start(limits: Limits) -> Running {
+        Running::start_under(Model::Hybrid, limits).await
+    }
+
+    async fn start_under(model: Model, limits: Limits) -> Running {
         let dir = TempDir::new();
         let backend = Arc::new(open(&dir));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let done = tokio::spawn(serve(backend, listener, limits, async move { _ = stopped.await }));
+        let stop_on = async move { _ = stopped.await };
+        let done = tokio::spawn(async move { serve(backend, listener, limits, model, stop_on).await.unwrap() });
         Running { addr, stop: Some(stop), done, _dir: dir }
     }
 
@@ -64,6 +70,30 @@ async fn pipelined_requests_on_one_connection_all_get_their_answers() {
     assert_eq!(client.lookup(&name("nope")).await, Err(Error::NotBound(name("nope"))));
     let report = server.stop().await;
     assert_eq!((report.accepted, report.refused), (1, 0));
+}
+
+#[tokio::test]
+async fn every_in_process_model_serves_the_protocol() {
+    let models = [Model::Iterative, Model::Thread, Model::Pool, Model::Event, Model::Green, Model::Hybrid];
+    for model in models {
+        let server = Running::start_under(model, Limits::default()).await;
+        let client = server.client().await;
+        let mut watch = client.watch("", Revision(0)).await.unwrap();
+        let writes = (0..20u16).map(|i| {
+            let client = client.clone();
+            async move { client.bind(&name(&format!("m{i}")), "t", vec![ep(i + 1)]).await }
+        });
+        assert!(futures_join(writes).await.iter().all(Result::is_ok), "{model}");
+        let mut seen = 0;
+        while seen < 20 {
+            let events = tokio::time::timeout(T, watch.next()).await.expect("events in time").unwrap();
+            seen += events.len();
+        }
+        assert_eq!(client.lookup(&name("m7")).await.unwrap().1[0].port, 8, "{model}");
+        drop((watch, client));
+        let report = server.stop().await;
+        assert_eq!((report.accepted, report.refused), (1, 0), "{model}");
+    }
 }
 
 /// Runs futures concurrently (as tasks) and returns their outputs in order.

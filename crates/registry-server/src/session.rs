@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use warren_proto::{Action, ConnInfo, Deadline, Job, Level, NoHub, Nothing, Output, Service, Session, Token};
 
-use crate::backend::{Backend, Watch};
-use crate::model::{Error, Event, Revision};
-use crate::wire::{self, Decoded, MAX_RESPONSE, Request, Response};
+use warren_registry::backend::{Backend, Watch};
+use warren_registry::model::{Error, Event, Revision};
+use warren_registry::wire::{self, Decoded, MAX_RESPONSE, Request, Response};
 
 /// Limits of one server, with the defaults `warren registry` uses.
 #[derive(Clone, Debug)]

@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{broadcast, oneshot};
+use warren_registry::backend::{Backend, Lease, Watch};
+use warren_registry::model::{Endpoint, Entry, Error, Event, LeaseId, Name, Revision, TokenHash, check_prefix};
 
-use crate::backend::{Backend, Lease, Watch};
-use crate::model::{Endpoint, Entry, Error, Event, LeaseId, Name, Revision, check_prefix};
-use crate::state::{Config, Dirty, LeaseRecord, NameRecord, State, TokenHash};
+use crate::state::{Config, Dirty, LeaseRecord, NameRecord, State};
 
 const NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("names");
 const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("leases");

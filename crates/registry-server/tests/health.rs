@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use warren_registry::backend::Backend;
-use warren_registry::embedded::Embedded;
-use warren_registry::health::Checked;
 use warren_registry::model::{Endpoint, Error, Name};
-use warren_registry::state::Config;
+use warren_registry_server::embedded::Embedded;
+use warren_registry_server::health::Checked;
+use warren_registry_server::state::Config;
 
 const T: Duration = Duration::from_secs(10);
 

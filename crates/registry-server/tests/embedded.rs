@@ -100,14 +100,13 @@ async fn concurrent_writes_all_land_each_with_its_own_revision() {
 
 #[tokio::test]
 async fn dns_reads_the_committed_snapshot() {
-    use warren_dns::{Directory, Resolution, Target};
-    use warren_registry::dns::DnsDirectory;
+    use warren_dns::{Directory, RegistryDirectory, Resolution, Target};
     let dir = TempDir::new();
     let store = std::sync::Arc::new(open(&dir));
     let mut heavy = ep(2);
     heavy.weight = 10;
     store.bind(&name("web"), "t", vec![ep(1), heavy]).await.unwrap();
-    let dns = DnsDirectory(store.clone());
+    let dns = RegistryDirectory(store.clone());
     let localhost = std::net::IpAddr::from([127, 0, 0, 1]);
     let want = vec![Target { addr: localhost, port: 1, weight: 1 }, Target { addr: localhost, port: 2, weight: 10 }];
     assert_eq!(dns.resolve("web"), Resolution::Targets(want));

@@ -1,0 +1,50 @@
+//! The registry server: the binary protocol ([`crate::session`]) served by one of warren's server
+//! models in front of any [`Backend`], like every other protocol.
+//!
+//! Requests are future jobs: under `green` and `hybrid` they run on the model's own runtime,
+//! under `event` on the futures runtime beside the loop, under the thread-based models on the
+//! connection's thread (each connection then answers one request at a time). `hybrid`, the
+//! default of `warren registry`, answers a connection's pipelined requests concurrently on a
+//! work-stealing pool.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use warren_models::{Listener, Model, ServeConfig, Shutdown, serve_until};
+use warren_registry::backend::Backend;
+
+pub use crate::session::Limits;
+use crate::session::Registry;
+
+/// What a server did, for its closing line.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub accepted: u64,
+    pub refused: u64,
+}
+
+/// Serves `listener` under `model` until `shutdown` completes, then stops accepting, ends every
+/// watch, lets answers in progress go out (for up to the models' grace period) and returns.
+pub async fn serve<B: Backend + ?Sized>(
+    backend: Arc<B>,
+    listener: impl Into<Listener>,
+    limits: Limits,
+    model: Model,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<Report> {
+    let (listener, trigger) = (listener.into(), Arc::new(Shutdown::new()?));
+    let config = ServeConfig { max_conns: limits.max_conns, ..ServeConfig::for_model(model) };
+    let service = Registry { backend, limits };
+    let stop = trigger.clone();
+    let mut serving = tokio::task::spawn_blocking(move || serve_until(model, service, listener, &config, stop));
+    tokio::pin!(shutdown);
+    let report = tokio::select! {
+        served = &mut serving => served,
+        () = &mut shutdown => {
+            trigger.trigger();
+            serving.await
+        }
+    };
+    let report = report.map_err(std::io::Error::other)??;
+    Ok(Report { accepted: report.accepted, refused: report.refused })
+}
