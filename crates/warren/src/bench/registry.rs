@@ -23,10 +23,10 @@ use clap::Args;
 use etcd_client::{GetOptions, PutOptions, WatchOptions};
 use warren_registry::client::Client;
 use warren_registry::model::{Endpoint, LeaseId, Name};
+use warren_testkit::LocalEtcd;
 
 use super::hist::Histogram;
 use super::host::{CpuSet, LOAD_CPU, Machine, SERVER_CPU};
-use warren_registry_etcd::local::LocalEtcd;
 
 /// Options of `warren bench registry`.
 #[derive(Debug, Args)]

@@ -24,7 +24,7 @@ use clap::Args;
 
 use super::hist::Histogram;
 use super::host::{CpuSet, Machine, Pinning};
-use super::nginx::{Scratch, free_port};
+use super::nginx::Scratch;
 use super::report::{median, thousands};
 
 /// Options of `warren bench superd`.
@@ -294,7 +294,7 @@ fn start_warren(dir: &Path, responder: &Responder, cpus: Option<CpuSet>) -> anyh
 }
 
 fn start_xinetd(xinetd: &Path, dir: &Path, responder: &Responder, cpus: Option<CpuSet>) -> anyhow::Result<Server> {
-    let port = free_port()?;
+    let port = warren_testkit::free_port()?;
     let conf = dir.join("xinetd.conf");
     std::fs::write(
         &conf,
