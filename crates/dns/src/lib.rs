@@ -17,7 +17,6 @@
 
 mod answer;
 mod config;
-mod dnsperf;
 mod encode;
 mod names;
 mod rotation;
@@ -30,7 +29,6 @@ use std::net::IpAddr;
 
 pub use answer::{MAX_QUERY, Transport, answer};
 pub use config::{Config, Zone, ZoneError};
-pub use dnsperf::{DnsperfError, DnsperfReport, run_dnsperf};
 pub use rotation::Rotation;
 pub use server::Server;
 

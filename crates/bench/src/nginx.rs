@@ -26,7 +26,7 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
 
 /// nginx and wrk, installed with apt-get if either is missing.
 pub fn ensure_tools() -> anyhow::Result<(PathBuf, PathBuf)> {
-    let [nginx, wrk] = super::host::ensure_programs(["nginx", "wrk"], &["nginx-light", "wrk"], "http")?;
+    let [nginx, wrk] = crate::host::ensure_programs(["nginx", "wrk"], &["nginx-light", "wrk"], "http")?;
     Ok((nginx, wrk))
 }
 
