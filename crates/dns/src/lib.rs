@@ -17,7 +17,6 @@
 
 mod answer;
 mod config;
-mod dnsperf;
 mod encode;
 mod names;
 mod registry;
@@ -32,7 +31,6 @@ use std::net::IpAddr;
 
 pub use answer::{MAX_QUERY, Transport, answer};
 pub use config::{Config, Zone, ZoneError};
-pub use dnsperf::{DnsperfError, DnsperfReport, run_dnsperf};
 pub use registry::RegistryDirectory;
 pub use rotation::Rotation;
 pub use server::Server;

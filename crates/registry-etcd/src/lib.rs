@@ -20,7 +20,6 @@
 pub mod cache;
 pub mod keys;
 mod leases;
-pub mod local;
 mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -6,8 +6,8 @@ mod suite;
 use std::time::Duration;
 
 use warren_registry::model::hash_token;
-use warren_registry_etcd::local::LocalEtcd;
 use warren_registry_etcd::{Etcd, EtcdConfig};
+use warren_testkit::LocalEtcd;
 
 async fn make() -> (Etcd, LocalEtcd) {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

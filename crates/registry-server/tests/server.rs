@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use common::{TempDir, ep, name, open};
 use tokio::sync::oneshot;
+use warren_models::Model;
 use warren_registry::client::{Cache, Client};
 use warren_registry::wire::{self, Decoded, Response};
 use warren_registry::{Error, EventKind, Revision};
-use warren_models::Model;
 use warren_registry_server::server::{Limits, Report, serve};
 
 const T: Duration = Duration::from_secs(10);

@@ -81,15 +81,15 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// The chapter's table of server models, measured.
-    Models(crate::bench::ModelsArgs),
+    Models(warren_bench::ModelsArgs),
     /// warren's HTTP server under each model against nginx, with wrk.
-    Http(crate::bench::HttpArgs),
+    Http(warren_bench::HttpArgs),
     /// Cancelling a huge upload out of band: control endpoint and TCP urgent data, latency.
-    Oob(crate::bench::OobArgs),
+    Oob(warren_bench::OobArgs),
     /// Connections per second when each starts a program: warren's node, xinetd and tcpserver.
-    Superd(crate::bench::SuperdArgs),
+    Superd(warren_bench::SuperdArgs),
     /// The registry's embedded store against etcd, and its DNS under dnsperf.
-    Registry(crate::bench::RegistryArgs),
+    Registry(warren_bench::RegistryArgs),
 }
 
 /// Each model in a sentence, for `--help`.

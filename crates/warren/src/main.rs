@@ -1,6 +1,5 @@
 //! The `warren` binary: servers, clients, the demo and the benches.
 
-mod bench;
 mod chat_client;
 mod cli;
 mod clients;
@@ -45,12 +44,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Daytime(args) => clients::daytime(&args),
         Command::Time(args) => clients::time(&args),
         Command::Registry(command) => registry_cmd::run(command),
-        Command::Bench { what: BenchCommand::Models(args) } => bench::models(&args),
-        Command::Bench { what: BenchCommand::Http(args) } => bench::http(&args),
+        Command::Bench { what: BenchCommand::Models(args) } => warren_bench::models(&args),
+        Command::Bench { what: BenchCommand::Http(args) } => warren_bench::http(&args),
         Command::Files(args) => files_cmd::run(&args),
-        Command::Bench { what: BenchCommand::Oob(args) } => bench::oob(&args),
-        Command::Bench { what: BenchCommand::Superd(args) } => bench::superd(&args),
-        Command::Bench { what: BenchCommand::Registry(args) } => bench::registry(&args),
+        Command::Bench { what: BenchCommand::Oob(args) } => warren_bench::oob(&args),
+        Command::Bench { what: BenchCommand::Superd(args) } => warren_bench::superd(&args),
+        Command::Bench { what: BenchCommand::Registry(args) } => warren_bench::registry(&args),
     }
 }
 

@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::{Server, T, command, run};
-use warren_registry_etcd::local::LocalEtcd;
+use warren_testkit::LocalEtcd;
 
 const ADMIN: &str = "admin-secret";
 

@@ -23,10 +23,10 @@ use clap::Args;
 use etcd_client::{GetOptions, PutOptions, WatchOptions};
 use warren_registry::client::Client;
 use warren_registry::model::{Endpoint, LeaseId, Name};
+use warren_testkit::LocalEtcd;
 
-use super::hist::Histogram;
-use super::host::{CpuSet, LOAD_CPU, Machine, SERVER_CPU};
-use warren_registry_etcd::local::LocalEtcd;
+use crate::hist::Histogram;
+use crate::host::{CpuSet, LOAD_CPU, Machine, SERVER_CPU};
 
 /// Options of `warren bench registry`.
 #[derive(Debug, Args)]
@@ -117,7 +117,7 @@ pub fn registry(args: &RegistryArgs) -> anyhow::Result<()> {
 
     let dns = if args.dns_seconds > 0 {
         progress("dnsperf against warren's DNS (a name with 10 addresses)");
-        Some(warren_dns::run_dnsperf(warren.dns, "bench.warren.", args.dns_seconds, pinned.then_some(LOAD_CPU)))
+        Some(crate::run_dnsperf(warren.dns, "bench.warren.", args.dns_seconds, pinned.then_some(LOAD_CPU)))
     } else {
         None
     };
@@ -415,9 +415,15 @@ impl WarrenServer {
                             let _ = stopped.await;
                         };
                         let model = warren_models::Model::Hybrid;
-                        let served = warren_registry_server::server::serve(backend, listener, Default::default(), model, shutdown);
+                        let served = warren_registry_server::server::serve(
+                            backend,
+                            listener,
+                            Default::default(),
+                            model,
+                            shutdown,
+                        );
                         if let Err(e) = served.await {
-                            tracing::error!("bench registry: the server stopped: {e}");
+                            eprintln!("bench registry: the server stopped: {e}");
                         }
                         dns.shutdown();
                     }
@@ -496,6 +502,6 @@ impl Drop for RemoveOnDrop {
 
 /// etcd from Debian's `etcd-server`, installed with apt-get if missing.
 fn ensure_etcd() -> anyhow::Result<std::path::PathBuf> {
-    let [etcd] = super::host::ensure_programs(["etcd"], &["etcd-server"], "registry")?;
+    let [etcd] = crate::host::ensure_programs(["etcd"], &["etcd-server"], "registry")?;
     Ok(etcd)
 }

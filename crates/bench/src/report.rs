@@ -5,9 +5,9 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use super::idle::{Idle, Stall};
-use super::load::Load;
-use super::probe::Usage;
+use crate::idle::{Idle, Stall};
+use crate::load::Load;
+use crate::probe::Usage;
 
 /// One idle level's counts and the server tree's usage while they were held, or why it could
 /// not be measured.

@@ -10,12 +10,12 @@ use anyhow::{Context, ensure};
 use clap::Args;
 use warren_models::Model;
 
-use super::host::{self, CpuSet, LOAD_CPU, Machine, SERVER_CPU};
-use super::httpreport::{self, Cell, Report, Scenario, ServerRow};
-use super::nginx::{self, Nginx, Scratch};
-use super::probe::{self, Sampler};
-use super::server::Server;
-use super::wrk;
+use crate::host::{self, CpuSet, LOAD_CPU, Machine, SERVER_CPU};
+use crate::httpreport::{self, Cell, Report, Scenario, ServerRow};
+use crate::nginx::{self, Nginx, Scratch};
+use crate::probe::{self, Sampler};
+use crate::server::Server;
+use crate::wrk;
 
 /// Options of `warren bench http`.
 #[derive(Debug, Args)]
@@ -88,7 +88,7 @@ pub fn http(args: &HttpArgs) -> anyhow::Result<()> {
     let pinned = machine.cpus > SERVER_CPU;
     let (server_cpu, load_cpu) = if pinned { (Some(SERVER_CPU), Some(LOAD_CPU)) } else { (None, None) };
     let scratch = Scratch::create()?;
-    let exe = std::env::current_exe().context("cannot find the warren binary")?;
+    let exe = crate::warren_exe()?;
     let progress = |what: &str| eprintln!("bench: [{:>5.1}s] {what}", started.elapsed().as_secs_f64());
 
     // Every server runs for the whole bench, idle while another is measured.

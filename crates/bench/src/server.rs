@@ -20,7 +20,7 @@ use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
-use super::host::CpuSet;
+use crate::host::CpuSet;
 
 /// How long a server may take to print its readiness line.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -98,7 +98,7 @@ impl Server {
     /// unreaped and its id (and so its process group's id) cannot be reused before `stop`.
     pub fn running(&self) -> bool {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok();
-        stat.as_deref().and_then(super::probe::parse_stat).is_some_and(|(state, _)| state != 'Z' && state != 'X')
+        stat.as_deref().and_then(crate::probe::parse_stat).is_some_and(|(state, _)| state != 'Z' && state != 'X')
     }
 
     /// The last lines it printed, for error messages.
@@ -217,7 +217,7 @@ mod tests {
         std::fs::remove_file(&script).unwrap();
         assert_eq!(server.addr(), SocketAddr::from(([127, 0, 0, 1], 9)));
         assert!(server.running());
-        let sleeper = super::super::probe::tree(server.pid());
+        let sleeper = crate::probe::tree(server.pid());
         let started = Instant::now();
         server.stop();
         assert!(started.elapsed() >= STOP_GRACE && !server.running());
@@ -230,6 +230,6 @@ mod tests {
 
     fn is_running(pid: i32) -> bool {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        super::super::probe::parse_stat(&stat).is_some_and(|(state, _)| state != 'Z')
+        crate::probe::parse_stat(&stat).is_some_and(|(state, _)| state != 'Z')
     }
 }

@@ -2,7 +2,7 @@
 //! missing, configured like warren (one worker, access log off, sendfile on), run in the
 //! foreground from a scratch directory and always stopped.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,7 +26,7 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
 
 /// nginx and wrk, installed with apt-get if either is missing.
 pub fn ensure_tools() -> anyhow::Result<(PathBuf, PathBuf)> {
-    let [nginx, wrk] = super::host::ensure_programs(["nginx", "wrk"], &["nginx-light", "wrk"], "http")?;
+    let [nginx, wrk] = crate::host::ensure_programs(["nginx", "wrk"], &["nginx-light", "wrk"], "http")?;
     Ok((nginx, wrk))
 }
 
@@ -66,11 +66,6 @@ impl Drop for Scratch {
     }
 }
 
-/// A port free right now on 127.0.0.1 (bound to port 0, then released).
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// The configuration: one worker, no access log, sendfile, everything inside `dir`.
 pub fn config(dir: &Path, root: &Path, port: u16) -> String {
     let d = dir.display();
@@ -96,7 +91,7 @@ pub struct Nginx {
 impl Nginx {
     /// Write the configuration into `scratch` and start nginx on `cpu` (with `taskset`).
     pub fn start(nginx: &Path, scratch: &Scratch, cpu: Option<usize>) -> anyhow::Result<Nginx> {
-        let port = free_port()?;
+        let port = warren_testkit::free_port()?;
         let dir = scratch.dir.clone();
         let conf = dir.join("nginx.conf");
         std::fs::write(&conf, config(&dir, &scratch.root(), port))?;

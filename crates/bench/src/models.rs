@@ -8,22 +8,6 @@
 //! call in one connection stalls another. Throughput runs are interleaved across models so that
 //! drift on a shared machine spreads over all of them instead of favouring the first.
 
-mod chart;
-mod hist;
-mod host;
-mod http;
-mod httpreport;
-mod idle;
-mod load;
-mod nginx;
-mod oob;
-mod probe;
-mod registry;
-mod report;
-mod server;
-mod superd;
-mod wrk;
-
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -32,15 +16,12 @@ use clap::Args;
 use tokio::runtime::Runtime;
 use warren_models::Model;
 
-use self::host::{Machine, Pinning};
-pub use self::http::{HttpArgs, http};
-use self::idle::Stall;
-pub use self::oob::{OobArgs, oob};
-use self::probe::{Sampler, Usage};
-pub use self::registry::{RegistryArgs, registry};
-use self::report::{Header, Row};
-use self::server::Server;
-pub use self::superd::{SuperdArgs, superd};
+use crate::host::{self, Machine, Pinning};
+use crate::idle::{self, Stall};
+use crate::probe::{self, Sampler, Usage};
+use crate::report::{self, Header, Row};
+use crate::server::Server;
+use crate::{chart, load};
 
 /// Options of `warren bench models`.
 #[derive(Debug, Args)]
@@ -139,7 +120,7 @@ pub fn models(args: &ModelsArgs) -> anyhow::Result<()> {
     // Pin before the runtime or any helper thread exists, so every thread inherits CPU 0.
     let pinning = Pinning::apply(!args.no_pin, machine.cpus);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let exe = std::env::current_exe().context("cannot find the warren binary")?;
+    let exe = crate::warren_exe()?;
     let mut bench = Bench { exe, rt, pinning, started };
     let mut rows: Vec<Row> = plan.models.iter().map(|m| Row { name: m.name().into(), ..Row::default() }).collect();
 

@@ -78,7 +78,7 @@ struct Child_ {
 
 impl Drop for Child_ {
     fn drop(&mut self) {
-        super::server::terminate(&mut self.child);
+        crate::server::terminate(&mut self.child);
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }
@@ -243,7 +243,7 @@ pub fn oob(args: &OobArgs) -> anyhow::Result<()> {
     ensure!(args.stalled_rate > 0, "--stalled-rate must be above 0");
     let models =
         if args.models.is_empty() { vec![Model::Thread, Model::Pool, Model::Event] } else { args.models.clone() };
-    let exe = std::env::current_exe()?;
+    let exe = crate::warren_exe()?;
     let recv_buffer =
         if args.recv_buffer == 0 { "autotuned".to_owned() } else { format!("{} KiB", args.recv_buffer >> 10) };
     let unsent = if args.unsent == 0 { "no limit".to_owned() } else { format!("{} KiB", args.unsent >> 10) };

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::report::{Row, median, thousands};
+use crate::report::{Row, median, thousands};
 
 const BAR: f64 = 26.0;
 const GROUP: f64 = 90.0;
@@ -77,7 +77,7 @@ pub fn svg(rows: &[Row]) -> String {
     s
 }
 
-fn rate(loads: &[super::load::Load]) -> f64 {
+fn rate(loads: &[crate::load::Load]) -> f64 {
     median(&loads.iter().map(|l| l.rate).collect::<Vec<_>>())
 }
 
@@ -107,8 +107,8 @@ fn escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::load::Load;
     use super::*;
+    use crate::load::Load;
 
     #[test]
     fn round_gridlines() {

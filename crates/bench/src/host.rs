@@ -33,8 +33,7 @@ impl Machine {
             .unwrap_or_default();
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let mem_kib: f64 =
-            crate::bench::probe::status_field(&meminfo, "MemTotal").and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let mem_kib: f64 = crate::probe::status_field(&meminfo, "MemTotal").and_then(|v| v.parse().ok()).unwrap_or(0.0);
         let nofile = getrlimit(Resource::RLIMIT_NOFILE).map(|(soft, _)| soft).unwrap_or(0);
         Machine { cpus, cpu_model, kernel, memory_gib: mem_kib / (1024.0 * 1024.0), nofile }
     }
@@ -184,7 +183,7 @@ impl Pinning {
         match self {
             Pinning::Off => "off (--no-pin): load generator and servers share every CPU".into(),
             Pinning::Applied { server, .. } => {
-                let me = crate::bench::probe::cpus_allowed(std::process::id() as i32).unwrap_or_else(|| "?".into());
+                let me = crate::probe::cpus_allowed(std::process::id() as i32).unwrap_or_else(|| "?".into());
                 let server = server.clone().unwrap_or_else(|| "?".into());
                 format!("applied: servers on CPU {server}, load generator on CPU {me} (as /proc reports them)")
             }
@@ -200,17 +199,14 @@ pub fn ensure_programs<const N: usize>(
     packages: &[&str],
     bench: &str,
 ) -> anyhow::Result<[std::path::PathBuf; N]> {
-    use std::process::{Command, Stdio};
-    let found = || programs.map(crate::bench::nginx::find_program);
+    let found = || programs.map(crate::nginx::find_program);
     if found().iter().any(Option::is_none) {
         eprintln!("bench: installing {} with apt-get", packages.join(" "));
-        let _ = Command::new("apt-get")
-            .args(["install", "-y", "-q"])
-            .args(packages)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status();
+        // The package lists of a fresh machine may be empty: update only when the install fails.
+        if !apt_get(&["install", "-y", "-q"], packages) {
+            apt_get(&["update", "-q"], &[]);
+            apt_get(&["install", "-y", "-q"], packages);
+        }
     }
     let paths = found();
     if paths.iter().any(Option::is_none) {
@@ -221,6 +217,19 @@ pub fn ensure_programs<const N: usize>(
         );
     }
     Ok(paths.map(|p| p.expect("checked above")))
+}
+
+/// Runs `apt-get <args> <packages>` without questions; whether it succeeded.
+fn apt_get(args: &[&str], packages: &[&str]) -> bool {
+    use std::process::{Command, Stdio};
+    Command::new("apt-get")
+        .args(args)
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 #[cfg(test)]

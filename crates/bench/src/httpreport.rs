@@ -3,8 +3,8 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use super::report::median;
-use super::wrk::{Idle, Wrk};
+use crate::report::median;
+use crate::wrk::{Idle, Wrk};
 
 /// One load shape.
 #[derive(Clone, Copy, Debug)]

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -27,8 +27,8 @@ pub struct DnsperfReport {
 pub enum DnsperfError {
     #[error("dnsperf sends load to loopback only, not to {0}")]
     NotLoopback(SocketAddr),
-    #[error("dnsperf is not installed and `apt-get install -y dnsperf` failed: {0}")]
-    Install(String),
+    #[error(transparent)]
+    Install(anyhow::Error),
     #[error("running dnsperf: {0}")]
     Io(#[from] io::Error),
     #[error("dnsperf failed ({status}): {stderr}")]
@@ -52,7 +52,8 @@ pub fn run_dnsperf(
     if !server.ip().is_loopback() {
         return Err(DnsperfError::NotLoopback(server));
     }
-    install()?;
+    let [dnsperf] =
+        crate::host::ensure_programs(["dnsperf"], &["dnsperf"], "registry").map_err(DnsperfError::Install)?;
     // dnsperf reads its queries from a file, which it loops over until the time limit.
     static RUNS: AtomicU32 = AtomicU32::new(0);
     let datafile = std::env::temp_dir().join(format!(
@@ -66,7 +67,7 @@ pub fn run_dnsperf(
     if let Some(cpu) = cpu {
         command.args(["taskset", "-c", &cpu.to_string()]);
     }
-    command.args(["dnsperf", "-s", &server.ip().to_string(), "-p", &server.port().to_string()]);
+    command.arg(dnsperf).args(["-s", &server.ip().to_string(), "-p", &server.port().to_string()]);
     command.args(["-l", &seconds.to_string(), "-t", "2", "-d"]).arg(&datafile);
     let output = command.output();
     let _ = std::fs::remove_file(&datafile);
@@ -77,26 +78,6 @@ pub fn run_dnsperf(
         return Err(DnsperfError::Failed { status: output.status.to_string(), stderr });
     }
     parse(&stdout)
-}
-
-fn install() -> Result<(), DnsperfError> {
-    let present = Command::new("dnsperf").arg("-h").output();
-    if present.is_ok() {
-        return Ok(());
-    }
-    let apt = |args: &[&str]| -> Result<Output, DnsperfError> {
-        let output = Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive").output();
-        output.map_err(|e| DnsperfError::Install(format!("apt-get: {e}")))
-    };
-    // The package lists of a fresh machine may be empty: update only when the install fails.
-    if !apt(&["install", "-y", "dnsperf"])?.status.success() {
-        apt(&["update"])?;
-        let output = apt(&["install", "-y", "dnsperf"])?;
-        if !output.status.success() {
-            return Err(DnsperfError::Install(String::from_utf8_lossy(&output.stderr).into_owned()));
-        }
-    }
-    Ok(())
 }
 
 /// Reads dnsperf 2.x's statistics block.

@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 
-use super::hist::Histogram;
-use super::host::{CpuSet, Machine, Pinning};
-use super::nginx::{Scratch, free_port};
-use super::report::{median, thousands};
+use crate::hist::Histogram;
+use crate::host::{CpuSet, Machine, Pinning};
+use crate::nginx::Scratch;
+use crate::report::{median, thousands};
 
 /// Options of `warren bench superd`.
 #[derive(Debug, Args)]
@@ -58,7 +58,7 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        super::server::terminate(&mut self.child);
+        crate::server::terminate(&mut self.child);
     }
 }
 
@@ -82,7 +82,7 @@ pub fn superd(args: &SuperdArgs) -> anyhow::Result<()> {
         start_xinetd(&xinetd, &scratch.dir, &responder, cpus)?,
         start_tcpserver(&tcpserver, &responder, cpus)?,
     ];
-    pinning.observed(super::probe::cpus_allowed(servers[0].child.id() as i32));
+    pinning.observed(crate::probe::cpus_allowed(servers[0].child.id() as i32));
     let mut runs: Vec<Vec<Run>> = servers.iter().map(|_| Vec::new()).collect();
     for round in 0..args.runs {
         for (i, server) in servers.iter_mut().enumerate() {
@@ -154,7 +154,7 @@ struct Responder {
 }
 
 /// tiny-responder's source, compiled by the bench (Cargo builds no C).
-const TINY_SOURCE: &str = include_str!("../../../node/src/bin/tiny-responder.c");
+const TINY_SOURCE: &str = include_str!("../../node/src/bin/tiny-responder.c");
 
 impl Responder {
     /// `tiny`, `warren-responder`, or a program with its arguments.
@@ -167,7 +167,7 @@ impl Responder {
                 "tiny-responder (static, no libc: crates/node/src/bin/tiny-responder.c)".to_string(),
             ),
             "warren-responder" => {
-                let path = std::env::current_exe()?.with_file_name("warren-responder");
+                let path = crate::warren_exe()?.with_file_name("warren-responder");
                 let label = format!("warren-responder (Rust, dynamically linked: {})", path.display());
                 (path, label)
             }
@@ -183,7 +183,7 @@ impl Responder {
 
 /// Compile tiny-responder into `dir` with gcc (installed with apt-get if missing).
 fn build_tiny(dir: &Path) -> anyhow::Result<PathBuf> {
-    let [gcc] = super::host::ensure_programs(["gcc"], &["gcc"], "superd")?;
+    let [gcc] = crate::host::ensure_programs(["gcc"], &["gcc"], "superd")?;
     let source = dir.join("tiny-responder.c");
     let program = dir.join("tiny-responder");
     std::fs::write(&source, TINY_SOURCE)?;
@@ -249,7 +249,7 @@ fn report(
 /// xinetd and tcpserver, installed with apt-get if missing.
 fn ensure_tools() -> anyhow::Result<(PathBuf, PathBuf)> {
     let [xinetd, tcpserver] =
-        super::host::ensure_programs(["xinetd", "tcpserver"], &["xinetd", "ucspi-tcp"], "superd")?;
+        crate::host::ensure_programs(["xinetd", "tcpserver"], &["xinetd", "ucspi-tcp"], "superd")?;
     Ok((xinetd, tcpserver))
 }
 
@@ -279,7 +279,7 @@ fn start_warren(dir: &Path, responder: &Responder, cpus: Option<CpuSet>) -> anyh
         responder.args
     );
     std::fs::write(&conf, toml)?;
-    let mut command = pinned(&std::env::current_exe()?, cpus);
+    let mut command = pinned(&crate::warren_exe()?, cpus);
     let mut child = command.arg("up").arg("-c").arg(&conf).stdout(Stdio::piped()).spawn()?;
     let stdout = child.stdout.take().context("stdout")?;
     let mut lines = BufReader::new(stdout).lines();
@@ -294,7 +294,7 @@ fn start_warren(dir: &Path, responder: &Responder, cpus: Option<CpuSet>) -> anyh
 }
 
 fn start_xinetd(xinetd: &Path, dir: &Path, responder: &Responder, cpus: Option<CpuSet>) -> anyhow::Result<Server> {
-    let port = free_port()?;
+    let port = warren_testkit::free_port()?;
     let conf = dir.join("xinetd.conf");
     std::fs::write(
         &conf,

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
-use super::hist::Histogram;
+use crate::hist::Histogram;
 
 /// A request that takes longer than this failed: long enough for a loaded single core, short
 /// enough that a stuck connection ends its loop well within the bench's time budget.

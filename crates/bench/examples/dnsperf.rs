@@ -2,7 +2,7 @@
 //! pinned to another.
 //!
 //! ```sh
-//! cargo build --release -p warren-dns --example dnsperf
+//! cargo build --release -p warren-bench --example dnsperf
 //! taskset -c 1 target/release/examples/dnsperf [seconds] [dnsperf's cpu]   # defaults: 10, 0
 //! ```
 
@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use warren_dns::{Config, Server, Target, run_dnsperf};
+use warren_bench::run_dnsperf;
+use warren_dns::{Config, Server, Target};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);

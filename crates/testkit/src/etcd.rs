@@ -1,9 +1,10 @@
 //! A throwaway one-node etcd on loopback, for tests and benches: fresh data directory, client
 //! and peer ports the kernel just handed out, killed and removed on drop.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+use crate::free_port;
 
 /// A running single-node etcd.
 #[derive(Debug)]
@@ -58,10 +59,4 @@ impl Drop for LocalEtcd {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// A port free right now on 127.0.0.1 (bound to port 0 and released: etcd takes ports by
-/// number only).
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

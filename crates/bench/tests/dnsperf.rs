@@ -1,10 +1,11 @@
-//! The bench helper against the real dnsperf (installed by the helper if missing): its report
-//! adds up. The rate itself is a bench figure, not asserted here.
+//! `run_dnsperf` against the real dnsperf (installed if missing): its report adds up. The rate
+//! itself is a bench figure, not asserted here.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use warren_dns::{Config, Server, Target, run_dnsperf};
+use warren_bench::run_dnsperf;
+use warren_dns::{Config, Server, Target};
 
 #[test]
 fn dnsperf_reports_every_query_it_sent() {

@@ -1,0 +1,53 @@
+//! The benches behind `warren bench`: each measures warren on this machine, in one run, against
+//! the alternatives it replaces, and writes a table (and for some a chart) of what it saw.
+//!
+//! - [`models`]: the eight server models side by side (throughput, idle connections, memory,
+//!   the blocking call);
+//! - [`http`]: warren's HTTP server under each model against nginx, with wrk;
+//! - [`oob`]: cancelling a huge upload out of band, through the control endpoint and with TCP
+//!   urgent data;
+//! - [`superd`]: connections per second when each starts a program, under warren's node, xinetd
+//!   and tcpserver;
+//! - [`registry`]: the registry's embedded store against etcd, and its DNS under dnsperf
+//!   ([`run_dnsperf`]).
+//!
+//! Each entry point takes its clap [`Args`](clap::Args) struct, which the binary mounts as
+//! `warren bench <name>`. The servers under test are children of the running executable
+//! (`warren serve`, `warren files serve`, `warren up`), so these functions are meant to run
+//! inside the `warren` binary and nowhere else. A bench installs the Debian packages it needs
+//! (nginx, wrk, etcd, xinetd, ucspi-tcp, gcc, dnsperf) with apt-get when they are missing.
+
+mod chart;
+mod dnsperf;
+mod hist;
+mod host;
+mod http;
+mod httpreport;
+mod idle;
+mod load;
+mod models;
+mod nginx;
+mod oob;
+mod probe;
+mod registry;
+mod report;
+mod server;
+mod superd;
+mod wrk;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+pub use self::dnsperf::{DnsperfError, DnsperfReport, run_dnsperf};
+pub use self::http::{HttpArgs, http};
+pub use self::models::{ModelsArgs, models};
+pub use self::oob::{OobArgs, oob};
+pub use self::registry::{RegistryArgs, registry};
+pub use self::superd::{SuperdArgs, superd};
+
+/// The `warren` binary the benches start their servers from: the running executable, since a
+/// bench runs inside `warren bench`.
+fn warren_exe() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("cannot find the warren binary")
+}

@@ -1,0 +1,15 @@
+//! What warren's tests and benches run beside the code they exercise: a throwaway one-node etcd
+//! ([`LocalEtcd`]) and loopback ports for programs that must be told theirs. Not published, and
+//! never a dependency of what warren serves.
+
+mod etcd;
+
+use std::net::TcpListener;
+
+pub use etcd::LocalEtcd;
+
+/// A port free right now on 127.0.0.1 (bound to port 0 and released: for programs such as etcd,
+/// nginx and xinetd, which take ports by number only).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
