@@ -3,25 +3,28 @@
 //!
 //! The thread waits in `poll` on what the connection's engine wants (its sockets, for reading
 //! or writing), the hub link (pushes from other connections) and the shutdown trigger, with the
-//! engine's deadline as the timeout, then lets the engine make its progress. Jobs run on this
-//! thread, so a slow disk stalls this connection only; an outbound connection is made here,
-//! waiting up to its timeout. While the peer does not read, the thread does not read either.
+//! engine's deadline as the timeout, then lets the engine make its progress. Blocking jobs run on
+//! this thread, so a slow disk stalls this connection only; future jobs (an async store's
+//! answer) run on the futures runtime and wake this thread when done, so a connection can wait
+//! for several at once; an outbound connection is made here, waiting up to its timeout. While
+//! the peer does not read, the thread does not read either.
 
 use std::io;
 use std::net::TcpStream;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use tokio::task::AbortHandle;
 use warren_proto::{ConnInfo, Hub, Job, Service, Session, StreamId, Token};
 
 use crate::accept::Incoming;
 use crate::activity::Activity;
 use crate::engine::drive::{Link, Turn, drive};
 use crate::engine::{Done, Engine, EngineConfig, Req};
-use crate::helpers::run_here;
+use crate::helpers::{futures_runtime, run_here, spawn_future};
 use crate::shutdown::Shutdown;
 use crate::urgent::{UrgentMode, Watch};
 
@@ -45,15 +48,60 @@ pub(crate) struct ConnEnv<'a> {
 }
 
 /// The sockets and hub link of one blocking connection.
-struct Blocking<'a, H: Hub, L> {
+struct Blocking<'a, H: Hub, D, L> {
     client: TcpStream,
     streams: Vec<(StreamId, TcpStream)>,
     link: &'a mut L,
     messages: Vec<H::Message>,
     env: &'a ConnEnv<'a>,
+    /// Future jobs in progress; made at the first.
+    futures: Option<Futures<D>>,
 }
 
-impl<S, H, L> Link<S> for Blocking<'_, H, L>
+/// Where future jobs' results come back to a blocking connection: a channel, and an eventfd
+/// its thread polls.
+struct Futures<D> {
+    done: mpsc::Receiver<(Token, D)>,
+    sender: mpsc::Sender<(Token, D)>,
+    wake: Arc<EventFd>,
+    aborts: Vec<(Token, AbortHandle)>,
+}
+
+impl<D: Send + 'static> Futures<D> {
+    fn new() -> io::Result<Self> {
+        let (sender, done) = mpsc::channel();
+        let wake = Arc::new(EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?);
+        Ok(Self { done, sender, wake, aborts: Vec::new() })
+    }
+
+    fn start(&mut self, token: Token, future: std::pin::Pin<Box<dyn std::future::Future<Output = D> + Send>>) {
+        let (sender, wake) = (self.sender.clone(), self.wake.clone());
+        let handle = spawn_future(futures_runtime().handle(), future, move |done| {
+            let _ = sender.send((token, done));
+            let _ = wake.write(1);
+        });
+        self.aborts.retain(|(_, h)| !h.is_finished());
+        self.aborts.push((token, handle));
+    }
+
+    /// Hand the results that came back to `engine`.
+    fn collect<S: Session<Done = D>>(&self, engine: &mut Engine<S>) {
+        let _ = self.wake.read();
+        while let Ok((token, done)) = self.done.try_recv() {
+            engine.handle_completion(token, done);
+        }
+    }
+}
+
+impl<D> Drop for Futures<D> {
+    fn drop(&mut self) {
+        for (_, handle) in self.aborts.drain(..) {
+            handle.abort();
+        }
+    }
+}
+
+impl<S, H, L> Link<S> for Blocking<'_, H, S::Done, L>
 where
     S: Session<Request = H::Request, Message = H::Message>,
     H: Hub,
@@ -84,8 +132,35 @@ where
         self.link.overflowed()
     }
 
-    fn job(&mut self, _: Token, job: Job<Done<S>>) -> Option<Done<S>> {
-        Some(run_here(job))
+    fn job(&mut self, token: Token, job: Job<Done<S>>) -> Option<Done<S>> {
+        match job {
+            Job::Future(future) => {
+                match &mut self.futures {
+                    Some(futures) => futures.start(token, future),
+                    None => match Futures::new() {
+                        Ok(mut futures) => {
+                            futures.start(token, future);
+                            self.futures = Some(futures);
+                        }
+                        // Out of descriptors for the wake-up: wait for the answer here instead.
+                        Err(_) => return Some(run_here(Job::Future(future))),
+                    },
+                }
+                None
+            }
+            job => Some(run_here(job)),
+        }
+    }
+
+    fn abort(&mut self, token: Token) {
+        if let Some(futures) = &mut self.futures {
+            futures.aborts.retain(|(t, handle)| {
+                if *t == token {
+                    handle.abort();
+                }
+                *t != token
+            });
+        }
     }
 
     fn connect(
@@ -151,12 +226,15 @@ pub(crate) fn serve_connection<S: Service, L: HubLink<S::Hub>>(
         }
     };
 
-    let mut conn: Blocking<'_, S::Hub, L> =
-        Blocking { client: stream, streams: Vec::new(), link, messages: Vec::new(), env };
+    let mut conn: Blocking<'_, S::Hub, _, L> =
+        Blocking { client: stream, streams: Vec::new(), link, messages: Vec::new(), env, futures: None };
     let mut buf = vec![0u8; 16 * 1024];
     while let Turn::Open { again } = drive(&mut engine, &mut conn, &mut buf) {
         if !again && !wait(&mut engine, &conn, urgent_wake.as_ref().map(|(efd, _)| &**efd)) {
             return;
+        }
+        if let Some(futures) = &conn.futures {
+            futures.collect(&mut engine);
         }
     }
 }
@@ -165,7 +243,7 @@ pub(crate) fn serve_connection<S: Service, L: HubLink<S::Hub>>(
 /// Returns `false` if nothing can ever happen again (the session forgot to close).
 fn wait<S: Session, H: Hub, L: HubLink<H>>(
     engine: &mut Engine<S>,
-    conn: &Blocking<'_, H, L>,
+    conn: &Blocking<'_, H, S::Done, L>,
     urgent: Option<&EventFd>,
 ) -> bool {
     let mut fds = Vec::with_capacity(4);
@@ -206,11 +284,15 @@ fn wait<S: Session, H: Hub, L: HubLink<H>>(
     if let Some(fd) = conn.link.wake_fd() {
         fds.push(PollFd::new(fd, PollFlags::POLLIN));
     }
+    if let Some(futures) = &conn.futures {
+        fds.push(PollFd::new(futures.wake.as_fd(), PollFlags::POLLIN));
+    }
     if !conn.env.shutdown.is_triggered() {
         fds.push(PollFd::new(conn.env.shutdown.fd(), PollFlags::POLLIN));
     }
     let deadline = engine.poll_timeout();
-    if extra == 0 && urgent.is_none() && conn.link.wake_fd().is_none() && deadline.is_none() {
+    let waiting = urgent.is_some() || conn.link.wake_fd().is_some() || conn.futures.is_some();
+    if extra == 0 && !waiting && deadline.is_none() {
         return false;
     }
     let timeout = deadline.map_or(PollTimeout::NONE, |at| {

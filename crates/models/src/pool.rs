@@ -28,6 +28,7 @@ use mio::{Events, Interest, Poll};
 use warren_proto::{Service, StreamId};
 
 use crate::accept::{Incoming, Listener, refuse};
+use crate::engine::Done;
 use crate::engine::drive::Turn;
 use crate::event::machine::{
     Conn, Ctx, Inbox, LISTENER, Listening, READ_BUF, Timers, WAKER, Wake, of_token, step, timeout_until, token_of,
@@ -39,8 +40,9 @@ use crate::run::{Env, GRACE, ServeConfig, ServeReport};
 enum Slot<S: Service> {
     /// With the poller: idle until readiness, or lingering.
     Here(Box<Conn<S>>),
-    /// Queued, in the overflow list or at a worker; `wanted`: a message came meanwhile.
-    Away { wanted: bool },
+    /// Queued, in the overflow list or at a worker; `wanted`: a message came meanwhile;
+    /// `finished`: future jobs that finished meanwhile, handed over when it is back.
+    Away { wanted: bool, finished: Vec<(warren_proto::Token, Done<S::Session>)> },
 }
 
 /// The bounded queue of ready connections between the poller and the workers.
@@ -200,7 +202,7 @@ pub(crate) fn serve<S: Service>(
                 Wake::Back(conn, turn) => p.on_back(conn, turn),
                 Wake::Room => {}
                 Wake::Urgent => (0..p.slots.len()).for_each(|t| p.on_mail(t)),
-                Wake::Done { .. } => unreachable!("pool workers run jobs themselves"),
+                Wake::Done { slot, generation, token, done } => p.on_done(slot, generation, token, done),
             }
         }
         let now = Instant::now();
@@ -317,7 +319,7 @@ impl<S: Service> Poller<S> {
     /// the connection.
     fn on_mail(&mut self, t: usize) {
         match self.slots.get_mut(t) {
-            Some(Some(Slot::Away { wanted })) => *wanted = true,
+            Some(Some(Slot::Away { wanted, .. })) => *wanted = true,
             _ => self.on_ready(t),
         }
     }
@@ -326,7 +328,13 @@ impl<S: Service> Poller<S> {
     /// meanwhile, or watch it.
     fn on_back(&mut self, mut conn: Box<Conn<S>>, turn: Turn) {
         let t = conn.io.slot;
-        let wanted = matches!(self.slots[t], Some(Slot::Away { wanted: true }));
+        let (wanted, finished) = match self.slots[t].take() {
+            Some(Slot::Away { wanted, finished }) => (wanted || !finished.is_empty(), finished),
+            _ => (false, Vec::new()),
+        };
+        for (token, done) in finished {
+            conn.engine.handle_completion(token, done);
+        }
         let Turn::Open { again } = turn else { return self.forget(*conn) };
         // Re-arm readiness, so that input which came while a worker had it is reported.
         if let Err(e) = conn.reregister(&self.ctx) {
@@ -347,7 +355,7 @@ impl<S: Service> Poller<S> {
         conn.disarm();
         // Whatever woke it, the worker tries the socket: one WouldBlock at worst.
         conn.ready(StreamId::CLIENT, true, false);
-        self.slots[conn.io.slot] = Some(Slot::Away { wanted: false });
+        self.slots[conn.io.slot] = Some(Slot::Away { wanted: false, finished: Vec::new() });
         self.overflow.push_back(conn);
         self.pump();
     }
@@ -359,6 +367,19 @@ impl<S: Service> Poller<S> {
                 self.overflow.push_front(conn);
                 return;
             }
+        }
+    }
+
+    /// A future job of the connection in `slot` finished: hand it over now, or when a worker
+    /// gives the connection back.
+    fn on_done(&mut self, slot: usize, generation: u64, token: warren_proto::Token, done: Done<S::Session>) {
+        match self.slots.get_mut(slot) {
+            Some(Some(Slot::Here(conn))) if conn.io.generation == generation => {
+                conn.engine.handle_completion(token, done);
+                self.on_ready(slot);
+            }
+            Some(Some(Slot::Away { finished, .. })) => finished.push((token, done)),
+            _ => {}
         }
     }
 

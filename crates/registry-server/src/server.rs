@@ -2,10 +2,11 @@
 //! models in front of any [`Backend`], like every other protocol.
 //!
 //! Requests are future jobs: under `green` and `hybrid` they run on the model's own runtime,
-//! under `event` on the futures runtime beside the loop, under the thread-based models on the
-//! connection's thread (each connection then answers one request at a time). `hybrid`, the
-//! default of `warren registry`, answers a connection's pipelined requests concurrently on a
-//! work-stealing pool.
+//! under the others on the futures runtime beside the connection's thread or loop, which takes
+//! the answers as they come; so under every in-process model a connection's pipelined requests
+//! and its watches are answered concurrently, in the order they finish. `fork` and `prefork`
+//! are refused: the store is shared by every connection of one process. `hybrid` is
+//! `warren registry`'s default.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -33,7 +33,7 @@ pub enum Command {
     /// What a running node (`warren up`) serves: services, listeners, instances, spawn rates.
     Status(crate::up::StatusArgs),
     /// Serve a protocol under a server model.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run every classic server on loopback, each under a different model, and try each client.
     Demo(DemoArgs),
     /// The course's PingPong: `warren pingpong <client|server> <host> <port>`.

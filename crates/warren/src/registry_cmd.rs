@@ -82,9 +82,9 @@ pub struct ServerArgs {
     /// The admin token itself (instead of the file).
     #[arg(long, conflicts_with = "admin_token_file")]
     pub admin_token: Option<String>,
-    /// The server model the binary protocol is served under: answers are future jobs, so the
-    /// models that run them concurrently (event, green, hybrid) answer a connection's pipelined
-    /// requests out of order; the thread-based ones answer one at a time per connection.
+    /// The server model the binary protocol is served under (any in-process one: iterative,
+    /// thread, pool, event, green, hybrid); every one answers a connection's pipelined requests
+    /// and watches as they complete.
     #[arg(long, default_value = "hybrid")]
     pub model: warren_models::Model,
     /// Refuse connections beyond this many.

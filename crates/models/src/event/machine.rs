@@ -25,7 +25,7 @@ use crate::blocking::connect_here;
 use crate::conn::conn_info;
 use crate::engine::drive::{Link, Turn, drive};
 use crate::engine::{Done, Engine, EngineConfig, Msg, Req};
-use crate::helpers::{Helpers, run_here};
+use crate::helpers::{Helpers, futures_runtime, run_here, spawn_future};
 use crate::local_hub::{LocalHub, Mailbox, lock};
 use crate::run::{Env, ServeConfig};
 use crate::urgent::UrgentMode;
@@ -322,15 +322,24 @@ impl<S: Service> Link<SessionOf<S>> for MioLink<'_, S> {
     }
 
     fn job(&mut self, token: warren_proto::Token, job: Job<Done<SessionOf<S>>>) -> Option<Done<SessionOf<S>>> {
-        let Some(helpers) = &self.ctx.helpers else { return Some(run_here(job)) };
         let (inbox, slot, generation) = (self.ctx.inbox.clone(), self.io.slot, self.io.generation);
-        let abort = helpers.run(job, move |done| inbox.push(Wake::Done { slot, generation, token, done }));
-        if let Some(handle) = abort {
-            let aborts = &mut self.io.more().aborts;
-            aborts.retain(|(_, h)| !h.is_finished());
-            aborts.push((token, handle));
+        let done = move |done| inbox.push(Wake::Done { slot, generation, token, done });
+        match (job, &self.ctx.helpers) {
+            // An async store's answer is awaited on the futures runtime under both loops: a pool
+            // worker has nothing to block on for it.
+            (Job::Future(future), _) => {
+                let handle = spawn_future(futures_runtime().handle(), future, done);
+                let aborts = &mut self.io.more().aborts;
+                aborts.retain(|(_, h)| !h.is_finished());
+                aborts.push((token, handle));
+                None
+            }
+            (job, Some(helpers)) => {
+                helpers.run(job, done);
+                None
+            }
+            (job, None) => Some(run_here(job)),
         }
-        None
     }
 
     fn abort(&mut self, token: warren_proto::Token) {
