@@ -1,9 +1,9 @@
 //! Uploads in progress, by id, and the control endpoint that cancels them.
 //!
 //! The control endpoint is the chapter's first way to send out-of-band data: a separate
-//! connection, served by a thread of its own rather than by the data workers, so a cancel takes
-//! effect when every data worker is busy (or the upload's connection waits in the pool's queue
-//! and nobody reads it). The control thread does the cancelling itself: it marks the upload
+//! connection, served by a thread of its own ([`ControlService`] under the `event` model)
+//! rather than by the data workers, so a cancel takes effect when every data worker is busy (or
+//! the upload's connection waits in the pool's queue and nobody reads it). The control thread does the cancelling itself: it marks the upload
 //! cancelled and removes the partial file's name, then answers. It does not take the upload's
 //! lock for that, which the session holds while it writes: a session thread preempted in the
 //! middle of a write (2 cores, a busy client, other work) would otherwise hold the cancel up for
@@ -18,14 +18,14 @@
 //! is refused when it starts (`Refused`).
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use warren_proto::{ConnInfo, Deadline, Level, Limits, NoHub, Nothing, Output, Service, Session};
 
 use crate::store::{Discarder, Sink, StoreError};
-use crate::wire::{Meta, Outcome, Reply, Request};
+use crate::wire::{ErrorCode, Meta, Outcome, Reply, Request};
 
 /// How many finished upload ids are remembered (to answer late cancels, refuse early ones).
 const REMEMBER: usize = 4096;
@@ -203,6 +203,11 @@ impl Upload {
         self.slot.state.load(Ordering::SeqCst) == CANCELLED
     }
 
+    /// What tells whether it was cancelled while a job has the upload.
+    pub fn cancel_flag(&self) -> CancelFlag {
+        CancelFlag(self.slot.clone())
+    }
+
     /// Make the bytes durable.
     pub fn sync(&self) -> Result<(), UploadError> {
         match lock(&self.slot.inner).sink.as_mut() {
@@ -240,6 +245,16 @@ impl Upload {
     }
 }
 
+/// Whether an upload was cancelled, readable while the upload itself is away (in a write job).
+#[derive(Debug, Clone)]
+pub struct CancelFlag(Arc<Slot>);
+
+impl CancelFlag {
+    pub fn is_cancelled(&self) -> bool {
+        self.0.state.load(Ordering::SeqCst) == CANCELLED
+    }
+}
+
 impl Drop for Upload {
     fn drop(&mut self) {
         self.cancel();
@@ -248,57 +263,116 @@ impl Drop for Upload {
     }
 }
 
-/// Serve the control endpoint on `listener` until the process ends: a thread accepts, and each
-/// control connection gets a thread of its own (they are few and short). Runs at a raised
-/// priority where the system allows it (`setpriority`, needs CAP_SYS_NICE), so that a CPU busy
-/// with data does not delay a cancel.
-pub fn serve_control(listener: TcpListener, uploads: Arc<Uploads>) -> io::Result<()> {
-    std::thread::Builder::new().name("warren-control".into()).spawn(move || {
-        raise_priority();
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            let uploads = uploads.clone();
-            let _ = std::thread::Builder::new().name("warren-control".into()).spawn(move || {
-                raise_priority();
-                if let Err(e) = control_connection(stream, &uploads) {
-                    tracing::debug!(target: "warren", "control connection: {e}");
-                }
-            });
-        }
-    })?;
-    Ok(())
+/// The control endpoint's protocol: `Cancel` frames in, `CancelResult` frames out, served
+/// like every other protocol (the binary runs it under the `event` model on a thread of its
+/// own, at a raised priority). A cancel never waits for the upload's session: see the module
+/// docs.
+#[derive(Debug)]
+pub struct ControlService {
+    pub uploads: Arc<Uploads>,
 }
 
-fn raise_priority() {
-    // SAFETY: setpriority with this thread's id only changes this thread's nice value.
-    unsafe {
-        let _ = nix::libc::setpriority(nix::libc::PRIO_PROCESS, nix::libc::gettid() as u32, -10);
+impl Service for ControlService {
+    type Hub = NoHub;
+    type Session = ControlSession;
+
+    fn name(&self) -> &'static str {
+        "files-control"
+    }
+
+    fn new_session(&self, info: &ConnInfo, now: Instant) -> ControlSession {
+        let limits = Limits { idle_timeout: CONTROL_IDLE, read_timeout: CONTROL_IDLE, max_request: 0 };
+        ControlSession {
+            uploads: self.uploads.clone(),
+            id: info.id.0,
+            buf: Vec::new(),
+            deadline: Deadline::new(&limits, now),
+        }
+    }
+
+    fn new_hub(&self, _: Instant) -> NoHub {
+        NoHub
     }
 }
 
-/// Answer `Cancel` frames until the peer closes; anything else ends the connection.
-fn control_connection(mut stream: TcpStream, uploads: &Uploads) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 512];
-    loop {
-        while let Some((request, used)) = Request::decode(&buf).map_err(io::Error::other)? {
-            buf.drain(..used);
-            let Request::Cancel { id } = request else {
-                return Err(io::Error::other("only Cancel is served on the control endpoint"));
-            };
-            let outcome = uploads.cancel(id);
-            tracing::info!(target: "warren", "control: cancel of upload {id:016x}: {outcome:?}");
-            let mut out = Vec::new();
-            Reply::CancelResult { id, outcome }.encode(&mut out);
-            stream.write_all(&out)?;
+/// A control connection idle this long is closed.
+const CONTROL_IDLE: Duration = Duration::from_secs(60);
+
+/// One control connection.
+#[derive(Debug)]
+pub struct ControlSession {
+    uploads: Arc<Uploads>,
+    id: u64,
+    buf: Vec<u8>,
+    deadline: Deadline,
+}
+
+type ControlOut = Output<Nothing>;
+
+impl ControlSession {
+    fn refuse(&mut self, message: String, out: &mut ControlOut) {
+        let mut bytes = Vec::new();
+        Reply::Error { code: ErrorCode::Protocol, message: message.clone() }.encode(&mut bytes);
+        out.send(&bytes);
+        out.log(Level::Debug, format!("control {:x}: closing: {message}", self.id));
+        self.buf = Vec::new();
+        out.close();
+    }
+}
+
+impl Session for ControlSession {
+    type Request = Nothing;
+    type Message = Nothing;
+    type Done = Nothing;
+
+    fn handle_open(&mut self, _: Instant, _: &mut ControlOut) {}
+
+    fn handle_input(&mut self, now: Instant, data: &[u8], out: &mut ControlOut) {
+        self.buf.extend_from_slice(data);
+        loop {
+            match Request::decode(&self.buf) {
+                Ok(Some((Request::Cancel { id }, used))) => {
+                    self.buf.drain(..used);
+                    let outcome = self.uploads.cancel(id);
+                    out.log(Level::Info, format!("control: cancel of upload {id:016x}: {outcome:?}"));
+                    let mut bytes = Vec::new();
+                    Reply::CancelResult { id, outcome }.encode(&mut bytes);
+                    out.send(&bytes);
+                }
+                Ok(Some(_)) => return self.refuse("only Cancel is served on the control endpoint".into(), out),
+                Ok(None) => break,
+                Err(e) => return self.refuse(e.to_string(), out),
+            }
         }
-        match stream.read(&mut chunk)? {
-            0 => return Ok(()),
-            n => buf.extend_from_slice(&chunk[..n]),
+        self.deadline.input(now, !self.buf.is_empty());
+    }
+
+    fn handle_read_closed(&mut self, _: Instant, out: &mut ControlOut) {
+        out.close();
+    }
+
+    fn handle_message(&mut self, _: Instant, msg: Nothing, _: &mut ControlOut) {
+        match msg {}
+    }
+
+    fn handle_timeout(&mut self, now: Instant, out: &mut ControlOut) {
+        if let Some(why) = self.deadline.expired(now) {
+            out.log(Level::Debug, format!("control {:x}: closing: {why}", self.id));
+            out.close();
         }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.deadline.at())
+    }
+}
+
+/// Raise the calling thread's priority where the system allows it (`setpriority`, needs
+/// CAP_SYS_NICE), so that a CPU busy with data does not delay a cancel.
+pub fn raise_priority() {
+    // SAFETY: setpriority with this thread's id only changes this thread's nice value.
+    unsafe {
+        let _ = nix::libc::setpriority(nix::libc::PRIO_PROCESS, nix::libc::gettid() as u32, -10);
     }
 }
 

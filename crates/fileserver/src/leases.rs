@@ -14,14 +14,22 @@
 //! the holders are owed callbacks (at worst for a file that did not change, which costs them a
 //! fetch). Leases granted between the two are broken by `Changed`, so none outlives the change.
 //!
+//! **Group commit.** The hub never writes under its lock: appends run as the hub's jobs, one
+//! at a time, each taking every record made while the one before it ran. A record changes the
+//! table at once (so later requests see it), but the answers that promise it (`Granted`, and
+//! `Noted` for an intent or a change) wait until its append is durable; a failed append turns a
+//! grant into no promise (`lease_ms: 0`). Pushes that a crash would only repeat (callbacks,
+//! `Welcome`) go at once.
+//!
 //! The hub reads no clock: wall time (needed because leases outlive the process) is the
 //! `(Instant, Unix ms)` base it was made with plus the `now` of each call.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use warren_proto::{Hub, HubOutput, SessionId};
+use warren_proto::{Hub, HubOutput, Job, SessionId, Token};
 
 use crate::journal::{Journal, Record};
 
@@ -65,6 +73,19 @@ enum State {
 /// How often expired leases are swept out.
 const SWEEP: u64 = 1_000;
 
+/// An append (or a snapshot) done: the journal comes back with the answers that waited for it.
+pub struct Appended {
+    journal: Box<dyn Journal>,
+    result: io::Result<()>,
+    answers: Vec<(SessionId, FileMessage)>,
+}
+
+impl std::fmt::Debug for Appended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Appended").field("result", &self.result).field("answers", &self.answers).finish()
+    }
+}
+
 /// The file service's hub.
 pub struct LeaseHub {
     ttl: Duration,
@@ -74,7 +95,12 @@ pub struct LeaseHub {
     intents: BTreeSet<String>,
     online: HashMap<u64, BTreeSet<SessionId>>,
     sessions: HashMap<SessionId, u64>,
-    journal: Box<dyn Journal>,
+    /// `None` while an append job has it.
+    journal: Option<Box<dyn Journal>>,
+    /// Records made since the last append began: the next append.
+    queued: Vec<Record>,
+    /// Answers that wait for `queued` to be durable.
+    answers: Vec<(SessionId, FileMessage)>,
     /// Records appended since the last snapshot.
     appended: usize,
     next_sweep: u64,
@@ -99,7 +125,9 @@ impl LeaseHub {
             intents: BTreeSet::new(),
             online: HashMap::new(),
             sessions: HashMap::new(),
-            journal,
+            journal: Some(journal),
+            queued: Vec::new(),
+            answers: Vec::new(),
             appended: 0,
             next_sweep: 0,
         };
@@ -110,7 +138,11 @@ impl LeaseHub {
         }
         let now = hub.base.1;
         hub.leases.retain(|_, (until, _)| *until > now);
-        hub.snapshot();
+        let snapshot = hub.snapshot();
+        if let Some(journal) = hub.journal.as_mut() {
+            // Before serving: nothing waits for it. A failure leaves the old journal, still valid.
+            let _ = journal.rewrite(&snapshot);
+        }
         hub
     }
 
@@ -160,21 +192,44 @@ impl LeaseHub {
         self.leases.range_mut((path.to_owned(), 0)..=(path.to_owned(), u64::MAX))
     }
 
-    /// Journal `records`; only once they are durable are they applied.
-    fn record(&mut self, records: Vec<Record>) -> bool {
-        if self.journal.append(&records).is_err() {
-            return false;
+    /// Apply `records` and queue them for the next append; `answer`, if any, goes out once
+    /// they are durable.
+    fn record(&mut self, records: Vec<Record>, answer: Option<(SessionId, FileMessage)>, out: &mut Out) {
+        if records.is_empty() {
+            out.extend(answer);
+            return;
         }
-        self.appended += records.len();
+        self.queued.extend(records.iter().cloned());
         records.into_iter().for_each(|r| self.apply(r));
-        if self.appended > 1024 + 4 * self.leases.len() {
-            self.snapshot();
-        }
-        true
+        self.answers.extend(answer);
     }
 
-    /// Rewrite the journal as the live table.
-    fn snapshot(&mut self) {
+    /// Start the next append, unless one is running (its completion starts it).
+    fn flush(&mut self, out: &mut Out) {
+        if self.queued.is_empty() {
+            return;
+        }
+        let Some(mut journal) = self.journal.take() else { return };
+        let records = std::mem::take(&mut self.queued);
+        let answers = std::mem::take(&mut self.answers);
+        // Grown past its live content: the next write is a snapshot of the table, which
+        // holds these records too.
+        let snapshot = (self.appended + records.len() > 1024 + 4 * self.leases.len()).then(|| self.snapshot());
+        self.appended = if snapshot.is_some() { 0 } else { self.appended + records.len() };
+        out.job(
+            Token(0),
+            Job::blocking(move || {
+                let result = match snapshot {
+                    Some(snapshot) => journal.rewrite(&snapshot),
+                    None => journal.append(&records),
+                };
+                Appended { journal, result, answers }
+            }),
+        );
+    }
+
+    /// The live table, as records.
+    fn snapshot(&self) -> Vec<Record> {
         let mut records: Vec<Record> = self
             .leases
             .iter()
@@ -187,9 +242,7 @@ impl LeaseHub {
             })
             .collect();
         records.extend(self.intents.iter().map(|path| Record::Intent { path: path.clone() }));
-        if self.journal.rewrite(&records).is_ok() {
-            self.appended = 0;
-        }
+        records
     }
 
     fn sweep(&mut self, now_ms: u64) {
@@ -211,31 +264,30 @@ impl LeaseHub {
         let delivered = owed.iter().map(|path| Record::Delivered { client, path: path.clone() }).collect();
         // Delivered before it is journaled: a crash now only repeats a callback.
         out.extend(owed.into_iter().map(|path| (from, FileMessage::Callback { path })));
-        self.record(delivered);
         out.push(from, FileMessage::Welcome { lease_ms: self.ttl_ms() });
+        self.record(delivered, None, out);
     }
 
     fn changed(&mut self, from: SessionId, path: String, now_ms: u64, out: &mut Out) {
         let holders: Vec<u64> =
             self.holders_mut(&path).filter(|(_, (until, _))| *until > now_ms).map(|((_, c), _)| *c).collect();
-        self.record(vec![Record::Changed { path: path.clone() }]);
-        let mut delivered = Vec::new();
+        let mut records = vec![Record::Changed { path: path.clone() }];
         for client in holders {
             let Some(sessions) = self.online.get(&client).filter(|s| !s.is_empty()) else { continue };
             for &to in sessions {
                 out.push(to, FileMessage::Callback { path: path.clone() });
             }
-            delivered.push(Record::Delivered { client, path: path.clone() });
+            records.push(Record::Delivered { client, path: path.clone() });
         }
-        self.record(delivered);
-        out.push(from, FileMessage::Noted);
+        // Applied in order: the change breaks the leases, then the deliveries clear them.
+        self.record(records, Some((from, FileMessage::Noted)), out);
     }
 }
 
 impl Hub for LeaseHub {
     type Request = FileRequest;
     type Message = FileMessage;
-    type Done = warren_proto::Nothing;
+    type Done = Appended;
 
     fn handle_request(&mut self, now: Instant, from: SessionId, request: FileRequest, out: &mut Out) {
         let now_ms = self.ms(now);
@@ -244,16 +296,30 @@ impl Hub for LeaseHub {
             FileRequest::Hello { client } => self.hello(from, client, now_ms, out),
             FileRequest::Grant { client, path } => {
                 let until_ms = now_ms + self.ttl.as_millis() as u64;
-                let lease_ms =
-                    if self.record(vec![Record::Grant { client, path, until_ms }]) { self.ttl_ms() } else { 0 };
-                out.push(from, FileMessage::Granted { lease_ms });
+                let granted = FileMessage::Granted { lease_ms: self.ttl_ms() };
+                self.record(vec![Record::Grant { client, path, until_ms }], Some((from, granted)), out);
             }
             FileRequest::Intent { path } => {
-                self.record(vec![Record::Intent { path }]);
-                out.push(from, FileMessage::Noted);
+                self.record(vec![Record::Intent { path }], Some((from, FileMessage::Noted)), out)
             }
             FileRequest::Changed { path } => self.changed(from, path, now_ms, out),
         }
+        self.flush(out);
+    }
+
+    fn handle_completion(&mut self, _: Instant, _: Token, done: Appended, out: &mut Out) {
+        let Appended { journal, result, answers } = done;
+        self.journal = Some(journal);
+        let failed = result.is_err();
+        if let Err(e) = result {
+            tracing::error!(target: "warren", "files: the lease journal failed: {e}");
+        }
+        out.extend(answers.into_iter().map(|(to, msg)| match msg {
+            // Not durable: no lease is promised.
+            FileMessage::Granted { .. } if failed => (to, FileMessage::Granted { lease_ms: 0 }),
+            msg => (to, msg),
+        }));
+        self.flush(out);
     }
 
     fn handle_leave(&mut self, _: Instant, id: SessionId, _: &mut Out) {

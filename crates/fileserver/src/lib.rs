@@ -9,7 +9,7 @@
 //! - [`session`]: [`FileService`] and its sans-IO [`FileSession`] (no socket, no clock).
 //! - [`leases`]: the [`LeaseHub`], the lease and callback table shared by every connection,
 //!   recovered after a crash from its [`journal`].
-//! - [`cancel`]: uploads by id and the control endpoint.
+//! - [`cancel`]: uploads by id and the control endpoint's protocol.
 //! - [`client`] and [`cache`]: a blocking client and its lease-aware cache.
 //! - [`net`]: the socket options that let urgent data through promptly (server receive
 //!   buffer, client unsent limit).
@@ -27,7 +27,7 @@ pub mod store;
 pub mod wire;
 
 pub use cache::Cache;
-pub use cancel::{Uploads, serve_control};
+pub use cancel::{ControlService, Uploads, raise_priority};
 pub use client::{ClientError, Connection, Source, fetch};
 pub use disk::DiskStore;
 pub use journal::{FileJournal, Journal, MemJournal, Record};

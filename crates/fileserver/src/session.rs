@@ -2,34 +2,43 @@
 //! leases and callbacks through the hub, and both ways to cancel an upload.
 //!
 //! - **Frames** are answered in order. A request that needs the hub (`Hello`, `Get` with a
-//!   client, the two steps of a commit) waits for its answer; frames behind it wait in the
-//!   buffer (bounded).
-//! - **An upload** (`Put` then `size` raw bytes) is written as it arrives, then synced, the
-//!   intent journaled, renamed into place and the change journaled (callbacks go out), and only
-//!   then `Done`. With [`FileLimits::upload_rate`] the session holds its input back
-//!   ([`Session::wants_input`]) beyond the rate: the peer's window fills, as with a slow disk.
-//! - **Cancelled through the control endpoint**, the upload's next write fails: the session
-//!   answers `Cancelled` and drops the rest of the declared body (the client may also stop and
-//!   half-close: the connection then closes).
+//!   client, the two steps of a commit) or the disk (every store call) waits for its answer;
+//!   frames behind it wait in the buffer, and past [`WAIT_BUFFER`] the session stops taking
+//!   input ([`Session::wants_input`]) until it is answered.
+//! - **The disk is reached only through jobs** (`Output::job`): a stat, a listing, an open, the
+//!   upload's writes, its `fsync`, and the commit's rename run where the server model runs
+//!   blocking work (helper threads under `event`, `green` and `hybrid`; the connection's own
+//!   thread elsewhere), so a slow disk holds only the connections that wait for it.
+//! - **An upload** (`Put` then `size` raw bytes) is written as it arrives: one write in flight,
+//!   the bytes arriving meanwhile gathered for the next (up to [`PENDING`]; then input waits).
+//!   Once the whole body is written it is synced, the intent journaled, renamed into place and
+//!   the change journaled (callbacks go out), and only then `Done`. With
+//!   [`FileLimits::upload_rate`] the session holds its input back beyond the rate: the peer's
+//!   window fills, as with a slow disk.
+//! - **Cancelled through the control endpoint**, the upload's next write fails, or the session
+//!   notices at its next check (every [`CANCEL_POLL`] while the upload runs, also while a write
+//!   is in flight): it answers `Cancelled` and drops the rest of the declared body (the client
+//!   may also stop and half-close: the connection then closes).
 //! - **Cancelled with TCP urgent data**: on [`Urgent::Pointer`] the upload stops and its
-//!   partial file goes at once, `Cancelled` is sent, and input is dropped until
-//!   [`Urgent::Mark`]; after the mark, frames resume (the urgent byte ends the body).
+//!   partial file goes at once (without waiting for a write in flight), `Cancelled` is sent,
+//!   and input is dropped until [`Urgent::Mark`]; after the mark, frames resume (the urgent
+//!   byte ends the body).
 //! - A refused upload (bad path, too large, busy id, cancelled before it began) is answered and
 //!   the connection closed: reading a body only to drop it is not worth the bandwidth.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use warren_proto::{ConnInfo, Deadline, Level, Limits, Output, Service, Session, Urgent};
+use warren_proto::{ConnInfo, Deadline, Job, Level, Limits, Output, Service, Session, Token, Urgent};
 
-use crate::cancel::{Upload, UploadError, Uploads};
+use crate::cancel::{CancelFlag, Upload, UploadError, Uploads};
 use crate::journal::MemJournal;
 use crate::leases::{FileMessage, FileRequest, LeaseHub};
 use crate::path::FilePath;
-use crate::store::{BodyData, Store};
-use crate::wire::{ErrorCode, MAX_FRAME, Reply, Request};
+use crate::store::{Body, BodyData, Store, StoreError};
+use crate::wire::{Entry, ErrorCode, MAX_FRAME, Meta, Reply, Request};
 
-type Out = Output<FileRequest>;
+type Out = Output<FileRequest, FileDone>;
 
 /// Limits and knobs of the file service.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,6 +106,8 @@ impl Service for FileService {
             buf: Vec::new(),
             client: None,
             state: State::Frames,
+            job: NO_JOB,
+            jobs: 0,
             until_mark: false,
             paused_until: None,
             cancel_check: None,
@@ -116,12 +127,27 @@ impl Service for FileService {
     }
 }
 
+/// What a session's jobs bring back: the result of one store call. An [`Upload`] travels with
+/// the jobs that use it and comes back with their result.
+#[derive(Debug)]
+pub enum FileDone {
+    Stat(Result<Meta, StoreError>),
+    List(Result<Vec<Entry>, StoreError>),
+    Open(Result<Body, StoreError>),
+    Began(Result<Upload, UploadError>),
+    /// The buffer comes back to be filled again.
+    Wrote(Upload, Vec<u8>, Result<(), UploadError>),
+    Synced(Upload, Result<(), UploadError>),
+    Committed(Result<Meta, UploadError>),
+    Deleted(Result<(), StoreError>),
+}
+
 /// What a session is doing.
 #[derive(Debug)]
 enum State {
     Frames,
-    /// Waiting for the hub's answer to this.
-    Hub(Waiting),
+    /// Waiting for the hub's answer or a job's result.
+    Wait(Waiting),
     /// Receiving an upload's body.
     Body(Box<Receiving>),
     /// The upload was cancelled through the control endpoint: dropping `left` more body bytes.
@@ -132,24 +158,50 @@ enum State {
 
 #[derive(Debug)]
 struct Receiving {
-    upload: Upload,
+    /// `None` while a write job has it.
+    upload: Option<Upload>,
+    /// Whether the upload was cancelled, readable while a job has it.
+    cancelled: CancelFlag,
+    id: u64,
     path: FilePath,
+    /// Body bytes still to come from the peer.
     left: u64,
-    received: u64,
+    /// Body bytes taken from the peer (written, being written, or pending).
+    taken: u64,
+    /// Body bytes the store has.
+    written: u64,
+    /// Body bytes that arrived while a write was in flight: the next write.
+    pending: Vec<u8>,
     started: Instant,
 }
 
+/// What a request waits for. The hub's answers come as messages, the disk's as completions.
 #[derive(Debug)]
 enum Waiting {
+    /// The hub: `Welcome`.
     Hello,
-    Get {
-        path: FilePath,
-        have: u64,
-    },
-    /// The intent is being journaled; then the rename.
-    Commit(Box<Receiving>),
+    /// The hub: the lease on `path`; then the open.
+    Lease { path: FilePath, have: u64 },
+    /// A job: the stat.
+    Stat,
+    /// A job: the listing.
+    List,
+    /// A job: the file opened, with the lease granted before it.
+    Open { have: u64, lease_ms: u32 },
+    /// A job: the partial file made and the upload registered. `urgent`: urgent data came
+    /// meanwhile, so the upload ends as soon as it begins.
+    Begin { id: u64, path: FilePath, size: u64, started: Instant, urgent: bool },
+    /// A job: the whole body written is being synced.
+    Sync(Box<Receiving>),
+    /// The hub: the intent is being journaled; then the rename.
+    Intent(Box<Receiving>),
+    /// A job: the rename into place.
+    Commit { id: u64, written: u64, path: FilePath },
+    /// The hub: the intent to delete is being journaled.
+    DeleteIntent(FilePath),
+    /// A job: the unlink.
     Delete(FilePath),
-    /// The change is being journaled (callbacks going out); then this reply.
+    /// The hub: the change is being journaled (callbacks going out); then this reply.
     Changed(Reply),
 }
 
@@ -165,6 +217,11 @@ pub struct FileSession {
     buf: Vec<u8>,
     client: Option<u64>,
     state: State,
+    /// The job whose result the state waits for ([`NO_JOB`] if none): a result with another
+    /// token is stale (its upload was cancelled meanwhile) and is dropped, partial file and all.
+    job: Token,
+    /// Jobs started, for their tokens.
+    jobs: u64,
     /// Urgent data arrived: input is dropped until its mark.
     until_mark: bool,
     /// Over the upload rate: no input before this.
@@ -172,15 +229,21 @@ pub struct FileSession {
     /// While an upload runs: when to look for a cancel from the control endpoint, which cannot
     /// wake this session, in case no input comes to reveal it.
     cancel_check: Option<Instant>,
-    /// The peer closed while a request waited for the hub: close once it is answered.
+    /// The peer closed while a request waited: close once it is answered.
     read_closed: bool,
     done: bool,
 }
 
+/// No job awaited; no job is started with it.
+const NO_JOB: Token = Token(0);
+/// Body bytes gathered while a write is in flight before input waits for it.
+pub const PENDING: usize = 256 * 1024;
+/// Bytes buffered behind a waiting request before input waits for its answer.
+pub const WAIT_BUFFER: usize = 4 * (MAX_FRAME + 4);
 /// Body bytes taken per input while rate-limited, beyond the rate: one burst.
 const BURST: u64 = 64 * 1024;
 /// While an upload runs, look at least this often for a cancel from the control endpoint.
-const CANCEL_POLL: Duration = Duration::from_millis(5);
+pub const CANCEL_POLL: Duration = Duration::from_millis(5);
 
 fn reply(out: &mut Out, reply: &Reply) {
     let mut bytes = Vec::new();
@@ -198,10 +261,24 @@ impl FileSession {
         self.buf = Vec::new();
         // Dropping an unfinished upload removes its partial file.
         self.state = State::Frames;
+        self.job = NO_JOB;
         out.close();
     }
 
-    /// Answer every complete frame in the buffer, until one waits for the hub or a body begins.
+    /// Start `work` as a job whose result the session now waits for.
+    fn start(&mut self, work: impl FnOnce() -> FileDone + Send + 'static, out: &mut Out) {
+        self.jobs += 1;
+        self.job = Token(self.jobs);
+        out.job(self.job, Job::blocking(work));
+    }
+
+    /// Wait for `work`'s result in `waiting`.
+    fn wait_for(&mut self, waiting: Waiting, work: impl FnOnce() -> FileDone + Send + 'static, out: &mut Out) {
+        self.start(work, out);
+        self.state = State::Wait(waiting);
+    }
+
+    /// Answer every complete frame in the buffer, until one waits or a body begins.
     fn process(&mut self, now: Instant, out: &mut Out) {
         while !self.done && matches!(self.state, State::Frames) {
             match Request::decode(&self.buf) {
@@ -224,6 +301,14 @@ impl FileSession {
         }
     }
 
+    /// A wait is over: go on with the frames behind it, or close if the peer has.
+    fn resume(&mut self, now: Instant, out: &mut Out) {
+        self.process(now, out);
+        if self.read_closed && matches!(self.state, State::Frames) && !self.done {
+            self.finish(out);
+        }
+    }
+
     fn request(&mut self, now: Instant, request: Request, out: &mut Out) {
         let path_of = |raw: &str, out: &mut Out| match FilePath::parse(raw) {
             Ok(path) => Some(path),
@@ -232,25 +317,20 @@ impl FileSession {
                 None
             }
         };
+        let store = self.store.clone();
         match request {
             Request::Hello { client } => {
                 self.client = Some(client);
                 out.hub(FileRequest::Hello { client });
-                self.state = State::Hub(Waiting::Hello);
+                self.state = State::Wait(Waiting::Hello);
             }
             Request::Stat { path } => {
                 let Some(path) = path_of(&path, out) else { return };
-                match self.store.stat(&path) {
-                    Ok(meta) => reply(out, &Reply::Stat(meta)),
-                    Err(e) => error(out, e.code(), e.to_string()),
-                }
+                self.wait_for(Waiting::Stat, move || FileDone::Stat(store.stat(&path)), out);
             }
             Request::List { path } => {
                 let Some(path) = path_of(&path, out) else { return };
-                match self.store.list(&path) {
-                    Ok(entries) => reply(out, &Reply::List { truncated: false, entries }),
-                    Err(e) => error(out, e.code(), e.to_string()),
-                }
+                self.wait_for(Waiting::List, move || FileDone::List(store.list(&path)), out);
             }
             Request::Get { path, have } => {
                 let Some(path) = path_of(&path, out) else { return };
@@ -258,16 +338,16 @@ impl FileSession {
                     // Leased first, read second: a change after the lease calls this client back.
                     Some(client) => {
                         out.hub(FileRequest::Grant { client, path: path.to_string() });
-                        self.state = State::Hub(Waiting::Get { path, have });
+                        self.state = State::Wait(Waiting::Lease { path, have });
                     }
-                    None => self.get(&path, have, 0, out),
+                    None => self.open(path, have, 0, out),
                 }
             }
             Request::Put { id, size, path } => self.put(now, id, size, &path, out),
             Request::Delete { path } => {
                 let Some(path) = path_of(&path, out) else { return };
                 out.hub(FileRequest::Intent { path: path.to_string() });
-                self.state = State::Hub(Waiting::Delete(path));
+                self.state = State::Wait(Waiting::DeleteIntent(path));
             }
             Request::Cancel { .. } => {
                 error(out, ErrorCode::Protocol, "Cancel belongs on the control endpoint");
@@ -276,8 +356,13 @@ impl FileSession {
         }
     }
 
-    fn get(&self, path: &FilePath, have: u64, lease_ms: u32, out: &mut Out) {
-        match self.store.open(path) {
+    fn open(&mut self, path: FilePath, have: u64, lease_ms: u32, out: &mut Out) {
+        let store = self.store.clone();
+        self.wait_for(Waiting::Open { have, lease_ms }, move || FileDone::Open(store.open(&path)), out);
+    }
+
+    fn opened(opened: Result<Body, StoreError>, have: u64, lease_ms: u32, out: &mut Out) {
+        match opened {
             Ok(body) if body.meta.version == have => {
                 reply(out, &Reply::NotModified { version: have, lease_ms });
             }
@@ -294,9 +379,6 @@ impl FileSession {
     }
 
     fn put(&mut self, now: Instant, id: u64, size: u64, raw: &str, out: &mut Out) {
-        let refused = |out: &mut Out, code, message: String| {
-            error(out, code, message);
-        };
         if self.uploads.is_refused(id) {
             reply(out, &Reply::Cancelled { id, received: 0 });
             return self.finish(out);
@@ -304,45 +386,29 @@ impl FileSession {
         let path = match FilePath::parse(raw) {
             Ok(path) if !path.is_root() => path,
             Ok(_) => {
-                refused(out, ErrorCode::WrongKind, "cannot upload to the root".into());
+                error(out, ErrorCode::WrongKind, "cannot upload to the root");
                 return self.finish(out);
             }
             Err(e) => {
-                refused(out, ErrorCode::BadPath, e.to_string());
+                error(out, ErrorCode::BadPath, e.to_string());
                 return self.finish(out);
             }
         };
         if size > self.limits.max_upload {
-            refused(out, ErrorCode::TooLarge, format!("{size} bytes is over the limit of {}", self.limits.max_upload));
+            let message = format!("{size} bytes is over the limit of {}", self.limits.max_upload);
+            error(out, ErrorCode::TooLarge, message);
             return self.finish(out);
         }
-        let upload =
-            match self.store.create(&path, id).map_err(UploadError::from).and_then(|sink| self.uploads.begin(id, sink))
-            {
-                Ok(upload) => upload,
-                Err(UploadError::Cancelled) => {
-                    reply(out, &Reply::Cancelled { id, received: 0 });
-                    return self.finish(out);
-                }
-                Err(UploadError::Busy) => {
-                    refused(out, ErrorCode::Busy, format!("upload {id:016x} is already running"));
-                    return self.finish(out);
-                }
-                Err(UploadError::Store(e)) => {
-                    refused(out, e.code(), e.to_string());
-                    return self.finish(out);
-                }
-            };
-        out.log(Level::Debug, format!("files {:x}: upload {id:016x} of {size} bytes to {path}", self.id));
-        let receiving = Box::new(Receiving { upload, path, left: size, received: 0, started: now });
-        if size == 0 {
-            self.complete(receiving, out);
-        } else {
-            self.state = State::Body(receiving);
-        }
+        let (store, uploads, target) = (self.store.clone(), self.uploads.clone(), path.clone());
+        let begin = move || {
+            FileDone::Began(
+                store.create(&target, id).map_err(UploadError::from).and_then(|sink| uploads.begin(id, sink)),
+            )
+        };
+        self.wait_for(Waiting::Begin { id, path, size, started: now, urgent: false }, begin, out);
     }
 
-    /// Body bytes (or bytes to skip); what follows the body goes back to the frame buffer.
+    /// Body bytes (or bytes to skip); what follows the body goes to the frame buffer.
     fn body(&mut self, now: Instant, data: &[u8], out: &mut Out) {
         match &mut self.state {
             State::Skip { left } => {
@@ -356,41 +422,75 @@ impl FileSession {
             }
             State::Body(r) => {
                 let take = r.left.min(data.len() as u64) as usize;
-                if let Err(e) = r.upload.write(&data[..take]) {
-                    // The refused bytes are body too: skipped with the rest.
-                    return self.stopped(now, e, data, out);
-                }
                 r.left -= take as u64;
-                r.received += take as u64;
-                if r.left > 0 {
-                    self.cancel_check = Some(now + CANCEL_POLL);
-                    return self.throttle(now);
-                }
-                self.cancel_check = None;
-                let State::Body(r) = std::mem::replace(&mut self.state, State::Frames) else { unreachable!() };
+                r.taken += take as u64;
+                r.pending.extend_from_slice(&data[..take]);
+                // Frames behind the body wait for the upload to finish.
                 self.buf.extend_from_slice(&data[take..]);
-                self.paused_until = None;
-                self.complete(r, out);
-                self.process(now, out);
+                self.write_more(now, out);
             }
             _ => {}
         }
     }
 
-    /// A write failed: cancelled from the control endpoint, or the disk said no.
-    fn stopped(&mut self, now: Instant, e: UploadError, rest: &[u8], out: &mut Out) {
+    /// Start the next write if none is in flight; once the whole body is written, the sync.
+    fn write_more(&mut self, now: Instant, out: &mut Out) {
+        let State::Body(r) = &mut self.state else { return };
+        let ready = !r.pending.is_empty() || r.left == 0;
+        let Some(upload) = r.upload.take_if(|_| ready) else {
+            if r.upload.is_some() {
+                // Waiting for more body: look for a control cancel meanwhile, and keep the rate.
+                self.cancel_check = Some(now + CANCEL_POLL);
+                self.throttle(now);
+            }
+            return;
+        };
+        if !r.pending.is_empty() {
+            let data = std::mem::take(&mut r.pending);
+            self.cancel_check = Some(now + CANCEL_POLL);
+            self.start(
+                move || {
+                    let result = upload.write(&data);
+                    FileDone::Wrote(upload, data, result)
+                },
+                out,
+            );
+            return self.throttle(now);
+        }
+        // Everything is written: sync, then journal the intent before the rename.
+        let State::Body(r) = std::mem::replace(&mut self.state, State::Frames) else { unreachable!() };
+        self.cancel_check = None;
+        self.paused_until = None;
+        self.wait_for(
+            Waiting::Sync(r),
+            move || {
+                let result = upload.sync();
+                FileDone::Synced(upload, result)
+            },
+            out,
+        );
+    }
+
+    /// A write failed, or a cancel from the control endpoint was noticed.
+    fn stopped(&mut self, now: Instant, e: UploadError, out: &mut Out) {
         let State::Body(r) = std::mem::replace(&mut self.state, State::Frames) else { return };
+        // A write still in flight is stale now; its upload is dropped when it comes back.
+        self.job = NO_JOB;
         self.paused_until = None;
         self.cancel_check = None;
         match e {
             UploadError::Cancelled => {
                 out.log(
                     Level::Info,
-                    format!("files {:x}: upload {:016x} cancelled after {} bytes", self.id, r.upload.id(), r.received),
+                    format!("files {:x}: upload {:016x} cancelled after {} bytes", self.id, r.id, r.written),
                 );
-                reply(out, &Reply::Cancelled { id: r.upload.id(), received: r.received });
-                self.state = State::Skip { left: r.left };
-                self.body(now, rest, out);
+                reply(out, &Reply::Cancelled { id: r.id, received: r.written });
+                // Bytes taken but not written were body too; the rest of it is skipped. Only
+                // once the body is all in can frames be buffered behind it.
+                if r.left > 0 {
+                    self.state = State::Skip { left: r.left };
+                }
+                self.resume(now, out);
             }
             e => {
                 error(out, ErrorCode::Io, e.to_string());
@@ -408,56 +508,33 @@ impl FileSession {
             return;
         }
         let allowed = BURST + (now.saturating_duration_since(r.started).as_secs_f64() * rate as f64) as u64;
-        self.paused_until = (r.received >= allowed)
-            .then(|| r.started + Duration::from_secs_f64((r.received + 1 - BURST) as f64 / rate as f64));
-    }
-
-    /// The whole body is in: sync, then journal the intent before the rename.
-    fn complete(&mut self, r: Box<Receiving>, out: &mut Out) {
-        if let Err(e) = r.upload.sync() {
-            return self.stopped_early(&r, e, out);
-        }
-        out.hub(FileRequest::Intent { path: r.path.to_string() });
-        self.state = State::Hub(Waiting::Commit(r));
-    }
-
-    fn stopped_early(&mut self, r: &Receiving, e: UploadError, out: &mut Out) {
-        match e {
-            UploadError::Cancelled => reply(out, &Reply::Cancelled { id: r.upload.id(), received: r.received }),
-            e => error(out, ErrorCode::Io, e.to_string()),
-        }
-        self.state = State::Frames;
+        self.paused_until = (r.taken >= allowed)
+            .then(|| r.started + Duration::from_secs_f64((r.taken + 1 - BURST) as f64 / rate as f64));
     }
 
     /// The hub answered the request this session waits for.
     fn answered(&mut self, now: Instant, msg: FileMessage, out: &mut Out) {
-        let State::Hub(waiting) = std::mem::replace(&mut self.state, State::Frames) else {
+        let State::Wait(waiting) = std::mem::replace(&mut self.state, State::Frames) else {
             out.log(Level::Error, format!("files {:x}: an answer from the hub nobody asked for", self.id));
             return;
         };
         match (waiting, msg) {
             (Waiting::Hello, FileMessage::Welcome { lease_ms }) => reply(out, &Reply::Welcome { lease_ms }),
-            (Waiting::Get { path, have }, FileMessage::Granted { lease_ms }) => self.get(&path, have, lease_ms, out),
-            (Waiting::Commit(r), FileMessage::Noted) => {
-                let (id, received, path) = (r.upload.id(), r.received, r.path.to_string());
-                let done = match r.upload.commit() {
-                    Ok(meta) => Reply::Done { version: meta.version },
-                    Err(UploadError::Cancelled) => Reply::Cancelled { id, received },
-                    Err(e) => Reply::Error { code: ErrorCode::Io, message: e.to_string() },
-                };
-                // Journaled whatever happened: it clears the intent.
-                out.hub(FileRequest::Changed { path });
-                self.state = State::Hub(Waiting::Changed(done));
-                return;
+            (Waiting::Lease { path, have }, FileMessage::Granted { lease_ms }) => {
+                return self.open(path, have, lease_ms, out);
             }
-            (Waiting::Delete(path), FileMessage::Noted) => {
-                let done = match self.store.delete(&path) {
-                    Ok(()) => Reply::Deleted,
-                    Err(e) => Reply::Error { code: e.code(), message: e.to_string() },
-                };
-                out.hub(FileRequest::Changed { path: path.to_string() });
-                self.state = State::Hub(Waiting::Changed(done));
-                return;
+            (Waiting::Intent(mut r), FileMessage::Noted) => {
+                let Some(upload) = r.upload.take() else { unreachable!("the upload is home while journaling") };
+                let (id, written, path) = (r.id, r.written, r.path.clone());
+                return self.wait_for(
+                    Waiting::Commit { id, written, path },
+                    move || FileDone::Committed(upload.commit()),
+                    out,
+                );
+            }
+            (Waiting::DeleteIntent(path), FileMessage::Noted) => {
+                let (store, target) = (self.store.clone(), path.clone());
+                return self.wait_for(Waiting::Delete(path), move || FileDone::Deleted(store.delete(&target)), out);
             }
             (Waiting::Changed(done), FileMessage::Noted) => reply(out, &done),
             (waiting, msg) => {
@@ -465,17 +542,136 @@ impl FileSession {
                 return self.finish(out);
             }
         }
-        self.process(now, out);
-        if self.read_closed && matches!(self.state, State::Frames) {
-            self.finish(out);
+        self.resume(now, out);
+    }
+
+    /// A job this session waits for finished.
+    fn completed(&mut self, now: Instant, done: FileDone, out: &mut Out) {
+        match done {
+            FileDone::Wrote(upload, mut data, result) => {
+                let State::Body(r) = &mut self.state else { return };
+                if let Err(e) = result {
+                    drop(upload);
+                    return self.stopped(now, e, out);
+                }
+                r.written += data.len() as u64;
+                r.upload = Some(upload);
+                if r.pending.is_empty() {
+                    // The buffer goes round again instead of a new one.
+                    data.clear();
+                    r.pending = data;
+                }
+                self.write_more(now, out);
+            }
+            done => self.finished(now, done, out),
         }
+    }
+
+    /// A job of a waiting request finished.
+    fn finished(&mut self, now: Instant, done: FileDone, out: &mut Out) {
+        let State::Wait(waiting) = std::mem::replace(&mut self.state, State::Frames) else { return };
+        match (waiting, done) {
+            (Waiting::Stat, FileDone::Stat(meta)) => match meta {
+                Ok(meta) => reply(out, &Reply::Stat(meta)),
+                Err(e) => error(out, e.code(), e.to_string()),
+            },
+            (Waiting::List, FileDone::List(entries)) => match entries {
+                Ok(entries) => reply(out, &Reply::List { truncated: false, entries }),
+                Err(e) => error(out, e.code(), e.to_string()),
+            },
+            (Waiting::Open { have, lease_ms }, FileDone::Open(opened)) => Self::opened(opened, have, lease_ms, out),
+            (Waiting::Begin { id, urgent: true, .. }, began) => {
+                // Dropped, the upload takes its partial file with it before the answer.
+                drop(began);
+                out.log(Level::Info, format!("files {:x}: upload {id:016x} cancelled by urgent data", self.id));
+                reply(out, &Reply::Cancelled { id, received: 0 });
+                if self.until_mark {
+                    // What came before the mark was body.
+                    self.buf.clear();
+                }
+            }
+            (Waiting::Begin { id, path, size, started, .. }, FileDone::Began(began)) => {
+                let upload = match began {
+                    Ok(upload) => upload,
+                    Err(UploadError::Cancelled) => {
+                        reply(out, &Reply::Cancelled { id, received: 0 });
+                        return self.finish(out);
+                    }
+                    Err(UploadError::Busy) => {
+                        error(out, ErrorCode::Busy, format!("upload {id:016x} is already running"));
+                        return self.finish(out);
+                    }
+                    Err(UploadError::Store(e)) => {
+                        error(out, e.code(), e.to_string());
+                        return self.finish(out);
+                    }
+                };
+                out.log(Level::Debug, format!("files {:x}: upload {id:016x} of {size} bytes to {path}", self.id));
+                let cancelled = upload.cancel_flag();
+                let (taken, written, pending) = (0, 0, Vec::new());
+                let r = Receiving {
+                    upload: Some(upload),
+                    cancelled,
+                    id,
+                    path,
+                    left: size,
+                    taken,
+                    written,
+                    pending,
+                    started,
+                };
+                self.state = State::Body(Box::new(r));
+                // The body may have arrived meanwhile; an empty one is complete already.
+                let rest = std::mem::take(&mut self.buf);
+                self.body(now, &rest, out);
+                return;
+            }
+            (Waiting::Sync(mut r), FileDone::Synced(upload, result)) => {
+                if let Err(e) = result {
+                    match e {
+                        UploadError::Cancelled => reply(out, &Reply::Cancelled { id: r.id, received: r.written }),
+                        e => error(out, ErrorCode::Io, e.to_string()),
+                    }
+                } else {
+                    r.upload = Some(upload);
+                    out.hub(FileRequest::Intent { path: r.path.to_string() });
+                    self.state = State::Wait(Waiting::Intent(r));
+                    return;
+                }
+            }
+            (Waiting::Commit { id, written, path }, FileDone::Committed(committed)) => {
+                let done = match committed {
+                    Ok(meta) => Reply::Done { version: meta.version },
+                    Err(UploadError::Cancelled) => Reply::Cancelled { id, received: written },
+                    Err(e) => Reply::Error { code: ErrorCode::Io, message: e.to_string() },
+                };
+                // Journaled whatever happened: it clears the intent.
+                out.hub(FileRequest::Changed { path: path.to_string() });
+                self.state = State::Wait(Waiting::Changed(done));
+                return;
+            }
+            (Waiting::Delete(path), FileDone::Deleted(deleted)) => {
+                let done = match deleted {
+                    Ok(()) => Reply::Deleted,
+                    Err(e) => Reply::Error { code: e.code(), message: e.to_string() },
+                };
+                out.hub(FileRequest::Changed { path: path.to_string() });
+                self.state = State::Wait(Waiting::Changed(done));
+                return;
+            }
+            (waiting, done) => {
+                out.log(Level::Error, format!("files {:x}: {done:?} came back to {waiting:?}", self.id));
+                return self.finish(out);
+            }
+        }
+        self.resume(now, out);
     }
 }
 
 impl Session for FileSession {
     type Request = FileRequest;
     type Message = FileMessage;
-    type Done = warren_proto::Nothing;
+    type Done = FileDone;
 
     fn handle_open(&mut self, _: Instant, _: &mut Out) {}
 
@@ -489,11 +685,8 @@ impl Session for FileSession {
             return self.body(now, data, out);
         }
         self.buf.extend_from_slice(data);
-        if matches!(self.state, State::Hub(_)) {
-            if self.buf.len() > 4 * (MAX_FRAME + 4) {
-                error(out, ErrorCode::Protocol, "too much sent while a request waits");
-                self.finish(out);
-            }
+        if matches!(self.state, State::Wait(_)) {
+            // Answered in order: these wait (and past WAIT_BUFFER, so does the peer).
             return;
         }
         self.process(now, out);
@@ -501,14 +694,17 @@ impl Session for FileSession {
     }
 
     fn handle_read_closed(&mut self, _: Instant, out: &mut Out) {
-        // An upload cut short leaves nothing behind; answers already queued still go out.
-        if matches!(self.state, State::Body(_)) {
-            out.log(Level::Debug, format!("files {:x}: peer closed during an upload", self.id));
-        }
-        if matches!(self.state, State::Hub(_)) {
-            self.read_closed = true;
-        } else {
-            self.finish(out);
+        match &self.state {
+            // The whole body is in: the upload finishes, then the connection closes.
+            State::Wait(_) => self.read_closed = true,
+            State::Body(r) if r.left == 0 => self.read_closed = true,
+            state => {
+                // An upload cut short leaves nothing behind; answers already queued still go out.
+                if matches!(state, State::Body(_)) {
+                    out.log(Level::Debug, format!("files {:x}: peer closed during an upload", self.id));
+                }
+                self.finish(out);
+            }
         }
     }
 
@@ -522,17 +718,27 @@ impl Session for FileSession {
         }
     }
 
+    fn handle_completion(&mut self, now: Instant, token: Token, done: FileDone, out: &mut Out) {
+        if self.done || token != self.job {
+            // Stale: an upload in it is dropped here, and its partial file with it.
+            return;
+        }
+        self.job = NO_JOB;
+        self.completed(now, done, out);
+    }
+
     fn handle_timeout(&mut self, now: Instant, out: &mut Out) {
         if self.done {
             return;
         }
         if self.cancel_check.is_some_and(|at| now >= at) {
             self.cancel_check = Some(now + CANCEL_POLL);
-            // A cancel from the control endpoint: answer it without waiting for input.
+            // A cancel from the control endpoint: answer it without waiting for input, or for
+            // a write in flight.
             if let State::Body(r) = &self.state
-                && r.upload.is_cancelled()
+                && r.cancelled.is_cancelled()
             {
-                return self.stopped(now, UploadError::Cancelled, &[], out);
+                return self.stopped(now, UploadError::Cancelled, out);
             }
         }
         if self.paused_until.is_some_and(|at| now >= at) {
@@ -540,7 +746,7 @@ impl Session for FileSession {
             self.deadline.touch(now);
             self.throttle(now);
         }
-        if matches!(self.state, State::Hub(_)) {
+        if matches!(self.state, State::Wait(_)) {
             return;
         }
         if let Some(why) = self.deadline.expired(now) {
@@ -560,14 +766,21 @@ impl Session for FileSession {
         }
         let deadline = match (self.paused_until, &self.state) {
             (Some(at), _) => Some(at.min(self.deadline.at())),
-            (None, State::Hub(_)) => None,
+            (None, State::Wait(_)) => None,
             _ => Some(self.deadline.at()),
         };
         deadline.into_iter().chain(self.cancel_check).min()
     }
 
     fn wants_input(&self) -> bool {
-        self.paused_until.is_none()
+        if self.paused_until.is_some() {
+            return false;
+        }
+        match &self.state {
+            State::Wait(_) => self.buf.len() < WAIT_BUFFER,
+            State::Body(r) => r.pending.len() < PENDING && self.buf.len() < WAIT_BUFFER,
+            State::Frames | State::Skip { .. } => true,
+        }
     }
 
     fn handle_urgent(&mut self, now: Instant, urgent: Urgent, out: &mut Out) {
@@ -579,8 +792,9 @@ impl Session for FileSession {
                 self.until_mark = true;
                 self.paused_until = None;
                 if let State::Body(r) = &self.state {
-                    r.upload.cancel();
-                    let (id, received) = (r.upload.id(), r.received);
+                    // Through the registry: the name goes now, also while a write is in flight.
+                    self.uploads.cancel(r.id);
+                    let (id, received) = (r.id, r.written);
                     out.log(
                         Level::Info,
                         format!(
@@ -589,9 +803,13 @@ impl Session for FileSession {
                         ),
                     );
                     reply(out, &Reply::Cancelled { id, received });
-                    // Dropping the receiving state drops the upload: the partial file is gone.
+                    // Dropping the receiving state drops the upload; a write in flight is stale.
                     self.state = State::Frames;
+                    self.job = NO_JOB;
                     self.cancel_check = None;
+                } else if let State::Wait(Waiting::Begin { urgent, .. }) = &mut self.state {
+                    // Before its first byte is written: it ends when it begins.
+                    *urgent = true;
                 }
             }
             Urgent::Pointer => {}
@@ -601,7 +819,7 @@ impl Session for FileSession {
                 if matches!(self.state, State::Skip { .. }) {
                     self.state = State::Frames;
                 }
-                if matches!(self.state, State::Frames) {
+                if matches!(self.state, State::Frames | State::Wait(Waiting::Begin { urgent: true, .. })) {
                     self.buf.clear();
                 }
                 self.deadline.input(now, false);
@@ -611,4 +829,4 @@ impl Session for FileSession {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

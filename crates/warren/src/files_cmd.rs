@@ -172,7 +172,7 @@ fn serve(args: &FilesServeArgs) -> anyhow::Result<()> {
         let listener = std::net::TcpListener::bind(args.control)
             .with_context(|| format!("cannot listen on {} for the control endpoint", args.control))?;
         let addr = listener.local_addr()?;
-        warren_fileserver::serve_control(listener, service.uploads.clone())?;
+        serve_control(listener, service.uploads.clone())?;
         Some(addr)
     };
     let listener = crate::serve::listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -196,6 +196,22 @@ fn serve(args: &FilesServeArgs) -> anyhow::Result<()> {
         println!("{hub}");
     }
     println!("warren: stopped: {} connections served, {} refused", report.accepted, report.refused);
+    Ok(())
+}
+
+/// Serve the control endpoint on a thread of its own, under the `event` model (one thread for
+/// every control connection, no helpers: a cancel does no blocking work) at a raised priority.
+/// It lives as long as the process.
+fn serve_control(listener: std::net::TcpListener, uploads: Arc<warren_fileserver::Uploads>) -> anyhow::Result<()> {
+    let config = ServeConfig { helpers: 0, ..ServeConfig::for_model(Model::Event) };
+    let stop = Arc::new(warren_models::Shutdown::new()?);
+    std::thread::Builder::new().name("warren-control".into()).spawn(move || {
+        warren_fileserver::raise_priority();
+        let service = warren_fileserver::ControlService { uploads };
+        if let Err(e) = warren_models::serve_until(Model::Event, service, listener, &config, stop) {
+            tracing::error!(target: "warren", "control endpoint stopped: {e}");
+        }
+    })?;
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use warren_proto::{Action, ConnInfo, Hub, HubOutput, Output, Service, Session, SessionId, Urgent};
+use warren_proto::{Action, ConnInfo, Hub, HubOutput, Job, Output, Service, Session, SessionId, Urgent};
 
 use super::*;
 use crate::journal::MemJournal;
@@ -28,6 +28,27 @@ struct Sim {
     t0: Instant,
     now: Instant,
     conns: Vec<Conn>,
+}
+
+/// A job's result, computed here and now.
+pub(crate) fn run<D>(job: Job<D>) -> D {
+    match job {
+        Job::Blocking(work) => work(),
+        Job::Future(_) => panic!("the file service starts blocking jobs only"),
+    }
+}
+
+/// Run the hub's jobs (its journal appends) until it has none.
+pub(crate) fn settle(hub: &mut LeaseHub, now: Instant, out: &mut HubOutput<LeaseHub>) {
+    loop {
+        let jobs: Vec<_> = out.drain_jobs().collect();
+        if jobs.is_empty() {
+            return;
+        }
+        for (token, job) in jobs {
+            hub.handle_completion(now, token, run(job), out);
+        }
+    }
 }
 
 fn hub_from(journal: &MemJournal, t0: Instant) -> LeaseHub {
@@ -83,11 +104,13 @@ impl Sim {
         self.send(c, &bytes);
     }
 
-    /// Move output to `got` and run hub requests until nothing moves.
+    /// Move output to `got`, run jobs and hub requests (and the hub's jobs) until nothing
+    /// moves, as a thread-based model would: every job inline, in order.
     fn pump(&mut self) {
         loop {
             let mut moved = false;
             for i in 0..self.conns.len() {
+                let now = self.now;
                 let conn = &mut self.conns[i];
                 let pending = conn.out.pending().to_vec();
                 conn.out.consume(pending.len());
@@ -95,15 +118,24 @@ impl Sim {
                 let mut actions = Vec::new();
                 conn.out.take_actions(&mut actions);
                 for action in actions {
-                    if let Action::Hub(request) = action {
-                        moved = true;
-                        let mut msgs = HubOutput::new();
-                        self.hub.handle_request(self.now, self.conns[i].id, request, &mut msgs);
-                        for (to, msg) in msgs.drain_messages() {
-                            if let Some(dest) = self.conns.iter_mut().find(|c| c.id == to && !c.gone) {
-                                dest.session.handle_message(self.now, msg, &mut dest.out);
+                    match action {
+                        Action::Hub(request) => {
+                            moved = true;
+                            let mut msgs = HubOutput::new();
+                            self.hub.handle_request(self.now, self.conns[i].id, request, &mut msgs);
+                            settle(&mut self.hub, self.now, &mut msgs);
+                            for (to, msg) in msgs.drain_messages() {
+                                if let Some(dest) = self.conns.iter_mut().find(|c| c.id == to && !c.gone) {
+                                    dest.session.handle_message(self.now, msg, &mut dest.out);
+                                }
                             }
                         }
+                        Action::Job(token, job) => {
+                            moved = true;
+                            let conn = &mut self.conns[i];
+                            conn.session.handle_completion(now, token, run(job), &mut conn.out);
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -398,4 +430,106 @@ fn a_connection_lost_mid_upload_leaves_nothing() {
     assert!(conn.out.is_closed());
     assert_eq!(sim.store.partials(), 0);
     assert!(sim.store.get("/big").is_none());
+}
+
+/// Jobs held back as a slow disk would: a control cancel is answered while a write is in
+/// flight, and the write that comes back late is dropped with its upload.
+#[test]
+fn a_cancel_is_answered_while_a_write_is_in_flight() {
+    let mut sim = Sim::new(FileLimits::default());
+    let c = sim.connect();
+    let now = sim.now;
+    let mut put = Vec::new();
+    Request::Put { id: 50, size: 1 << 20, path: "/slow".into() }.encode(&mut put);
+    let conn = &mut sim.conns[c];
+    let mut jobs = Vec::new();
+    let step = |conn: &mut Conn, jobs: &mut Vec<(Token, Job<FileDone>)>| {
+        let mut actions = Vec::new();
+        conn.out.take_actions(&mut actions);
+        jobs.extend(actions.into_iter().filter_map(|a| match a {
+            Action::Job(token, job) => Some((token, job)),
+            _ => None,
+        }));
+    };
+    conn.session.handle_input(now, &put, &mut conn.out);
+    step(conn, &mut jobs);
+    let (token, begin) = jobs.pop().expect("the upload begins in a job");
+    conn.session.handle_completion(now, token, run(begin), &mut conn.out);
+    conn.session.handle_input(now, &[1; 1000], &mut conn.out);
+    step(conn, &mut jobs);
+    assert_eq!(jobs.len(), 1, "one write in flight");
+    conn.session.handle_input(now, &[1; 500], &mut conn.out);
+    step(conn, &mut jobs);
+    assert_eq!(jobs.len(), 1, "bytes gather behind the write in flight");
+    assert!(conn.session.wants_input());
+    assert_eq!(sim.service.uploads.cancel(50), Outcome::Stopped);
+    let conn = &mut sim.conns[c];
+    let at = conn.session.poll_timeout().expect("the session looks for cancels");
+    assert!(at <= now + CANCEL_POLL);
+    conn.session.handle_timeout(at, &mut conn.out);
+    sim.pump();
+    assert_eq!(sim.only(c), Reply::Cancelled { id: 50, received: 0 });
+    // The write comes back late: stale, dropped, no second answer.
+    let (token, write) = jobs.pop().unwrap();
+    let conn = &mut sim.conns[c];
+    conn.session.handle_completion(now, token, run(write), &mut conn.out);
+    sim.pump();
+    assert!(sim.replies(c).is_empty());
+    assert_eq!(sim.store.partials(), 0);
+    let mut rest = vec![1; (1 << 20) - 1500];
+    Request::Stat { path: "/slow".into() }.encode(&mut rest);
+    sim.send(c, &rest);
+    assert!(matches!(sim.only(c), Reply::Error { code: ErrorCode::NotFound, .. }));
+}
+
+/// Frames sent behind a request that waits are answered in order; past the bound the session
+/// stops reading instead of buffering without end.
+#[test]
+fn frames_behind_a_waiting_request_wait_and_are_bounded() {
+    let mut sim = Sim::new(FileLimits::default());
+    let c = sim.connect();
+    sim.put(c, 1, "/a", b"abc");
+    let now = sim.now;
+    let mut frames = Vec::new();
+    Request::Stat { path: "/a".into() }.encode(&mut frames);
+    Request::Stat { path: "/b".into() }.encode(&mut frames);
+    let conn = &mut sim.conns[c];
+    conn.session.handle_input(now, &frames, &mut conn.out);
+    let mut actions = Vec::new();
+    conn.out.take_actions(&mut actions);
+    assert_eq!(actions.len(), 1, "one request at a time");
+    let filler = vec![0u8; WAIT_BUFFER];
+    conn.session.handle_input(now, &filler, &mut conn.out);
+    assert!(!conn.session.wants_input(), "input waits for the answer");
+    let Some(Action::Job(token, job)) = actions.pop() else { panic!("a stat job") };
+    conn.session.handle_completion(now, token, run(job), &mut conn.out);
+    sim.pump();
+    let replies = sim.replies(c);
+    assert!(matches!(replies[0].0, Reply::Stat(_)));
+    assert!(matches!(replies[1].0, Reply::Error { code: ErrorCode::NotFound, .. }));
+}
+
+/// Urgent data that comes while the upload is still being set up cancels it once it begins.
+#[test]
+fn urgent_data_before_the_upload_begins_cancels_it_when_it_does() {
+    let mut sim = Sim::new(FileLimits::default());
+    let c = sim.connect();
+    let now = sim.now;
+    let mut put = Vec::new();
+    Request::Put { id: 60, size: 1 << 20, path: "/early".into() }.encode(&mut put);
+    put.extend_from_slice(&[3; 2000]);
+    let conn = &mut sim.conns[c];
+    conn.session.handle_input(now, &put, &mut conn.out);
+    let mut actions = Vec::new();
+    conn.out.take_actions(&mut actions);
+    let Some(Action::Job(token, begin)) = actions.pop() else { panic!("the upload begins in a job") };
+    conn.session.handle_urgent(now, Urgent::Pointer, &mut conn.out);
+    conn.session.handle_completion(now, token, run(begin), &mut conn.out);
+    sim.pump();
+    assert_eq!(sim.only(c), Reply::Cancelled { id: 60, received: 0 });
+    assert_eq!(sim.store.partials(), 0);
+    let conn = &mut sim.conns[c];
+    conn.session.handle_urgent(now, Urgent::Mark(0xff), &mut conn.out);
+    sim.request(c, Request::Stat { path: "/early".into() });
+    assert!(matches!(sim.only(c), Reply::Error { code: ErrorCode::NotFound, .. }));
 }
