@@ -200,8 +200,10 @@ pub fn is_exhausted(e: &io::Error) -> bool {
 }
 
 /// Accepting on a tokio runtime with the same policy: the reserve descriptor, the refusal and
-/// the back-off. Every tokio listener of warren (the `green` and `hybrid` models, the
-/// registry's HTTP API, the DNS front end's TCP side) accepts through it.
+/// the back-off. Every tokio listener of warren accepts through it: the `green` and `hybrid`
+/// models, and the registry's HTTP API (`warren_registry_server::api::CappedListener`, which
+/// also waits for a free slot before accepting). The blocking models, and the DNS front end's
+/// TCP side served by one of them, use [`Acceptor`] itself.
 #[derive(Debug)]
 pub struct AsyncAcceptor {
     listener: tokio::io::unix::AsyncFd<Listener>,

@@ -16,9 +16,19 @@
 //! Writes take the name's token as `Authorization: Bearer <token>`. Errors are JSON
 //! `{"error": "...", "kind": "NotBound"}` with the status that fits (404, 409, 403, 410 for a
 //! compacted revision, 413, 400, 503). Bodies are at most [`MAX_BODY`] bytes.
+//!
+//! Connections come through [`CappedListener`]: warren's accept policy (a reserve descriptor,
+//! a 503 and a back-off when descriptors run out) and at most [`Limits::max_conns`] at once;
+//! at the cap it stops accepting until one closes (new ones wait in the backlog), as nginx's
+//! `worker_connections` does. A connection must send a request's head within
+//! [`Limits::header_timeout`] of opening or of its previous answer, so an idle peer cannot hold
+//! a slot for ever; an open watch is not idle and is kept.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Json;
@@ -29,6 +39,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use serde::Deserialize;
 use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use warren_models::AsyncAcceptor;
 use warren_registry::backend::Backend;
 use warren_registry::model::{Endpoint, Error, LeaseId, Name, Revision};
 
@@ -53,13 +66,162 @@ pub fn router(backend: Shared) -> axum::Router {
         .with_state(backend)
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// The API's connection limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once (1024); beyond them new ones wait in the listen backlog.
+    pub max_conns: usize,
+    /// How long a connection may take to send a request's head, from its opening or its
+    /// previous answer (30 s, hyper's default); then it is closed.
+    pub header_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { max_conns: 1024, header_timeout: Duration::from_secs(30) }
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then stops accepting, lets the
+/// answers in progress finish, closes idle connections and returns once every one is closed.
+/// Call inside a tokio runtime.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: std::net::TcpListener,
     backend: Shared,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(backend)).with_graceful_shutdown(shutdown).await
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> io::Result<()> {
+    let listener = CappedListener::new(listener, limits.max_conns)?;
+    serve_on(listener, router(backend), limits.header_timeout, shutdown).await;
+    Ok(())
+}
+
+/// What `axum::serve` does, with hyper's timer set so that `header_timeout` takes effect
+/// (`axum::serve` gives no way to set it). HTTP/1 only: the API's clients are curl and scripts.
+async fn serve_on<L: axum::serve::Listener>(
+    mut listener: L,
+    router: axum::Router,
+    header_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let (stopping, stop) = tokio::sync::watch::channel(());
+    let mut tasks = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (io, _peer) = tokio::select! {
+            () = &mut shutdown => break,
+            // Reap finished connections so that the set holds only live ones.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            conn = listener.accept() => conn,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let mut stop = stop.clone();
+        tasks.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = stop.changed() => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = conn.await;
+        });
+    }
+    // Closing the listener leaves connections still in its backlog to be reset.
+    drop(listener);
+    let _ = stopping.send(());
+    while tasks.join_next().await.is_some() {}
+}
+
+/// A TCP listener under warren's accept policy ([`AsyncAcceptor`]) that holds at most
+/// `max_conns` connections at once: at the cap it does not accept until one of them closes.
+#[derive(Debug)]
+pub struct CappedListener {
+    acceptor: AsyncAcceptor,
+    slots: Arc<Semaphore>,
+}
+
+impl CappedListener {
+    /// Accept from `listener`, at most `max_conns` (at least 1) at once. Call inside a tokio
+    /// runtime.
+    pub fn new(listener: std::net::TcpListener, max_conns: usize) -> io::Result<Self> {
+        let refusal = warren_proto::http::session::REFUSAL;
+        let slots = Arc::new(Semaphore::new(max_conns.clamp(1, Semaphore::MAX_PERMITS)));
+        Ok(Self { acceptor: AsyncAcceptor::new(listener, refusal)?, slots })
+    }
+}
+
+impl axum::serve::Listener for CappedListener {
+    type Io = CappedConn;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (CappedConn, SocketAddr) {
+        // A free slot first: at the cap, connections wait in the backlog, not half-served.
+        let slot = self.slots.clone().acquire_owned().await.expect("the semaphore is never closed");
+        loop {
+            let incoming = match self.acceptor.accept().await {
+                Ok(incoming) => incoming,
+                Err(e) => {
+                    // Neither transient nor a shortage (EBADF, EINVAL…): say so, without spinning.
+                    tracing::error!("registry-http: accept: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let stream = incoming.stream;
+            match stream.set_nonblocking(true).and_then(|()| tokio::net::TcpStream::from_std(stream)) {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    return (CappedConn { stream, _slot: slot }, incoming.peer);
+                }
+                Err(e) => tracing::warn!("registry-http: cannot serve a connection: {e}"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.acceptor.local_addr()
+    }
+}
+
+/// A connection from [`CappedListener`]; its slot frees when it is dropped.
+#[derive(Debug)]
+pub struct CappedConn {
+    stream: tokio::net::TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for CappedConn {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CappedConn {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// An error as the API answers it.

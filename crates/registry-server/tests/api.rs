@@ -3,9 +3,13 @@
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use warren_registry::backend::Backend;
+use warren_registry_server::api::Limits;
 use warren_registry_server::embedded::Embedded;
 use warren_registry_server::health::Checked;
 use warren_registry_server::state::Config;
@@ -14,6 +18,7 @@ struct Api {
     addr: SocketAddr,
     dir: std::path::PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Drop for Api {
@@ -23,18 +28,31 @@ impl Drop for Api {
     }
 }
 
+impl Api {
+    /// Shut the API down; it must return within 10 s.
+    async fn shut_down(mut self) {
+        let _ = self.stop.take().map(|s| s.send(()));
+        let served = self.served.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), served).await.expect("shut down in time").unwrap().unwrap();
+    }
+}
+
 async fn api(tag: &str) -> Api {
+    api_with(tag, Limits::default()).await
+}
+
+async fn api_with(tag: &str, limits: Limits) -> Api {
     let dir = std::env::temp_dir().join(format!("warren-api-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let inner: Arc<dyn Backend> = Arc::new(Embedded::open(&dir, Config::default(), None).unwrap());
     let backend = Arc::new(Checked::new(inner).await.unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(warren_registry_server::api::serve(listener, backend, async move {
+    let served = tokio::spawn(warren_registry_server::api::serve(listener, backend, limits, async move {
         let _ = stopped.await;
     }));
-    Api { addr, dir, stop: Some(stop) }
+    Api { addr, dir, stop: Some(stop), served: Some(served) }
 }
 
 /// One curl call: the status and the body parsed as JSON (Null if empty).
@@ -120,4 +138,152 @@ async fn watch_streams_events_as_json_lines() {
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert_eq!((lines[0]["kind"].as_str(), lines[1]["kind"].as_str()), (Some("Put"), Some("Delete")));
     assert!(lines[0]["revision"].as_u64() < lines[1]["revision"].as_u64());
+}
+
+/// Send one `GET` on a kept-alive connection.
+async fn send_get(conn: &mut TcpStream, path: &str) {
+    conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: registry\r\n\r\n").as_bytes()).await.unwrap();
+}
+
+/// Read one answer (head and a `Content-Length` body) within 10 s; its status.
+async fn read_answer(conn: &mut TcpStream) -> u16 {
+    let read = async {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8(buf[..end].to_vec()).unwrap();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())
+                    })
+                    .expect("a Content-Length");
+                if buf.len() >= end + 4 + length {
+                    assert_eq!(buf.len(), end + 4 + length, "one answer at a time");
+                    return head[9..12].parse().unwrap();
+                }
+            }
+            let n = conn.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before a whole answer: {:?}", String::from_utf8_lossy(&buf));
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read).await.expect("an answer within 10 s")
+}
+
+/// Wait (at most 10 s) for the server to close `conn`, skipping anything it says first.
+async fn closed(conn: &mut TcpStream) {
+    let drain = async {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = conn.read(&mut chunk).await {
+            let _ = n;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), drain).await.expect("closed within 10 s");
+}
+
+/// Nothing has come on `conn` for `patience` (nor has it closed).
+async fn silent(conn: &TcpStream, patience: Duration) -> bool {
+    tokio::time::timeout(patience, conn.peek(&mut [0u8; 1])).await.is_err()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_cap_new_connections_wait_until_one_closes() {
+    const CAP: usize = 3;
+    let limits = Limits { max_conns: CAP, header_timeout: Duration::from_secs(60) };
+    let a = api_with("cap", limits).await;
+    // CAP connections, each answered once and then kept alive, idle: every slot is taken.
+    let mut held = Vec::new();
+    for _ in 0..CAP {
+        let mut conn = TcpStream::connect(a.addr).await.unwrap();
+        send_get(&mut conn, "/v1/names").await;
+        assert_eq!(read_answer(&mut conn).await, 200);
+        held.push(conn);
+    }
+    // One more connects (the backlog takes it) but is not served while they stay open.
+    let mut extra = TcpStream::connect(a.addr).await.unwrap();
+    send_get(&mut extra, "/v1/names").await;
+    assert!(silent(&extra, Duration::from_millis(300)).await, "served beyond the cap");
+    // The held ones are still served.
+    send_get(&mut held[0], "/v1/names").await;
+    assert_eq!(read_answer(&mut held[0]).await, 200);
+    // One closes: the waiting one gets its slot and its answer.
+    drop(held.pop());
+    assert_eq!(read_answer(&mut extra).await, 200);
+    // And the cap still holds: another waits again.
+    let mut another = TcpStream::connect(a.addr).await.unwrap();
+    send_get(&mut another, "/v1/names").await;
+    assert!(silent(&another, Duration::from_millis(300)).await, "served beyond the cap");
+    drop(extra);
+    assert_eq!(read_answer(&mut another).await, 200);
+    a.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_silent_peers_lose_their_slot() {
+    let limits = Limits { max_conns: 1, header_timeout: Duration::from_millis(300) };
+    let a = api_with("idle", limits).await;
+    // The one slot: answered once, then idle on a kept-alive connection.
+    let mut idle = TcpStream::connect(a.addr).await.unwrap();
+    send_get(&mut idle, "/v1/names").await;
+    assert_eq!(read_answer(&mut idle).await, 200);
+    // Next in the backlog: a peer that never sends; after it, one that asks.
+    let mut silent_peer = TcpStream::connect(a.addr).await.unwrap();
+    let mut asking = TcpStream::connect(a.addr).await.unwrap();
+    send_get(&mut asking, "/v1/names").await;
+    // The idle one is closed after the timeout, then the silent one, then the third is served.
+    closed(&mut idle).await;
+    closed(&mut silent_peer).await;
+    assert_eq!(read_answer(&mut asking).await, 200);
+    a.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_with_connections_open() {
+    let a = api("shutdown").await;
+    let mut idle = TcpStream::connect(a.addr).await.unwrap();
+    send_get(&mut idle, "/v1/names").await;
+    assert_eq!(read_answer(&mut idle).await, 200);
+    // The shutdown closes the idle connection and returns.
+    a.shut_down().await;
+    closed(&mut idle).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_watch_outlives_the_header_timeout() {
+    let limits = Limits { max_conns: 4, header_timeout: Duration::from_millis(300) };
+    let a = api_with("watch-idle", limits).await;
+    let mut watch = TcpStream::connect(a.addr).await.unwrap();
+    send_get(&mut watch, "/v1/watch?prefix=&from=0").await;
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head = async {
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = watch.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the watch closed");
+            seen.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), head).await.expect("the watch's head");
+    assert!(seen.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&seen));
+    // An idle connection opened after the watch is closed by the timeout: the watch has been
+    // quiet at least that long too.
+    let mut idle = TcpStream::connect(a.addr).await.unwrap();
+    send_get(&mut idle, "/v1/names").await;
+    assert_eq!(read_answer(&mut idle).await, 200);
+    closed(&mut idle).await;
+    // Still open: the next event comes through.
+    let eps = format!(r#"{{"endpoints":[{EP}]}}"#);
+    assert_eq!(curl(a.addr, "POST", "/v1/names/late", Some("t"), Some(&eps)).await.0, 200);
+    let event = async {
+        while !String::from_utf8_lossy(&seen).contains("\"Put\"") {
+            let n = watch.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the watch closed: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), event).await.expect("the event");
+    drop(watch);
+    a.shut_down().await;
 }

@@ -119,6 +119,13 @@ pub struct ServerArgs {
     /// gives it).
     #[arg(long)]
     pub http: Option<SocketAddr>,
+    /// HTTP connections served at once; beyond them new ones wait until one closes.
+    #[arg(long, default_value_t = 1024)]
+    pub http_max_conns: usize,
+    /// Close an HTTP connection that has not sent a request's head this long after opening or
+    /// after its previous answer (an open watch is not idle).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub http_header_timeout: Duration,
     /// Where names live: `embedded` (a redb file in --data) or
     /// `etcd://host:port[,host:port…][/prefix]` (all state in etcd, shared by every registry
     /// pointed at it).
@@ -264,10 +271,12 @@ pub async fn serve(
         ..Limits::default()
     };
     let api = match args.http {
-        Some(addr) => {
-            Some(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot serve HTTP on {addr}"))?)
-        }
+        Some(addr) => Some(crate::serve::listen(addr).with_context(|| format!("cannot serve HTTP on {addr}"))?),
         None => None,
+    };
+    let api_limits = warren_registry_server::api::Limits {
+        max_conns: args.http_max_conns,
+        header_timeout: args.http_header_timeout,
     };
     if announce {
         println!("warren: serving registry (tcp) on {}", listener.local_addr()?);
@@ -283,7 +292,7 @@ pub async fn serve(
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            Some(tokio::spawn(warren_registry_server::api::serve(api, backend.clone(), shutdown)))
+            Some(tokio::spawn(warren_registry_server::api::serve(api, backend.clone(), api_limits, shutdown)))
         }
         None => None,
     };

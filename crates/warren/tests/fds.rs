@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{BIN, Lines, Server, cpu_time};
+use support::{BIN, Lines, Server, T, cpu_time};
 
 /// The descriptor limit the server runs with.
 const NOFILE: u32 = 64;
@@ -127,4 +127,84 @@ fn green() {
 #[test]
 fn hybrid() {
     exhaust("hybrid");
+}
+
+/// What became of one more HTTP connection to the registry's API.
+enum HttpFate {
+    Served(std::net::TcpStream),
+    /// A 503, or closed or reset without an answer.
+    Refused,
+    /// No answer yet: waiting in the backlog.
+    Waiting(std::net::TcpStream),
+}
+
+fn try_http(addr: std::net::SocketAddr, patience: Duration) -> HttpFate {
+    let mut conn = support::connect(addr);
+    support::http_get(&mut conn, "/v1/names");
+    match support::http_answer(&mut conn, patience) {
+        Ok(status) if status.starts_with("HTTP/1.1 200") => HttpFate::Served(conn),
+        Ok(status) if status.starts_with("HTTP/1.1 503") => HttpFate::Refused,
+        Ok(status) => panic!("registry-http: {status:?}"),
+        Err(support::End::Timeout) => HttpFate::Waiting(conn),
+        Err(_) => HttpFate::Refused,
+    }
+}
+
+/// The registry's HTTP API, its connection cap above the descriptors it has, accepts with the
+/// same policy as the models: it keeps running, does not spin, and serves again.
+#[test]
+fn registry_http() {
+    let data = std::env::temp_dir().join(format!("warren-fds-registry-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("ulimit -n {NOFILE} && exec \"$0\" \"$@\""))
+        .arg(BIN)
+        .args(["registry", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--http-max-conns", "1000"])
+        .args(["--admin-token", "admin", "--data"])
+        .arg(&data)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut server = Server::start(cmd, format!("registry --http with ulimit -n {NOFILE}"));
+    let ready = server.wait_stdout(|l| l.starts_with("warren: serving registry-http (tcp) on "), T).expect("http line");
+    let addr: std::net::SocketAddr = ready.rsplit(" on ").next().unwrap().parse().unwrap();
+    let mut held = Vec::new();
+    let mut extra = Vec::new();
+    for _ in 0..4 * NOFILE as usize {
+        match try_http(addr, Duration::from_secs(2)) {
+            HttpFate::Served(conn) => held.push(conn),
+            HttpFate::Refused => break,
+            HttpFate::Waiting(conn) => {
+                extra.push(conn);
+                break;
+            }
+        }
+    }
+    assert!(held.len() < NOFILE as usize, "served {} connections with {NOFILE} descriptors", held.len());
+    assert!(server.is_running(), "the registry died when it ran out of descriptors");
+
+    for _ in 0..20 {
+        let mut conn = support::connect(addr);
+        support::http_get(&mut conn, "/v1/names");
+        extra.push(conn);
+    }
+    let (cpu_before, wall) = (cpu_time(server.pid()), Instant::now());
+    // A measuring window, not synchronisation: how busy the server is while clients wait.
+    std::thread::sleep(Duration::from_secs(1));
+    let (cpu, wall) = (cpu_time(server.pid()) - cpu_before, wall.elapsed());
+    assert!(cpu < wall * 3 / 10, "the registry spins while out of descriptors: {cpu:?} of CPU in {wall:?}");
+    assert!(server.is_running(), "the registry died while clients waited");
+
+    let held_count = held.len();
+    drop(held);
+    drop(extra);
+    let end = Instant::now() + Duration::from_secs(10);
+    while !matches!(try_http(addr, Duration::from_secs(2)), HttpFate::Served(_)) {
+        assert!(Instant::now() < end, "not serving again after the {held_count} held connections closed");
+    }
+    server.stop().assert_clean("registry --http");
+    let _ = std::fs::remove_dir_all(&data);
 }

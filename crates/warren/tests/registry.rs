@@ -250,3 +250,31 @@ fn register_survives_a_registry_restart() {
     assert!(!cli(&second, "x", &["lookup", "api"]).0, "released");
     second.stop_clean();
 }
+
+#[test]
+fn the_http_api_waits_at_its_connection_cap_and_stops_cleanly() {
+    let data = Data::new("http-cap");
+    let args =
+        ["registry", "--listen", "127.0.0.1:0", "--data", data.arg(), "--admin-token", ADMIN, "--http", "127.0.0.1:0"];
+    let mut server = Server::spawn(&[&args[..], &["--http-max-conns", "2"]].concat());
+    let ready = server.wait_stdout(|l| l.starts_with("warren: serving registry-http (tcp) on "), T).expect("http line");
+    let http: std::net::SocketAddr = ready.rsplit(" on ").next().unwrap().parse().unwrap();
+    let mut held: Vec<_> = (0..2)
+        .map(|_| {
+            let mut conn = support::connect(http);
+            support::http_get(&mut conn, "/v1/names");
+            assert_eq!(support::http_answer(&mut conn, T).unwrap(), "HTTP/1.1 200 OK");
+            conn
+        })
+        .collect();
+    // A third waits while both stay open (kept alive, idle)...
+    let mut third = support::connect(http);
+    support::http_get(&mut third, "/v1/names");
+    assert_eq!(support::http_answer(&mut third, Duration::from_millis(300)), Err(support::End::Timeout));
+    // ...and is answered once one closes.
+    drop(held.pop());
+    assert_eq!(support::http_answer(&mut third, T).unwrap(), "HTTP/1.1 200 OK");
+    // Idle HTTP connections do not hold up the shutdown.
+    server.stop().assert_clean("registry --http");
+    drop((held, third));
+}

@@ -169,6 +169,42 @@ pub fn read_all(stream: &mut TcpStream, within: Duration) -> (Vec<u8>, End) {
     }
 }
 
+/// Send `GET path` on a kept-alive HTTP/1.1 connection.
+pub fn http_get(stream: &mut TcpStream, path: &str) {
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: warren\r\n\r\n").as_bytes()).unwrap();
+}
+
+/// Read one HTTP answer (a head and a `Content-Length` body) within `within`: its status line,
+/// or how the stream ended first (`Timeout`: no whole answer in time).
+pub fn http_answer(stream: &mut TcpStream, within: Duration) -> Result<String, End> {
+    let end = Instant::now() + within;
+    let mut data = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..at]).into_owned();
+            let length = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .unwrap_or(0);
+            if data.len() >= at + 4 + length {
+                return Ok(head.lines().next().unwrap_or_default().to_owned());
+            }
+        }
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(End::Timeout);
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return Err(End::Eof),
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(end_of(&e)),
+        }
+    }
+}
+
 /// A line-oriented connection with bounded reads; keeps partial lines.
 pub struct Lines {
     pub stream: TcpStream,
