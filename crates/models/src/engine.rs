@@ -466,6 +466,12 @@ impl<S: Session> Engine<S> {
         outbox.poll_transmit().map(|t| (t, outbox.more_queued()))
     }
 
+    /// What follows the front of `stream`'s queue (see [`Engine::poll_transmit`]), and whether
+    /// more follows that.
+    pub(crate) fn poll_transmit_second(&self, stream: StreamId) -> Option<(Transmit<'_>, bool)> {
+        self.out.outbox(stream)?.poll_transmit_second()
+    }
+
     /// Streams with bytes to write, or a half-close to make.
     pub(crate) fn wants_write(&self, stream: StreamId) -> bool {
         let Some(outbox) = self.out.outbox(stream) else { return false };
