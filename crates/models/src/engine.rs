@@ -275,6 +275,11 @@ impl<S: Session> Engine<S> {
         }
     }
 
+    /// Whether `stream`'s write side has been shut down.
+    pub(crate) fn is_write_shut(&self, stream: StreamId) -> bool {
+        self.stream(stream).is_some_and(|s| s.write_shut)
+    }
+
     /// `stream`'s write side has been shut down.
     pub(crate) fn handle_write_shut(&mut self, stream: StreamId) {
         if let Some(s) = self.stream_mut(stream) {
