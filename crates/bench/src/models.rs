@@ -202,7 +202,7 @@ impl Bench {
         if model != Model::Fork {
             args.extend(["--max-conns".into(), MAX_CONNS.into()]);
         }
-        if matches!(model, Model::Event | Model::Green | Model::Hybrid) && extra.is_empty() {
+        if matches!(model, Model::Event | Model::Green | Model::Hybrid) && !extra.contains(&"--helpers") {
             // The pure model: helper threads for blocking calls are the documented way around
             // the stall and get rows of their own.
             args.extend(["--helpers".into(), "0".into()]);
