@@ -17,15 +17,15 @@
 //! Only regular files and directories are served: a FIFO or a device under the root is
 //! `Forbidden` (opening a FIFO would block the server).
 //!
-//! Files opened are kept open for the next request of the same path, a few hundred at most
-//! (nginx's `open_file_cache`, but checked every time): a request for a kept path costs one
-//! `stat` of the path instead of an `openat2`, an `fstat` and a `close`. The kept file is served
-//! only if the path still names that very file (device and inode) and the file's status has not
-//! changed since it was opened (its ctime: content, size, mode, links); anything else opens it
-//! afresh, through the wall, with the answer that gives (a new file, `403`, `404`). Length and
-//! times always come from the fresh `stat`, and the kept descriptor is only ever read at an
-//! offset, so every answer sees the file as it is now. The `stat` itself resolves the path
-//! without the wall, which is safe: it only decides whether to reuse a file that was opened
+//! Files opened are kept open for the next request of the same path, 256 at most and no more than a
+//! sixteenth of the descriptor limit (nginx's `open_file_cache`, but checked every time): a request
+//! for a kept path costs one `stat` of the path instead of an `openat2`, an `fstat` and a `close`.
+//! The kept file is served only if the path still names that very file (device and inode) and the
+//! file's status has not changed since it was opened (its ctime: content, size, mode, links);
+//! anything else opens it afresh, through the wall, with the answer that gives (a new file, `403`,
+//! `404`). Length and times always come from the fresh `stat`, and the kept descriptor is only ever
+//! read at an offset, so every answer sees the file as it is now. The `stat` itself resolves the
+//! path without the wall, which is safe: it only decides whether to reuse a file that was opened
 //! beneath the root.
 
 use std::collections::HashMap;
@@ -60,8 +60,16 @@ impl Default for DocRootOptions {
     }
 }
 
-/// How many open files a [`DocRoot`] keeps for the paths asked for again.
+/// How many open files a [`DocRoot`] keeps for the paths asked for again, at most; and at most
+/// a sixteenth of the descriptor limit, so that connections keep nearly all of it.
 const KEPT_FILES: usize = 256;
+
+/// [`KEPT_FILES`] within the process's descriptor limit.
+fn kept_files() -> usize {
+    use nix::sys::resource::{Resource, getrlimit};
+    let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    KEPT_FILES.min(usize::try_from(soft / 16).unwrap_or(KEPT_FILES))
+}
 
 /// A directory whose contents are served, and nothing outside it.
 #[derive(Debug)]
@@ -72,6 +80,8 @@ pub struct DocRoot {
     dir: OwnedFd,
     options: DocRootOptions,
     kept: Mutex<HashMap<PathBuf, Kept>>,
+    /// How many files `kept` may hold.
+    most_kept: usize,
 }
 
 /// A file opened for a path, and what tells whether the path still names it unchanged.
@@ -89,7 +99,7 @@ impl DocRoot {
         let root = Root::new(root)?;
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         let dir = nix::fcntl::open(root.path(), flags, nix::sys::stat::Mode::empty())?;
-        Ok(Self { root, dir, options, kept: Mutex::new(HashMap::new()) })
+        Ok(Self { root, dir, options, kept: Mutex::new(HashMap::new()), most_kept: kept_files() })
     }
 
     fn kept(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Kept>> {
@@ -127,7 +137,10 @@ impl DocRoot {
         let kept =
             Kept { file: file.clone(), dev: meta.dev(), ino: meta.ino(), ctime: (meta.ctime(), meta.ctime_nsec()) };
         let mut map = self.kept();
-        if map.len() >= KEPT_FILES && !map.contains_key(relative) {
+        if self.most_kept == 0 {
+            return;
+        }
+        if map.len() >= self.most_kept && !map.contains_key(relative) {
             // Full: make room by dropping any one (the map's order is as good as random).
             if let Some(any) = map.keys().next().cloned() {
                 map.remove(&any);
