@@ -137,12 +137,12 @@ mod tests {
                 new_conn: vec![load(1_500.0)],
                 ..Row::default()
             },
-            Row { name: "green <offload>".into(), ..Row::default() },
+            Row { name: "green <helpers>".into(), ..Row::default() },
         ];
         let svg = svg(&rows);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches(r#"width="26""#).count(), 4, "{svg}");
-        assert!(svg.contains(">40k<") && svg.contains(">fork<") && !svg.contains("offload"));
+        assert!(svg.contains(">40k<") && svg.contains(">fork<") && !svg.contains("helpers"));
         assert!(svg.contains(">50k<"), "the axis tops out at a round number");
     }
 }

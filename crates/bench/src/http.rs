@@ -1,7 +1,9 @@
 //! `warren bench http`: wrk against warren's HTTP server under each model and against nginx from
 //! Debian's package, configured alike (one worker against one thread, both pinned to CPU 1, wrk
 //! on CPU 0, access logs off, sendfile on, the same files). Runs are interleaved across servers
-//! and every warren figure is also given as a ratio to nginx in the same bench.
+//! and every warren figure is also given as a ratio to nginx in the same bench, both requests
+//! per second and requests per server CPU-second (the servers' user + system time, read from
+//! /proc before and after each run), since on two CPUs wrk may run out before the server does.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -11,7 +13,7 @@ use clap::Args;
 use warren_models::Model;
 
 use crate::host::{self, CpuSet, LOAD_CPU, Machine, SERVER_CPU};
-use crate::httpreport::{self, Cell, Report, Scenario, ServerRow};
+use crate::httpreport::{self, Cell, Report, Run, Scenario, ServerRow};
 use crate::nginx::{self, Nginx, Scratch};
 use crate::probe::{self, Sampler};
 use crate::server::Server;
@@ -124,6 +126,7 @@ pub fn http(args: &HttpArgs) -> anyhow::Result<()> {
                 let i = (k + turn) % targets.len();
                 let Ok(target) = &targets[i] else { continue };
                 let sampler = Sampler::start(target.pid()).ok();
+                let (cpu_before, began) = (probe::cpu_seconds(target.pid()), Instant::now());
                 let result = wrk::run(
                     &wrk_bin,
                     load_cpu,
@@ -132,21 +135,27 @@ pub fn http(args: &HttpArgs) -> anyhow::Result<()> {
                     args.duration,
                     scenario.close,
                 );
+                let server_cpu = probe::cpu_seconds(target.pid()) - cpu_before;
+                let wall = began.elapsed().as_secs_f64();
                 let peak = sampler.map(|s| s.take_peak(target.pid())).unwrap_or_else(|| probe::snapshot(target.pid()));
                 rows[i].rss_kib = rows[i].rss_kib.max(peak.rss_kib);
                 match result {
-                    Ok(w) => {
+                    Ok(wrk) => {
+                        let run_result = Run { wrk, server_cpu, wall };
                         progress(&format!(
-                            "run {}/{} {}: {} {:.0} req/s, p99 {:.2} ms, {} errors",
+                            "run {}/{} {}: {} {:.0} req/s, {:.0} per server CPU-second ({:.0}% busy), p99 {:.2} ms, \
+                             {} errors",
                             run + 1,
                             args.runs,
                             scenario.label(),
                             names[i],
-                            w.rate,
-                            w.p99_ms,
-                            w.errors()
+                            run_result.wrk.rate,
+                            run_result.per_cpu_second().unwrap_or(0.0),
+                            run_result.busy() * 100.0,
+                            run_result.wrk.p99_ms,
+                            run_result.wrk.errors()
                         ));
-                        rows[i].cells[s].runs.push(w);
+                        rows[i].cells[s].runs.push(run_result);
                     }
                     Err(e) => {
                         progress(&format!("{} {}: {e:#}", names[i], scenario.label()));

@@ -22,15 +22,52 @@ impl Scenario {
     }
 }
 
+/// One wrk run and what it cost the server.
+#[derive(Clone, Debug, Default)]
+pub struct Run {
+    pub wrk: Wrk,
+    /// The server's CPU time (user + system, its whole process tree) over the run, in seconds.
+    pub server_cpu: f64,
+    /// How long the run took, wrk's start to its exit, in seconds.
+    pub wall: f64,
+}
+
+impl Run {
+    /// Requests answered per second of server CPU; `None` when too little CPU was charged to
+    /// tell (under a clock tick).
+    pub fn per_cpu_second(&self) -> Option<f64> {
+        (self.server_cpu >= 0.01).then(|| self.wrk.requests as f64 / self.server_cpu)
+    }
+
+    /// The share of one CPU the server was busy during the run.
+    pub fn busy(&self) -> f64 {
+        if self.wall > 0.0 { self.server_cpu / self.wall } else { 0.0 }
+    }
+}
+
 /// Every wrk run of one server in one scenario.
 #[derive(Clone, Debug, Default)]
 pub struct Cell {
-    pub runs: Vec<Wrk>,
+    pub runs: Vec<Run>,
 }
 
 impl Cell {
     fn rate(&self) -> Option<f64> {
-        (!self.runs.is_empty()).then(|| median(&self.runs.iter().map(|w| w.rate).collect::<Vec<_>>()))
+        (!self.runs.is_empty()).then(|| median(&self.runs.iter().map(|r| r.wrk.rate).collect::<Vec<_>>()))
+    }
+
+    fn per_cpu(&self) -> Vec<f64> {
+        self.runs.iter().filter_map(Run::per_cpu_second).collect()
+    }
+
+    /// The median of requests per server CPU-second.
+    fn efficiency(&self) -> Option<f64> {
+        let per_cpu = self.per_cpu();
+        (!per_cpu.is_empty()).then(|| median(&per_cpu))
+    }
+
+    fn busy(&self) -> Option<f64> {
+        (!self.runs.is_empty()).then(|| median(&self.runs.iter().map(Run::busy).collect::<Vec<_>>()))
     }
 }
 
@@ -94,25 +131,20 @@ pub fn markdown(r: &Report) -> String {
     for row in &r.rows {
         let _ = write!(s, "| {} |", row.name);
         for (i, cell) in row.cells.iter().enumerate() {
-            let Some(rate) = cell.rate() else {
-                let _ = write!(s, " — |");
-                continue;
-            };
-            let _ = write!(s, " {}", short(rate));
-            match nginx.and_then(|n| n.cells[i].rate()) {
-                Some(base) if base > 0.0 => {
-                    let _ = write!(s, " ({:.2}×)", rate / base);
-                }
-                _ => {}
-            }
-            if cell.runs.len() >= 3 {
-                let (lo, hi) =
-                    cell.runs.iter().fold((f64::MAX, 0.0f64), |(lo, hi), w| (lo.min(w.rate), hi.max(w.rate)));
-                let _ = write!(s, " [{}–{}]", short(lo), short(hi));
-            }
-            let _ = write!(s, " |");
+            let rates: Vec<f64> = cell.runs.iter().map(|run| run.wrk.rate).collect();
+            figure(&mut s, cell.rate(), nginx.and_then(|n| n.cells[i].rate()), &rates, "");
         }
         let _ = writeln!(s, " {} |", mib(row.rss_kib));
+    }
+    let _ = writeln!(s, "\n## Requests per server CPU-second (ratio to nginx's median; the server's median CPU use)\n");
+    header(&mut s, "");
+    for row in &r.rows {
+        let _ = write!(s, "| {} |", row.name);
+        for (i, cell) in row.cells.iter().enumerate() {
+            let busy = cell.busy().map(|b| format!(" at {:.0}%", b * 100.0)).unwrap_or_default();
+            figure(&mut s, cell.efficiency(), nginx.and_then(|n| n.cells[i].efficiency()), &cell.per_cpu(), &busy);
+        }
+        let _ = writeln!(s);
     }
     let _ = writeln!(s, "\n## p99 latency (median of runs) / errors (socket errors + non-2xx, summed over runs)\n");
     header(&mut s, "");
@@ -123,8 +155,8 @@ pub fn markdown(r: &Report) -> String {
                 let _ = write!(s, " — |");
                 continue;
             }
-            let p99 = median(&cell.runs.iter().map(|w| w.p99_ms).collect::<Vec<_>>());
-            let errors: u64 = cell.runs.iter().map(Wrk::errors).sum();
+            let p99 = median(&cell.runs.iter().map(|run| run.wrk.p99_ms).collect::<Vec<_>>());
+            let errors: u64 = cell.runs.iter().map(|run| run.wrk.errors()).sum();
             let _ = write!(s, " {p99:.2} ms / {errors} |");
         }
         let _ = writeln!(s);
@@ -166,10 +198,31 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(
         s,
         "\nRSS sums VmRSS over the server's process tree (nginx: master + worker), sampled every 50 ms. \
-         Ratios compare medians; on this shared VM single runs can drop to ~40 % (anchors §4.4), so \
+         Server CPU is user + system time of the same tree from /proc/PID/stat, read before and after each \
+         run; a server near 100% ran out of CPU, one well below it was held back by the load generator \
+         (wrk has the other CPU to itself), and then requests per CPU-second compare the servers better \
+         than requests per second. Ratios compare medians; on this shared VM single runs can drop to ~40 % (anchors §4.4), so \
          use `--runs 3` or more before trusting a ratio."
     );
     s
+}
+
+/// One table cell: the median `value`, its ratio to nginx's `base`, the min–max of `all` (with
+/// three or more runs) and a `suffix`; a dash without a value.
+fn figure(s: &mut String, value: Option<f64>, base: Option<f64>, all: &[f64], suffix: &str) {
+    let Some(value) = value else {
+        let _ = write!(s, " — |");
+        return;
+    };
+    let _ = write!(s, " {}", short(value));
+    if let Some(base) = base.filter(|b| *b > 0.0) {
+        let _ = write!(s, " ({:.2}×)", value / base);
+    }
+    if all.len() >= 3 {
+        let (lo, hi) = all.iter().fold((f64::MAX, 0.0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let _ = write!(s, " [{}–{}]", short(lo), short(hi));
+    }
+    let _ = write!(s, "{suffix} |");
 }
 
 /// Ratio to nginx per scenario, one bar per warren model, with the parity line at 1.0.

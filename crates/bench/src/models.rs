@@ -140,10 +140,10 @@ pub fn models(args: &ModelsArgs) -> anyhow::Result<()> {
         row.blocking = Some(bench.blocking(*model, &[]));
     }
     // The documented ways around the stall, measured the same way.
-    for (model, extra) in [(Model::Green, ["--offload-blocking"].as_slice()), (Model::Event, &["--threads", "2"])] {
+    for (model, extra) in [(Model::Green, ["--helpers", "2"]), (Model::Event, ["--helpers", "2"])] {
         if plan.models.contains(&model) {
             let name = format!("{model} {}", extra.join(" "));
-            rows.push(Row { name, blocking: Some(bench.blocking(model, extra)), ..Row::default() });
+            rows.push(Row { name, blocking: Some(bench.blocking(model, &extra)), ..Row::default() });
         }
     }
 
@@ -172,7 +172,8 @@ pub fn models(args: &ModelsArgs) -> anyhow::Result<()> {
         ),
         servers: format!(
             "`warren serve echo -d 0 --max-conns {MAX_CONNS}` (fork keeps its default 512), otherwise default flags \
-             (event --threads 0; hybrid one runtime thread per usable CPU, so 1 when pinned); blocking-call servers \
+             (event, green and hybrid --helpers 0; hybrid one runtime thread per usable CPU, so 1 when pinned); \
+             blocking-call servers \
              run unpinned"
         ),
         command: std::iter::once("warren".to_owned()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" "),
@@ -201,10 +202,10 @@ impl Bench {
         if model != Model::Fork {
             args.extend(["--max-conns".into(), MAX_CONNS.into()]);
         }
-        if model == Model::Event && extra.is_empty() {
-            // The pure event loop: its helper threads are the documented way around the stall
-            // and get a row of their own.
-            args.extend(["--threads".into(), "0".into()]);
+        if matches!(model, Model::Event | Model::Green | Model::Hybrid) && !extra.contains(&"--helpers") {
+            // The pure model: helper threads for blocking calls are the documented way around
+            // the stall and get rows of their own.
+            args.extend(["--helpers".into(), "0".into()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         let server =

@@ -13,7 +13,7 @@ use crate::probe::Usage;
 /// not be measured.
 pub type IdleOutcome = Result<(Idle, Usage), String>;
 
-/// Everything measured for one model (or one variant, such as `event --threads 2`).
+/// Everything measured for one model (or one variant, such as `event --helpers 2`).
 #[derive(Clone, Debug, Default)]
 pub struct Row {
     pub name: String,
@@ -274,7 +274,7 @@ mod tests {
                 problems: vec![],
             },
             Row {
-                name: "event --threads 2".into(),
+                name: "event --helpers 2".into(),
                 blocking: Some(Ok(Stall::Unaffected(Duration::from_micros(400)))),
                 ..Row::default()
             },

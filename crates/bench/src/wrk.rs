@@ -18,6 +18,8 @@ use tokio::time::timeout;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Wrk {
     pub rate: f64,
+    /// Requests completed in the run (the rate's numerator).
+    pub requests: u64,
     pub p99_ms: f64,
     /// connect, read, write, timeout.
     pub socket_errors: [u64; 4],
@@ -99,6 +101,8 @@ pub fn parse(text: &str) -> Option<Wrk> {
             rate = v.trim().parse().ok();
         } else if let Some(v) = line.strip_prefix("99%") {
             result.p99_ms = latency_ms(v.trim())?;
+        } else if let Some((n, _)) = line.split_once(" requests in ") {
+            result.requests = n.trim().parse().ok()?;
         } else if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
             result.non_2xx = v.trim().parse().ok()?;
         } else if let Some(v) = line.strip_prefix("Socket errors:") {
@@ -211,7 +215,7 @@ Transfer/sec:     73.33MB
     #[test]
     fn parses_wrk_output() {
         let w = parse(SAMPLE).unwrap();
-        assert_eq!(w, Wrk { rate: 62000.5, p99_ms: 1.5, socket_errors: [0, 12, 0, 3], non_2xx: 5 });
+        assert_eq!(w, Wrk { rate: 62000.5, requests: 186_000, p99_ms: 1.5, socket_errors: [0, 12, 0, 3], non_2xx: 5 });
         assert_eq!(w.errors(), 20);
         assert!(parse("unable to connect to 127.0.0.1:1 Connection refused").is_none());
         assert_eq!(latency_ms("456.00us"), Some(0.456));

@@ -16,15 +16,30 @@
 //!
 //! Only regular files and directories are served: a FIFO or a device under the root is
 //! `Forbidden` (opening a FIFO would block the server).
+//!
+//! Files opened are kept open for the next request of the same path, 256 at most and no more than a
+//! sixteenth of the descriptor limit (nginx's `open_file_cache`, but checked every time): a request
+//! for a kept path costs one `stat` of the path instead of an `openat2`, an `fstat` and a `close`.
+//! The kept file is served only if the path still names that very file (device and inode) and the
+//! file's status has not changed since it was opened (its ctime: content, size, mode, links);
+//! anything else opens it afresh, through the wall, with the answer that gives (a new file, `403`,
+//! `404`). Length and times always come from the fresh `stat`, and the kept descriptor is only ever
+//! read at an offset, so every answer sees the file as it is now. The `stat` itself resolves the
+//! path without the wall, which is safe: it only decides whether to reuse a file that was opened
+//! beneath the root.
 
+use std::collections::HashMap;
 use std::fs::{self, File, Metadata};
 use std::io::{self, ErrorKind};
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{SFlag, fstatat};
 use warren_beneath::Root;
 use warren_proto::http::{Dir, DirEntry, Entry, Files, FilesError, OpenFile, SafePath};
 
@@ -45,18 +60,93 @@ impl Default for DocRootOptions {
     }
 }
 
+/// How many open files a [`DocRoot`] keeps for the paths asked for again, at most; and at most
+/// a sixteenth of the descriptor limit, so that connections keep nearly all of it.
+const KEPT_FILES: usize = 256;
+
+/// [`KEPT_FILES`] within the process's descriptor limit.
+fn kept_files() -> usize {
+    use nix::sys::resource::{Resource, getrlimit};
+    let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    KEPT_FILES.min(usize::try_from(soft / 16).unwrap_or(KEPT_FILES))
+}
+
 /// A directory whose contents are served, and nothing outside it.
 #[derive(Debug)]
 pub struct DocRoot {
     /// Opened beneath, and its canonical path: every prefix check compares canonical paths.
     root: Root,
+    /// The root again (`O_PATH`), for the `stat` that checks a kept file.
+    dir: OwnedFd,
     options: DocRootOptions,
+    kept: Mutex<HashMap<PathBuf, Kept>>,
+    /// How many files `kept` may hold.
+    most_kept: usize,
+}
+
+/// A file opened for a path, and what tells whether the path still names it unchanged.
+#[derive(Debug)]
+struct Kept {
+    file: Arc<File>,
+    dev: u64,
+    ino: u64,
+    ctime: (i64, i64),
 }
 
 impl DocRoot {
     /// A document root at `root`, which must be an existing directory.
     pub fn new(root: impl AsRef<Path>, options: DocRootOptions) -> io::Result<Self> {
-        Ok(Self { root: Root::new(root)?, options })
+        let root = Root::new(root)?;
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let dir = nix::fcntl::open(root.path(), flags, nix::sys::stat::Mode::empty())?;
+        Ok(Self { root, dir, options, kept: Mutex::new(HashMap::new()), most_kept: kept_files() })
+    }
+
+    fn kept(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Kept>> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The file kept for `relative`, if the path still names it and it has not changed; a kept
+    /// file that fails the check is forgotten.
+    fn reuse(&self, relative: &Path) -> Option<OpenFile> {
+        let (file, dev, ino, ctime) = {
+            let kept = self.kept();
+            let k = kept.get(relative)?;
+            (k.file.clone(), k.dev, k.ino, k.ctime)
+        };
+        let now = fstatat(self.dir.as_fd(), relative, AtFlags::empty()).ok();
+        match now {
+            Some(st)
+                if st.st_dev == dev
+                    && st.st_ino == ino
+                    && (st.st_ctime, st.st_ctime_nsec) == ctime
+                    && SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG =>
+            {
+                let modified = system_time(st.st_mtime, st.st_mtime_nsec);
+                Some(OpenFile { file, len: st.st_size as u64, modified, id: st.st_ino ^ st.st_dev.rotate_left(32) })
+            }
+            _ => {
+                self.kept().remove(relative);
+                None
+            }
+        }
+    }
+
+    /// Keep `file`, just opened for `relative`, for the next request of it.
+    fn keep(&self, relative: &Path, file: &Arc<File>, meta: &Metadata) {
+        let kept =
+            Kept { file: file.clone(), dev: meta.dev(), ino: meta.ino(), ctime: (meta.ctime(), meta.ctime_nsec()) };
+        let mut map = self.kept();
+        if self.most_kept == 0 {
+            return;
+        }
+        if map.len() >= self.most_kept && !map.contains_key(relative) {
+            // Full: make room by dropping any one (the map's order is as good as random).
+            if let Some(any) = map.keys().next().cloned() {
+                map.remove(&any);
+            }
+        }
+        map.insert(relative.to_owned(), kept);
     }
 
     /// The canonical root.
@@ -149,6 +239,9 @@ impl DocRoot {
         if self.options.follow_symlinks_outside {
             return None;
         }
+        if let Some(file) = self.reuse(relative) {
+            return Some(Ok(Entry::File(file)));
+        }
         let file = match self.open_beneath(relative)? {
             Ok(file) => file,
             Err(e) => return Some(Err(e)),
@@ -156,11 +249,13 @@ impl DocRoot {
         Some((|| {
             let meta = file.metadata().map_err(classify)?;
             if meta.is_file() {
+                let file = Arc::new(file);
+                self.keep(relative, &file, &meta);
                 Ok(Entry::File(OpenFile {
                     len: meta.len(),
                     modified: meta.modified()?,
                     id: meta.ino() ^ meta.dev().rotate_left(32),
-                    file: Arc::new(file),
+                    file,
                 }))
             } else if meta.is_dir() {
                 // Directories are rare: their index and listing take the checked path.
@@ -188,6 +283,13 @@ impl Files for DocRoot {
             Err(FilesError::Forbidden)
         }
     }
+}
+
+/// A time from `stat`'s seconds and nanoseconds (either side of the epoch).
+fn system_time(secs: i64, nanos: i64) -> SystemTime {
+    let since = Duration::new(secs.unsigned_abs(), 0);
+    let t = if secs >= 0 { UNIX_EPOCH + since } else { UNIX_EPOCH - since };
+    t + Duration::from_nanos(nanos.clamp(0, 999_999_999) as u64)
 }
 
 /// Maps the file system's answer onto the statuses a client may see.

@@ -1,6 +1,7 @@
 //! `DocRoot` on real temporary directories: files, directories, and symlinks in and out.
 
-use std::io::Read as _;
+use std::io::Write as _;
+use std::os::unix::fs::FileExt as _;
 use std::os::unix::fs::symlink;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -52,10 +53,71 @@ fn open(root: &DocRoot, target: &str) -> Result<Entry, FilesError> {
 
 fn read(entry: Result<Entry, FilesError>) -> String {
     let Ok(Entry::File(f)) = entry else { panic!("not a file: {entry:?}") };
-    let mut s = String::new();
-    (&*f.file).read_to_string(&mut s).unwrap();
-    assert_eq!(f.len, s.len() as u64);
-    s
+    // At an offset, as the drivers read: a kept file is shared between requests.
+    let mut bytes = vec![0; f.len as usize];
+    f.file.read_exact_at(&mut bytes, 0).unwrap();
+    let mut past = [0u8; 1];
+    assert_eq!(f.file.read_at(&mut past, f.len).unwrap(), 0, "longer than announced");
+    String::from_utf8(bytes).unwrap()
+}
+
+fn file(entry: Result<Entry, FilesError>) -> OpenFile {
+    let Ok(Entry::File(f)) = entry else { panic!("not a file: {entry:?}") };
+    f
+}
+
+#[test]
+fn a_file_asked_for_again_is_reused_while_the_path_names_it_unchanged() {
+    let tree = Tree::new();
+    let root = tree.root(DocRootOptions::default());
+    let first = file(open(&root, "/a.txt"));
+    let again = file(open(&root, "/a.txt"));
+    assert!(Arc::ptr_eq(&first.file, &again.file), "kept and reused");
+    assert_eq!((again.len, again.id, again.modified), (first.len, first.id, first.modified));
+
+    // Written in place: opened afresh, and the length is the new one.
+    fs::OpenOptions::new().append(true).open(tree.base.join("root/a.txt")).unwrap().write_all(b", world").unwrap();
+    assert_eq!(read(open(&root, "/a.txt")), "hello, world");
+
+    // Replaced by another file: that one is served.
+    fs::write(tree.base.join("root/new.txt"), "replaced").unwrap();
+    fs::rename(tree.base.join("root/new.txt"), tree.base.join("root/a.txt")).unwrap();
+    assert_eq!(read(open(&root, "/a.txt")), "replaced");
+
+    // Gone: not found, though a descriptor of it was kept.
+    let kept = file(open(&root, "/a.txt"));
+    fs::remove_file(tree.base.join("root/a.txt")).unwrap();
+    assert!(matches!(open(&root, "/a.txt"), Err(FilesError::NotFound)));
+    drop(kept);
+}
+
+#[test]
+fn a_kept_path_that_now_leads_out_is_refused() {
+    let tree = Tree::new();
+    let root = tree.root(DocRootOptions::default());
+    assert_eq!(read(open(&root, "/sub/deeper/b.txt")), "bee");
+    // `sub` becomes a link out of the root, where a `deeper/b.txt` waits.
+    fs::create_dir_all(tree.base.join("outside/deeper")).unwrap();
+    fs::write(tree.base.join("outside/deeper/b.txt"), "outside").unwrap();
+    fs::rename(tree.base.join("root/sub"), tree.base.join("moved")).unwrap();
+    symlink(tree.base.join("outside"), tree.base.join("root/sub")).unwrap();
+    assert!(matches!(open(&root, "/sub/deeper/b.txt"), Err(FilesError::Forbidden)));
+}
+
+#[test]
+fn only_so_many_files_are_kept() {
+    let tree = Tree::new();
+    let root = tree.root(DocRootOptions::default());
+    let most = root.most_kept;
+    assert!(most > 0 && most <= KEPT_FILES, "{most}");
+    for i in 0..most + 10 {
+        fs::write(tree.base.join(format!("root/f{i}")), i.to_string()).unwrap();
+        assert_eq!(read(open(&root, &format!("/f{i}"))), i.to_string());
+    }
+    assert_eq!(root.kept().len(), most);
+    for i in 0..most + 10 {
+        assert_eq!(read(open(&root, &format!("/f{i}"))), i.to_string());
+    }
 }
 
 #[test]

@@ -275,6 +275,11 @@ impl<S: Session> Engine<S> {
         }
     }
 
+    /// Whether `stream`'s write side has been shut down.
+    pub(crate) fn is_write_shut(&self, stream: StreamId) -> bool {
+        self.stream(stream).is_some_and(|s| s.write_shut)
+    }
+
     /// `stream`'s write side has been shut down.
     pub(crate) fn handle_write_shut(&mut self, stream: StreamId) {
         if let Some(s) = self.stream_mut(stream) {
@@ -464,6 +469,12 @@ impl<S: Session> Engine<S> {
     pub(crate) fn poll_transmit(&self, stream: StreamId) -> Option<(Transmit<'_>, bool)> {
         let outbox = self.out.outbox(stream)?;
         outbox.poll_transmit().map(|t| (t, outbox.more_queued()))
+    }
+
+    /// What follows the front of `stream`'s queue (see [`Engine::poll_transmit`]), and whether
+    /// more follows that.
+    pub(crate) fn poll_transmit_second(&self, stream: StreamId) -> Option<(Transmit<'_>, bool)> {
+        self.out.outbox(stream)?.poll_transmit_second()
     }
 
     /// Streams with bytes to write, or a half-close to make.

@@ -135,6 +135,11 @@ pub(crate) fn serve<S: Service>(
             }
         }
         ready.append(&mut lp.again);
+        let conns = &lp.conns;
+        lp.timers.compact(
+            lp.live,
+            |at, t, generation| matches!(conns.get(t), Some(Some(conn)) if conn.holds_timer(at, generation)),
+        );
         let now = Instant::now();
         while let Some((at, t, generation)) = lp.timers.pop_due(now) {
             if let Some(Some(conn)) = lp.conns.get_mut(t)

@@ -171,6 +171,16 @@ impl Outbox {
         })
     }
 
+    /// The second thing queued, and whether more follows it: a driver may send a response head
+    /// and a small body in one call.
+    pub fn poll_transmit_second(&self) -> Option<(Transmit<'_>, bool)> {
+        let transmit = match self.segments.get(1)? {
+            Segment::Bytes { buf, sent } => Transmit::Bytes(&buf[*sent..]),
+            Segment::File(slice) => Transmit::File(slice),
+        };
+        Some((transmit, self.segments.len() > 2))
+    }
+
     /// Whether more follows the front segment already (a file after its response head): a
     /// driver may then ask the kernel to hold a partial packet (`MSG_MORE`), as nginx's
     /// `tcp_nopush` does, so that head and body leave together.

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use warren_proto::{Action, HandOffTarget, Job, Session, StreamId, Token};
+use warren_proto::{Action, HandOffTarget, Job, Session, StreamId, Token, Transmit};
 
 use super::io::{self as sys, Pipe, Sock};
 use super::{Done, Ending, Engine, Req};
@@ -107,7 +107,7 @@ fn turn<S: Session, L: Link<S>>(engine: &mut Engine<S>, link: &mut L, buf: &mut 
     }
     let (mut reads, mut again) = (0, false);
     while engine.is_done().is_none() {
-        flush(engine, link, now)?;
+        flush(engine, link, now, buf)?;
         if perform(engine, link, now)? {
             continue;
         }
@@ -141,11 +141,14 @@ fn turn<S: Session, L: Link<S>>(engine: &mut Engine<S>, link: &mut L, buf: &mut 
     }
     if engine.is_done().is_none() && engine.begin_linger(now) {
         link.leave(now);
-        if let Some(sock) = link.sock(StreamId::CLIENT) {
-            // The peer may be gone already; lingering then ends at the first read.
-            let _ = sys::shutdown_write(sock);
+        // The flush before shut it already when the session closed after its last bytes.
+        if !engine.is_write_shut(StreamId::CLIENT) {
+            if let Some(sock) = link.sock(StreamId::CLIENT) {
+                // The peer may be gone already; lingering then ends at the first read.
+                let _ = sys::shutdown_write(sock);
+            }
+            engine.handle_write_shut(StreamId::CLIENT);
         }
-        engine.handle_write_shut(StreamId::CLIENT);
         return turn(engine, link, buf);
     }
     Ok(match engine.is_done() {
@@ -165,14 +168,19 @@ fn finish<S: Session, L: Link<S>>(engine: &mut Engine<S>, link: &mut L) -> Turn 
 
 /// Write every stream's queue until it is sent or the socket is full; half-close streams whose
 /// session asked for it; tell the session when the client's queue drained.
-fn flush<S: Session, L: Link<S>>(engine: &mut Engine<S>, link: &mut L, now: Instant) -> io::Result<()> {
+fn flush<S: Session, L: Link<S>>(engine: &mut Engine<S>, link: &mut L, now: Instant, buf: &mut [u8]) -> io::Result<()> {
     let mut at = 0;
     while let Some(stream) = engine.stream_at(at) {
         at += 1;
         let Some(sock) = link.sock(stream) else { continue };
         while let Some((transmit, more)) = engine.poll_transmit(stream) {
-            match sys::write(sock, transmit, more) {
-                Ok(n) => engine.handle_sent(now, stream, n),
+            match write_front(engine, stream, sock, transmit, more, buf) {
+                Ok((n, front)) => {
+                    engine.handle_sent(now, stream, n.min(front));
+                    if n > front {
+                        engine.handle_sent(now, stream, n - front);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if stream == StreamId::CLIENT => return Err(e),
                 Err(e) => {
@@ -194,6 +202,27 @@ fn flush<S: Session, L: Link<S>>(engine: &mut Engine<S>, link: &mut L, now: Inst
         engine.handle_drained(now);
     }
     Ok(())
+}
+
+/// Write the front of `stream`'s queue, and with it a small file slice that follows bytes (a
+/// response head and its body) in the same call. Returns the bytes written and the length of
+/// the front segment, so that the caller consumes the front before what follows it.
+fn write_front<S: Session>(
+    engine: &Engine<S>,
+    stream: StreamId,
+    sock: &impl Sock,
+    transmit: Transmit<'_>,
+    more: bool,
+    scratch: &mut [u8],
+) -> io::Result<(usize, usize)> {
+    if let Transmit::Bytes(head) = transmit
+        && let Some((Transmit::File(body), after)) = engine.poll_transmit_second(stream)
+        && body.len <= sys::SMALL_BODY.min(scratch.len() as u64)
+        && let Some(n) = sys::write_with_body(sock, head, body, scratch, after)?
+    {
+        return Ok((n, head.len()));
+    }
+    sys::write(sock, transmit, more).map(|n| (n, n))
 }
 
 /// Carry out the session's actions in order. Returns whether there were any.

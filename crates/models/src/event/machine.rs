@@ -241,6 +241,12 @@ impl<S: Service> Conn<S> {
         live
     }
 
+    /// Whether the timer entry `(at, generation)` is this connection's live one (see
+    /// [`Conn::fire`], which also uses it up).
+    pub(crate) fn holds_timer(&self, at: Instant, generation: u64) -> bool {
+        self.io.generation == generation && self.io.timer == Some(at)
+    }
+
     /// The connection goes to a worker: its timer entry no longer counts, and it is armed afresh
     /// when it comes back.
     pub(crate) fn disarm(&mut self) {
@@ -442,6 +448,21 @@ impl Timers {
         self.heap.peek().map(|Reverse((at, ..))| *at)
     }
 
+    /// Drop the entries of connections that closed or moved their deadline, once they
+    /// outnumber those of `live` connections: a connection that closes long before its idle
+    /// deadline would otherwise leave its entry behind until then (75 s of short connections).
+    /// `holds(at, slot, generation)` says whether an entry is still its connection's.
+    pub(crate) fn compact(&mut self, live: usize, holds: impl Fn(Instant, usize, u64) -> bool) {
+        if self.heap.len() > 2 * live + 1024 {
+            self.heap.retain(|Reverse((at, slot, generation))| holds(*at, *slot, *generation));
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len()
+    }
+
     /// An entry due at `now`: `(at, slot, generation)`, to check with [`Conn::fire`].
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, usize, u64)> {
         self.heap.peek().is_some_and(|Reverse((at, ..))| *at <= now).then(|| self.heap.pop().expect("peeked").0)
@@ -536,4 +557,29 @@ impl Listening {
 /// How long to sleep in `epoll_wait` until the earliest of `at`.
 pub(crate) fn timeout_until(at: impl IntoIterator<Item = Option<Instant>>) -> Option<Duration> {
     at.into_iter().flatten().min().map(|at| at.saturating_duration_since(Instant::now()))
+}
+
+#[cfg(test)]
+mod timer_tests {
+    use super::*;
+
+    #[test]
+    fn entries_of_gone_connections_are_dropped_once_they_dominate() {
+        let mut timers = Timers::default();
+        let at = Instant::now() + Duration::from_secs(75);
+        for slot in 0..3000 {
+            timers.heap.push(Reverse((at, slot, 1)));
+        }
+        // As many live connections as entries: nothing to do, whatever they hold.
+        timers.compact(3000, |_, _, _| false);
+        assert_eq!(timers.len(), 3000);
+        timers.compact(10, |_, slot, generation| slot % 2 == 0 && generation == 1);
+        assert_eq!(timers.len(), 1500);
+        let mut due = Vec::new();
+        while let Some((_, slot, _)) = timers.pop_due(at) {
+            due.push(slot);
+        }
+        assert_eq!(due.len(), 1500);
+        assert!(due.iter().all(|slot| slot % 2 == 0));
+    }
 }

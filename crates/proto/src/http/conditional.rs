@@ -4,13 +4,26 @@
 
 use super::files::OpenFile;
 use super::request::Head;
-use super::response::{parse_http_date, unix_secs};
+use super::response::{parse_http_date, push_hex, unix_secs};
 
 /// A strong entity tag from the file's identity, modification time (to the nanosecond) and
 /// length: any change to the file's content changes at least one of them in practice.
 pub fn etag(file: &OpenFile) -> String {
+    let mut buf = Vec::with_capacity(48);
+    push_etag(&mut buf, file);
+    String::from_utf8(buf).expect("ASCII")
+}
+
+/// Appends the [`etag`] of `file`.
+pub fn push_etag(buf: &mut Vec<u8>, file: &OpenFile) {
     let nanos = file.modified.duration_since(std::time::SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("\"{:x}-{nanos:x}-{:x}\"", file.id, file.len)
+    buf.push(b'"');
+    push_hex(buf, u128::from(file.id));
+    buf.push(b'-');
+    push_hex(buf, nanos);
+    buf.push(b'-');
+    push_hex(buf, u128::from(file.len));
+    buf.push(b'"');
 }
 
 /// Whether a `304 Not Modified` answers a GET or HEAD for `file` (RFC 9110 §13.2.2 order:

@@ -37,7 +37,8 @@ pub enum Entry {
 /// A regular file, open for reading, with what its validators are made of.
 #[derive(Clone, Debug)]
 pub struct OpenFile {
-    /// The open file, handed to the driver for `sendfile`.
+    /// The open file, handed to the driver for `sendfile`. It may serve several requests at
+    /// once (a document root keeps files open), so it is only ever read at an offset.
     pub file: Arc<File>,
     /// Its length when it was opened (what `Content-Length` promises).
     pub len: u64,

@@ -4,12 +4,12 @@
 
 use std::time::SystemTime;
 
-use super::conditional::{etag, if_range_holds, not_modified};
+use super::conditional::{if_range_holds, not_modified, push_etag};
 use super::files::{DirEntry, OpenFile};
 use super::path::SafePath;
 use super::range::{RangeAnswer, parse_range};
 use super::request::{Head, Method, Version};
-use super::response::{ResponseHead, content_type, error_body, html_escape, http_date, percent_encode, simple_error};
+use super::response::{ResponseHead, content_type, error_body, html_escape, percent_encode, simple_error};
 use crate::Output;
 
 /// What answering one request did, for the access log and the connection.
@@ -36,11 +36,9 @@ pub(super) fn serve_file<R, D>(head: &Head, name: &str, file: OpenFile, frame: F
         out.send_file(file.file, 0, file.len);
         return Reply { status: 200, bytes: file.len };
     }
-    let tag = etag(&file);
-    let modified = http_date(file.modified);
     if not_modified(head, &file) {
         let mut h = ResponseHead::new(304, frame.date);
-        h.field("ETag", &tag).field("Last-Modified", &modified);
+        h.field_with("ETag", |b| push_etag(b, &file)).field_date("Last-Modified", file.modified);
         connection(&mut h, frame);
         out.send(&h.finish());
         return Reply { status: 304, bytes: 0 };
@@ -58,13 +56,13 @@ pub(super) fn serve_file<R, D>(head: &Head, name: &str, file: OpenFile, frame: F
         }
     };
     let mut h = ResponseHead::new(status, frame.date);
-    h.field("Content-Type", content_type(name))
-        .field("Content-Length", len)
-        .field("Last-Modified", &modified)
-        .field("ETag", &tag)
-        .field("Accept-Ranges", "bytes");
+    h.field_str("Content-Type", content_type(name))
+        .field_number("Content-Length", len)
+        .field_date("Last-Modified", file.modified)
+        .field_with("ETag", |b| push_etag(b, &file))
+        .field_str("Accept-Ranges", "bytes");
     if status == 206 {
-        h.field("Content-Range", format!("bytes {start}-{}/{}", start + len - 1, file.len));
+        h.field("Content-Range", format_args!("bytes {start}-{}/{}", start + len - 1, file.len));
     }
     connection(&mut h, frame);
     out.send(&h.finish());
@@ -99,9 +97,9 @@ pub(super) fn send_whole<R, D>(
         return Reply { status, bytes: body.len() as u64 };
     }
     let mut h = ResponseHead::new(status, frame.date);
-    h.field("Content-Type", mime).field("Content-Length", body.len());
+    h.field_str("Content-Type", mime).field_number("Content-Length", body.len() as u64);
     for (name, value) in fields {
-        h.field(name, value);
+        h.field_str(name, value);
     }
     connection(&mut h, frame);
     out.send(&h.finish());
@@ -115,9 +113,9 @@ pub(super) fn send_whole<R, D>(
 /// `Connection: close` when closing; `keep-alive` when an HTTP/1.0 connection stays open.
 pub(super) fn connection(h: &mut ResponseHead, frame: Frame) {
     if !frame.keep {
-        h.field("Connection", "close");
+        h.field_str("Connection", "close");
     } else if frame.version == Version::Http10 {
-        h.field("Connection", "keep-alive");
+        h.field_str("Connection", "keep-alive");
     }
 }
 

@@ -189,8 +189,15 @@ pub fn parse_head(buf: &[u8], limits: &RequestLimits) -> Result<Option<(Head, us
 
     // HTTP/1.0 or 1.1: `httparse` sees at most the request line and the header bytes allowed.
     let allowed = (nl + 1).saturating_add(limits.max_header_bytes).min(rest.len());
-    let mut fields = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut fields);
+    // The usual limit fits on the stack; a larger one configured takes the heap.
+    let (mut inline, mut heap) = ([httparse::EMPTY_HEADER; INLINE_HEADERS], Vec::new());
+    let fields = if limits.max_headers <= INLINE_HEADERS {
+        &mut inline[..limits.max_headers]
+    } else {
+        heap.resize(limits.max_headers, httparse::EMPTY_HEADER);
+        &mut heap[..]
+    };
+    let mut req = httparse::Request::new(fields);
     let len = match req.parse(&rest[..allowed]) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if allowed < rest.len() => return Err(HeadError::HeadersTooLarge),
@@ -214,6 +221,9 @@ pub fn parse_head(buf: &[u8], limits: &RequestLimits) -> Result<Option<(Head, us
     }
     Ok(Some((head, start + len)))
 }
+
+/// Header slots [`parse_head`] keeps on the stack: the default [`RequestLimits::max_headers`].
+const INLINE_HEADERS: usize = 64;
 
 /// How many bytes of empty lines (`\r\n` or `\n`) open `buf`.
 fn skip_empty_lines(buf: &[u8]) -> usize {

@@ -44,50 +44,127 @@ pub fn error_body(status: u16) -> String {
 }
 
 /// A response head being written: the status line, then `Date` and `Server`, then fields.
+///
+/// Written straight into bytes, without the formatting machinery: this runs once per request.
 #[derive(Debug)]
 pub struct ResponseHead {
-    buf: String,
+    buf: Vec<u8>,
 }
 
 impl ResponseHead {
     /// Starts an `HTTP/1.1` head (a server answers with its own version, RFC 9110 §6.2).
     pub fn new(status: u16, date: SystemTime) -> Self {
-        let mut buf = String::with_capacity(256);
-        let _ = write!(buf, "HTTP/1.1 {status} {}\r\nDate: {}\r\nServer: warren\r\n", reason(status), http_date(date));
+        let mut buf = Vec::with_capacity(256);
+        buf.extend_from_slice(b"HTTP/1.1 ");
+        push_decimal(&mut buf, u64::from(status));
+        buf.push(b' ');
+        buf.extend_from_slice(reason(status).as_bytes());
+        buf.extend_from_slice(b"\r\nDate: ");
+        push_http_date(&mut buf, date);
+        buf.extend_from_slice(b"\r\nServer: warren\r\n");
         Self { buf }
     }
 
     /// Adds one field. Values come from this crate or were checked: no CR or LF.
     pub fn field(&mut self, name: &str, value: impl std::fmt::Display) -> &mut Self {
-        let _ = write!(self.buf, "{name}: {value}\r\n");
+        struct Bytes<'a>(&'a mut Vec<u8>);
+        impl std::fmt::Write for Bytes<'_> {
+            fn write_str(&mut self, s: &str) -> std::fmt::Result {
+                self.0.extend_from_slice(s.as_bytes());
+                Ok(())
+            }
+        }
+        self.field_with(name, |buf| {
+            let _ = write!(Bytes(buf), "{value}");
+        })
+    }
+
+    /// Adds one field whose value is text.
+    pub fn field_str(&mut self, name: &str, value: &str) -> &mut Self {
+        self.field_with(name, |buf| buf.extend_from_slice(value.as_bytes()))
+    }
+
+    /// Adds one field whose value is a number.
+    pub fn field_number(&mut self, name: &str, value: u64) -> &mut Self {
+        self.field_with(name, |buf| push_decimal(buf, value))
+    }
+
+    /// Adds one field whose value is an HTTP date.
+    pub fn field_date(&mut self, name: &str, value: SystemTime) -> &mut Self {
+        self.field_with(name, |buf| push_http_date(buf, value))
+    }
+
+    /// Adds one field whose value `write` appends (no CR or LF).
+    pub fn field_with(&mut self, name: &str, write: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
+        self.buf.extend_from_slice(name.as_bytes());
+        self.buf.extend_from_slice(b": ");
+        write(&mut self.buf);
+        self.buf.extend_from_slice(b"\r\n");
         self
     }
 
     /// Ends the head with the empty line.
     pub fn finish(mut self) -> Vec<u8> {
-        self.buf.push_str("\r\n");
-        self.buf.into_bytes()
+        self.buf.extend_from_slice(b"\r\n");
+        self.buf
     }
 }
 
-/// The media type for a file name, from its extension; text types say UTF-8.
-pub fn content_type(name: &str) -> &'static str {
-    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
-    match ext.as_str() {
-        "html" | "htm" => "text/html; charset=utf-8",
-        "css" => "text/css; charset=utf-8",
-        "js" | "mjs" => "text/javascript; charset=utf-8",
-        "json" => "application/json",
-        "txt" => "text/plain; charset=utf-8",
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "gif" => "image/gif",
-        "svg" => "image/svg+xml",
-        "ico" => "image/x-icon",
-        "pdf" => "application/pdf",
-        "wasm" => "application/wasm",
-        _ => "application/octet-stream",
+/// Appends `n` in decimal.
+pub(crate) fn push_decimal(buf: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
     }
+    buf.extend_from_slice(&digits[at..]);
+}
+
+/// Appends `n` in lowercase hexadecimal.
+pub(crate) fn push_hex(buf: &mut Vec<u8>, n: u128) {
+    let mut digits = [0u8; 32];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[(n & 0xf) as usize];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[at..]);
+}
+
+/// The media type for a file name, from its extension (any case); text types say UTF-8.
+pub fn content_type(name: &str) -> &'static str {
+    let Some((_, ext)) = name.rsplit_once('.') else {
+        return "application/octet-stream";
+    };
+    const TYPES: [(&str, &str); 15] = [
+        ("html", "text/html; charset=utf-8"),
+        ("htm", "text/html; charset=utf-8"),
+        ("css", "text/css; charset=utf-8"),
+        ("js", "text/javascript; charset=utf-8"),
+        ("mjs", "text/javascript; charset=utf-8"),
+        ("json", "application/json"),
+        ("txt", "text/plain; charset=utf-8"),
+        ("png", "image/png"),
+        ("jpg", "image/jpeg"),
+        ("jpeg", "image/jpeg"),
+        ("gif", "image/gif"),
+        ("svg", "image/svg+xml"),
+        ("ico", "image/x-icon"),
+        ("pdf", "application/pdf"),
+        ("wasm", "application/wasm"),
+    ];
+    TYPES.iter().find(|(e, _)| e.eq_ignore_ascii_case(ext)).map_or("application/octet-stream", |(_, t)| t)
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -153,12 +230,45 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 
 /// The IMF-fixdate of `t` (RFC 9110 §5.6.7): `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub fn http_date(t: SystemTime) -> String {
+    let mut buf = Vec::with_capacity(29);
+    push_http_date(&mut buf, t);
+    String::from_utf8(buf).expect("ASCII")
+}
+
+/// Appends the IMF-fixdate of `t` (29 bytes up to the year 9999).
+pub(crate) fn push_http_date(buf: &mut Vec<u8>, t: SystemTime) {
     let secs = unix_secs(t);
     let days = (secs / 86_400) as i64;
     let (y, mo, d) = civil_from_days(days);
     let s = secs % 86_400;
-    let dow = DAYS[(days % 7) as usize];
-    format!("{dow}, {d:02} {} {y:04} {:02}:{:02}:{:02} GMT", MONTHS[mo as usize - 1], s / 3600, s / 60 % 60, s % 60)
+    let two = |buf: &mut Vec<u8>, n: u64| buf.extend_from_slice(&[b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8]);
+    buf.extend_from_slice(DAYS[(days % 7) as usize].as_bytes());
+    buf.extend_from_slice(b", ");
+    two(buf, u64::from(d));
+    buf.push(b' ');
+    buf.extend_from_slice(MONTHS[mo as usize - 1].as_bytes());
+    buf.push(b' ');
+    let y = y.max(0) as u64;
+    if y < 1000 {
+        buf.extend(std::iter::repeat_n(
+            b'0',
+            if y < 10 {
+                3
+            } else if y < 100 {
+                2
+            } else {
+                1
+            },
+        ));
+    }
+    push_decimal(buf, y);
+    buf.push(b' ');
+    two(buf, s / 3600);
+    buf.push(b':');
+    two(buf, s / 60 % 60);
+    buf.push(b':');
+    two(buf, s % 60);
+    buf.extend_from_slice(b" GMT");
 }
 
 /// The Common Log Format date: `10/Oct/2000:13:55:36 +0000`.
@@ -220,5 +330,52 @@ mod tests {
         assert_eq!(content_type("p.png"), "image/png");
         assert_eq!(html_escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
         assert_eq!(percent_encode("a b/ü"), "a%20b%2F%C3%BC");
+        assert_eq!(content_type("a.Json"), "application/json");
+        assert_eq!(content_type(".htaccess"), "application/octet-stream");
+    }
+
+    #[test]
+    fn heads_are_written_byte_by_byte() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        let mut h = ResponseHead::new(206, t);
+        h.field_str("Content-Type", "text/plain")
+            .field_number("Content-Length", 0)
+            .field_number("X-Big", u64::MAX)
+            .field_date("Last-Modified", SystemTime::UNIX_EPOCH)
+            .field("Content-Range", format_args!("bytes {}-{}/{}", 1, 2, 3))
+            .field_with("ETag", |b| push_hex(b, 0xabc0));
+        assert_eq!(
+            String::from_utf8(h.finish()).unwrap(),
+            "HTTP/1.1 206 Partial Content\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nServer: warren\r\n\
+             Content-Type: text/plain\r\nContent-Length: 0\r\nX-Big: 18446744073709551615\r\n\
+             Last-Modified: Thu, 01 Jan 1970 00:00:00 GMT\r\nContent-Range: bytes 1-2/3\r\nETag: abc0\r\n\r\n"
+        );
+        let mut hex = Vec::new();
+        push_hex(&mut hex, 0);
+        push_hex(&mut hex, u128::MAX);
+        assert_eq!(hex, format!("0{:x}", u128::MAX).as_bytes());
+    }
+
+    #[test]
+    fn dates_match_the_formatter_far_and_wide() {
+        // Every 1000003 s over several centuries: the byte writer agrees with `format!`.
+        let mut secs = 0u64;
+        while secs < 400 * 365 * 86_400 {
+            let t = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            let days = (secs / 86_400) as i64;
+            let (y, mo, d) = civil_from_days(days);
+            let s = secs % 86_400;
+            let expected = format!(
+                "{}, {d:02} {} {y:04} {:02}:{:02}:{:02} GMT",
+                DAYS[(days % 7) as usize],
+                MONTHS[mo as usize - 1],
+                s / 3600,
+                s / 60 % 60,
+                s % 60
+            );
+            assert_eq!(http_date(t), expected);
+            assert_eq!(parse_http_date(expected.as_bytes()), Some(t));
+            secs += 1_000_003;
+        }
     }
 }

@@ -247,11 +247,10 @@ impl HttpSession {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    let line = first_line(&input[at..]);
                     let version = if looks_simple(&input[at..]) { Version::Http09 } else { Version::Http11 };
                     let frame = Frame { date: self.wall_at(now), version, is_head: false, keep: false };
                     let reply = error(e.status(), frame, &[], out);
-                    self.log(now, &line, &reply, out);
+                    self.log(now, || first_line(&input[at..]), &reply, out);
                     self.finish(out);
                 }
             }
@@ -297,7 +296,7 @@ impl HttpSession {
             }
             (Method::Other(_), _) => error(501, frame, &[], out),
         };
-        self.log(now, &request_line(head), &reply, out);
+        self.log(now, || request_line(head), &reply, out);
         if !frame.keep {
             self.finish(out);
         }
@@ -377,7 +376,7 @@ impl HttpSession {
 
     /// A request that waited has its answer queued: log it, then go on with the buffer.
     fn answered(&mut self, now: Instant, frame: Frame, line: &str, reply: &Reply, out: &mut Out) {
-        self.log(now, line, reply, out);
+        self.log(now, || line.to_owned(), reply, out);
         if !frame.keep {
             self.finish(out);
             return;
@@ -391,15 +390,16 @@ impl HttpSession {
         }
     }
 
-    /// One Common Log Format line, when the access log is on.
-    fn log(&self, now: Instant, line: &str, reply: &Reply, out: &mut Out) {
+    /// One Common Log Format line, when the access log is on (only then is the request's `line`
+    /// made).
+    fn log(&self, now: Instant, line: impl FnOnce() -> String, reply: &Reply, out: &mut Out) {
         if !self.http.access_log {
             return;
         }
         let host = self.peer.map_or_else(|| "-".to_owned(), |p| p.ip().to_string());
         let bytes = if reply.bytes == 0 { "-".to_owned() } else { reply.bytes.to_string() };
         let date = clf_date(self.wall_at(now));
-        out.log(Level::Info, format!("{host} - - [{date}] \"{}\" {} {bytes}", log_escape(line), reply.status));
+        out.log(Level::Info, format!("{host} - - [{date}] \"{}\" {} {bytes}", log_escape(&line()), reply.status));
     }
 }
 
@@ -473,7 +473,7 @@ impl Session for HttpSession {
             Some("read timeout") => {
                 let frame = Frame { date: self.wall_at(now), version: Version::Http11, is_head: false, keep: false };
                 let reply = error(408, frame, &[], out);
-                self.log(now, &first_line(&self.buf), &reply, out);
+                self.log(now, || first_line(&self.buf), &reply, out);
                 self.finish(out);
             }
             Some(why) => {
