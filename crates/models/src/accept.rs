@@ -65,15 +65,46 @@ pub trait Accept: AsFd {
     fn accept_one(&self) -> io::Result<Incoming>;
 }
 
+/// Accepted streams are non-blocking from the start (`accept4` with `SOCK_NONBLOCK`, sparing
+/// an `ioctl` per connection: every driver wants them so), and inherit `TCP_NODELAY` from a
+/// listener prepared by [`prepare`].
 impl Accept for TcpListener {
     fn accept_one(&self) -> io::Result<Incoming> {
-        self.accept().map(|(stream, peer)| Incoming { stream, peer, preamble: Vec::new() })
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: accept4 writes at most `len` bytes of address into the storage socket2 hands
+        // us and sets `len`; the descriptor it returns is new and ours alone.
+        let (fd, addr) = unsafe {
+            socket2::SockAddr::try_init(|storage, len| {
+                let flags = nix::libc::SOCK_NONBLOCK | nix::libc::SOCK_CLOEXEC;
+                match nix::libc::accept4(self.as_raw_fd(), storage.cast(), len, flags) {
+                    -1 => Err(io::Error::last_os_error()),
+                    fd => Ok(fd),
+                }
+            })?
+        };
+        // SAFETY: `fd` is a connected socket nothing else owns.
+        let stream = unsafe { TcpStream::from_raw_fd(fd) };
+        let peer = addr.as_socket().ok_or_else(|| io::Error::other("a TCP connection without an IP address"))?;
+        Ok(Incoming { stream, peer, preamble: Vec::new() })
     }
 }
 
+/// Streams handed over come as their sender left them: made non-blocking and `TCP_NODELAY`
+/// here, as accepted ones are.
 impl Accept for HandOffListener {
     fn accept_one(&self) -> io::Result<Incoming> {
-        self.receive().map(|h| Incoming { stream: h.stream, peer: h.peer, preamble: h.preamble })
+        let h = self.receive()?;
+        h.stream.set_nonblocking(true)?;
+        let _ = h.stream.set_nodelay(true);
+        Ok(Incoming { stream: h.stream, peer: h.peer, preamble: h.preamble })
+    }
+}
+
+/// Set what every accepted connection inherits from its listener: `TCP_NODELAY` (answers are
+/// written whole, so Nagle's delay only adds latency), once here instead of per connection.
+pub fn prepare(listener: &Listener) {
+    if let Listener::Tcp(l) = listener {
+        let _ = socket2::SockRef::from(l).set_tcp_nodelay(true);
     }
 }
 

@@ -208,11 +208,8 @@ pub(crate) fn serve_connection<S: Service, L: HubLink<S::Hub>>(
     link: &mut L,
     env: &ConnEnv<'_>,
 ) {
+    // Non-blocking and TCP_NODELAY already: see `accept`.
     let Incoming { stream, preamble, .. } = incoming;
-    if stream.set_nonblocking(true).is_err() {
-        return;
-    }
-    let _ = stream.set_nodelay(true);
     let now = Instant::now();
     env.activity.touch(now);
     let mut engine = Engine::new(service.new_session(&info, now), &env.engine, preamble);

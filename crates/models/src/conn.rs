@@ -11,7 +11,32 @@ use warren_proto::{ConnInfo, Level, SessionId};
 pub(crate) fn next_session_id() -> SessionId {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    SessionId((u64::from(std::process::id()) << 32) | u64::from(n))
+    SessionId((u64::from(pid()) << 32) | u64::from(n))
+}
+
+/// This process's id, without a system call per connection: cached, and forgotten in a child
+/// after `fork` (by a handler registered with the first call).
+fn pid() -> u32 {
+    static PID: AtomicU32 = AtomicU32::new(0);
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    extern "C" fn forget() {
+        PID.store(0, Ordering::Relaxed);
+    }
+    REGISTER.call_once(|| {
+        // SAFETY: `forget` only stores to an atomic, which is async-signal-safe as a fork
+        // handler requires.
+        unsafe {
+            nix::libc::pthread_atfork(None, None, Some(forget));
+        }
+    });
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            let pid = std::process::id();
+            PID.store(pid, Ordering::Relaxed);
+            pid
+        }
+        pid => pid,
+    }
 }
 
 /// What a session learns about its new connection.

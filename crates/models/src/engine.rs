@@ -25,7 +25,9 @@
 //!   that sends without reading cannot grow the server;
 //! - a connection whose peer takes no bytes for `write_timeout` is given up;
 //! - a closed connection lingers (write side shut, reading and dropping) for at most
-//!   [`LINGER`], so that no reset races the last bytes.
+//!   [`LINGER`], so that no reset races the last bytes; unless the peer closed already, or the
+//!   session expects nothing more (`Session::lingers`) and the last read drained the socket:
+//!   then it closes at once.
 
 pub(crate) mod drive;
 pub(crate) mod io;
@@ -435,7 +437,7 @@ impl<S: Session> Engine<S> {
         if self.phase != Phase::Open || !self.out.is_closed() || !self.out.is_flushed() || !self.splices().is_empty() {
             return false;
         }
-        self.phase = if self.client.read_closed {
+        self.phase = if self.closes_at_once() {
             Phase::Done(Ending::Closed)
         } else {
             Phase::Lingering { until: now + LINGER, reads: LINGER_READS }
@@ -487,7 +489,15 @@ impl<S: Session> Engine<S> {
     /// it) and everything is sent. Extra streams the session closed shut both ways.
     pub(crate) fn needs_write_shutdown(&self, stream: StreamId) -> bool {
         let (Some(outbox), Some(s)) = (self.out.outbox(stream), self.stream(stream)) else { return false };
-        outbox.is_write_closed() && outbox.is_flushed() && !s.write_shut
+        let closing_at_once = stream == StreamId::CLIENT && outbox.is_closed() && self.closes_at_once();
+        outbox.is_write_closed() && outbox.is_flushed() && !s.write_shut && !closing_at_once
+    }
+
+    /// Once closed, the connection closes at once (a FIN, no reset: nothing is unread),
+    /// without a shutdown and a wait for the peer: the peer has closed, or the last read found
+    /// the socket drained and the session expects nothing more ([`Session::lingers`]).
+    fn closes_at_once(&self) -> bool {
+        self.phase == Phase::Open && (self.client.read_closed || !self.client.readable && !self.session.lingers())
     }
 
     /// Streams the session closed whose bytes are all out: the driver drops their sockets.

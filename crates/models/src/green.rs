@@ -318,7 +318,8 @@ async fn serve_connection<S: Service>(ctx: Arc<Ctx<S>>, incoming: Incoming, mut 
     let info = conn_info(Some(peer));
     let now = Instant::now();
     let mut engine = Engine::new(ctx.service.new_session(&info, now), &ctx.engine, preamble);
-    let client = match stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream)) {
+    // Non-blocking and TCP_NODELAY already: see `accept`.
+    let client = match TcpStream::from_std(stream) {
         Ok(client) => client,
         Err(e) => {
             tracing::warn!(target: "warren", "cannot serve a connection: {e}");
@@ -326,7 +327,6 @@ async fn serve_connection<S: Service>(ctx: Arc<Ctx<S>>, incoming: Incoming, mut 
             return;
         }
     };
-    let _ = client.set_nodelay(true);
     let mut task = Task {
         ctx,
         id: info.id,

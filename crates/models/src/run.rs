@@ -238,6 +238,7 @@ pub fn serve_until<S: Service>(
     let env = Env { shutdown, activity: Arc::new(Activity::new(start)), counters: Arc::default() };
     let idled = config.idle_exit.map(|period| watch_idle(&env, period)).transpose()?;
     let (service, listener) = (Arc::new(service), listener.into());
+    crate::accept::prepare(&listener);
     let mut report = match model {
         Model::Iterative => crate::iterative::serve(service, listener, config, &env),
         Model::Thread => crate::thread::serve(service, listener, config, &env),

@@ -128,6 +128,16 @@ pub trait Session: Send + 'static {
         let _ = (now, urgent, out);
     }
 
+    /// Whether closing must linger: shut the write side and drain what the peer still sends
+    /// before closing, so that no reset races the last bytes. A session that knows the peer
+    /// sends nothing more (it answered a request that asked to close, with nothing behind it)
+    /// answers `false`, and the connection closes at once unless input is known to wait, as
+    /// nginx closes without lingering when no more data is expected. Asked once, when the
+    /// closed session's bytes are all out. Default: `true`.
+    fn lingers(&self) -> bool {
+        true
+    }
+
     /// The job started with `token` finished with `done`. Sessions that start jobs must
     /// implement it; the default drops the result.
     fn handle_completion(

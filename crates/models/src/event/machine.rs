@@ -172,8 +172,7 @@ impl<S: Service> Conn<S> {
         let now = Instant::now();
         ctx.env.activity.touch(now);
         let info = conn_info(Some(incoming.peer));
-        incoming.stream.set_nonblocking(true)?;
-        let _ = incoming.stream.set_nodelay(true);
+        // Non-blocking and TCP_NODELAY already: see `accept`.
         if let Err(e) = crate::urgent::arm(incoming.stream.as_fd(), ctx.engine.urgent) {
             tracing::warn!(target: "warren", "cannot arm urgent data: {e}");
         }

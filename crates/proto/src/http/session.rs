@@ -175,6 +175,9 @@ pub struct HttpSession {
     waiting: Option<Box<Waiting>>,
     /// The peer closed while a request waited: close once it is answered.
     read_closed: bool,
+    /// Closed after answering a request that asked to close, with no byte behind it: the
+    /// peer sends nothing more, so the close need not linger.
+    clean_close: bool,
 }
 
 impl std::fmt::Debug for HttpSession {
@@ -198,6 +201,7 @@ impl HttpSession {
             last_pending: 0,
             waiting: None,
             read_closed: false,
+            clean_close: false,
         }
     }
 
@@ -244,6 +248,7 @@ impl HttpSession {
                     at += used;
                     answered = true;
                     self.answer(now, &head, out);
+                    self.clean_close = self.done && at == input.len();
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -378,6 +383,7 @@ impl HttpSession {
     fn answered(&mut self, now: Instant, frame: Frame, line: &str, reply: &Reply, out: &mut Out) {
         self.log(now, || line.to_owned(), reply, out);
         if !frame.keep {
+            self.clean_close = self.buf.is_empty();
             self.finish(out);
             return;
         }
@@ -481,6 +487,10 @@ impl Session for HttpSession {
                 self.finish(out);
             }
         }
+    }
+
+    fn lingers(&self) -> bool {
+        !self.clean_close
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
