@@ -27,7 +27,7 @@
 //! - a closed connection lingers (write side shut, reading and dropping) for at most
 //!   [`LINGER`], so that no reset races the last bytes; unless the peer closed already, or the
 //!   session expects nothing more (`Session::lingers`) and the last read drained the socket:
-//!   then it closes at once.
+//!   then it shuts the write side and closes at once.
 
 pub(crate) mod drive;
 pub(crate) mod io;
@@ -489,13 +489,13 @@ impl<S: Session> Engine<S> {
     /// it) and everything is sent. Extra streams the session closed shut both ways.
     pub(crate) fn needs_write_shutdown(&self, stream: StreamId) -> bool {
         let (Some(outbox), Some(s)) = (self.out.outbox(stream), self.stream(stream)) else { return false };
-        let closing_at_once = stream == StreamId::CLIENT && outbox.is_closed() && self.closes_at_once();
-        outbox.is_write_closed() && outbox.is_flushed() && !s.write_shut && !closing_at_once
+        outbox.is_write_closed() && outbox.is_flushed() && !s.write_shut
     }
 
-    /// Once closed, the connection closes at once (a FIN, no reset: nothing is unread),
-    /// without a shutdown and a wait for the peer: the peer has closed, or the last read found
-    /// the socket drained and the session expects nothing more ([`Session::lingers`]).
+    /// Once closed, the connection closes at once, without waiting for the peer: the peer has
+    /// closed, or the last read found the socket drained and the session expects nothing more
+    /// ([`Session::lingers`]). The write side is still shut first: under `fork` another process
+    /// may hold the descriptor, and only a shutdown sends the FIN then.
     fn closes_at_once(&self) -> bool {
         self.phase == Phase::Open && (self.client.read_closed || !self.client.readable && !self.session.lingers())
     }

@@ -51,6 +51,10 @@ pub fn spawn(
     sandbox: Option<&Prepared>,
 ) -> io::Result<(u32, OwnedFd)> {
     let plain = exec.process.is_empty() && sandbox.is_none() && exec.user.as_ref().is_none_or(is_current);
+    if let Handoff::Conn(fd) = handoff {
+        // Accepted non-blocking; a program started by inetd reads and writes a blocking socket.
+        blocking(fd)?;
+    }
     match handoff {
         // A bare name (no slash) keeps std's PATH search; xinetd itself wants absolute paths.
         Handoff::Conn(fd) if plain && !exec.program.as_os_str().as_bytes().contains(&b'/') => {
@@ -63,6 +67,16 @@ pub fn spawn(
             Ok((pid, pidfd(pid)?))
         }
     }
+}
+
+/// Clear `O_NONBLOCK` on the connection's file description (shared with the child).
+fn blocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    if flags.contains(OFlag::O_NONBLOCK) {
+        fcntl(fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
+    }
+    Ok(())
 }
 
 /// Whether switching to `who` would change nothing.

@@ -141,9 +141,8 @@ fn turn<S: Session, L: Link<S>>(engine: &mut Engine<S>, link: &mut L, buf: &mut 
     }
     if engine.is_done().is_none() && engine.begin_linger(now) {
         link.leave(now);
-        // The flush before shut it already when the session closed after its last bytes; a
-        // connection that closes at once needs no shutdown before its close.
-        if engine.is_lingering() && !engine.is_write_shut(StreamId::CLIENT) {
+        // The flush before shut it already when the session closed after its last bytes.
+        if !engine.is_write_shut(StreamId::CLIENT) {
             if let Some(sock) = link.sock(StreamId::CLIENT) {
                 // The peer may be gone already; lingering then ends at the first read.
                 let _ = sys::shutdown_write(sock);
