@@ -56,6 +56,10 @@ struct Blocking<'a, H: Hub, D, L> {
     env: &'a ConnEnv<'a>,
     /// Future jobs in progress; made at the first.
     futures: Option<Futures<D>>,
+    /// Whether a turn has told the engine of the shutdown. Until then the trigger stays in the
+    /// `poll` set: a trigger that fires during a turn, after the turn looked, must still wake
+    /// the wait that follows it.
+    shutdown_heard: std::cell::Cell<bool>,
 }
 
 /// Where future jobs' results come back to a blocking connection: a channel, and an eventfd
@@ -183,7 +187,9 @@ where
     }
 
     fn shutting_down(&self) -> bool {
-        self.env.shutdown.is_triggered()
+        let triggered = self.env.shutdown.is_triggered();
+        self.shutdown_heard.set(triggered);
+        triggered
     }
 
     fn touch(&self, now: Instant) {
@@ -223,8 +229,15 @@ pub(crate) fn serve_connection<S: Service, L: HubLink<S::Hub>>(
         }
     };
 
-    let mut conn: Blocking<'_, S::Hub, _, L> =
-        Blocking { client: stream, streams: Vec::new(), link, messages: Vec::new(), env, futures: None };
+    let mut conn: Blocking<'_, S::Hub, _, L> = Blocking {
+        client: stream,
+        streams: Vec::new(),
+        link,
+        messages: Vec::new(),
+        env,
+        futures: None,
+        shutdown_heard: std::cell::Cell::new(false),
+    };
     let mut buf = vec![0u8; 16 * 1024];
     while let Turn::Open { again } = drive(&mut engine, &mut conn, &mut buf) {
         if !again && !wait(&mut engine, &conn, urgent_wake.as_ref().map(|(efd, _)| &**efd)) {
@@ -284,7 +297,7 @@ fn wait<S: Session, H: Hub, L: HubLink<H>>(
     if let Some(futures) = &conn.futures {
         fds.push(PollFd::new(futures.wake.as_fd(), PollFlags::POLLIN));
     }
-    if !conn.env.shutdown.is_triggered() {
+    if !conn.shutdown_heard.get() {
         fds.push(PollFd::new(conn.env.shutdown.fd(), PollFlags::POLLIN));
     }
     let deadline = engine.poll_timeout();
@@ -408,6 +421,94 @@ pub(crate) mod local {
             if self.joined.is_some() {
                 self.hub.leave(Instant::now(), self.id);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use warren_proto::{ConnInfo, NoHub, Nothing, Output, Service, Session};
+
+    use crate::run::{Model, ServeConfig, serve_until};
+    use crate::shutdown::Shutdown;
+
+    /// Triggers the server's shutdown from inside a turn (as a signal that lands while the
+    /// connection's thread is busy), then says goodbye when told of it.
+    struct StopsItself(Arc<Shutdown>);
+
+    struct StopsItselfSession(Arc<Shutdown>);
+
+    impl Service for StopsItself {
+        type Hub = NoHub;
+        type Session = StopsItselfSession;
+
+        fn name(&self) -> &'static str {
+            "stops-itself"
+        }
+
+        fn new_session(&self, _: &ConnInfo, _: Instant) -> StopsItselfSession {
+            StopsItselfSession(self.0.clone())
+        }
+
+        fn new_hub(&self, _: Instant) -> NoHub {
+            NoHub
+        }
+    }
+
+    impl Session for StopsItselfSession {
+        type Request = Nothing;
+        type Message = Nothing;
+        type Done = Nothing;
+
+        fn handle_open(&mut self, _: Instant, _: &mut Output<Nothing>) {}
+
+        fn handle_input(&mut self, _: Instant, _: &[u8], _: &mut Output<Nothing>) {
+            self.0.trigger();
+        }
+
+        fn handle_read_closed(&mut self, _: Instant, out: &mut Output<Nothing>) {
+            out.close();
+        }
+
+        fn handle_message(&mut self, _: Instant, msg: Nothing, _: &mut Output<Nothing>) {
+            match msg {}
+        }
+
+        fn handle_timeout(&mut self, _: Instant, _: &mut Output<Nothing>) {}
+
+        fn poll_timeout(&self) -> Option<Instant> {
+            None
+        }
+
+        fn handle_shutdown(&mut self, _: Instant, out: &mut Output<Nothing>) {
+            out.send(b"bye\n");
+            out.close();
+        }
+    }
+
+    /// A shutdown triggered after a turn looked for it, but before the thread waits, still
+    /// reaches the session: the wait must not leave the trigger out of its `poll` set.
+    #[test]
+    fn a_shutdown_during_a_turn_is_heard() {
+        for model in [Model::Thread, Model::Iterative] {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let shutdown = Arc::new(Shutdown::new().unwrap());
+            let (service, trigger) = (StopsItself(shutdown.clone()), shutdown.clone());
+            let config = ServeConfig::for_model(model);
+            let server = std::thread::spawn(move || serve_until(model, service, listener, &config, trigger));
+            let mut client = TcpStream::connect(addr).unwrap();
+            client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            client.write_all(b"stop").unwrap();
+            let mut answer = Vec::new();
+            client.read_to_end(&mut answer).unwrap_or_else(|e| panic!("{model:?}: no goodbye: {e}"));
+            assert_eq!(answer, b"bye\n", "{model:?}");
+            server.join().unwrap().unwrap();
         }
     }
 }
