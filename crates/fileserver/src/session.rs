@@ -140,6 +140,8 @@ pub enum FileDone {
     Synced(Upload, Result<(), UploadError>),
     Committed(Result<Meta, UploadError>),
     Deleted(Result<(), StoreError>),
+    /// A stopped upload was let go (see [`FileSession::discard`]).
+    Discarded,
 }
 
 /// What a session is doing.
@@ -270,6 +272,20 @@ impl FileSession {
         self.jobs += 1;
         self.job = Token(self.jobs);
         out.job(self.job, Job::blocking(work));
+    }
+
+    /// Let a stopped upload go on a job: closing a large partial file frees its blocks, which
+    /// may take milliseconds that the connection (and, under `event`, every other) should not
+    /// wait for. Nobody waits for the job's result.
+    fn discard(&mut self, upload: Upload, out: &mut Out) {
+        self.jobs += 1;
+        out.job(
+            Token(self.jobs),
+            Job::blocking(move || {
+                drop(upload);
+                FileDone::Discarded
+            }),
+        );
     }
 
     /// Wait for `work`'s result in `waiting`.
@@ -420,6 +436,13 @@ impl FileSession {
                     self.process(now, out);
                 }
             }
+            // A cancel from the control endpoint is seen at the next input, without waiting
+            // for the write in flight or the next look at the flag.
+            State::Body(r) if r.cancelled.is_cancelled() => {
+                self.stopped(now, UploadError::Cancelled, out);
+                // The rest of the body is skipped, or frames follow it.
+                self.handle_input(now, data, out);
+            }
             State::Body(r) => {
                 let take = r.left.min(data.len() as u64) as usize;
                 r.left -= take as u64;
@@ -551,8 +574,8 @@ impl FileSession {
             FileDone::Wrote(upload, mut data, result) => {
                 let State::Body(r) = &mut self.state else { return };
                 if let Err(e) = result {
-                    drop(upload);
-                    return self.stopped(now, e, out);
+                    self.stopped(now, e, out);
+                    return self.discard(upload, out);
                 }
                 r.written += data.len() as u64;
                 r.upload = Some(upload);
@@ -720,7 +743,12 @@ impl Session for FileSession {
 
     fn handle_completion(&mut self, now: Instant, token: Token, done: FileDone, out: &mut Out) {
         if self.done || token != self.job {
-            // Stale: an upload in it is dropped here, and its partial file with it.
+            // Stale: an upload in it goes, and its partial file with it.
+            if let (false, FileDone::Wrote(upload, ..) | FileDone::Synced(upload, _) | FileDone::Began(Ok(upload))) =
+                (self.done, done)
+            {
+                self.discard(upload, out);
+            }
             return;
         }
         self.job = NO_JOB;
@@ -803,8 +831,12 @@ impl Session for FileSession {
                         ),
                     );
                     reply(out, &Reply::Cancelled { id, received });
-                    // Dropping the receiving state drops the upload; a write in flight is stale.
-                    self.state = State::Frames;
+                    // The upload in hand goes on a job; a write in flight is stale.
+                    if let State::Body(r) = std::mem::replace(&mut self.state, State::Frames)
+                        && let Some(upload) = r.upload
+                    {
+                        self.discard(upload, out);
+                    }
                     self.job = NO_JOB;
                     self.cancel_check = None;
                 } else if let State::Wait(Waiting::Begin { urgent, .. }) = &mut self.state {

@@ -482,6 +482,37 @@ fn a_cancel_is_answered_while_a_write_is_in_flight() {
     assert!(matches!(sim.only(c), Reply::Error { code: ErrorCode::NotFound, .. }));
 }
 
+/// A streaming client's next bytes after a control cancel bring the answer at once: no wait
+/// for the write in flight or for the next look at the flag.
+#[test]
+fn a_cancel_is_answered_at_the_next_input() {
+    let mut sim = Sim::new(FileLimits::default());
+    let c = sim.connect();
+    let now = sim.now;
+    let mut put = Vec::new();
+    Request::Put { id: 51, size: 1 << 20, path: "/streaming".into() }.encode(&mut put);
+    let conn = &mut sim.conns[c];
+    conn.session.handle_input(now, &put, &mut conn.out);
+    let mut actions = Vec::new();
+    conn.out.take_actions(&mut actions);
+    let Some(Action::Job(token, begin)) = actions.pop() else { panic!("the upload begins in a job") };
+    conn.session.handle_completion(now, token, run(begin), &mut conn.out);
+    actions.clear();
+    conn.session.handle_input(now, &[1; 1000], &mut conn.out);
+    conn.out.take_actions(&mut actions);
+    assert_eq!(actions.iter().filter(|a| matches!(a, Action::Job(..))).count(), 1, "one write in flight");
+    assert_eq!(sim.service.uploads.cancel(51), Outcome::Stopped);
+    let conn = &mut sim.conns[c];
+    conn.session.handle_input(now, &[1; 500], &mut conn.out);
+    sim.pump();
+    assert_eq!(sim.only(c), Reply::Cancelled { id: 51, received: 0 });
+    // The rest of the declared body is skipped, and the connection goes on.
+    let mut rest = vec![1; (1 << 20) - 1500];
+    Request::Stat { path: "/streaming".into() }.encode(&mut rest);
+    sim.send(c, &rest);
+    assert!(matches!(sim.only(c), Reply::Error { code: ErrorCode::NotFound, .. }));
+}
+
 /// Frames sent behind a request that waits are answered in order; past the bound the session
 /// stops reading instead of buffering without end.
 #[test]
