@@ -102,10 +102,33 @@ impl Accept for HandOffListener {
 
 /// Set what every accepted connection inherits from its listener: `TCP_NODELAY` (answers are
 /// written whole, so Nagle's delay only adds latency), once here instead of per connection.
-pub fn prepare(listener: &Listener) {
+/// With `client_first` (see [`Service::client_speaks_first`](warren_proto::Service)), the
+/// listener defers each connection until its first bytes arrive, as Apache's `AcceptFilter http
+/// data` and nginx's `listen … deferred` do.
+pub fn prepare(listener: &Listener, client_first: bool) {
     if let Listener::Tcp(l) = listener {
         let _ = socket2::SockRef::from(l).set_tcp_nodelay(true);
+        if client_first && let Err(e) = defer_accept(l, 1) {
+            tracing::debug!(target: "warren", "TCP_DEFER_ACCEPT: {e}");
+        }
     }
+}
+
+/// `TCP_DEFER_ACCEPT`: hold a connection in the kernel until data arrives, or for about `secs`
+/// (the kernel counts SYN-ACK retransmissions), then hand it over anyway.
+fn defer_accept(listener: &std::net::TcpListener, secs: nix::libc::c_int) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor, and a c_int option value of the size given.
+    let rc = unsafe {
+        nix::libc::setsockopt(
+            listener.as_raw_fd(),
+            nix::libc::IPPROTO_TCP,
+            nix::libc::TCP_DEFER_ACCEPT,
+            (&raw const secs).cast(),
+            size_of::<nix::libc::c_int>() as nix::libc::socklen_t,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 impl Accept for Listener {
@@ -277,5 +300,51 @@ impl AsyncAcceptor {
             Listener::Tcp(l) => l.local_addr(),
             Listener::HandOff(_) => Err(io::Error::new(io::ErrorKind::Unsupported, "a hand-off socket has no address")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsFd;
+
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+    use super::{Listener, prepare};
+
+    fn accept_waiting(listener: &TcpListener) -> std::io::Result<TcpStream> {
+        listener.set_nonblocking(true)?;
+        listener.accept().map(|(stream, _)| stream)
+    }
+
+    #[test]
+    fn a_client_first_listener_hands_over_connections_with_their_first_bytes() {
+        let listener = Listener::Tcp(TcpListener::bind("127.0.0.1:0").unwrap());
+        prepare(&listener, true);
+        let Listener::Tcp(l) = &listener else { unreachable!() };
+        let mut client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        // Connected, but nothing said yet: the kernel keeps it (for about a second).
+        let early = accept_waiting(l);
+        assert_eq!(early.err().map(|e| e.kind()), Some(std::io::ErrorKind::WouldBlock));
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let mut fds = [PollFd::new(l.as_fd(), PollFlags::POLLIN)];
+        assert_eq!(poll(&mut fds, PollTimeout::from(5000u16)).unwrap(), 1, "the request lets it in");
+        let mut accepted = accept_waiting(l).unwrap();
+        accepted.set_nonblocking(true).unwrap();
+        let mut buf = [0; 64];
+        let n = accepted.read(&mut buf).expect("the request is there at the accept");
+        assert_eq!(&buf[..n], b"GET / HTTP/1.1\r\n\r\n");
+    }
+
+    #[test]
+    fn other_listeners_hand_over_connections_at_once() {
+        let listener = Listener::Tcp(TcpListener::bind("127.0.0.1:0").unwrap());
+        prepare(&listener, false);
+        let Listener::Tcp(l) = &listener else { unreachable!() };
+        let _client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let mut fds = [PollFd::new(l.as_fd(), PollFlags::POLLIN)];
+        assert_eq!(poll(&mut fds, PollTimeout::from(5000u16)).unwrap(), 1);
+        accept_waiting(l).expect("a daytime client says nothing, and is let in anyway");
     }
 }

@@ -167,15 +167,11 @@ impl<S: Service> Loop<S> {
         }
         let slot = self.free.pop().unwrap_or(self.conns.len());
         self.next_generation += 1;
-        let conn = Conn::new(&*self.service, &self.ctx, incoming, slot, self.next_generation).and_then(|mut conn| {
-            let interest = self.ctx.interest(Interest::READABLE | Interest::WRITABLE);
-            self.poll.registry().register(&mut conn.io.client, token_of(slot, StreamId::CLIENT), interest)?;
-            Ok(conn)
-        });
-        let conn = match conn {
+        let generation = self.next_generation;
+        let conn = match Conn::new(&*self.service, &self.ctx, incoming, slot, generation) {
             Ok(conn) => conn,
             Err(e) => {
-                tracing::warn!(target: "warren", "event: cannot watch a new connection: {e}");
+                tracing::warn!(target: "warren", "event: cannot take a new connection: {e}");
                 counters.refused.fetch_add(1, Ordering::Relaxed);
                 self.free.extend((slot < self.conns.len()).then_some(slot));
                 return;
@@ -188,7 +184,24 @@ impl<S: Service> Loop<S> {
             self.conns[slot] = Some(Box::new(conn));
         }
         self.live += 1;
+        // The first turn before the socket is watched: a request that came with the connection
+        // is often answered and closed in it, and then epoll never hears of the socket (one
+        // `epoll_ctl` fewer per such connection). Registering later loses nothing: epoll
+        // reports a socket that is ready when it is added.
         self.drive(slot);
+        let Some(Some(conn)) = self.conns.get_mut(slot) else { return };
+        if conn.io.generation != generation {
+            return;
+        }
+        let interest = self.ctx.interest(Interest::READABLE | Interest::WRITABLE);
+        if let Err(e) = self.poll.registry().register(&mut conn.io.client, token_of(slot, StreamId::CLIENT), interest) {
+            tracing::warn!(target: "warren", "event: cannot watch a new connection: {e}");
+            if let Some(conn) = self.conns[slot].take() {
+                conn.close(&self.ctx);
+            }
+            self.free.push(slot);
+            self.live -= 1;
+        }
     }
 
     fn drive(&mut self, t: usize) {

@@ -213,6 +213,7 @@ pub fn serve<S: Service>(
     ready: impl FnOnce(),
 ) -> std::io::Result<ServeReport> {
     let listener = listener.into();
+    crate::accept::prepare(&listener, service.client_speaks_first());
     match model {
         Model::Fork => return crate::fork::serve(service, listener, config, ready),
         Model::Prefork => return crate::prefork::serve(service, listener, config, ready),
@@ -238,7 +239,7 @@ pub fn serve_until<S: Service>(
     let env = Env { shutdown, activity: Arc::new(Activity::new(start)), counters: Arc::default() };
     let idled = config.idle_exit.map(|period| watch_idle(&env, period)).transpose()?;
     let (service, listener) = (Arc::new(service), listener.into());
-    crate::accept::prepare(&listener);
+    crate::accept::prepare(&listener, service.client_speaks_first());
     let mut report = match model {
         Model::Iterative => crate::iterative::serve(service, listener, config, &env),
         Model::Thread => crate::thread::serve(service, listener, config, &env),

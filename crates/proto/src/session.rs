@@ -77,6 +77,15 @@ pub trait Service: Send + Sync + 'static {
     fn refusal(&self) -> &'static [u8] {
         b""
     }
+
+    /// Whether every client speaks first (HTTP). The listener then hands over a connection only
+    /// once its first bytes are in (`TCP_DEFER_ACCEPT`), so the first read finds the request and
+    /// a short exchange never waits in epoll; a client that connects and says nothing is let in
+    /// after a second, to meet the usual read timeout. Never for a protocol where the server
+    /// speaks first (daytime, chargen), whose clients would wait that second.
+    fn client_speaks_first(&self) -> bool {
+        false
+    }
 }
 
 /// The state machine for one connection. See the module docs for the call order.

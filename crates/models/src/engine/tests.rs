@@ -237,3 +237,22 @@ fn the_session_deadline_is_a_timeout_once() {
     settle(&mut e, t0 + Duration::from_secs(1));
     assert_eq!(log(&l), ["open", "timeout"]);
 }
+
+#[test]
+fn the_last_bytes_before_a_close_wait_for_the_fin() {
+    let (mut e, _) = engine(b"");
+    let t0 = Instant::now();
+    settle(&mut e, t0);
+    e.handle_input(t0, StreamId::CLIENT, b"hello");
+    settle(&mut e, t0);
+    let (_, more) = e.poll_transmit(StreamId::CLIENT).expect("the echo");
+    assert!(!more, "an answer on an open connection leaves at once");
+    send_all(&mut e, t0);
+    e.handle_input(t0, StreamId::CLIENT, b"close");
+    settle(&mut e, t0);
+    let (transmit, more) = e.poll_transmit(StreamId::CLIENT).expect("the goodbye");
+    assert!(matches!(transmit, Transmit::Bytes(b"bye")));
+    assert!(more, "held (MSG_MORE) for the shutdown that follows, so the FIN goes with it");
+    send_all(&mut e, t0);
+    assert!(e.needs_write_shutdown(StreamId::CLIENT), "the shutdown follows the flush");
+}

@@ -155,6 +155,10 @@ impl Service for Http {
     fn refusal(&self) -> &'static [u8] {
         REFUSAL
     }
+
+    fn client_speaks_first(&self) -> bool {
+        true
+    }
 }
 
 /// One HTTP connection.
