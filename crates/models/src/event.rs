@@ -167,8 +167,7 @@ impl<S: Service> Loop<S> {
         }
         let slot = self.free.pop().unwrap_or(self.conns.len());
         self.next_generation += 1;
-        let generation = self.next_generation;
-        let conn = match Conn::new(&*self.service, &self.ctx, incoming, slot, generation) {
+        let conn = match Conn::new(&*self.service, &self.ctx, incoming, slot, self.next_generation) {
             Ok(conn) => conn,
             Err(e) => {
                 tracing::warn!(target: "warren", "event: cannot take a new connection: {e}");
@@ -189,18 +188,12 @@ impl<S: Service> Loop<S> {
         // `epoll_ctl` fewer per such connection). Registering later loses nothing: epoll
         // reports a socket that is ready when it is added.
         self.drive(slot);
+        // Still open (nothing else takes a slot during the turn, so it is this connection).
         let Some(Some(conn)) = self.conns.get_mut(slot) else { return };
-        if conn.io.generation != generation {
-            return;
-        }
         let interest = self.ctx.interest(Interest::READABLE | Interest::WRITABLE);
         if let Err(e) = self.poll.registry().register(&mut conn.io.client, token_of(slot, StreamId::CLIENT), interest) {
             tracing::warn!(target: "warren", "event: cannot watch a new connection: {e}");
-            if let Some(conn) = self.conns[slot].take() {
-                conn.close(&self.ctx);
-            }
-            self.free.push(slot);
-            self.live -= 1;
+            self.forget(slot);
         }
     }
 
@@ -213,14 +206,17 @@ impl<S: Service> Loop<S> {
                 }
                 self.timers.arm(conn);
             }
-            Turn::Closed => {
-                if let Some(conn) = self.conns[t].take() {
-                    conn.close(&self.ctx);
-                }
-                self.free.push(t);
-                self.live -= 1;
-            }
+            Turn::Closed => self.forget(t),
         }
+    }
+
+    /// Close the connection in slot `t` and free the slot.
+    fn forget(&mut self, t: usize) {
+        if let Some(conn) = self.conns[t].take() {
+            conn.close(&self.ctx);
+        }
+        self.free.push(t);
+        self.live -= 1;
     }
 }
 

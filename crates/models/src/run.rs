@@ -222,7 +222,7 @@ pub fn serve<S: Service>(
     let shutdown = Arc::new(Shutdown::new()?);
     trigger_on_signals(shutdown.clone())?;
     ready();
-    serve_until(model, service, listener, config, shutdown)
+    serve_prepared(model, service, listener, config, shutdown)
 }
 
 /// Serve under an in-process model until `shutdown` is triggered (or `idle_exit` passes).
@@ -235,11 +235,23 @@ pub fn serve_until<S: Service>(
     config: &ServeConfig,
     shutdown: Arc<Shutdown>,
 ) -> std::io::Result<ServeReport> {
+    let listener = listener.into();
+    crate::accept::prepare(&listener, service.client_speaks_first());
+    serve_prepared(model, service, listener, config, shutdown)
+}
+
+/// [`serve_until`] on a listener [`prepare`](crate::accept::prepare)d already.
+fn serve_prepared<S: Service>(
+    model: Model,
+    service: S,
+    listener: Listener,
+    config: &ServeConfig,
+    shutdown: Arc<Shutdown>,
+) -> std::io::Result<ServeReport> {
     let start = Instant::now();
     let env = Env { shutdown, activity: Arc::new(Activity::new(start)), counters: Arc::default() };
     let idled = config.idle_exit.map(|period| watch_idle(&env, period)).transpose()?;
-    let (service, listener) = (Arc::new(service), listener.into());
-    crate::accept::prepare(&listener, service.client_speaks_first());
+    let service = Arc::new(service);
     let mut report = match model {
         Model::Iterative => crate::iterative::serve(service, listener, config, &env),
         Model::Thread => crate::thread::serve(service, listener, config, &env),

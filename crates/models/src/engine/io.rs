@@ -1,5 +1,5 @@
 //! The system calls of the engine's I/O step, on any socket a driver owns: reads, writes
-//! (bytes with `write`, a head followed by a body with `MSG_MORE`, file slices with
+//! (bytes with `write`, with `MSG_MORE` when a body or the FIN follows them, file slices with
 //! `sendfile`), half-closes and splices through a pipe. All non-blocking.
 //!
 //! A tokio socket must learn when a call would block, or its readiness stays set and the task
@@ -61,7 +61,8 @@ pub(crate) fn read(sock: &impl Sock, buf: &mut [u8]) -> io::Result<usize> {
     sock.attempt(Way::Read, |fd| retry(|| nix::unistd::read(fd, buf).map_err(io::Error::from)))
 }
 
-/// Write the front of a queue: bytes (with `MSG_MORE` when `more` follows), or part of a file.
+/// Write the front of a queue: bytes (with `MSG_MORE` when `more` bytes or the FIN follow), or
+/// part of a file.
 pub(crate) fn write(sock: &impl Sock, transmit: Transmit<'_>, more: bool) -> io::Result<usize> {
     let n = sock.attempt(Way::Write, |fd| {
         retry(|| match transmit {
