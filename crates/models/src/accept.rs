@@ -102,13 +102,12 @@ impl Accept for HandOffListener {
 
 /// Set what every accepted connection inherits from its listener: `TCP_NODELAY` (answers are
 /// written whole, so Nagle's delay only adds latency), once here instead of per connection.
-/// With `client_first` (see [`Service::client_speaks_first`](warren_proto::Service)), the
-/// listener defers each connection until its first bytes arrive, as Apache's `AcceptFilter http
-/// data` and nginx's `listen … deferred` do.
-pub fn prepare(listener: &Listener, client_first: bool) {
+/// With `defer` (see `run::defers_accept`), the listener holds each connection until its first
+/// bytes arrive, as Apache's `AcceptFilter http data` and nginx's `listen … deferred` do.
+pub fn prepare(listener: &Listener, defer: bool) {
     if let Listener::Tcp(l) = listener {
         let _ = socket2::SockRef::from(l).set_tcp_nodelay(true);
-        if client_first && let Err(e) = defer_accept(l, 1) {
+        if defer && let Err(e) = defer_accept(l, 1) {
             tracing::debug!(target: "warren", "TCP_DEFER_ACCEPT: {e}");
         }
     }

@@ -79,7 +79,8 @@ pub trait Service: Send + Sync + 'static {
     }
 
     /// Whether every client speaks first (HTTP). The listener then hands over a connection only
-    /// once its first bytes are in (`TCP_DEFER_ACCEPT`), so the first read finds the request and
+    /// once its first bytes are in (`TCP_DEFER_ACCEPT`; a server model may decline, as `thread`
+    /// does), so the first read finds the request and
     /// a short exchange never waits in epoll; a client that connects and says nothing is let in
     /// after a second, to meet the usual read timeout. Never for a protocol where the server
     /// speaks first (daytime, chargen), whose clients would wait that second.
