@@ -17,6 +17,12 @@
 //! Only regular files and directories are served: a FIFO or a device under the root is
 //! `Forbidden` (opening a FIFO would block the server).
 //!
+//! Dot-files are hidden unless [`DocRootOptions::dotfiles`] says otherwise: a request whose path
+//! has any component starting with `.` (`/.git/HEAD`, `/a/.env`) is answered as if nothing were
+//! there (`404`, as Caddy's `hide`; nginx users write `location ~ /\. { deny all; }` for this), and
+//! listings leave such names out. A root that holds a repository or an editor's swap files then
+//! does not give them away.
+//!
 //! Files opened are kept open for the next request of the same path, 256 at most and no more than a
 //! sixteenth of the descriptor limit (nginx's `open_file_cache`, but checked every time): a request
 //! for a kept path costs one `stat` of the path instead of an `openat2`, an `fstat` and a `close`.
@@ -52,12 +58,19 @@ pub struct DocRootOptions {
     pub index: String,
     /// List a directory without an index. Default `false` (the answer is then `403`).
     pub listing: bool,
+    /// Serve and list names starting with `.`. Default `false`: they are `404` and unlisted.
+    pub dotfiles: bool,
 }
 
 impl Default for DocRootOptions {
     fn default() -> Self {
-        Self { follow_symlinks_outside: false, index: "index.html".into(), listing: false }
+        Self { follow_symlinks_outside: false, index: "index.html".into(), listing: false, dotfiles: false }
     }
+}
+
+/// A name hidden when dot-files are: `.git`, `.env`, `.htpasswd`.
+fn is_dotfile(name: &str) -> bool {
+    name.starts_with('.')
 }
 
 /// How many open files a [`DocRoot`] keeps for the paths asked for again, at most; and at most
@@ -221,6 +234,9 @@ impl DocRoot {
             let Ok(name) = entry.file_name().into_string() else {
                 continue; // a name that is not UTF-8 could not be requested anyway
             };
+            if !self.options.dotfiles && is_dotfile(&name) {
+                continue;
+            }
             // Follow links for the listing's sizes; a dangling one is listed as a 0-byte file.
             let meta = fs::metadata(entry.path()).or_else(|_| entry.metadata())?;
             let modified = meta.modified()?;
@@ -269,6 +285,9 @@ impl DocRoot {
 
 impl Files for DocRoot {
     fn open(&self, path: &SafePath) -> Result<Entry, FilesError> {
+        if !self.options.dotfiles && path.components.iter().any(|c| is_dotfile(c)) {
+            return Err(FilesError::NotFound);
+        }
         let relative = path.to_relative_path();
         if let Some(entry) = self.open_fast(&relative) {
             return entry;

@@ -223,3 +223,26 @@ fn works_with_the_session() {
     out.consume(5);
     assert!(out.pending().starts_with(b"HTTP/1.1 403 Forbidden\r\n"));
 }
+
+#[test]
+fn dot_files_are_hidden_unless_configured() {
+    let tree = Tree::new();
+    let root_dir = tree.base.join("root");
+    fs::create_dir_all(root_dir.join(".git")).unwrap();
+    fs::write(root_dir.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+    fs::write(root_dir.join("sub/.env"), "KEY=secret").unwrap();
+
+    let hidden = tree.root(DocRootOptions { listing: true, ..Default::default() });
+    for target in ["/.git/HEAD", "/.git/", "/sub/.env", "/.git"] {
+        assert!(matches!(open(&hidden, target), Err(FilesError::NotFound)), "{target} must be hidden");
+    }
+    let Ok(Entry::Dir(Dir { listing: Some(entries), .. })) = open(&hidden, "/") else { panic!("listing expected") };
+    assert!(entries.iter().all(|e| !e.name.starts_with('.')), "dot-files left out of the listing");
+    assert_eq!(read(open(&hidden, "/a.txt")), "hello", "other files still served");
+
+    let shown = tree.root(DocRootOptions { listing: true, dotfiles: true, ..Default::default() });
+    assert_eq!(read(open(&shown, "/.git/HEAD")), "ref: refs/heads/main\n");
+    assert_eq!(read(open(&shown, "/sub/.env")), "KEY=secret");
+    let Ok(Entry::Dir(Dir { listing: Some(entries), .. })) = open(&shown, "/") else { panic!("listing expected") };
+    assert!(entries.iter().any(|e| e.name == ".git"));
+}

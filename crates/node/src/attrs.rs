@@ -89,6 +89,7 @@ const ATTRIBUTES: &[(&str, Meaning)] = &[
     ("builtin", Meaning::Honoured),
     ("model", Meaning::Honoured),
     ("root", Meaning::Honoured),
+    ("dotfiles", Meaning::Honoured),
     ("threads", Meaning::Honoured),
     ("max_conns", Meaning::Honoured),
     ("idle_timeout", Meaning::Honoured),
@@ -351,6 +352,7 @@ fn builtin(a: &Attrs, protocol: &str, transport: Transport) -> Result<Kind, Stri
     }
     let options = BuiltinOptions {
         root: a.one("root")?.map(PathBuf::from),
+        dotfiles: a.yes("dotfiles")?.unwrap_or(false),
         threads: a.parse("threads")?,
         max_conns: a.parse("max_conns")?,
         idle_timeout: a.parse::<u64>("idle_timeout")?.map(Duration::from_secs),
@@ -361,8 +363,10 @@ fn builtin(a: &Attrs, protocol: &str, transport: Transport) -> Result<Kind, Stri
         to: a.one("to")?.map(PathBuf::from),
     };
     let needs =
-        [(Protocol::Http, "root", options.root.is_some()), (Protocol::Relay, "backend", options.backend.is_some())];
-    let needs = needs.into_iter().chain([(Protocol::Handoff, "to", options.to.is_some())]);
+        [(Protocol::Relay, "backend", options.backend.is_some()), (Protocol::Handoff, "to", options.to.is_some())];
+    if options.dotfiles && protocol != Protocol::Http {
+        return Err("dotfiles: only the http builtin has it".into());
+    }
     if let Some((_, key, _)) = needs.into_iter().find(|(p, _, set)| *p == protocol && !set) {
         return Err(format!("builtin {}: needs {key}", protocol.name()));
     }

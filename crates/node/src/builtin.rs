@@ -116,8 +116,12 @@ pub fn start(service: &Service, builtin: &Builtin, socket: Socket, hooks: &mut d
         settings.limits.idle_timeout = idle;
     }
     if builtin.protocol == Name::Http {
-        let root = o.root.as_deref().unwrap_or(std::path::Path::new("."));
-        let docs = warren_docroot::DocRoot::new(root, warren_docroot::DocRootOptions::default())
+        let root = match &o.root {
+            Some(root) => root.clone(),
+            None => crate::site::default_root()?,
+        };
+        let options = warren_docroot::DocRootOptions { dotfiles: o.dotfiles, ..Default::default() };
+        let docs = warren_docroot::DocRoot::new(&root, options)
             .map_err(|e| std::io::Error::new(e.kind(), format!("document root {}: {e}", root.display())))?;
         let mut http = warren_proto::http::Http::new(Arc::new(docs));
         if let Some(idle) = o.idle_timeout {

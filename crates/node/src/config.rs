@@ -270,8 +270,10 @@ impl Protocol {
 /// Settings of a builtin service; `None` means the protocol's or model's default.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BuiltinOptions {
-    /// `http`: the document root.
+    /// `http`: the document root [default: the node's own site, see `crate::site`].
     pub root: Option<PathBuf>,
+    /// `http`: serve names starting with a dot (hidden by default).
+    pub dotfiles: bool,
     /// Model threads (`pool`, `event`, `hybrid`).
     pub threads: Option<usize>,
     /// Connections beyond this many are refused.

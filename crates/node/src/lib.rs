@@ -20,6 +20,7 @@ pub mod exec;
 mod load;
 pub mod node;
 pub mod sandbox;
+pub mod site;
 pub mod spawn;
 pub mod status;
 pub mod toml_config;

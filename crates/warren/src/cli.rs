@@ -189,6 +189,9 @@ pub struct ServerFlags {
     /// http: follow symlinks that lead outside the root (by default they get 403).
     #[arg(long)]
     pub follow_symlinks: bool,
+    /// http: serve and list names starting with a dot (by default `/.git/…`, `/.env` get 404).
+    #[arg(long)]
+    pub dotfiles: bool,
     /// http: log every request in the Common Log Format.
     #[arg(long)]
     pub access_log: bool,

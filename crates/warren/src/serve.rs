@@ -69,8 +69,12 @@ impl Serve for Foreground<'_> {
 /// The HTTP service over a document root that no symlink escapes unless asked.
 fn http_service(flags: &ServerFlags) -> anyhow::Result<warren_proto::http::Http> {
     use warren_docroot::{DocRoot, DocRootOptions};
-    let options =
-        DocRootOptions { follow_symlinks_outside: flags.follow_symlinks, listing: flags.listing, ..Default::default() };
+    let options = DocRootOptions {
+        follow_symlinks_outside: flags.follow_symlinks,
+        listing: flags.listing,
+        dotfiles: flags.dotfiles,
+        ..Default::default()
+    };
     let root = DocRoot::new(&flags.root, options).with_context(|| format!("document root {}", flags.root.display()))?;
     let mut http = warren_proto::http::Http::new(std::sync::Arc::new(root));
     http.access_log = flags.access_log;
