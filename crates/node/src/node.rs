@@ -42,7 +42,7 @@ const ACCEPT_BATCH: usize = 64;
 enum Command {
     Reload(Box<Config>, Sender<Result<(), String>>),
     Status(Sender<Status>),
-    Drain(Duration),
+    Drain(Duration, Duration),
     RelayDone { service: String, peer: IpAddr, bytes: (u64, u64), started: Instant },
 }
 
@@ -70,9 +70,11 @@ impl NodeHandle {
         rx.recv().map_err(|_| "the node stopped".to_string())
     }
 
-    /// Stop accepting, shut builtins down, wait up to `grace` for children, then stop them.
-    pub fn drain(mut self, grace: Duration) {
-        let _ = self.send(Command::Drain(grace));
+    /// Stop accepting, shut builtins down and wait up to `grace` for children to finish; then
+    /// SIGTERM those left, SIGKILL them `kill_after` later, and return once they are reaped (or
+    /// [`REAP_WAIT`] after the SIGKILL, whatever is left).
+    pub fn drain(mut self, grace: Duration, kill_after: Duration) {
+        let _ = self.send(Command::Drain(grace, kill_after));
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -123,6 +125,7 @@ pub fn start(config: Config, hooks: Box<dyn Hooks>) -> io::Result<NodeHandle> {
     let (tx, rx) = channel();
     let status = match &config.status {
         Some(StatusAddr::Unix(path)) => {
+            crate::toml_config::private_socket_dir(path)?;
             if std::os::unix::net::UnixStream::connect(path).is_err() {
                 let _ = std::fs::remove_file(path);
             }
@@ -166,8 +169,30 @@ struct Node {
     cgroups: Cgroups,
     status: Option<StatusSocket>,
     rx: Receiver<Command>,
-    /// Set once draining: the instant after which children are stopped.
-    draining: Option<Instant>,
+    /// Set once draining: what the next step is and when it is due.
+    draining: Option<Draining>,
+}
+
+/// How long a drain waits for children to be reaped after SIGKILL before the node returns anyway
+/// (a child stuck in the kernel, in uninterruptible sleep, cannot be waited for forever).
+pub const REAP_WAIT: Duration = Duration::from_secs(1);
+
+/// The steps of a drain, each due at its instant: children first get `grace` to finish.
+#[derive(Clone, Copy, Debug)]
+struct Draining {
+    next: DrainStep,
+    at: Instant,
+    kill_after: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DrainStep {
+    /// Ask the children left to stop.
+    Term,
+    /// Stop them: SIGTERM may be ignored, and a pid namespace's init ignores it by design.
+    Kill,
+    /// Give up waiting for the children left.
+    GiveUp,
 }
 
 impl Node {
@@ -179,7 +204,8 @@ impl Node {
                 Watch::Paused(at) => Some(at),
                 _ => None,
             });
-            let timeout = wake.chain(self.draining).min().map(|at| at.saturating_duration_since(now));
+            let drain_at = self.draining.map(|d| d.at);
+            let timeout = wake.chain(drain_at).min().map(|at| at.saturating_duration_since(now));
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -195,16 +221,13 @@ impl Node {
                 }
             }
             self.resume(Instant::now());
-            if let Some(deadline) = self.draining {
+            if let Some(draining) = self.draining {
                 if self.children.is_empty() {
                     return;
                 }
-                if Instant::now() >= deadline {
-                    for pid in self.children.keys() {
-                        let _ =
-                            nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), nix::sys::signal::SIGTERM);
-                    }
-                    self.draining = Some(Instant::now() + Duration::from_secs(5));
+                let now = Instant::now();
+                if now >= draining.at && !self.drain_step(draining, now) {
+                    return;
                 }
             }
         }
@@ -223,7 +246,7 @@ impl Node {
                 Command::Status(reply) => {
                     let _ = reply.send(self.snapshot());
                 }
-                Command::Drain(grace) => self.drain(grace),
+                Command::Drain(grace, kill_after) => self.drain(grace, kill_after),
                 Command::RelayDone { service, peer, bytes, started } => {
                     let entry = self.entries.iter_mut().flatten().find(|e| e.service.name == service);
                     if let Some(entry) = entry {
@@ -349,12 +372,41 @@ impl Node {
         self.hooks.closed(&entry.service.name);
     }
 
-    fn drain(&mut self, grace: Duration) {
+    fn drain(&mut self, grace: Duration, kill_after: Duration) {
         for entry in std::mem::take(&mut self.entries).into_iter().flatten() {
             self.close(entry);
         }
         tracing::info!(target: "warren::node", children = self.children.len(), "draining");
-        self.draining = Some(Instant::now() + grace);
+        self.draining = Some(Draining { next: DrainStep::Term, at: Instant::now() + grace, kill_after });
+    }
+
+    /// Take the drain's step that is due; false once the node should stop waiting.
+    fn drain_step(&mut self, draining: Draining, now: Instant) -> bool {
+        use nix::sys::signal::{SIGKILL, SIGTERM, kill};
+        let signal = |children: &HashMap<u32, Child>, signal| {
+            for pid in children.keys() {
+                let _ = kill(nix::unistd::Pid::from_raw(*pid as i32), signal);
+            }
+        };
+        let (next, at) = match draining.next {
+            DrainStep::Term => {
+                tracing::info!(target: "warren::node", children = self.children.len(), "grace over: SIGTERM");
+                signal(&self.children, SIGTERM);
+                (DrainStep::Kill, now + draining.kill_after)
+            }
+            DrainStep::Kill => {
+                tracing::warn!(target: "warren::node", children = self.children.len(), "still running: SIGKILL");
+                signal(&self.children, SIGKILL);
+                (DrainStep::GiveUp, now + REAP_WAIT)
+            }
+            DrainStep::GiveUp => {
+                let pids: Vec<_> = self.children.keys().collect();
+                tracing::error!(target: "warren::node", ?pids, "children not reaped after SIGKILL; leaving them");
+                return false;
+            }
+        };
+        self.draining = Some(Draining { next, at, ..draining });
+        true
     }
 
     fn resume(&mut self, now: Instant) {

@@ -40,7 +40,9 @@ impl Cgroups {
     }
 }
 
-/// One child's cgroups, made before it is started and removed after it exits.
+/// One child's cgroups, made before it is started and removed when dropped: after the child has
+/// exited, or at once when it could not be started (or its cgroups only partly made), so that no
+/// failed spawn leaves a cgroup behind.
 #[derive(Debug)]
 pub struct Prepared {
     /// `cgroup.procs` of each cgroup, open for writing, for the child to join.
@@ -114,11 +116,15 @@ fn enable_v2_controllers(leaf: &str) -> io::Result<()> {
     fs::write(dir.join("cgroup.subtree_control"), "+memory +pids")
 }
 
-/// Remove a finished child's cgroups (empty once it has exited).
-pub fn remove(prepared: &Prepared) {
-    for dir in &prepared.dirs {
-        if let Err(e) = fs::remove_dir(dir) {
-            tracing::warn!(dir = %dir.display(), "sandbox: cannot remove cgroup: {e}");
+impl Drop for Prepared {
+    /// Remove the cgroups (empty once the child has exited, or never joined).
+    fn drop(&mut self) {
+        // Descriptors into a cgroup do not keep it busy, but close them first all the same.
+        self.procs.clear();
+        for dir in &self.dirs {
+            if let Err(e) = fs::remove_dir(dir) {
+                tracing::warn!(dir = %dir.display(), "sandbox: cannot remove cgroup: {e}");
+            }
         }
     }
 }

@@ -58,15 +58,31 @@ pub fn spawn(
     match handoff {
         // A bare name (no slash) keeps std's PATH search; xinetd itself wants absolute paths.
         Handoff::Conn(fd) if plain && !exec.program.as_os_str().as_bytes().contains(&b'/') => {
-            let pid = command_spawn(exec, fd, env)?;
-            Ok((pid, pidfd(pid)?))
+            tracked(command_spawn(exec, fd, env)?)
         }
+        // The kernel hands back the pidfd with the child (CLONE_PIDFD): no window.
         Handoff::Conn(fd) if plain => vfork_exec(exec, fd, &env),
-        _ => {
-            let pid = clone_exec(exec, handoff, env, sandbox)?;
-            Ok((pid, pidfd(pid)?))
+        _ => tracked(clone_exec(exec, handoff, env, sandbox)?),
+    }
+}
+
+/// `pid` with its pidfd; a child whose pidfd cannot be opened (no descriptor left) is killed
+/// and reaped rather than left running where the node cannot see it exit or count it.
+fn tracked(pid: u32) -> io::Result<(u32, OwnedFd)> {
+    match pidfd(pid) {
+        Ok(fd) => Ok((pid, fd)),
+        Err(e) => {
+            kill_and_reap(pid);
+            Err(io::Error::new(e.kind(), format!("cannot watch child {pid}, stopped it: {e}")))
         }
     }
+}
+
+/// Stop a child of this process that the node cannot watch, and reap it.
+pub fn kill_and_reap(pid: u32) {
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(pid, None);
 }
 
 /// Clear `O_NONBLOCK` on the connection's file description (shared with the child).
@@ -256,10 +272,13 @@ fn child(plan: &mut Plan) -> isize {
         if let Some(mask) = plan.umask {
             libc::umask(mask);
         }
+        // Raw system calls, not glibc's set*id: in a multi-threaded process those broadcast the
+        // change to every thread (`__nptl_setxid`), taking a lock that another thread of the
+        // node may have held at the clone and waiting on threads that do not exist here.
         if let Some((uid, gid, groups)) = &plan.ids
-            && (libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                || libc::setgid(*gid) != 0
-                || libc::setuid(*uid) != 0)
+            && (libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0
+                || libc::syscall(libc::SYS_setresgid, *gid, *gid, *gid) != 0
+                || libc::syscall(libc::SYS_setresuid, *uid, *uid, *uid) != 0)
         {
             return fail(plan.report);
         }

@@ -120,12 +120,54 @@ pub fn status_addr(text: &str) -> Result<Option<StatusAddr>, String> {
         .map_err(|_| format!("status: want unix:/path, address:port or off, found {text:?}"))
 }
 
-/// `$XDG_RUNTIME_DIR/warren-node.sock`, else `/tmp/warren-node-<uid>.sock`: where `warren up`
-/// serves its status and `warren status` looks by default.
+/// `$XDG_RUNTIME_DIR/warren-node.sock`, else `$TMPDIR/warren-<uid>/node.sock` (`/tmp` without
+/// `$TMPDIR`): where `warren up`
+/// serves its status and `warren status` looks by default. The fallback's directory is made
+/// and checked by [`private_socket_dir`] before use, so that nobody else can squat the path.
 pub fn default_status_path() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         Some(dir) => PathBuf::from(dir).join("warren-node.sock"),
-        None => PathBuf::from(format!("/tmp/warren-node-{}.sock", nix::unistd::getuid())),
+        None => fallback_socket_dir().join("node.sock"),
+    }
+}
+
+/// `$TMPDIR/warren-<uid>`: the directory of the default status socket without `$XDG_RUNTIME_DIR`.
+fn fallback_socket_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("warren-{}", nix::unistd::getuid()))
+}
+
+/// Where `socket` lies in the fallback directory, create that directory (mode 0700) and check,
+/// as tmux does for `$TMUX_TMPDIR/tmux-<uid>`, that it is a real directory (not a link), owned by this
+/// user and closed to everyone else; any other socket path is the operator's choice and is left
+/// alone. Without the check, another user could create the directory first and answer (or
+/// listen) in the node's place.
+pub fn private_socket_dir(socket: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+    let dir = fallback_socket_dir();
+    if socket.parent() != Some(dir.as_path()) {
+        return Ok(());
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(std::io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))),
+    }
+    let meta = std::fs::symlink_metadata(&dir)?;
+    let unsafe_because = if !meta.is_dir() {
+        Some("it is not a directory")
+    } else if meta.uid() != nix::unistd::getuid().as_raw() {
+        Some("another user owns it")
+    } else if meta.mode() & 0o077 != 0 {
+        Some("others have access to it (want mode 0700)")
+    } else {
+        None
+    };
+    match unsafe_because {
+        Some(why) => Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("refusing status directory {}: {why}", dir.display()),
+        )),
+        None => Ok(()),
     }
 }
 

@@ -63,3 +63,34 @@ sandbox_namespaces = ["mount", "pid", "net", "user"]
     );
     assert_eq!(exchange(node.addr("ns"), b""), "pid=1 uid=0 interfaces=1\n");
 }
+
+#[test]
+fn a_sandboxed_child_that_cannot_start_leaves_no_cgroup_behind() {
+    if !can_sandbox() {
+        return;
+    }
+    let node = TestNode::start(
+        r#"
+[[service]]
+name = "sandbox-missing-program"
+port = 0
+server = "/nonexistent/program"
+sandbox_memory_max = "32M"
+"#,
+    );
+    let addr = node.addr("sandbox-missing-program");
+    for _ in 0..3 {
+        assert_eq!(exchange(addr, b""), "", "refused: the program does not exist");
+    }
+    node.until("three refusals", |s| s.service("sandbox-missing-program").unwrap().refused == 3);
+    // This process's leaves (`<pid>-<n>`) under the service's cgroup, in either hierarchy.
+    let ours = format!("{}-", std::process::id());
+    let leftovers: Vec<_> = ["/sys/fs/cgroup/warren", "/sys/fs/cgroup/memory/warren"]
+        .iter()
+        .flat_map(|base| std::fs::read_dir(format!("{base}/sandbox-missing-program")).into_iter().flatten())
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(&ours))
+        .collect();
+    assert!(leftovers.is_empty(), "cgroups of failed spawns left behind: {leftovers:?}");
+}

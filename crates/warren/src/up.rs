@@ -24,16 +24,19 @@ pub struct UpArgs {
     #[arg(long)]
     pub xinetd: Option<PathBuf>,
     /// Where `warren status` finds the node: unix:/path, address:port or off (default: the
-    /// config's `status`, else $XDG_RUNTIME_DIR/warren-node.sock or /tmp/warren-node-<uid>.sock).
+    /// config's `status`, else $XDG_RUNTIME_DIR/warren-node.sock or $TMPDIR/warren-<uid>/node.sock, that directory private).
     #[arg(long)]
     pub status: Option<String>,
     /// Register every hosted service with the registry at ADDR, or `off` (default: the config's
     /// `registry`, else the registry this node hosts, if any).
     #[arg(long, value_name = "ADDR|off")]
     pub registry: Option<String>,
-    /// On SIGTERM, how long running children may take to finish before they are stopped.
+    /// On SIGTERM, how long running children may take to finish before they get SIGTERM.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub grace: Duration,
+    /// How long children have after that SIGTERM before SIGKILL (as timeout(1)'s --kill-after).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub kill_after: Duration,
     /// Print the embedded default configuration and exit.
     #[arg(long)]
     pub print_default: bool,
@@ -75,7 +78,8 @@ pub fn up(args: &UpArgs) -> anyhow::Result<()> {
             }
             let _ = std::io::stdout().flush();
         } else {
-            println!("warren: draining (up to {})", humantime::format_duration(args.grace));
+            let most = args.grace + args.kill_after + warren_node::node::REAP_WAIT;
+            println!("warren: draining (up to {})", humantime::format_duration(most));
             let _ = std::io::stdout().flush();
             break;
         }
@@ -84,7 +88,7 @@ pub fn up(args: &UpArgs) -> anyhow::Result<()> {
     if let Some(registrar) = &registrar {
         registrar.release_all();
     }
-    node.drain(args.grace);
+    node.drain(args.grace, args.kill_after);
     println!("warren: stopped");
     Ok(())
 }
@@ -181,9 +185,12 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
     };
     let mut text = String::new();
     match addr.context("status is off")? {
-        StatusAddr::Unix(path) => std::os::unix::net::UnixStream::connect(&path)
-            .with_context(|| format!("no node answers on {} (is `warren up` running?)", path.display()))?
-            .read_to_string(&mut text)?,
+        StatusAddr::Unix(path) => {
+            warren_node::toml_config::private_socket_dir(&path)?;
+            std::os::unix::net::UnixStream::connect(&path)
+                .with_context(|| format!("no node answers on {} (is `warren up` running?)", path.display()))?
+                .read_to_string(&mut text)?
+        }
         StatusAddr::Tcp(addr) => std::net::TcpStream::connect(addr)
             .with_context(|| format!("no node answers on {addr}"))?
             .read_to_string(&mut text)?,

@@ -273,3 +273,124 @@ fn up_registers_with_a_configured_registry_and_leaves_it_on_sigterm() {
     assert!(lookup(server.addr, "hello").is_err());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The status line of a `GET path` over HTTP/1.0.
+fn http_status(addr: SocketAddr, path: &str) -> (String, String) {
+    let answer = exchange(addr, format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes());
+    let status = answer.lines().next().unwrap_or_default().to_string();
+    (status, answer)
+}
+
+#[test]
+fn the_http_builtin_serves_the_nodes_own_site_never_the_start_directory_nor_dot_files() {
+    let dir = scratch("site");
+    // The directory `warren up` starts in holds a repository and a secret.
+    std::fs::create_dir_all(dir.join(".git")).unwrap();
+    std::fs::write(dir.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+    std::fs::write(dir.join("secret.txt"), "secret").unwrap();
+    let served = dir.join("served");
+    std::fs::create_dir_all(served.join(".git")).unwrap();
+    std::fs::write(served.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+    std::fs::write(served.join("page.txt"), "page").unwrap();
+    let extra = format!(
+        "[[service]]\nname = \"site\"\nbuiltin = \"http\"\nport = 0\n\
+         [[service]]\nname = \"docs\"\nbuiltin = \"http\"\nport = 0\nroot = \"{0}\"\n\
+         [[service]]\nname = \"open\"\nbuiltin = \"http\"\nport = 0\nroot = \"{0}\"\ndotfiles = true\n",
+        served.display()
+    );
+    let conf = dir.join("warren.toml");
+    std::fs::write(&conf, config(&dir, &extra)).unwrap();
+    let mut cmd = command(&["up", "-c", conf.to_str().unwrap()]);
+    cmd.current_dir(&dir).env("XDG_DATA_HOME", dir.join("data"));
+    let up = Up::spawn(cmd);
+    let lines = up.until(|l| l.starts_with("warren: up:"));
+    let (site, docs, open) = (addr(&lines, "site", "tcp"), addr(&lines, "docs", "tcp"), addr(&lines, "open", "tcp"));
+
+    let (status, page) = http_status(site, "/");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{page}");
+    assert!(page.contains("<h1>warren node</h1>"), "the site's index page: {page}");
+    assert!(dir.join("data/warren/www/index.html").is_file(), "the site directory was made");
+    for path in ["/secret.txt", "/.git/HEAD"] {
+        assert_eq!(http_status(site, path).0, "HTTP/1.1 404 Not Found", "{path}: the start directory is not served");
+    }
+    assert_eq!(http_status(docs, "/page.txt").0, "HTTP/1.1 200 OK");
+    assert_eq!(http_status(docs, "/.git/HEAD").0, "HTTP/1.1 404 Not Found", "dot-files hidden by default");
+    let (status, head) = http_status(open, "/.git/HEAD");
+    assert_eq!(status, "HTTP/1.1 200 OK", "dotfiles = true serves them");
+    assert!(head.ends_with("ref: refs/heads/main\n"), "{head}");
+    drop(up);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_default_status_directory_must_be_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = scratch("statusdir");
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let private = tmp.join(format!("warren-{}", nix::unistd::getuid()));
+    let with_env = |args: &[&str]| {
+        let mut cmd = command(args);
+        cmd.env_remove("XDG_RUNTIME_DIR").env("TMPDIR", &tmp);
+        cmd
+    };
+    // No `status` in the file: the default path, in $TMPDIR/warren-<uid>.
+    let conf = dir.join("warren.toml");
+    std::fs::write(&conf, "[[service]]\nname = \"echo\"\nbuiltin = \"echo\"\nport = 0\n").unwrap();
+
+    // Squatted: made by someone else first, or open to others.
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (status, _, err) = run(with_env(&["status"]), b"", T);
+    assert!(!status.success() && err.contains("others have access"), "{err}");
+    let (status, _, err) = run(with_env(&["up", "-c", conf.to_str().unwrap()]), b"", T);
+    assert!(!status.success() && err.contains("others have access"), "up refuses to listen there: {err}");
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    nix::unistd::chown(&private, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    let (status, _, err) = run(with_env(&["status"]), b"", T);
+    assert!(!status.success() && err.contains("another user owns it"), "{err}");
+    std::fs::remove_dir(&private).unwrap();
+
+    // Absent: `warren up` makes it, private, and `warren status` finds the node there.
+    let up = Up::spawn(with_env(&["up", "-c", conf.to_str().unwrap()]));
+    up.until(|l| l.starts_with("warren: up:"));
+    let mode = std::fs::metadata(&private).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    let (status, out, err) = run(with_env(&["status"]), b"", T);
+    assert!(status.success() && out.contains("builtin echo"), "{out}{err}");
+    drop(up);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_drain_kills_children_that_ignore_sigterm_and_exits() {
+    let dir = scratch("stubborn");
+    let pidfile = dir.join("child.pid");
+    let script = format!("echo $$ > {}; trap '' TERM; while :; do sleep 1; done", pidfile.display());
+    let extra = format!(
+        "[[service]]\nname = \"stubborn\"\nport = 0\nserver = \"/bin/sh\"\nserver_args = [\"-c\", \"{}\"]\n",
+        script.replace('"', "\\\"")
+    );
+    let conf = dir.join("warren.toml");
+    std::fs::write(&conf, config(&dir, &extra)).unwrap();
+    let up = Up::start(&["up", "-c", conf.to_str().unwrap(), "--grace", "100ms", "--kill-after", "300ms"]);
+    let lines = up.until(|l| l.starts_with("warren: up:"));
+    let _client = TcpStream::connect(addr(&lines, "stubborn", "tcp")).unwrap();
+    let started = std::time::Instant::now();
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+            break pid;
+        }
+        assert!(started.elapsed() < T, "the child never started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+
+    up.signal(Signal::SIGTERM);
+    let mut up = up;
+    let status =
+        support::wait_bounded(&mut up.child, EXIT_BOUND).expect("the node exits although its child ignores SIGTERM");
+    assert!(status.success());
+    // Reaped by the node: no such process any more (not even a zombie, which kill(0) would find).
+    assert_eq!(kill(Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH), "the child was killed and reaped");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -169,15 +169,20 @@ impl Node {
                 return;
             }
         };
-        if exec.wait {
-            entry.watch = Watch::Handed(pid);
-        }
         if let Err(e) = self.poll.registry().register(
             &mut SourceFd(&fd.as_raw_fd()),
             Token(CHILD_BASE + pid as usize),
             Interest::READABLE,
         ) {
-            tracing::error!("pidfd: {e}");
+            // Unwatched, its exit would go unseen and its slot never freed: stop it now.
+            tracing::error!(target: "warren::node", service = %service.name, "FAIL: cannot watch child {pid}: {e}");
+            crate::spawn::kill_and_reap(pid);
+            entry.counters.release(peer);
+            entry.counters.refused += 1;
+            return;
+        }
+        if exec.wait {
+            entry.watch = Watch::Handed(pid);
         }
         if service.log.pid || service.log.host {
             tracing::info!(target: "warren::node", service = %service.name, pid, from = ?peer, "START");
@@ -197,9 +202,8 @@ impl Node {
         // Closing the pidfd also takes it out of the poller (it is never duplicated): no
         // separate deregister call, one system call less per child.
         drop(child.pidfd);
-        if let Some(sandbox) = &child.sandbox {
-            sandbox::remove(sandbox);
-        }
+        // The child's cgroups go with it.
+        drop(child.sandbox);
         let exit = match status {
             WaitStatus::Exited(_, code) => format!("status={code}"),
             WaitStatus::Signaled(_, signal, _) => format!("signal={signal}"),

@@ -68,7 +68,7 @@ impl TestNode {
 impl Drop for TestNode {
     fn drop(&mut self) {
         if let Some(handle) = self.handle.take() {
-            handle.drain(Duration::from_millis(100));
+            handle.drain(Duration::from_millis(100), Duration::from_millis(100));
         }
     }
 }
