@@ -2,7 +2,7 @@
 //! a directory so that they outlive the client process.
 //!
 //! ```text
-//! <dir>/client         this client's id (16 hex digits), made once
+//! <dir>/identity       the client identity the server handed out: id and key, in hex (0600)
 //! <dir>/index.json     { path: { version, lease_until_ms, file } }, rewritten durably
 //! <dir>/data/<n>       one file per cached copy
 //! ```
@@ -12,11 +12,13 @@
 //! revalidated with its version before it is served again.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::fs;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::wire::ClientKey;
 
 /// One cached copy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,7 +46,7 @@ pub enum Lookup {
 #[derive(Debug)]
 pub struct Cache {
     dir: PathBuf,
-    client: u64,
+    identity: Option<(u64, ClientKey)>,
     index: BTreeMap<String, Cached>,
 }
 
@@ -53,17 +55,12 @@ impl Cache {
     pub fn open(dir: impl AsRef<Path>) -> io::Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(dir.join("data"))?;
-        let id_file = dir.join("client");
-        let client = match fs::read_to_string(&id_file) {
-            Ok(text) => u64::from_str_radix(text.trim(), 16)
-                .map_err(|e| io::Error::other(format!("{}: {e}", id_file.display())))?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let mut bytes = [0u8; 8];
-                File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-                let client = u64::from_le_bytes(bytes).max(1);
-                write_durably(&id_file, format!("{client:016x}\n").as_bytes())?;
-                client
-            }
+        let id_file = dir.join("identity");
+        let identity = match fs::read_to_string(&id_file) {
+            Ok(text) => Some(
+                parse_identity(&text).ok_or_else(|| io::Error::other(format!("{}: malformed", id_file.display())))?,
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
         let index = match fs::read(dir.join("index.json")) {
@@ -71,12 +68,22 @@ impl Cache {
             Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(e),
         };
-        Ok(Self { dir, client, index })
+        Ok(Self { dir, identity, index })
     }
 
-    /// This client's id, which the server keeps its leases under.
-    pub fn client(&self) -> u64 {
-        self.client
+    /// The identity the server keeps this client's leases under, once it handed one out.
+    pub fn identity(&self) -> Option<(u64, ClientKey)> {
+        self.identity
+    }
+
+    /// Keep a new identity. The callbacks owed to the old one (if any) are lost with it, so no
+    /// copy is served again before it is revalidated.
+    pub fn set_identity(&mut self, client: u64, key: ClientKey) -> io::Result<()> {
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        write_durably(&self.dir.join("identity"), format!("{client:016x} {hex}\n").as_bytes())?;
+        self.identity = Some((client, key));
+        self.index.values_mut().for_each(|c| c.lease_until_ms = 0);
+        self.save()
     }
 
     /// What to do for `path` at `now_ms`.
@@ -126,6 +133,19 @@ impl Cache {
     }
 }
 
+fn parse_identity(text: &str) -> Option<(u64, ClientKey)> {
+    let (client, key) = text.trim().split_once(' ')?;
+    let client = u64::from_str_radix(client, 16).ok()?;
+    if key.len() != 32 || !key.is_ascii() {
+        return None;
+    }
+    let mut out = [0; 16];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&key[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some((client, out))
+}
+
 /// Paths as the server spells them: `a/b` and `/a/b` are one file.
 fn key(path: &str) -> String {
     format!("/{}", path.trim_start_matches('/'))
@@ -135,10 +155,12 @@ fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// Write a file whole or not at all: a temporary beside it, synced, renamed.
+/// Write a file whole or not at all: a temporary beside it, synced, renamed. Only the owner
+/// may read it (the identity file holds a secret).
 fn write_durably(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp)?;
+    let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
     file.write_all(data)?;
     file.sync_all()?;
     fs::rename(&tmp, path)
@@ -164,10 +186,13 @@ mod tests {
         cache.invalidate("/a").unwrap();
         assert_eq!(cache.lookup("/a", 1_500), Lookup::Stale { version: 7 }, "called back: revalidate first");
 
-        // The index and the client id outlive the process.
-        let client = cache.client();
+        // The index and the identity outlive the process; a new identity leases nothing.
+        cache.renew("/a", 2_000).unwrap();
+        assert_eq!(cache.identity(), None);
+        cache.set_identity(0xabc, [9; 16]).unwrap();
+        assert_eq!(cache.lookup("/a", 1_500), Lookup::Stale { version: 7 });
         let reopened = Cache::open(&dir).unwrap();
-        assert_eq!(reopened.client(), client);
+        assert_eq!(reopened.identity(), Some((0xabc, [9; 16])));
         assert_eq!(reopened.lookup("/a", 1_500), Lookup::Stale { version: 7 });
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -13,9 +13,12 @@
 //!
 //! The decision is atomic, one compare-and-swap on the upload's state: an upload is either
 //! committed or cancelled, and the control client is told which (`Completed` or `Stopped`); a
-//! cancel that meets a commit in progress waits for it under the lock. A cancel for an id not seen yet
-//! (the race where the cancel overtakes the upload's first byte) is remembered, and the upload
-//! is refused when it starts (`Refused`).
+//! cancel that meets a commit in progress waits for it under the lock.
+//!
+//! **Ids are the server's**: 64 random bits drawn when the upload begins and told to its client
+//! (`Ready`). The id is the capability a cancel presents, so a client cannot pick one, and a
+//! cancel for an id that is not running answers `Unknown` and leaves nothing behind (no table
+//! of early cancels that a flood could fill or flush, and no answer that tells which ids run).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -27,7 +30,7 @@ use warren_proto::{ConnInfo, Deadline, Level, Limits, NoHub, Nothing, Output, Se
 use crate::store::{Discarder, Sink, StoreError};
 use crate::wire::{ErrorCode, Meta, Outcome, Reply, Request};
 
-/// How many finished upload ids are remembered (to answer late cancels, refuse early ones).
+/// How many finished upload ids are remembered (to answer late cancels).
 const REMEMBER: usize = 4096;
 
 /// Every upload in progress on one server.
@@ -39,7 +42,7 @@ pub struct Uploads {
 #[derive(Debug, Default)]
 struct Registry {
     running: HashMap<u64, Arc<Slot>>,
-    /// Ids that ended (or were cancelled before they began), oldest first.
+    /// Ids that ended, oldest first.
     ended: HashMap<u64, Ended>,
     order: VecDeque<u64>,
 }
@@ -84,8 +87,9 @@ struct SlotInner {
 pub enum UploadError {
     #[error("upload cancelled")]
     Cancelled,
-    #[error("upload id already in use")]
-    Busy,
+    /// A fresh id was drawn by another upload meanwhile (one chance in 2^64).
+    #[error("upload id drawn twice")]
+    IdTaken,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -95,14 +99,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Uploads {
-    /// Register upload `id` writing to `sink`; refused if it was cancelled already or runs.
+    /// A random id that no upload running or remembered has (never 0).
+    pub fn fresh_id(&self) -> Result<u64, UploadError> {
+        let reg = lock(&self.state);
+        loop {
+            let id = u64::from_le_bytes(crate::auth::random().map_err(StoreError::from)?);
+            if id != 0 && !reg.running.contains_key(&id) && !reg.ended.contains_key(&id) {
+                return Ok(id);
+            }
+        }
+    }
+
+    /// Register upload `id` (from [`Uploads::fresh_id`]) writing to `sink`.
     pub fn begin(self: &Arc<Self>, id: u64, sink: Box<dyn Sink>) -> Result<Upload, UploadError> {
         let mut reg = lock(&self.state);
-        if reg.running.contains_key(&id) {
-            return Err(UploadError::Busy);
-        }
-        if reg.ended.get(&id) == Some(&Ended::Cancelled) {
-            return Err(UploadError::Cancelled);
+        if reg.running.contains_key(&id) || reg.ended.contains_key(&id) {
+            return Err(UploadError::IdTaken);
         }
         let discard = sink.discarder();
         let inner = Mutex::new(SlotInner { sink: Some(sink), ended: None });
@@ -111,25 +123,17 @@ impl Uploads {
         Ok(Upload { uploads: self.clone(), id, slot })
     }
 
-    /// Whether `id` was cancelled before it began.
-    pub fn is_refused(&self, id: u64) -> bool {
-        lock(&self.state).ended.get(&id) == Some(&Ended::Cancelled)
-    }
-
     /// Cancel upload `id` (the control endpoint's request).
     pub fn cancel(&self, id: u64) -> Outcome {
         let slot = {
-            let mut reg = lock(&self.state);
+            let reg = lock(&self.state);
             match reg.running.get(&id) {
                 Some(slot) => slot.clone(),
                 None => {
                     return match reg.ended.get(&id) {
                         Some(Ended::Completed) => Outcome::Completed,
                         Some(Ended::Cancelled) => Outcome::Stopped,
-                        None => {
-                            reg.remember(id, Ended::Cancelled);
-                            Outcome::Refused
-                        }
+                        None => Outcome::Unknown,
                     };
                 }
             }
@@ -280,6 +284,10 @@ impl Service for ControlService {
         "files-control"
     }
 
+    fn refusal(&self) -> &'static [u8] {
+        &CONTROL_REFUSAL
+    }
+
     fn new_session(&self, info: &ConnInfo, now: Instant) -> ControlSession {
         let limits = Limits { idle_timeout: CONTROL_IDLE, read_timeout: CONTROL_IDLE, max_request: 0 };
         ControlSession {
@@ -294,6 +302,13 @@ impl Service for ControlService {
         NoHub
     }
 }
+
+/// The answer to a control connection over the endpoint's cap, before it is closed.
+static CONTROL_REFUSAL: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let mut bytes = Vec::new();
+    Reply::Error { code: ErrorCode::Busy, message: "too many control connections".into() }.encode(&mut bytes);
+    bytes
+});
 
 /// A control connection idle this long is closed.
 const CONTROL_IDLE: Duration = Duration::from_secs(60);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cache::{Cache, Lookup};
-use crate::wire::{Entry, ErrorCode, Meta, Reply, Request, WireError};
+use crate::wire::{ClientKey, Entry, ErrorCode, Meta, Reply, Request, Right, WireError};
 
 /// Why a request failed, as the client sees it.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +22,19 @@ pub enum ClientError {
     #[error("unexpected answer {0:?}")]
     Unexpected(Box<Reply>),
 }
+
+/// What `Welcome` says: the lease length, and the identity this connection speaks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Welcome {
+    pub lease: Duration,
+    pub client: u64,
+    pub key: ClientKey,
+}
+
+/// The most pages [`Connection::list`] asks for: 65,536 pages of at least one entry each is
+/// more than any directory a client should list in one go, and a server that never stops
+/// cannot hold the client.
+const MAX_PAGES: usize = 1 << 16;
 
 /// One connection to a file server.
 #[derive(Debug)]
@@ -103,11 +116,23 @@ impl Connection {
         Ok(())
     }
 
-    /// Say who this client is: the callbacks it missed arrive first (kept), then the lease length.
-    pub fn hello(&mut self, client: u64) -> Result<Duration, ClientError> {
-        self.send(&Request::Hello { client })?;
+    /// Present a credential; the right it gives.
+    pub fn auth(&mut self, token: &str) -> Result<Right, ClientError> {
+        self.send(&Request::Auth { token: token.into() })?;
         match self.reply()? {
-            Reply::Welcome { lease_ms } => Ok(Duration::from_millis(lease_ms.into())),
+            Reply::Authorized { right } => Ok(right),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// Speak for client identity `client` (0: ask for a new one) proven by `key`: the callbacks
+    /// it missed arrive first (kept), then the welcome with the identity to keep.
+    pub fn hello(&mut self, client: u64, key: ClientKey) -> Result<Welcome, ClientError> {
+        self.send(&Request::Hello { client, key })?;
+        match self.reply()? {
+            Reply::Welcome { lease_ms, client, key } => {
+                Ok(Welcome { lease: Duration::from_millis(lease_ms.into()), client, key })
+            }
             other => Err(ClientError::Unexpected(Box::new(other))),
         }
     }
@@ -120,12 +145,31 @@ impl Connection {
         }
     }
 
-    pub fn list(&mut self, path: &str) -> Result<(Vec<Entry>, bool), ClientError> {
-        self.send(&Request::List { path: path.into() })?;
+    /// One page of a directory: the entries after `after`, and whether more follow.
+    pub fn list_page(&mut self, path: &str, after: &str) -> Result<(Vec<Entry>, bool), ClientError> {
+        self.send(&Request::List { path: path.into(), after: after.into() })?;
         match self.reply()? {
             Reply::List { truncated, entries } => Ok((entries, truncated)),
             other => Err(ClientError::Unexpected(Box::new(other))),
         }
+    }
+
+    /// A whole directory, page after page; `true` if it was cut at [`MAX_PAGES`].
+    pub fn list(&mut self, path: &str) -> Result<(Vec<Entry>, bool), ClientError> {
+        let mut all: Vec<Entry> = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let after = all.last().map_or("", |e| e.name.as_str()).to_owned();
+            let (page, more) = self.list_page(path, &after)?;
+            if page.first().is_some_and(|e| e.name <= after) && !after.is_empty() {
+                return Err(io::Error::other("the server listed names out of order").into());
+            }
+            let empty = page.is_empty();
+            all.extend(page);
+            if !more || empty {
+                return Ok((all, false));
+            }
+        }
+        Ok((all, true))
     }
 
     pub fn delete(&mut self, path: &str) -> Result<(), ClientError> {
@@ -149,9 +193,27 @@ impl Connection {
         }
     }
 
-    /// Upload `size` bytes from `data` to `path` under upload `id`; the new version.
-    pub fn put(&mut self, id: u64, path: &str, size: u64, data: &mut impl Read) -> Result<u64, ClientError> {
-        self.send(&Request::Put { id, size, path: path.into() })?;
+    /// Upload `size` bytes from `data` to `path`; the new version.
+    pub fn put(&mut self, path: &str, size: u64, data: &mut impl Read) -> Result<u64, ClientError> {
+        self.put_announced(path, size, data, |_| {})
+    }
+
+    /// [`Connection::put`], telling `ready` the upload's id (what a cancel names) before the
+    /// body is sent: the body waits for the server's `Ready`, so a refused upload costs no
+    /// bandwidth.
+    pub fn put_announced(
+        &mut self,
+        path: &str,
+        size: u64,
+        data: &mut impl Read,
+        ready: impl FnOnce(u64),
+    ) -> Result<u64, ClientError> {
+        self.send(&Request::Put { size, path: path.into() })?;
+        match self.reply()? {
+            Reply::Ready { id } => ready(id),
+            Reply::Cancelled { received, .. } => return Err(ClientError::Cancelled { received }),
+            other => return Err(ClientError::Unexpected(Box::new(other))),
+        }
         // Keep the unsent queue short while the body streams, so that an urgent byte sent to
         // cancel it (see [`crate::net`]) is not stuck behind megabytes the server must drop.
         crate::net::limit_unsent(&self.stream, crate::net::UPLOAD_UNSENT)?;
@@ -179,8 +241,9 @@ pub enum Source {
     Fetched,
 }
 
-/// Fetch `path` through `cache`: say hello (drop what was called back), serve the cached copy
-/// while its lease lasts, else revalidate or fetch. `now_ms` is the wall clock in Unix ms; a
+/// Fetch `path` through `cache`: say hello as the cache's identity (asking for one the first
+/// time, or when the server no longer knows it), drop what was called back, serve the cached
+/// copy while its lease lasts, else revalidate or fetch. `now_ms` is the wall clock in Unix ms; a
 /// lease is counted from before the request was sent, so the client's lease ends no later than
 /// the server's.
 pub fn fetch(
@@ -189,7 +252,15 @@ pub fn fetch(
     path: &str,
     now_ms: impl Fn() -> u64,
 ) -> Result<(PathBuf, Source), ClientError> {
-    conn.hello(cache.client())?;
+    let (client, key) = cache.identity().unwrap_or((0, [0; 16]));
+    let welcome = match conn.hello(client, key) {
+        // Another server, or one with a new secret: start afresh (set_identity drops the leases).
+        Err(ClientError::Server { code: ErrorCode::Denied, .. }) if client != 0 => conn.hello(0, [0; 16])?,
+        other => other?,
+    };
+    if (welcome.client, welcome.key) != (client, key) {
+        cache.set_identity(welcome.client, welcome.key)?;
+    }
     for called_back in conn.take_callbacks() {
         cache.invalidate(&called_back)?;
     }

@@ -114,22 +114,31 @@ impl Store for DiskStore {
         }
     }
 
-    fn list(&self, path: &FilePath) -> Result<Vec<Entry>, StoreError> {
+    fn list(&self, path: &FilePath, after: &str, max: usize) -> Result<(Vec<Entry>, bool), StoreError> {
         let dir = self.root.open_dir(path.to_relative()).map_err(classify)?;
-        let mut entries = Vec::new();
+        // Every name is read (a directory has no order to seek in), but only a page is stat'ed.
+        let mut names: Vec<String> = Vec::new();
         for name in dir.names().map_err(classify)? {
             let Some(name) = name.to_str() else { continue };
-            if path.is_root() && name == STATE_DIR {
+            if (path.is_root() && name == STATE_DIR) || name <= after {
                 continue;
             }
-            let Ok(st) = dir.stat(name) else { continue };
+            names.push(name.to_owned());
+        }
+        names.sort_unstable();
+        let mut entries = Vec::new();
+        let mut names = names.into_iter();
+        for name in names.by_ref() {
+            let Ok(st) = dir.stat(&name) else { continue };
             let meta = meta_of(&st);
             if matches!(kind(&st), SFlag::S_IFREG | SFlag::S_IFDIR) {
-                entries.push(Entry { name: name.to_owned(), is_dir: meta.is_dir, size: meta.size });
+                entries.push(Entry { name, is_dir: meta.is_dir, size: meta.size });
+                if entries.len() == max {
+                    break;
+                }
             }
         }
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(entries)
+        Ok((entries, names.len() > 0))
     }
 
     fn open(&self, path: &FilePath) -> Result<Body, StoreError> {

@@ -7,6 +7,8 @@
 //!   are durable (complete or absent after kill -9); [`store`]: the trait between them and the
 //!   session, with an in-memory store for tests.
 //! - [`session`]: [`FileService`] and its sans-IO [`FileSession`] (no socket, no clock).
+//! - [`auth`]: credentials and their rights, client identities and their keys; [`quota`]:
+//!   upload bytes in flight per client.
 //! - [`leases`]: the [`LeaseHub`], the lease and callback table shared by every connection,
 //!   recovered after a crash from its [`journal`].
 //! - [`cancel`]: uploads by id and the control endpoint's protocol.
@@ -14,6 +16,7 @@
 //! - [`net`]: the socket options that let urgent data through promptly (server receive
 //!   buffer, client unsent limit).
 
+pub mod auth;
 pub mod cache;
 pub mod cancel;
 pub mod client;
@@ -22,10 +25,12 @@ pub mod journal;
 pub mod leases;
 pub mod net;
 pub mod path;
+pub mod quota;
 pub mod session;
 pub mod store;
 pub mod wire;
 
+pub use auth::Access;
 pub use cache::Cache;
 pub use cancel::{ControlService, Uploads, raise_priority};
 pub use client::{ClientError, Connection, Source, fetch};

@@ -23,20 +23,32 @@
 //!   partial file goes at once (without waiting for a write in flight), `Cancelled` is sent,
 //!   and input is dropped until [`Urgent::Mark`]; after the mark, frames resume (the urgent
 //!   byte ends the body).
-//! - A refused upload (bad path, too large, busy id, cancelled before it began) is answered and
-//!   the connection closed: reading a body only to drop it is not worth the bandwidth.
+//! - A refused upload (no right, bad path, too large, over quota) is answered and the
+//!   connection closed: reading a body only to drop it is not worth the bandwidth.
+//! - **Rights**: a connection reads with the anonymous right until it presents a credential
+//!   (`Auth`, see [`crate::auth`]); `Put` and `Delete` need the write right. `Hello` must prove
+//!   the client identity it names with that identity's key.
+//! - **Bounded output**: a request is answered only while less than [`OUTPUT_LIMIT`] bytes wait
+//!   for the peer; beyond it the frames behind wait for the queue to drain (and past
+//!   [`WAIT_BUFFER`] the peer's window fills), so a peer that asks without reading costs a
+//!   bounded amount. A peer [`CALLBACK_BACKLOG`] bytes behind when a callback is pushed is
+//!   disconnected; its leases still end on time.
+//! - **Upload bodies** must keep coming: a body idle for [`FileLimits::read_timeout`] between
+//!   bytes is given up, and its partial file removed.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use warren_proto::{ConnInfo, Deadline, Job, Level, Limits, Output, Service, Session, Token, Urgent};
 
+use crate::auth::{Access, Principal};
 use crate::cancel::{CancelFlag, Upload, UploadError, Uploads};
 use crate::journal::MemJournal;
 use crate::leases::{FileMessage, FileRequest, LeaseHub};
 use crate::path::FilePath;
+use crate::quota::{Quotas, Reservation};
 use crate::store::{Body, BodyData, Store, StoreError};
-use crate::wire::{Entry, ErrorCode, MAX_FRAME, Meta, Reply, Request};
+use crate::wire::{ClientKey, Entry, ErrorCode, LIST_PAGE, MAX_FRAME, Meta, Reply, Request, Right};
 
 type Out = Output<FileRequest, FileDone>;
 
@@ -45,11 +57,14 @@ type Out = Output<FileRequest, FileDone>;
 pub struct FileLimits {
     /// Close a connection idle this long. Default 5 minutes.
     pub idle_timeout: Duration,
-    /// Close a connection that started a frame and has not finished it within this long.
-    /// Default 30 s.
+    /// Close a connection that started a frame and has not finished it within this long, or
+    /// whose upload body has had no byte for this long. Default 30 s.
     pub read_timeout: Duration,
-    /// The largest upload. Default 1 TiB.
+    /// The largest upload. Default 4 GiB.
     pub max_upload: u64,
+    /// The upload bytes one client (a credential, or an anonymous peer address) may have in
+    /// flight at once, counted as declared. Default 8 GiB.
+    pub max_in_flight: u64,
     /// Bytes per second one upload may take in; 0 for no limit (the default).
     pub upload_rate: u64,
 }
@@ -59,7 +74,8 @@ impl Default for FileLimits {
         Self {
             idle_timeout: Duration::from_secs(300),
             read_timeout: Duration::from_secs(30),
-            max_upload: 1 << 40,
+            max_upload: 4 << 30,
+            max_in_flight: 8 << 30,
             upload_rate: 0,
         }
     }
@@ -70,6 +86,8 @@ pub struct FileService {
     pub store: Arc<dyn Store>,
     pub uploads: Arc<Uploads>,
     pub limits: FileLimits,
+    pub access: Arc<Access>,
+    quotas: Arc<Quotas>,
     /// The hub, made (and recovered from its journal) before serving; taken by `new_hub`.
     hub: Mutex<Option<LeaseHub>>,
 }
@@ -81,10 +99,18 @@ impl std::fmt::Debug for FileService {
 }
 
 impl FileService {
-    pub fn new(store: Arc<dyn Store>, hub: LeaseHub, limits: FileLimits) -> Self {
-        Self { store, uploads: Arc::default(), limits, hub: Mutex::new(Some(hub)) }
+    pub fn new(store: Arc<dyn Store>, hub: LeaseHub, limits: FileLimits, access: Access) -> Self {
+        let access = Arc::new(access);
+        Self { store, uploads: Arc::default(), limits, access, quotas: Arc::default(), hub: Mutex::new(Some(hub)) }
     }
 }
+
+/// The answer to a connection over `--max-conns`, before it is closed.
+static REFUSAL: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let mut bytes = Vec::new();
+    Reply::Error { code: ErrorCode::Busy, message: "the server is at its connection limit".into() }.encode(&mut bytes);
+    bytes
+});
 
 impl Service for FileService {
     type Hub = LeaseHub;
@@ -94,6 +120,10 @@ impl Service for FileService {
         "files"
     }
 
+    fn refusal(&self) -> &'static [u8] {
+        &REFUSAL
+    }
+
     fn new_session(&self, info: &ConnInfo, now: Instant) -> FileSession {
         let limits =
             Limits { idle_timeout: self.limits.idle_timeout, read_timeout: self.limits.read_timeout, max_request: 0 };
@@ -101,9 +131,14 @@ impl Service for FileService {
             store: self.store.clone(),
             uploads: self.uploads.clone(),
             limits: self.limits.clone(),
+            access: self.access.clone(),
+            quotas: self.quotas.clone(),
+            right: self.access.anonymous,
+            principal: info.peer.map_or(Principal::Unknown, |peer| Principal::Peer(peer.ip())),
             deadline: Deadline::new(&limits, now),
             id: info.id.0,
             buf: Vec::new(),
+            output_full: false,
             client: None,
             state: State::Frames,
             job: NO_JOB,
@@ -132,8 +167,10 @@ impl Service for FileService {
 #[derive(Debug)]
 pub enum FileDone {
     Stat(Result<Meta, StoreError>),
-    List(Result<Vec<Entry>, StoreError>),
+    /// A page of entries, and whether more follow.
+    List(Result<(Vec<Entry>, bool), StoreError>),
     Open(Result<Body, StoreError>),
+    /// The partial file made and the upload registered under a fresh id.
     Began(Result<Upload, UploadError>),
     /// The buffer comes back to be filled again.
     Wrote(Upload, Vec<u8>, Result<(), UploadError>),
@@ -175,13 +212,15 @@ struct Receiving {
     /// Body bytes that arrived while a write was in flight: the next write.
     pending: Vec<u8>,
     started: Instant,
+    /// The declared size, counted against the client's quota until the upload ends.
+    _quota: Reservation,
 }
 
 /// What a request waits for. The hub's answers come as messages, the disk's as completions.
 #[derive(Debug)]
 enum Waiting {
-    /// The hub: `Welcome`.
-    Hello,
+    /// The hub: `Welcome` for this identity.
+    Hello { client: u64, key: ClientKey },
     /// The hub: the lease on `path`; then the open.
     Lease { path: FilePath, have: u64 },
     /// A job: the stat.
@@ -192,13 +231,13 @@ enum Waiting {
     Open { have: u64, lease_ms: u32 },
     /// A job: the partial file made and the upload registered. `urgent`: urgent data came
     /// meanwhile, so the upload ends as soon as it begins.
-    Begin { id: u64, path: FilePath, size: u64, started: Instant, urgent: bool },
+    Begin { path: FilePath, size: u64, started: Instant, urgent: bool, quota: Reservation },
     /// A job: the whole body written is being synced.
     Sync(Box<Receiving>),
     /// The hub: the intent is being journaled; then the rename.
     Intent(Box<Receiving>),
     /// A job: the rename into place.
-    Commit { id: u64, written: u64, path: FilePath },
+    Commit { id: u64, written: u64, path: FilePath, _quota: Reservation },
     /// The hub: the intent to delete is being journaled.
     DeleteIntent(FilePath),
     /// A job: the unlink.
@@ -213,10 +252,19 @@ pub struct FileSession {
     store: Arc<dyn Store>,
     uploads: Arc<Uploads>,
     limits: FileLimits,
+    access: Arc<Access>,
+    quotas: Arc<Quotas>,
+    /// What this connection may do: the anonymous right, or its credential's.
+    right: Right,
+    /// Whom its uploads count against.
+    principal: Principal,
     deadline: Deadline,
     /// The connection's id, for log lines.
     id: u64,
     buf: Vec<u8>,
+    /// [`OUTPUT_LIMIT`] bytes or more wait for the peer: the next request waits until they
+    /// have gone ([`Session::handle_drained`]).
+    output_full: bool,
     client: Option<u64>,
     state: State,
     /// The job whose result the state waits for ([`NO_JOB`] if none): a result with another
@@ -246,6 +294,13 @@ pub const WAIT_BUFFER: usize = 4 * (MAX_FRAME + 4);
 const BURST: u64 = 64 * 1024;
 /// While an upload runs, look at least this often for a cancel from the control endpoint.
 pub const CANCEL_POLL: Duration = Duration::from_millis(5);
+/// Bytes waiting for the peer beyond which no further request is answered until they are sent.
+/// A file being sent counts whole, though it is not in memory: requests behind a download wait
+/// for it, which costs a pipelining client one round trip at most.
+pub const OUTPUT_LIMIT: u64 = 256 * 1024;
+/// Bytes waiting for the peer at which a pushed callback disconnects it instead (a client that
+/// holds leases and never reads). Above [`OUTPUT_LIMIT`]: answers alone never reach it.
+pub const CALLBACK_BACKLOG: u64 = OUTPUT_LIMIT + 2 * LIST_PAGE as u64;
 
 fn reply(out: &mut Out, reply: &Reply) {
     let mut bytes = Vec::new();
@@ -258,6 +313,13 @@ fn error(out: &mut Out, code: ErrorCode, message: impl Into<String>) {
 }
 
 impl FileSession {
+    /// Restart the clock of a body that must keep coming: the read timeout runs from now (the
+    /// last byte, or the moment the session was ready for more).
+    fn body_clock(&mut self, now: Instant) {
+        self.deadline.input(now, false);
+        self.deadline.input(now, true);
+    }
+
     fn finish(&mut self, out: &mut Out) {
         self.done = true;
         self.buf = Vec::new();
@@ -294,9 +356,14 @@ impl FileSession {
         self.state = State::Wait(waiting);
     }
 
-    /// Answer every complete frame in the buffer, until one waits or a body begins.
+    /// Answer every complete frame in the buffer, until one waits, a body begins, or the
+    /// answers queued reach [`OUTPUT_LIMIT`].
     fn process(&mut self, now: Instant, out: &mut Out) {
         while !self.done && matches!(self.state, State::Frames) {
+            if out.pending_len() >= OUTPUT_LIMIT {
+                self.output_full = true;
+                break;
+            }
             match Request::decode(&self.buf) {
                 Ok(Some((request, used))) => {
                     self.buf.drain(..used);
@@ -319,10 +386,25 @@ impl FileSession {
 
     /// A wait is over: go on with the frames behind it, or close if the peer has.
     fn resume(&mut self, now: Instant, out: &mut Out) {
+        // Whatever clock ran before the wait (a body's, say) is the peer's no longer.
+        self.deadline.input(now, false);
         self.process(now, out);
         if self.read_closed && matches!(self.state, State::Frames) && !self.done {
             self.finish(out);
         }
+    }
+
+    /// Whether this connection has `needed`; if not, the clear error is answered.
+    fn allowed(&self, needed: Right, what: &str, out: &mut Out) -> bool {
+        if self.right >= needed {
+            return true;
+        }
+        let message = match (self.right, needed) {
+            (Right::Read, Right::Write) => format!("{what} needs the write right; this connection may only read"),
+            _ => format!("{what} needs a credential: no anonymous access"),
+        };
+        error(out, ErrorCode::Denied, message);
+        false
     }
 
     fn request(&mut self, now: Instant, request: Request, out: &mut Out) {
@@ -335,20 +417,61 @@ impl FileSession {
         };
         let store = self.store.clone();
         match request {
-            Request::Hello { client } => {
+            Request::Auth { token } => match self.access.authenticate(&token) {
+                Some(credential) => {
+                    self.right = credential.right.max(self.access.anonymous);
+                    self.principal = Principal::Token(credential.name.clone());
+                    out.log(Level::Debug, format!("files {:x}: speaks for {}", self.id, self.principal));
+                    reply(out, &Reply::Authorized { right: self.right });
+                }
+                None => {
+                    // Like a failed SSH login: said once, then the connection ends.
+                    error(out, ErrorCode::Denied, "unknown credential");
+                    out.log(Level::Info, format!("files {:x}: closing: unknown credential", self.id));
+                    self.finish(out);
+                }
+            },
+            Request::Hello { client, key } => {
+                if !self.allowed(Right::Read, "Hello", out) {
+                    return;
+                }
+                let (client, key) = if client == 0 {
+                    match self.access.new_client() {
+                        Ok(identity) => identity,
+                        Err(e) => return error(out, ErrorCode::Io, e.to_string()),
+                    }
+                } else if self.access.proves(client, &key) {
+                    (client, key)
+                } else {
+                    let message = format!(
+                        "the key does not prove client {client:016x}; say Hello as client 0 for a new identity"
+                    );
+                    return error(out, ErrorCode::Denied, message);
+                };
                 self.client = Some(client);
                 out.hub(FileRequest::Hello { client });
-                self.state = State::Wait(Waiting::Hello);
+                self.state = State::Wait(Waiting::Hello { client, key });
             }
             Request::Stat { path } => {
+                if !self.allowed(Right::Read, "Stat", out) {
+                    return;
+                }
                 let Some(path) = path_of(&path, out) else { return };
                 self.wait_for(Waiting::Stat, move || FileDone::Stat(store.stat(&path)), out);
             }
-            Request::List { path } => {
+            Request::List { path, after } => {
+                if !self.allowed(Right::Read, "List", out) {
+                    return;
+                }
                 let Some(path) = path_of(&path, out) else { return };
-                self.wait_for(Waiting::List, move || FileDone::List(store.list(&path)), out);
+                // At most what one page can hold (each entry takes 11 bytes and its name).
+                let max = LIST_PAGE / 11;
+                self.wait_for(Waiting::List, move || FileDone::List(store.list(&path, &after, max)), out);
             }
             Request::Get { path, have } => {
+                if !self.allowed(Right::Read, "Get", out) {
+                    return;
+                }
                 let Some(path) = path_of(&path, out) else { return };
                 match self.client {
                     // Leased first, read second: a change after the lease calls this client back.
@@ -359,8 +482,11 @@ impl FileSession {
                     None => self.open(path, have, 0, out),
                 }
             }
-            Request::Put { id, size, path } => self.put(now, id, size, &path, out),
+            Request::Put { size, path } => self.put(now, size, &path, out),
             Request::Delete { path } => {
+                if !self.allowed(Right::Write, "Delete", out) {
+                    return;
+                }
                 let Some(path) = path_of(&path, out) else { return };
                 out.hub(FileRequest::Intent { path: path.to_string() });
                 self.state = State::Wait(Waiting::DeleteIntent(path));
@@ -394,9 +520,10 @@ impl FileSession {
         }
     }
 
-    fn put(&mut self, now: Instant, id: u64, size: u64, raw: &str, out: &mut Out) {
-        if self.uploads.is_refused(id) {
-            reply(out, &Reply::Cancelled { id, received: 0 });
+    /// Begin an upload: every refusal comes before anything is stored, then the partial file is
+    /// made under a fresh id, told to the client with `Ready`.
+    fn put(&mut self, now: Instant, size: u64, raw: &str, out: &mut Out) {
+        if !self.allowed(Right::Write, "Put", out) {
             return self.finish(out);
         }
         let path = match FilePath::parse(raw) {
@@ -411,17 +538,29 @@ impl FileSession {
             }
         };
         if size > self.limits.max_upload {
-            let message = format!("{size} bytes is over the limit of {}", self.limits.max_upload);
+            let message = format!("{size} bytes is over the limit of {} per upload", self.limits.max_upload);
             error(out, ErrorCode::TooLarge, message);
             return self.finish(out);
         }
+        let quota = match self.quotas.reserve(&self.principal, size, self.limits.max_in_flight) {
+            Ok(quota) => quota,
+            Err(held) => {
+                let limit = self.limits.max_in_flight;
+                let message = format!("{size} more bytes in flight: {held} of {limit} are already in uploads of yours");
+                out.log(Level::Info, format!("files {:x}: {} over quota: {message}", self.id, self.principal));
+                error(out, ErrorCode::Quota, message);
+                return self.finish(out);
+            }
+        };
         let (store, uploads, target) = (self.store.clone(), self.uploads.clone(), path.clone());
         let begin = move || {
-            FileDone::Began(
-                store.create(&target, id).map_err(UploadError::from).and_then(|sink| uploads.begin(id, sink)),
-            )
+            let begun = uploads.fresh_id().and_then(|id| {
+                let sink = store.create(&target, id)?;
+                uploads.begin(id, sink)
+            });
+            FileDone::Began(begun)
         };
-        self.wait_for(Waiting::Begin { id, path, size, started: now, urgent: false }, begin, out);
+        self.wait_for(Waiting::Begin { path, size, started: now, urgent: false, quota }, begin, out);
     }
 
     /// Body bytes (or bytes to skip); what follows the body goes to the frame buffer.
@@ -432,6 +571,7 @@ impl FileSession {
                 *left -= take as u64;
                 if *left == 0 {
                     self.state = State::Frames;
+                    self.deadline.input(now, false);
                     self.buf.extend_from_slice(&data[take..]);
                     self.process(now, out);
                 }
@@ -542,15 +682,17 @@ impl FileSession {
             return;
         };
         match (waiting, msg) {
-            (Waiting::Hello, FileMessage::Welcome { lease_ms }) => reply(out, &Reply::Welcome { lease_ms }),
+            (Waiting::Hello { client, key }, FileMessage::Welcome { lease_ms }) => {
+                reply(out, &Reply::Welcome { lease_ms, client, key })
+            }
             (Waiting::Lease { path, have }, FileMessage::Granted { lease_ms }) => {
                 return self.open(path, have, lease_ms, out);
             }
-            (Waiting::Intent(mut r), FileMessage::Noted) => {
-                let Some(upload) = r.upload.take() else { unreachable!("the upload is home while journaling") };
-                let (id, written, path) = (r.id, r.written, r.path.clone());
+            (Waiting::Intent(r), FileMessage::Noted) => {
+                let Receiving { upload, id, written, path, _quota, .. } = *r;
+                let Some(upload) = upload else { unreachable!("the upload is home while journaling") };
                 return self.wait_for(
-                    Waiting::Commit { id, written, path },
+                    Waiting::Commit { id, written, path, _quota },
                     move || FileDone::Committed(upload.commit()),
                     out,
                 );
@@ -599,12 +741,16 @@ impl FileSession {
                 Err(e) => error(out, e.code(), e.to_string()),
             },
             (Waiting::List, FileDone::List(entries)) => match entries {
-                Ok(entries) => reply(out, &Reply::List { truncated: false, entries }),
+                Ok((entries, more)) => reply(out, &Reply::List { truncated: more, entries }),
                 Err(e) => error(out, e.code(), e.to_string()),
             },
             (Waiting::Open { have, lease_ms }, FileDone::Open(opened)) => Self::opened(opened, have, lease_ms, out),
-            (Waiting::Begin { id, urgent: true, .. }, began) => {
+            (Waiting::Begin { urgent: true, .. }, began) => {
                 // Dropped, the upload takes its partial file with it before the answer.
+                let id = match &began {
+                    FileDone::Began(Ok(upload)) => upload.id(),
+                    _ => 0,
+                };
                 drop(began);
                 out.log(Level::Info, format!("files {:x}: upload {id:016x} cancelled by urgent data", self.id));
                 reply(out, &Reply::Cancelled { id, received: 0 });
@@ -613,23 +759,24 @@ impl FileSession {
                     self.buf.clear();
                 }
             }
-            (Waiting::Begin { id, path, size, started, .. }, FileDone::Began(began)) => {
+            (Waiting::Begin { path, size, started, quota, .. }, FileDone::Began(began)) => {
                 let upload = match began {
                     Ok(upload) => upload,
-                    Err(UploadError::Cancelled) => {
-                        reply(out, &Reply::Cancelled { id, received: 0 });
-                        return self.finish(out);
-                    }
-                    Err(UploadError::Busy) => {
-                        error(out, ErrorCode::Busy, format!("upload {id:016x} is already running"));
-                        return self.finish(out);
-                    }
                     Err(UploadError::Store(e)) => {
                         error(out, e.code(), e.to_string());
                         return self.finish(out);
                     }
+                    Err(e) => {
+                        error(out, ErrorCode::Io, e.to_string());
+                        return self.finish(out);
+                    }
                 };
-                out.log(Level::Debug, format!("files {:x}: upload {id:016x} of {size} bytes to {path}", self.id));
+                let id = upload.id();
+                out.log(
+                    Level::Debug,
+                    format!("files {:x}: upload {id:016x} of {size} bytes to {path} by {}", self.id, self.principal),
+                );
+                reply(out, &Reply::Ready { id });
                 let cancelled = upload.cancel_flag();
                 let (taken, written, pending) = (0, 0, Vec::new());
                 let r = Receiving {
@@ -642,8 +789,10 @@ impl FileSession {
                     written,
                     pending,
                     started,
+                    _quota: quota,
                 };
                 self.state = State::Body(Box::new(r));
+                self.body_clock(now);
                 // The body may have arrived meanwhile; an empty one is complete already.
                 let rest = std::mem::take(&mut self.buf);
                 self.body(now, &rest, out);
@@ -662,7 +811,7 @@ impl FileSession {
                     return;
                 }
             }
-            (Waiting::Commit { id, written, path }, FileDone::Committed(committed)) => {
+            (Waiting::Commit { id, written, path, .. }, FileDone::Committed(committed)) => {
                 let done = match committed {
                     Ok(meta) => Reply::Done { version: meta.version },
                     Err(UploadError::Cancelled) => Reply::Cancelled { id, received: written },
@@ -704,7 +853,7 @@ impl Session for FileSession {
             return;
         }
         if matches!(self.state, State::Body(_) | State::Skip { .. }) {
-            self.deadline.input(now, false);
+            self.body_clock(now);
             return self.body(now, data, out);
         }
         self.buf.extend_from_slice(data);
@@ -721,6 +870,8 @@ impl Session for FileSession {
             // The whole body is in: the upload finishes, then the connection closes.
             State::Wait(_) => self.read_closed = true,
             State::Body(r) if r.left == 0 => self.read_closed = true,
+            // Requests wait for the answers before them to drain: answered, then closed.
+            State::Frames if self.output_full => self.read_closed = true,
             state => {
                 // An upload cut short leaves nothing behind; answers already queued still go out.
                 if matches!(state, State::Body(_)) {
@@ -736,6 +887,15 @@ impl Session for FileSession {
             return;
         }
         match msg {
+            FileMessage::Callback { path } if out.pending_len() >= CALLBACK_BACKLOG => {
+                // It does not read: its queue must not grow with every change. Leases bound
+                // what it misses (it revalidates when they end).
+                out.log(
+                    Level::Info,
+                    format!("files {:x}: closing: too far behind to take callbacks ({path})", self.id),
+                );
+                self.finish(out);
+            }
             FileMessage::Callback { path } => reply(out, &Reply::Callback { path }),
             msg => self.answered(now, msg, out),
         }
@@ -778,8 +938,21 @@ impl Session for FileSession {
             return;
         }
         if let Some(why) = self.deadline.expired(now) {
-            out.log(Level::Debug, format!("files {:x}: closing: {why}", self.id));
+            if matches!(self.state, State::Body(_)) && !self.wants_input() {
+                // Not the peer's silence: the session is not reading (a write in flight, the rate).
+                return self.body_clock(now);
+            }
+            let what =
+                if matches!(self.state, State::Body(_) | State::Skip { .. }) { "upload body stalled: " } else { "" };
+            out.log(Level::Debug, format!("files {:x}: closing: {what}{why}", self.id));
             self.finish(out);
+        }
+    }
+
+    fn handle_drained(&mut self, now: Instant, out: &mut Out) {
+        if self.output_full && !self.done {
+            self.output_full = false;
+            self.resume(now, out);
         }
     }
 
@@ -801,7 +974,7 @@ impl Session for FileSession {
     }
 
     fn wants_input(&self) -> bool {
-        if self.paused_until.is_some() {
+        if self.paused_until.is_some() || self.output_full {
             return false;
         }
         match &self.state {

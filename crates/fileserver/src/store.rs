@@ -14,8 +14,9 @@ use crate::wire::{Entry, ErrorCode, Meta};
 /// Calls may block on the disk; drivers call sessions from threads where that is acceptable.
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn stat(&self, path: &FilePath) -> Result<Meta, StoreError>;
-    /// A directory's entries, sorted by name, without the server's own state directory.
-    fn list(&self, path: &FilePath) -> Result<Vec<Entry>, StoreError>;
+    /// A directory's entries whose names sort after `after`, sorted by name, at most `max` of
+    /// them, without the server's own state directory; and whether more follow.
+    fn list(&self, path: &FilePath, after: &str, max: usize) -> Result<(Vec<Entry>, bool), StoreError>;
     /// A regular file, open for reading.
     fn open(&self, path: &FilePath) -> Result<Body, StoreError>;
     /// Start writing `path` under upload `id`: a partial file nobody else can see.
@@ -132,7 +133,7 @@ impl Store for MemStore {
         if is_dir { Ok(Meta { is_dir: true, size: 0, version: 0, modified_ms: 0 }) } else { Err(StoreError::NotFound) }
     }
 
-    fn list(&self, path: &FilePath) -> Result<Vec<Entry>, StoreError> {
+    fn list(&self, path: &FilePath, after: &str, max: usize) -> Result<(Vec<Entry>, bool), StoreError> {
         let state = self.lock();
         if state.files.contains_key(path) {
             return Err(StoreError::WrongKind);
@@ -149,7 +150,14 @@ impl Store for MemStore {
         if entries.is_empty() && !path.is_root() {
             return Err(StoreError::NotFound);
         }
-        Ok(entries.into_iter().map(|(name, (is_dir, size))| Entry { name, is_dir, size }).collect())
+        let mut entries: Vec<Entry> = entries
+            .into_iter()
+            .filter(|(name, _)| name.as_str() > after)
+            .map(|(name, (is_dir, size))| Entry { name, is_dir, size })
+            .collect();
+        let more = entries.len() > max;
+        entries.truncate(max);
+        Ok((entries, more))
     }
 
     fn open(&self, path: &FilePath) -> Result<Body, StoreError> {

@@ -21,6 +21,12 @@ use warren_proto::frame::{FrameError, Framing};
 pub const MAX_FRAME: usize = 64 * 1024;
 /// The longest path, in bytes.
 pub const MAX_PATH: usize = 1024;
+/// The largest `List` answer, header included: a short request gets a short answer, and a
+/// directory of any size is read page by page (`after`).
+pub const LIST_PAGE: usize = 16 * 1024;
+
+/// The secret that proves a client identity (see [`Request::Hello`]).
+pub type ClientKey = [u8; 16];
 
 /// Every frame of both endpoints: no prefix bytes, then the length.
 const FRAMING: Framing = Framing { prefix: &[], max: MAX_FRAME };
@@ -28,16 +34,25 @@ const FRAMING: Framing = Framing { prefix: &[], max: MAX_FRAME };
 /// What a client asks (on the data endpoint; `Cancel` on the control endpoint).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    /// Name this client (a random id it keeps with its cache): its leases and callbacks are
-    /// kept under it, across reconnections and server restarts.
+    /// Speak for client identity `client`, proven by `key`: its leases and callbacks are kept
+    /// under it, across reconnections and server restarts. Client 0 (with any key) asks for a
+    /// new identity, which `Welcome` hands out; the client keeps both with its cache.
     Hello {
         client: u64,
+        key: ClientKey,
+    },
+    /// Present a credential: the connection gets its right (see `--tokens`).
+    Auth {
+        token: String,
     },
     Stat {
         path: String,
     },
+    /// A directory's entries whose names sort after `after` (empty: from the first), as many
+    /// as fit in [`LIST_PAGE`].
     List {
         path: String,
+        after: String,
     },
     /// Fetch a file; `have` is the version of the cached copy (0: none), answered with
     /// `NotModified` if it is still current.
@@ -45,9 +60,9 @@ pub enum Request {
         path: String,
         have: u64,
     },
-    /// Upload `size` bytes (they follow the frame) to `path`, under the client's upload `id`.
+    /// Upload `size` bytes (they follow the frame) to `path`. The server names the upload in
+    /// `Ready` (the id a cancel names); a client may wait for it before sending the body.
     Put {
-        id: u64,
         size: u64,
         path: String,
     },
@@ -63,12 +78,24 @@ pub enum Request {
 /// What a server answers or pushes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
-    /// Answer to `Hello`, after any callbacks the client missed: leases last `lease_ms`.
+    /// Answer to `Hello`, after any callbacks the client missed: leases last `lease_ms`; the
+    /// connection speaks for `client`, whose proof is `key` (new ones when the client asked).
     Welcome {
         lease_ms: u32,
+        client: u64,
+        key: ClientKey,
+    },
+    /// Answer to `Auth`: what the credential allows.
+    Authorized {
+        right: Right,
+    },
+    /// The upload has begun under `id` (its partial file exists): the body may come.
+    Ready {
+        id: u64,
     },
     Stat(Meta),
-    /// A directory's entries, sorted by name; `truncated` when they did not fit in one frame.
+    /// A directory's entries, sorted by name; `truncated` when more follow (ask again with
+    /// `after` set to the last name).
     List {
         truncated: bool,
         entries: Vec<Entry>,
@@ -114,8 +141,8 @@ pub enum Reply {
 pub enum Outcome {
     /// The upload was running: it is stopped and its partial file removed.
     Stopped = 0,
-    /// No such upload yet: if it starts, it is refused.
-    Refused = 1,
+    /// No upload with this id is running or ended lately (ids are the server's: see `Ready`).
+    Unknown = 1,
     /// Too late: the upload completed.
     Completed = 2,
 }
@@ -130,10 +157,25 @@ pub enum ErrorCode {
     /// A frame that does not decode, or one not allowed here: the connection closes.
     Protocol = 4,
     Io = 5,
-    /// An upload id already in use.
+    /// The server is at its connection limit (`--max-conns`): the connection is closed.
     Busy = 6,
     /// A directory where a file was wanted, or the other way round.
     WrongKind = 7,
+    /// No right to do this (anonymous and read-only clients cannot change files), a
+    /// credential that is not known, or a client key that does not prove the client.
+    Denied = 8,
+    /// Over a quota: the bytes this client may have in flight (`--max-in-flight`).
+    Quota = 9,
+}
+
+/// What a connection may do. Ordered: each right includes the ones before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Right {
+    None = 0,
+    /// Stat, List, Get, Hello.
+    Read = 1,
+    /// Read, and Put and Delete.
+    Write = 2,
 }
 
 /// A file's or directory's description.
@@ -213,6 +255,17 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Result<u64, WireError> {
         Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
+    fn key(&mut self) -> Result<ClientKey, WireError> {
+        Ok(self.take(16)?.try_into().expect("16 bytes"))
+    }
+    fn right(&mut self) -> Result<Right, WireError> {
+        match self.u8()? {
+            0 => Ok(Right::None),
+            1 => Ok(Right::Read),
+            2 => Ok(Right::Write),
+            _ => Err(WireError::Malformed("unknown right")),
+        }
+    }
     fn bool(&mut self) -> Result<bool, WireError> {
         match self.u8()? {
             0 => Ok(false),
@@ -251,6 +304,10 @@ impl<'a> Writer<'a> {
         self.out.extend_from_slice(&v.to_be_bytes());
         self
     }
+    fn bytes(self, v: &[u8]) -> Self {
+        self.out.extend_from_slice(v);
+        self
+    }
     fn u64(self, v: u64) -> Self {
         self.out.extend_from_slice(&v.to_be_bytes());
         self
@@ -278,12 +335,13 @@ impl Request {
     /// Append this request's frame to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Request::Hello { client } => Writer::new(out, 0x01).u64(*client).finish(),
+            Request::Hello { client, key } => Writer::new(out, 0x01).u64(*client).bytes(key).finish(),
             Request::Stat { path } => Writer::new(out, 0x02).string(path).finish(),
-            Request::List { path } => Writer::new(out, 0x03).string(path).finish(),
+            Request::List { path, after } => Writer::new(out, 0x03).string(path).string(after).finish(),
             Request::Get { path, have } => Writer::new(out, 0x04).u64(*have).string(path).finish(),
-            Request::Put { id, size, path } => Writer::new(out, 0x05).u64(*id).u64(*size).string(path).finish(),
+            Request::Put { size, path } => Writer::new(out, 0x05).u64(*size).string(path).finish(),
             Request::Delete { path } => Writer::new(out, 0x06).string(path).finish(),
+            Request::Auth { token } => Writer::new(out, 0x07).string(token).finish(),
             Request::Cancel { id } => Writer::new(out, 0x10).u64(*id).finish(),
         }
     }
@@ -293,12 +351,13 @@ impl Request {
         let Some((kind, payload, used)) = split(buf)? else { return Ok(None) };
         let mut r = Reader(payload);
         let request = match kind {
-            0x01 => Request::Hello { client: r.u64()? },
+            0x01 => Request::Hello { client: r.u64()?, key: r.key()? },
             0x02 => Request::Stat { path: r.string()? },
-            0x03 => Request::List { path: r.string()? },
+            0x03 => Request::List { path: r.string()?, after: r.string()? },
             0x04 => Request::Get { have: r.u64()?, path: r.string()? },
-            0x05 => Request::Put { id: r.u64()?, size: r.u64()?, path: r.string()? },
+            0x05 => Request::Put { size: r.u64()?, path: r.string()? },
             0x06 => Request::Delete { path: r.string()? },
+            0x07 => Request::Auth { token: r.string()? },
             0x10 => Request::Cancel { id: r.u64()? },
             other => return Err(WireError::UnknownKind(other)),
         };
@@ -311,17 +370,21 @@ impl Reply {
     /// truncated).
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Reply::Welcome { lease_ms } => Writer::new(out, 0x81).u32(*lease_ms).finish(),
+            Reply::Welcome { lease_ms, client, key } => {
+                Writer::new(out, 0x81).u32(*lease_ms).u64(*client).bytes(key).finish()
+            }
+            Reply::Authorized { right } => Writer::new(out, 0x8A).u8(*right as u8).finish(),
+            Reply::Ready { id } => Writer::new(out, 0x8B).u64(*id).finish(),
             Reply::Stat(m) => {
                 Writer::new(out, 0x82).u8(m.is_dir as u8).u64(m.size).u64(m.version).u64(m.modified_ms).finish()
             }
             Reply::List { truncated, entries } => {
-                // 1 + 4 header bytes, then entries while they fit.
+                // 1 + 4 header bytes, then entries while they fit in a page.
                 let mut fit = 0;
                 let mut size = 5;
                 for e in entries {
                     let len = 1 + 8 + 2 + e.name.len().min(u16::MAX as usize);
-                    if size + len > MAX_FRAME - 1 {
+                    if size + len > LIST_PAGE - 5 {
                         break;
                     }
                     size += len;
@@ -352,7 +415,9 @@ impl Reply {
         let Some((kind, payload, used)) = split(buf)? else { return Ok(None) };
         let mut r = Reader(payload);
         let reply = match kind {
-            0x81 => Reply::Welcome { lease_ms: r.u32()? },
+            0x81 => Reply::Welcome { lease_ms: r.u32()?, client: r.u64()?, key: r.key()? },
+            0x8A => Reply::Authorized { right: r.right()? },
+            0x8B => Reply::Ready { id: r.u64()? },
             0x82 => Reply::Stat(Meta { is_dir: r.bool()?, size: r.u64()?, version: r.u64()?, modified_ms: r.u64()? }),
             0x83 => {
                 let truncated = r.bool()?;
@@ -377,7 +442,7 @@ impl Reply {
                 id: r.u64()?,
                 outcome: match r.u8()? {
                     0 => Outcome::Stopped,
-                    1 => Outcome::Refused,
+                    1 => Outcome::Unknown,
                     2 => Outcome::Completed,
                     _ => return Err(WireError::Malformed("unknown cancel outcome")),
                 },
@@ -399,6 +464,8 @@ impl ErrorCode {
             5 => Self::Io,
             6 => Self::Busy,
             7 => Self::WrongKind,
+            8 => Self::Denied,
+            9 => Self::Quota,
             _ => return Err(WireError::Malformed("unknown error code")),
         })
     }
@@ -412,8 +479,10 @@ impl fmt::Display for ErrorCode {
             Self::TooLarge => "too large",
             Self::Protocol => "protocol error",
             Self::Io => "i/o error",
-            Self::Busy => "busy",
+            Self::Busy => "server busy",
             Self::WrongKind => "wrong kind",
+            Self::Denied => "permission denied",
+            Self::Quota => "over quota",
         };
         f.write_str(name)
     }

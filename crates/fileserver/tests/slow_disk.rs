@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use warren_fileserver::journal::{Journal, Record};
 use warren_fileserver::store::{Body, Sink, Store, StoreError};
-use warren_fileserver::wire::{Entry, Meta};
-use warren_fileserver::{Connection, FileLimits, FilePath, FileService, LeaseHub, MemStore, Reply, Request};
+use warren_fileserver::wire::{Entry, Meta, Right};
+use warren_fileserver::{Access, Connection, FileLimits, FilePath, FileService, LeaseHub, MemStore, Reply, Request};
 use warren_models::{Model, ServeConfig, ServeReport, Shutdown, serve_until};
 
 /// Bounds every client read and every wait at a gate, so that a stalled server fails the test
@@ -61,8 +61,8 @@ impl Store for SlowSync {
     fn stat(&self, path: &FilePath) -> Result<Meta, StoreError> {
         self.inner.stat(path)
     }
-    fn list(&self, path: &FilePath) -> Result<Vec<Entry>, StoreError> {
-        self.inner.list(path)
+    fn list(&self, path: &FilePath, after: &str, max: usize) -> Result<(Vec<Entry>, bool), StoreError> {
+        self.inner.list(path, after, max)
     }
     fn open(&self, path: &FilePath) -> Result<Body, StoreError> {
         self.inner.open(path)
@@ -157,10 +157,16 @@ impl Drop for Server {
     }
 }
 
-/// Send an upload of `data` to `path` without waiting for its answer.
-fn send_put(conn: &mut Connection, id: u64, path: &str, data: &[u8]) {
-    conn.send(&Request::Put { id, size: data.len() as u64, path: path.into() }).unwrap();
+/// Send an upload of `data` to `path` once it is ready, without waiting for its answer.
+fn send_put(conn: &mut Connection, path: &str, data: &[u8]) {
+    conn.send(&Request::Put { size: data.len() as u64, path: path.into() }).unwrap();
+    assert!(matches!(conn.reply().unwrap(), Reply::Ready { .. }));
     std::io::Write::write_all(&mut conn.stream(), data).unwrap();
+}
+
+/// Anyone may write: the test is about the disk.
+fn service(store: Arc<dyn Store>, hub: LeaseHub) -> FileService {
+    FileService::new(store, hub, FileLimits::default(), Access::new(Right::Write, [0; 32]))
 }
 
 #[test]
@@ -168,13 +174,13 @@ fn an_fsync_that_hangs_stalls_only_its_own_upload() {
     for model in MODELS {
         let (gate, at_gate, opener) = Gate::new();
         let store = Arc::new(SlowSync { inner: MemStore::default(), gate });
-        let server = Server::start(model, FileService::new(store, hub(Arc::default()), FileLimits::default()));
+        let server = Server::start(model, service(store, hub(Arc::default())));
         let mut other = server.connect();
-        send_put(&mut other, 1, "/fast", b"quick");
+        send_put(&mut other, "/fast", b"quick");
         assert!(matches!(other.reply().unwrap(), Reply::Done { .. }), "{model}");
 
         let mut stalled = server.connect();
-        send_put(&mut stalled, 2, "/slow", b"stuck in fsync");
+        send_put(&mut stalled, "/slow", b"stuck in fsync");
         at_gate.recv_timeout(PATIENCE).expect("the upload reaches its fsync");
         // Its sync hangs; every other connection is answered meanwhile, new ones too.
         for conn in [&mut other, &mut server.connect()] {
@@ -194,14 +200,14 @@ fn a_journal_append_that_hangs_stalls_only_who_waits_for_a_lease() {
         let (gate, at_gate, opener) = Gate::new();
         let armed = Arc::new(Mutex::new(None));
         let store = Arc::new(MemStore::default());
-        let server = Server::start(model, FileService::new(store, hub(armed.clone()), FileLimits::default()));
+        let server = Server::start(model, service(store, hub(armed.clone())));
         let mut other = server.connect();
-        send_put(&mut other, 1, "/f", b"data");
+        send_put(&mut other, "/f", b"data");
         assert!(matches!(other.reply().unwrap(), Reply::Done { .. }), "{model}");
 
         *armed.lock().unwrap() = Some(gate);
         let mut leasing = server.connect();
-        leasing.send(&Request::Hello { client: 7 }).unwrap();
+        leasing.send(&Request::Hello { client: 0, key: [0; 16] }).unwrap();
         assert!(matches!(leasing.reply().unwrap(), Reply::Welcome { .. }), "{model}");
         leasing.send(&Request::Get { path: "/f".into(), have: 0 }).unwrap();
         at_gate.recv_timeout(PATIENCE).expect("the grant reaches the journal");
@@ -210,7 +216,7 @@ fn a_journal_append_that_hangs_stalls_only_who_waits_for_a_lease() {
         other.send(&Request::Stat { path: "/f".into() }).unwrap();
         assert!(matches!(other.reply().unwrap(), Reply::Stat(_)), "{model}");
         let mut third = server.connect();
-        third.send(&Request::Hello { client: 8 }).unwrap();
+        third.send(&Request::Hello { client: 0, key: [0; 16] }).unwrap();
         assert!(matches!(third.reply().unwrap(), Reply::Welcome { .. }), "{model}");
         opener.send(()).unwrap();
         let leased = leasing.reply().unwrap();

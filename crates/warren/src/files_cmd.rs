@@ -9,7 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use warren_fileserver::{Cache, Connection, DiskStore, FileJournal, FileLimits, FileService, LeaseHub, Source};
+use warren_fileserver::wire::Right;
+use warren_fileserver::{Access, Cache, Connection, DiskStore, FileJournal, FileLimits, FileService, LeaseHub, Source};
 use warren_models::{Model, ServeConfig, UrgentMode};
 
 /// How long a client waits for any connect, read or write.
@@ -19,6 +20,9 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct FilesArgs {
     #[command(subcommand)]
     pub command: FilesCommand,
+    /// Clients: present the token in this file (made by `warren files token`) before asking.
+    #[arg(long, global = true)]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -36,15 +40,8 @@ pub enum FilesCommand {
         #[arg(long)]
         cache: Option<PathBuf>,
     },
-    /// Upload a local file; prints its upload id first (for `warren files cancel`).
-    Put {
-        server: SocketAddr,
-        local: PathBuf,
-        path: String,
-        /// The upload id, 16 hex digits [default: random].
-        #[arg(long, value_parser = parse_id)]
-        id: Option<u64>,
-    },
+    /// Upload a local file; prints the id the server gave it first (for `warren files cancel`).
+    Put { server: SocketAddr, local: PathBuf, path: String },
     /// List a directory.
     Ls { server: SocketAddr, path: Option<String> },
     /// Describe a file or directory.
@@ -56,6 +53,16 @@ pub enum FilesCommand {
         control: SocketAddr,
         #[arg(value_parser = parse_id)]
         id: u64,
+    },
+    /// Make a credential: prints the token on stdout (give it to the client, in a file for
+    /// --token-file) and its line for the server's --tokens file on stderr.
+    Token {
+        /// What it allows: read, or write (which includes read).
+        #[arg(long, default_value = "read", value_parser = parse_right)]
+        right: Right,
+        /// Its name in logs and quotas [default: the start of its hash].
+        #[arg(long)]
+        name: Option<String>,
     },
 }
 
@@ -83,9 +90,26 @@ pub struct FilesServeArgs {
     /// Bytes per second one upload may take in (0: no limit); beyond it the client's window fills.
     #[arg(long, default_value_t = 0)]
     pub upload_rate: u64,
-    /// The largest upload, in bytes [default: 1 TiB].
+    /// The largest upload, in bytes [default: 4 GiB].
     #[arg(long)]
     pub max_upload: Option<u64>,
+    /// Upload bytes one client (a token, or an anonymous address) may have in flight at once,
+    /// as declared [default: 8 GiB].
+    #[arg(long)]
+    pub max_in_flight: Option<u64>,
+    /// Credentials, one a line: `read|write sha256:HEX [name]` (see `warren files token`).
+    /// Refused if group or others may write it.
+    #[arg(long)]
+    pub tokens: Option<PathBuf>,
+    /// What a client without a credential may do: none, read or write.
+    #[arg(long, default_value = "read", value_parser = parse_right)]
+    pub anonymous: Right,
+    /// Data connections beyond this many are refused (`Busy`) [default: the model's].
+    #[arg(long)]
+    pub max_conns: Option<usize>,
+    /// Control connections beyond this many are refused (`Busy`).
+    #[arg(long, default_value_t = 64)]
+    pub control_max_conns: usize,
     /// Receive buffer of each data connection, in bytes (SO_RCVBUF; 0: the kernel's autotuning).
     /// Small enough that a full window reopens after a short read, so an urgent byte that
     /// cancels an upload gets through within milliseconds; large enough for loopback and LAN
@@ -98,9 +122,22 @@ pub struct FilesServeArgs {
     /// Close a connection idle this long.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
     pub idle_timeout: Duration,
+    /// Close a connection whose frame, or upload body, has had no byte for this long (the
+    /// partial upload is removed).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub read_timeout: Duration,
     /// Log level: 0 errors only, 1 every event.
     #[arg(long, short = 'd')]
     pub debug: Option<u8>,
+}
+
+fn parse_right(s: &str) -> Result<Right, String> {
+    match s {
+        "none" => Ok(Right::None),
+        "read" => Ok(Right::Read),
+        "write" => Ok(Right::Write),
+        _ => Err(format!("{s:?}: a right is none, read or write")),
+    }
 }
 
 fn parse_id(s: &str) -> Result<u64, String> {
@@ -112,17 +149,27 @@ fn unix_ms(t: SystemTime) -> u64 {
 }
 
 pub fn run(args: &FilesArgs) -> anyhow::Result<()> {
+    let token = args.token_file.as_deref().map(read_token).transpose()?;
+    let connect = |addr: SocketAddr| -> anyhow::Result<Connection> {
+        let mut conn = connect(addr)?;
+        if let Some(token) = &token {
+            conn.auth(token)?;
+        }
+        Ok(conn)
+    };
     match &args.command {
         FilesCommand::Serve(args) => serve(args),
-        FilesCommand::Get { server, path, output, cache } => get(*server, path, output.as_deref(), cache.clone()),
-        FilesCommand::Put { server, local, path, id } => put(*server, local, path, *id),
+        FilesCommand::Get { server, path, output, cache } => {
+            get(connect(*server)?, path, output.as_deref(), cache.clone())
+        }
+        FilesCommand::Put { server, local, path } => put(connect(*server)?, local, path),
         FilesCommand::Ls { server, path } => {
             let (entries, truncated) = connect(*server)?.list(path.as_deref().unwrap_or("/"))?;
             for e in entries {
                 println!("{}{:>14}  {}", if e.is_dir { 'd' } else { '-' }, e.size, e.name);
             }
             if truncated {
-                println!("(more entries than one answer holds)");
+                println!("(more entries than one listing takes)");
             }
             Ok(())
         }
@@ -137,12 +184,50 @@ pub fn run(args: &FilesArgs) -> anyhow::Result<()> {
         }
         FilesCommand::Rm { server, path } => Ok(connect(*server)?.delete(path)?),
         FilesCommand::Cancel { control, id } => {
-            let mut conn = connect(*control)?;
+            let mut conn = self::connect(*control)?;
             conn.send(&warren_fileserver::Request::Cancel { id: *id })?;
             println!("{:?}", conn.reply()?);
             Ok(())
         }
+        FilesCommand::Token { right, name } => {
+            anyhow::ensure!(*right != Right::None, "a token with no right is no use");
+            let (token, hash) = warren_fileserver::auth::new_token()?;
+            let right = if *right == Right::Write { "write" } else { "read" };
+            println!("{token}");
+            eprintln!("{right} {hash}{}", name.as_ref().map_or(String::new(), |n| format!(" {n}")));
+            Ok(())
+        }
     }
+}
+
+/// The token in `path`, surrounding whitespace trimmed.
+fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("token file {}", path.display()))?;
+    let token = text.trim();
+    anyhow::ensure!(!token.is_empty(), "token file {} is empty", path.display());
+    Ok(token.to_owned())
+}
+
+/// What the server trusts: its client-key secret (made on first start), the anonymous right,
+/// and the credentials of `--tokens`.
+fn access(args: &FilesServeArgs, state_dir: &std::path::Path) -> anyhow::Result<Access> {
+    let secret_path = state_dir.join("client-keys.secret");
+    let secret = warren_fileserver::auth::load_or_create_secret(&secret_path)
+        .with_context(|| format!("client-key secret {}", secret_path.display()))?;
+    let mut access = Access::new(args.anonymous, secret);
+    if let Some(path) = &args.tokens {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).with_context(|| format!("tokens file {}", path.display()))?;
+        // As sshd's StrictModes: whoever may write the file may give themselves any right.
+        anyhow::ensure!(
+            meta.mode() & 0o022 == 0,
+            "tokens file {} may be written by group or others (chmod go-w)",
+            path.display()
+        );
+        let text = std::fs::read_to_string(path).with_context(|| format!("tokens file {}", path.display()))?;
+        access.add_tokens(&text).with_context(|| format!("tokens file {}", path.display()))?;
+    }
+    Ok(access)
 }
 
 fn connect(addr: SocketAddr) -> anyhow::Result<Connection> {
@@ -158,12 +243,20 @@ fn serve(args: &FilesServeArgs) -> anyhow::Result<()> {
     let hub = LeaseHub::new(Box::new(journal), records, args.lease, (Instant::now(), unix_ms(SystemTime::now())));
     let (held, owed) = hub.counts();
     tracing::info!(target: "warren", "files: recovered {held} leases and {owed} owed callbacks");
-    let mut limits =
-        FileLimits { upload_rate: args.upload_rate, idle_timeout: args.idle_timeout, ..FileLimits::default() };
+    let mut limits = FileLimits {
+        upload_rate: args.upload_rate,
+        idle_timeout: args.idle_timeout,
+        read_timeout: args.read_timeout,
+        ..FileLimits::default()
+    };
     if let Some(max) = args.max_upload {
         limits.max_upload = max;
     }
-    let service = FileService::new(Arc::new(store), hub, limits);
+    if let Some(max) = args.max_in_flight {
+        limits.max_in_flight = max;
+    }
+    let access = access(args, &store.state_dir())?;
+    let service = FileService::new(Arc::new(store), hub, limits, access);
     // fork and prefork serve from processes of their own: a control thread here could not
     // reach their uploads (and they must fork before any thread exists).
     let control = if matches!(args.model, Model::Fork | Model::Prefork) {
@@ -172,7 +265,7 @@ fn serve(args: &FilesServeArgs) -> anyhow::Result<()> {
         let listener = std::net::TcpListener::bind(args.control)
             .with_context(|| format!("cannot listen on {} for the control endpoint", args.control))?;
         let addr = listener.local_addr()?;
-        serve_control(listener, service.uploads.clone())?;
+        serve_control(listener, service.uploads.clone(), args.control_max_conns)?;
         Some(addr)
     };
     let listener = crate::serve::listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -185,6 +278,9 @@ fn serve(args: &FilesServeArgs) -> anyhow::Result<()> {
     let mut config = ServeConfig { urgent, ..ServeConfig::for_model(args.model) };
     if let Some(threads) = args.threads {
         config = config.with_threads(args.model, threads);
+    }
+    if let Some(max) = args.max_conns {
+        config.max_conns = max;
     }
     let model = args.model;
     let report = warren_models::serve(model, service, listener, &config, || {
@@ -200,10 +296,16 @@ fn serve(args: &FilesServeArgs) -> anyhow::Result<()> {
 }
 
 /// Serve the control endpoint on a thread of its own, under the `event` model (one thread for
-/// every control connection, no helpers: a cancel does no blocking work) at a raised priority.
-/// It lives as long as the process.
-fn serve_control(listener: std::net::TcpListener, uploads: Arc<warren_fileserver::Uploads>) -> anyhow::Result<()> {
-    let config = ServeConfig { helpers: 0, ..ServeConfig::for_model(Model::Event) };
+/// every control connection, no helpers: a cancel does no blocking work) at a raised priority,
+/// with at most `max_conns` connections: beyond them one is answered `Busy` and closed, and
+/// when descriptors run out the event loop's acceptor refuses with its reserve descriptor and
+/// backs off instead of spinning. It lives as long as the process.
+fn serve_control(
+    listener: std::net::TcpListener,
+    uploads: Arc<warren_fileserver::Uploads>,
+    max_conns: usize,
+) -> anyhow::Result<()> {
+    let config = ServeConfig { helpers: 0, max_conns, ..ServeConfig::for_model(Model::Event) };
     let stop = Arc::new(warren_models::Shutdown::new()?);
     std::thread::Builder::new().name("warren-control".into()).spawn(move || {
         warren_fileserver::raise_priority();
@@ -225,13 +327,17 @@ fn default_cache() -> anyhow::Result<PathBuf> {
     Ok(base.join("warren/files"))
 }
 
-fn get(server: SocketAddr, path: &str, output: Option<&std::path::Path>, cache: Option<PathBuf>) -> anyhow::Result<()> {
+fn get(
+    mut conn: Connection,
+    path: &str,
+    output: Option<&std::path::Path>,
+    cache: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let dir = match cache {
         Some(dir) => dir,
         None => default_cache()?,
     };
     let mut cache = Cache::open(&dir).with_context(|| format!("cache {}", dir.display()))?;
-    let mut conn = connect(server)?;
     let (file, source) = warren_fileserver::fetch(&mut conn, &mut cache, path, || unix_ms(SystemTime::now()))?;
     let how = match source {
         Source::Cache => "from the cache (lease valid)",
@@ -246,20 +352,10 @@ fn get(server: SocketAddr, path: &str, output: Option<&std::path::Path>, cache: 
     }
 }
 
-fn put(server: SocketAddr, local: &std::path::Path, path: &str, id: Option<u64>) -> anyhow::Result<()> {
+fn put(mut conn: Connection, local: &std::path::Path, path: &str) -> anyhow::Result<()> {
     let mut file = std::fs::File::open(local).with_context(|| format!("cannot open {}", local.display()))?;
     let size = file.metadata()?.len();
-    let id = match id {
-        Some(id) => id,
-        None => {
-            // The id is what a cancel names: unguessable, so nobody else can cancel the upload.
-            let mut bytes = [0; 8];
-            getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for an upload id: {e}"))?;
-            u64::from_le_bytes(bytes)
-        }
-    };
-    eprintln!("warren: upload id {id:016x}");
-    let version = connect(server)?.put(id, path, size, &mut file)?;
+    let version = conn.put_announced(path, size, &mut file, |id| eprintln!("warren: upload id {id:016x}"))?;
     eprintln!("warren: {path}: {size} bytes stored, version {version:016x}");
     Ok(())
 }

@@ -20,7 +20,7 @@ fn check(model: &str) {
     std::os::unix::fs::symlink(std::env::temp_dir(), root.join("out")).unwrap();
     let server = serve(&root, model, &[]);
     let mut c = conn(server.addr);
-    let version = c.put(1, "/dir/big.bin", big().len() as u64, &mut &big()[..]).unwrap();
+    let version = c.put("/dir/big.bin", big().len() as u64, &mut &big()[..]).unwrap();
     let (got_version, data) = c.get("dir/big.bin").unwrap();
     assert_eq!(got_version, version, "{model}");
     assert!(data == big(), "{model}: the 300 KiB file differs");
@@ -50,7 +50,7 @@ mod every_model {
 fn a_partial_upload_is_never_visible() {
     let root = root("partial");
     let server = serve(&root, "thread", &[]);
-    let mut up = Upload::start(server.addr, 7, "/p.bin", 4 << 20);
+    let mut up = Upload::start(server.addr, "/p.bin", 4 << 20);
     up.send(1 << 20);
     let mut other = conn(server.addr);
     // Wait (bounded) until the server has written some of it, then look for it every way.
@@ -71,10 +71,10 @@ fn a_change_calls_back_a_connected_client() {
     let root = root("callback");
     let server = serve(&root, "pool", &[]);
     let (mut a, mut b) = (conn(server.addr), conn(server.addr));
-    b.put(1, "/f", 2, &mut &b"v1"[..]).unwrap();
-    a.hello(0xa11ce).unwrap();
+    b.put("/f", 2, &mut &b"v1"[..]).unwrap();
+    a.hello(0, [0; 16]).unwrap();
     assert_eq!(a.get("/f").unwrap().1, b"v1");
-    b.put(2, "/f", 2, &mut &b"v2"[..]).unwrap();
+    b.put("/f", 2, &mut &b"v2"[..]).unwrap();
     assert_eq!(a.next_frame().unwrap(), Reply::Callback { path: "/f".into() });
     std::fs::remove_dir_all(&root).unwrap();
 }
@@ -133,7 +133,7 @@ fn queued(stream: &std::net::TcpStream) -> u64 {
 fn taken_while_stalled(recv_buffer: u64, unsent: usize, at_least: Option<u64>) -> u64 {
     let root = root(&format!("rcvbuf-{recv_buffer}"));
     let server = serve(&root, "thread", &["--upload-rate", "1", "--recv-buffer", &recv_buffer.to_string()]);
-    let mut up = Upload::start(server.addr, 9, "/slow.bin", 64 << 30);
+    let mut up = Upload::start(server.addr, "/slow.bin", 64 << 30);
     up.stall(unsent);
     let taken = || up.sent - queued(&up.stream);
     if let Some(at_least) = at_least {

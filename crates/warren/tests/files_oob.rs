@@ -21,11 +21,14 @@ fn cancelled(reply: Reply, id: u64) {
 fn control_mid_stream(model: &str) {
     let root = root(&format!("control-{model}"));
     let server = serve(&root, model, &[]);
-    let mut up = Upload::start(server.addr, 11, "/huge", HUGE);
+    let mut up = Upload::start(server.addr, "/huge", HUGE);
     up.send(8 << 20);
-    assert!(matches!(cancel(control(&server), 11), Reply::CancelResult { id: 11, outcome: Outcome::Stopped }));
+    let id = up.id;
+    assert!(
+        matches!(cancel(control(&server), id), Reply::CancelResult { id: got, outcome: Outcome::Stopped } if got == id)
+    );
     assert_eq!(partials(&root), 0, "{model}: the partial file is gone when the cancel is answered");
-    cancelled(up.reply(), 11);
+    cancelled(up.reply(), id);
     up.finish();
     assert!(!root.join("huge").exists());
     std::fs::remove_dir_all(&root).unwrap();
@@ -42,14 +45,15 @@ fn urgent(model: &str, inline: bool, stalled: bool) {
         extra.extend(["--upload-rate", "4194304"]);
     }
     let server = serve(&root, model, &extra);
-    let mut up = Upload::start(server.addr, 12, "/huge", HUGE);
+    let mut up = Upload::start(server.addr, "/huge", HUGE);
     if stalled {
         up.stall(128 * 1024);
     } else {
         up.send(8 << 20);
     }
     up.urgent();
-    cancelled(up.reply(), 12);
+    let id = up.id;
+    cancelled(up.reply(), id);
     assert_eq!(partials(&root), 0, "{tag}: the partial file is gone when Cancelled arrives");
     // After the mark the connection speaks frames again.
     let mut stat = Vec::new();
@@ -63,14 +67,13 @@ fn urgent(model: &str, inline: bool, stalled: bool) {
 fn races(model: &str) {
     let root = root(&format!("races-{model}"));
     let server = serve(&root, model, &[]);
-    // Before the first byte: the cancel wins and the upload is refused when it comes.
-    assert!(matches!(cancel(control(&server), 21), Reply::CancelResult { outcome: Outcome::Refused, .. }));
-    let mut up = Upload::start(server.addr, 21, "/a", 3);
-    cancelled(up.reply(), 21);
-    assert!(!root.join("a").exists());
+    // An id no upload has: Unknown, and nothing is remembered of it.
+    assert!(matches!(cancel(control(&server), 21), Reply::CancelResult { outcome: Outcome::Unknown, .. }));
+    assert!(matches!(cancel(control(&server), 21), Reply::CancelResult { outcome: Outcome::Unknown, .. }));
     // After completion: too late, and the file stays.
-    conn(server.addr).put(22, "/b", 3, &mut &b"abc"[..]).unwrap();
-    assert!(matches!(cancel(control(&server), 22), Reply::CancelResult { outcome: Outcome::Completed, .. }));
+    let mut id = 0;
+    conn(server.addr).put_announced("/b", 3, &mut &b"abc"[..], |got| id = got).unwrap();
+    assert!(matches!(cancel(control(&server), id), Reply::CancelResult { outcome: Outcome::Completed, .. }));
     assert_eq!(std::fs::read(root.join("b")).unwrap(), b"abc");
     std::fs::remove_dir_all(&root).unwrap();
 }
@@ -119,8 +122,8 @@ fn control_endpoint_works_while_every_pool_worker_is_busy() {
         .map(|i| {
             let (addr, started) = (server.addr, started.clone());
             std::thread::spawn(move || {
-                let mut up = Upload::start(addr, 100 + i, &format!("/busy{i}"), HUGE);
-                started.send(()).unwrap();
+                let mut up = Upload::start(addr, &format!("/busy{i}"), HUGE);
+                started.send(up.id).unwrap();
                 // Until the server cancels it (at shutdown) or 64 MiB went.
                 for _ in 0..64 {
                     if std::io::Write::write_all(&mut up.stream, &vec![1; 1 << 20]).is_err() {
@@ -131,22 +134,19 @@ fn control_endpoint_works_while_every_pool_worker_is_busy() {
         })
         .collect();
     // Every busy upload is connected and has sent its request before the one to cancel.
-    for _ in 0..3 {
-        busy_started.recv_timeout(T).expect("a busy upload started");
-    }
-    let mut up = Upload::start(server.addr, 31, "/target", HUGE);
+    let busy_ids: Vec<u64> = (0..3).map(|_| busy_started.recv_timeout(T).expect("a busy upload started")).collect();
+    let mut up = Upload::start(server.addr, "/target", HUGE);
     up.send(1 << 20);
-    // The worker may not have read the upload's first frame yet (its connection waits in the
-    // queue): then the cancel overtakes it and the upload is refused when it is read.
-    let reply = cancel(control(&server), 31);
-    assert!(matches!(reply, Reply::CancelResult { outcome: Outcome::Stopped | Outcome::Refused, .. }), "{reply:?}");
-    cancelled(up.reply(), 31);
+    let id = up.id;
+    let reply = cancel(control(&server), id);
+    assert!(matches!(reply, Reply::CancelResult { outcome: Outcome::Stopped, .. }), "{reply:?}");
+    cancelled(up.reply(), id);
     assert!(!root.join("target").exists());
     // The busy uploads still have theirs; the cancelled one has none.
-    let prefix = format!("{:016x}-", 31);
+    let prefix = format!("{id:016x}-");
     let left = std::fs::read_dir(root.join(".warren/tmp")).unwrap().flatten();
     assert!(!left.into_iter().any(|e| e.file_name().to_string_lossy().starts_with(&prefix)));
-    for id in 100..103 {
+    for id in busy_ids {
         cancel(control(&server), id);
     }
     drop(server);

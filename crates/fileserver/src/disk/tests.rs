@@ -20,7 +20,10 @@ fn an_upload_is_invisible_until_committed_and_gone_when_aborted() {
     let mut sink = store.create(&p("/a/b/c.txt"), 1).unwrap();
     sink.write(b"part").unwrap();
     assert!(matches!(store.open(&p("/a/b/c.txt")), Err(StoreError::NotFound)), "a partial file is never visible");
-    assert!(store.list(&p("/")).unwrap().iter().all(|e| e.name != STATE_DIR), "nor is the state directory");
+    assert!(
+        store.list(&p("/"), "", usize::MAX).unwrap().0.iter().all(|e| e.name != STATE_DIR),
+        "nor is the state directory"
+    );
     sink.write(b"ial").unwrap();
     sink.sync().unwrap();
     let meta = sink.commit().unwrap();

@@ -4,16 +4,19 @@ use super::*;
 
 fn samples() -> (Vec<Request>, Vec<Reply>) {
     let requests = vec![
-        Request::Hello { client: u64::MAX },
+        Request::Hello { client: u64::MAX, key: [3; 16] },
+        Request::Auth { token: "t".into() },
         Request::Stat { path: "/a".into() },
-        Request::List { path: String::new() },
+        Request::List { path: String::new(), after: "b".into() },
         Request::Get { path: "/é/ü".into(), have: 7 },
-        Request::Put { id: 1, size: 1 << 40, path: "x".into() },
+        Request::Put { size: 1 << 40, path: "x".into() },
         Request::Delete { path: "/d".into() },
         Request::Cancel { id: 0xdead_beef },
     ];
     let replies = vec![
-        Reply::Welcome { lease_ms: 30_000 },
+        Reply::Welcome { lease_ms: 30_000, client: 9, key: [1; 16] },
+        Reply::Authorized { right: Right::Write },
+        Reply::Ready { id: 77 },
         Reply::Stat(Meta { is_dir: true, size: 0, version: 3, modified_ms: 9 }),
         Reply::List { truncated: false, entries: vec![Entry { name: "a".into(), is_dir: false, size: 5 }] },
         Reply::File { version: 1, size: 2, lease_ms: 0 },
@@ -70,7 +73,7 @@ fn a_listing_too_long_for_a_frame_is_cut_and_marked() {
         panic!("a list")
     };
     assert_eq!(used, bytes.len());
-    assert!(used <= MAX_FRAME + 4 && !got.is_empty() && entries.starts_with(&got));
+    assert!(used <= LIST_PAGE && !got.is_empty() && entries.starts_with(&got));
 }
 
 #[test]

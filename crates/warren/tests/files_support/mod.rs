@@ -21,8 +21,18 @@ pub fn root(tag: &str) -> PathBuf {
     root
 }
 
-/// `warren files serve --root ROOT --model MODEL -d 0 EXTRA`.
+/// A server anyone may write to without limit (the tests about rights and quotas use
+/// [`serve_strict`]): `warren files serve --root ROOT --model MODEL -d 0 ... EXTRA`.
 pub fn serve(root: &Path, model: &str, extra: &[&str]) -> Server {
+    let open = ["--anonymous", "write", "--max-upload", "1099511627776", "--max-in-flight", "1152921504606846976"];
+    let mut all = open.to_vec();
+    all.extend_from_slice(extra);
+    serve_strict(root, model, &all)
+}
+
+/// `warren files serve --root ROOT --model MODEL -d 0 EXTRA`, with the defaults of rights and
+/// quotas.
+pub fn serve_strict(root: &Path, model: &str, extra: &[&str]) -> Server {
     let mut args = vec!["files", "serve", "--root", root.to_str().unwrap(), "--model", model, "-d", "0"];
     args.extend_from_slice(extra);
     Server::spawn(&args)
@@ -53,17 +63,35 @@ pub fn cancel(control: SocketAddr, id: u64) -> Reply {
 /// An upload declared `size` bytes long, of which the client sends what it is told to.
 pub struct Upload {
     pub stream: TcpStream,
+    /// The id the server gave it.
+    pub id: u64,
     pub sent: u64,
     buf: Vec<u8>,
 }
 
 impl Upload {
-    pub fn start(addr: SocketAddr, id: u64, path: &str, size: u64) -> Upload {
+    /// Send `Put` and wait for the server's `Ready`.
+    pub fn start(addr: SocketAddr, path: &str, size: u64) -> Upload {
+        let mut up = Upload::request(addr, path, size);
+        match up.reply() {
+            Reply::Ready { id } => up.id = id,
+            other => panic!("upload of {path} not ready: {other:?}"),
+        }
+        up
+    }
+
+    /// Send `Put` only: its answer is the caller's.
+    pub fn request(addr: SocketAddr, path: &str, size: u64) -> Upload {
         let mut stream = crate::support::connect(addr);
         let mut head = Vec::new();
-        Request::Put { id, size, path: path.into() }.encode(&mut head);
+        Request::Put { size, path: path.into() }.encode(&mut head);
         stream.write_all(&head).unwrap();
-        Upload { stream, sent: 0, buf: Vec::new() }
+        Upload::from_stream(stream)
+    }
+
+    /// An upload on a connection whose frames the caller wrote.
+    pub fn from_stream(stream: TcpStream) -> Upload {
+        Upload { stream, id: 0, sent: 0, buf: Vec::new() }
     }
 
     /// Send about `n` bytes.
