@@ -8,8 +8,9 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::handoff::HandOffListener;
@@ -85,7 +86,7 @@ impl Accept for TcpListener {
         // SAFETY: `fd` is a connected socket nothing else owns.
         let stream = unsafe { TcpStream::from_raw_fd(fd) };
         let peer = addr.as_socket().ok_or_else(|| io::Error::other("a TCP connection without an IP address"))?;
-        Ok(Incoming { stream, peer, preamble: Vec::new() })
+        Ok(Incoming { stream, peer, preamble: Vec::new(), pass: None })
     }
 }
 
@@ -96,7 +97,7 @@ impl Accept for HandOffListener {
         let h = self.receive()?;
         h.stream.set_nonblocking(true)?;
         let _ = h.stream.set_nodelay(true);
-        Ok(Incoming { stream: h.stream, peer: h.peer, preamble: h.preamble })
+        Ok(Incoming { stream: h.stream, peer: h.peer, preamble: h.preamble, pass: None })
     }
 }
 
@@ -146,6 +147,33 @@ pub struct Incoming {
     pub peer: SocketAddr,
     /// What its session hears first (empty unless it was handed over).
     pub preamble: Vec<u8>,
+    /// The [`Gate`]'s admission, held by the driver for as long as the connection lives.
+    pub pass: Option<Pass>,
+}
+
+/// Who may connect, asked for every connection the [`Acceptor`] takes, before any byte of it
+/// is read: the node's access control (`only_from`, `no_access`, `access_times`, `per_source`,
+/// `cps`, `instances`, `max_load`) for the services it hosts in-process, the same rules its exec
+/// services get.
+pub trait Gate: Send + Sync + std::fmt::Debug {
+    /// Whether a connection from `peer` is served; a refused one is closed unanswered.
+    fn admit(&self, peer: IpAddr) -> bool;
+    /// An admitted connection from `peer` has ended.
+    fn release(&self, peer: IpAddr);
+}
+
+/// An admitted connection's place at its [`Gate`]: dropping it (when the connection ends, with
+/// whatever holds it) gives the place back.
+#[derive(Debug)]
+pub struct Pass {
+    gate: Arc<dyn Gate>,
+    peer: IpAddr,
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        self.gate.release(self.peer);
+    }
 }
 
 /// What one accept attempt gave.
@@ -159,11 +187,12 @@ pub enum Accepted {
     Exhausted(Duration),
 }
 
-/// Accepts with a reserve descriptor and an exponential back-off.
+/// Accepts with a reserve descriptor and an exponential back-off, and asks the [`Gate`] if any.
 #[derive(Debug)]
 pub struct Acceptor {
     reserve: Option<File>,
     backoff: Duration,
+    gate: Option<Arc<dyn Gate>>,
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -181,7 +210,12 @@ impl Default for Acceptor {
 impl Acceptor {
     /// An acceptor holding its reserve descriptor.
     pub fn new() -> Self {
-        Self { reserve: File::open("/dev/null").ok(), backoff: BACKOFF_MIN }
+        Self { reserve: File::open("/dev/null").ok(), backoff: BACKOFF_MIN, gate: None }
+    }
+
+    /// An acceptor that lets in only the connections `gate` admits.
+    pub fn with_gate(gate: Option<Arc<dyn Gate>>) -> Self {
+        Self { gate, ..Self::new() }
     }
 
     /// Accept one connection from `listener` (blocking or not, as the listener is). Errors
@@ -193,6 +227,19 @@ impl Acceptor {
             match listener.accept_one() {
                 Err(e) if is_transient(&e) && e.kind() != io::ErrorKind::WouldBlock && skipped < SKIP_MAX => {
                     skipped += 1;
+                }
+                // Refused at the gate: closed unanswered, as xinetd closes a refused connection;
+                // like aborted ones, only so many per call. A blocking listener's caller gets
+                // `Nothing` at once: accepting again here would block, deaf to its shutdown.
+                Ok(mut incoming) => {
+                    if self.admit(&mut incoming) {
+                        break Ok(incoming);
+                    }
+                    refuse(&mut incoming.stream, b"");
+                    skipped += 1;
+                    if skipped >= SKIP_MAX || !is_nonblocking(listener.as_fd()) {
+                        break Err(io::ErrorKind::WouldBlock.into());
+                    }
                 }
                 result => break result,
             }
@@ -216,6 +263,23 @@ impl Acceptor {
             Err(e) => Err(e),
         }
     }
+
+    /// Ask the gate, if any, about `incoming`; an admitted connection carries its pass.
+    fn admit(&self, incoming: &mut Incoming) -> bool {
+        let Some(gate) = &self.gate else { return true };
+        let peer = incoming.peer.ip();
+        if !gate.admit(peer) {
+            return false;
+        }
+        incoming.pass = Some(Pass { gate: gate.clone(), peer });
+        true
+    }
+}
+
+/// Whether `fd` is in non-blocking mode (asked only after a refusal, off the common path).
+fn is_nonblocking(fd: BorrowedFd<'_>) -> bool {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    fcntl(fd, FcntlArg::F_GETFL).is_ok_and(|flags| OFlag::from_bits_truncate(flags).contains(OFlag::O_NONBLOCK))
 }
 
 /// Send `refusal` without blocking and close: the clear answer to a client over the limit.
@@ -276,6 +340,12 @@ impl AsyncAcceptor {
         let listener = unsafe { tokio::io::unix::AsyncFd::register_with_interest(listener, interest) }
             .map_err(|e| e.into_parts().1)?;
         Ok(Self { listener, acceptor: Acceptor::new(), refusal })
+    }
+
+    /// Let in only the connections `gate` admits.
+    pub fn gated(mut self, gate: Option<Arc<dyn Gate>>) -> Self {
+        self.acceptor.gate = gate;
+        self
     }
 
     /// The next connection; waits (without spinning) through a shortage of descriptors.

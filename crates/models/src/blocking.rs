@@ -215,7 +215,8 @@ pub(crate) fn serve_connection<S: Service, L: HubLink<S::Hub>>(
     env: &ConnEnv<'_>,
 ) {
     // Non-blocking and TCP_NODELAY already: see `accept`.
-    let Incoming { stream, preamble, .. } = incoming;
+    // The gate's pass, if any, is held until the connection ends, with this function.
+    let Incoming { stream, preamble, pass: _pass, .. } = incoming;
     let now = Instant::now();
     env.activity.touch(now);
     let mut engine = Engine::new(service.new_session(&info, now), &env.engine, preamble);

@@ -59,7 +59,7 @@ pub(crate) fn serve<S: Service>(
 ) -> io::Result<ServeReport> {
     let poll = Poll::new()?;
     let inbox = Inbox::new(poll.registry(), env)?;
-    let mut listening = Some(Listening::new(listener, poll.registry())?);
+    let mut listening = Some(Listening::new(listener, poll.registry(), config.gate.clone())?);
     let ctx = Ctx::new(&*service, env, config, false, inbox, poll.registry())?;
     let mut lp = Loop {
         service,

@@ -40,7 +40,7 @@ pub(crate) fn serve<S: Service>(
     ready();
     let mut children = HashSet::new();
     let mut report = ServeReport::default();
-    let mut acceptor = Acceptor::new();
+    let mut acceptor = Acceptor::with_gate(config.gate.clone());
     loop {
         let accepting = config.max_active.is_none_or(|max| children.len() < max);
         let idle_at = config.idle_exit.map(|period| activity.idle_at(period));

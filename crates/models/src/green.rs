@@ -57,6 +57,7 @@ pub(crate) fn serve<S: Service>(
         engine: EngineConfig { urgent: UrgentMode::Off, ..config.engine() },
         mailbox: config.mailbox,
         max_conns: config.max_conns,
+        gate: config.gate.clone(),
         multi_thread: model == Model::Hybrid,
     });
     // The accept loop is a task of the runtime too, not the caller's thread: under `hybrid` a
@@ -108,12 +109,14 @@ struct Ctx<S: Service> {
     engine: EngineConfig,
     mailbox: usize,
     max_conns: usize,
+    /// Who may connect.
+    gate: Option<Arc<dyn crate::accept::Gate>>,
     /// `hybrid`: blocking calls made on a runtime thread first hand its work to another.
     multi_thread: bool,
 }
 
 async fn accept_loop<S: Service>(ctx: Arc<Ctx<S>>, listener: Listener, env: &Env) -> io::Result<()> {
-    let mut acceptor = AsyncAcceptor::new(listener, ctx.service.refusal())?;
+    let mut acceptor = AsyncAcceptor::new(listener, ctx.service.refusal())?.gated(ctx.gate.clone());
     let mut stop = shutdown_signal(&env.shutdown);
     let mut tasks = JoinSet::new();
     loop {
@@ -314,7 +317,8 @@ enum Event<D> {
 /// Serve one connection to the end.
 async fn serve_connection<S: Service>(ctx: Arc<Ctx<S>>, incoming: Incoming, mut stop: watch::Receiver<bool>) {
     ctx.counters.active.fetch_add(1, Ordering::Relaxed);
-    let Incoming { stream, peer, preamble } = incoming;
+    // The gate's pass, if any, is held until the connection ends, with this task.
+    let Incoming { stream, peer, preamble, pass: _pass } = incoming;
     let info = conn_info(Some(peer));
     let now = Instant::now();
     let mut engine = Engine::new(ctx.service.new_session(&info, now), &ctx.engine, preamble);

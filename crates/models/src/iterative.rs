@@ -23,7 +23,7 @@ pub(crate) fn serve<S: Service>(
 ) -> std::io::Result<ServeReport> {
     let hub = LocalHub::new(service.new_hub(std::time::Instant::now()), None);
     let conn_env = ConnEnv { shutdown: &env.shutdown, activity: &env.activity, engine: config.engine() };
-    let mut acceptor = Acceptor::new();
+    let mut acceptor = Acceptor::with_gate(config.gate.clone());
     while wait_readable(&listener, env)? {
         match acceptor.accept(&listener, service.refusal())? {
             Accepted::Conn(incoming) => {

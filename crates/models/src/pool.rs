@@ -133,7 +133,7 @@ pub(crate) fn serve<S: Service>(
 ) -> io::Result<ServeReport> {
     let poll = Poll::new()?;
     let inbox = Inbox::new(poll.registry(), env)?;
-    let mut listening = Some(Listening::new(listener, poll.registry())?);
+    let mut listening = Some(Listening::new(listener, poll.registry(), config.gate.clone())?);
     let ctx = Arc::new(Ctx::new(&*service, env, config, true, inbox, poll.registry())?);
     let queue = Arc::new(Queue::new(config.queue.max(1)));
     let spawned: io::Result<Vec<_>> = (0..config.threads.max(1))

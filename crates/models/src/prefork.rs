@@ -115,7 +115,7 @@ fn worker<S: Service>(shared: &Shared<'_, S>, signals: ParentSignals) -> std::io
     trigger_on_signals_without_thread(shutdown.clone())?;
     child_ready(signals, shared.parent)?;
     let env = ConnEnv { shutdown: &shutdown, activity: shared.activity, engine: shared.config.engine() };
-    let mut acceptor = Acceptor::new();
+    let mut acceptor = Acceptor::with_gate(shared.config.gate.clone());
     while !shutdown.is_triggered() {
         // Every idle worker wakes for a new connection and one wins the accept; with a handful of
         // workers this herd is cheaper than serialising accepts.

@@ -113,6 +113,9 @@ pub struct ServeConfig {
     /// Every model but `green` and `hybrid`: arm TCP urgent data on every connection (SIGURG,
     /// `F_SETOWN`) and report it through `Session::handle_urgent`. Default off.
     pub urgent: UrgentMode,
+    /// Every model: who may connect, asked before a connection is served (the node's access
+    /// control for the services it hosts). Default: everyone.
+    pub gate: Option<std::sync::Arc<dyn crate::accept::Gate>>,
 }
 
 /// How long shutdown waits for connections to say goodbye (and children to exit) before it
@@ -140,6 +143,7 @@ impl ServeConfig {
             write_timeout: Duration::from_secs(30),
             mailbox: 4096,
             urgent: UrgentMode::Off,
+            gate: None,
         }
     }
 

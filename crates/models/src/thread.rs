@@ -24,7 +24,7 @@ pub(crate) fn serve<S: Service>(
     let hub = LocalHub::new(service.new_hub(std::time::Instant::now()), None);
     // The number of live connection threads, and a condition signalled when one ends.
     let live = Arc::new((Mutex::new(0usize), Condvar::new()));
-    let mut acceptor = Acceptor::new();
+    let mut acceptor = Acceptor::with_gate(config.gate.clone());
     loop {
         if let Some(max) = config.max_active {
             let (count, ended) = &*live;

@@ -11,6 +11,7 @@ use warren_proto::{DatagramService, Limits, Service as Protocol};
 
 use crate::Hooks;
 use crate::config::{Builtin, Protocol as Name, Service, Transport};
+use crate::gate::Admission;
 
 /// A builtin service running on its thread.
 #[derive(Debug)]
@@ -19,6 +20,8 @@ pub struct Running {
     pub shutdown: Arc<Shutdown>,
     /// Its thread.
     pub thread: JoinHandle<()>,
+    /// Its access rules and their counters, when it has any.
+    pub admission: Option<Arc<Admission>>,
 }
 
 /// The socket a builtin serves.
@@ -96,7 +99,7 @@ pub fn start(service: &Service, builtin: &Builtin, socket: Socket, hooks: &mut d
     if builtin.protocol == Name::Registry {
         let Socket::Tcp(listener) = socket else { return Err(std::io::Error::other("the registry is TCP only")) };
         return match hooks.host(service, listener, shutdown.clone()) {
-            Some(thread) => Ok(Running { shutdown, thread: thread? }),
+            Some(thread) => Ok(Running { shutdown, thread: thread?, admission: None }),
             None => Err(std::io::Error::new(
                 std::io::ErrorKind::Unsupported,
                 "this node cannot host the registry (`warren up` can); run `warren registry`",
@@ -111,6 +114,8 @@ pub fn start(service: &Service, builtin: &Builtin, socket: Socket, hooks: &mut d
     if let Some(max) = o.max_conns.or(service.limits.instances.map(|i| i as usize)) {
         config.max_conns = max;
     }
+    let admission = Admission::for_service(service).map(Arc::new);
+    config.gate = admission.clone().map(|a| a as Arc<dyn warren_models::accept::Gate>);
     let mut settings = Settings::default();
     if let Some(idle) = o.idle_timeout {
         settings.limits.idle_timeout = idle;
@@ -138,7 +143,7 @@ pub fn start(service: &Service, builtin: &Builtin, socket: Socket, hooks: &mut d
         Socket::Tcp(_) => Transport::Tcp,
         Socket::Udp(_) => Transport::Udp,
     };
-    let host = InNode { name: service.name.clone(), model: builtin.model, config, socket, shutdown };
+    let host = InNode { name: service.name.clone(), model: builtin.model, config, socket, shutdown, admission };
     dispatch(builtin.protocol, transport, settings, host).unwrap_or_else(|| {
         Err(std::io::Error::other(format!("builtin {} has no {} form", builtin.protocol.name(), transport.name())))
     })
@@ -151,6 +156,7 @@ struct InNode {
     config: ServeConfig,
     socket: Socket,
     shutdown: Arc<Shutdown>,
+    admission: Option<Arc<Admission>>,
 }
 
 impl Serve for InNode {
@@ -158,26 +164,18 @@ impl Serve for InNode {
 
     fn tcp<S: Protocol>(self, service: S) -> Self::Output {
         let Socket::Tcp(listener) = self.socket else { unreachable!("dispatch serves TCP on TCP sockets") };
-        tcp(&self.name, self.model, service, listener, self.config, self.shutdown)
+        let stop = self.shutdown.clone();
+        let (model, config) = (self.model, self.config);
+        spawn(&self.name, self.shutdown, self.admission, move || {
+            serve_until(model, service, listener, &config, stop).map(drop)
+        })
     }
 
     fn udp<D: DatagramService>(self, service: D) -> Self::Output {
         let Socket::Udp(socket) = self.socket else { unreachable!("dispatch serves UDP on UDP sockets") };
         let (model, config, stop) = (self.model, self.config, self.shutdown.clone());
-        spawn(&self.name, self.shutdown, move || udp(model, service, socket, &config, stop))
+        spawn(&self.name, self.shutdown, self.admission, move || udp(model, service, socket, &config, stop))
     }
-}
-
-fn tcp<S: Protocol>(
-    name: &str,
-    model: warren_models::Model,
-    service: S,
-    listener: TcpListener,
-    config: ServeConfig,
-    shutdown: Arc<Shutdown>,
-) -> std::io::Result<Running> {
-    let stop = shutdown.clone();
-    spawn(name, shutdown, move || serve_until(model, service, listener, &config, stop).map(drop))
 }
 
 fn udp<D: DatagramService>(
@@ -193,6 +191,7 @@ fn udp<D: DatagramService>(
 fn spawn(
     name: &str,
     shutdown: Arc<Shutdown>,
+    admission: Option<Arc<Admission>>,
     serve: impl FnOnce() -> std::io::Result<()> + Send + 'static,
 ) -> std::io::Result<Running> {
     let label = name.to_string();
@@ -201,5 +200,5 @@ fn spawn(
             tracing::error!(service = %label, "builtin stopped: {e}");
         }
     })?;
-    Ok(Running { shutdown, thread })
+    Ok(Running { shutdown, thread, admission })
 }

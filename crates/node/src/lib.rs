@@ -17,6 +17,7 @@ pub mod attrs;
 pub mod builtin;
 pub mod config;
 pub mod exec;
+pub mod gate;
 mod load;
 pub mod node;
 pub mod sandbox;

@@ -20,7 +20,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use tokio::task::AbortHandle;
 use warren_proto::{Job, Service, SessionId, StreamId};
 
-use crate::accept::{Accepted, Acceptor, Incoming, Listener};
+use crate::accept::{Accepted, Acceptor, Gate, Incoming, Listener};
 use crate::blocking::connect_here;
 use crate::conn::conn_info;
 use crate::engine::drive::{Link, Turn, drive};
@@ -142,6 +142,8 @@ struct MoreSockets {
     connecting: Vec<Connecting>,
     /// Future jobs running on the futures runtime, to abort.
     aborts: Vec<(warren_proto::Token, AbortHandle)>,
+    /// The gate's pass of a connection let in by one, given back when the connection goes.
+    _pass: Option<crate::accept::Pass>,
 }
 
 impl<S: Service> Sockets<S> {
@@ -176,6 +178,8 @@ impl<S: Service> Conn<S> {
         if let Err(e) = crate::urgent::arm(incoming.stream.as_fd(), ctx.engine.urgent) {
             tracing::warn!(target: "warren", "cannot arm urgent data: {e}");
         }
+        // Only connections let in by a gate carry a pass: the others stay as small as before.
+        let more = incoming.pass.map(|pass| Box::new(MoreSockets { _pass: Some(pass), ..MoreSockets::default() }));
         Ok(Self {
             engine: Engine::new(service.new_session(&info, now), &ctx.engine, incoming.preamble),
             io: Sockets {
@@ -185,7 +189,7 @@ impl<S: Service> Conn<S> {
                 id: info.id,
                 mailbox: None,
                 timer: None,
-                more: None,
+                more,
             },
         })
     }
@@ -516,10 +520,10 @@ pub(crate) struct Listening {
 }
 
 impl Listening {
-    pub(crate) fn new(listener: Listener, registry: &Registry) -> io::Result<Self> {
+    pub(crate) fn new(listener: Listener, registry: &Registry, gate: Option<Arc<dyn Gate>>) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
         registry.register(&mut SourceFd(&listener.as_fd().as_raw_fd()), LISTENER, Interest::READABLE)?;
-        Ok(Self { listener, acceptor: Acceptor::new(), ready: true, resume_at: None })
+        Ok(Self { listener, acceptor: Acceptor::with_gate(gate), ready: true, resume_at: None })
     }
 
     /// Accept a burst of connections, each handed to `admit`.

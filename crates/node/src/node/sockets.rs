@@ -53,28 +53,34 @@ impl Node {
             .entries
             .iter()
             .flatten()
-            .map(|e| ServiceStatus {
-                name: e.service.name.clone(),
-                kind: match &e.service.kind {
-                    Kind::Exec(x) if x.wait => "exec wait".into(),
-                    Kind::Exec(_) => "exec nowait".into(),
-                    Kind::Redirect(to) => format!("redirect {to}"),
-                    Kind::Builtin(b) => format!("builtin {} ({})", b.protocol.name(), b.model),
-                },
-                transport: e.service.listen.transport.name(),
-                addr: e.addr,
-                running: e.counters.running,
-                spawned: e.counters.spawned,
-                refused: e.counters.refused,
-                rate: e.counters.last_rate,
-                state: match e.watch {
-                    Watch::Watching => "listening".into(),
-                    Watch::Handed(pid) => format!("handed to {pid}"),
-                    Watch::Paused(at) => {
-                        format!("paused {:.1}s", at.saturating_duration_since(Instant::now()).as_secs_f64())
-                    }
-                    Watch::Builtin => "serving".into(),
-                },
+            .map(|e| {
+                // A builtin's connections are counted by its gate, on its own thread.
+                let gated = e.builtin.as_ref().and_then(|b| b.admission.as_ref()).map(|a| a.counts());
+                let c = &e.counters;
+                let (running, spawned, refused, rate) = gated.unwrap_or((c.running, c.spawned, c.refused, c.last_rate));
+                ServiceStatus {
+                    name: e.service.name.clone(),
+                    kind: match &e.service.kind {
+                        Kind::Exec(x) if x.wait => "exec wait".into(),
+                        Kind::Exec(_) => "exec nowait".into(),
+                        Kind::Redirect(to) => format!("redirect {to}"),
+                        Kind::Builtin(b) => format!("builtin {} ({})", b.protocol.name(), b.model),
+                    },
+                    transport: e.service.listen.transport.name(),
+                    addr: e.addr,
+                    running,
+                    spawned,
+                    refused,
+                    rate,
+                    state: match e.watch {
+                        Watch::Watching => "listening".into(),
+                        Watch::Handed(pid) => format!("handed to {pid}"),
+                        Watch::Paused(at) => {
+                            format!("paused {:.1}s", at.saturating_duration_since(Instant::now()).as_secs_f64())
+                        }
+                        Watch::Builtin => "serving".into(),
+                    },
+                }
             })
             .collect();
         Status { services, children: self.children.len() }
