@@ -208,7 +208,7 @@ type Keeper = tokio::sync::Mutex<(etcd_client::LeaseKeeper, etcd_client::LeaseKe
 /// looks up.
 #[derive(Default)]
 struct Prepared {
-    leases: Vec<i64>,
+    leases: Vec<u128>,
     keepers: Vec<Keeper>,
     names: Vec<Name>,
 }
@@ -220,7 +220,7 @@ async fn prepare_warren(c: &Client, op: Op, tasks: usize) -> anyhow::Result<Prep
         match op {
             Op::Renew => {
                 let lease = c.register(&name, TOKEN, endpoint(i, 0), Duration::from_secs(600)).await?;
-                p.leases.push(lease.id.0 as i64);
+                p.leases.push(lease.id.0);
             }
             Op::Lookup => {
                 c.rebind(&name, TOKEN, (0..10).map(|n| endpoint(i, n)).collect()).await?;
@@ -239,7 +239,7 @@ async fn run_warren(c: &Client, op: Op, p: &Prepared, i: usize, n: u64) -> anyho
             c.register(&name, TOKEN, endpoint(i, n), Duration::from_secs(600)).await?;
         }
         Op::Renew => {
-            c.renew(LeaseId(p.leases[i] as u64)).await?;
+            c.renew(LeaseId(p.leases[i]), TOKEN).await?;
         }
         Op::Lookup => {
             c.lookup(&p.names[i]).await?;
@@ -257,7 +257,7 @@ async fn prepare_etcd(c: &etcd_client::Client, op: Op, tasks: usize) -> anyhow::
                 let lease = client.lease_grant(600, None).await?;
                 client.put(format!("/bench/w{i}/a"), "x", Some(PutOptions::new().with_lease(lease.id()))).await?;
                 p.keepers.push(tokio::sync::Mutex::new(client.lease_keep_alive(lease.id()).await?));
-                p.leases.push(lease.id());
+                p.leases.push(lease.id() as u128);
             }
             Op::Lookup => {
                 for n in 0..10 {

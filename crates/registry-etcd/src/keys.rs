@@ -1,17 +1,21 @@
 //! How the registry lies in etcd's key space, under a prefix (default `/warren/`):
 //!
 //! ```text
-//! <prefix>ep/<name>/<transport>/<address>/<port>  →  {"endpoint": {...}, "owner": "<sha256 hex>"}
+//! <prefix>ep/<name>/<transport>/<address>/<port>  →  {"endpoint": {...}, "owner": "<hmac hex>"}
+//! <prefix>lease/<lease id, 32 hex digits>         →  "<hmac hex>" (attached to the lease)
+//! <prefix>token.key                               →  the token key, 64 hex digits
 //! ```
 //!
-//! One key per endpoint and nothing else: a name is bound exactly while it has an endpoint key,
-//! so when etcd deletes the last leased key of a name the name is gone too, with no second key
-//! to keep in step. Every endpoint carries its name's owner (the token's SHA-256, never the
-//! token), so any one key answers "who may change this name". Values are JSON so that
-//! `etcdctl get --prefix /warren/` reads well.
+//! One key per endpoint: a name is bound exactly while it has an endpoint key, so when etcd
+//! deletes the last leased key of a name the name is gone too, with no second key to keep in
+//! step. Every endpoint carries its name's owner (the token's keyed hash, never the token), so
+//! any one key answers "who may change this name". Each lease has a key naming the token that
+//! registered it, attached to the lease so that it goes with it: renewals and releases check it.
+//! The token key is written once, by the first registry instance that finds none, and read by
+//! every other. Values are JSON so that `etcdctl get --prefix /warren/` reads well.
 
 use serde::{Deserialize, Serialize};
-use warren_registry::model::{Endpoint, Error, Name, TokenHash};
+use warren_registry::model::{Endpoint, Error, LeaseId, Name, TokenHash};
 
 /// Keys of one registry in etcd.
 #[derive(Clone, Debug)]
@@ -41,6 +45,16 @@ impl Keys {
 
     pub fn endpoint(&self, name: &Name, e: &Endpoint) -> String {
         format!("{}{}/{}/{}", self.name(name), e.transport, e.addr, e.port)
+    }
+
+    /// The record of who registered a lease.
+    pub fn lease(&self, lease: LeaseId) -> String {
+        format!("{}lease/{lease}", self.prefix)
+    }
+
+    /// The registry's token key.
+    pub fn token_key(&self) -> String {
+        format!("{}token.key", self.prefix)
     }
 
     /// The name an endpoint key belongs to.
@@ -79,6 +93,15 @@ impl Stored {
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes `hex` wrote.
+pub fn unhex(text: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(text).ok()?;
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
 }
 
 fn corrupt(what: &str) -> Error {

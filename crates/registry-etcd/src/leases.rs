@@ -1,4 +1,5 @@
-//! Registry leases as etcd leases: grant, renew over a keep-alive stream, revoke.
+//! Registry leases as etcd leases: grant (with an id drawn at random), renew over a keep-alive
+//! stream, revoke.
 //!
 //! etcd renews a lease over a bidirectional keep-alive stream, and the client ties each stream to
 //! one lease. Opening one per renewal would cost a stream set-up per call, so the streams of
@@ -9,11 +10,14 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper, LeaseTimeToLiveOptions};
+use etcd_client::{Client, LeaseGrantOptions, LeaseKeepAliveStream, LeaseKeeper};
 use tokio::sync::Mutex;
 use warren_registry::model::{Error, LeaseId, Revision};
 
-use crate::unavailable;
+use crate::{etcd_id, lease_id, unavailable};
+
+/// Tries at drawing a lease id that etcd does not hold yet.
+const GRANT_ATTEMPTS: usize = 4;
 
 /// Keep-alive streams kept open at once.
 const MAX_STREAMS: usize = 1024;
@@ -37,15 +41,28 @@ impl Keepers {
     }
 
     /// A new lease of at least `ttl` (whole seconds, rounded up); its id and the TTL etcd granted.
+    /// The id is random (etcd's own are a member id and a counter, easy to guess).
     pub async fn grant(&self, ttl: Duration) -> Result<(i64, Duration), Error> {
         let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
-        let granted = self.client.clone().lease_grant(secs as i64, None).await.map_err(unavailable)?;
-        Ok((granted.id(), Duration::from_secs(granted.ttl().max(0) as u64)))
+        let mut last = None;
+        for _ in 0..GRANT_ATTEMPTS {
+            // 63 random bits: etcd's ids are positive i64s.
+            let id = (LeaseId::random()?.0 as u64 >> 1) as i64;
+            if id == 0 {
+                continue;
+            }
+            match self.client.clone().lease_grant(secs as i64, Some(LeaseGrantOptions::new().with_id(id))).await {
+                Ok(granted) => return Ok((granted.id(), Duration::from_secs(granted.ttl().max(0) as u64))),
+                Err(e) if e.to_string().contains("lease already exists") => last = Some(e),
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Err(last.map_or_else(|| Error::Unavailable("no lease id could be drawn".into()), unavailable))
     }
 
     /// One keep-alive: the lease lives another full TTL; `LeaseNotFound` if it ran out.
     pub async fn renew(&self, lease: LeaseId) -> Result<Duration, Error> {
-        let id = lease.0 as i64;
+        let id = etcd_id(lease)?;
         let stream = self.stream(id).await?;
         let answer = {
             let mut guard = stream.lock().await;
@@ -72,20 +89,11 @@ impl Keepers {
         }
     }
 
-    /// The keys attached to a live lease.
-    pub async fn attached(&self, lease: LeaseId) -> Result<Vec<Vec<u8>>, Error> {
-        let options = LeaseTimeToLiveOptions::new().with_keys();
-        let ttl = self.client.clone().lease_time_to_live(lease.0 as i64, Some(options)).await.map_err(unavailable)?;
-        if ttl.ttl() < 0 {
-            return Err(Error::LeaseNotFound(lease));
-        }
-        Ok(ttl.keys().to_vec())
-    }
-
     /// Ends a lease now; etcd deletes its keys in one revision.
     pub async fn revoke(&self, lease: LeaseId) -> Result<Revision, Error> {
-        self.forget(lease.0 as i64).await;
-        match self.client.clone().lease_revoke(lease.0 as i64).await {
+        let id = etcd_id(lease)?;
+        self.forget(id).await;
+        match self.client.clone().lease_revoke(id).await {
             Ok(done) => Ok(Revision(done.header().map_or(0, |h| h.revision()).max(0) as u64)),
             Err(e) if e.to_string().contains("requested lease not found") => Err(Error::LeaseNotFound(lease)),
             Err(e) => Err(unavailable(e)),
@@ -96,8 +104,7 @@ impl Keepers {
         if let Some(stream) = self.streams.lock().await.0.get(&id) {
             return Ok(stream.clone());
         }
-        let opened =
-            self.client.clone().lease_keep_alive(id).await.map_err(|e| keep_alive_failed(e, LeaseId(id as u64)))?;
+        let opened = self.client.clone().lease_keep_alive(id).await.map_err(|e| keep_alive_failed(e, lease_id(id)))?;
         let stream = Arc::new(Mutex::new(opened));
         let mut streams = self.streams.lock().await;
         let (map, order) = &mut *streams;

@@ -6,7 +6,10 @@
 //! - an endpoint is one key (see [`keys`]); a name is bound while it has one;
 //! - a registry lease is an etcd lease, its endpoint key attached to it, so etcd itself removes
 //!   the endpoint when the lease lapses (its lessor checks every 500 ms; etcd grants at least
-//!   its minimum TTL, 2 s with default settings, so a 1 s request is granted 2 s);
+//!   its minimum TTL, 2 s with default settings, so a 1 s request is granted 2 s). Its id is
+//!   drawn at random (63 bits, etcd's id space) rather than left to etcd's sequence, and a key
+//!   attached to it names the token that registered it, which renewals and releases must show;
+//! - tokens are kept as HMACs under a key kept in etcd ([`keys`]), made by the first instance;
 //! - a registry revision is etcd's revision, so `watch` is an etcd watch from that revision with
 //!   the previous value attached (a delete event carries the endpoint it removed), and a
 //!   compacted revision answers [`Error::Compacted`] as the embedded store does;
@@ -30,8 +33,8 @@ use async_trait::async_trait;
 use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp};
 use warren_registry::backend::{Backend, Lease, Watch};
 use warren_registry::model::{
-    Endpoint, EndpointKey, Entry, Error, LeaseId, MAX_TTL, MIN_TTL, Name, Revision, TokenHash, check_endpoints,
-    check_prefix, hash_token,
+    Endpoint, EndpointKey, Entry, Error, LeaseId, MAX_TTL, MIN_TTL, Name, Revision, TokenHash, TokenKey,
+    check_endpoints, check_prefix,
 };
 
 use crate::keys::{Keys, Stored};
@@ -49,8 +52,8 @@ pub struct EtcdConfig {
     pub endpoints: Vec<String>,
     /// The key prefix all of this registry's keys sit under.
     pub prefix: String,
-    /// The admin token's hash: it may change or remove any name.
-    pub admin: Option<TokenHash>,
+    /// The admin token: it may change or remove any name and lease.
+    pub admin: Option<String>,
     /// Most endpoints under one name.
     pub max_endpoints: usize,
 }
@@ -79,6 +82,8 @@ pub struct Etcd {
     client: Client,
     keys: Keys,
     config: EtcdConfig,
+    token_key: TokenKey,
+    admin: Option<TokenHash>,
     cache: Arc<cache::Cache>,
     keepers: leases::Keepers,
     follower: tokio::task::JoinHandle<()>,
@@ -116,8 +121,24 @@ impl Etcd {
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         };
+        let token_key = token_key(&client, &keys).await?;
+        let admin = config.admin.as_deref().map(|t| token_key.hash(t)).transpose()?;
         let follower = tokio::spawn(cache::follow(client.clone(), keys.clone(), cache.clone(), loaded));
-        Ok(Etcd { keepers: leases::Keepers::new(client.clone()), client, keys, config, cache, follower })
+        let keepers = leases::Keepers::new(client.clone());
+        Ok(Etcd { keepers, client, keys, config, token_key, admin, cache, follower })
+    }
+
+    /// Whether `token` registered `lease` (or is the admin's): `LeaseNotFound` if it lapsed or
+    /// never was, `Forbidden` for another token.
+    async fn lease_of(&self, lease: LeaseId, token: &str) -> Result<(), Error> {
+        let caller = self.token_key.hash(token)?;
+        let got = self.client.clone().get(self.keys.lease(lease), None).await.map_err(unavailable)?;
+        let kv = got.kvs().first().ok_or(Error::LeaseNotFound(lease))?;
+        let holder: String = serde_json::from_slice(kv.value()).map_err(|_| Error::LeaseNotFound(lease))?;
+        if holder != keys::hex(&caller) && self.admin != Some(caller) {
+            return Err(Error::Forbidden(format!("lease {lease}")));
+        }
+        Ok(())
     }
 
     /// The name's endpoint records and the revision they were read at.
@@ -134,7 +155,7 @@ impl Etcd {
     /// it), the caller's if it is free.
     fn authorize(&self, name: &Name, records: &[(Stored, i64)], caller: &TokenHash) -> Result<String, Error> {
         let Some((first, _)) = records.first() else { return Ok(keys::hex(caller)) };
-        if records.iter().all(|(r, _)| r.owned_by(caller)) || self.config.admin.as_ref() == Some(caller) {
+        if records.iter().all(|(r, _)| r.owned_by(caller)) || self.admin.as_ref() == Some(caller) {
             Ok(first.owner.clone())
         } else {
             Err(Error::Forbidden(name.to_string()))
@@ -159,7 +180,7 @@ impl Etcd {
 #[async_trait]
 impl Backend for Etcd {
     async fn bind(&self, name: &Name, token: &str, endpoints: Vec<Endpoint>) -> Result<Revision, Error> {
-        let owner = keys::hex(&hash_token(token)?);
+        let owner = keys::hex(&self.token_key.hash(token)?);
         check_endpoints(&endpoints, self.config.max_endpoints)?;
         // Free means no key at all under the name: an empty range compares as created at 0.
         let free = Compare::create_revision(self.keys.name(name), CompareOp::Equal, 0).with_prefix();
@@ -172,7 +193,7 @@ impl Backend for Etcd {
     }
 
     async fn rebind(&self, name: &Name, token: &str, endpoints: Vec<Endpoint>) -> Result<Revision, Error> {
-        let caller = hash_token(token)?;
+        let caller = self.token_key.hash(token)?;
         check_endpoints(&endpoints, self.config.max_endpoints)?;
         for _ in 0..WRITE_ATTEMPTS {
             let (read_at, records) = self.read(name).await?;
@@ -198,7 +219,7 @@ impl Backend for Etcd {
     }
 
     async fn unbind(&self, name: &Name, token: &str) -> Result<Revision, Error> {
-        let caller = hash_token(token)?;
+        let caller = self.token_key.hash(token)?;
         for _ in 0..WRITE_ATTEMPTS {
             let (read_at, records) = self.read(name).await?;
             if records.is_empty() {
@@ -236,7 +257,7 @@ impl Backend for Etcd {
     }
 
     async fn register(&self, name: &Name, token: &str, endpoint: Endpoint, ttl: Duration) -> Result<Lease, Error> {
-        let caller = hash_token(token)?;
+        let caller = self.token_key.hash(token)?;
         endpoint.validate()?;
         if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
             return Err(Error::Invalid(format!("ttl {ttl:?}: must be {MIN_TTL:?} to {MAX_TTL:?}")));
@@ -244,7 +265,7 @@ impl Backend for Etcd {
         let (id, granted) = self.keepers.grant(ttl).await?;
         let written = self.register_under(name, &caller, &endpoint, id).await;
         match written {
-            Ok(revision) => Ok(Lease { id: LeaseId(id as u64), ttl: granted, revision }),
+            Ok(revision) => Ok(Lease { id: lease_id(id), ttl: granted, revision }),
             Err(e) => {
                 // Nothing is attached to it; do not leave it to run out.
                 let _ = self.client.clone().lease_revoke(id).await;
@@ -253,23 +274,23 @@ impl Backend for Etcd {
         }
     }
 
-    async fn renew(&self, lease: LeaseId) -> Result<Duration, Error> {
+    async fn renew(&self, lease: LeaseId, token: &str) -> Result<Duration, Error> {
+        self.lease_of(lease, token).await?;
         self.keepers.renew(lease).await
     }
 
     async fn release(&self, lease: LeaseId, token: &str) -> Result<Revision, Error> {
-        let caller = hash_token(token)?;
-        let attached = self.keepers.attached(lease).await?;
-        if let Some(key) = attached.first() {
-            let got = self.client.clone().get(key.clone(), None).await.map_err(unavailable)?;
-            if let Some(kv) = got.kvs().first()
-                && !Stored::decode(kv.value())?.owned_by(&caller)
-                && self.config.admin.as_ref() != Some(&caller)
-            {
-                return Err(Error::Forbidden(format!("lease {lease}")));
-            }
-        }
+        self.lease_of(lease, token).await?;
         self.keepers.revoke(lease).await
+    }
+
+    async fn authorize(&self, name: &Name, token: &str) -> Result<(), Error> {
+        let caller = self.token_key.hash(token)?;
+        let (_, records) = self.read(name).await?;
+        if records.is_empty() {
+            return Err(Error::NotBound(name.clone()));
+        }
+        Etcd::authorize(self, name, &records, &caller).map(drop)
     }
 
     async fn watch(&self, prefix: &str, from: Revision) -> Result<Box<dyn Watch>, Error> {
@@ -298,12 +319,49 @@ impl Etcd {
             if !present && records.len() >= self.config.max_endpoints {
                 return Err(Error::TooLarge(format!("{name}: at most {} endpoints", self.config.max_endpoints)));
             }
-            if let Some(revision) = self.guarded(name, read_at, vec![self.put(name, e, &owner, Some(lease))]).await? {
+            // Who registered the lease goes with it, for its renewals and release.
+            let holder = serde_json::to_vec(&keys::hex(caller)).expect("a string serialises");
+            let record =
+                TxnOp::put(self.keys.lease(lease_id(lease)), holder, Some(PutOptions::new().with_lease(lease)));
+            let ops = vec![self.put(name, e, &owner, Some(lease)), record];
+            if let Some(revision) = self.guarded(name, read_at, ops).await? {
                 return Ok(revision);
             }
         }
         Err(contended(name))
     }
+}
+
+/// A registry lease id for an etcd lease id (always positive).
+fn lease_id(id: i64) -> LeaseId {
+    LeaseId(u128::from(id.unsigned_abs()))
+}
+
+/// The etcd lease id of a registry lease id; ids etcd cannot hold name no lease.
+fn etcd_id(lease: LeaseId) -> Result<i64, Error> {
+    i64::try_from(lease.0).map_err(|_| Error::LeaseNotFound(lease))
+}
+
+/// The registry's token key in etcd: read, or written by whichever instance comes first.
+async fn token_key(client: &Client, keys: &Keys) -> Result<TokenKey, Error> {
+    let key = keys.token_key();
+    let fresh = TokenKey::random()?;
+    let absent = Compare::create_revision(key.clone(), CompareOp::Equal, 0);
+    let write = TxnOp::put(key.clone(), keys::hex(fresh.bytes()), None);
+    let read = TxnOp::get(key.clone(), None);
+    let done = client.clone().txn(Txn::new().when([absent]).and_then([write]).or_else([read])).await;
+    let done = done.map_err(unavailable)?;
+    if done.succeeded() {
+        return Ok(fresh);
+    }
+    let stored = done.op_responses().into_iter().find_map(|op| match op {
+        etcd_client::TxnOpResponse::Get(got) => got.kvs().first().map(|kv| kv.value().to_vec()),
+        _ => None,
+    });
+    let not_a_key = || Error::Unavailable(format!("etcd holds {key}, which is not a token key"));
+    let bytes = stored.as_deref().and_then(keys::unhex).ok_or_else(not_a_key)?;
+    let bytes: [u8; TokenKey::LEN] = bytes.try_into().map_err(|_| not_a_key())?;
+    Ok(TokenKey::new(bytes))
 }
 
 fn revision_of(header: Option<&etcd_client::ResponseHeader>) -> Revision {

@@ -4,15 +4,13 @@ mod suite;
 
 use std::time::Duration;
 
-use warren_registry::model::hash_token;
 use warren_registry_server::embedded::Embedded;
 use warren_registry_server::state::Config;
 
 /// A store in a fresh directory, removed when the guard drops.
 async fn make() -> (Embedded, TempDir) {
     let dir = TempDir::new();
-    let admin = hash_token(suite::ADMIN).unwrap();
-    (Embedded::open(&dir.0, Config::default(), Some(admin)).unwrap(), dir)
+    (Embedded::open(&dir.0, Config::default(), Some(suite::ADMIN)).unwrap(), dir)
 }
 
 struct TempDir(std::path::PathBuf);

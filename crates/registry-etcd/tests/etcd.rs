@@ -5,7 +5,6 @@ mod suite;
 
 use std::time::Duration;
 
-use warren_registry::model::hash_token;
 use warren_registry_etcd::{Etcd, EtcdConfig};
 use warren_testkit::LocalEtcd;
 
@@ -15,7 +14,7 @@ async fn make() -> (Etcd, LocalEtcd) {
     let server = LocalEtcd::start(&format!("suite-{n}"))
         .expect("etcd (Debian's etcd-server) must be installed: apt-get install etcd-server");
     let mut config = EtcdConfig::from_url(&server.store_url("/suite/")).unwrap();
-    config.admin = Some(hash_token(suite::ADMIN).unwrap());
+    config.admin = Some(suite::ADMIN.to_owned());
     // etcd takes a moment to elect itself; connect waits for it.
     match Etcd::connect(config).await {
         Ok(backend) => (backend, server),

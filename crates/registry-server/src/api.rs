@@ -8,33 +8,42 @@
 //! | `PUT /v1/names/{name}` `{"endpoints":[…]}` | rebind |
 //! | `DELETE /v1/names/{name}` | unbind |
 //! | `POST /v1/names/{name}/leases` `{"endpoint":{…},"ttl_ms":n}` | register under a new lease |
-//! | `PUT /v1/leases/{id}` / `DELETE /v1/leases/{id}` | renew / release |
+//! | `PUT /v1/leases/{id}` / `DELETE /v1/leases/{id}` | renew / release (the lease's token) |
 //! | `GET /v1/watch?prefix=p&from=r` | the events after revision `r`, one JSON object per line, kept open |
 //! | `GET /v1/health/{name}` | every endpoint with its health |
-//! | `PUT /v1/health/{name}/{addr}/pass` | a TTL check's heartbeat |
+//! | `PUT /v1/health/{name}/{addr}/pass` | a TTL check's heartbeat (the name's token) |
 //!
-//! Writes take the name's token as `Authorization: Bearer <token>`. Errors are JSON
-//! `{"error": "...", "kind": "NotBound"}` with the status that fits (404, 409, 403, 410 for a
-//! compacted revision, 413, 400, 503). Bodies are at most [`MAX_BODY`] bytes.
+//! Writes, renewals, releases and passes take the token as `Authorization: Bearer <token>`.
+//! Errors are JSON `{"error": "...", "kind": "NotBound"}` with the status that fits (404, 409,
+//! 401 without a token, 403 with another's, 410 for a compacted revision, 413, 400, 408, 429,
+//! 503). Bodies are at most [`MAX_BODY`] bytes.
 //!
-//! Connections come through [`CappedListener`]: warren's accept policy (a reserve descriptor,
-//! a 503 and a back-off when descriptors run out) and at most [`Limits::max_conns`] at once;
-//! at the cap it stops accepting until one closes (new ones wait in the backlog), as nginx's
-//! `worker_connections` does. A connection must send a request's head within
-//! [`Limits::header_timeout`] of opening or of its previous answer, so an idle peer cannot hold
-//! a slot for ever; an open watch is not idle and is kept.
+//! **Limits** ([`Limits`]), as nginx's and Consul's HTTP servers have them:
+//! - connections come through [`CappedListener`]: warren's accept policy (a reserve descriptor,
+//!   a 503 and a back-off when descriptors run out) and at most `max_conns` at once; one past
+//!   the cap is answered 503 and closed at once, so it neither waits unanswered nor takes a
+//!   slot (as every warren server refuses over `--max-conns`);
+//! - a request's head must arrive within `header_timeout` of the connection opening or of its
+//!   previous answer (so this is also the keep-alive idle timeout), and its body within
+//!   `body_timeout` (408 otherwise), so a slow peer cannot hold a slot for ever;
+//! - a connection whose peer takes no byte of its answer for `send_timeout` is closed (a watch
+//!   reader that stopped reading included); an open watch that is merely quiet is kept;
+//! - watch streams are capped in total and per source address (`max_watches`,
+//!   `max_watches_per_source`); one past a cap is answered 503 (total) or 429 (per source).
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use serde::Deserialize;
@@ -52,8 +61,19 @@ pub const MAX_BODY: usize = 256 * 1024;
 
 type Shared = Arc<Checked>;
 
-/// The API's routes over a health-checked backend.
-pub fn router(backend: Shared) -> axum::Router {
+/// What every handler shares: the backend and the watch streams' slots.
+#[derive(Clone)]
+struct Api {
+    backend: Shared,
+    watches: Arc<WatchSlots>,
+}
+
+/// The API's routes over a health-checked backend, under `limits`' body timeout and watch caps.
+/// Each request must carry its peer as a [`ConnectInfo<SocketAddr>`] extension ([`serve`] adds
+/// it).
+pub fn router(backend: Shared, limits: &Limits) -> axum::Router {
+    let watches = Arc::new(WatchSlots::new(limits.max_watches, limits.max_watches_per_source));
+    let body_timeout = limits.body_timeout;
     axum::Router::new()
         .route("/v1/names", get(list))
         .route("/v1/names/{name}", get(lookup).post(bind).put(rebind).delete(unbind))
@@ -62,23 +82,108 @@ pub fn router(backend: Shared) -> axum::Router {
         .route("/v1/watch", get(watch))
         .route("/v1/health/{name}", get(health))
         .route("/v1/health/{name}/{addr}/pass", put(pass))
+        .layer(axum::middleware::from_fn(move |request: Request, next: Next| read_body(body_timeout, request, next)))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(backend)
+        .with_state(Api { backend, watches })
 }
 
-/// The API's connection limits.
+/// Reads a request's whole body (at most [`MAX_BODY`]) within `timeout` before its handler runs,
+/// so that a body that stalls is answered 408 and its connection closed, not held for ever.
+async fn read_body(timeout: Duration, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Ok(Err(_)) => Failure(StatusCode::PAYLOAD_TOO_LARGE, format!("a body of at most {MAX_BODY} bytes"), "TooLarge")
+            .into_response(),
+        Err(_) => {
+            let why = format!("the body did not arrive within {timeout:?}");
+            let mut answer = Failure(StatusCode::REQUEST_TIMEOUT, why, "Timeout").into_response();
+            answer.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            answer
+        }
+    }
+}
+
+/// The API's limits (see the module documentation), with `warren registry`'s defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Connections served at once (1024); beyond them new ones wait in the listen backlog.
+    /// Connections served at once (1024); one more is answered 503 and closed.
     pub max_conns: usize,
     /// How long a connection may take to send a request's head, from its opening or its
-    /// previous answer (30 s, hyper's default); then it is closed.
+    /// previous answer (30 s); then it is closed.
     pub header_timeout: Duration,
+    /// How long a request's body may take to arrive (30 s); then 408 and the connection closes.
+    pub body_timeout: Duration,
+    /// How long an answer may wait for the peer to take a byte (30 s); then the connection is
+    /// closed.
+    pub send_timeout: Duration,
+    /// Watch streams open at once (512); one more is answered 503.
+    pub max_watches: usize,
+    /// Watch streams open at once from one source address (32); one more is answered 429.
+    pub max_watches_per_source: usize,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { max_conns: 1024, header_timeout: Duration::from_secs(30) }
+        Limits {
+            max_conns: 1024,
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(30),
+            max_watches: 512,
+            max_watches_per_source: 32,
+        }
+    }
+}
+
+/// The open watch streams, in total and per source address.
+#[derive(Debug)]
+struct WatchSlots {
+    max: usize,
+    max_per_source: usize,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One open watch stream's slot, given back when the stream ends.
+struct WatchSlot {
+    slots: Arc<WatchSlots>,
+    source: IpAddr,
+}
+
+impl WatchSlots {
+    fn new(max: usize, max_per_source: usize) -> WatchSlots {
+        WatchSlots { max, max_per_source, open: Mutex::default() }
+    }
+
+    fn take(self: &Arc<Self>, source: IpAddr) -> Result<WatchSlot, Failure> {
+        let mut open = self.open.lock().expect("no panics while held");
+        let (total, per_source) = &mut *open;
+        if *total >= self.max {
+            let why = format!("{} watch streams are open, the most this server keeps; try again later", self.max);
+            return Err(Failure(StatusCode::SERVICE_UNAVAILABLE, why, "TooManyWatches"));
+        }
+        let mine = per_source.entry(source).or_default();
+        if *mine >= self.max_per_source {
+            let why = format!("{source} has {} watch streams open, the most per address", self.max_per_source);
+            return Err(Failure(StatusCode::TOO_MANY_REQUESTS, why, "TooManyWatches"));
+        }
+        *mine += 1;
+        *total += 1;
+        Ok(WatchSlot { slots: self.clone(), source })
+    }
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().expect("no panics while held");
+        let (total, per_source) = &mut *open;
+        *total -= 1;
+        if let Some(mine) = per_source.get_mut(&self.source) {
+            *mine -= 1;
+            if *mine == 0 {
+                per_source.remove(&self.source);
+            }
+        }
     }
 }
 
@@ -91,14 +196,15 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> io::Result<()> {
-    let listener = CappedListener::new(listener, limits.max_conns)?;
-    serve_on(listener, router(backend), limits.header_timeout, shutdown).await;
+    let listener = CappedListener::new(listener, limits.max_conns, limits.send_timeout)?;
+    serve_on(listener, router(backend, &limits), limits.header_timeout, shutdown).await;
     Ok(())
 }
 
 /// What `axum::serve` does, with hyper's timer set so that `header_timeout` takes effect
-/// (`axum::serve` gives no way to set it). HTTP/1 only: the API's clients are curl and scripts.
-async fn serve_on<L: axum::serve::Listener>(
+/// (`axum::serve` gives no way to set it), and each request told its peer. HTTP/1 only: the
+/// API's clients are curl and scripts.
+async fn serve_on<L: axum::serve::Listener<Addr = SocketAddr>>(
     mut listener: L,
     router: axum::Router,
     header_timeout: Duration,
@@ -108,13 +214,14 @@ async fn serve_on<L: axum::serve::Listener>(
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        let (io, _peer) = tokio::select! {
+        let (io, peer) = tokio::select! {
             () = &mut shutdown => break,
             // Reap finished connections so that the set holds only live ones.
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
             conn = listener.accept() => conn,
         };
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let router = router.clone().layer(axum::Extension(ConnectInfo(peer)));
+        let service = hyper_util::service::TowerToHyperService::new(router);
         let mut stop = stop.clone();
         tasks.spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
@@ -135,20 +242,26 @@ async fn serve_on<L: axum::serve::Listener>(
 }
 
 /// A TCP listener under warren's accept policy ([`AsyncAcceptor`]) that holds at most
-/// `max_conns` connections at once: at the cap it does not accept until one of them closes.
+/// `max_conns` connections at once: one over the cap is answered 503 and closed.
 #[derive(Debug)]
 pub struct CappedListener {
     acceptor: AsyncAcceptor,
     slots: Arc<Semaphore>,
+    send_timeout: Duration,
 }
 
+/// The answer to a connection over the cap.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+Content-Length: 70\r\nConnection: close\r\n\r\n\
+{\"error\":\"too many connections; try again later\",\"kind\":\"Unavailable\"}";
+
 impl CappedListener {
-    /// Accept from `listener`, at most `max_conns` (at least 1) at once. Call inside a tokio
-    /// runtime.
-    pub fn new(listener: std::net::TcpListener, max_conns: usize) -> io::Result<Self> {
+    /// Accept from `listener`, at most `max_conns` (at least 1) at once, each closed when its
+    /// peer takes nothing for `send_timeout`. Call inside a tokio runtime.
+    pub fn new(listener: std::net::TcpListener, max_conns: usize, send_timeout: Duration) -> io::Result<Self> {
         let refusal = warren_proto::http::session::REFUSAL;
         let slots = Arc::new(Semaphore::new(max_conns.clamp(1, Semaphore::MAX_PERMITS)));
-        Ok(Self { acceptor: AsyncAcceptor::new(listener, refusal)?, slots })
+        Ok(Self { acceptor: AsyncAcceptor::new(listener, refusal)?, slots, send_timeout })
     }
 }
 
@@ -157,8 +270,6 @@ impl axum::serve::Listener for CappedListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (CappedConn, SocketAddr) {
-        // A free slot first: at the cap, connections wait in the backlog, not half-served.
-        let slot = self.slots.clone().acquire_owned().await.expect("the semaphore is never closed");
         loop {
             let incoming = match self.acceptor.accept().await {
                 Ok(incoming) => incoming,
@@ -169,11 +280,16 @@ impl axum::serve::Listener for CappedListener {
                     continue;
                 }
             };
-            let stream = incoming.stream;
+            let mut stream = incoming.stream;
+            let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+                warren_models::accept::refuse(&mut stream, BUSY);
+                continue;
+            };
             match stream.set_nonblocking(true).and_then(|()| tokio::net::TcpStream::from_std(stream)) {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
-                    return (CappedConn { stream, _slot: slot }, incoming.peer);
+                    let stalled = SendClock { limit: self.send_timeout, since: None };
+                    return (CappedConn { stream, stalled, _slot: slot }, incoming.peer);
                 }
                 Err(e) => tracing::warn!("registry-http: cannot serve a connection: {e}"),
             }
@@ -185,11 +301,40 @@ impl axum::serve::Listener for CappedListener {
     }
 }
 
-/// A connection from [`CappedListener`]; its slot frees when it is dropped.
+/// A connection from [`CappedListener`]; its slot frees when it is dropped. A write that makes
+/// no progress for the send timeout fails with `TimedOut`, which ends the connection.
 #[derive(Debug)]
 pub struct CappedConn {
     stream: tokio::net::TcpStream,
+    stalled: SendClock,
     _slot: OwnedSemaphorePermit,
+}
+
+/// Since when writes have been waiting for the peer, and how long they may.
+#[derive(Debug)]
+struct SendClock {
+    limit: Duration,
+    since: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl SendClock {
+    /// Passes a write's outcome through; a `Pending` one starts (or goes on with) the clock,
+    /// and fails once the clock has run out.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, outcome: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if outcome.is_ready() {
+            self.since = None;
+            return outcome;
+        }
+        let limit = self.limit;
+        let deadline = self.since.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                let why = format!("the peer took nothing for {limit:?}");
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl AsyncRead for CappedConn {
@@ -200,7 +345,9 @@ impl AsyncRead for CappedConn {
 
 impl AsyncWrite for CappedConn {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let this = &mut *self;
+        let outcome = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.stalled.watch(cx, outcome)
     }
 
     fn poll_write_vectored(
@@ -208,7 +355,9 @@ impl AsyncWrite for CappedConn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        let outcome = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.stalled.watch(cx, outcome)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -233,6 +382,7 @@ impl From<Error> for Failure {
             Error::NotBound(_) => (StatusCode::NOT_FOUND, "NotBound"),
             Error::AlreadyBound(_) => (StatusCode::CONFLICT, "AlreadyBound"),
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden"),
+            Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "NoToken"),
             Error::LeaseNotFound(_) => (StatusCode::NOT_FOUND, "LeaseNotFound"),
             Error::Compacted { .. } => (StatusCode::GONE, "Compacted"),
             Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "TooLarge"),
@@ -261,13 +411,14 @@ fn token(headers: &HeaderMap) -> Result<String, Failure> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned)
-        .ok_or_else(|| Failure(StatusCode::UNAUTHORIZED, "writes need Authorization: Bearer <token>".into(), "NoToken"))
+        .ok_or_else(|| {
+            let why = "this needs the owner's token: Authorization: Bearer <token>".into();
+            Failure(StatusCode::UNAUTHORIZED, why, "NoToken")
+        })
 }
 
 fn lease_id(raw: &str) -> Result<LeaseId, Failure> {
-    u64::from_str_radix(raw, 16)
-        .map(LeaseId)
-        .map_err(|_| Error::Invalid(format!("lease {raw:?}: 16 hex digits")).into())
+    Ok(LeaseId::parse(raw)?)
 }
 
 fn revision(r: Revision) -> Response {
@@ -280,12 +431,12 @@ struct Prefix {
     prefix: String,
 }
 
-async fn list(State(b): State<Shared>, Query(q): Query<Prefix>) -> Answer {
+async fn list(State(Api { backend: b, .. }): State<Api>, Query(q): Query<Prefix>) -> Answer {
     let (rev, entries) = b.list(&q.prefix).await?;
     Ok(Json(json!({ "revision": rev.0, "names": entries })).into_response())
 }
 
-async fn lookup(State(b): State<Shared>, Path(raw): Path<String>) -> Answer {
+async fn lookup(State(Api { backend: b, .. }): State<Api>, Path(raw): Path<String>) -> Answer {
     let (rev, endpoints) = b.lookup(&name(&raw)?).await?;
     Ok(Json(json!({ "revision": rev.0, "endpoints": endpoints })).into_response())
 }
@@ -295,15 +446,25 @@ struct Endpoints {
     endpoints: Vec<Endpoint>,
 }
 
-async fn bind(State(b): State<Shared>, Path(raw): Path<String>, h: HeaderMap, Json(body): Json<Endpoints>) -> Answer {
+async fn bind(
+    State(Api { backend: b, .. }): State<Api>,
+    Path(raw): Path<String>,
+    h: HeaderMap,
+    Json(body): Json<Endpoints>,
+) -> Answer {
     Ok(revision(b.bind(&name(&raw)?, &token(&h)?, body.endpoints).await?))
 }
 
-async fn rebind(State(b): State<Shared>, Path(raw): Path<String>, h: HeaderMap, Json(body): Json<Endpoints>) -> Answer {
+async fn rebind(
+    State(Api { backend: b, .. }): State<Api>,
+    Path(raw): Path<String>,
+    h: HeaderMap,
+    Json(body): Json<Endpoints>,
+) -> Answer {
     Ok(revision(b.rebind(&name(&raw)?, &token(&h)?, body.endpoints).await?))
 }
 
-async fn unbind(State(b): State<Shared>, Path(raw): Path<String>, h: HeaderMap) -> Answer {
+async fn unbind(State(Api { backend: b, .. }): State<Api>, Path(raw): Path<String>, h: HeaderMap) -> Answer {
     Ok(revision(b.unbind(&name(&raw)?, &token(&h)?).await?))
 }
 
@@ -314,7 +475,7 @@ struct Registration {
 }
 
 async fn register(
-    State(b): State<Shared>,
+    State(Api { backend: b, .. }): State<Api>,
     Path(raw): Path<String>,
     h: HeaderMap,
     Json(body): Json<Registration>,
@@ -325,12 +486,12 @@ async fn register(
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
-async fn renew(State(b): State<Shared>, Path(raw): Path<String>) -> Answer {
-    let ttl = b.renew(lease_id(&raw)?).await?;
+async fn renew(State(Api { backend: b, .. }): State<Api>, Path(raw): Path<String>, h: HeaderMap) -> Answer {
+    let ttl = b.renew(lease_id(&raw)?, &token(&h)?).await?;
     Ok(Json(json!({ "ttl_ms": ttl.as_millis() as u64 })).into_response())
 }
 
-async fn release(State(b): State<Shared>, Path(raw): Path<String>, h: HeaderMap) -> Answer {
+async fn release(State(Api { backend: b, .. }): State<Api>, Path(raw): Path<String>, h: HeaderMap) -> Answer {
     Ok(revision(b.release(lease_id(&raw)?, &token(&h)?).await?))
 }
 
@@ -344,10 +505,16 @@ struct WatchQuery {
 /// A chunked stream of events, one JSON object per line; a final `{"error":…}` line if the
 /// watch ends (compacted history, the store stopping). Opening it fails early with 410 when
 /// `from` is already compacted.
-async fn watch(State(b): State<Shared>, Query(q): Query<WatchQuery>) -> Answer {
-    let watch = b.watch(&q.prefix, Revision(q.from)).await?;
-    let lines = futures_util::stream::unfold(Some(watch), |watch| async move {
-        let mut watch = watch?;
+async fn watch(
+    State(api): State<Api>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<WatchQuery>,
+) -> Answer {
+    let slot = api.watches.take(peer.ip())?;
+    let watch = api.backend.watch(&q.prefix, Revision(q.from)).await?;
+    // The slot lives as long as the stream.
+    let lines = futures_util::stream::unfold(Some((watch, slot)), |open| async move {
+        let (mut watch, slot) = open?;
         let (line, next) = match watch.next().await {
             Ok(events) => {
                 let mut text = String::new();
@@ -355,7 +522,7 @@ async fn watch(State(b): State<Shared>, Query(q): Query<WatchQuery>) -> Answer {
                     text.push_str(&serde_json::to_string(e).expect("events serialise"));
                     text.push('\n');
                 }
-                (text, Some(watch))
+                (text, Some((watch, slot)))
             }
             Err(e) => (format!("{}\n", json!({ "error": e.to_string() })), None),
         };
@@ -364,14 +531,18 @@ async fn watch(State(b): State<Shared>, Query(q): Query<WatchQuery>) -> Answer {
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response())
 }
 
-async fn health(State(b): State<Shared>, Path(raw): Path<String>) -> Answer {
+async fn health(State(Api { backend: b, .. }): State<Api>, Path(raw): Path<String>) -> Answer {
     let all = b.health(&name(&raw)?).await?;
     let endpoints: Vec<_> = all.into_iter().map(|(e, healthy)| json!({ "endpoint": e, "healthy": healthy })).collect();
     Ok(Json(json!({ "endpoints": endpoints })).into_response())
 }
 
-async fn pass(State(b): State<Shared>, Path((raw, addr)): Path<(String, String)>) -> Answer {
+async fn pass(
+    State(Api { backend: b, .. }): State<Api>,
+    Path((raw, addr)): Path<(String, String)>,
+    h: HeaderMap,
+) -> Answer {
     let addr: SocketAddr = addr.parse().map_err(|_| Error::Invalid(format!("{addr:?}: not an address:port")))?;
-    b.pass(&name(&raw)?, addr)?;
+    b.pass(&name(&raw)?, addr, &token(&h)?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

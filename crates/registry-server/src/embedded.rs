@@ -8,8 +8,8 @@
 //! **Reads.** `lookup`, `list` and `snapshot` read a [`View`] that the writer updates after each
 //! commit, so they never wait for a write and never see one that is not yet durable.
 //!
-//! **Restarts.** Names, endpoints, leases (their TTL and owner), the revision and the lease
-//! counter are stored; lease deadlines and the event history are not. After a restart every
+//! **Restarts.** Names, endpoints, leases (their TTL and owner) and the revision are stored;
+//! lease deadlines and the event history are not. After a restart every
 //! lease has a full TTL from the restart (as etcd gives leases after a leader change), and
 //! watches resume from the stored revision onwards (older ones get `Compacted`).
 //!
@@ -26,13 +26,17 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{broadcast, oneshot};
 use warren_registry::backend::{Backend, Lease, Watch};
-use warren_registry::model::{Endpoint, Entry, Error, Event, LeaseId, Name, Revision, TokenHash, check_prefix};
+use warren_registry::model::{Endpoint, Entry, Error, Event, LeaseId, Name, Revision, TokenKey, check_prefix};
 
+use crate::datadir;
 use crate::state::{Config, Dirty, LeaseRecord, NameRecord, State};
 
 const NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("names");
-const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("leases");
+const LEASES: TableDefinition<u128, &[u8]> = TableDefinition::new("leases");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The store's layout, kept in `META`: 2 has keyed token hashes and 128-bit lease ids. A store
+/// without it was written with plain SHA-256 hashes, which cannot be carried over.
+const FORMAT: u64 = 2;
 
 /// The most commands one commit covers.
 const BATCH: usize = 512;
@@ -48,8 +52,9 @@ enum Command {
     Rebind(Name, String, Vec<Endpoint>, Reply<Revision>),
     Unbind(Name, String, Reply<Revision>),
     Register(Name, String, Endpoint, Duration, Reply<Lease>),
-    Renew(LeaseId, Reply<Duration>),
+    Renew(LeaseId, String, Reply<Duration>),
     Release(LeaseId, String, Reply<Revision>),
+    Authorize(Name, String, Reply<()>),
     Watch(String, Revision, Reply<Subscription>),
 }
 
@@ -86,11 +91,13 @@ impl std::fmt::Debug for Command {
 }
 
 impl Embedded {
-    /// Opens (or creates) the store `registry.redb` in `dir` and starts its writer thread.
-    pub fn open(dir: &Path, config: Config, admin: Option<TokenHash>) -> Result<Embedded, Error> {
-        std::fs::create_dir_all(dir).map_err(|e| storage(format!("{}: {e}", dir.display())))?;
+    /// Opens (or creates) the store `registry.redb` in the private directory `dir` (see
+    /// [`datadir`]) and starts its writer thread. The `admin` token may change any name.
+    pub fn open(dir: &Path, config: Config, admin: Option<&str>) -> Result<Embedded, Error> {
+        datadir::private_dir(dir)?;
+        let key = datadir::token_key(dir)?;
         let db = Database::create(dir.join("registry.redb")).map_err(storage)?;
-        let state = load(&db, config, admin)?;
+        let state = load(&db, config, key, admin)?;
         let (revision, entries) = state.list("").expect("the empty prefix is valid");
         let names = entries.into_iter().map(|e| (e.name, e.endpoints)).collect();
         let view = Arc::new(RwLock::new(View { revision, names }));
@@ -122,12 +129,27 @@ fn stopped() -> Error {
     Error::Unavailable("the store has stopped".into())
 }
 
-fn load(db: &Database, config: Config, admin: Option<TokenHash>) -> Result<State, Error> {
+fn load(db: &Database, config: Config, key: TokenKey, admin: Option<&str>) -> Result<State, Error> {
     // Create the tables on first use, so that reading never meets a missing one.
     let txn = db.begin_write().map_err(storage)?;
+    {
+        let mut meta = txn.open_table(META).map_err(storage)?;
+        let format = meta.get("format").map_err(storage)?.map(|v| v.value());
+        let written = meta.get("revision").map_err(storage)?.is_some();
+        match format {
+            Some(FORMAT) => {}
+            None if !written => _ = meta.insert("format", FORMAT).map_err(storage)?,
+            other => {
+                return Err(storage(format!(
+                    "written by another version of warren (layout {}, this one reads {FORMAT}): its token \
+                     hashes cannot be carried over; move the data directory aside and bind the names again",
+                    other.unwrap_or(1)
+                )));
+            }
+        }
+    }
     txn.open_table(NAMES).map_err(storage)?;
     txn.open_table(LEASES).map_err(storage)?;
-    txn.open_table(META).map_err(storage)?;
     txn.commit().map_err(storage)?;
 
     let txn = db.begin_read().map_err(storage)?;
@@ -149,8 +171,7 @@ fn load(db: &Database, config: Config, admin: Option<TokenHash>) -> Result<State
     let meta = txn.open_table(META).map_err(storage)?;
     let get = |key: &str| meta.get(key).map(|v| v.map(|g| g.value()));
     let revision = Revision(get("revision").map_err(storage)?.unwrap_or(0));
-    let next_lease = get("next_lease").map_err(storage)?.unwrap_or(1);
-    Ok(State::restore(config, admin, Instant::now(), names, leases, revision, next_lease))
+    State::restore(config, key, admin, Instant::now(), names, leases, revision)
 }
 
 struct Writer {
@@ -225,8 +246,9 @@ impl Writer {
                 let result = s.register(&name, &token, ep, ttl, now).map(|(id, revision)| Lease { id, ttl, revision });
                 answer(reply, result)
             }
-            Command::Renew(id, reply) => answer(reply, s.renew(id, now)),
+            Command::Renew(id, token, reply) => answer(reply, s.renew(id, &token, now)),
             Command::Release(id, token, reply) => answer(reply, s.release(id, &token)),
+            Command::Authorize(name, token, reply) => answer(reply, s.authorize_token(&name, &token)),
             Command::Watch(prefix, from, reply) => {
                 // History and subscription are taken together on this thread, so no batch falls
                 // between them; events of this batch may come twice and the watch drops them.
@@ -257,7 +279,6 @@ impl Writer {
             }
             let mut meta = txn.open_table(META).map_err(storage)?;
             meta.insert("revision", dirty.revision.0).map_err(storage)?;
-            meta.insert("next_lease", dirty.next_lease).map_err(storage)?;
         }
         txn.commit().map_err(storage)
     }
@@ -298,12 +319,16 @@ impl Backend for Embedded {
         self.call(|r| Command::Register(name.clone(), token.into(), endpoint, ttl, r)).await
     }
 
-    async fn renew(&self, lease: LeaseId) -> Result<Duration, Error> {
-        self.call(|r| Command::Renew(lease, r)).await
+    async fn renew(&self, lease: LeaseId, token: &str) -> Result<Duration, Error> {
+        self.call(|r| Command::Renew(lease, token.into(), r)).await
     }
 
     async fn release(&self, lease: LeaseId, token: &str) -> Result<Revision, Error> {
         self.call(|r| Command::Release(lease, token.into(), r)).await
+    }
+
+    async fn authorize(&self, name: &Name, token: &str) -> Result<(), Error> {
+        self.call(|r| Command::Authorize(name.clone(), token.into(), r)).await
     }
 
     async fn watch(&self, prefix: &str, from: Revision) -> Result<Box<dyn Watch>, Error> {

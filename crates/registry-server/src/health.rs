@@ -7,6 +7,11 @@
 //! reports) and feeds the results through a [`spec::Tracker`]; the endpoint's task ends when the
 //! endpoint goes. Health is each instance's own view, as a Consul agent's is: it is not stored,
 //! and watches report registrations, not health (watchers that need health ask `lookup`).
+//!
+//! Writes that ask for a check are refused unless it can be run (see [`spec`]): a reachable
+//! address of the endpoint's own, an interval of at least a second, and at most
+//! [`spec::MAX_CHECKS_PER_NAME`] checked endpoints per name. A TTL check's pass needs the name's
+//! token, as any other change to it does.
 
 pub mod spec;
 
@@ -22,7 +27,7 @@ use tokio::task::JoinHandle;
 use warren_registry::backend::{Backend, Lease, Watch};
 use warren_registry::model::{Endpoint, EndpointKey, Entry, Error, EventKind, LeaseId, Name, Revision};
 
-use spec::{CheckSpec, Probe, Tracker};
+use spec::{CheckSpec, MAX_CHECKS_PER_NAME, Probe, Tracker};
 
 type Key = (Name, EndpointKey);
 
@@ -67,11 +72,17 @@ impl Table {
         checks.get(&(name.clone(), e.key())).is_none_or(|c| c.healthy.load(std::sync::atomic::Ordering::Relaxed))
     }
 
+    /// Checked endpoints of `name`, other than the one with `except`'s key.
+    fn checks_of(&self, name: &Name, except: Option<EndpointKey>) -> usize {
+        let checks = self.checks.read().expect("no panics while held");
+        checks.keys().filter(|(n, k)| n == name && Some(*k) != except).count()
+    }
+
     /// Starts, restarts or stops the check of one endpoint after it was put or deleted.
     fn update(&self, kind: EventKind, name: &Name, e: &Endpoint) {
         let key = (name.clone(), e.key());
         let spec = match kind {
-            EventKind::Put => CheckSpec::from_meta(&e.meta).ok().flatten(),
+            EventKind::Put => CheckSpec::for_endpoint(e).ok().flatten(),
             EventKind::Delete => None,
         };
         let mut checks = self.checks.write().expect("no panics while held");
@@ -80,6 +91,14 @@ impl Table {
                 checks.remove(&key);
             }
             Some(spec) if checks.get(&key).is_some_and(|c| c.spec == spec) => {}
+            // Writes are refused past the bound; this holds it against racing writers (and a
+            // store filled before the bound), leaving the extra endpoints unchecked.
+            Some(_)
+                if !checks.contains_key(&key)
+                    && checks.keys().filter(|(n, _)| n == name).count() >= MAX_CHECKS_PER_NAME =>
+            {
+                tracing::warn!(%name, addr = %e.socket_addr(), "health check not run: {MAX_CHECKS_PER_NAME} per name at most");
+            }
             Some(spec) => {
                 let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
                 let passed = Arc::new(Notify::new());
@@ -124,8 +143,10 @@ impl Checked {
         Ok(Checked { inner, table, follower })
     }
 
-    /// A TTL check's heartbeat: the endpoint is healthy for another TTL.
-    pub fn pass(&self, name: &Name, addr: SocketAddr) -> Result<(), Error> {
+    /// A TTL check's heartbeat: the endpoint is healthy for another TTL. Needs the name's token
+    /// (or the admin's), since it changes what lookups answer.
+    pub async fn pass(&self, name: &Name, addr: SocketAddr, token: &str) -> Result<(), Error> {
+        self.inner.authorize(name, token).await?;
         let checks = self.table.checks.read().expect("no panics while held");
         let check = checks
             .iter()
@@ -156,18 +177,26 @@ impl Checked {
     }
 }
 
-fn check_meta(endpoints: &[Endpoint]) -> Result<(), Error> {
-    endpoints.iter().try_for_each(|e| CheckSpec::from_meta(&e.meta).map(drop))
+/// Refuses checks that cannot run, and more than `room` checked endpoints.
+fn check_meta(endpoints: &[Endpoint], room: usize) -> Result<(), Error> {
+    let mut checked = 0;
+    for e in endpoints {
+        checked += usize::from(CheckSpec::for_endpoint(e)?.is_some());
+    }
+    if checked > room {
+        return Err(Error::TooLarge(format!("at most {MAX_CHECKS_PER_NAME} endpoints with a health check per name")));
+    }
+    Ok(())
 }
 
 #[async_trait]
 impl Backend for Checked {
     async fn bind(&self, name: &Name, token: &str, endpoints: Vec<Endpoint>) -> Result<Revision, Error> {
-        check_meta(&endpoints)?;
+        check_meta(&endpoints, MAX_CHECKS_PER_NAME)?;
         self.inner.bind(name, token, endpoints).await
     }
     async fn rebind(&self, name: &Name, token: &str, endpoints: Vec<Endpoint>) -> Result<Revision, Error> {
-        check_meta(&endpoints)?;
+        check_meta(&endpoints, MAX_CHECKS_PER_NAME)?;
         self.inner.rebind(name, token, endpoints).await
     }
     async fn unbind(&self, name: &Name, token: &str) -> Result<Revision, Error> {
@@ -181,11 +210,15 @@ impl Backend for Checked {
         self.inner.list(prefix).await
     }
     async fn register(&self, name: &Name, token: &str, endpoint: Endpoint, ttl: Duration) -> Result<Lease, Error> {
-        check_meta(std::slice::from_ref(&endpoint))?;
+        let room = MAX_CHECKS_PER_NAME.saturating_sub(self.table.checks_of(name, Some(endpoint.key())));
+        check_meta(std::slice::from_ref(&endpoint), room)?;
         self.inner.register(name, token, endpoint, ttl).await
     }
-    async fn renew(&self, lease: LeaseId) -> Result<Duration, Error> {
-        self.inner.renew(lease).await
+    async fn renew(&self, lease: LeaseId, token: &str) -> Result<Duration, Error> {
+        self.inner.renew(lease, token).await
+    }
+    async fn authorize(&self, name: &Name, token: &str) -> Result<(), Error> {
+        self.inner.authorize(name, token).await
     }
     async fn release(&self, lease: LeaseId, token: &str) -> Result<Revision, Error> {
         self.inner.release(lease, token).await

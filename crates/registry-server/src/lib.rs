@@ -4,13 +4,15 @@
 //! `docs/registry.md`.
 //!
 //! - [`state`]: the sans-IO state machine every backend's semantics come from;
-//! - [`embedded`]: the default backend, the state machine over a `redb` file;
+//! - [`embedded`]: the default backend, the state machine over a `redb` file, in a private
+//!   data directory ([`datadir`]) with the registry's token key;
 //! - [`health`]: a backend wrapper that leaves out endpoints whose check fails;
 //! - [`session`]: the binary protocol as a session, answers coming back out of order as jobs;
 //! - [`server`]: that session served by a server model, in front of any backend;
 //! - [`api`]: the HTTP/JSON API, for operators and scripts.
 
 pub mod api;
+pub mod datadir;
 pub mod embedded;
 pub mod health;
 pub mod server;

@@ -7,10 +7,15 @@
 //! next one once the events are queued, so a watch never holds a thread and can be aborted by
 //! `Cancel` between any two events.
 //!
-//! Limits, per connection: at most [`Limits::max_in_flight`] requests at once (beyond, input is
-//! not read, so a client that never reads answers stops being read), at most
-//! [`Limits::max_watches`] watches, and at most [`OUTBOX`] bytes of answers waiting for the peer
-//! (beyond, no request is read and no watch fetches more until the peer has taken them). A
+//! Limits, per connection: at most [`Limits::max_in_flight`] requests at once, at most
+//! [`Limits::max_watches`] watches, and at most [`OUTBOX`] bytes of answers queued for the peer
+//! *or still to come*: each request in progress holds room for the largest answer it may get
+//! ([`answer_room`]: a `List` 1 MiB, a `Lookup` 512 KiB, anything else 4 KiB; a larger answer is
+//! replaced by a `TooLarge` error), and a request is started only if its room fits. Past that,
+//! no request is read (the engine then stops reading the socket, and gives up on a peer that
+//! takes nothing for its write timeout) and no watch fetches more, until the peer has taken its
+//! answers. So a client that pipelines `List`s and never reads costs the server at most
+//! [`OUTBOX`] bytes plus its watches' last batches, not a copy of the registry per request. A
 //! frame that cannot be read gets an `Error` with id 0 and the connection closes; a body that
 //! cannot be read fails only its request.
 
@@ -51,9 +56,25 @@ impl Default for Limits {
     }
 }
 
-/// Bytes of answers that may wait for one peer before the session stops reading requests and
-/// fetching watch events.
-pub const OUTBOX: u64 = 1 << 20;
+/// Bytes of answers that may wait for one peer, or be promised to requests in progress, before
+/// the session stops reading requests and fetching watch events.
+pub const OUTBOX: u64 = 4 << 20;
+/// The largest answer to `List` (after the frame header); a larger one is a `TooLarge` error
+/// asking for a longer prefix.
+pub const MAX_LIST_ANSWER: usize = 1 << 20;
+/// The largest answer to `Lookup`: 64 endpoints with full metadata fit.
+pub const MAX_LOOKUP_ANSWER: usize = 512 << 10;
+/// The largest answer to a write, renewal or release (a revision, a lease, or an error).
+pub const MAX_SMALL_ANSWER: usize = 4 << 10;
+
+/// Room a request holds in the outbox while in progress: the largest answer it may get.
+pub fn answer_room(request: &Request) -> usize {
+    match request {
+        Request::List { .. } => MAX_LIST_ANSWER,
+        Request::Lookup { .. } => MAX_LOOKUP_ANSWER,
+        _ => MAX_SMALL_ANSWER,
+    }
+}
 
 /// Watch jobs' tokens: the request id with this bit, so that they never meet a request's.
 const WATCH: u64 = 1 << 32;
@@ -89,6 +110,7 @@ impl<B: Backend + ?Sized> Service for Registry<B> {
             limits: self.limits.clone(),
             buf: Vec::new(),
             in_flight: 0,
+            promised: 0,
             watches: HashMap::new(),
             deadline: Deadline::new(&timeouts, now),
             stopping: false,
@@ -105,7 +127,7 @@ impl<B: Backend + ?Sized> Service for Registry<B> {
         REFUSAL.get_or_init(|| {
             let mut frame = Vec::new();
             let busy = Response::Error(Error::Unavailable("too many connections; try again later".into()));
-            wire::encode(0, &busy, MAX_RESPONSE, &mut frame).expect("small");
+            wire::encode(0, &busy, MAX_SMALL_ANSWER, &mut frame).expect("small");
             frame
         })
     }
@@ -113,8 +135,8 @@ impl<B: Backend + ?Sized> Service for Registry<B> {
 
 /// What a job brings back.
 pub enum Done {
-    /// The answer to request `id`.
-    Answer { id: u32, response: Response },
+    /// The answer to request `id`, which holds `room` bytes of the outbox until it is sent.
+    Answer { id: u32, response: Response, room: usize },
     /// The next events of watch `id` (or why it ended), and the watch to go on with.
     Watch { id: u32, events: Result<Vec<Event>, Error>, watch: Option<Box<dyn Watch>> },
 }
@@ -139,6 +161,8 @@ pub struct RegistrySession<B: ?Sized> {
     buf: Vec<u8>,
     /// Requests whose answers have not come back.
     in_flight: usize,
+    /// Bytes of outbox held for their answers (the sum of their `answer_room`).
+    promised: usize,
     /// Watches by id: fetching (no value) or parked until the outbox drains.
     watches: HashMap<u32, Option<Parked>>,
     deadline: Deadline,
@@ -157,11 +181,12 @@ impl<B: ?Sized> std::fmt::Debug for RegistrySession<B> {
 
 type Out = Output<Nothing, Done>;
 
-fn send(out: &mut Out, id: u32, response: &Response) {
+/// Queues one answer of at most `max` bytes; a larger one is replaced by a `TooLarge` error.
+fn send(out: &mut Out, id: u32, response: &Response, max: usize) {
     let mut frame = Vec::new();
-    if let Err(e) = wire::encode(id, response, MAX_RESPONSE, &mut frame) {
+    if let Err(e) = wire::encode(id, response, max, &mut frame) {
         let e = Response::Error(Error::TooLarge(format!("the answer: {e}; ask for less (a longer prefix)")));
-        wire::encode(id, &e, MAX_RESPONSE, &mut frame).expect("small");
+        wire::encode(id, &e, MAX_SMALL_ANSWER, &mut frame).expect("small");
     }
     out.send(&frame);
 }
@@ -174,14 +199,19 @@ impl<B: Backend + ?Sized> RegistrySession<B> {
             match wire::decode::<Request>(&self.buf[used..], self.limits.max_frame) {
                 Ok(Decoded::Incomplete) => break,
                 Ok(Decoded::Frame { len, id, body }) => {
+                    if let Ok(request) = &body
+                        && !self.has_room(answer_room(request), out)
+                    {
+                        break; // read again once answers have gone out
+                    }
                     used += len;
                     match body {
                         Ok(request) => self.start(id, request, out),
-                        Err(e) => send(out, id, &Response::Error(e)),
+                        Err(e) => send(out, id, &Response::Error(e), MAX_SMALL_ANSWER),
                     }
                 }
                 Err(e) => {
-                    send(out, 0, &Response::Error(Error::Invalid(e.to_string())));
+                    send(out, 0, &Response::Error(Error::Invalid(e.to_string())), MAX_SMALL_ANSWER);
                     out.close();
                     self.buf = Vec::new();
                     return;
@@ -192,7 +222,12 @@ impl<B: Backend + ?Sized> RegistrySession<B> {
     }
 
     fn takes_requests(&self, out: &Out) -> bool {
-        !out.is_closed() && !self.stopping && self.in_flight < self.limits.max_in_flight && out.pending_len() < OUTBOX
+        !out.is_closed() && !self.stopping && self.in_flight < self.limits.max_in_flight && self.has_room(0, out)
+    }
+
+    /// Whether `room` more bytes fit beside what is queued and promised.
+    fn has_room(&self, room: usize, out: &Out) -> bool {
+        out.pending_len() + (self.promised + room) as u64 <= OUTBOX
     }
 
     fn start(&mut self, id: u32, request: Request, out: &mut Out) {
@@ -202,12 +237,14 @@ impl<B: Backend + ?Sized> RegistrySession<B> {
                 if self.watches.remove(&watch).is_some() {
                     out.act(Action::Abort(Token(WATCH | u64::from(watch))));
                 }
-                send(out, watch, &Response::Cancelled);
+                send(out, watch, &Response::Cancelled, MAX_SMALL_ANSWER);
             }
             request => {
+                let room = answer_room(&request);
                 self.in_flight += 1;
+                self.promised += room;
                 let backend = self.backend.clone();
-                let job = async move { Done::Answer { id, response: answer(&*backend, request).await } };
+                let job = async move { Done::Answer { id, response: answer(&*backend, request).await, room } };
                 out.job(Token(u64::from(id)), Job::future(job));
             }
         }
@@ -216,7 +253,7 @@ impl<B: Backend + ?Sized> RegistrySession<B> {
     fn watch(&mut self, id: u32, prefix: String, from: Revision, out: &mut Out) {
         if self.watches.len() >= self.limits.max_watches || self.watches.contains_key(&id) {
             let why = format!("at most {} watches per connection, ids distinct", self.limits.max_watches);
-            return send(out, id, &Response::Error(Error::TooLarge(why)));
+            return send(out, id, &Response::Error(Error::TooLarge(why)), MAX_SMALL_ANSWER);
         }
         self.watches.insert(id, None);
         let backend = self.backend.clone();
@@ -285,9 +322,10 @@ impl<B: Backend + ?Sized> Session for RegistrySession<B> {
     fn handle_completion(&mut self, now: Instant, _: Token, done: Done, out: &mut Out) {
         self.deadline.touch(now);
         match done {
-            Done::Answer { id, response } => {
+            Done::Answer { id, response, room } => {
                 self.in_flight -= 1;
-                send(out, id, &response);
+                self.promised -= room;
+                send(out, id, &response, room);
                 self.take_requests(out);
                 self.finish_if_stopped(out);
             }
@@ -298,7 +336,7 @@ impl<B: Backend + ?Sized> Session for RegistrySession<B> {
                 match (events, watch) {
                     (Ok(events), Some(watch)) => {
                         for chunk in wire::chunks(&events) {
-                            send(out, id, &Response::Events { events: chunk.to_vec() });
+                            send(out, id, &Response::Events { events: chunk.to_vec() }, MAX_RESPONSE);
                         }
                         if out.pending_len() < OUTBOX {
                             self.fetch(id, watch, out);
@@ -308,7 +346,7 @@ impl<B: Backend + ?Sized> Session for RegistrySession<B> {
                     }
                     (Err(e), _) => {
                         self.watches.remove(&id);
-                        send(out, id, &Response::Error(e));
+                        send(out, id, &Response::Error(e), MAX_SMALL_ANSWER);
                     }
                     (Ok(_), None) => {
                         self.watches.remove(&id);
@@ -323,8 +361,11 @@ impl<B: Backend + ?Sized> Session for RegistrySession<B> {
         self.take_requests(out);
     }
 
+    /// Not while requests wait in the buffer for room: reading on would only grow it.
     fn wants_input(&self) -> bool {
-        !self.stopping && self.in_flight < self.limits.max_in_flight
+        !self.stopping
+            && self.in_flight < self.limits.max_in_flight
+            && self.buf.len() < self.limits.max_frame + wire::HEADER
     }
 
     fn handle_timeout(&mut self, now: Instant, out: &mut Out) {
@@ -369,7 +410,9 @@ async fn answer<B: Backend + ?Sized>(backend: &B, request: Request) -> Response 
                 revision: lease.revision,
             })
         }
-        Request::Renew { lease } => backend.renew(lease).await.map(|ttl| Response::Renewed { ttl_ms: millis(ttl) }),
+        Request::Renew { lease, token } => {
+            backend.renew(lease, &token).await.map(|ttl| Response::Renewed { ttl_ms: millis(ttl) })
+        }
         Request::Release { lease, token } => {
             backend.release(lease, &token).await.map(|revision| Response::Written { revision })
         }

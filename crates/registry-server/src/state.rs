@@ -10,6 +10,10 @@
 //! **Persistence hooks.** A durable driver takes the records changed since its last commit with
 //! [`State::take_dirty`] and rebuilds the machine with [`State::restore`]. Renewals dirty nothing:
 //! a lease's deadline is soft state, and a restored lease gets a full TTL from the restart.
+//!
+//! **Credentials.** Tokens are kept as keyed hashes ([`TokenKey`]): every write names its token,
+//! and so do renewals and releases of a lease (the token that registered it, or the admin's), so
+//! that nobody keeps alive or ends an endpoint that is not theirs. Lease ids are random.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -18,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use warren_registry::model::{
     Endpoint, EndpointKey, Entry, Error, Event, EventKind, LeaseId, MAX_TTL, MIN_TTL, Name, Revision, TokenHash,
-    check_endpoints, check_prefix, hash_token,
+    TokenKey, check_endpoints, check_prefix,
 };
 
 /// Tunables of the state machine, with the defaults a deployment gets.
@@ -58,7 +62,6 @@ pub struct Dirty {
     pub names: Vec<(Name, Option<NameRecord>)>,
     pub leases: Vec<(LeaseId, Option<LeaseRecord>)>,
     pub revision: Revision,
-    pub next_lease: u64,
 }
 
 impl Dirty {
@@ -78,13 +81,13 @@ struct Lease {
 #[derive(Debug)]
 pub struct State {
     config: Config,
+    key: TokenKey,
     admin: Option<TokenHash>,
     epoch: Instant,
     names: BTreeMap<Name, NameRecord>,
     leases: BTreeMap<LeaseId, Lease>,
     deadlines: BTreeSet<(Instant, LeaseId)>,
     revision: Revision,
-    next_lease: u64,
     history: VecDeque<Event>,
     /// Watches may start from this revision or later; earlier events are gone.
     oldest: Revision,
@@ -94,38 +97,40 @@ pub struct State {
 }
 
 impl State {
-    /// An empty registry. `admin` may change or remove any name.
-    pub fn new(config: Config, admin: Option<TokenHash>, now: Instant) -> State {
-        State {
+    /// An empty registry whose tokens are hashed with `key`. The `admin` token may change or
+    /// remove any name and lease.
+    pub fn new(config: Config, key: TokenKey, admin: Option<&str>, now: Instant) -> Result<State, Error> {
+        let admin = admin.map(|token| key.hash(token)).transpose()?;
+        Ok(State {
             config,
+            key,
             admin,
             epoch: now,
             names: BTreeMap::new(),
             leases: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             revision: Revision(0),
-            next_lease: 1,
             history: VecDeque::new(),
             oldest: Revision(0),
             dirty_names: BTreeSet::new(),
             dirty_leases: BTreeSet::new(),
             outbox: Vec::new(),
-        }
+        })
     }
 
     /// Rebuilds a registry from stored records: history starts empty at `revision`, and every
     /// lease gets its full TTL from `now`.
     pub fn restore(
         config: Config,
-        admin: Option<TokenHash>,
+        key: TokenKey,
+        admin: Option<&str>,
         now: Instant,
         names: impl IntoIterator<Item = (Name, NameRecord)>,
         leases: impl IntoIterator<Item = (LeaseId, LeaseRecord)>,
         revision: Revision,
-        next_lease: u64,
-    ) -> State {
-        let mut s = State::new(config, admin, now);
-        (s.revision, s.oldest, s.next_lease) = (revision, revision, next_lease);
+    ) -> Result<State, Error> {
+        let mut s = State::new(config, key, admin, now)?;
+        (s.revision, s.oldest) = (revision, revision);
         for (id, record) in leases {
             let deadline = s.deadline(now, Duration::from_millis(record.ttl_ms));
             s.deadlines.insert((deadline, id));
@@ -141,7 +146,7 @@ impl State {
                 s.names.insert(name, record);
             }
         }
-        s
+        Ok(s)
     }
 
     pub fn revision(&self) -> Revision {
@@ -150,7 +155,7 @@ impl State {
 
     /// `bind`: the name must be free; it becomes owned by `token`.
     pub fn bind(&mut self, name: &Name, token: &str, endpoints: Vec<Endpoint>) -> Result<Revision, Error> {
-        let owner = hash_token(token)?;
+        let owner = self.key.hash(token)?;
         check_endpoints(&endpoints, self.config.max_endpoints)?;
         if self.names.contains_key(name) {
             return Err(Error::AlreadyBound(name.clone()));
@@ -163,7 +168,7 @@ impl State {
 
     /// `rebind`: replaces the name's endpoints with these static ones (binding it if free).
     pub fn rebind(&mut self, name: &Name, token: &str, endpoints: Vec<Endpoint>) -> Result<Revision, Error> {
-        let owner = hash_token(token)?;
+        let owner = self.key.hash(token)?;
         check_endpoints(&endpoints, self.config.max_endpoints)?;
         let (owner, old) = match self.names.remove(name) {
             Some(record) => {
@@ -195,7 +200,7 @@ impl State {
 
     /// `unbind`: removes the name and every endpoint under it (leased ones too).
     pub fn unbind(&mut self, name: &Name, token: &str) -> Result<Revision, Error> {
-        let caller = hash_token(token)?;
+        let caller = self.key.hash(token)?;
         let record = self.names.get(name).ok_or_else(|| Error::NotBound(name.clone()))?;
         self.authorize(name, &record.owner, &caller)?;
         let record = self.names.remove(name).expect("present");
@@ -235,7 +240,7 @@ impl State {
         ttl: Duration,
         now: Instant,
     ) -> Result<(LeaseId, Revision), Error> {
-        let caller = hash_token(token)?;
+        let caller = self.key.hash(token)?;
         endpoint.validate()?;
         if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
             return Err(Error::Invalid(format!("ttl {ttl:?}: must be {MIN_TTL:?} to {MAX_TTL:?}")));
@@ -252,8 +257,12 @@ impl State {
             }
             None => None,
         };
-        let id = LeaseId(self.next_lease);
-        self.next_lease += 1;
+        let id = loop {
+            let id = LeaseId::random()?;
+            if !self.leases.contains_key(&id) {
+                break id;
+            }
+        };
         let ttl_ms = u64::try_from(ttl.as_millis()).expect("ttl is bounded");
         let deadline = self.deadline(now, ttl);
         let attached = BTreeSet::from([(name.clone(), key)]);
@@ -273,12 +282,17 @@ impl State {
         Ok((id, revision))
     }
 
-    /// `renew`: the lease lives another full TTL from `now`. Returns that TTL.
-    pub fn renew(&mut self, id: LeaseId, now: Instant) -> Result<Duration, Error> {
-        let ttl = {
-            let lease = self.leases.get(&id).ok_or(Error::LeaseNotFound(id))?;
-            Duration::from_millis(lease.record.ttl_ms)
-        };
+    /// Whether `token` may change `name` (see `Backend::authorize`).
+    pub fn authorize_token(&self, name: &Name, token: &str) -> Result<(), Error> {
+        let caller = self.key.hash(token)?;
+        let record = self.names.get(name).ok_or_else(|| Error::NotBound(name.clone()))?;
+        self.authorize(name, &record.owner, &caller)
+    }
+
+    /// `renew`: the lease lives another full TTL from `now`. Returns that TTL. Needs the token
+    /// that registered it (or the admin's).
+    pub fn renew(&mut self, id: LeaseId, token: &str, now: Instant) -> Result<Duration, Error> {
+        let ttl = Duration::from_millis(self.lease_of(id, token)?.record.ttl_ms);
         let deadline = self.deadline(now, ttl);
         let lease = self.leases.get_mut(&id).expect("present");
         self.deadlines.remove(&(lease.deadline, id));
@@ -290,12 +304,18 @@ impl State {
     /// `release`: ends the lease now and removes its endpoints. Needs the token that registered
     /// it (or the admin's).
     pub fn release(&mut self, id: LeaseId, token: &str) -> Result<Revision, Error> {
-        let caller = hash_token(token)?;
+        self.lease_of(id, token)?;
+        Ok(self.end_lease(id))
+    }
+
+    /// The lease `id`, if `token` registered it (or is the admin's).
+    fn lease_of(&self, id: LeaseId, token: &str) -> Result<&Lease, Error> {
+        let caller = self.key.hash(token)?;
         let lease = self.leases.get(&id).ok_or(Error::LeaseNotFound(id))?;
         if lease.record.owner != caller && self.admin != Some(caller) {
             return Err(Error::Forbidden(format!("lease {id}")));
         }
-        Ok(self.end_lease(id))
+        Ok(lease)
     }
 
     /// Removes every lease whose deadline has passed; the events of their removal.
@@ -339,7 +359,7 @@ impl State {
         let leases = std::mem::take(&mut self.dirty_leases)
             .into_iter()
             .map(|id| (id, self.leases.get(&id).map(|l| l.record.clone())));
-        Dirty { names: names.collect(), leases: leases.collect(), revision: self.revision, next_lease: self.next_lease }
+        Dirty { names: names.collect(), leases: leases.collect(), revision: self.revision }
     }
 
     fn end_lease(&mut self, id: LeaseId) -> Revision {

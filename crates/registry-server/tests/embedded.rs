@@ -26,10 +26,15 @@ async fn acknowledged_writes_survive_reopening() {
         entries.into_iter().map(|e| (e.name.to_string(), e.endpoints.iter().map(|e| e.port).collect())).collect();
     assert_eq!(listed, [("api".into(), vec![5]), ("web".into(), vec![2, 3])]);
     assert_eq!(store.rebind(&name("web"), "bob", vec![ep(9)]).await, Err(Error::Forbidden("web".into())));
-    assert_eq!(store.renew(lease.id).await, Ok(Duration::from_secs(60)), "the lease was kept");
+    assert_eq!(store.renew(lease.id, "svc").await, Ok(Duration::from_secs(60)), "the lease was kept");
+    assert_eq!(
+        store.renew(lease.id, "bob").await,
+        Err(Error::Forbidden(format!("lease {}", lease.id))),
+        "and its holder"
+    );
     assert_eq!(store.release(lease.id, "svc").await, Ok(Revision(lease.revision.0 + 1)));
     let next = store.register(&name("api"), "svc", ep(5), Duration::from_secs(60)).await.unwrap();
-    assert!(next.id > lease.id, "lease ids are not reused after a restart");
+    assert_ne!(next.id, lease.id, "lease ids are not reused after a restart");
 }
 
 #[tokio::test]

@@ -125,7 +125,7 @@ async fn watches_share_the_connection_with_requests_and_end_on_cancel() {
         );
     }
     assert_eq!(got, [(r1, EventKind::Put), (r3, EventKind::Delete)], "api's events are not under the prefix");
-    assert_eq!(client.renew(lease.id).await, Ok(Duration::from_secs(30)));
+    assert_eq!(client.renew(lease.id, "t").await, Ok(Duration::from_secs(30)));
     drop(web);
     // The connection goes on serving after the watch is cancelled.
     assert!(client.release(lease.id, "t").await.is_ok());

@@ -45,10 +45,14 @@ pub trait Backend: Send + Sync + 'static {
     async fn list(&self, prefix: &str) -> Result<(Revision, Vec<Entry>), Error>;
     /// Puts an endpoint under a name with a new lease of `ttl` (1 s to 24 h).
     async fn register(&self, name: &Name, token: &str, endpoint: Endpoint, ttl: Duration) -> Result<Lease, Error>;
-    /// Extends a lease by its full TTL from now; returns that TTL.
-    async fn renew(&self, lease: LeaseId) -> Result<Duration, Error>;
+    /// Extends a lease by its full TTL from now; returns that TTL. Needs the token that
+    /// registered it (or the admin's): `Forbidden` for another, `Unauthenticated` for none.
+    async fn renew(&self, lease: LeaseId, token: &str) -> Result<Duration, Error>;
     /// Ends a lease now, removing its endpoints; needs the token that registered it.
     async fn release(&self, lease: LeaseId, token: &str) -> Result<Revision, Error>;
+    /// Whether `token` may change `name`: its owner's or the admin's. `NotBound` if it is free,
+    /// `Forbidden` for another token. Changes nothing (a TTL check's pass asks it).
+    async fn authorize(&self, name: &Name, token: &str) -> Result<(), Error>;
     /// Events after `from` for names starting with `prefix`.
     async fn watch(&self, prefix: &str, from: Revision) -> Result<Box<dyn Watch>, Error>;
     /// The name's endpoints from the backend's in-memory copy, without waiting: what a DNS

@@ -148,8 +148,9 @@ impl Client {
         }
     }
 
-    pub async fn renew(&self, lease: LeaseId) -> Result<Duration, Error> {
-        match self.call(Request::Renew { lease }).await? {
+    /// Renews a lease: `token` must be the one that registered it.
+    pub async fn renew(&self, lease: LeaseId, token: &str) -> Result<Duration, Error> {
+        match self.call(Request::Renew { lease, token: token.into() }).await? {
             Response::Renewed { ttl_ms } => Ok(Duration::from_millis(ttl_ms)),
             other => Err(unexpected(other)),
         }

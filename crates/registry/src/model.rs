@@ -9,8 +9,9 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 /// The longest name: a DNS name's limit, so that `<name>.<zone>` can still be asked for.
 pub const MAX_NAME: usize = 253;
@@ -211,13 +212,40 @@ impl fmt::Display for Revision {
     }
 }
 
-/// A lease: endpoints registered under it live while it is renewed within its TTL.
+/// A lease: endpoints registered under it live while it is renewed within its TTL. Its id is
+/// drawn at random by the store (128 bits from the system's generator for the embedded store),
+/// so that one lease's id says nothing about another's; renewing or releasing it also needs the
+/// token that registered it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct LeaseId(pub u64);
+pub struct LeaseId(pub u128);
+
+impl LeaseId {
+    /// A fresh random id (never 0).
+    pub fn random() -> Result<LeaseId, Error> {
+        loop {
+            let mut bytes = [0u8; 16];
+            getrandom::fill(&mut bytes)
+                .map_err(|e| Error::Unavailable(format!("no randomness for a lease id: {e}")))?;
+            let id = u128::from_be_bytes(bytes);
+            if id != 0 {
+                return Ok(LeaseId(id));
+            }
+        }
+    }
+
+    /// Parses the form [`Display`](fmt::Display) writes: 1 to 32 hex digits.
+    pub fn parse(text: &str) -> Result<LeaseId, Error> {
+        let bad = || Error::Invalid(format!("lease {text:?}: 1 to 32 hex digits"));
+        if text.is_empty() || text.len() > 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        u128::from_str_radix(text, 16).map(LeaseId).map_err(|_| bad())
+    }
+}
 
 impl fmt::Display for LeaseId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
+        write!(f, "{:032x}", self.0)
     }
 }
 
@@ -243,15 +271,52 @@ pub struct Entry {
     pub endpoints: Vec<Endpoint>,
 }
 
-/// SHA-256 of a token: only the hash is kept (and stored), never the token.
+/// A token as stored: HMAC-SHA256 of the token under the registry's [`TokenKey`]. Only this is
+/// kept, never the token; without the key, a stolen store gives no way to test guesses offline.
 pub type TokenHash = [u8; 32];
 
-/// Hashes a token after checking its size.
-pub fn hash_token(token: &str) -> Result<TokenHash, Error> {
-    if token.is_empty() || token.len() > MAX_TOKEN {
-        return Err(Error::Invalid(format!("token must be 1 to {MAX_TOKEN} bytes")));
+/// The registry's secret key for token hashes: 32 random bytes, made once per registry and kept
+/// beside its store (the embedded store's data directory, mode 0600; etcd for an etcd store).
+#[derive(Clone)]
+pub struct TokenKey([u8; 32]);
+
+impl TokenKey {
+    /// The length of a key, in bytes.
+    pub const LEN: usize = 32;
+
+    pub fn new(key: [u8; 32]) -> TokenKey {
+        TokenKey(key)
     }
-    Ok(Sha256::digest(token.as_bytes()).into())
+
+    /// A fresh random key.
+    pub fn random() -> Result<TokenKey, Error> {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| Error::Unavailable(format!("no randomness for the token key: {e}")))?;
+        Ok(TokenKey(key))
+    }
+
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The stored form of `token`, after checking its size.
+    pub fn hash(&self, token: &str) -> Result<TokenHash, Error> {
+        if token.is_empty() {
+            return Err(Error::Unauthenticated("this request".into()));
+        }
+        if token.len() > MAX_TOKEN {
+            return Err(Error::Invalid(format!("token must be 1 to {MAX_TOKEN} bytes")));
+        }
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(token.as_bytes());
+        Ok(mac.finalize().into_bytes().into())
+    }
+}
+
+impl fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenKey(..)")
+    }
 }
 
 /// Why an operation was refused. Every variant is a clear answer to the client; none closes the
@@ -274,4 +339,7 @@ pub enum Error {
     Invalid(String),
     #[error("registry unavailable: {0}")]
     Unavailable(String),
+    /// A credential was needed and none (or an empty one) was given.
+    #[error("{0}: needs the owner's token")]
+    Unauthenticated(String),
 }

@@ -3,7 +3,7 @@
 //! ```text
 //! offset  size  field
 //! 0       1     magic 0xD7
-//! 1       1     version 1
+//! 1       1     version 2
 //! 2       4     length N of what follows, big-endian (4 ≤ N ≤ the receiver's maximum)
 //! 6       4     request id, big-endian (chosen by the client; answers carry it back)
 //! 10      N-4   body: a `Request` or `Response` in postcard (the variant index as a varint)
@@ -23,7 +23,8 @@ use warren_proto::frame::{self, Framing};
 use crate::model::{Endpoint, Entry, Error, Event, LeaseId, Name, Revision};
 
 pub const MAGIC: u8 = 0xD7;
-pub const VERSION: u8 = 1;
+/// 2: lease ids of 128 bits, and `Renew` carries the lease's token.
+pub const VERSION: u8 = 2;
 /// Bytes before the request id.
 pub const HEADER: usize = framing(0).header();
 /// Bytes of the request id, which every frame's body starts with.
@@ -51,8 +52,8 @@ pub enum Request {
     Unbind { name: Name, token: String },
     /// 5
     Register { name: Name, token: String, endpoint: Endpoint, ttl_ms: u64 },
-    /// 6
-    Renew { lease: LeaseId },
+    /// 6: needs the token that registered the lease.
+    Renew { lease: LeaseId, token: String },
     /// 7
     Release { lease: LeaseId, token: String },
     /// 8: answered by `Events` frames until an `Error` or a `Cancel`.
@@ -182,13 +183,13 @@ mod tests {
     #[test]
     fn a_frame_is_magic_version_length_id_body() {
         let mut out = Vec::new();
-        encode(7, &Request::Renew { lease: LeaseId(300) }, MAX_REQUEST, &mut out).unwrap();
-        // Renew is variant 6; 300 is the varint ac 02.
-        assert_eq!(out, [0xD7, 1, 0, 0, 0, 7, 0, 0, 0, 7, 6, 0xac, 0x02]);
+        encode(7, &Request::Renew { lease: LeaseId(300), token: "t".into() }, MAX_REQUEST, &mut out).unwrap();
+        // Renew is variant 6; 300 is the varint ac 02; the token is its length, then its bytes.
+        assert_eq!(out, [0xD7, 2, 0, 0, 0, 9, 0, 0, 0, 7, 6, 0xac, 0x02, 1, b't']);
         for cut in 0..out.len() {
             assert_eq!(decode::<Request>(&out[..cut], MAX_REQUEST), Ok(Decoded::Incomplete), "{cut} bytes");
         }
-        let body = Ok(Request::Renew { lease: LeaseId(300) });
+        let body = Ok(Request::Renew { lease: LeaseId(300), token: "t".into() });
         assert_eq!(decode(&out, MAX_REQUEST), Ok(Decoded::Frame { len: out.len(), id: 7, body }));
     }
 
@@ -197,19 +198,19 @@ mod tests {
     fn the_documented_lookup_is_exact() {
         let mut out = Vec::new();
         encode(1, &Request::Lookup { name: Name::new("web").unwrap() }, MAX_REQUEST, &mut out).unwrap();
-        assert_eq!(out, [0xD7, 1, 0, 0, 0, 9, 0, 0, 0, 1, 0, 3, b'w', b'e', b'b']);
+        assert_eq!(out, [0xD7, 2, 0, 0, 0, 9, 0, 0, 0, 1, 0, 3, b'w', b'e', b'b']);
         out.clear();
         let endpoints = vec![Endpoint::tcp(SocketAddr::from(([127, 0, 0, 1], 8080)))];
         encode(1, &Response::Endpoints { revision: Revision(1), endpoints }, MAX_RESPONSE, &mut out).unwrap();
         let body = [0, 1, 1, 0, 127, 0, 0, 1, 0x90, 0x3f, 0, 1, 0];
-        assert_eq!(out[..10], [0xD7, 1, 0, 0, 0, 4 + body.len() as u8, 0, 0, 0, 1]);
+        assert_eq!(out[..10], [0xD7, 2, 0, 0, 0, 4 + body.len() as u8, 0, 0, 0, 1]);
         assert_eq!(out[10..], body);
     }
 
     #[test]
     fn frames_that_cannot_be_read_are_refused_early() {
         assert_eq!(decode::<Request>(b"GET / HTTP/1.1\r\n", MAX_REQUEST), Err(FrameError::BadMagic(b'G')));
-        assert_eq!(decode::<Request>(&[MAGIC, 2], MAX_REQUEST), Err(FrameError::BadVersion(2)));
+        assert_eq!(decode::<Request>(&[MAGIC, 1], MAX_REQUEST), Err(FrameError::BadVersion(1)));
         let huge = [MAGIC, VERSION, 0, 1, 0, 1];
         assert_eq!(decode::<Request>(&huge, MAX_REQUEST), Err(FrameError::TooLarge(65537)), "before the body came");
         assert_eq!(decode::<Request>(&[MAGIC, VERSION, 0, 0, 0, 3], MAX_REQUEST), Err(FrameError::TooShort(3)));

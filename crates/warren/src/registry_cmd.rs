@@ -14,7 +14,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use warren_dns::RegistryDirectory;
 use warren_registry::backend::Backend;
 use warren_registry::client::Client;
-use warren_registry::{Endpoint, EventKind, Name, Revision, Transport, hash_token};
+use warren_registry::{Endpoint, EventKind, Name, Revision, Transport};
 use warren_registry_etcd::{Etcd, EtcdConfig};
 use warren_registry_server::embedded::Embedded;
 use warren_registry_server::health::Checked;
@@ -71,15 +71,15 @@ pub struct ServerArgs {
     /// Address to listen on (port 0 picks a free port; the chosen one is printed).
     #[arg(long, short = 'l', default_value = DEFAULT_ADDR)]
     pub listen: SocketAddr,
-    /// Directory of the store [default: $XDG_STATE_HOME/warren/registry, else
-    /// ~/.local/state/warren/registry].
+    /// Directory of the store, made private (0700) [default: $XDG_STATE_HOME/warren/registry,
+    /// else ~/.local/state/warren/registry].
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// File holding the admin token (created with mode 0600 and a random token if missing)
     /// [default: DATA/admin.token].
     #[arg(long)]
     pub admin_token_file: Option<PathBuf>,
-    /// The admin token itself (instead of the file).
+    /// The admin token itself, instead of the file (for tests: every local user sees it in ps).
     #[arg(long, conflicts_with = "admin_token_file")]
     pub admin_token: Option<String>,
     /// The server model the binary protocol is served under (any in-process one: iterative,
@@ -119,13 +119,25 @@ pub struct ServerArgs {
     /// gives it).
     #[arg(long)]
     pub http: Option<SocketAddr>,
-    /// HTTP connections served at once; beyond them new ones wait until one closes.
+    /// HTTP connections served at once; one more is answered 503 and closed.
     #[arg(long, default_value_t = 1024)]
     pub http_max_conns: usize,
     /// Close an HTTP connection that has not sent a request's head this long after opening or
     /// after its previous answer (an open watch is not idle).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub http_header_timeout: Duration,
+    /// Answer 408 and close an HTTP connection whose request body takes longer than this.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub http_body_timeout: Duration,
+    /// Close an HTTP connection whose peer takes no byte of an answer for this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub http_send_timeout: Duration,
+    /// HTTP watch streams open at once; one more is answered 503.
+    #[arg(long, default_value_t = 512)]
+    pub http_max_watches: usize,
+    /// HTTP watch streams open at once from one address; one more is answered 429.
+    #[arg(long, default_value_t = 32)]
+    pub http_max_watches_per_source: usize,
     /// Where names live: `embedded` (a redb file in --data) or
     /// `etcd://host:port[,host:port…][/prefix]` (all state in etcd, shared by every registry
     /// pointed at it).
@@ -227,15 +239,14 @@ pub async fn serve(
         Some(dir) => dir,
         None => state_dir()?.join("registry"),
     };
-    std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
+    warren_registry_server::datadir::private_dir(&data).context("the data directory")?;
     let admin = match args.admin_token {
         Some(token) => token,
         None => token_file(&args.admin_token_file.unwrap_or_else(|| data.join("admin.token")))?,
     };
     let config = Config { max_endpoints: args.max_endpoints, history: args.history, sweep: args.sweep };
-    let admin = hash_token(&admin).context("the admin token")?;
     let store: Arc<dyn Backend> = if args.store == "embedded" {
-        Arc::new(Embedded::open(&data, config, Some(admin)).context("cannot open the store")?)
+        Arc::new(Embedded::open(&data, config, Some(&admin)).context("cannot open the store")?)
     } else {
         let mut etcd = EtcdConfig::from_url(&args.store).context("--store")?;
         etcd.admin = Some(admin);
@@ -277,6 +288,10 @@ pub async fn serve(
     let api_limits = warren_registry_server::api::Limits {
         max_conns: args.http_max_conns,
         header_timeout: args.http_header_timeout,
+        body_timeout: args.http_body_timeout,
+        send_timeout: args.http_send_timeout,
+        max_watches: args.http_max_watches,
+        max_watches_per_source: args.http_max_watches_per_source,
     };
     if announce {
         println!("warren: serving registry (tcp) on {}", listener.local_addr()?);

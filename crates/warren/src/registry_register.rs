@@ -103,13 +103,13 @@ async fn renew(
     ttl: Duration,
 ) -> anyhow::Result<(Client, Lease)> {
     let gone = |e: &anyhow::Error| matches!(e.downcast_ref(), Some(Error::LeaseNotFound(_)));
-    let client = match conn.ask(client.renew(lease.id)).await {
+    let client = match conn.ask(client.renew(lease.id, token)).await {
         Ok(_) => return Ok((client, lease)),
         Err(e) if gone(&e) => client,
         Err(e) => {
             eprintln!("warren: renewing lease {}: {e:#}; reconnecting", lease.id);
             let client = conn.connect().await?;
-            match conn.ask(client.renew(lease.id)).await {
+            match conn.ask(client.renew(lease.id, token)).await {
                 Ok(_) => return Ok((client, lease)),
                 Err(e) if gone(&e) => client,
                 Err(e) => return Err(e),

@@ -252,7 +252,7 @@ fn register_survives_a_registry_restart() {
 }
 
 #[test]
-fn the_http_api_waits_at_its_connection_cap_and_stops_cleanly() {
+fn the_http_api_refuses_past_its_connection_cap_and_stops_cleanly() {
     let data = Data::new("http-cap");
     let args =
         ["registry", "--listen", "127.0.0.1:0", "--data", data.arg(), "--admin-token", ADMIN, "--http", "127.0.0.1:0"];
@@ -267,14 +267,16 @@ fn the_http_api_waits_at_its_connection_cap_and_stops_cleanly() {
             conn
         })
         .collect();
-    // A third waits while both stay open (kept alive, idle)...
+    // A third is told at once, and closed, while both stay open (kept alive, idle)...
     let mut third = support::connect(http);
-    support::http_get(&mut third, "/v1/names");
-    assert_eq!(support::http_answer(&mut third, Duration::from_millis(300)), Err(support::End::Timeout));
-    // ...and is answered once one closes.
-    drop(held.pop());
-    assert_eq!(support::http_answer(&mut third, T).unwrap(), "HTTP/1.1 200 OK");
+    assert_eq!(support::http_answer(&mut third, T).unwrap(), "HTTP/1.1 503 Service Unavailable");
+    assert_eq!(support::read_all(&mut third, T).1, support::End::Eof);
+    // ...and the held ones keep working.
+    for conn in &mut held {
+        support::http_get(conn, "/v1/names");
+        assert_eq!(support::http_answer(conn, T).unwrap(), "HTTP/1.1 200 OK");
+    }
     // Idle HTTP connections do not hold up the shutdown.
     server.stop().assert_clean("registry --http");
-    drop((held, third));
+    drop(held);
 }

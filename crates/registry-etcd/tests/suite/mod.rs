@@ -87,7 +87,8 @@ pub async fn list_by_prefix(b: &dyn Backend) {
     assert!(matches!(b.list("Bad/Prefix").await, Err(Error::Invalid(_))));
 }
 
-/// register, renew and release; the lease's owner rules.
+/// register, renew and release; the lease's owner rules: renewing or releasing needs the token
+/// that registered it, and ids are random.
 pub async fn leases(b: &dyn Backend) {
     let (svc, a, c) = (name("svc"), ep("127.0.0.1:80"), ep("127.0.0.1:81"));
     let la = b.register(&svc, "tok", a.clone(), Duration::from_secs(30)).await.unwrap();
@@ -95,7 +96,14 @@ pub async fn leases(b: &dyn Backend) {
     assert!(lc.revision > la.revision && la.id != lc.id);
     assert!(la.ttl >= Duration::from_secs(30));
     assert_eq!(lookup(b, &svc).await, sorted(vec![a.clone(), c.clone()]));
-    assert!(b.renew(la.id).await.unwrap() >= Duration::from_secs(30));
+    assert!(b.renew(la.id, "tok").await.unwrap() >= Duration::from_secs(30));
+    assert!(b.renew(la.id, ADMIN).await.unwrap() >= Duration::from_secs(30), "the admin may");
+    assert_eq!(b.renew(la.id, "thief").await, Err(Error::Forbidden(format!("lease {}", la.id))));
+    assert!(matches!(b.renew(la.id, "").await, Err(Error::Unauthenticated(_))));
+    assert!(la.id.0.abs_diff(lc.id.0) > 1 << 32, "two ids in a row are far apart: {} {}", la.id, lc.id);
+    assert_eq!(b.authorize(&svc, "tok").await, Ok(()));
+    assert!(matches!(b.authorize(&svc, "thief").await, Err(Error::Forbidden(_))));
+    assert_eq!(b.authorize(&name("free"), "tok").await, Err(Error::NotBound(name("free"))));
     assert!(matches!(
         b.register(&svc, "thief", ep("127.0.0.9:1"), Duration::from_secs(30)).await,
         Err(Error::Forbidden(_))
@@ -104,12 +112,14 @@ pub async fn leases(b: &dyn Backend) {
 
     b.release(la.id, "tok").await.unwrap();
     assert_eq!(lookup(b, &svc).await, vec![c.clone()]);
-    assert_eq!(b.renew(la.id).await, Err(Error::LeaseNotFound(la.id)));
+    assert_eq!(b.renew(la.id, "tok").await, Err(Error::LeaseNotFound(la.id)));
     assert_eq!(b.release(la.id, "tok").await, Err(Error::LeaseNotFound(la.id)));
     // The name goes with its last endpoint.
     b.release(lc.id, ADMIN).await.unwrap();
     assert_eq!(b.lookup(&svc).await, Err(Error::NotBound(svc.clone())));
-    assert_eq!(b.renew(LeaseId(0x7777_0000_1234)).await, Err(Error::LeaseNotFound(LeaseId(0x7777_0000_1234))));
+    assert_eq!(b.renew(LeaseId(0x7777_0000_1234), "tok").await, Err(Error::LeaseNotFound(LeaseId(0x7777_0000_1234))));
+    let beyond = LeaseId(u128::MAX);
+    assert_eq!(b.renew(beyond, "tok").await, Err(Error::LeaseNotFound(beyond)));
     assert!(matches!(b.register(&svc, "tok", a.clone(), Duration::from_millis(10)).await, Err(Error::Invalid(_))));
 }
 
@@ -124,7 +134,7 @@ pub async fn lease_lapses(b: &dyn Backend, bound: Duration) {
     let took = started.elapsed();
     assert_eq!(brief(&events), [(EventKind::Delete, "lapse".into(), "127.0.0.1:1".into())]);
     assert!(took <= lease.ttl + bound, "lapsed after {took:?}, TTL {:?} + bound {bound:?}", lease.ttl);
-    assert_eq!(b.renew(lease.id).await, Err(Error::LeaseNotFound(lease.id)));
+    assert_eq!(b.renew(lease.id, "tok").await, Err(Error::LeaseNotFound(lease.id)));
     assert_eq!(lookup(b, &svc).await, vec![ep("127.0.0.1:2")]);
     b.release(stays.id, "tok").await.unwrap();
 }

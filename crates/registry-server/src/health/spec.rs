@@ -3,22 +3,35 @@
 //! | key | value | default |
 //! |---|---|---|
 //! | `check` | `tcp`, `http:/path` or `ttl:10s` | no check: always healthy |
-//! | `check_interval` | how often (tcp, http) | `2s` |
-//! | `check_timeout` | how long one probe may take | `1s` |
+//! | `check_interval` | how often (tcp, http), at least 1 s | `2s` |
+//! | `check_timeout` | how long one probe may take, 10 ms to the interval | `1s` |
 //! | `rise` | passes in a row that bring an unhealthy endpoint back | `2` |
 //! | `fall` | failures in a row that take a healthy endpoint out | `3` |
 //!
 //! A `ttl` check is the endpoint's own heartbeat (Consul's TTL check): it stays healthy while
 //! somebody reports it passing within the TTL (`PUT /v1/health/<name>/<addr>:<port>/pass` on
-//! the HTTP API), and goes unhealthy when the reports stop, without being removed.
+//! the HTTP API, with the name's token), and goes unhealthy when the reports stop, without being
+//! removed.
+//!
+//! A probe goes to the endpoint's own address and port, over TCP, and nowhere else: no key names
+//! another target, an HTTP check sends only a path, and an endpoint that cannot be probed (a
+//! wildcard, multicast or broadcast address, port 0, or a UDP endpoint with a tcp or http check)
+//! is refused. A check runs at most once a second, and a name has at most
+//! [`MAX_CHECKS_PER_NAME`] checked endpoints, so that nobody turns the registry into a flood or
+//! a scanner (Consul's agent likewise keeps its checks' intervals to at least a second).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
-use warren_registry::model::Error;
+use warren_registry::model::{Endpoint, Error, Transport};
 
 /// The shortest interval and TTL, so that checks cannot be turned into a flood.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// The shortest probe timeout.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+/// Checked endpoints per name, at most (a name may have more endpoints, unchecked).
+pub const MAX_CHECKS_PER_NAME: usize = 16;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Probe {
@@ -46,15 +59,22 @@ impl CheckSpec {
         let bad = |what: &str| Error::Invalid(format!("health check: {what}"));
         let probe = match check.split_once(':') {
             None if check == "tcp" => Probe::Tcp,
-            Some(("http", path)) if path.starts_with('/') && !path.bytes().any(|b| b <= b' ' || b == 0x7f) => {
+            // An origin-form path only: `//host/…` would read as naming another host.
+            Some(("http", path))
+                if path.starts_with('/')
+                    && !path.starts_with("//")
+                    && !path.bytes().any(|b| b <= b' ' || b == 0x7f) =>
+            {
                 Probe::Http { path: path.to_owned() }
             }
-            Some(("ttl", ttl)) => Probe::Ttl(duration(ttl).ok_or_else(|| bad(&format!("ttl {ttl:?}")))?),
+            Some(("ttl", ttl)) => {
+                Probe::Ttl(duration(ttl, MIN_INTERVAL).ok_or_else(|| bad(&format!("ttl {ttl:?}: 1s to 1 day")))?)
+            }
             _ => return Err(bad(&format!("check {check:?}: use tcp, http:/path or ttl:<duration>"))),
         };
-        let time = |key: &str, default: Duration| match meta.get(key) {
+        let time = |key: &str, default: Duration, min: Duration| match meta.get(key) {
             None => Ok(default),
-            Some(v) => duration(v).ok_or_else(|| bad(&format!("{key} {v:?}"))),
+            Some(v) => duration(v, min).ok_or_else(|| bad(&format!("{key} {v:?}: {min:?} to 1 day"))),
         };
         let count = |key: &str, default: u32| match meta.get(key) {
             None => Ok(default),
@@ -64,17 +84,40 @@ impl CheckSpec {
         };
         let spec = CheckSpec {
             probe,
-            interval: time("check_interval", Duration::from_secs(2))?,
-            timeout: time("check_timeout", Duration::from_secs(1))?,
+            interval: time("check_interval", Duration::from_secs(2), MIN_INTERVAL)?,
+            timeout: time("check_timeout", Duration::from_secs(1), MIN_TIMEOUT)?,
             rise: count("rise", 2)?,
             fall: count("fall", 3)?,
         };
+        if spec.timeout > spec.interval {
+            return Err(bad("check_timeout must not be longer than check_interval"));
+        }
+        Ok(Some(spec))
+    }
+
+    /// The check `e` asks for, refused if `e` cannot be probed at its own address.
+    pub fn for_endpoint(e: &Endpoint) -> Result<Option<CheckSpec>, Error> {
+        let Some(spec) = CheckSpec::from_meta(&e.meta)? else { return Ok(None) };
+        if matches!(spec.probe, Probe::Ttl(_)) {
+            return Ok(Some(spec)); // nothing is probed
+        }
+        let bad = |why: &str| Err(Error::Invalid(format!("health check of {}: {why}", e.socket_addr())));
+        if e.transport == Transport::Udp {
+            return bad("tcp and http checks probe over TCP; a UDP endpoint can have a ttl check");
+        }
+        let unroutable = match e.addr {
+            IpAddr::V4(a) => a.is_unspecified() || a.is_multicast() || a.is_broadcast(),
+            IpAddr::V6(a) => a.is_unspecified() || a.is_multicast(),
+        };
+        if unroutable || e.port == 0 {
+            return bad("not an address a probe can reach");
+        }
         Ok(Some(spec))
     }
 }
 
-/// A duration like `500ms`, `2s` or `1m`, at least [`MIN_INTERVAL`] and at most a day.
-fn duration(text: &str) -> Option<Duration> {
+/// A duration like `500ms`, `2s` or `1m`, at least `min` and at most a day.
+fn duration(text: &str, min: Duration) -> Option<Duration> {
     let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit())?);
     let n: u64 = digits.parse().ok()?;
     let d = match unit {
@@ -83,7 +126,7 @@ fn duration(text: &str) -> Option<Duration> {
         "m" => Duration::from_secs(n.checked_mul(60)?),
         _ => return None,
     };
-    (MIN_INTERVAL..=Duration::from_secs(86_400)).contains(&d).then_some(d)
+    (min..=Duration::from_secs(86_400)).contains(&d).then_some(d)
 }
 
 /// Whether an endpoint counts as healthy, from its probes' results: the first result decides
@@ -138,10 +181,12 @@ mod tests {
         assert_eq!(CheckSpec::from_meta(&meta(&[("zone", "eu")])), Ok(None));
         let tcp = CheckSpec::from_meta(&meta(&[("check", "tcp")])).unwrap().unwrap();
         assert_eq!((tcp.probe, tcp.interval, tcp.rise, tcp.fall), (Probe::Tcp, Duration::from_secs(2), 2, 3));
-        let http = meta(&[("check", "http:/health"), ("check_interval", "500ms"), ("rise", "1"), ("fall", "1")]);
+        let http = meta(&[("check", "http:/health"), ("check_interval", "1500ms"), ("rise", "1"), ("fall", "1")]);
         let http = CheckSpec::from_meta(&http).unwrap().unwrap();
         assert_eq!(http.probe, Probe::Http { path: "/health".into() });
-        assert_eq!(http.interval, Duration::from_millis(500));
+        assert_eq!(http.interval, Duration::from_millis(1500));
+        let quick = meta(&[("check", "tcp"), ("check_timeout", "10ms")]);
+        assert_eq!(CheckSpec::from_meta(&quick).unwrap().unwrap().timeout, MIN_TIMEOUT);
         let ttl = CheckSpec::from_meta(&meta(&[("check", "ttl:10s")])).unwrap().unwrap();
         assert_eq!(ttl.probe, Probe::Ttl(Duration::from_secs(10)));
         for bad in [
@@ -150,11 +195,39 @@ mod tests {
             &[("check", "http:/a b")],
             &[("check", "ttl:0s")],
             &[("check", "tcp"), ("check_interval", "1ms")],
+            &[("check", "tcp"), ("check_interval", "999ms")],
+            &[("check", "ttl:500ms")],
+            &[("check", "tcp"), ("check_interval", "1s"), ("check_timeout", "2s")],
+            &[("check", "tcp:10.0.0.1:22")],
+            &[("check", "http://10.0.0.1/x")],
+            &[("check", "http:/x HTTP/1.1\r\nHost: evil")],
             &[("check", "tcp"), ("rise", "0")],
             &[("check", "tcp"), ("fall", "x")],
             &[("check", "tcp"), ("check_timeout", "2h")],
         ] {
             assert!(matches!(CheckSpec::from_meta(&meta(bad)), Err(Error::Invalid(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_endpoints_own_reachable_address_is_probed() {
+        let checked = |addr: &str, udp: bool, check: &str| {
+            let mut e = Endpoint::tcp(addr.parse().unwrap());
+            e.transport = if udp { Transport::Udp } else { Transport::Tcp };
+            e.meta = meta(&[("check", check)]);
+            CheckSpec::for_endpoint(&e)
+        };
+        assert!(checked("127.0.0.1:80", false, "tcp").unwrap().is_some());
+        assert!(checked("127.0.0.1:53", true, "ttl:10s").unwrap().is_some(), "a ttl check probes nothing");
+        for (addr, udp, check) in [
+            ("0.0.0.0:80", false, "tcp"),
+            ("[::]:80", false, "http:/"),
+            ("224.0.0.1:80", false, "tcp"),
+            ("255.255.255.255:80", false, "tcp"),
+            ("127.0.0.1:0", false, "tcp"),
+            ("127.0.0.1:53", true, "tcp"),
+        ] {
+            assert!(matches!(checked(addr, udp, check), Err(Error::Invalid(_))), "{addr} {check}");
         }
     }
 

@@ -19,10 +19,14 @@ fn ep(port: u16) -> Endpoint {
     Endpoint::tcp(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
 }
 
+fn key() -> TokenKey {
+    TokenKey::new([9; 32])
+}
+
 fn state(history: usize) -> (State, Instant) {
     let now = Instant::now();
     let config = Config { max_endpoints: 4, history, sweep: SWEEP };
-    (State::new(config, Some(hash_token("admin").unwrap()), now), now)
+    (State::new(config, key(), Some("admin"), now).unwrap(), now)
 }
 
 fn ports(eps: &[Endpoint]) -> Vec<u16> {
@@ -53,7 +57,8 @@ fn rmi_verbs_follow_the_registry_rules() {
 fn bad_requests_get_clear_errors() {
     let (mut s, now) = state(100);
     let web = name("web");
-    assert!(matches!(s.bind(&web, "", vec![ep(1)]), Err(Error::Invalid(_))), "empty token");
+    assert!(matches!(s.bind(&web, "", vec![ep(1)]), Err(Error::Unauthenticated(_))), "empty token");
+    assert!(matches!(s.bind(&web, &"t".repeat(257), vec![ep(1)]), Err(Error::Invalid(_))), "a token too long");
     assert!(matches!(s.bind(&web, "t", vec![]), Err(Error::Invalid(_))), "no endpoints");
     assert!(matches!(s.bind(&web, "t", vec![ep(1), ep(1)]), Err(Error::Invalid(_))), "the same endpoint twice");
     assert!(matches!(s.bind(&web, "t", (1..=5).map(ep).collect()), Err(Error::TooLarge(_))), "over max_endpoints");
@@ -89,7 +94,7 @@ fn a_lease_lapses_between_its_ttl_and_one_sweep_later() {
     assert!(s.expire(due - Duration::from_nanos(1)).is_empty());
     // A renewal moves the deadline a full TTL from the renewal.
     let t1 = t0 + Duration::from_secs(6);
-    assert_eq!(s.renew(lease, t1), Ok(ttl));
+    assert_eq!(s.renew(lease, "svc", t1), Ok(ttl));
     assert!(s.expire(due).is_empty());
     let due = s.poll_timeout().unwrap();
     assert!(due >= t1 + ttl && due < t1 + ttl + SWEEP);
@@ -97,7 +102,7 @@ fn a_lease_lapses_between_its_ttl_and_one_sweep_later() {
     assert_eq!(gone.len(), 1);
     assert_eq!((gone[0].kind, &gone[0].name), (EventKind::Delete, &api));
     assert_eq!(s.lookup(&api), Err(Error::NotBound(api.clone())), "the name went with its last endpoint");
-    assert_eq!(s.renew(lease, due), Err(Error::LeaseNotFound(lease)));
+    assert_eq!(s.renew(lease, "svc", due), Err(Error::LeaseNotFound(lease)));
     assert_eq!(s.poll_timeout(), None);
 }
 
@@ -119,7 +124,7 @@ fn leases_share_a_name_and_release_needs_the_owner() {
     // A rebind makes the endpoints static: the lease lapsing removes nothing.
     s.rebind(&api, "svc", vec![ep(2)]).unwrap();
     s.expire(now + Duration::from_secs(60));
-    assert_eq!(s.renew(l3, now), Err(Error::LeaseNotFound(l3)));
+    assert_eq!(s.renew(l3, "svc", now), Err(Error::LeaseNotFound(l3)));
     assert_eq!(ports(&s.lookup(&api).unwrap().1), [2]);
 }
 
@@ -149,14 +154,31 @@ fn a_restore_keeps_names_and_gives_leases_a_full_ttl() {
     dirty.leases.into_iter().for_each(|(id, r)| _ = r.map(|r| leases.insert(id, r)));
     let restart = t0 + Duration::from_secs(9);
     let config = Config { sweep: SWEEP, ..Config::default() };
-    let mut r = State::restore(config, None, restart, names, leases, dirty.revision, dirty.next_lease);
+    let mut r = State::restore(config, key(), None, restart, names, leases, dirty.revision).unwrap();
     assert_eq!(r.list("").unwrap(), s.list("").unwrap());
     assert_eq!(r.watch("", Revision(0)), Err(Error::Compacted { oldest: s.revision() }));
     assert!(r.expire(t0 + Duration::from_secs(11)).is_empty(), "the old deadline no longer counts");
     assert!(r.poll_timeout().unwrap() >= restart + Duration::from_secs(10));
     assert_eq!(r.rebind(&name("web"), "bob", vec![ep(9)]), Err(Error::Forbidden("web".into())), "owner kept");
     let (next, _) = r.register(&name("api"), "svc", ep(4), Duration::from_secs(10), restart).unwrap();
-    assert!(next > lease, "lease ids are never reused");
+    assert_ne!(next, lease, "lease ids are not reused");
+    assert_eq!(r.renew(lease, "svc", restart), Ok(Duration::from_secs(10)), "the restored lease is renewable");
+}
+
+#[test]
+fn renewing_needs_the_lease_holders_token_and_ids_are_random() {
+    let (mut s, now) = state(100);
+    let ttl = Duration::from_secs(5);
+    let (l1, _) = s.register(&name("api"), "svc", ep(1), ttl, now).unwrap();
+    let (l2, _) = s.register(&name("api"), "svc", ep(2), ttl, now).unwrap();
+    assert_eq!(s.renew(l1, "mallory", now), Err(Error::Forbidden(format!("lease {l1}"))));
+    assert!(matches!(s.renew(l1, "", now), Err(Error::Unauthenticated(_))));
+    assert_eq!(s.renew(l1, "admin", now), Ok(ttl), "the admin may");
+    // Two ids in a row share nothing a guesser could use: not consecutive, not close.
+    assert!(l1.0.abs_diff(l2.0) > u128::from(u64::MAX), "{l1} then {l2}");
+    // A refused renewal did not extend the lease: it lapses on time.
+    let due = s.poll_timeout().unwrap();
+    assert_eq!(s.expire(due + SWEEP).len(), 2);
 }
 
 /// One step of a random history.
@@ -166,7 +188,7 @@ enum Op {
     Rebind(u8, u8, Vec<u16>),
     Unbind(u8, u8),
     Register(u8, u8, u16, u64),
-    Renew(u64),
+    Renew(u64, u8),
     Release(u64, u8),
     Advance(u64),
 }
@@ -178,8 +200,8 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..3, 0u8..3, eps()).prop_map(|(n, t, e)| Op::Rebind(n, t, e)),
         (0u8..3, 0u8..3).prop_map(|(n, t)| Op::Unbind(n, t)),
         (0u8..3, 0u8..3, 1u16..6, 1u64..20).prop_map(|(n, t, p, s)| Op::Register(n, t, p, s)),
-        (1u64..12).prop_map(Op::Renew),
-        (1u64..12, 0u8..3).prop_map(|(l, t)| Op::Release(l, t)),
+        (0u64..12, 0u8..3).prop_map(|(l, t)| Op::Renew(l, t)),
+        (0u64..12, 0u8..3).prop_map(|(l, t)| Op::Release(l, t)),
         (0u64..15_000).prop_map(Op::Advance),
     ]
 }
@@ -187,7 +209,10 @@ fn op() -> impl Strategy<Value = Op> {
 const NAMES: [&str; 3] = ["a", "ab", "b"];
 const TOKENS: [&str; 3] = ["admin", "t1", "t2"];
 
-fn apply(s: &mut State, op: &Op, now: &mut Instant) {
+/// Applies `op`; `leases` are the ids granted so far, which `Renew` and `Release` pick from
+/// (an index past them names a lease that never existed).
+fn apply(s: &mut State, op: &Op, now: &mut Instant, leases: &mut Vec<LeaseId>) {
+    let lease = |leases: &[LeaseId], i: &u64| leases.get(*i as usize).copied().unwrap_or(LeaseId(u128::from(*i)));
     let unique = |ports: &[u16]| {
         let mut ports = ports.to_vec();
         ports.sort();
@@ -200,10 +225,11 @@ fn apply(s: &mut State, op: &Op, now: &mut Instant) {
         Op::Unbind(n, t) => s.unbind(&name(NAMES[*n as usize]), TOKENS[*t as usize]).map(drop),
         Op::Register(n, t, p, secs) => {
             let ttl = Duration::from_secs(*secs);
-            s.register(&name(NAMES[*n as usize]), TOKENS[*t as usize], ep(*p), ttl, *now).map(drop)
+            let granted = s.register(&name(NAMES[*n as usize]), TOKENS[*t as usize], ep(*p), ttl, *now);
+            granted.map(|(id, _)| leases.push(id))
         }
-        Op::Renew(l) => s.renew(LeaseId(*l), *now).map(drop),
-        Op::Release(l, t) => s.release(LeaseId(*l), TOKENS[*t as usize]).map(drop),
+        Op::Renew(l, t) => s.renew(lease(leases, l), TOKENS[*t as usize], *now).map(drop),
+        Op::Release(l, t) => s.release(lease(leases, l), TOKENS[*t as usize]).map(drop),
         Op::Advance(ms) => {
             *now += Duration::from_millis(*ms);
             s.expire(*now);
@@ -240,9 +266,9 @@ proptest! {
     #[test]
     fn watches_return_exactly_the_events_after_a_revision(ops in prop::collection::vec(op(), 1..60), history in 4usize..40) {
         let (mut s, mut now) = state(history);
-        let mut log: Vec<Event> = Vec::new();
+        let (mut log, mut leases): (Vec<Event>, Vec<LeaseId>) = (Vec::new(), Vec::new());
         for op in &ops {
-            apply(&mut s, op, &mut now);
+            apply(&mut s, op, &mut now, &mut leases);
             log.extend(s.poll_events());
         }
         prop_assert!(log.windows(2).all(|w| w[0].revision <= w[1].revision));
@@ -317,7 +343,7 @@ proptest! {
                     let (id, _) = s.register(&name(&format!("n{i}")), "t", ep(port), ttl, now).unwrap();
                     ids[i] = Some(id);
                     last_renewal[i] = now;
-                } else if removed_at[i].is_none() && s.renew(ids[i].unwrap(), now).is_ok() {
+                } else if removed_at[i].is_none() && ids[i].is_some_and(|id| s.renew(id, "t", now).is_ok()) {
                     last_renewal[i] = now;
                 }
             }

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use warren_registry::{Endpoint, Name, hash_token};
+use warren_registry::{Endpoint, Name};
 use warren_registry_server::embedded::Embedded;
 use warren_registry_server::state::Config;
 
@@ -18,7 +18,8 @@ impl TempDir {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("warren-registry-test-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        // Private, as the store wants its directory.
+        std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700).create(&dir).unwrap();
         TempDir(dir)
     }
 
@@ -35,7 +36,7 @@ impl Drop for TempDir {
 
 /// The store in `dir`, with "admin" as the admin token.
 pub fn open(dir: &TempDir) -> Embedded {
-    Embedded::open(dir.path(), Config::default(), Some(hash_token("admin").unwrap())).unwrap()
+    Embedded::open(dir.path(), Config::default(), Some("admin")).unwrap()
 }
 
 pub fn name(s: &str) -> Name {
