@@ -113,6 +113,9 @@ pub struct ServeConfig {
     /// Every model but `green` and `hybrid`: arm TCP urgent data on every connection (SIGURG,
     /// `F_SETOWN`) and report it through `Session::handle_urgent`. Default off.
     pub urgent: UrgentMode,
+    /// Datagram services: how often one source address is answered (reflection sources are
+    /// never answered). Default 20 a second after a burst of 40, over 16,384 sources.
+    pub datagram_rate: crate::udp::SourceRate,
 }
 
 /// How long shutdown waits for connections to say goodbye (and children to exit) before it
@@ -140,6 +143,7 @@ impl ServeConfig {
             write_timeout: Duration::from_secs(30),
             mailbox: 4096,
             urgent: UrgentMode::Off,
+            datagram_rate: crate::udp::SourceRate::default(),
         }
     }
 
