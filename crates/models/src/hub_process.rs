@@ -218,9 +218,10 @@ struct Peer {
 
 const CONNECTOR: Token = Token(usize::MAX);
 
-/// The streams passed over the connector since the last call, until it would block. `None`
-/// once every sender has closed its end (the server and all its processes are gone).
-fn take_streams(connector: &OwnedFd) -> io::Result<Option<Vec<UnixStream>>> {
+/// The streams passed over the connector since the last call, until it would block; and
+/// whether it is still open (not once every sender has closed its end: the server and all its
+/// processes are gone).
+fn take_streams(connector: &OwnedFd) -> io::Result<(Vec<UnixStream>, bool)> {
     let mut streams = Vec::new();
     loop {
         let mut byte = [0u8; 1];
@@ -229,7 +230,7 @@ fn take_streams(connector: &OwnedFd) -> io::Result<Option<Vec<UnixStream>>> {
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
         let msg = match recvmsg::<()>(connector.as_raw_fd(), &mut iov, Some(&mut space), flags) {
             Ok(msg) => msg,
-            Err(Errno::EAGAIN) => return Ok(Some(streams)),
+            Err(Errno::EAGAIN) => return Ok((streams, true)),
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),
         };
@@ -240,7 +241,7 @@ fn take_streams(connector: &OwnedFd) -> io::Result<Option<Vec<UnixStream>>> {
             }
         }
         if msg.bytes == 0 && fds.is_empty() {
-            return Ok(None);
+            return Ok((streams, false));
         }
         for fd in fds {
             // SAFETY: the kernel just installed `fd` in this process for this message; nothing
@@ -276,30 +277,25 @@ fn run<H: Hub>(mut hub: H, connector: OwnedFd) -> io::Result<()> {
         }
         for event in events.iter() {
             match event.token() {
-                CONNECTOR if connector_open => match take_streams(&connector)? {
-                    Some(streams) => {
-                        for stream in streams {
-                            stream.set_nonblocking(true)?;
-                            let mut stream = MioStream::from_std(stream);
-                            let token = next_token;
-                            next_token += 1;
-                            poll.registry().register(
-                                &mut stream,
-                                Token(token),
-                                Interest::READABLE | Interest::WRITABLE,
-                            )?;
-                            peers.insert(
-                                token,
-                                Peer { stream, input: Vec::new(), output: Vec::new(), id: None, asked: false },
-                            );
-                        }
+                CONNECTOR if connector_open => {
+                    let (streams, open) = take_streams(&connector)?;
+                    for stream in streams {
+                        stream.set_nonblocking(true)?;
+                        let mut stream = MioStream::from_std(stream);
+                        let token = next_token;
+                        next_token += 1;
+                        poll.registry().register(&mut stream, Token(token), Interest::READABLE | Interest::WRITABLE)?;
+                        peers.insert(
+                            token,
+                            Peer { stream, input: Vec::new(), output: Vec::new(), id: None, asked: false },
+                        );
                     }
                     // No process can open a link any more; the links open still count.
-                    None => {
+                    if !open {
                         poll.registry().deregister(&mut SourceFd(&connector.as_raw_fd()))?;
                         connector_open = false;
                     }
-                },
+                }
                 CONNECTOR => {}
                 Token(token) => {
                     let Some(peer) = peers.get_mut(&token) else { continue };
