@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use hickory_proto::rr::Name;
 
+use crate::rrl::RateLimit;
+
 /// What the server answers for and how, with its limits. `Default` is a deployable configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -27,6 +29,9 @@ pub struct Config {
     /// TCP connections served at once; one more is accepted and closed at once, so the client
     /// sees a clear refusal rather than a hang. Default 512.
     pub max_tcp_connections: usize,
+    /// Response-rate limiting of UDP answers per source prefix (BIND's RRL). Default: 20 answers
+    /// a second per /24 or /56, every second refused answer sent truncated, a 15 s window.
+    pub rate_limit: RateLimit,
 }
 
 impl Default for Config {
@@ -37,6 +42,7 @@ impl Default for Config {
             max_udp_payload: 1232,
             tcp_idle_timeout: Duration::from_secs(10),
             max_tcp_connections: 512,
+            rate_limit: RateLimit::default(),
         }
     }
 }

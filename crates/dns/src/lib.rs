@@ -10,6 +10,8 @@
 //!   all. Nothing is ever dropped silently (Consul's `udp_answer_limit` did that).
 //! - A configurable, non-zero **TTL**; negative answers carry the zone's SOA with the TTL as
 //!   minimum, so resolvers cache them for the same time.
+//! - **Response-rate limiting** over UDP per source prefix, as BIND's RRL: answers beyond the
+//!   rate are dropped, every `slip`th sent truncated so that real clients retry over TCP.
 //!
 //! [`answer`] is the whole protocol as a pure function of the query bytes, the [`Directory`], the
 //! [`Config`] and a [`Rotation`]; [`Server`] is the thin UDP and TCP driver around it; `docs/dns.md`
@@ -21,6 +23,7 @@ mod encode;
 mod names;
 mod registry;
 mod rotation;
+mod rrl;
 mod server;
 mod tcp;
 mod udp;
@@ -33,6 +36,7 @@ pub use answer::{MAX_QUERY, Transport, answer};
 pub use config::{Config, Zone, ZoneError};
 pub use registry::RegistryDirectory;
 pub use rotation::Rotation;
+pub use rrl::RateLimit;
 pub use server::Server;
 
 /// What the DNS server asks the registry: the current healthy endpoints of a name, synchronously

@@ -5,15 +5,20 @@
 //! their answers: two system calls a batch instead of two a query, which is what separates a
 //! server that keeps up from one that does not when the core is shared (NSD batches the same
 //! way).
+//!
+//! Each answer then passes the response-rate limiter (`rrl.rs`) of its source prefix.
 
 use std::io::{IoSlice, IoSliceMut};
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
+use std::time::Instant;
 
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::answer::{MAX_QUERY, Transport, answer};
+use crate::rrl::{Limiter, Verdict};
 use crate::server::Shared;
 
 /// Datagrams taken per system call.
@@ -26,6 +31,7 @@ pub(crate) async fn serve_udp(socket: UdpSocket, shared: &Shared) {
     let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut peers = Vec::with_capacity(BATCH);
     let mut responses = Vec::with_capacity(BATCH);
+    let mut limiter = Limiter::new(shared.config.rate_limit);
     loop {
         peers.clear();
         let received = socket.async_io(Interest::READABLE, || {
@@ -39,15 +45,28 @@ pub(crate) async fn serve_udp(socket: UdpSocket, shared: &Shared) {
             continue;
         }
         responses.clear();
+        let now = Instant::now();
         for ((peer, len), buffer) in peers.iter().zip(&buffers) {
+            let Some(peer) = peer else { continue };
             let response =
                 answer(&buffer[..*len], &*shared.directory, &shared.config, &shared.rotation, Transport::Udp);
-            if let (Some(peer), Some(response)) = (peer, response) {
-                responses.push((*peer, response));
+            let (Some(response), Some(source)) = (response, source_ip(peer)) else { continue };
+            match limiter.check(source, &response, now) {
+                Verdict::Send => responses.push((*peer, response)),
+                Verdict::Slip(truncated) => responses.push((*peer, truncated)),
+                Verdict::Drop => {}
             }
         }
         send_all(&socket, &mut send_headers, &responses).await;
     }
+}
+
+/// The address a datagram came from.
+fn source_ip(peer: &SockaddrStorage) -> Option<IpAddr> {
+    if let Some(v4) = peer.as_sockaddr_in() {
+        return Some(IpAddr::V4(v4.ip()));
+    }
+    peer.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
 }
 
 /// Sends every response, as many per system call as the socket takes.

@@ -125,7 +125,7 @@ fn child<S: Service>(
     let shutdown = Arc::new(Shutdown::new()?);
     trigger_on_signals_without_thread(shutdown.clone())?;
     child_ready(signals, parent)?;
-    let mut link = RemoteLink::new(hub.addr.clone(), info.id);
+    let mut link = RemoteLink::new(hub.connector.clone(), info.id);
     let env = ConnEnv { shutdown: &shutdown, activity, engine: config.engine() };
     serve_connection(service, incoming, info, &mut link, &env);
     Ok(())

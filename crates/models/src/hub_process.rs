@@ -2,9 +2,16 @@
 //!
 //! Processes do not share memory, so the state shared between connections (chat rooms, the game
 //! counter) lives in one more process, forked first, which runs the protocol's `Hub` and talks to
-//! every connection over a Unix stream socket in the abstract namespace (nothing to clean up on
-//! disk). Each connection that asks the hub anything opens its own socket; closing it means the
-//! session left.
+//! every connection over a Unix stream socket of its own. Each connection that asks the hub
+//! anything opens one; closing it means the session left.
+//!
+//! The hub has no address. Before forking it, the server makes a `SOCK_SEQPACKET` socketpair,
+//! the *connector*: the hub keeps one end, the server and every process it forks inherit the
+//! other. Opening a link makes a fresh stream socketpair and passes one end to the hub over the
+//! connector (`SCM_RIGHTS`). So only the server's own processes can reach the hub: there is no
+//! name in `/proc/net/unix` to connect to and no peer to check, where an abstract socket could be
+//! reached by any local user (sshd's privilege-separation monitor talks to its children over
+//! socketpairs for the same reason).
 //!
 //! Frames, both ways: a 4-byte big-endian length, then that many bytes of postcard
 //! ([`Up`] towards the hub, [`Down`] back), in `warren_proto::frame`'s codec. Frames over
@@ -15,15 +22,20 @@
 //! loop's timeout.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::{UnixListener as MioListener, UnixStream as MioStream};
+use mio::net::UnixStream as MioStream;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use nix::sys::socket::{MsgFlags, recv};
+use nix::errno::Errno;
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recv, recvmsg, sendmsg,
+    socketpair,
+};
 use nix::unistd::{ForkResult, Pid, fork};
 use serde::{Deserialize, Serialize};
 use warren_proto::frame::Framing;
@@ -88,20 +100,50 @@ pub fn decode_frame<T: for<'de> Deserialize<'de>>(buf: &mut Vec<u8>) -> Result<O
     Ok(Some(value?))
 }
 
+/// How long opening a link or sending a request may wait for a hub that takes nothing.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A running hub process.
 #[derive(Debug)]
 pub(crate) struct HubProcess {
     pub pid: Pid,
-    pub addr: SocketAddr,
+    pub connector: Connector,
+}
+
+/// The server's end of the hub's connector, shared by every process the server forks.
+#[derive(Clone, Debug)]
+pub(crate) struct Connector(Arc<OwnedFd>);
+
+impl Connector {
+    /// A new stream to the hub: one end of a fresh socketpair, the other passed to the hub.
+    fn connect(&self) -> io::Result<UnixStream> {
+        let (mine, theirs) = UnixStream::pair()?;
+        let fds = [theirs.as_raw_fd()];
+        let rights = [ControlMessage::ScmRights(&fds)];
+        // `theirs` is closed on return: once sent, the hub holds its own copy.
+        loop {
+            match sendmsg::<()>(self.0.as_raw_fd(), &[IoSlice::new(b"+")], &rights, MsgFlags::empty(), None) {
+                Ok(_) => return Ok(mine),
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
 }
 
 /// Fork the hub process, which closes `close_in_child` (the server's listener). Call while the
 /// process is single-threaded.
-pub(crate) fn spawn<H: Hub>(hub: H, close_in_child: &[std::os::fd::RawFd]) -> io::Result<HubProcess> {
+pub(crate) fn spawn<H: Hub>(hub: H, close_in_child: &[RawFd]) -> io::Result<HubProcess> {
     let parent = nix::unistd::getpid();
-    let name = format!("warren-hub-{}-{:x}", std::process::id(), fastrand::u64(..));
-    let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
-    let listener = UnixListener::bind_addr(&addr)?;
+    let (server_end, hub_end) =
+        socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).map_err(io::Error::from)?;
+    // A hub that stops taking links fails the sender after a while instead of hanging it.
+    nix::sys::socket::setsockopt(
+        &server_end,
+        nix::sys::socket::sockopt::SendTimeout,
+        &nix::sys::time::TimeVal::new(SEND_TIMEOUT.as_secs() as _, 0),
+    )
+    .map_err(io::Error::from)?;
     // SAFETY: the caller guarantees no other thread exists, so the child inherits a consistent
     // address space; the child never returns from `run`.
     match unsafe { fork() }.map_err(io::Error::from)? {
@@ -116,11 +158,12 @@ pub(crate) fn spawn<H: Hub>(hub: H, close_in_child: &[std::os::fd::RawFd]) -> io
             for &fd in close_in_child {
                 let _ = nix::unistd::close(fd);
             }
+            drop(server_end);
             for signal in [nix::sys::signal::Signal::SIGINT, nix::sys::signal::Signal::SIGTERM] {
                 // SAFETY: SIG_IGN installs no handler code.
                 let _ = unsafe { nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigIgn) };
             }
-            let code = match run(hub, listener) {
+            let code = match run(hub, hub_end) {
                 Ok(()) => 0,
                 Err(e) => {
                     tracing::error!(target: "warren", "hub process: {e}");
@@ -129,14 +172,17 @@ pub(crate) fn spawn<H: Hub>(hub: H, close_in_child: &[std::os::fd::RawFd]) -> io
             };
             crate::procs::exit_child(code)
         }
-        ForkResult::Parent { child } => Ok(HubProcess { pid: child, addr }),
+        ForkResult::Parent { child } => {
+            drop(hub_end);
+            Ok(HubProcess { pid: child, connector: Connector(Arc::new(server_end)) })
+        }
     }
 }
 
 /// Ask the hub for its summary, then stop it.
 pub(crate) fn finish(hub: &HubProcess) -> Option<String> {
     let report = (|| -> io::Result<Option<String>> {
-        let mut stream = UnixStream::connect_addr(&hub.addr)?;
+        let mut stream = hub.connector.connect()?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         let mut buf = Vec::new();
         encode_frame(&Up::<()>::Report, &mut buf);
@@ -170,14 +216,46 @@ struct Peer {
     asked: bool,
 }
 
-const LISTENER: Token = Token(usize::MAX);
+const CONNECTOR: Token = Token(usize::MAX);
+
+/// The streams passed over the connector since the last call, until it would block; and
+/// whether it is still open (not once every sender has closed its end: the server and all its
+/// processes are gone).
+fn take_streams(connector: &OwnedFd) -> io::Result<(Vec<UnixStream>, bool)> {
+    let mut streams = Vec::new();
+    loop {
+        let mut byte = [0u8; 1];
+        let mut iov = [IoSliceMut::new(&mut byte)];
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
+        let msg = match recvmsg::<()>(connector.as_raw_fd(), &mut iov, Some(&mut space), flags) {
+            Ok(msg) => msg,
+            Err(Errno::EAGAIN) => return Ok((streams, true)),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let mut fds = Vec::new();
+        for cmsg in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(received) = cmsg {
+                fds.extend(received);
+            }
+        }
+        if msg.bytes == 0 && fds.is_empty() {
+            return Ok((streams, false));
+        }
+        for fd in fds {
+            // SAFETY: the kernel just installed `fd` in this process for this message; nothing
+            // else owns it.
+            streams.push(UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+    }
+}
 
 /// The hub process's event loop; runs until the server kills it.
-fn run<H: Hub>(mut hub: H, listener: UnixListener) -> io::Result<()> {
-    listener.set_nonblocking(true)?;
+fn run<H: Hub>(mut hub: H, connector: OwnedFd) -> io::Result<()> {
     let mut poll = Poll::new()?;
-    let mut listener = MioListener::from_std(listener);
-    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    poll.registry().register(&mut SourceFd(&connector.as_raw_fd()), CONNECTOR, Interest::READABLE)?;
+    let mut connector_open = true;
     let mut peers: HashMap<usize, Peer> = HashMap::new();
     let mut by_id: HashMap<SessionId, usize> = HashMap::new();
     let mut next_token = 0usize;
@@ -199,26 +277,26 @@ fn run<H: Hub>(mut hub: H, listener: UnixListener) -> io::Result<()> {
         }
         for event in events.iter() {
             match event.token() {
-                LISTENER => loop {
-                    match listener.accept() {
-                        Ok((mut stream, _)) => {
-                            let token = next_token;
-                            next_token += 1;
-                            poll.registry().register(
-                                &mut stream,
-                                Token(token),
-                                Interest::READABLE | Interest::WRITABLE,
-                            )?;
-                            peers.insert(
-                                token,
-                                Peer { stream, input: Vec::new(), output: Vec::new(), id: None, asked: false },
-                            );
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if crate::accept::is_transient(&e) => continue,
-                        Err(_) => break,
+                CONNECTOR if connector_open => {
+                    let (streams, open) = take_streams(&connector)?;
+                    for stream in streams {
+                        stream.set_nonblocking(true)?;
+                        let mut stream = MioStream::from_std(stream);
+                        let token = next_token;
+                        next_token += 1;
+                        poll.registry().register(&mut stream, Token(token), Interest::READABLE | Interest::WRITABLE)?;
+                        peers.insert(
+                            token,
+                            Peer { stream, input: Vec::new(), output: Vec::new(), id: None, asked: false },
+                        );
                     }
-                },
+                    // No process can open a link any more; the links open still count.
+                    if !open {
+                        poll.registry().deregister(&mut SourceFd(&connector.as_raw_fd()))?;
+                        connector_open = false;
+                    }
+                }
+                CONNECTOR => {}
                 Token(token) => {
                     let Some(peer) = peers.get_mut(&token) else { continue };
                     if event.is_readable() && read_all(peer).is_err() {
@@ -354,7 +432,7 @@ fn flush(peer: &mut Peer) -> io::Result<()> {
 
 /// A connection's link to the hub process, opened on its first request.
 pub(crate) struct RemoteLink {
-    addr: SocketAddr,
+    connector: Connector,
     id: SessionId,
     stream: Option<UnixStream>,
     input: Vec<u8>,
@@ -362,14 +440,14 @@ pub(crate) struct RemoteLink {
 }
 
 impl RemoteLink {
-    pub(crate) fn new(addr: SocketAddr, id: SessionId) -> Self {
-        Self { addr, id, stream: None, input: Vec::new(), scratch: Vec::new() }
+    pub(crate) fn new(connector: Connector, id: SessionId) -> Self {
+        Self { connector, id, stream: None, input: Vec::new(), scratch: Vec::new() }
     }
 
     fn stream(&mut self) -> io::Result<&mut UnixStream> {
         if self.stream.is_none() {
-            let mut stream = UnixStream::connect_addr(&self.addr)?;
-            stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+            let mut stream = self.connector.connect()?;
+            stream.set_write_timeout(Some(SEND_TIMEOUT))?;
             let mut open = Vec::new();
             encode_frame(&Up::<()>::Open(self.id), &mut open);
             stream.write_all(&open)?;
@@ -396,8 +474,8 @@ impl<H: Hub> HubLink<H> for RemoteLink {
             match recv(stream.as_raw_fd(), &mut chunk, MsgFlags::MSG_DONTWAIT) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(n) => self.input.extend_from_slice(&chunk[..n]),
-                Err(nix::errno::Errno::EAGAIN) => break,
-                Err(nix::errno::Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => break,
+                Err(Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
         }

@@ -134,7 +134,7 @@ fn worker<S: Service>(shared: &Shared<'_, S>, signals: ParentSignals) -> std::io
                 }
                 shared.accepted.fetch_add(1, Ordering::Relaxed);
                 let info = conn_info(Some(incoming.peer));
-                let mut link = RemoteLink::new(shared.hub.addr.clone(), info.id);
+                let mut link = RemoteLink::new(shared.hub.connector.clone(), info.id);
                 serve_connection(shared.service, incoming, info, &mut link, &env);
                 shared.active.fetch_sub(1, Ordering::SeqCst);
             }

@@ -116,6 +116,9 @@ pub struct ServeConfig {
     /// Every model: who may connect, asked before a connection is served (the node's access
     /// control for the services it hosts). Default: everyone.
     pub gate: Option<std::sync::Arc<dyn crate::accept::Gate>>,
+    /// Datagram services: how often one source address is answered (reflection sources are
+    /// never answered). Default 20 a second after a burst of 40, over 16,384 sources.
+    pub datagram_rate: crate::udp::SourceRate,
 }
 
 /// How long shutdown waits for connections to say goodbye (and children to exit) before it
@@ -144,6 +147,7 @@ impl ServeConfig {
             mailbox: 4096,
             urgent: UrgentMode::Off,
             gate: None,
+            datagram_rate: crate::udp::SourceRate::default(),
         }
     }
 

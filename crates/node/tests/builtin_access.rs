@@ -130,3 +130,24 @@ fn only_from_applies_to_a_redirect() {
     assert!(echoed_from([127, 0, 0, 2], port).is_some(), "relayed to the echo backend");
     assert!(echoed_from([127, 0, 0, 1], port).is_none(), "127.0.0.1 is not in only_from");
 }
+
+#[test]
+fn only_from_applies_to_each_datagram_of_a_udp_builtin() {
+    use std::net::UdpSocket;
+    let node = TestNode::start(
+        "[[service]]\nname = \"echo-udp\"\nbuiltin = \"echo\"\nprotocol = \"udp\"\nbind = \"0.0.0.0\"\nport = 0\nonly_from = [\"127.0.0.2\"]\n",
+    );
+    let to = SocketAddr::from(([127, 0, 0, 1], node.addr("echo-udp").port()));
+    let denied = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let allowed = UdpSocket::bind("127.0.0.2:0").unwrap();
+    allowed.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    denied.send_to(b"from 127.0.0.1", to).unwrap();
+    allowed.send_to(b"from 127.0.0.2", to).unwrap();
+    let mut buf = [0u8; 64];
+    let n = allowed.recv(&mut buf).expect("an answer to the allowed source");
+    assert_eq!(&buf[..n], b"from 127.0.0.2");
+    // The one socket's datagrams are answered in order: the denied one's turn has passed.
+    denied.set_nonblocking(true).unwrap();
+    let unanswered = denied.recv(&mut buf).map(|n| buf[..n].to_vec());
+    assert_eq!(unanswered.map_err(|e| e.kind()), Err(std::io::ErrorKind::WouldBlock), "127.0.0.1 got no answer");
+}

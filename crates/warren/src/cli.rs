@@ -131,6 +131,14 @@ pub struct ServerFlags {
     /// Serve datagrams (echo, daytime, time) instead of a stream.
     #[arg(long)]
     pub udp: bool,
+    /// --udp: answers a second per source address once its burst is spent; 0 turns the limit
+    /// off. Datagrams from privileged source ports (below 1024) or the service's own port are
+    /// never answered.
+    #[arg(long, default_value_t = warren_models::udp::SourceRate::default().per_second)]
+    pub udp_rate: u32,
+    /// --udp: answers a quiet source address may get at once.
+    #[arg(long, default_value_t = warren_models::udp::SourceRate::default().burst)]
+    pub udp_burst: u32,
     /// pool: worker threads [default: 4]; hybrid: runtime threads [default: one per core];
     /// event: the same as --helpers.
     #[arg(long, short = 't')]

@@ -115,6 +115,17 @@ pub struct ServerArgs {
     /// TTL of DNS records, in seconds (and how long resolvers cache "no such name").
     #[arg(long, default_value = "5")]
     pub dns_ttl: std::num::NonZeroU32,
+    /// DNS over UDP: answers a second per source prefix (/24, /56), BIND's response-rate
+    /// limiting; 0 turns it off.
+    #[arg(long, default_value_t = warren_dns::RateLimit::default().responses_per_second)]
+    pub dns_rate: u32,
+    /// DNS over UDP: every this many answers refused by --dns-rate, one is sent truncated (TC)
+    /// so that a real client retries over TCP; 0 drops them all.
+    #[arg(long, default_value_t = warren_dns::RateLimit::default().slip)]
+    pub dns_slip: u32,
+    /// DNS over UDP: how long a prefix over --dns-rate stays limited after its flood.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
+    pub dns_window: Duration,
     /// Also serve the HTTP/JSON API on this address (port 0 picks one; a `warren: serving` line
     /// gives it).
     #[arg(long)]
@@ -257,7 +268,14 @@ pub async fn serve(
     let backend = Arc::new(Checked::new(store).await.context("cannot start health checks")?);
     let dns = match args.dns {
         Some(addr) => {
-            let config = warren_dns::Config { zone: args.zone, ttl: args.dns_ttl, ..warren_dns::Config::default() };
+            let rate_limit = warren_dns::RateLimit {
+                responses_per_second: args.dns_rate,
+                slip: args.dns_slip,
+                window: args.dns_window,
+                ..warren_dns::RateLimit::default()
+            };
+            let config =
+                warren_dns::Config { zone: args.zone, ttl: args.dns_ttl, rate_limit, ..warren_dns::Config::default() };
             let directory = Arc::new(RegistryDirectory(backend.clone()));
             Some(
                 warren_dns::Server::bind(addr, config, directory)

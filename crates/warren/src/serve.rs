@@ -267,6 +267,11 @@ fn config(flags: &ServerFlags) -> ServeConfig {
         queue: flags.queue,
         idle_exit: flags.idle_exit,
         write_timeout: flags.write_timeout,
+        datagram_rate: warren_models::udp::SourceRate {
+            per_second: flags.udp_rate,
+            burst: flags.udp_burst,
+            ..warren_models::udp::SourceRate::default()
+        },
         ..config
     }
 }

@@ -6,6 +6,7 @@
 #[macro_use]
 mod support;
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -226,4 +227,76 @@ fn chatserver_idle_exit() {
         stopped.stopped_line()
     );
     assert!(start.elapsed() >= Duration::from_secs(1), "not idle for a whole second");
+}
+
+/// The inodes of the Unix sockets that processes `pids` hold, from /proc.
+fn unix_sockets_of(pids: &[i32]) -> Vec<(u64, String)> {
+    let held: std::collections::HashSet<u64> = pids
+        .iter()
+        .flat_map(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten())
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok())
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/unix").expect("read /proc/net/unix");
+    // Num RefCount Protocol Flags Type St Inode [Path]
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let inode: u64 = fields.get(6)?.parse().ok()?;
+            held.contains(&inode).then(|| (inode, fields.get(7).unwrap_or(&"").to_string()))
+        })
+        .collect()
+}
+
+/// The hub of `fork` and `prefork` has no address: its links are socketpairs the server's
+/// processes inherit, so no other local process can find the hub in /proc/net/unix, connect to
+/// it and speak as a session.
+fn hub_has_no_address(model: &str) {
+    let server = Server::serve("chat", model, &[]);
+    let mut alice = Json::named(server.addr, "alice");
+    let mut bob = Json::named(server.addr, "bob");
+    alice.join("#a");
+    bob.join("#a");
+    assert_eq!(alice.say("hi"), message("#a", "alice", "hi"));
+    assert_eq!(bob.until("message"), message("#a", "alice", "hi"));
+
+    let sockets = unix_sockets_of(&support::group_members(server.pid()));
+    // The hub's links, at least: one per user and the connector.
+    assert!(sockets.len() >= 3, "{model}: the hub's links are Unix sockets: {sockets:?}");
+    let named: Vec<_> = sockets.iter().filter(|(_, path)| !path.is_empty()).collect();
+    assert!(named.is_empty(), "{model}: the server's Unix sockets have no address: {named:?}");
+    drop((alice, bob));
+    server.stop_clean();
+}
+
+mod hub_address {
+    #[test]
+    fn fork() {
+        super::hub_has_no_address("fork");
+    }
+    #[test]
+    fn prefork() {
+        super::hub_has_no_address("prefork");
+    }
+}
+
+/// Lines cut across writes are put together, and a flood of empty lines (each a line the server
+/// must split off) is taken in stride: the command after 4 MiB of them is answered.
+#[test]
+fn lines_split_across_writes_and_a_flood_of_empty_lines() {
+    let server = Server::serve("chat", "event", &[]);
+    let (mut user, _) = Json::connect(server.addr);
+    for part in [&br#"{"cmd":"ni"#[..], br#"ck","nick":"#, br#""split"}"#, b"\r", b"\n"] {
+        user.conn.send_raw(part);
+        user.conn.stream.flush().unwrap();
+    }
+    assert_eq!(user.expect("nick")["new"], "split");
+    let mut flood = vec![b'\n'; 4 << 20];
+    flood.extend_from_slice(b"{\"cmd\":\"list\"}\n");
+    user.conn.send_raw(&flood);
+    assert_eq!(user.expect("list"), json!({"event": "list", "channels": []}));
+    drop(user);
+    server.stop_clean();
 }

@@ -5,6 +5,10 @@
 //! socket. Both parents stay single-threaded, since they fork: SIGINT and SIGTERM reach them
 //! through a self-pipe polled with the socket, and SIGCHLD through the same pipe tells them to
 //! reap. Each needs a process of its own: the parent reaps any child (`waitpid(-1)`).
+//!
+//! The guard runs where datagrams are received: in `fork`'s parent, before it forks (a refused
+//! datagram costs no process), and in each `prefork` worker, whose table of sources is its own,
+//! so that one source may get up to `processes` times the rate there.
 
 use std::io;
 use std::net::UdpSocket;
@@ -18,7 +22,8 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 use warren_proto::DatagramService;
 
-use super::{MAX_DATAGRAM, answer, drain, is_transient};
+use super::guard::Guard;
+use super::{MAX_DATAGRAM, admitted, answer, drain, is_transient};
 use crate::activity::shared_zeroed;
 use crate::procs::{ParentSignals, exit_child};
 use crate::run::{Counters, ServeConfig, ServeReport};
@@ -34,6 +39,7 @@ pub(super) fn serve_fork<D: DatagramService>(
     socket.set_nonblocking(true)?;
     ready();
     let counters = Counters::default();
+    let guard = Guard::new(socket.local_addr()?, config.datagram_rate, config.gate.clone());
     let mut children = 0usize;
     let (mut buf, mut reply) = (vec![0u8; MAX_DATAGRAM], Vec::new());
     while !signals.stopping() {
@@ -44,6 +50,9 @@ pub(super) fn serve_fork<D: DatagramService>(
             || signals.stopping(),
             &mut buf,
             |input, from| {
+                if !admitted(&guard, from, &counters.refused) {
+                    return;
+                }
                 if children >= config.max_conns {
                     children -= reap(WaitPidFlag::WNOHANG).len();
                 }
@@ -87,6 +96,8 @@ pub(super) fn serve_prefork<D: DatagramService>(
     // Children block in `recv_from`; whichever the kernel wakes takes the datagram.
     socket.set_nonblocking(false)?;
     let served = shared_zeroed()?;
+    let refused = shared_zeroed()?;
+    let guard = Guard::new(socket.local_addr()?, config.datagram_rate, config.gate.clone());
     let parent = nix::unistd::getpid();
     // Blocked across `fork` so that a child is never stopped while it still runs the parent's
     // handlers: it restores the defaults first, then receives what is pending.
@@ -97,7 +108,10 @@ pub(super) fn serve_prefork<D: DatagramService>(
         // SAFETY: this process is single-threaded (the documented precondition of
         // `serve_udp`); the child never returns from `worker`.
         match unsafe { fork() } {
-            Ok(ForkResult::Child) => worker(service, socket, served, parent, &stop_signals),
+            Ok(ForkResult::Child) => {
+                let counts = Counts { guard: &guard, served, refused };
+                worker(service, socket, counts, parent, &stop_signals)
+            }
             Ok(ForkResult::Parent { child }) => children.push(child),
             Err(e) => {
                 tracing::error!(target: "warren", "udp prefork: {e}");
@@ -119,12 +133,23 @@ pub(super) fn serve_prefork<D: DatagramService>(
         let _ = kill(child, Signal::SIGTERM);
     }
     reap(WaitPidFlag::empty());
-    let report = ServeReport { accepted: served.load(Ordering::Relaxed), ..ServeReport::default() };
+    let report = ServeReport {
+        accepted: served.load(Ordering::Relaxed),
+        refused: refused.load(Ordering::Relaxed),
+        ..ServeReport::default()
+    };
     if signals.stopping() { Ok(report) } else { Err(io::Error::other("udp prefork: every worker process ended")) }
 }
 
+/// A prefork worker's guard, and the counters it shares with the parent.
+struct Counts<'a> {
+    guard: &'a Guard,
+    served: &'a AtomicU64,
+    refused: &'a AtomicU64,
+}
+
 /// A prefork child: receive and answer until a signal ends the process.
-fn worker<D: DatagramService>(service: &D, socket: &UdpSocket, served: &AtomicU64, parent: Pid, stop: &SigSet) -> ! {
+fn worker<D: DatagramService>(service: &D, socket: &UdpSocket, counts: Counts<'_>, parent: Pid, stop: &SigSet) -> ! {
     for sig in [Signal::SIGINT, Signal::SIGTERM] {
         // SAFETY: restoring the default disposition installs no handler.
         let _ = unsafe { signal(sig, SigHandler::SigDfl) };
@@ -137,7 +162,10 @@ fn worker<D: DatagramService>(service: &D, socket: &UdpSocket, served: &AtomicU6
     let (mut buf, mut reply) = (vec![0u8; MAX_DATAGRAM], Vec::new());
     loop {
         match socket.recv_from(&mut buf) {
-            Ok((n, from)) => answer(service, &buf[..n], from, &mut reply, served, |r, to| socket.send_to(r, to)),
+            Ok((n, from)) if admitted(counts.guard, from, counts.refused) => {
+                answer(service, &buf[..n], from, &mut reply, counts.served, |r, to| socket.send_to(r, to))
+            }
+            Ok(_) => {}
             Err(e) if is_transient(&e) => {}
             Err(e) => {
                 tracing::error!(target: "warren", "udp prefork worker: {e}");

@@ -4,17 +4,25 @@
 //! who answers: `iterative` one loop; `thread` a thread per datagram; `pool` several threads
 //! receiving on the shared socket; `event` a mio loop; `green` and `hybrid` tokio tasks;
 //! `fork` and `prefork` processes (in `fork.rs`). Each reply goes to its datagram's source address;
-//! one that cannot be sent is dropped, as UDP may drop any datagram. In the report, `accepted`
-//! counts datagrams answered and `refused` those dropped because `max_conns` were in flight.
+//! one that cannot be sent is dropped, as UDP may drop any datagram.
+//!
+//! Before a datagram reaches its service, the socket's [`guard`] drops those from reflection
+//! sources and those beyond the per-source rate ([`ServeConfig::datagram_rate`]). In the report,
+//! `accepted` counts datagrams answered and `refused` those dropped by the guard or because
+//! `max_conns` were in flight.
 
 mod fork;
+mod guard;
+pub mod rate;
+
+pub use guard::{Refusal, SourceRate, reflection_source};
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use warren_proto::DatagramService;
@@ -22,6 +30,7 @@ use warren_proto::DatagramService;
 use crate::green::{runtime, shutdown_signal, stopped};
 use crate::run::{Counters, Model, ServeConfig, ServeReport};
 use crate::shutdown::{Shutdown, trigger_on_signals};
+use guard::Guard;
 
 /// Large enough for any UDP payload over IPv4 or IPv6 (without jumbograms).
 const MAX_DATAGRAM: usize = 65_536;
@@ -63,17 +72,40 @@ pub fn serve_udp_until<D: DatagramService>(
     socket.set_nonblocking(true)?;
     let counters = Arc::new(Counters::default());
     let service = Arc::new(service);
+    let guard = Arc::new(Guard::new(socket.local_addr()?, config.datagram_rate, config.gate.clone()));
+    let served = Served { guard: &guard, counters: &counters };
     match model {
-        Model::Iterative => serve_blocking(&*service, &socket, &shutdown, &counters),
-        Model::Thread => serve_threads(&*service, &socket, config.max_conns, &shutdown, &counters),
-        Model::Pool => serve_pool(&*service, &socket, config.threads, &shutdown, &counters),
-        Model::Event => serve_event(&*service, socket, &shutdown, &counters),
-        Model::Green | Model::Hybrid => serve_tasks(model, service, socket, config.threads, &shutdown, &counters),
+        Model::Iterative => serve_blocking(&*service, &socket, &shutdown, served),
+        Model::Thread => serve_threads(&*service, &socket, config.max_conns, &shutdown, served),
+        Model::Pool => serve_pool(&*service, &socket, config.threads, &shutdown, served),
+        Model::Event => serve_event(&*service, socket, &shutdown, served),
+        Model::Green | Model::Hybrid => {
+            serve_tasks(model, service, socket, config.threads, &shutdown, guard.clone(), &counters)
+        }
         Model::Fork | Model::Prefork => {
             return Err(io::Error::other("fork and prefork cannot run inside another server"));
         }
     }?;
     Ok(counters.report(None))
+}
+
+/// What every receiver of a socket shares: its guard and the report's counters.
+#[derive(Clone, Copy)]
+struct Served<'a> {
+    guard: &'a Guard,
+    counters: &'a Counters,
+}
+
+/// Whether the guard lets a datagram from `from` through; a refusal is counted in `refused`.
+fn admitted(guard: &Guard, from: SocketAddr, refused: &AtomicU64) -> bool {
+    match guard.admit(from, Instant::now()) {
+        Ok(()) => true,
+        Err(why) => {
+            refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(target: "warren", "udp: datagram from {from} dropped: {why:?}");
+            false
+        }
+    }
 }
 
 /// Answer one datagram through `send_to`, counting it in `answered`.
@@ -139,11 +171,14 @@ fn serve_blocking<D: DatagramService>(
     service: &D,
     socket: &UdpSocket,
     shutdown: &Shutdown,
-    counters: &Counters,
+    served: Served<'_>,
 ) -> io::Result<()> {
+    let Served { guard, counters } = served;
     let mut reply = Vec::new();
     recv_loop(socket, shutdown, |input, from| {
-        answer(service, input, from, &mut reply, &counters.accepted, |r, to| socket.send_to(r, to));
+        if admitted(guard, from, &counters.refused) {
+            answer(service, input, from, &mut reply, &counters.accepted, |r, to| socket.send_to(r, to));
+        }
     })
 }
 
@@ -153,12 +188,16 @@ fn serve_threads<D: DatagramService>(
     socket: &UdpSocket,
     max_conns: usize,
     shutdown: &Shutdown,
-    counters: &Counters,
+    served: Served<'_>,
 ) -> io::Result<()> {
+    let Served { guard, counters } = served;
     let in_flight = &AtomicUsize::new(0);
     // Scoped, so that shutdown waits for every thread still answering.
     std::thread::scope(|scope| {
         recv_loop(socket, shutdown, |input, from| {
+            if !admitted(guard, from, &counters.refused) {
+                return;
+            }
             if in_flight.load(Ordering::Relaxed) >= max_conns {
                 counters.refused.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -183,14 +222,14 @@ fn serve_pool<D: DatagramService>(
     socket: &UdpSocket,
     threads: usize,
     shutdown: &Shutdown,
-    counters: &Counters,
+    served: Served<'_>,
 ) -> io::Result<()> {
     std::thread::scope(|scope| {
         let mut workers = Vec::new();
         for i in 0..threads.max(1) {
             let worker = std::thread::Builder::new()
                 .name(format!("warren-udp-{i}"))
-                .spawn_scoped(scope, || serve_blocking(service, socket, shutdown, counters));
+                .spawn_scoped(scope, || serve_blocking(service, socket, shutdown, served));
             match worker {
                 Ok(worker) => workers.push(worker),
                 // Serve with the workers that did start rather than not at all.
@@ -211,7 +250,7 @@ fn serve_event<D: DatagramService>(
     service: &D,
     socket: UdpSocket,
     shutdown: &Shutdown,
-    counters: &Counters,
+    served: Served<'_>,
 ) -> io::Result<()> {
     use mio::{Events, Interest, Poll, Token, unix::SourceFd};
 
@@ -232,7 +271,10 @@ fn serve_event<D: DatagramService>(
             || shutdown.is_triggered(),
             &mut buf,
             |input, from| {
-                answer(service, input, from, &mut reply, &counters.accepted, |r, to| socket.send_to(r, to));
+                if admitted(served.guard, from, &served.counters.refused) {
+                    let accepted = &served.counters.accepted;
+                    answer(service, input, from, &mut reply, accepted, |r, to| socket.send_to(r, to));
+                }
             },
         )?;
     }
@@ -246,6 +288,7 @@ fn serve_tasks<D: DatagramService>(
     socket: UdpSocket,
     threads: usize,
     shutdown: &Shutdown,
+    guard: Arc<Guard>,
     counters: &Arc<Counters>,
 ) -> io::Result<()> {
     let tasks = if model == Model::Hybrid { threads.max(1) } else { 1 };
@@ -253,7 +296,7 @@ fn serve_tasks<D: DatagramService>(
         let socket = Arc::new(tokio::net::UdpSocket::from_std(socket)?);
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..tasks {
-            let (service, socket, counters) = (service.clone(), socket.clone(), counters.clone());
+            let (service, socket, guard, counters) = (service.clone(), socket.clone(), guard.clone(), counters.clone());
             let mut stop = shutdown_signal(shutdown);
             set.spawn(async move {
                 let (mut buf, mut reply) = (vec![0u8; MAX_DATAGRAM], Vec::new());
@@ -266,6 +309,9 @@ fn serve_tasks<D: DatagramService>(
                             Err(e) => return Err(e),
                         },
                     };
+                    if !admitted(&guard, from, &counters.refused) {
+                        continue;
+                    }
                     answer(&*service, &buf[..n], from, &mut reply, &counters.accepted, |r, to| {
                         socket.try_send_to(r, to)
                     });
