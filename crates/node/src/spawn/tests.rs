@@ -203,3 +203,19 @@ fn decimal() {
     super::write_decimal(&mut buf, 0);
     assert_eq!(&buf[..2], b"0\0");
 }
+
+#[test]
+fn the_child_runs_as_the_configured_user_with_only_its_groups() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: switching users needs root");
+        return;
+    }
+    let mut as_nobody = exec("/bin/sh", &["-c", "echo $(id -u) $(id -g) $(id -G); grep ^Uid: /proc/self/status"]);
+    as_nobody.user = Some(Credentials { name: "nobody".into(), uid: 65534, gid: 65534, supplementary: false });
+    let (out, code) = run(&as_nobody, Vec::new(), b"");
+    assert_eq!(code, 0, "{out}");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("65534 65534 65534"), "real ids and no supplementary group but the primary");
+    let uids: Vec<&str> = lines.next().unwrap().split_whitespace().skip(1).collect();
+    assert_eq!(uids, ["65534"; 4], "real, effective, saved and file-system uid all switched");
+}
