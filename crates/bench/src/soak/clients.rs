@@ -441,6 +441,9 @@ fn never_read(addr: SocketAddr, request: &[u8], end: Instant) -> io::Result<u64>
             Ok(0) => return Ok(1),
             Ok(n) => read += n,
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(1),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                return Err(bad("a peer that never read was still open, and silent, after the write timeout"));
+            }
             Err(e) => return Err(e),
         }
     }
