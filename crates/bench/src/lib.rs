@@ -9,7 +9,9 @@
 //! - [`superd`]: connections per second when each starts a program, under warren's node, xinetd
 //!   and tcpserver;
 //! - [`registry`]: the registry's embedded store against etcd, and its DNS under dnsperf
-//!   ([`run_dnsperf`]).
+//!   ([`run_dnsperf`]);
+//! - [`soak`]: mixed clients against one `warren up` for minutes, its memory, descriptors and
+//!   threads sampled until the end, to show they stay flat.
 //!
 //! Each entry point takes its clap [`Args`](clap::Args) struct, which the binary mounts as
 //! `warren bench <name>`. The servers under test are children of the running executable
@@ -32,6 +34,7 @@ mod probe;
 mod registry;
 mod report;
 mod server;
+mod soak;
 mod superd;
 mod wrk;
 
@@ -44,6 +47,7 @@ pub use self::http::{HttpArgs, http};
 pub use self::models::{ModelsArgs, models};
 pub use self::oob::{OobArgs, oob};
 pub use self::registry::{RegistryArgs, registry};
+pub use self::soak::{SoakArgs, soak};
 pub use self::superd::{SuperdArgs, superd};
 
 /// The `warren` binary the benches start their servers from: the running executable, since a

@@ -90,6 +90,8 @@ pub enum BenchCommand {
     Superd(warren_bench::SuperdArgs),
     /// The registry's embedded store against etcd, and its DNS under dnsperf.
     Registry(warren_bench::RegistryArgs),
+    /// Mixed clients against one `warren up` for minutes: are its memory and descriptors flat?
+    Soak(warren_bench::SoakArgs),
 }
 
 /// Each model in a sentence, for `--help`.
