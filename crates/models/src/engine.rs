@@ -277,6 +277,17 @@ impl<S: Session> Engine<S> {
         }
     }
 
+    /// A write to `stream` at `now` found the socket full and sent nothing: the peer's time to
+    /// take bytes runs from here, unless it already runs. (A queue flushed to the byte and then
+    /// refilled would otherwise meet a full socket with no deadline set, and a peer that never
+    /// reads would hold the connection for ever.)
+    pub(crate) fn handle_blocked(&mut self, now: Instant, stream: StreamId) {
+        if stream == StreamId::CLIENT && self.write_deadline.is_none() {
+            let timeout = Duration::from_millis(u64::from(self.write_timeout_ms));
+            self.write_deadline = Some(now + timeout);
+        }
+    }
+
     /// Whether `stream`'s write side has been shut down.
     pub(crate) fn is_write_shut(&self, stream: StreamId) -> bool {
         self.stream(stream).is_some_and(|s| s.write_shut)

@@ -202,3 +202,37 @@ fn timeouts(model: &str) {
 mod timeouts {
     per_model!(super::timeouts);
 }
+
+/// A chargen client that never reads, under each model: once the socket buffers are full, the
+/// server gives the connection up after `--write-timeout`, though chargen always has more to say.
+fn a_reader_that_never_reads(model: &str) {
+    use std::io::Read;
+    let server = Server::serve("chargen", model, &["--write-timeout", "200ms"]);
+    // A small receive buffer (set before connecting, so that the window offered is small too):
+    // the server's socket fills at once.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let stream: std::net::TcpStream = socket.into();
+    // The peer's behaviour under test: it reads nothing for well past the write timeout. If the
+    // server gave up, what it had queued then ends in a FIN (or a reset); if not, reading now
+    // lets chargen go on for ever and the loop below runs out of time.
+    std::thread::sleep(Duration::from_millis(1500));
+    let end = Instant::now() + T;
+    let mut stream = stream;
+    stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        assert!(Instant::now() < end, "{model}: a peer that takes nothing was never given up");
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Ok(_) | Err(_) => {}
+        }
+    }
+    server.stop_clean();
+}
+
+mod never_reads {
+    per_model!(super::a_reader_that_never_reads);
+}

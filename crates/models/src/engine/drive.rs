@@ -169,6 +169,25 @@ fn finish<S: Session, L: Link<S>>(engine: &mut Engine<S>, link: &mut L) -> Turn 
 /// Write every stream's queue until it is sent or the socket is full; half-close streams whose
 /// session asked for it; tell the session when the client's queue drained.
 fn flush<S: Session, L: Link<S>>(engine: &mut Engine<S>, link: &mut L, now: Instant, buf: &mut [u8]) -> io::Result<()> {
+    // What the session queues on hearing its output drained (chargen's next batch) goes out in
+    // this same flush: left queued behind a socket that took everything, it would wait for a
+    // writable edge that a peer which never reads never gives, with no write deadline running.
+    loop {
+        write_streams(engine, link, now, buf)?;
+        if !engine.take_drained() {
+            return Ok(());
+        }
+        engine.handle_drained(now);
+    }
+}
+
+/// One pass of [`flush`] over every stream.
+fn write_streams<S: Session, L: Link<S>>(
+    engine: &mut Engine<S>,
+    link: &mut L,
+    now: Instant,
+    buf: &mut [u8],
+) -> io::Result<()> {
     let mut at = 0;
     while let Some(stream) = engine.stream_at(at) {
         at += 1;
@@ -181,7 +200,10 @@ fn flush<S: Session, L: Link<S>>(engine: &mut Engine<S>, link: &mut L, now: Inst
                         engine.handle_sent(now, stream, n - front);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    engine.handle_blocked(now, stream);
+                    break;
+                }
                 Err(e) if stream == StreamId::CLIENT => return Err(e),
                 Err(e) => {
                     engine.handle_failed(now, stream, e.to_string());
@@ -197,9 +219,6 @@ fn flush<S: Session, L: Link<S>>(engine: &mut Engine<S>, link: &mut L, now: Inst
     }
     while let Some(stream) = engine.poll_closed_stream() {
         link.drop_stream(stream);
-    }
-    if engine.take_drained() {
-        engine.handle_drained(now);
     }
     Ok(())
 }

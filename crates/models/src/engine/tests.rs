@@ -168,6 +168,25 @@ fn a_peer_that_takes_nothing_is_given_up() {
 }
 
 #[test]
+fn a_peer_that_takes_nothing_after_a_flush_is_given_up_too() {
+    let (mut e, _) = engine(b"");
+    let t0 = Instant::now();
+    settle(&mut e, t0);
+    e.handle_input(t0, StreamId::CLIENT, b"ping");
+    send_all(&mut e, t0);
+    assert_eq!(e.poll_timeout(), None, "flushed: no write deadline");
+    // More output (chargen refilling on drained), and this time the socket is full.
+    e.handle_input(t0, StreamId::CLIENT, b"pong");
+    let t1 = t0 + Duration::from_secs(1);
+    e.handle_blocked(t1, StreamId::CLIENT);
+    assert_eq!(e.poll_timeout(), Some(t1 + CONFIG.write_timeout), "the peer's time runs from the full socket");
+    e.handle_blocked(t1 + Duration::from_secs(5), StreamId::CLIENT);
+    assert_eq!(e.poll_timeout(), Some(t1 + CONFIG.write_timeout), "a later full socket does not extend it");
+    e.check_deadlines(t1 + CONFIG.write_timeout);
+    assert!(matches!(e.is_done(), Some(Ending::Failed(_))));
+}
+
+#[test]
 fn completions_arrive_in_turn_and_aborted_ones_never() {
     let (mut e, l) = engine(b"");
     let t0 = Instant::now();
