@@ -136,6 +136,8 @@ pub fn start(config: Config, hooks: Box<dyn Hooks>) -> io::Result<NodeHandle> {
         Some(StatusAddr::Tcp(addr)) => Some(StatusSocket::Tcp(TcpListener::bind(addr)?)),
         None => None,
     };
+    let cgroups = Cgroups::detect();
+    crate::sandbox::remove_stale(cgroups);
     let mut node = Node {
         poll,
         entries: Vec::new(),
@@ -144,7 +146,7 @@ pub fn start(config: Config, hooks: Box<dyn Hooks>) -> io::Result<NodeHandle> {
         hooks,
         tx: tx.clone(),
         waker: waker.clone(),
-        cgroups: Cgroups::detect(),
+        cgroups,
         status,
         rx,
         draining: None,

@@ -15,6 +15,16 @@
 //!   async-signal-safe system calls on data prepared here, reports a failure through a
 //!   close-on-exec pipe, and execs. Copying the page tables costs tens of microseconds for a
 //!   small node; the settings are worth it.
+//!
+//! Every child dies with the node: it asks the kernel for SIGKILL when its parent dies
+//! ([`die_with_node`]), so a node killed with SIGKILL (or crashing) leaves no child serving
+//! connections nobody counts, holding a `wait` listener nobody will take back, or keeping a
+//! cgroup busy. SIGKILL rather than SIGTERM: nobody is left to follow a SIGTERM with a SIGKILL,
+//! and a pid namespace's init ignores SIGTERM without a handler. A node that stops normally
+//! drains first (SIGTERM, grace, SIGKILL). xinetd's children outlive xinetd, because xinetd
+//! does not track them beyond counting; the node's limits (`instances`, `per_source`, the
+//! sandbox's cgroups) are only true while the node watches every child, so no setting keeps
+//! them alive.
 
 use std::ffi::{CString, OsString};
 use std::io;
@@ -105,6 +115,11 @@ fn command_spawn(exec: &Exec, fd: BorrowedFd<'_>, env: Vec<(OsString, OsString)>
     let mut command = Command::new(&exec.program);
     command.arg0(&exec.argv[0]).args(&exec.argv[1..]).env_clear().envs(env);
     command.stdin(Stdio::from(fd.try_clone_to_owned()?)).stdout(Stdio::from(fd.try_clone_to_owned()?));
+    let node = nix::unistd::getpid().as_raw();
+    // SAFETY: the closure runs in the forked child before `execve` and makes only the
+    // async-signal-safe system calls of `die_with_node`. (It makes std fork instead of
+    // `posix_spawnp`, for programs named without a slash only.)
+    unsafe { command.pre_exec(move || die_with_node(|| libc::getppid() != node)) };
     // The child is reaped through its pidfd by the node, never through this handle.
     Ok(command.spawn()?.id())
 }
@@ -126,6 +141,9 @@ struct Plan {
     user_maps: Option<(Vec<u8>, Vec<u8>)>,
     private_mounts: bool,
     report: RawFd,
+    /// The parent's end of the report pipe, which the child closes: once it has, the pipe has
+    /// a reader only while the node lives.
+    report_read: RawFd,
 }
 
 fn clone_exec(
@@ -175,6 +193,7 @@ fn clone_exec(
         user_maps: sandbox.filter(|s| s.namespaces.user).map(|_| user_maps()),
         private_mounts: sandbox.is_some_and(|s| s.namespaces.mount),
         report: report_write.as_raw_fd(),
+        report_read: report_read.as_raw_fd(),
     };
     let mut flags = CloneFlags::empty();
     if let Some(ns) = sandbox.map(|s| s.namespaces) {
@@ -227,6 +246,7 @@ fn child(plan: &mut Plan) -> isize {
             libc::write(report, errno.to_ne_bytes().as_ptr().cast(), 4);
             libc::_exit(127)
         };
+        libc::close(plan.report_read);
         for &procs in &plan.cgroup_procs {
             if libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
                 return fail(plan.report);
@@ -296,9 +316,42 @@ fn child(plan: &mut Plan) -> isize {
         }
         // Rust ignores SIGPIPE; a program expects the default, as std's spawn also restores.
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        // Last: a change of user or group clears the parent-death signal. The parent's pid is
+        // 0 seen from a new pid namespace, so the report pipe tells whether the node lives.
+        if die_with_node(|| node_gone(plan.report)).is_err() {
+            return fail(plan.report);
+        }
         libc::execve(plan.program.as_ptr(), plan.argv.as_ptr(), plan.env.as_ptr());
         fail(plan.report)
     }
+}
+
+/// In a child between clone and `execve`: be sent SIGKILL when the node dies, and exit now if
+/// `node_gone` says it died before that was armed (its children are then re-parented and no
+/// signal would come). Async-signal-safe.
+///
+/// The kernel sends the signal when the *thread* that cloned the child exits, not the process:
+/// children are started only by the node's loop thread, which lives as long as the node (its
+/// end is the end of the drain), so the signal means the node is gone.
+fn die_with_node(node_gone: impl Fn() -> bool) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if node_gone() {
+        // SAFETY: _exit ends this child at once, running nothing of the node's.
+        unsafe { libc::_exit(127) };
+    }
+    Ok(())
+}
+
+/// Whether the node has died, seen from a child holding only the write end `report` of the
+/// report pipe: the pipe's last reader was the node (closed at its exit, before its children
+/// are re-parented), and a write end without readers polls as `POLLERR`.
+fn node_gone(report: RawFd) -> bool {
+    let mut fd = libc::pollfd { fd: report, events: 0, revents: 0 };
+    // SAFETY: one valid pollfd, no waiting.
+    unsafe { libc::poll(&mut fd, 1, 0) == 1 && fd.revents & libc::POLLERR != 0 }
 }
 
 /// Write `n` in decimal followed by NUL into `into`, without allocating.

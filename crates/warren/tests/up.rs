@@ -394,3 +394,128 @@ fn a_drain_kills_children_that_ignore_sigterm_and_exits() {
     assert_eq!(kill(Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH), "the child was killed and reaped");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// An exec service whose child writes its pid to `pidfile` and then runs `then` (keeping the
+/// connection or listener it was handed); `extra` adds settings.
+fn pid_service(name: &str, program: &str, pidfile: &Path, then: &str, extra: &str) -> String {
+    let script = format!("echo $$ > {}; exec {then}", pidfile.display());
+    format!(
+        "[[service]]\nname = \"{name}\"\nport = 0\nserver = \"{program}\"\nserver_args = [\"-c\", \"{}\"]\n{extra}",
+        script.replace('"', "\\\"")
+    )
+}
+
+/// The pid a child wrote to `pidfile`, once it has.
+fn read_pid(pidfile: &Path) -> i32 {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(pid) = std::fs::read_to_string(pidfile).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+            return pid;
+        }
+        assert!(started.elapsed() < T, "the child never wrote {}", pidfile.display());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Whether `pid` is gone within `T`: this process being a child subreaper, an orphan killed
+/// with its node is re-parented here and reaped below (`kill(pid, 0)` would still find a zombie).
+fn gone_within_bound(pid: i32) -> bool {
+    use nix::sys::wait::{WaitPidFlag, waitpid};
+    let started = std::time::Instant::now();
+    while started.elapsed() < T {
+        let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+        if kill(Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
+/// Kill the node alone (not its process group, which its children share) with SIGKILL.
+fn kill_node(up: &mut Up) {
+    up.signal(Signal::SIGKILL);
+    up.child.wait().unwrap();
+}
+
+#[test]
+fn a_node_killed_with_sigkill_takes_its_children_along() {
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let dir = scratch("orphans");
+    let pidfile = |name: &str| dir.join(format!("{name}.pid"));
+    // One service per way of starting a child: the vfork-style clone, std's spawn for a program
+    // named without a slash, the fork-style clone (for the umask), and a `wait` listener.
+    let services = [
+        pid_service("vfork", "/bin/sh", &pidfile("vfork"), "cat", ""),
+        pid_service("path", "sh", &pidfile("path"), "cat", ""),
+        pid_service("clone", "/bin/sh", &pidfile("clone"), "cat", "umask = \"022\"\n"),
+        pid_service("listener", "/bin/sh", &pidfile("listener"), "sleep 60", "wait = true\n"),
+    ];
+    let conf = dir.join("warren.toml");
+    std::fs::write(&conf, config(&dir, &services.concat())).unwrap();
+    let mut up = Up::start(&["up", "-c", conf.to_str().unwrap()]);
+    let lines = up.until(|l| l.starts_with("warren: up:"));
+    let names = ["vfork", "path", "clone", "listener"];
+    // The clients stay connected: a child holding its connection has no reason to exit.
+    let _clients: Vec<_> = names.iter().map(|n| TcpStream::connect(addr(&lines, n, "tcp")).unwrap()).collect();
+    let pids: Vec<_> = names.iter().map(|n| (n, read_pid(&pidfile(n)))).collect();
+
+    kill_node(&mut up);
+    for (name, pid) in pids {
+        assert!(gone_within_bound(pid), "the {name} child {pid} outlived its node");
+    }
+    drop(up);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+const CGROUP_BASES: [&str; 3] = ["/sys/fs/cgroup/warren", "/sys/fs/cgroup/memory/warren", "/sys/fs/cgroup/pids/warren"];
+
+/// The cgroups of `service`'s children on this machine (v2, or v1 memory and pids).
+fn cgroup_leaves(service: &str) -> Vec<PathBuf> {
+    CGROUP_BASES
+        .iter()
+        .flat_map(|base| std::fs::read_dir(Path::new(base).join(service)).into_iter().flatten())
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect()
+}
+
+#[test]
+fn a_restarted_node_removes_the_cgroups_a_killed_node_left() {
+    if !nix::unistd::geteuid().is_root()
+        || warren_node::sandbox::Cgroups::detect() == warren_node::sandbox::Cgroups::Unavailable
+    {
+        eprintln!("skipped: sandboxing needs root and a cgroup hierarchy with memory and pids");
+        return;
+    }
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let dir = scratch("stale-cgroups");
+    let pidfile = dir.join("boxed.pid");
+    // A service name of this test's own, so that no other node's leaves are counted.
+    let service = format!("stale-{}", std::process::id());
+    let conf = dir.join("warren.toml");
+    let boxed = pid_service(&service, "/bin/sh", &pidfile, "cat", "sandbox_pids_max = 16\n");
+    std::fs::write(&conf, config(&dir, &boxed)).unwrap();
+    let mut up = Up::start(&["up", "-c", conf.to_str().unwrap()]);
+    let lines = up.until(|l| l.starts_with("warren: up:"));
+    let _client = TcpStream::connect(addr(&lines, &service, "tcp")).unwrap();
+    let pid = read_pid(&pidfile);
+    let left = cgroup_leaves(&service);
+    assert!(!left.is_empty(), "the running child has its cgroup");
+
+    kill_node(&mut up);
+    assert!(gone_within_bound(pid), "the child died with its node");
+    assert!(left.iter().all(|leaf| leaf.exists()), "nobody removed the killed node's cgroups yet");
+    drop(up);
+
+    let again = Up::start(&["up", "-c", conf.to_str().unwrap()]);
+    again.until(|l| l.starts_with("warren: up:"));
+    let remaining: Vec<_> = left.iter().filter(|leaf| leaf.exists()).collect();
+    assert!(remaining.is_empty(), "stale cgroups left after a restart: {remaining:?}");
+    drop(again);
+    for base in CGROUP_BASES {
+        let _ = std::fs::remove_dir(Path::new(base).join(&service));
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -89,10 +89,13 @@ impl Node {
             Kind::Redirect(target) => {
                 let (tx, waker, target, name) = (self.tx.clone(), self.waker.clone(), *target, service.name.clone());
                 let spawned = std::thread::Builder::new().name("warren-redirect".into()).spawn(move || {
-                    let bytes = relay(stream, target).unwrap_or_else(|e| {
-                        tracing::warn!(target: "warren::node", service = %name, "redirect to {target}: {e}");
-                        (0, 0)
-                    });
+                    // Accepted non-blocking; the relay's blocking copies would otherwise end at
+                    // the first read that finds nothing yet (WouldBlock), closing the connection.
+                    let bytes =
+                        stream.set_nonblocking(false).and_then(|()| relay(stream, target)).unwrap_or_else(|e| {
+                            tracing::warn!(target: "warren::node", service = %name, "redirect to {target}: {e}");
+                            (0, 0)
+                        });
                     let _ = tx.send(Command::RelayDone { service: name, peer: peer.ip(), bytes, started: now });
                     let _ = waker.wake();
                 });

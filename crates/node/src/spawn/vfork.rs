@@ -35,6 +35,8 @@ pub(super) struct Scratch {
     /// Whether `clone3` with `CLONE_CLEAR_SIGHAND` (Linux 5.5) is to be tried; cleared the
     /// first time the kernel refuses it.
     pub(super) clone3: bool,
+    /// This process's pid, read once.
+    node: libc::pid_t,
 }
 
 thread_local! {
@@ -101,6 +103,8 @@ struct VforkPlan {
     /// The spawning thread's signal mask before it blocked everything, for the child to restore
     /// before `execve`; `None` when nothing was blocked (`clone3`).
     mask: Option<libc::sigset_t>,
+    /// The node's pid: the child's parent, as long as the node lives (see [`super::die_with_node`]).
+    node: libc::pid_t,
     /// 0, or the errno of the step that failed; the child then exits with 127.
     error: AtomicI32,
 }
@@ -155,6 +159,7 @@ pub(super) fn vfork_exec(
             conn: conn.as_raw_fd(),
             reset: Dispositions::Query,
             mask: None,
+            node: scratch.node,
             error: AtomicI32::new(0),
         };
         let (pid, pidfd) = scratch.clone_child(&mut plan)?;
@@ -180,6 +185,7 @@ impl Scratch {
             stack: ChildStack::new()?,
             status: std::fs::File::open("/proc/self/status").ok(),
             clone3: true,
+            node: nix::unistd::getpid().as_raw(),
         })
     }
 
@@ -267,7 +273,8 @@ impl Scratch {
     }
 }
 
-/// The vfork child: dispositions, descriptors, mask, `execve`. Never returns.
+/// The vfork child: dispositions, descriptors, mask, death with the node, `execve`. Never
+/// returns.
 extern "C" fn vfork_child(plan: *mut libc::c_void) -> libc::c_int {
     // SAFETY: the parent passed a pointer to its `VforkPlan` and is suspended until this child
     // has exec'd or exited; see `vfork_exec` for why every call below is sound here.
@@ -310,6 +317,11 @@ extern "C" fn vfork_child(plan: *mut libc::c_void) -> libc::c_int {
         if let Some(mask) = &plan.mask
             && sigprocmask(libc::SIG_SETMASK, mask, None).is_err()
         {
+            fail();
+        }
+        // `prctl` and `getppid` are plain system calls: they touch nothing of the node's memory
+        // but this thread's `errno` slot, as above.
+        if super::die_with_node(|| libc::getppid() != plan.node).is_err() {
             fail();
         }
         libc::execve(plan.program, plan.argv, plan.envp);
