@@ -2,38 +2,16 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use support::{Drained, Server, T, command, drain, run};
+use support::{Data, Drained, Server, T, command, drain, run};
 use warren_registry::client::Client;
 use warren_registry::{Endpoint, EventKind, Name};
 
 const ADMIN: &str = "admin-secret";
-
-/// A scratch data directory, removed on drop.
-struct Data(PathBuf);
-
-impl Data {
-    fn new(tag: &str) -> Data {
-        let dir = std::env::temp_dir().join(format!("warren-registry-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        Data(dir)
-    }
-
-    fn arg(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for Data {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn registry(data: &Data) -> Server {
     Server::spawn(&["registry", "--listen", "127.0.0.1:0", "--data", data.arg(), "--admin-token", ADMIN])

@@ -13,31 +13,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use sha2::{Digest, Sha256};
-use support::{Server, T, command, drain, run};
+use support::{Data, Server, T, command, drain, run};
 use warren_registry::client::Client;
 use warren_registry::wire::{self, Request};
 use warren_registry::{Endpoint, Error, LeaseId, Name, TokenKey};
-
-/// A scratch data directory, removed on drop.
-struct Data(PathBuf);
-
-impl Data {
-    fn new(tag: &str) -> Data {
-        let dir = std::env::temp_dir().join(format!("warren-hardening-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        Data(dir)
-    }
-
-    fn arg(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for Data {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A registry on loopback with its HTTP API, with `extra` flags; the API's address. The admin
 /// token stays in its file, as the documentation tells operators to keep it.

@@ -297,3 +297,25 @@ pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A scratch data directory (not made: the server under test makes it), removed on drop.
+pub struct Data(pub std::path::PathBuf);
+
+impl Data {
+    pub fn new(tag: &str) -> Data {
+        let dir = std::env::temp_dir().join(format!("warren-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Data(dir)
+    }
+
+    /// The path as a command-line argument.
+    pub fn arg(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for Data {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
