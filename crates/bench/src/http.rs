@@ -89,7 +89,7 @@ pub fn http(args: &HttpArgs) -> anyhow::Result<()> {
     let background = host::background_load(Duration::from_millis(500));
     let pinned = machine.cpus > SERVER_CPU;
     let (server_cpu, load_cpu) = if pinned { (Some(SERVER_CPU), Some(LOAD_CPU)) } else { (None, None) };
-    let scratch = Scratch::create()?;
+    let scratch = nginx::site()?;
     let exe = crate::warren_exe()?;
     let progress = |what: &str| eprintln!("bench: [{:>5.1}s] {what}", started.elapsed().as_secs_f64());
 
@@ -235,7 +235,7 @@ pub fn http(args: &HttpArgs) -> anyhow::Result<()> {
 }
 
 fn start_warren(exe: &std::path::Path, scratch: &Scratch, model: Model, cpu: Option<usize>) -> Result<Server, String> {
-    let root = scratch.root().display().to_string();
+    let root = nginx::root(scratch).display().to_string();
     let mut args: Vec<String> =
         ["http", "--model", model.name(), "--root", &root, "--listen", "127.0.0.1:0", "-d", "0"]
             .map(String::from)

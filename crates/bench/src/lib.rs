@@ -33,6 +33,7 @@ mod oob;
 mod probe;
 mod registry;
 mod report;
+mod scratch;
 mod server;
 mod soak;
 mod superd;

@@ -12,6 +12,8 @@ use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
+pub use crate::scratch::Scratch;
+
 /// How long nginx may take to accept connections after starting.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -30,40 +32,23 @@ pub fn ensure_tools() -> anyhow::Result<(PathBuf, PathBuf)> {
     Ok((nginx, wrk))
 }
 
-/// A scratch directory, removed when dropped.
-#[derive(Debug)]
-pub struct Scratch {
-    pub dir: PathBuf,
+/// `$TMPDIR/warren-bench-http-PID` with `root/1k.bin` and `root/1m.bin`, readable by all
+/// (nginx's workers run as `nobody` when the bench runs as root).
+pub fn site() -> anyhow::Result<Scratch> {
+    let scratch = Scratch::new("http", 0o755)?;
+    let root = root(&scratch);
+    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    for (name, size) in [("1k.bin", 1024), ("1m.bin", 1024 * 1024)] {
+        let body: Vec<u8> = (0..size).map(|i| b"warren-bench-http\n"[i % 18]).collect();
+        std::fs::write(root.join(name), body)?;
+    }
+    std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    Ok(scratch)
 }
 
-impl Scratch {
-    /// `/tmp/warren-bench-http-PID` with `root/1k.bin` and `root/1m.bin`, readable by all
-    /// (nginx's workers run as `nobody` when the bench runs as root).
-    pub fn create() -> anyhow::Result<Scratch> {
-        let dir = std::env::temp_dir().join(format!("warren-bench-http-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let scratch = Scratch { dir };
-        let root = scratch.root();
-        std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
-        for (name, size) in [("1k.bin", 1024), ("1m.bin", 1024 * 1024)] {
-            let body: Vec<u8> = (0..size).map(|i| b"warren-bench-http\n"[i % 18]).collect();
-            std::fs::write(root.join(name), body)?;
-        }
-        for dir in [&scratch.dir, &root] {
-            std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-        }
-        Ok(scratch)
-    }
-
-    pub fn root(&self) -> PathBuf {
-        self.dir.join("root")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// The document root inside a [`site`].
+pub fn root(scratch: &Scratch) -> PathBuf {
+    scratch.dir.join("root")
 }
 
 /// The configuration: one worker, no access log, sendfile, everything inside `dir`.
@@ -94,7 +79,7 @@ impl Nginx {
         let port = warren_testkit::free_port()?;
         let dir = scratch.dir.clone();
         let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, config(&dir, &scratch.root(), port))?;
+        std::fs::write(&conf, config(&dir, &root(scratch), port))?;
         let mut command = match cpu {
             Some(cpu) => {
                 let mut c = Command::new("taskset");
@@ -196,9 +181,9 @@ mod tests {
 
     #[test]
     fn scratch_has_the_files_and_goes_away() {
-        let scratch = Scratch::create().unwrap();
+        let scratch = site().unwrap();
         let dir = scratch.dir.clone();
-        assert_eq!(std::fs::metadata(scratch.root().join("1m.bin")).unwrap().len(), 1 << 20);
+        assert_eq!(std::fs::metadata(root(&scratch).join("1m.bin")).unwrap().len(), 1 << 20);
         drop(scratch);
         assert!(!dir.exists());
     }

@@ -21,7 +21,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use self::clients::{Kind, Tally};
-use self::node::{Node, Scratch};
+use self::node::Node;
 use self::summary::{Sample, Summary};
 
 /// Options of `warren bench soak`.
@@ -70,7 +70,7 @@ pub fn soak(args: &SoakArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let scratch = Scratch::create()?;
+    let scratch = node::scratch()?;
     let mut node = Node::start(&crate::warren_exe()?, &scratch.dir)?;
     eprintln!(
         "bench soak: warren up (pid {}) ready; {} of mixed clients",

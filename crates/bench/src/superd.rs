@@ -24,7 +24,7 @@ use clap::Args;
 
 use crate::hist::Histogram;
 use crate::host::{CpuSet, Machine, Pinning};
-use crate::nginx::Scratch;
+use crate::nginx;
 use crate::report::{median, thousands};
 
 /// Options of `warren bench superd`.
@@ -71,7 +71,7 @@ struct Run {
 
 /// `warren bench superd`.
 pub fn superd(args: &SuperdArgs) -> anyhow::Result<()> {
-    let scratch = Scratch::create()?;
+    let scratch = nginx::site()?;
     let responder = Responder::choose(&args.responder, &scratch.dir)?;
     let (xinetd, tcpserver) = ensure_tools()?;
     let machine = Machine::read();

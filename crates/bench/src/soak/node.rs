@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 use super::clients::{IDLE_TIMEOUT, Targets};
+use crate::scratch::Scratch;
 
 /// How long the node may take to print every readiness line and register `echo`.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -22,31 +23,15 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// 5 s releasing leases) before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The scratch directory, removed when dropped.
-pub struct Scratch {
-    pub dir: PathBuf,
-}
-
-impl Scratch {
-    /// `$TMPDIR/warren-bench-soak-PID`, mode 0700, with a small site for the http builtin.
-    pub fn create() -> anyhow::Result<Scratch> {
-        let dir = std::env::temp_dir().join(format!("warren-bench-soak-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let scratch = Scratch { dir };
-        let www = scratch.dir.join("www");
-        std::fs::create_dir_all(&www).with_context(|| format!("cannot create {}", www.display()))?;
-        std::fs::set_permissions(&scratch.dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
-        std::fs::write(www.join("index.html"), "<!doctype html><title>soak</title><p>warren bench soak\n")?;
-        let body: Vec<u8> = (0..64 * 1024).map(|i| b"warren-bench-soak\n"[i % 18]).collect();
-        std::fs::write(www.join("64k.bin"), body)?;
-        Ok(scratch)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// `$TMPDIR/warren-bench-soak-PID`, mode 0700, with a small site for the http builtin.
+pub fn scratch() -> anyhow::Result<Scratch> {
+    let scratch = Scratch::new("soak", 0o700)?;
+    let www = scratch.dir.join("www");
+    std::fs::create_dir_all(&www).with_context(|| format!("cannot create {}", www.display()))?;
+    std::fs::write(www.join("index.html"), "<!doctype html><title>soak</title><p>warren bench soak\n")?;
+    let body: Vec<u8> = (0..64 * 1024).map(|i| b"warren-bench-soak\n"[i % 18]).collect();
+    std::fs::write(www.join("64k.bin"), body)?;
+    Ok(scratch)
 }
 
 /// The soak's warren.toml: every service on 127.0.0.1 port 0, no status socket, the registry's
