@@ -111,9 +111,10 @@ pub fn start(service: &Service, builtin: &Builtin, socket: Socket, hooks: &mut d
     if let Some(threads) = o.threads {
         config = config.with_threads(builtin.model, threads);
     }
-    if let Some(max) = o.max_conns.or(service.limits.instances.map(|i| i as usize)) {
+    if let Some(max) = o.max_conns {
         config.max_conns = max;
     }
+    // `instances` and the other xinetd rules are the gate's, as for exec services.
     let admission = Admission::for_service(service).map(Arc::new);
     config.gate = admission.clone().map(|a| a as Arc<dyn warren_models::accept::Gate>);
     let mut settings = Settings::default();

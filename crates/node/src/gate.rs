@@ -32,8 +32,7 @@ struct State {
 }
 
 impl Admission {
-    /// The gate for `service`, or `None` when it sets no rule (then nothing is asked, and
-    /// `instances` alone is the model's connection cap).
+    /// The gate for `service`, or `None` when it sets no rule (then nothing is asked).
     pub fn for_service(service: &Service) -> Option<Admission> {
         let (l, a) = (&service.limits, &service.access);
         let any = a.only_from.is_some()
