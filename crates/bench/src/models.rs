@@ -18,7 +18,7 @@ use warren_models::Model;
 
 use crate::host::{self, Machine, Pinning};
 use crate::idle::{self, Stall};
-use crate::probe::{self, Sampler, Usage};
+use crate::probe::{self, Sampler};
 use crate::report::{self, Header, Row};
 use crate::server::Server;
 use crate::{chart, load};
@@ -236,7 +236,7 @@ impl Bench {
         let new_conn = self.rt.block_on(load::new_conn(addr, plan.connections, plan.duration, plan.payload));
         Self::check_alive(&server, row, "the new-connection run");
         let peak = sampler.map(|s| s.take_peak(pid)).unwrap_or_else(|| probe::snapshot(pid));
-        row.peak = Some(row.peak.map_or(peak, |p| max_usage(p, peak)));
+        row.peak = Some(row.peak.map_or(peak, |p| p.max(peak)));
         self.progress(&format!(
             "{model}: {} req/s keep-alive, {} req/s new-conn",
             report::thousands(keep_alive.rate),
@@ -257,7 +257,8 @@ impl Bench {
         let sampler = Sampler::start(pid).ok();
         let (outcome, held) = self.rt.block_on(idle::hold(addr, level));
         // Measured while the connections are still open.
-        let usage = sampler.map(|s| s.take_peak(pid)).unwrap_or_else(|| probe::snapshot(pid));
+        let mut usage = sampler.map(|s| s.take_peak(pid)).unwrap_or_else(|| probe::snapshot(pid));
+        usage.pss_kib = probe::tree_pss_kib(pid);
         // Dropped inside the runtime, which owns their registrations.
         self.rt.block_on(async move { drop(held) });
         Self::check_alive(&server, row, &format!("{level} idle connections"));
@@ -275,14 +276,6 @@ impl Bench {
         let waited = self.rt.block_on(idle::blocking_probe(server.addr(), BLOCK_GAP, BLOCK_LIMIT));
         server.stop();
         waited.map(|w| Stall::classify(w, BLOCK_DELAY, BLOCK_LIMIT))
-    }
-}
-
-fn max_usage(a: Usage, b: Usage) -> Usage {
-    Usage {
-        processes: a.processes.max(b.processes),
-        threads: a.threads.max(b.threads),
-        rss_kib: a.rss_kib.max(b.rss_kib),
     }
 }
 

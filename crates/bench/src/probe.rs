@@ -20,14 +20,20 @@ pub struct Usage {
     pub threads: u64,
     /// Summed VmRSS. Pages shared after a fork count once per process, as `ps` would count them.
     pub rss_kib: u64,
+    /// Summed proportional set size (each shared page split among its sharers): what the tree
+    /// really holds. Costly to read (the kernel walks every page table), so only measured where
+    /// asked for with [`tree_pss_kib`].
+    pub pss_kib: Option<u64>,
 }
 
 impl Usage {
-    fn max(self, other: Usage) -> Usage {
+    /// The larger of each field.
+    pub fn max(self, other: Usage) -> Usage {
         Usage {
             processes: self.processes.max(other.processes),
             threads: self.threads.max(other.threads),
             rss_kib: self.rss_kib.max(other.rss_kib),
+            pss_kib: self.pss_kib.max(other.pss_kib),
         }
     }
 
@@ -95,7 +101,21 @@ pub fn status_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 /// VmRSS line; it still counts as a process holding a slot.
 fn parse_status(text: &str) -> Usage {
     let number = |key| status_field(text, key).and_then(|v| v.parse().ok()).unwrap_or(0);
-    Usage { processes: 1, threads: number("Threads"), rss_kib: number("VmRSS") }
+    Usage { processes: 1, threads: number("Threads"), rss_kib: number("VmRSS"), pss_kib: None }
+}
+
+/// The summed `Pss` of `root`'s tree from /proc/PID/smaps_rollup; `None` if some process's
+/// could not be read (a process that exits between listing and reading is not counted).
+pub fn tree_pss_kib(root: i32) -> Option<u64> {
+    let mut total = 0;
+    for pid in tree(root) {
+        match std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
+            Ok(text) => total += status_field(&text, "Pss")?.parse::<u64>().ok()?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => return None,
+        }
+    }
+    Some(total)
 }
 
 /// `root` and every descendant, found through each process's parent pid.
@@ -236,8 +256,8 @@ mod tests {
     #[test]
     fn status_fields_lose_their_units() {
         let text = "Name:\tx\nThreads:\t3\nVmRSS:\t    2048 kB\n";
-        assert_eq!(parse_status(text), Usage { processes: 1, threads: 3, rss_kib: 2048 });
-        assert_eq!(parse_status("Name:\tzombie\n"), Usage { processes: 1, threads: 0, rss_kib: 0 });
+        assert_eq!(parse_status(text), Usage { processes: 1, threads: 3, rss_kib: 2048, pss_kib: None });
+        assert_eq!(parse_status("Name:\tzombie\n"), Usage { processes: 1, threads: 0, rss_kib: 0, pss_kib: None });
     }
 
     #[test]
@@ -246,5 +266,12 @@ mod tests {
         let sampler = Sampler::start(me).unwrap();
         std::thread::sleep(PERIOD * 2);
         assert!(sampler.take_peak(me).threads >= 2, "the sampler's own thread counts");
+    }
+
+    #[test]
+    fn a_trees_pss_is_at_most_its_rss() {
+        let me = std::process::id() as i32;
+        let pss = tree_pss_kib(me).expect("this process's smaps_rollup is readable");
+        assert!(pss > 0 && pss <= snapshot(me).rss_kib + 4, "pss {pss} KiB");
     }
 }

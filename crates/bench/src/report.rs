@@ -99,7 +99,8 @@ fn notes(rows: &[Row]) -> String {
          closed-loop (send to last echoed byte, as wrk measures it); peak threads, processes and RSS cover \
          the server's whole process tree during the throughput runs, RSS summed over processes (pages a \
          fork shares count once per process). Idle cells: served / refused / failed connections, then the \
-         tree's RSS, threads (t) and processes (p) while they were held. A starved client completed no \
+         tree's RSS (and its PSS, which splits each shared page among its sharers: what the tree really \
+         holds), threads (t) and processes (p) while they were held. A starved client completed no \
          request within the run (the most any run had). Blocking call: client B connects \
          20 ms after client A, whose connection makes the blocking call.\n",
     );
@@ -168,8 +169,9 @@ fn latency_cell(loads: &[Load]) -> String {
 }
 
 fn idle_cell(idle: &Idle, usage: &Usage) -> String {
+    let pss = usage.pss_kib.map(|kib| format!(" (PSS {:.1})", kib as f64 / 1024.0)).unwrap_or_default();
     format!(
-        "{}/{}/{} · {:.1} MiB · {}t/{}p",
+        "{}/{}/{} · {:.1} MiB{pss} · {}t/{}p",
         idle.served,
         idle.refused,
         idle.failed,
@@ -265,7 +267,7 @@ mod tests {
                 name: "iterative".into(),
                 keep_alive: vec![stuck],
                 new_conn: vec![load(4_000.0, 200, 900)],
-                peak: Some(Usage { processes: 1, threads: 1, rss_kib: 2048 }),
+                peak: Some(Usage { processes: 1, threads: 1, rss_kib: 2048, pss_kib: None }),
                 idle: vec![(
                     1000,
                     Ok((Idle { served: 1, refused: 0, failed: 999, first_error: None }, Usage::default())),

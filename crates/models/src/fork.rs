@@ -37,6 +37,13 @@ pub(crate) fn serve<S: Service>(
     let hub = hub_process::spawn(service.new_hub(Instant::now()), &[listener.as_raw_fd()])?;
     listener.set_nonblocking(true)?;
     let parent = nix::unistd::getpid();
+    // Every child starts with the parent's heap mapped; what setting up freed is handed back to
+    // the kernel first, so that each child's page tables (and its RSS) do not carry it.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory; the process is single-threaded here.
+    unsafe {
+        nix::libc::malloc_trim(0)
+    };
     ready();
     let mut children = HashSet::new();
     let mut report = ServeReport::default();

@@ -397,12 +397,10 @@ fn deliver<H: Hub>(
 }
 
 fn read_all(peer: &mut Peer) -> io::Result<()> {
-    let mut chunk = [0u8; 16 * 1024];
     loop {
-        match peer.stream.read(&mut chunk) {
+        match read_appending(&mut peer.input, |buf| peer.stream.read(buf)) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => {
-                peer.input.extend_from_slice(&chunk[..n]);
+            Ok(_) => {
                 if peer.input.len() > MAX_FRAME + 4 {
                     return Err(io::Error::other("peer floods the hub"));
                 }
@@ -412,6 +410,18 @@ fn read_all(peer: &mut Peer) -> io::Result<()> {
             Err(e) => return Err(e),
         }
     }
+}
+
+/// One read appended to `input`, straight into its spare room. A buffer on the stack would
+/// cost every forked connection process pages of its own: the stack probes touch each page of
+/// the frame, and each touch copies a page the parent shares.
+fn read_appending(input: &mut Vec<u8>, read: impl FnOnce(&mut [u8]) -> io::Result<usize>) -> io::Result<usize> {
+    const CHUNK: usize = 4096;
+    let start = input.len();
+    input.resize(start + CHUNK, 0);
+    let result = read(&mut input[start..]);
+    input.truncate(start + result.as_ref().map_or(0, |n| *n));
+    result
 }
 
 /// Write what the socket takes now; the rest waits for the next writable event.
@@ -469,14 +479,14 @@ impl<H: Hub> HubLink<H> for RemoteLink {
 
     fn drain(&mut self, into: &mut Vec<H::Message>) -> io::Result<()> {
         let Some(stream) = &self.stream else { return Ok(()) };
-        let mut chunk = [0u8; 16 * 1024];
         loop {
-            match recv(stream.as_raw_fd(), &mut chunk, MsgFlags::MSG_DONTWAIT) {
+            let fd = stream.as_raw_fd();
+            match read_appending(&mut self.input, |buf| Ok(recv(fd, buf, MsgFlags::MSG_DONTWAIT)?)) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => self.input.extend_from_slice(&chunk[..n]),
-                Err(Errno::EAGAIN) => break,
-                Err(Errno::EINTR) => {}
-                Err(e) => return Err(e.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
         while let Some(frame) = decode_frame::<Down<H::Message>>(&mut self.input).map_err(io::Error::other)? {
@@ -501,6 +511,16 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn a_read_appends_only_what_it_gave() {
+        let mut input = b"ab".to_vec();
+        assert_eq!(read_appending(&mut input, |buf| (&b"cd"[..]).read(buf)).unwrap(), 2);
+        assert_eq!(input, b"abcd");
+        let failed = read_appending(&mut input, |_| Err(io::ErrorKind::WouldBlock.into()));
+        assert_eq!(failed.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(input, b"abcd");
+    }
 
     #[test]
     fn frames_round_trip_in_pieces() {
