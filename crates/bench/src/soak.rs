@@ -14,7 +14,6 @@ mod summary;
 mod verdict;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -62,7 +61,7 @@ pub fn soak(args: &SoakArgs) -> anyhow::Result<()> {
     let network = if args.no_netns {
         "the host's loopback (--no-netns)".to_string()
     } else {
-        match enter_network_namespace() {
+        match warren_testkit::netns::isolate_thread() {
             Ok(()) => "a network namespace of its own (loopback only)".to_string(),
             Err(e) => {
                 eprintln!("bench soak: staying on the host's loopback: {e:#}");
@@ -112,20 +111,5 @@ pub fn soak(args: &SoakArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let path = args.out.join("soak.md");
     std::fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
-}
-
-/// Move this process into a new network namespace with its loopback up. Needs CAP_SYS_ADMIN
-/// and `ip`; checked before the move, so that a failure leaves the host's loopback usable.
-fn enter_network_namespace() -> anyhow::Result<()> {
-    let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).is_file())
-        .context("no `ip` program to bring the namespace's loopback up")?;
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).context("cannot make a network namespace")?;
-    let status = Command::new(ip).args(["link", "set", "lo", "up"]).status()?;
-    if !status.success() {
-        bail!("`ip link set lo up` failed in the new namespace ({status})");
-    }
     Ok(())
 }

@@ -115,12 +115,10 @@ fn debians_stock_files_run_on_their_well_known_ports() {
     std::fs::write(dir.join("xinetd.conf"), conf).unwrap();
     let path = dir.join("xinetd.conf");
     std::thread::spawn(move || {
-        if nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).is_err() {
-            eprintln!("skipped: cannot make a network namespace (needs root)");
+        if let Err(e) = warren_testkit::netns::isolate_thread() {
+            eprintln!("skipped: cannot make a network namespace ({e}; needs root)");
             return;
         }
-        let up = std::process::Command::new("ip").args(["link", "set", "lo", "up"]).status();
-        assert!(up.is_ok_and(|s| s.success()), "ip link set lo up");
         let config = xinetd::load(&path, None).unwrap();
         assert_eq!(config.services.len(), 10);
         assert!(config.services.iter().all(|s| s.listen.addr.ip().is_loopback()));

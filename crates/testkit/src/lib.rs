@@ -1,8 +1,10 @@
 //! What warren's tests and benches run beside the code they exercise: a throwaway one-node etcd
-//! ([`LocalEtcd`]) and loopback ports for programs that must be told theirs. Not published, and
+//! ([`LocalEtcd`]), loopback ports for programs that must be told theirs, and network namespaces
+//! of a test's own ([`netns`]). Not published, and
 //! never a dependency of what warren serves.
 
 mod etcd;
+pub mod netns;
 
 use std::net::TcpListener;
 

@@ -1,6 +1,9 @@
 //! Fault: the file server's root fills up. The server runs in a mount namespace of its own
 //! (`unshare --mount`) over a 1 MiB tmpfs, so that nothing the test does can touch the host's
 //! mounts; the test reads the root through `/proc/PID/root`, which sees that namespace.
+//!
+//! Like every fault test, it runs in a network namespace it makes for itself (root only; otherwise
+//! on the host's loopback, saying so): see `warren_testkit::netns`.
 
 #[macro_use]
 mod support;
@@ -64,6 +67,8 @@ fn files_under(dir: &Path) -> Vec<(PathBuf, u64)> {
 
 #[test]
 fn an_upload_bigger_than_the_disk_fails_clearly_leaves_nothing_and_the_server_serves_on() {
+    // A loopback of the test's own: the servers it starts and its clients run in it.
+    warren_testkit::netns::isolate_test();
     let root = std::env::temp_dir().join(format!("warren-faults-disk-full-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();

@@ -3,6 +3,9 @@
 //! connections. Started again on the same configuration, the node comes up cleanly and every
 //! service listens on its configured port: nothing the killed node left (its exec children
 //! still hold their connections) keeps a port from being bound.
+//!
+//! Like every fault test, it runs in a network namespace it makes for itself (root only; otherwise
+//! on the host's loopback, saying so): see `warren_testkit::netns`.
 
 mod support;
 
@@ -100,6 +103,8 @@ fn all_serve(p: &Ports, second: bool, when: &str) {
 
 #[test]
 fn a_node_killed_around_a_reload_starts_again_with_every_service() {
+    // A loopback of the test's own: the servers it starts and its clients run in it.
+    warren_testkit::netns::isolate_test();
     let dir = std::env::temp_dir().join(format!("warren-faults-node-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

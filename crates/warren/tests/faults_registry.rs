@@ -2,6 +2,9 @@
 //! the registry acknowledged before the kill is there after a restart on the same data directory
 //! and port, and every holder comes back: it reconnects, renews the same lease, and registers
 //! again only if the lease is gone (as `warren register` does).
+//!
+//! Like every fault test, it runs in a network namespace it makes for itself (root only; otherwise
+//! on the host's loopback, saying so): see `warren_testkit::netns`.
 
 mod support;
 
@@ -113,6 +116,8 @@ fn note(event: &Seen, acked: &mut BTreeMap<u16, LeaseId>, renewals: &mut usize) 
 
 #[test]
 fn every_acknowledged_lease_survives_kill_9_and_every_holder_comes_back() {
+    // A loopback of the test's own: the servers it starts and its clients run in it.
+    warren_testkit::netns::isolate_test();
     let data = std::env::temp_dir().join(format!("warren-faults-registry-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let start = |listen: &str| {

@@ -1,5 +1,8 @@
 //! Fault: a peer that resets its connection while the server is writing a large answer, under
 //! every model. The server must go on serving, and give back every descriptor it took.
+//!
+//! Like every fault test, it runs in a network namespace it makes for itself (root only; otherwise
+//! on the host's loopback, saying so): see `warren_testkit::netns`.
 
 #[macro_use]
 mod support;
@@ -70,6 +73,8 @@ fn descriptors(server: &Server, root: &Path) -> usize {
 }
 
 fn check(model: &str) {
+    // A loopback of the test's own: the servers it starts and its clients run in it.
+    warren_testkit::netns::isolate_test();
     let root = docroot(model);
     let key = root.with_extension("key");
     let mut server =

@@ -440,6 +440,8 @@ fn kill_node(up: &mut Up) {
 
 #[test]
 fn a_node_killed_with_sigkill_takes_its_children_along() {
+    // Part of the fault suite (docs/faults.md): on a loopback of its own.
+    warren_testkit::netns::isolate_test();
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let dir = scratch("orphans");
     let pidfile = |name: &str| dir.join(format!("{name}.pid"));
@@ -483,6 +485,8 @@ fn cgroup_leaves(service: &str) -> Vec<PathBuf> {
 
 #[test]
 fn a_restarted_node_removes_the_cgroups_a_killed_node_left() {
+    // Part of the fault suite (docs/faults.md): on a loopback of its own.
+    warren_testkit::netns::isolate_test();
     if !nix::unistd::geteuid().is_root()
         || warren_node::sandbox::Cgroups::detect() == warren_node::sandbox::Cgroups::Unavailable
     {
