@@ -342,7 +342,7 @@ fn registry() {
         Request::Rebind { name: name.clone(), token: "t".into(), endpoints: vec![v6.clone()] },
         Request::Unbind { name: name.clone(), token: "t".into() },
         Request::Register { name: name.clone(), token: "t".into(), endpoint: endpoint.clone(), ttl_ms: 10_000 },
-        Request::Renew { lease: LeaseId(7) },
+        Request::Renew { lease: LeaseId(7), token: "t".into() },
         Request::Release { lease: LeaseId(7), token: "t".into() },
         Request::Watch { prefix: String::new(), from: Revision(3) },
         Request::Cancel { watch: 9 },
@@ -354,7 +354,7 @@ fn registry() {
     write(t, "requests", &stream);
     let event = Event { revision: Revision(4), kind: EventKind::Delete, name: name.clone(), endpoint: v6.clone() };
     let answers = [
-        Response::Endpoints { revision: Revision(2), endpoints: vec![endpoint.clone()] },
+        Response::Found { revision: Revision(2), entry: Entry { name: name.clone(), endpoints: vec![endpoint.clone()] } },
         Response::Entries { revision: Revision(2), entries: vec![Entry { name: name.clone(), endpoints: vec![v6] }] },
         Response::Written { revision: Revision(3) },
         Response::Leased { lease: LeaseId(7), ttl_ms: 10_000, revision: Revision(4) },

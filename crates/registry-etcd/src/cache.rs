@@ -55,8 +55,8 @@ pub async fn load(client: &mut Client, keys: &Keys, cache: &Cache) -> Result<i64
         client.get(keys.names_with_prefix(""), Some(GetOptions::new().with_prefix())).await.map_err(unavailable)?;
     let mut names: HashMap<Name, BTreeMap<EndpointKey, Endpoint>> = HashMap::new();
     for kv in got.kvs() {
-        let endpoint = Stored::decode(kv.value())?.endpoint;
-        names.entry(keys.name_of(kv.key())?).or_default().insert(endpoint.key(), endpoint);
+        let stored = Stored::decode(kv.value())?;
+        names.entry(keys.name_of(kv.key(), &stored)?).or_default().insert(stored.endpoint.key(), stored.endpoint);
     }
     cache.replace(names);
     Ok(got.header().map_or(0, |h| h.revision()))

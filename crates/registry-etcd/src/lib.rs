@@ -3,7 +3,8 @@
 //! Several registry instances pointed at one etcd cluster serve the same names: the state lives
 //! only in etcd, so an instance holds nothing that another would miss. The mapping is direct:
 //!
-//! - an endpoint is one key (see [`keys`]); a name is bound while it has one;
+//! - an endpoint is one key (see [`keys`]); a name is bound while it has one; the key holds the
+//!   name case-folded, the value the name as first spelt, which writes to a bound name keep;
 //! - a registry lease is an etcd lease, its endpoint key attached to it, so etcd itself removes
 //!   the endpoint when the lease lapses (its lessor checks every 500 ms; etcd grants at least
 //!   its minimum TTL, 2 s with default settings, so a 1 s request is granted 2 s). Its id is
@@ -34,7 +35,7 @@ use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOpti
 use warren_registry::backend::{Backend, Lease, Watch};
 use warren_registry::model::{
     Endpoint, EndpointKey, Entry, Error, LeaseId, MAX_TTL, MIN_TTL, Name, Revision, TokenHash, TokenKey,
-    check_endpoints, check_prefix,
+    check_endpoints, fold_prefix,
 };
 
 use crate::keys::{Keys, Stored};
@@ -151,6 +152,11 @@ impl Etcd {
         Ok((revision, records))
     }
 
+    /// The name as its keys spell it if it is bound (its first spelling), else as given.
+    fn spelt(name: &Name, records: &[(Stored, i64)]) -> Result<Name, Error> {
+        records.first().map_or_else(|| Ok(name.clone()), |(r, _)| r.name_under(name.key()))
+    }
+
     /// The owner a write keeps: the name's if it is bound (after checking the caller may write
     /// it), the caller's if it is free.
     fn authorize(&self, name: &Name, records: &[(Stored, i64)], caller: &TokenHash) -> Result<String, Error> {
@@ -171,7 +177,8 @@ impl Etcd {
     }
 
     fn put(&self, name: &Name, endpoint: &Endpoint, owner: &str, lease: Option<i64>) -> TxnOp {
-        let value = Stored { endpoint: endpoint.clone(), owner: owner.to_owned() }.encode();
+        let value = Stored { endpoint: endpoint.clone(), owner: owner.to_owned(), name: Some(name.to_string()) };
+        let value = value.encode();
         let options = lease.map(|id| PutOptions::new().with_lease(id));
         TxnOp::put(self.keys.endpoint(name, endpoint), value, options)
     }
@@ -185,9 +192,20 @@ impl Backend for Etcd {
         // Free means no key at all under the name: an empty range compares as created at 0.
         let free = Compare::create_revision(self.keys.name(name), CompareOp::Equal, 0).with_prefix();
         let puts: Vec<TxnOp> = endpoints.iter().map(|e| self.put(name, e, &owner, None)).collect();
-        let done = self.client.clone().txn(Txn::new().when([free]).and_then(puts)).await.map_err(unavailable)?;
+        // If it is taken, one of its keys says how the name is spelt.
+        let one = TxnOp::get(self.keys.name(name), Some(GetOptions::new().with_prefix().with_limit(1)));
+        let txn = Txn::new().when([free]).and_then(puts).or_else([one]);
+        let done = self.client.clone().txn(txn).await.map_err(unavailable)?;
         if !done.succeeded() {
-            return Err(Error::AlreadyBound(name.clone()));
+            let kv = done.op_responses().into_iter().find_map(|op| match op {
+                etcd_client::TxnOpResponse::Get(got) => got.kvs().first().cloned(),
+                _ => None,
+            });
+            let spelt = match kv {
+                Some(kv) => self.keys.name_of(kv.key(), &Stored::decode(kv.value())?)?,
+                None => name.clone(),
+            };
+            return Err(Error::AlreadyBound(spelt));
         }
         Ok(revision_of(done.header()))
     }
@@ -197,6 +215,7 @@ impl Backend for Etcd {
         check_endpoints(&endpoints, self.config.max_endpoints)?;
         for _ in 0..WRITE_ATTEMPTS {
             let (read_at, records) = self.read(name).await?;
+            let name = &Etcd::spelt(name, &records)?;
             let owner = self.authorize(name, &records, &caller)?;
             let keep: BTreeSet<EndpointKey> = endpoints.iter().map(Endpoint::key).collect();
             let mut ops: Vec<TxnOp> = records
@@ -234,23 +253,28 @@ impl Backend for Etcd {
         Err(contended(name))
     }
 
-    async fn lookup(&self, name: &Name) -> Result<(Revision, Vec<Endpoint>), Error> {
+    async fn lookup(&self, name: &Name) -> Result<(Revision, Entry), Error> {
         let (read_at, records) = self.read(name).await?;
         if records.is_empty() {
             return Err(Error::NotBound(name.clone()));
         }
-        Ok((Revision(read_at as u64), records.into_iter().map(|(r, _)| r.endpoint).collect()))
+        let name = Etcd::spelt(name, &records)?;
+        Ok((
+            Revision(read_at as u64),
+            Entry { name, endpoints: records.into_iter().map(|(r, _)| r.endpoint).collect() },
+        ))
     }
 
     async fn list(&self, prefix: &str) -> Result<(Revision, Vec<Entry>), Error> {
-        check_prefix(prefix)?;
+        let prefix = fold_prefix(prefix)?;
         let options = GetOptions::new().with_prefix();
         let got =
-            self.client.clone().get(self.keys.names_with_prefix(prefix), Some(options)).await.map_err(unavailable)?;
+            self.client.clone().get(self.keys.names_with_prefix(&prefix), Some(options)).await.map_err(unavailable)?;
         // Keys sort `foo.bar/…` before `foo/…`; names sort `foo` first. Group, then order by name.
         let mut names: BTreeMap<Name, Vec<Endpoint>> = BTreeMap::new();
         for kv in got.kvs() {
-            names.entry(self.keys.name_of(kv.key())?).or_default().push(Stored::decode(kv.value())?.endpoint);
+            let stored = Stored::decode(kv.value())?;
+            names.entry(self.keys.name_of(kv.key(), &stored)?).or_default().push(stored.endpoint);
         }
         let entries = names.into_iter().map(|(name, endpoints)| Entry { name, endpoints }).collect();
         Ok((revision_of(got.header()), entries))
@@ -294,8 +318,8 @@ impl Backend for Etcd {
     }
 
     async fn watch(&self, prefix: &str, from: Revision) -> Result<Box<dyn Watch>, Error> {
-        check_prefix(prefix)?;
-        let watch = watch::EtcdWatch::start(self.client.clone(), self.keys.clone(), prefix, from).await?;
+        let prefix = fold_prefix(prefix)?;
+        let watch = watch::EtcdWatch::start(self.client.clone(), self.keys.clone(), &prefix, from).await?;
         Ok(Box::new(watch))
     }
 
@@ -314,6 +338,7 @@ impl Etcd {
     ) -> Result<Revision, Error> {
         for _ in 0..WRITE_ATTEMPTS {
             let (read_at, records) = self.read(name).await?;
+            let name = &Etcd::spelt(name, &records)?;
             let owner = self.authorize(name, &records, caller)?;
             let present = records.iter().any(|(r, _)| r.endpoint.key() == e.key());
             if !present && records.len() >= self.config.max_endpoints {

@@ -51,7 +51,6 @@ pub fn events(keys: &Keys, answer: &WatchResponse) -> Result<Vec<Event>, Error> 
     let mut out = Vec::with_capacity(answer.events().len());
     for event in answer.events() {
         let kv = event.kv().ok_or_else(|| Error::Unavailable("a watch event without its key".into()))?;
-        let name = keys.name_of(kv.key())?;
         let (kind, value) = match event.event_type() {
             EventType::Put => (EventKind::Put, kv.value()),
             EventType::Delete => {
@@ -61,8 +60,9 @@ pub fn events(keys: &Keys, answer: &WatchResponse) -> Result<Vec<Event>, Error> 
                 (EventKind::Delete, prev.value())
             }
         };
-        let endpoint = Stored::decode(value)?.endpoint;
-        out.push(Event { revision: Revision(kv.mod_revision() as u64), kind, name, endpoint });
+        let stored = Stored::decode(value)?;
+        let name = keys.name_of(kv.key(), &stored)?;
+        out.push(Event { revision: Revision(kv.mod_revision() as u64), kind, name, endpoint: stored.endpoint });
     }
     Ok(out)
 }

@@ -3,7 +3,7 @@
 //! | method and path | does |
 //! |---|---|
 //! | `GET /v1/names?prefix=p` | list names starting with `p` |
-//! | `GET /v1/names/{name}` | lookup: the healthy endpoints |
+//! | `GET /v1/names/{name}` | lookup: the name as the registry spells it, its healthy endpoints |
 //! | `POST /v1/names/{name}` `{"endpoints":[…]}` | bind (409 if bound) |
 //! | `PUT /v1/names/{name}` `{"endpoints":[…]}` | rebind |
 //! | `DELETE /v1/names/{name}` | unbind |
@@ -12,6 +12,9 @@
 //! | `GET /v1/watch?prefix=p&from=r` | the events after revision `r`, one JSON object per line, kept open |
 //! | `GET /v1/health/{name}` | every endpoint with its health |
 //! | `PUT /v1/health/{name}/{addr}/pass` | a TTL check's heartbeat (the name's token) |
+//!
+//! `{name}` may be spelt in any case, as everywhere (see `warren_registry::model::Name`), and a
+//! `prefix` matches in any case.
 //!
 //! Writes, renewals, releases and passes take the token as `Authorization: Bearer <token>`.
 //! Errors are JSON `{"error": "...", "kind": "NotBound"}` with the status that fits (404, 409,
@@ -437,8 +440,8 @@ async fn list(State(Api { backend: b, .. }): State<Api>, Query(q): Query<Prefix>
 }
 
 async fn lookup(State(Api { backend: b, .. }): State<Api>, Path(raw): Path<String>) -> Answer {
-    let (rev, endpoints) = b.lookup(&name(&raw)?).await?;
-    Ok(Json(json!({ "revision": rev.0, "endpoints": endpoints })).into_response())
+    let (rev, entry) = b.lookup(&name(&raw)?).await?;
+    Ok(Json(json!({ "revision": rev.0, "name": entry.name, "endpoints": entry.endpoints })).into_response())
 }
 
 #[derive(Deserialize)]

@@ -9,6 +9,8 @@
 //! commit, so they never wait for a write and never see one that is not yet durable.
 //!
 //! **Restarts.** Names, endpoints, leases (their TTL and owner) and the revision are stored;
+//! a name's record is stored under its case-folded key, and its spelling, where it is not
+//! that key, in a table of its own (so stores written before names had case load as they are);
 //! lease deadlines and the event history are not. After a restart every
 //! lease has a full TTL from the restart (as etcd gives leases after a leader change), and
 //! watches resume from the stored revision onwards (older ones get `Compacted`).
@@ -26,12 +28,18 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{broadcast, oneshot};
 use warren_registry::backend::{Backend, Lease, Watch};
-use warren_registry::model::{Endpoint, Entry, Error, Event, LeaseId, Name, Revision, TokenKey, check_prefix};
+use warren_registry::model::{Endpoint, Entry, Error, Event, LeaseId, Name, Revision, TokenKey, fold_prefix};
 
 use crate::datadir;
 use crate::state::{Config, Dirty, LeaseRecord, NameRecord, State};
 
+/// Name records, by the name's case-folded key.
 const NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("names");
+/// The spelling of each name that is not spelt as its key (`HelloServer` under `helloserver`).
+/// Added beside `NAMES` rather than into its records, so that the layout stays `FORMAT` 2: a
+/// store from before has no such table and all its names are lowercase, and an older warren
+/// reading a newer store shows every name in lowercase.
+const SPELLINGS: TableDefinition<&str, &str> = TableDefinition::new("spellings");
 const LEASES: TableDefinition<u128, &[u8]> = TableDefinition::new("leases");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The store's layout, kept in `META`: 2 has keyed token hashes and 128-bit lease ids. A store
@@ -149,15 +157,21 @@ fn load(db: &Database, config: Config, key: TokenKey, admin: Option<&str>) -> Re
         }
     }
     txn.open_table(NAMES).map_err(storage)?;
+    txn.open_table(SPELLINGS).map_err(storage)?;
     txn.open_table(LEASES).map_err(storage)?;
     txn.commit().map_err(storage)?;
 
     let txn = db.begin_read().map_err(storage)?;
     let decode_err = |what: &str| storage(format!("corrupt {what} record"));
     let mut names = Vec::new();
+    let spellings = txn.open_table(SPELLINGS).map_err(storage)?;
     for row in txn.open_table(NAMES).map_err(storage)?.iter().map_err(storage)? {
         let (k, v) = row.map_err(storage)?;
-        let name = Name::new(k.value()).map_err(|_| decode_err("name"))?;
+        let spelling = spellings.get(k.value()).map_err(storage)?;
+        let name = Name::new(spelling.as_ref().map_or(k.value(), |s| s.value())).map_err(|_| decode_err("name"))?;
+        if name.key() != k.value() {
+            return Err(decode_err("name"));
+        }
         names.push((name, postcard::from_bytes::<NameRecord>(v.value()).map_err(|_| decode_err("name"))?));
     }
     let mut leases = Vec::new();
@@ -215,10 +229,11 @@ impl Writer {
             let mut view = self.view.write().expect("view lock");
             view.revision = dirty.revision;
             for (name, record) in dirty.names {
-                match record {
-                    Some(r) => view.names.insert(name, r.endpoints.into_iter().map(|(e, _)| e).collect()),
-                    None => view.names.remove(&name),
-                };
+                // Removed first: `insert` would keep the old key, and with it the old spelling.
+                view.names.remove(&name);
+                if let Some(r) = record {
+                    view.names.insert(name, r.endpoints.into_iter().map(|(e, _)| e).collect());
+                }
             }
         }
         let events = self.state.poll_events();
@@ -262,10 +277,16 @@ impl Writer {
         let txn = self.db.begin_write().map_err(storage)?;
         {
             let mut names = txn.open_table(NAMES).map_err(storage)?;
+            let mut spellings = txn.open_table(SPELLINGS).map_err(storage)?;
             for (name, record) in &dirty.names {
                 match record {
-                    Some(r) => names.insert(name.as_str(), postcard::to_stdvec(r).expect("encodable").as_slice()),
-                    None => names.remove(name.as_str()),
+                    Some(r) => names.insert(name.key(), postcard::to_stdvec(r).expect("encodable").as_slice()),
+                    None => names.remove(name.key()),
+                }
+                .map_err(storage)?;
+                match record {
+                    Some(_) if name.as_str() != name.key() => spellings.insert(name.key(), name.as_str()),
+                    _ => spellings.remove(name.key()),
                 }
                 .map_err(storage)?;
             }
@@ -298,19 +319,19 @@ impl Backend for Embedded {
         self.call(|r| Command::Unbind(name.clone(), token.into(), r)).await
     }
 
-    async fn lookup(&self, name: &Name) -> Result<(Revision, Vec<Endpoint>), Error> {
+    async fn lookup(&self, name: &Name) -> Result<(Revision, Entry), Error> {
         let view = self.view.read().expect("view lock");
-        let endpoints = view.names.get(name).ok_or_else(|| Error::NotBound(name.clone()))?;
-        Ok((view.revision, endpoints.clone()))
+        let (name, endpoints) = view.names.get_key_value(name).ok_or_else(|| Error::NotBound(name.clone()))?;
+        Ok((view.revision, Entry { name: name.clone(), endpoints: endpoints.clone() }))
     }
 
     async fn list(&self, prefix: &str) -> Result<(Revision, Vec<Entry>), Error> {
-        check_prefix(prefix)?;
+        let prefix = fold_prefix(prefix)?;
         let view = self.view.read().expect("view lock");
         let entries = view
             .names
-            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
-            .take_while(|(n, _)| n.as_str().starts_with(prefix))
+            .range::<str, _>((std::ops::Bound::Included(prefix.as_str()), std::ops::Bound::Unbounded))
+            .take_while(|(n, _)| n.key().starts_with(&prefix))
             .map(|(n, eps)| Entry { name: n.clone(), endpoints: eps.clone() });
         Ok((view.revision, entries.collect()))
     }
@@ -334,7 +355,8 @@ impl Backend for Embedded {
     async fn watch(&self, prefix: &str, from: Revision) -> Result<Box<dyn Watch>, Error> {
         let (past, live) = self.call(|r| Command::Watch(prefix.into(), from, r)).await?;
         let commands = Arc::downgrade(self.commands.as_ref().expect("set until drop"));
-        let mut watch = EmbeddedWatch { commands, prefix: prefix.into(), last: from, live, past };
+        let prefix = fold_prefix(prefix)?;
+        let mut watch = EmbeddedWatch { commands, prefix, last: from, live, past };
         let past = std::mem::take(&mut watch.past);
         watch.past = watch.keep(&past);
         Ok(Box::new(watch))
@@ -348,6 +370,7 @@ impl Backend for Embedded {
 /// A watch on the embedded store: first the history after `from`, then live batches.
 struct EmbeddedWatch {
     commands: std::sync::Weak<mpsc::Sender<Command>>,
+    /// Case-folded, as name keys are.
     prefix: String,
     /// Every event up to this revision has been delivered (or filtered out).
     last: Revision,
@@ -359,7 +382,7 @@ impl EmbeddedWatch {
     /// The events of `batch` this watch has not yet passed on; moves `last` past the batch.
     fn keep(&mut self, batch: &[Event]) -> Vec<Event> {
         let fresh = batch.iter().filter(|e| e.revision > self.last);
-        let kept = fresh.filter(|e| e.name.as_str().starts_with(&self.prefix)).cloned().collect();
+        let kept = fresh.filter(|e| e.name.key().starts_with(&self.prefix)).cloned().collect();
         if let Some(top) = batch.last() {
             self.last = self.last.max(top.revision);
         }

@@ -162,11 +162,11 @@ impl Checked {
 
     /// Every endpoint of a name with its health (for operators: `GET /v1/health/<name>`).
     pub async fn health(&self, name: &Name) -> Result<Vec<(Endpoint, bool)>, Error> {
-        let (_, endpoints) = self.inner.lookup(name).await?;
+        let (_, Entry { name, endpoints }) = self.inner.lookup(name).await?;
         Ok(endpoints
             .into_iter()
             .map(|e| {
-                let healthy = self.table.healthy(name, &e);
+                let healthy = self.table.healthy(&name, &e);
                 (e, healthy)
             })
             .collect())
@@ -202,9 +202,10 @@ impl Backend for Checked {
     async fn unbind(&self, name: &Name, token: &str) -> Result<Revision, Error> {
         self.inner.unbind(name, token).await
     }
-    async fn lookup(&self, name: &Name) -> Result<(Revision, Vec<Endpoint>), Error> {
-        let (revision, endpoints) = self.inner.lookup(name).await?;
-        Ok((revision, self.healthy_only(name, endpoints)))
+    async fn lookup(&self, name: &Name) -> Result<(Revision, Entry), Error> {
+        let (revision, Entry { name, endpoints }) = self.inner.lookup(name).await?;
+        let endpoints = self.healthy_only(&name, endpoints);
+        Ok((revision, Entry { name, endpoints }))
     }
     async fn list(&self, prefix: &str) -> Result<(Revision, Vec<Entry>), Error> {
         self.inner.list(prefix).await

@@ -388,7 +388,7 @@ impl<B: Backend + ?Sized> Session for RegistrySession<B> {
 async fn answer<B: Backend + ?Sized>(backend: &B, request: Request) -> Response {
     let result = match request {
         Request::Lookup { name } => {
-            backend.lookup(&name).await.map(|(revision, endpoints)| Response::Endpoints { revision, endpoints })
+            backend.lookup(&name).await.map(|(revision, entry)| Response::Found { revision, entry })
         }
         Request::List { prefix } => {
             backend.list(&prefix).await.map(|(revision, entries)| Response::Entries { revision, entries })

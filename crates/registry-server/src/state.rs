@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use warren_registry::model::{
     Endpoint, EndpointKey, Entry, Error, Event, EventKind, LeaseId, MAX_TTL, MIN_TTL, Name, Revision, TokenHash,
-    TokenKey, check_endpoints, check_prefix,
+    TokenKey, check_endpoints, fold_prefix,
 };
 
 /// Tunables of the state machine, with the defaults a deployment gets.
@@ -153,12 +153,18 @@ impl State {
         self.revision
     }
 
+    /// The name as it is spelt here if it is bound (its first spelling is kept while it exists,
+    /// see `Backend`), else as given.
+    fn spelt(&self, name: &Name) -> Name {
+        self.names.get_key_value(name).map_or(name, |(stored, _)| stored).clone()
+    }
+
     /// `bind`: the name must be free; it becomes owned by `token`.
     pub fn bind(&mut self, name: &Name, token: &str, endpoints: Vec<Endpoint>) -> Result<Revision, Error> {
         let owner = self.key.hash(token)?;
         check_endpoints(&endpoints, self.config.max_endpoints)?;
         if self.names.contains_key(name) {
-            return Err(Error::AlreadyBound(name.clone()));
+            return Err(Error::AlreadyBound(self.spelt(name)));
         }
         let record = NameRecord { owner, endpoints: endpoints.iter().map(|e| (e.clone(), None)).collect() };
         self.names.insert(name.clone(), record);
@@ -170,6 +176,7 @@ impl State {
     pub fn rebind(&mut self, name: &Name, token: &str, endpoints: Vec<Endpoint>) -> Result<Revision, Error> {
         let owner = self.key.hash(token)?;
         check_endpoints(&endpoints, self.config.max_endpoints)?;
+        let name = &self.spelt(name);
         let (owner, old) = match self.names.remove(name) {
             Some(record) => {
                 if let Err(e) = self.authorize(name, &record.owner, &owner) {
@@ -201,6 +208,7 @@ impl State {
     /// `unbind`: removes the name and every endpoint under it (leased ones too).
     pub fn unbind(&mut self, name: &Name, token: &str) -> Result<Revision, Error> {
         let caller = self.key.hash(token)?;
+        let name = &self.spelt(name);
         let record = self.names.get(name).ok_or_else(|| Error::NotBound(name.clone()))?;
         self.authorize(name, &record.owner, &caller)?;
         let record = self.names.remove(name).expect("present");
@@ -212,19 +220,20 @@ impl State {
         Ok(self.write(events, [name.clone()]))
     }
 
-    /// `lookup`: the name's endpoints at the current revision.
-    pub fn lookup(&self, name: &Name) -> Result<(Revision, Vec<Endpoint>), Error> {
-        let record = self.names.get(name).ok_or_else(|| Error::NotBound(name.clone()))?;
-        Ok((self.revision, record.endpoints.iter().map(|(e, _)| e.clone()).collect()))
+    /// `lookup`: the name as spelt here and its endpoints, at the current revision.
+    pub fn lookup(&self, name: &Name) -> Result<(Revision, Entry), Error> {
+        let (name, record) = self.names.get_key_value(name).ok_or_else(|| Error::NotBound(name.clone()))?;
+        let endpoints = record.endpoints.iter().map(|(e, _)| e.clone()).collect();
+        Ok((self.revision, Entry { name: name.clone(), endpoints }))
     }
 
-    /// `list`: every name starting with `prefix`, in order.
+    /// `list`: every name starting with `prefix` (in any case), in order.
     pub fn list(&self, prefix: &str) -> Result<(Revision, Vec<Entry>), Error> {
-        check_prefix(prefix)?;
+        let prefix = fold_prefix(prefix)?;
         let entries = self
             .names
-            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
-            .take_while(|(n, _)| n.as_str().starts_with(prefix))
+            .range::<str, _>((std::ops::Bound::Included(prefix.as_str()), std::ops::Bound::Unbounded))
+            .take_while(|(n, _)| n.key().starts_with(&prefix))
             .map(|(n, r)| Entry { name: n.clone(), endpoints: r.endpoints.iter().map(|(e, _)| e.clone()).collect() })
             .collect();
         Ok((self.revision, entries))
@@ -245,6 +254,7 @@ impl State {
         if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
             return Err(Error::Invalid(format!("ttl {ttl:?}: must be {MIN_TTL:?} to {MAX_TTL:?}")));
         }
+        let name = &self.spelt(name);
         let key = endpoint.key();
         let previous = match self.names.get(name) {
             Some(record) => {
@@ -285,7 +295,7 @@ impl State {
     /// Whether `token` may change `name` (see `Backend::authorize`).
     pub fn authorize_token(&self, name: &Name, token: &str) -> Result<(), Error> {
         let caller = self.key.hash(token)?;
-        let record = self.names.get(name).ok_or_else(|| Error::NotBound(name.clone()))?;
+        let (name, record) = self.names.get_key_value(name).ok_or_else(|| Error::NotBound(name.clone()))?;
         self.authorize(name, &record.owner, &caller)
     }
 
@@ -335,14 +345,15 @@ impl State {
         self.deadlines.first().map(|&(deadline, _)| deadline)
     }
 
-    /// `watch`: every event after `from` whose name starts with `prefix`, in revision order.
+    /// `watch`: every event after `from` whose name starts with `prefix` (in any case), in
+    /// revision order.
     pub fn watch(&self, prefix: &str, from: Revision) -> Result<Vec<Event>, Error> {
-        check_prefix(prefix)?;
+        let prefix = fold_prefix(prefix)?;
         if from < self.oldest {
             return Err(Error::Compacted { oldest: self.oldest });
         }
         let first = self.history.partition_point(|e| e.revision <= from);
-        Ok(self.history.range(first..).filter(|e| e.name.as_str().starts_with(prefix)).cloned().collect())
+        Ok(self.history.range(first..).filter(|e| e.name.key().starts_with(&prefix)).cloned().collect())
     }
 
     /// Every event since the last call, for the driver to publish to its watchers.
@@ -351,10 +362,12 @@ impl State {
     }
 
     /// The records changed since the last call, with the revision and lease counter to store.
+    /// A name comes with its spelling now, which may not be the one it had when it was dirtied
+    /// (unbound, then bound spelt otherwise).
     pub fn take_dirty(&mut self) -> Dirty {
-        let names = std::mem::take(&mut self.dirty_names).into_iter().map(|n| {
-            let record = self.names.get(&n).cloned();
-            (n, record)
+        let names = std::mem::take(&mut self.dirty_names).into_iter().map(|n| match self.names.get_key_value(&n) {
+            Some((name, record)) => (name.clone(), Some(record.clone())),
+            None => (n, None),
         });
         let leases = std::mem::take(&mut self.dirty_leases)
             .into_iter()

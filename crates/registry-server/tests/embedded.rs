@@ -37,6 +37,51 @@ async fn acknowledged_writes_survive_reopening() {
     assert_ne!(next.id, lease.id, "lease ids are not reused after a restart");
 }
 
+/// Names as listed: their spellings.
+async fn spellings(store: &impl Backend) -> Vec<String> {
+    store.list("").await.unwrap().1.into_iter().map(|e| e.name.to_string()).collect()
+}
+
+#[tokio::test]
+async fn names_keep_their_spelling_across_reopening_under_one_record() {
+    let dir = TempDir::new();
+    {
+        let store = open(&dir);
+        store.bind(&name("HelloServer"), "alice", vec![ep(1)]).await.unwrap();
+        store.register(&name("HELLOSERVER"), "alice", ep(2), Duration::from_secs(60)).await.unwrap();
+        store.bind(&name("ComputeEngine"), "bob", vec![ep(3)]).await.unwrap();
+        store.unbind(&name("computeengine"), "bob").await.unwrap();
+        store.bind(&name("computeengine"), "bob", vec![ep(4)]).await.unwrap();
+        store.bind(&name("web"), "carol", vec![ep(5)]).await.unwrap();
+    }
+    let store = open(&dir);
+    assert_eq!(spellings(&store).await, ["computeengine", "HelloServer", "web"], "ordered by the folded name");
+    let (_, entry) = store.lookup(&name("helloSERVER")).await.unwrap();
+    assert_eq!((entry.name.as_str(), entry.endpoints.len()), ("HelloServer", 2));
+    assert_eq!(store.snapshot(&name("helloserver")).map(|e| e.len()), Some(2));
+}
+
+#[tokio::test]
+async fn a_store_written_before_names_had_case_loads_as_it_is() {
+    let dir = TempDir::new();
+    {
+        let store = open(&dir);
+        store.bind(&name("web"), "alice", vec![ep(1)]).await.unwrap();
+        store.bind(&name("Api"), "alice", vec![ep(2)]).await.unwrap();
+    }
+    // Such a store has no table of spellings (and only lowercase names).
+    {
+        let db = redb::Database::open(dir.path().join("registry.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(redb::TableDefinition::<&str, &str>::new("spellings")).unwrap();
+        txn.commit().unwrap();
+    }
+    let store = open(&dir);
+    assert_eq!(spellings(&store).await, ["api", "web"]);
+    assert_eq!(store.rebind(&name("API"), "alice", vec![ep(3)]).await.map(|_| ()), Ok(()));
+    assert_eq!(store.lookup(&name("api")).await.unwrap().1.name.as_str(), "api", "the spelling it had stays");
+}
+
 #[tokio::test]
 async fn after_a_restart_a_lease_gets_a_full_ttl_then_lapses() {
     let dir = TempDir::new();
@@ -119,6 +164,10 @@ async fn dns_reads_the_committed_snapshot() {
     assert_eq!(dns.resolve("not a name"), Resolution::NoSuchName);
     store.unbind(&name("web"), "t").await.unwrap();
     assert_eq!(dns.resolve("web"), Resolution::NoSuchName, "an acknowledged unbind is visible at once");
+    // The DNS front end asks in lowercase (`HelloServer.warren.` as `helloserver`).
+    store.bind(&name("HelloServer"), "t", vec![ep(1)]).await.unwrap();
+    let one = Resolution::Targets(vec![Target { addr: localhost, port: 1, weight: 1 }]);
+    assert_eq!((dns.resolve("helloserver"), dns.resolve("HelloServer")), (one.clone(), one));
 }
 
 #[tokio::test]

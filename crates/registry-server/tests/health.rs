@@ -40,7 +40,8 @@ fn checked(addr: SocketAddr, meta: &[(&str, &str)]) -> Endpoint {
 async fn until(b: &Checked, name: &Name, want: &[SocketAddr]) {
     let deadline = tokio::time::Instant::now() + T;
     loop {
-        let looked: Vec<SocketAddr> = b.lookup(name).await.unwrap().1.iter().map(Endpoint::socket_addr).collect();
+        let looked: Vec<SocketAddr> =
+            b.lookup(name).await.unwrap().1.endpoints.iter().map(Endpoint::socket_addr).collect();
         let snap: Vec<SocketAddr> = b.snapshot(name).unwrap().iter().map(Endpoint::socket_addr).collect();
         if looked == want && snap == want {
             return;
@@ -112,7 +113,7 @@ async fn a_ttl_check_needs_reports_within_its_ttl() {
     let deadline = tokio::time::Instant::now() + T;
     loop {
         s.0.pass(&name, addr, "tok").await.unwrap();
-        if s.0.lookup(&name).await.unwrap().1.len() == 1 {
+        if s.0.lookup(&name).await.unwrap().1.endpoints.len() == 1 {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "a passing report never brought it back");

@@ -63,7 +63,7 @@ async fn pipelined_requests_on_one_connection_all_get_their_answers() {
     assert!(revisions.iter().all(Result::is_ok));
     let lookups = (0..300u16).map(|i| {
         let client = client.clone();
-        async move { client.lookup(&name(&format!("s{i}"))).await.map(|(_, eps)| eps[0].port) }
+        async move { client.lookup(&name(&format!("s{i}"))).await.map(|(_, entry)| entry.endpoints[0].port) }
     });
     let ports: Vec<u16> = futures_join(lookups).await.into_iter().map(Result::unwrap).collect();
     assert_eq!(ports, (1..=300).collect::<Vec<_>>(), "every answer went to its own request");
@@ -89,7 +89,7 @@ async fn every_in_process_model_serves_the_protocol() {
             let events = tokio::time::timeout(T, watch.next()).await.expect("events in time").unwrap();
             seen += events.len();
         }
-        assert_eq!(client.lookup(&name("m7")).await.unwrap().1[0].port, 8, "{model}");
+        assert_eq!(client.lookup(&name("m7")).await.unwrap().1.endpoints[0].port, 8, "{model}");
         drop((watch, client));
         let report = server.stop().await;
         assert_eq!((report.accepted, report.refused), (1, 0), "{model}");

@@ -13,7 +13,13 @@
 //!   or `Compacted` if the backend no longer holds the history from `from` (list again, then
 //!   watch from the revision the list returned);
 //! - an endpoint under a lease that is not renewed is removed between its TTL and its TTL plus
-//!   the backend's sweep bound, and watchers see a `Delete`.
+//!   the backend's sweep bound, and watchers see a `Delete`;
+//! - names are case-insensitive and case-preserving ([`Name`]): every spelling of a name reaches
+//!   one record, and a name shows (in `lookup`, `list`, events and errors) the spelling it was
+//!   bound or first registered with, for as long as it exists. A write spelt otherwise changes
+//!   the name's endpoints, not its spelling; once the name is gone (its last endpoint removed),
+//!   the next write that creates it chooses the spelling again. So DNS keeps an owner name's
+//!   case, and Consul a service name's.
 
 use std::time::Duration;
 
@@ -39,8 +45,9 @@ pub trait Backend: Send + Sync + 'static {
     async fn rebind(&self, name: &Name, token: &str, endpoints: Vec<Endpoint>) -> Result<Revision, Error>;
     /// Removes a name and all its endpoints; `NotBound` if it is free.
     async fn unbind(&self, name: &Name, token: &str) -> Result<Revision, Error>;
-    /// The name's endpoints and the revision they were read at.
-    async fn lookup(&self, name: &Name) -> Result<(Revision, Vec<Endpoint>), Error>;
+    /// The name (as it is spelt in the store) with its endpoints, and the revision they were
+    /// read at.
+    async fn lookup(&self, name: &Name) -> Result<(Revision, Entry), Error>;
     /// Every name starting with `prefix` ("" for all), in name order.
     async fn list(&self, prefix: &str) -> Result<(Revision, Vec<Entry>), Error>;
     /// Puts an endpoint under a name with a new lease of `ttl` (1 s to 24 h).

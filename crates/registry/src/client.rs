@@ -112,9 +112,10 @@ impl Client {
         }
     }
 
-    pub async fn lookup(&self, name: &Name) -> Result<(Revision, Vec<Endpoint>), Error> {
+    /// The name as the registry spells it, with its endpoints.
+    pub async fn lookup(&self, name: &Name) -> Result<(Revision, Entry), Error> {
         match self.call(Request::Lookup { name: name.clone() }).await? {
-            Response::Endpoints { revision, endpoints } => Ok((revision, endpoints)),
+            Response::Found { revision, entry } => Ok((revision, entry)),
             other => Err(unexpected(other)),
         }
     }
@@ -289,7 +290,7 @@ impl Cache {
             }
             state.misses += 1;
         }
-        let (revision, endpoints) = self.client.lookup(name).await?;
+        let (revision, Entry { endpoints, .. }) = self.client.lookup(name).await?;
         if self.state.lock().expect("cache").seen.is_none() {
             let watch = self.client.watch("", revision).await?;
             let mut state = self.state.lock().expect("cache");

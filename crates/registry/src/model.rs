@@ -13,10 +13,8 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-/// The longest name: a DNS name's limit, so that `<name>.<zone>` can still be asked for.
-pub const MAX_NAME: usize = 253;
-/// The longest label (dot-separated part) of a name, as in DNS.
-pub const MAX_LABEL: usize = 63;
+pub use crate::name::{MAX_LABEL, MAX_NAME, Name, fold, fold_prefix};
+
 /// At most this many metadata entries per endpoint.
 pub const MAX_META_ENTRIES: usize = 16;
 /// The longest metadata key, in bytes.
@@ -28,70 +26,6 @@ pub const MAX_TOKEN: usize = 256;
 /// The shortest and longest lease TTL.
 pub const MIN_TTL: Duration = Duration::from_secs(1);
 pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
-
-/// A registered name: 1–253 bytes of `[a-z0-9-_.]`, dot-separated labels of 1–63 bytes.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Name(String);
-
-impl Name {
-    pub fn new(name: impl Into<String>) -> Result<Name, Error> {
-        let name = name.into();
-        let bad = |why: &str| Err(Error::Invalid(format!("name {name:?}: {why}")));
-        if name.is_empty() || name.len() > MAX_NAME {
-            return bad("must be 1 to 253 bytes");
-        }
-        if let Some(c) = name.chars().find(|&c| !is_name_char(c)) {
-            return bad(&format!("{c:?} is not allowed (lowercase letters, digits, '-', '_', '.')"));
-        }
-        if name.split('.').any(|label| label.is_empty() || label.len() > MAX_LABEL) {
-            return bad("every dot-separated label must be 1 to 63 bytes");
-        }
-        Ok(Name(name))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// A prefix for `list` and `watch`: the empty string (everything) or a prefix of some valid name.
-pub fn check_prefix(prefix: &str) -> Result<(), Error> {
-    if prefix.len() > MAX_NAME || !prefix.chars().all(is_name_char) {
-        return Err(Error::Invalid(format!("prefix {prefix:?}: not a prefix of any valid name")));
-    }
-    Ok(())
-}
-
-fn is_name_char(c: char) -> bool {
-    matches!(c, 'a'..='z' | '0'..='9' | '-' | '_' | '.')
-}
-
-impl TryFrom<String> for Name {
-    type Error = Error;
-    fn try_from(s: String) -> Result<Name, Error> {
-        Name::new(s)
-    }
-}
-
-impl From<Name> for String {
-    fn from(n: Name) -> String {
-        n.0
-    }
-}
-
-// Names order as their strings, so maps of names can be searched by `&str` (prefix ranges).
-impl std::borrow::Borrow<str> for Name {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// How clients reach an endpoint.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -264,7 +198,7 @@ pub struct Event {
     pub endpoint: Endpoint,
 }
 
-/// A name and its endpoints, as `list` returns them.
+/// A name and its endpoints, as `lookup` and `list` return them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub name: Name,

@@ -3,7 +3,7 @@
 //! ```text
 //! offset  size  field
 //! 0       1     magic 0xD7
-//! 1       1     version 2
+//! 1       1     version 3
 //! 2       4     length N of what follows, big-endian (4 ≤ N ≤ the receiver's maximum)
 //! 6       4     request id, big-endian (chosen by the client; answers carry it back)
 //! 10      N-4   body: a `Request` or `Response` in postcard (the variant index as a varint)
@@ -23,8 +23,9 @@ use warren_proto::frame::{self, Framing};
 use crate::model::{Endpoint, Entry, Error, Event, LeaseId, Name, Revision};
 
 pub const MAGIC: u8 = 0xD7;
-/// 2: lease ids of 128 bits, and `Renew` carries the lease's token.
-pub const VERSION: u8 = 2;
+/// 2: lease ids of 128 bits, and `Renew` carries the lease's token. 3: names in either case,
+/// and `Lookup` is answered with the name as the registry spells it (`Found`).
+pub const VERSION: u8 = 3;
 /// Bytes before the request id.
 pub const HEADER: usize = framing(0).header();
 /// Bytes of the request id, which every frame's body starts with.
@@ -65,8 +66,8 @@ pub enum Request {
 /// A server's answer. The variant index is the answer code.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
-    /// 0: to `Lookup`.
-    Endpoints { revision: Revision, endpoints: Vec<Endpoint> },
+    /// 0: to `Lookup`: the name as the registry spells it, and its endpoints.
+    Found { revision: Revision, entry: Entry },
     /// 1: to `List`.
     Entries { revision: Revision, entries: Vec<Entry> },
     /// 2: to `Bind`, `Rebind`, `Unbind` and `Release`: the revision of the write.
@@ -185,7 +186,7 @@ mod tests {
         let mut out = Vec::new();
         encode(7, &Request::Renew { lease: LeaseId(300), token: "t".into() }, MAX_REQUEST, &mut out).unwrap();
         // Renew is variant 6; 300 is the varint ac 02; the token is its length, then its bytes.
-        assert_eq!(out, [0xD7, 2, 0, 0, 0, 9, 0, 0, 0, 7, 6, 0xac, 0x02, 1, b't']);
+        assert_eq!(out, [0xD7, 3, 0, 0, 0, 9, 0, 0, 0, 7, 6, 0xac, 0x02, 1, b't']);
         for cut in 0..out.len() {
             assert_eq!(decode::<Request>(&out[..cut], MAX_REQUEST), Ok(Decoded::Incomplete), "{cut} bytes");
         }
@@ -197,13 +198,14 @@ mod tests {
     #[test]
     fn the_documented_lookup_is_exact() {
         let mut out = Vec::new();
-        encode(1, &Request::Lookup { name: Name::new("web").unwrap() }, MAX_REQUEST, &mut out).unwrap();
-        assert_eq!(out, [0xD7, 2, 0, 0, 0, 9, 0, 0, 0, 1, 0, 3, b'w', b'e', b'b']);
+        encode(1, &Request::Lookup { name: Name::new("Web").unwrap() }, MAX_REQUEST, &mut out).unwrap();
+        assert_eq!(out, [0xD7, 3, 0, 0, 0, 9, 0, 0, 0, 1, 0, 3, b'W', b'e', b'b']);
         out.clear();
         let endpoints = vec![Endpoint::tcp(SocketAddr::from(([127, 0, 0, 1], 8080)))];
-        encode(1, &Response::Endpoints { revision: Revision(1), endpoints }, MAX_RESPONSE, &mut out).unwrap();
-        let body = [0, 1, 1, 0, 127, 0, 0, 1, 0x90, 0x3f, 0, 1, 0];
-        assert_eq!(out[..10], [0xD7, 2, 0, 0, 0, 4 + body.len() as u8, 0, 0, 0, 1]);
+        let entry = Entry { name: Name::new("web").unwrap(), endpoints };
+        encode(1, &Response::Found { revision: Revision(1), entry }, MAX_RESPONSE, &mut out).unwrap();
+        let body = [0, 1, 3, b'w', b'e', b'b', 1, 0, 127, 0, 0, 1, 0x90, 0x3f, 0, 1, 0];
+        assert_eq!(out[..10], [0xD7, 3, 0, 0, 0, 4 + body.len() as u8, 0, 0, 0, 1]);
         assert_eq!(out[10..], body);
     }
 
@@ -211,6 +213,11 @@ mod tests {
     fn frames_that_cannot_be_read_are_refused_early() {
         assert_eq!(decode::<Request>(b"GET / HTTP/1.1\r\n", MAX_REQUEST), Err(FrameError::BadMagic(b'G')));
         assert_eq!(decode::<Request>(&[MAGIC, 1], MAX_REQUEST), Err(FrameError::BadVersion(1)));
+        assert_eq!(
+            decode::<Request>(&[MAGIC, 2], MAX_REQUEST),
+            Err(FrameError::BadVersion(2)),
+            "before names had case"
+        );
         let huge = [MAGIC, VERSION, 0, 1, 0, 1];
         assert_eq!(decode::<Request>(&huge, MAX_REQUEST), Err(FrameError::TooLarge(65537)), "before the body came");
         assert_eq!(decode::<Request>(&[MAGIC, VERSION, 0, 0, 0, 3], MAX_REQUEST), Err(FrameError::TooShort(3)));
@@ -221,7 +228,7 @@ mod tests {
         let mut out = Vec::new();
         encode(1, &register(), MAX_REQUEST, &mut out).unwrap();
         let name_at = out.iter().position(|&b| b == b'w').unwrap();
-        out[name_at] = b'W';
+        out[name_at] = b' ';
         let Ok(Decoded::Frame { id: 1, body: Err(Error::Invalid(why)), .. }) = decode::<Request>(&out, MAX_REQUEST)
         else {
             panic!("an invalid name must fail the request");

@@ -29,7 +29,8 @@ const DEFAULT_ADDR: &str = "127.0.0.1:7390";
 pub enum RegistryCommand {
     /// Run the registry server: names to endpoints, leases, watches, stored durably.
     Registry(Box<ServerArgs>),
-    /// Print a name's endpoints.
+    /// Print a name's endpoints, one `NAME ENDPOINT` line each (NAME in any case; printed as the
+    /// registry spells it).
     Lookup {
         name: String,
         #[command(flatten)]
@@ -424,8 +425,9 @@ async fn client_command(command: RegistryCommand) -> anyhow::Result<()> {
         RegistryCommand::Lookup { name, conn } => {
             let name = Name::new(name)?;
             let client = conn.connect().await?;
-            let (_, endpoints) = conn.ask(client.lookup(&name)).await?;
-            endpoints.iter().for_each(|e| println!("{e}"));
+            // As `list` prints it: the name as the registry spells it, whatever the case asked.
+            let (_, entry) = conn.ask(client.lookup(&name)).await?;
+            entry.endpoints.iter().for_each(|e| println!("{} {e}", entry.name));
         }
         RegistryCommand::Bind(args) => {
             let (name, token, endpoints, client) = bind_parts(&args).await?;

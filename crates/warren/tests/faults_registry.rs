@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use support::{Server, T};
 use warren_registry::client::Client;
-use warren_registry::{Endpoint, Error, LeaseId, Name};
+use warren_registry::{Endpoint, Entry, Error, LeaseId, Name};
 
 const HOLDERS: u16 = 100;
 /// Long enough that no lease lapses while the registry is down: a lease missing after the
@@ -196,7 +196,8 @@ fn every_acknowledged_lease_survives_kill_9_and_every_holder_comes_back() {
     rt.block_on(async {
         let client = Client::connect(addr, T).await.unwrap();
         for holder in 0..HOLDERS {
-            let (_, endpoints) = client.lookup(&name(holder)).await.unwrap_or_else(|e| panic!("h{holder}: {e}"));
+            let (_, Entry { endpoints, .. }) =
+                client.lookup(&name(holder)).await.unwrap_or_else(|e| panic!("h{holder}: {e}"));
             assert!(endpoints.contains(&endpoint(holder)), "h{holder}: {endpoints:?}");
         }
     });

@@ -9,7 +9,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::{Data, Drained, Server, T, command, drain, run};
 use warren_registry::client::Client;
-use warren_registry::{Endpoint, EventKind, Name};
+use warren_registry::{Endpoint, Entry, EventKind, Name};
 
 const ADMIN: &str = "admin-secret";
 
@@ -42,7 +42,10 @@ fn the_rmi_verbs_work_from_the_command_line() {
         ok("alice", &["bind", "web", "127.0.0.1:8080", "127.0.0.1:8081", "--meta", "zone=a"]),
         "bound web at revision 1\n"
     );
-    assert_eq!(ok("x", &["lookup", "web"]), "tcp 127.0.0.1:8080 weight=1 zone=a\ntcp 127.0.0.1:8081 weight=1 zone=a\n");
+    assert_eq!(
+        ok("x", &["lookup", "web"]),
+        "web tcp 127.0.0.1:8080 weight=1 zone=a\nweb tcp 127.0.0.1:8081 weight=1 zone=a\n"
+    );
     let (ok_again, _, err) = cli(&server, "alice", &["bind", "web", "127.0.0.1:1"]);
     assert!(!ok_again && err.contains("web: already bound"), "{err}");
     let (forbidden, _, err) = cli(&server, "mallory", &["rebind", "web", "127.0.0.1:1"]);
@@ -53,8 +56,8 @@ fn the_rmi_verbs_work_from_the_command_line() {
     assert_eq!(ok(ADMIN, &["unbind", "web.eu"]), "unbound web.eu at revision 4\n", "the admin token removes any name");
     let (found, _, err) = cli(&server, "x", &["lookup", "web.eu"]);
     assert!(!found && err.contains("web.eu: not bound"), "{err}");
-    let (bad, _, err) = cli(&server, "x", &["lookup", "Web"]);
-    assert!(!bad && err.contains("not allowed"), "{err}");
+    let (bad, _, err) = cli(&server, "x", &["lookup", "web/eu"]);
+    assert!(!bad && err.contains("'/' is not allowed"), "{err}");
     let (no_token, _, err) = run(command(&["unbind", "web", "--registry", &server.addr.to_string()]), b"", T);
     assert!(!no_token.success() && err.contains("needs a token"), "{err}");
     server.stop_clean();
@@ -73,7 +76,7 @@ fn names_survive_a_restart_and_the_admin_token_file_is_private() {
     assert!(cli(&server, "alice", &["bind", "web", "127.0.0.1:8080"]).0);
     server.stop_clean();
     let server = Server::spawn(&["registry", "--listen", "127.0.0.1:0", "--data", data.arg()]);
-    assert_eq!(cli(&server, "x", &["lookup", "web"]).1, "tcp 127.0.0.1:8080 weight=1\n");
+    assert_eq!(cli(&server, "x", &["lookup", "web"]).1, "web tcp 127.0.0.1:8080 weight=1\n");
     assert!(cli(&server, &admin, &["unbind", "web"]).0, "the same admin token after the restart");
     server.stop_clean();
 }
@@ -120,7 +123,7 @@ fn register_renews_until_stopped_then_releases() {
     let rt = runtime();
     let client = rt.block_on(Client::connect(server.addr, T)).unwrap();
     let api = Name::new("api").unwrap();
-    let (revision, endpoints) = rt.block_on(client.lookup(&api)).unwrap();
+    let (revision, Entry { endpoints, .. }) = rt.block_on(client.lookup(&api)).unwrap();
     assert_eq!(endpoints.len(), 1);
     let mut watch = rt.block_on(client.watch("api", revision)).unwrap();
     let quiet = rt.block_on(async { tokio::time::timeout(Duration::from_secs(3), watch.next()).await });
@@ -209,6 +212,86 @@ fn dns_answers_from_the_registry() {
     server.stop_clean();
 }
 
+/// `dig +short` for `name` A at `dns`: the addresses, sorted.
+fn dig(dns: std::net::SocketAddr, name: &str) -> Vec<String> {
+    let out = std::process::Command::new("dig")
+        .args(["+short", "+time=5", "+tries=1", &format!("@{}", dns.ip()), "-p", &dns.port().to_string(), name, "A"])
+        .output()
+        .expect("dig (bind9-dnsutils) must be installed");
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    lines.sort();
+    lines
+}
+
+/// The body `curl` gets for `path` of the HTTP API at `http`.
+fn curl(http: std::net::SocketAddr, path: &str) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", &format!("http://{http}{path}")])
+        .output()
+        .expect("curl must be installed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn names_are_case_insensitive_and_keep_the_spelling_they_were_bound_with() {
+    let data = Data::new("case");
+    let args = ["registry", "--listen", "127.0.0.1:0", "--data", data.arg(), "--admin-token", ADMIN];
+    let mut server = Server::spawn(&[&args[..], &["--dns", "127.0.0.1:0", "--http", "127.0.0.1:0"]].concat());
+    let line = server.wait_stdout(|l| l.starts_with("warren: serving dns (udp, tcp) on "), T).expect("a DNS line");
+    let dns: std::net::SocketAddr = line.rsplit(" on ").next().unwrap().parse().unwrap();
+    let line = server.wait_stdout(|l| l.starts_with("warren: serving registry-http (tcp) on "), T).expect("http");
+    let http: std::net::SocketAddr = line.rsplit(" on ").next().unwrap().parse().unwrap();
+    let watch = Running::start(&server, "t", &["watch", "hello"]);
+    watch.wait_for("warren: watching \"hello\" after revision 0");
+
+    let (bound, out, err) = cli(&server, "alice", &["bind", "HelloServer", "127.0.0.1:1099"]);
+    assert!(bound, "{err}");
+    assert_eq!(out, "bound HelloServer at revision 1\n");
+    for asked in ["HelloServer", "helloserver", "HELLOSERVER"] {
+        let (found, out, err) = cli(&server, "x", &["lookup", asked]);
+        assert!(found, "{asked}: {err}");
+        assert_eq!(out, "HelloServer tcp 127.0.0.1:1099 weight=1\n", "asked {asked}");
+    }
+    // Another spelling is the same name: taken, and its owner's (the first spelling stays).
+    let (taken, _, err) = cli(&server, "bob", &["bind", "helloserver", "127.0.0.2:1099"]);
+    assert!(!taken && err.contains("HelloServer: already bound"), "{err}");
+    let (rebound, out, err) = cli(&server, "alice", &["rebind", "HELLOSERVER", "127.0.0.1:1099", "127.0.0.2:1099"]);
+    assert!(rebound, "{err}");
+    assert_eq!(out, "rebound HELLOSERVER at revision 2\n", "the CLI echoes what it was asked");
+    assert_eq!(
+        cli(&server, "x", &["list", "HELLO"]).1,
+        "HelloServer tcp 127.0.0.1:1099 weight=1\nHelloServer tcp 127.0.0.2:1099 weight=1\n"
+    );
+    watch.wait_for("2 put HelloServer tcp 127.0.0.2:1099");
+    let (ok, out) = watch.stop();
+    assert!(ok);
+    assert_eq!(out, "1 put HelloServer tcp 127.0.0.1:1099 weight=1\n2 put HelloServer tcp 127.0.0.2:1099 weight=1\n");
+
+    let both = ["127.0.0.1", "127.0.0.2"];
+    for asked in ["HelloServer.warren.", "helloserver.warren.", "HELLOSERVER.WARREN."] {
+        assert_eq!(dig(dns, asked), both, "dig {asked}");
+    }
+    for asked in ["HelloServer", "helloserver", "HELLOSERVER"] {
+        let body = curl(http, &format!("/v1/names/{asked}"));
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{asked}: {e}: {body}"));
+        assert_eq!(json["name"], "HelloServer", "{body}");
+        assert_eq!(json["endpoints"].as_array().map(Vec::len), Some(2), "{body}");
+    }
+    assert!(curl(http, "/v1/names?prefix=hElLo").contains(r#""name":"HelloServer""#));
+
+    // The spelling survives a restart; unbound, the name takes the next spelling bound.
+    server.stop_clean();
+    let server = registry(&data);
+    assert_eq!(
+        cli(&server, "x", &["lookup", "helloSERVER"]).1.lines().next(),
+        Some("HelloServer tcp 127.0.0.1:1099 weight=1")
+    );
+    assert!(cli(&server, "alice", &["unbind", "helloserver"]).0);
+    assert!(cli(&server, "bob", &["bind", "HELLOserver", "127.0.0.3:1099"]).0);
+    assert_eq!(cli(&server, "x", &["lookup", "HelloServer"]).1, "HELLOserver tcp 127.0.0.3:1099 weight=1\n");
+    server.stop_clean();
+}
+
 #[test]
 fn register_survives_a_registry_restart() {
     let data = Data::new("register-restart");
@@ -222,7 +305,7 @@ fn register_survives_a_registry_restart() {
     std::thread::sleep(Duration::from_secs(3));
     let (found, out, err) = cli(&second, "x", &["lookup", "api"]);
     assert!(found, "the endpoint lapsed after the restart: {err}; register said {:?}", register.err.take());
-    assert_eq!(out, "tcp 127.0.0.1:9000 weight=1\n");
+    assert_eq!(out, "api tcp 127.0.0.1:9000 weight=1\n");
     let (ok, out) = register.stop();
     assert!(ok && out.contains("released api"), "{out}");
     assert!(!cli(&second, "x", &["lookup", "api"]).0, "released");

@@ -1,6 +1,6 @@
 //! Two `warren registry --store etcd://…` instances on one etcd serve the same names: a name
 //! bound through one is found through the other, by the CLI and by its DNS, and the HTTP API
-//! (`--http`) answers for the same state.
+//! (`--http`) answers for the same state, for names in any case.
 
 mod support;
 
@@ -84,6 +84,16 @@ fn two_instances_on_one_etcd_serve_the_same_names() {
         .expect("curl");
     let body = String::from_utf8_lossy(&out.stdout);
     assert!(body.contains("127.0.0.3") && !body.contains("127.0.0.1"), "{body}");
+
+    // Names in any case: bound spelt one way through a, found spelt any way through b, and a
+    // write through b spelt otherwise reaches the same keys and keeps the first spelling.
+    cli(&a, &["bind", "HelloServer", "127.0.0.4:1099"]);
+    cli(&b, &["rebind", "helloserver", "127.0.0.4:1099", "127.0.0.5:1099"]);
+    for asked in ["helloserver", "HELLOSERVER"] {
+        let found = cli(&b, &["lookup", asked]);
+        assert_eq!(found, "HelloServer tcp 127.0.0.4:1099 weight=1\nHelloServer tcp 127.0.0.5:1099 weight=1\n");
+    }
+    assert_eq!(cli(&a, &["list", "hello"]).lines().count(), 2);
 
     a.stop_clean();
     b.stop_clean();

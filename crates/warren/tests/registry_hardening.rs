@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use support::{Data, Server, T, command, drain, run};
 use warren_registry::client::Client;
 use warren_registry::wire::{self, Request};
-use warren_registry::{Endpoint, Error, LeaseId, Name, TokenKey};
+use warren_registry::{Endpoint, Entry, Error, LeaseId, Name, TokenKey};
 
 /// A registry on loopback with its HTTP API, with `extra` flags; the API's address. The admin
 /// token stays in its file, as the documentation tells operators to keep it.
@@ -241,7 +241,7 @@ fn a_client_that_never_reads_its_lists_does_not_grow_the_server() {
     let mut peak = before;
     let watch_until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < watch_until {
-        let (_, endpoints) = rt.block_on(other.lookup(&Name::new("fat7").unwrap())).unwrap();
+        let (_, Entry { endpoints, .. }) = rt.block_on(other.lookup(&Name::new("fat7").unwrap())).unwrap();
         assert_eq!(endpoints.len(), 1);
         peak = peak.max(rss_kib(server.pid()));
         std::thread::sleep(Duration::from_millis(20));

@@ -179,7 +179,8 @@ fn config_errors_name_file_and_line_and_the_default_prints() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// `warren lookup NAME` against the registry at `registry`: its output lines, or the error.
+/// `warren lookup NAME` against the registry at `registry`: its output lines (`NAME ENDPOINT`),
+/// or the error.
 fn lookup(registry: SocketAddr, name: &str) -> Result<Vec<String>, String> {
     let (ok, out, err) = run(command(&["lookup", name, "--registry", &registry.to_string()]), b"", T);
     if ok.success() { Ok(out.lines().map(String::from).collect()) } else { Err(err) }
@@ -214,13 +215,13 @@ fn up_hosts_the_registry_and_registers_every_service_under_a_lease() {
     lines.extend(registered(&up, 3));
     let (echo, hello, registry) =
         (addr(&lines, "echo", "tcp"), addr(&lines, "hello", "tcp"), addr(&lines, "registry", "tcp"));
-    assert_eq!(lookup(registry, "echo").unwrap(), [format!("tcp {echo} weight=1")]);
+    assert_eq!(lookup(registry, "echo").unwrap(), [format!("echo tcp {echo} weight=1")]);
     assert_eq!(
         lookup(registry, "greeter").unwrap(),
-        [format!("tcp {hello} weight=1")],
+        [format!("greeter tcp {hello} weight=1")],
         "registered as `register` names it"
     );
-    assert_eq!(lookup(registry, "registry").unwrap(), [format!("tcp {registry} weight=1")]);
+    assert_eq!(lookup(registry, "registry").unwrap(), [format!("registry tcp {registry} weight=1")]);
     assert!(lookup(registry, "quiet").is_err(), "register = no keeps a service out");
     assert!(lookup(registry, "hello").is_err(), "registered under its register name only");
 
@@ -236,7 +237,7 @@ fn up_hosts_the_registry_and_registers_every_service_under_a_lease() {
         released && reloaded
     }));
     assert!(lookup(registry, "echo").is_err(), "echo left the registry with the reload");
-    assert_eq!(lookup(registry, "greeter").unwrap(), [format!("tcp {hello} weight=1")]);
+    assert_eq!(lookup(registry, "greeter").unwrap(), [format!("greeter tcp {hello} weight=1")]);
 
     up.signal(Signal::SIGTERM);
     lines.extend(up.until(|l| l == "warren: stopped"));
@@ -264,8 +265,8 @@ fn up_registers_with_a_configured_registry_and_leaves_it_on_sigterm() {
     let mut lines = up.until(|l| l.starts_with("warren: up:"));
     lines.extend(registered(&up, 2));
     let echo = addr(&lines, "echo", "tcp");
-    assert_eq!(lookup(server.addr, "echo").unwrap(), [format!("tcp {echo} weight=1")]);
-    assert_eq!(lookup(server.addr, "hello").unwrap(), [format!("tcp {} weight=1", addr(&lines, "hello", "tcp"))]);
+    assert_eq!(lookup(server.addr, "echo").unwrap(), [format!("echo tcp {echo} weight=1")]);
+    assert_eq!(lookup(server.addr, "hello").unwrap(), [format!("hello tcp {} weight=1", addr(&lines, "hello", "tcp"))]);
 
     up.signal(Signal::SIGTERM);
     up.until(|l| l == "warren: stopped");

@@ -316,11 +316,11 @@ fn registry_lookups(addr: SocketAddr, end: Instant, pause: Duration) -> io::Resu
         let client = warren_registry::client::Client::connect(addr, T).await?;
         let mut done = 0;
         while done < 50 && Instant::now() < end {
-            let (_, endpoints) = tokio::time::timeout(T, client.lookup(&name))
+            let (_, entry) = tokio::time::timeout(T, client.lookup(&name))
                 .await
                 .map_err(|_| bad("registry lookup timed out"))?
                 .map_err(|e| bad(e.to_string()))?;
-            if endpoints.is_empty() {
+            if entry.endpoints.is_empty() {
                 return Err(bad("registry: no endpoint for echo"));
             }
             done += 1;

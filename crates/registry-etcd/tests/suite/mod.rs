@@ -26,7 +26,7 @@ fn sorted(mut endpoints: Vec<Endpoint>) -> Vec<Endpoint> {
 }
 
 async fn lookup(b: &dyn Backend, n: &Name) -> Vec<Endpoint> {
-    sorted(b.lookup(n).await.expect("bound").1)
+    sorted(b.lookup(n).await.expect("bound").1.endpoints)
 }
 
 /// The next events of a watch, bounded in time.
@@ -44,9 +44,9 @@ pub async fn rmi_verbs(b: &dyn Backend) {
     assert_eq!(b.lookup(&db).await, Err(Error::NotBound(db.clone())));
     let r1 = b.bind(&db, "tok", vec![a.clone()]).await.unwrap();
     assert_eq!(b.bind(&db, "tok", vec![c.clone()]).await, Err(Error::AlreadyBound(db.clone())));
-    let (seen, endpoints) = b.lookup(&db).await.unwrap();
+    let (seen, entry) = b.lookup(&db).await.unwrap();
     assert!(seen >= r1);
-    assert_eq!(endpoints, vec![a.clone()]);
+    assert_eq!((entry.name.as_str(), entry.endpoints), ("db", vec![a.clone()]));
 
     let r2 = b.rebind(&db, "tok", vec![a.clone(), c.clone()]).await.unwrap();
     assert!(r2 > r1, "a rebind that changes something takes a new revision");
@@ -182,6 +182,42 @@ pub async fn watch_from_a_revision(b: &dyn Backend) {
     assert_eq!(resumed, got[1..].to_vec(), "resuming from a revision repeats and misses nothing");
 }
 
+/// Names are case-insensitive and case-preserving: every spelling reaches one record, which
+/// shows the spelling it was created with until it is gone.
+pub async fn names_in_any_case(b: &dyn Backend) {
+    let (mixed, lower, upper) = (name("HelloServer"), name("helloserver"), name("HELLOSERVER"));
+    let (first, second) = (ep("127.0.0.1:1099"), ep("127.0.0.2:1099"));
+    let from = b.bind(&mixed, "tok", vec![first.clone()]).await.unwrap();
+    let mut watch = b.watch("hELLO", Revision(from.0 - 1)).await.unwrap();
+    let taken = b.bind(&lower, "other", vec![second.clone()]).await.unwrap_err();
+    assert_eq!(taken.to_string(), "HelloServer: already bound");
+    assert!(matches!(b.register(&upper, "other", second.clone(), T).await, Err(Error::Forbidden(_))), "one owner");
+    b.register(&upper, "tok", second.clone(), T).await.unwrap();
+    for asked in [&mixed, &lower, &upper] {
+        let (_, entry) = b.lookup(asked).await.unwrap();
+        assert_eq!(entry.name.as_str(), "HelloServer", "asked {asked}");
+        assert_eq!(sorted(entry.endpoints), vec![first.clone(), second.clone()]);
+    }
+    for prefix in ["hello", "HELLO", "Hello"] {
+        let (_, entries) = b.list(prefix).await.unwrap();
+        let names: Vec<String> = entries.iter().map(|e| e.name.to_string()).collect();
+        assert_eq!(names, ["HelloServer"], "prefix {prefix}");
+        assert_eq!(entries[0].endpoints.len(), 2);
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        seen.extend(brief(&next(&mut watch).await));
+    }
+    let put = |addr: &Endpoint| (EventKind::Put, "HelloServer".to_owned(), addr.socket_addr().to_string());
+    assert_eq!(seen, [put(&first), put(&second)], "a prefix in another case watches the name");
+    eventually(|| b.snapshot(&lower).map(|e| e.len()) == Some(2)).await;
+    b.unbind(&upper, "tok").await.unwrap();
+    assert_eq!(b.lookup(&mixed).await, Err(Error::NotBound(mixed.clone())));
+    // Gone, so the next bind chooses the spelling again.
+    b.bind(&lower, "other", vec![second.clone()]).await.unwrap();
+    assert_eq!(b.lookup(&mixed).await.unwrap().1.name.as_str(), "helloserver");
+}
+
 /// What the DNS front end reads: the endpoints now, without waiting.
 pub async fn snapshot_follows_writes(b: &dyn Backend) {
     let n = name("snap");
@@ -229,6 +265,11 @@ macro_rules! behaviour_suite {
         async fn watch_from_a_revision() {
             let (b, _guard) = $make.await;
             suite::watch_from_a_revision(&b).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn names_in_any_case() {
+            let (b, _guard) = $make.await;
+            suite::names_in_any_case(&b).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn snapshot_follows_writes() {

@@ -43,7 +43,7 @@ fn rmi_verbs_follow_the_registry_rules() {
     assert_eq!(s.rebind(&web, "bob", vec![ep(3)]), Err(Error::Forbidden("web".into())));
     assert_eq!(s.unbind(&web, "bob"), Err(Error::Forbidden("web".into())));
     assert_eq!(s.rebind(&web, "alice", vec![ep(2), ep(3)]), Ok(Revision(2)));
-    assert_eq!(ports(&s.lookup(&web).unwrap().1), [2, 3]);
+    assert_eq!(ports(&s.lookup(&web).unwrap().1.endpoints), [2, 3]);
     let events: Vec<_> = s.watch("", Revision(1)).unwrap().into_iter().map(|e| (e.kind, e.endpoint.port)).collect();
     assert_eq!(events, [(EventKind::Delete, 1), (EventKind::Put, 3)], "2 was unchanged");
     // The admin token may change any name; the owner stays alice.
@@ -68,18 +68,52 @@ fn bad_requests_get_clear_errors() {
     for ttl in [Duration::from_millis(999), Duration::from_secs(24 * 3600 + 1)] {
         assert!(matches!(s.register(&web, "t", ep(1), ttl, now), Err(Error::Invalid(_))), "{ttl:?}");
     }
-    assert!(matches!(s.list("Web"), Err(Error::Invalid(_))));
+    assert!(matches!(s.list("a/b"), Err(Error::Invalid(_))));
+    assert!(matches!(s.watch("web eu", Revision(0)), Err(Error::Invalid(_))));
     assert_eq!(s.revision(), Revision(0), "no refused request changed anything");
 }
 
 #[test]
 fn names_are_dns_friendly() {
-    for ok in ["a", "web", "db.eu-1", "_srv._tcp.x", &"a".repeat(63), &vec!["a".repeat(63); 4].join(".")[..251]] {
+    for ok in ["a", "web", "Web", "db.eu-1", "_srv._tcp.x", &"a".repeat(63), &vec!["a".repeat(63); 4].join(".")[..251]]
+    {
         assert!(Name::new(ok).is_ok(), "{ok:?}");
     }
-    for bad in ["", "Web", "a..b", ".a", "a.", "a b", "é", &"a".repeat(64), &vec!["a".repeat(50); 6].join(".")] {
+    for bad in ["", "a..b", ".a", "a.", "a b", "é", &"a".repeat(64), &vec!["a".repeat(50); 6].join(".")] {
         assert!(Name::new(bad).is_err(), "{bad:?}");
     }
+}
+
+#[test]
+fn names_are_case_insensitive_and_keep_their_first_spelling() {
+    let (mut s, now) = state(100);
+    let (mixed, lower, upper) = (name("HelloServer"), name("helloserver"), name("HELLOSERVER"));
+    assert_eq!(s.bind(&mixed, "alice", vec![ep(1)]), Ok(Revision(1)));
+    let err = s.bind(&lower, "bob", vec![ep(2)]).unwrap_err();
+    assert_eq!(err.to_string(), "HelloServer: already bound", "one name, shown as first spelt");
+    for asked in [&mixed, &lower, &upper] {
+        let (_, entry) = s.lookup(asked).unwrap();
+        assert_eq!((entry.name.as_str(), ports(&entry.endpoints)), ("HelloServer", vec![1]), "{asked}");
+    }
+    // Writes spelt otherwise reach the same record and keep the spelling, in events too.
+    assert_eq!(s.rebind(&upper, "bob", vec![ep(2)]), Err(Error::Forbidden("HelloServer".into())), "same owner");
+    s.register(&lower, "alice", ep(2), Duration::from_secs(10), now).unwrap();
+    s.rebind(&upper, "alice", vec![ep(3)]).unwrap();
+    let dirty = s.take_dirty();
+    assert_eq!(dirty.names.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["HelloServer"]);
+    let (_, entries) = s.list("hello").unwrap();
+    assert_eq!((entries.len(), entries[0].name.as_str()), (1, "HelloServer"));
+    assert_eq!(s.list("HELLO").unwrap().1, entries, "a prefix matches in any case");
+    assert!(s.list("Hello").unwrap().1.iter().all(|e| e.name.as_str() == "HelloServer"));
+    let events = s.watch("hELLO", Revision(0)).unwrap();
+    assert_eq!(events.len(), 5, "put 1, put 2, then delete 1, delete 2, put 3: {events:?}");
+    assert!(events.iter().all(|e| e.name.as_str() == "HelloServer"), "{events:?}");
+    // Once the name is gone, the next write that creates it chooses the spelling again.
+    s.unbind(&upper, "alice").unwrap();
+    s.bind(&lower, "bob", vec![ep(4)]).unwrap();
+    assert_eq!(s.lookup(&mixed).unwrap().1.name.as_str(), "helloserver");
+    let dirty = s.take_dirty();
+    assert_eq!(dirty.names.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["helloserver"], "the spelling now");
 }
 
 #[test]
@@ -116,16 +150,16 @@ fn leases_share_a_name_and_release_needs_the_owner() {
     assert_eq!(s.register(&api, "other", ep(3), ttl, now), Err(Error::Forbidden("api".into())));
     assert_eq!(s.release(l1, "other"), Err(Error::Forbidden(format!("lease {l1}"))));
     s.release(l1, "svc").unwrap();
-    assert_eq!(ports(&s.lookup(&api).unwrap().1), [2]);
+    assert_eq!(ports(&s.lookup(&api).unwrap().1.endpoints), [2]);
     // Registering the same endpoint again moves it to the new lease; the old one holds nothing.
     let (l3, _) = s.register(&api, "svc", ep(2), ttl, now).unwrap();
     s.release(l2, "admin").unwrap();
-    assert_eq!(ports(&s.lookup(&api).unwrap().1), [2], "l2 no longer held the endpoint");
+    assert_eq!(ports(&s.lookup(&api).unwrap().1.endpoints), [2], "l2 no longer held the endpoint");
     // A rebind makes the endpoints static: the lease lapsing removes nothing.
     s.rebind(&api, "svc", vec![ep(2)]).unwrap();
     s.expire(now + Duration::from_secs(60));
     assert_eq!(s.renew(l3, "svc", now), Err(Error::LeaseNotFound(l3)));
-    assert_eq!(ports(&s.lookup(&api).unwrap().1), [2]);
+    assert_eq!(ports(&s.lookup(&api).unwrap().1.endpoints), [2]);
 }
 
 #[test]
