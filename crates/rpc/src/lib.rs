@@ -22,6 +22,8 @@ pub mod client;
 pub mod codec;
 pub mod error;
 pub mod interface;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod wire;
 
 pub use client::{Caller, Connection, RawCall, Target};

@@ -1,18 +1,20 @@
-//! A minimal server for the client's tests: one tokio task per connection, each call on a
-//! blocking thread through `warren_rpc::client::invoke`. The object server proper (on the
-//! spine, with activation policies) is `warren-objects`.
+//! A minimal server for tests of clients and middleware (feature `testing`): one tokio task per
+//! connection, each call on a blocking thread through [`invoke`](crate::client::invoke). No
+//! activation policies, no cancellation, no callbacks: the object server proper, on the spine,
+//! is `warren-objects`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use crate::wire::{self, Frame, Reply};
+use crate::{Context, Dispatch};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use warren_rpc::wire::{self, Frame, Reply};
-use warren_rpc::{Context, Dispatch};
 
+/// Objects by name.
 pub type Objects = Arc<HashMap<String, Arc<dyn Dispatch>>>;
 
 /// Serve `objects` on a loopback port until the runtime ends; returns the address.
@@ -49,7 +51,7 @@ pub async fn serve(objects: Objects) -> std::net::SocketAddr {
                                 .then(|| Instant::now() + Duration::from_millis(call.timeout_ms.into()));
                             let ctx = Context::new(deadline, Arc::new(AtomicBool::new(false)));
                             let object = objects.get(&call.object).cloned();
-                            let outcome = warren_rpc::client::invoke(object.as_deref(), &ctx, &call);
+                            let outcome = crate::client::invoke(object.as_deref(), &ctx, &call);
                             let mut bytes = Vec::new();
                             wire::encode(&Frame::Reply(Reply { id: call.id, outcome }), &mut bytes).unwrap();
                             let _ = tx.blocking_send(bytes);
