@@ -255,7 +255,8 @@ fn dispatch_arm(m: &MethodSpec) -> TokenStream2 {
     let decode = if m.params.is_empty() {
         quote! { codec.expect_no_args(args, #wire)?; }
     } else {
-        quote! { let (#(#names,)*): (#(#types,)*) = codec.decode(args, #wire)?; }
+        let count = m.params.len();
+        quote! { let (#(#names,)*): (#(#types,)*) = codec.decode_args(args, #wire, #count)?; }
     };
     let ctx = m.takes_context.then(|| quote! { ctx, });
     let call = quote! { self.0.#ident(#ctx #(#names),*) };

@@ -39,6 +39,24 @@ impl Codec {
         decoded.map_err(|e| RpcError::new(Code::BadArguments, format!("{what}: {e}")))
     }
 
+    /// A method's `count` arguments as the tuple `T`; a JSON array of another length is told so.
+    pub fn decode_args<T: DeserializeOwned>(self, bytes: &[u8], method: &str, count: usize) -> Result<T, RpcError> {
+        self.decode(bytes, method).map_err(|e| match self {
+            Codec::Json => match serde_json::from_slice::<Vec<serde_json::Value>>(bytes) {
+                Ok(values) if values.len() != count => {
+                    let s = if count == 1 { "" } else { "s" };
+                    RpcError::new(
+                        Code::BadArguments,
+                        format!("{method} takes {count} argument{s}, not {}", values.len()),
+                    )
+                }
+                Ok(_) => e,
+                Err(_) => RpcError::new(Code::BadArguments, format!("{method}: the arguments are a JSON array")),
+            },
+            Codec::Binary => e,
+        })
+    }
+
     /// Check that a method without parameters got no arguments: nothing (postcard); an empty
     /// array, `null` or an empty body (JSON).
     pub fn expect_no_args(self, bytes: &[u8], method: &str) -> Result<(), RpcError> {
@@ -75,6 +93,16 @@ mod tests {
         assert!(e.message.starts_with("add: "), "{e}");
         let e = Codec::Binary.decode::<(u8,)>(&[1, 2], "add").unwrap_err();
         assert!(e.message.contains("1 bytes after"), "{e}");
+    }
+
+    #[test]
+    fn a_json_array_of_the_wrong_length_is_told_so() {
+        let e = Codec::Json.decode_args::<(i64,)>(b"[1, 2]", "add", 1).unwrap_err();
+        assert_eq!(e.message, "add takes 1 argument, not 2");
+        let e = Codec::Json.decode_args::<(i64, i64)>(b"7", "add", 2).unwrap_err();
+        assert_eq!(e.message, "add: the arguments are a JSON array");
+        let e = Codec::Json.decode_args::<(i64,)>(b"[\"x\"]", "add", 1).unwrap_err();
+        assert!(e.message.starts_with("add: invalid type"), "{e}");
     }
 
     #[test]

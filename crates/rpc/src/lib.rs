@@ -18,6 +18,7 @@
 //! // `HelloClient` (the stub: `HelloClient::new(target).say_hello().await`).
 //! ```
 
+mod block;
 pub mod client;
 pub mod codec;
 pub mod error;
@@ -26,6 +27,7 @@ pub mod interface;
 pub mod testing;
 pub mod wire;
 
+pub use block::block_on;
 pub use client::{Caller, Connection, RawCall, Target};
 pub use codec::Codec;
 pub use error::{CallError, Code, Failure, Never, RpcError};
