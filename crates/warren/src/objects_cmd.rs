@@ -13,7 +13,7 @@ use warren_models::{Model, ServeConfig, Shutdown};
 use warren_objects::examples::classes;
 use warren_objects::{
     ADMIN_OBJECT, Admin, HttpObjectService, ObjectAdminClient, ObjectLimits, ObjectService, ObjectSpec, Objects,
-    SqliteStore, Store,
+    PostgresStore, SqliteStore, Store,
 };
 use warren_rpc::{Connection, RawCall, Target};
 
@@ -84,7 +84,8 @@ pub struct ObjectsServeArgs {
     /// Address of the JSON-over-HTTP front (`POST /v1/objects/NAME/METHOD`); none by default.
     #[arg(long)]
     pub http: Option<SocketAddr>,
-    /// Where persistent objects live: sqlite:PATH, or none [default: sqlite:DATA/objects.db].
+    /// Where persistent objects live: sqlite:PATH, postgres://USER[:PASSWORD]@HOST:PORT/DB (to
+    /// share objects between servers), or none [default: sqlite:DATA/objects.db].
     #[arg(long)]
     pub store: Option<String>,
     /// Directory of the store and the admin token, made private (0700)
@@ -201,7 +202,11 @@ fn open_store(args: &ObjectsServeArgs, data: &std::path::Path) -> anyhow::Result
         let store = SqliteStore::open(std::path::Path::new(path)).with_context(|| format!("store {url}"))?;
         return Ok(Some(Arc::new(store)));
     }
-    bail!("store {url:?}: sqlite:PATH or none")
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = PostgresStore::open(&url).map_err(|e| anyhow::anyhow!("{e}"))?;
+        return Ok(Some(Arc::new(store)));
+    }
+    bail!("store {url:?}: sqlite:PATH, postgres://USER[:PASSWORD]@HOST:PORT/DB, or none")
 }
 
 fn serve(args: &ObjectsServeArgs) -> anyhow::Result<()> {
