@@ -54,7 +54,8 @@ impl Admin {
     }
 }
 
-fn hash(token: &str) -> [u8; 32] {
+/// The SHA-256 of a token: tokens are kept and compared as their hashes.
+pub fn hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 

@@ -30,11 +30,13 @@ pub struct HttpObjectService {
     objects: Arc<Objects>,
     limits: Limits,
     max_timeout: Duration,
+    callers: Option<[u8; 32]>,
 }
 
 impl HttpObjectService {
-    pub fn new(objects: Arc<Objects>) -> Self {
-        Self { objects, limits: Limits::default(), max_timeout: Duration::from_secs(3600) }
+    /// `callers`: the SHA-256 of the token every request must bear (`Authorization: Bearer`).
+    pub fn new(objects: Arc<Objects>, callers: Option<[u8; 32]>) -> Self {
+        Self { objects, limits: Limits::default(), max_timeout: Duration::from_secs(3600), callers }
     }
 }
 
@@ -50,6 +52,7 @@ impl Service for HttpObjectService {
         HttpObjectSession {
             objects: self.objects.clone(),
             max_timeout: self.max_timeout,
+            callers: self.callers,
             input: Vec::new(),
             waiting: None,
             deadline: Deadline::new(&self.limits, now),
@@ -78,6 +81,7 @@ struct Waiting {
 pub struct HttpObjectSession {
     objects: Arc<Objects>,
     max_timeout: Duration,
+    callers: Option<[u8; 32]>,
     input: Vec<u8>,
     waiting: Option<Waiting>,
     deadline: Deadline,
@@ -203,6 +207,16 @@ impl HttpObjectSession {
     }
 
     fn route(&mut self, now: Instant, head: &Head, body: Vec<u8>, keep_alive: bool, out: &mut Out) {
+        if let Some(want) = self.callers {
+            let bearer = header_str(head, "authorization").and_then(|v| v.strip_prefix("Bearer "));
+            if bearer.is_none_or(|token| crate::admin::hash(token.trim()) != want) {
+                let body = error_body(
+                    "unauthenticated",
+                    "this server admits requests with its token: Authorization: Bearer TOKEN",
+                );
+                return respond(out, 401, &body, keep_alive);
+            }
+        }
         let path = head.target.split('?').next().unwrap_or_default();
         let parts: Vec<&str> =
             path.strip_prefix("/v1/objects").map(|p| p.split('/').skip(1).collect()).unwrap_or_default();

@@ -30,6 +30,9 @@ pub struct ObjectLimits {
     pub max_timeout: Duration,
     /// Idle and read timeouts (a frame begun and not finished).
     pub limits: Limits,
+    /// The SHA-256 of the token a caller must present (an `Auth` frame, or HTTP's
+    /// `Authorization: Bearer`); `None` admits every caller.
+    pub callers: Option<[u8; 32]>,
 }
 
 impl Default for ObjectLimits {
@@ -38,6 +41,7 @@ impl Default for ObjectLimits {
             max_in_flight: 256,
             max_timeout: Duration::from_secs(3600),
             limits: Limits { max_request: wire::MAX_FRAME, ..Limits::default() },
+            callers: None,
         }
     }
 }
@@ -77,6 +81,7 @@ impl Service for ObjectService {
             back: None,
             deadline: Deadline::new(&self.limits.limits, now),
             closing: false,
+            admitted: self.limits.callers.is_none(),
         }
     }
 
@@ -138,6 +143,8 @@ pub struct ObjectSession {
     deadline: Deadline,
     /// The client half-closed: close once every call is answered.
     closing: bool,
+    /// The client presented the callers' token (or none is asked).
+    admitted: bool,
 }
 
 impl std::fmt::Debug for ObjectSession {
@@ -169,6 +176,10 @@ fn reply(out: &mut Out, id: u64, outcome: Outcome) {
 impl ObjectSession {
     fn start_call(&mut self, now: Instant, call: Call, out: &mut Out) {
         let id = call.id;
+        if !self.admitted {
+            let e = RpcError::new(Code::Unauthenticated, "this server admits callers with its token (an Auth frame)");
+            return reply(out, id, Outcome::Err(e));
+        }
         if self.calls.contains_key(&id) {
             let e = RpcError::new(Code::Protocol, format!("call id {id} is already in flight"));
             return reply(out, id, Outcome::Err(e));
@@ -225,6 +236,9 @@ impl ObjectSession {
         match frame {
             Frame::Call(call) => self.start_call(now, call, out),
             Frame::Cancel(id) => self.cancel(id, out),
+            Frame::Auth(token) => {
+                self.admitted = self.limits.callers.is_none_or(|want| want == crate::admin::hash(&token));
+            }
             Frame::Reply(Reply { id, outcome }) => {
                 let waiting = self.back.as_mut().and_then(|b| b.pending.remove(&id));
                 if let Some((answer, _)) = waiting {

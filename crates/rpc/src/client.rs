@@ -170,6 +170,16 @@ impl Connection {
         Connection { shared }
     }
 
+    /// Present `token` to a server that admits only callers holding one (`warren objects serve
+    /// --callers-token-file`). Calls made after it carry it; the server does not answer it: a
+    /// wrong token makes the calls fail `Unauthenticated`.
+    pub async fn authenticate(&self, token: &str) -> Result<(), Failure> {
+        let mut bytes = Vec::new();
+        wire::encode(&Frame::Auth(token.to_owned()), &mut bytes)
+            .map_err(|e| Failure::Rpc(RpcError::new(Code::BadArguments, format!("the token is too large: {e}"))))?;
+        self.shared.outbox.send(bytes).await.map_err(|_| unavailable())
+    }
+
     /// Whether the connection is gone (every call on it fails `Unavailable`).
     pub fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Relaxed)
@@ -347,6 +357,8 @@ fn handle(shared: &Arc<Shared>, frame: Frame) {
                 cancelled.store(true, Ordering::Relaxed);
             }
         }
+        // A client asks no credential of the server that calls it back.
+        Frame::Auth(_) => {}
     }
 }
 

@@ -22,6 +22,9 @@ pub enum Frame {
     /// The caller gave up on the call with this id: the callee stops it if it can and sends
     /// no reply (one already on its way is dropped by the caller).
     Cancel(u64),
+    /// The client's credential, for servers that admit only callers holding one; sent first.
+    /// No answer: calls made without a good one fail `Unauthenticated`.
+    Auth(String),
 }
 
 /// A call of `method` on `object`.
@@ -131,6 +134,31 @@ mod tests {
         encode(&Frame::Cancel(300), &mut buf).unwrap();
         // "WO" 1, length 3, variant 2, varint 300 (0xac 0x02).
         assert_eq!(buf, [b'W', b'O', 1, 0, 0, 0, 3, 2, 0xac, 0x02]);
+    }
+
+    #[test]
+    fn the_documented_bytes_of_a_call_and_its_reply() {
+        let mut buf = Vec::new();
+        let mut call = call(1);
+        if let Frame::Call(c) = &mut call {
+            c.timeout_ms = 0;
+        }
+        encode(&call, &mut buf).unwrap();
+        let mut want = vec![b'W', b'O', 1, 0, 0, 0, 0x21, 0, 1, 11];
+        want.extend_from_slice(b"HelloServer");
+        want.push(5);
+        want.extend_from_slice(b"Hello");
+        want.extend_from_slice(&[1, 8]);
+        want.extend_from_slice(b"sayHello");
+        want.extend_from_slice(&[0, 0, 0]);
+        assert_eq!(buf, want);
+
+        let result = postcard::to_stdvec("Hello World!").unwrap();
+        buf.clear();
+        encode(&Frame::Reply(Reply { id: 1, outcome: Outcome::Ok(result) }), &mut buf).unwrap();
+        let mut want = vec![b'W', b'O', 1, 0, 0, 0, 0x11, 1, 1, 0, 13, 12];
+        want.extend_from_slice(b"Hello World!");
+        assert_eq!(buf, want);
     }
 
     #[test]

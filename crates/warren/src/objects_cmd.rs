@@ -74,6 +74,9 @@ pub struct AdminConn {
     /// A file holding the admin token [default: the server's, $XDG_STATE_HOME/warren/objects/admin.token].
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// Present the token in this file, for a server started with --callers-token-file.
+    #[arg(long)]
+    pub callers_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +109,10 @@ pub struct ObjectsServeArgs {
     /// and RMIThreadServer.
     #[arg(long)]
     pub bare: bool,
+    /// Admit only callers presenting the token in this file (made, 0600, if missing): an Auth
+    /// frame, or `Authorization: Bearer` over HTTP. Without it any caller may call any object.
+    #[arg(long)]
+    pub callers_token_file: Option<PathBuf>,
     /// Calls in flight on one connection before the server stops reading it.
     #[arg(long, default_value_t = 256)]
     pub max_in_flight: usize,
@@ -136,6 +143,9 @@ pub struct CallArgs {
     /// Give up after this long (the object hears the deadline too).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub call_timeout: Duration,
+    /// Present the token in this file, for a server started with --callers-token-file.
+    #[arg(long)]
+    pub callers_token_file: Option<PathBuf>,
     #[command(flatten)]
     pub conn: Conn,
 }
@@ -239,7 +249,14 @@ fn serve(args: &ObjectsServeArgs) -> anyhow::Result<()> {
     if let Some(threads) = args.threads {
         config = config.with_threads(args.model, threads);
     }
-    let limits = ObjectLimits { max_in_flight: args.max_in_flight.max(1), ..ObjectLimits::default() };
+    let callers = match &args.callers_token_file {
+        Some(path) => {
+            let token = registry_cmd::token_file(path).with_context(|| format!("callers' token {}", path.display()))?;
+            Some(warren_objects::admin::hash(&token))
+        }
+        None => None,
+    };
+    let limits = ObjectLimits { max_in_flight: args.max_in_flight.max(1), callers, ..ObjectLimits::default() };
 
     // The JSON front runs beside, under the same model, until the binary side stops.
     let front_stop = Arc::new(Shutdown::new()?);
@@ -248,7 +265,7 @@ fn serve(args: &ObjectsServeArgs) -> anyhow::Result<()> {
             let listener = crate::serve::listen(http).with_context(|| format!("cannot listen on {http}"))?;
             let http_addr = listener.local_addr()?;
             let (service, config, stop, model) =
-                (HttpObjectService::new(objects.clone()), config.clone(), front_stop.clone(), args.model);
+                (HttpObjectService::new(objects.clone(), callers), config.clone(), front_stop.clone(), args.model);
             let thread = std::thread::Builder::new().name("objects-http".into()).spawn(move || {
                 if let Err(e) = warren_models::serve_until(model, service, listener, &config, stop) {
                     tracing::error!(target: "warren", "objects: the HTTP front stopped: {e}");
@@ -335,6 +352,11 @@ impl AdminConn {
             let conn = Connection::connect(server, Duration::from_secs(5))
                 .await
                 .with_context(|| format!("cannot reach the object server at {server}"))?;
+            if let Some(path) = &self.callers_token_file {
+                let token =
+                    std::fs::read_to_string(path).with_context(|| format!("callers' token {}", path.display()))?;
+                conn.authenticate(token.trim()).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            }
             let admin = ObjectAdminClient::new(Target::on(&conn, ADMIN_OBJECT).with_timeout(Duration::from_secs(10)));
             f(admin).await.map_err(|e| match e {
                 warren_rpc::CallError::App(e) => anyhow::anyhow!("{e}"),
@@ -364,6 +386,10 @@ pub fn call(args: &CallArgs) -> anyhow::Result<()> {
         let conn = Connection::connect(server, args.conn.timeout)
             .await
             .with_context(|| format!("cannot reach the object server at {server}"))?;
+        if let Some(path) = &args.callers_token_file {
+            let token = std::fs::read_to_string(path).with_context(|| format!("callers' token {}", path.display()))?;
+            conn.authenticate(token.trim()).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        }
         let raw = RawCall {
             object: args.name.clone(),
             interface: String::new(),
