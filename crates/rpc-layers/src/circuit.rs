@@ -1,0 +1,187 @@
+//! Circuit breaking, Finagle's failure accrual: after
+//! [`consecutive_failures`](Breaker::consecutive_failures) server failures in a row (default
+//! 5) the circuit opens and calls fail at once, without being sent, with `overloaded` ("the
+//! circuit is open"; the call never ran, so a retry elsewhere is safe). After the open time
+//! one call is let through as a probe (half-open): its success closes the circuit, its failure
+//! opens it again for twice as long. The open time starts at
+//! [`open_for`](Breaker::open_for) (default 5 s) and is at most
+//! [`max_open_for`](Breaker::max_open_for) (default 300 s), with equal jitter (between half
+//! and all of it), Finagle's `equalJittered(5 s, 300 s)`.
+//!
+//! A server failure is what outlier ejection counts ([`is_server_failure`]); any other
+//! outcome (an answer, the method's own error, `no_such_object`…) counts as a success. Wrap
+//! one replica's connection to break per replica, or the whole stack to fail fast while the
+//! object is down everywhere (then a [`ServeStale`](crate::stale::ServeStale) above it answers).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower::{Layer, Service};
+use warren_rpc::{Code, Failure, RawCall, RpcError};
+
+use crate::outlier::is_server_failure;
+
+/// When the circuit opens and for how long. Defaults are Finagle's.
+#[derive(Clone, Debug)]
+pub struct Breaker {
+    pub consecutive_failures: u32,
+    pub open_for: Duration,
+    pub max_open_for: Duration,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Breaker { consecutive_failures: 5, open_for: Duration::from_secs(5), max_open_for: Duration::from_secs(300) }
+    }
+}
+
+/// Where a circuit is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Circuit {
+    Closed,
+    Open,
+    /// The open time is over: the next call is the probe.
+    HalfOpen,
+}
+
+#[derive(Debug)]
+struct State {
+    failures: u32,
+    /// Set while open: calls fail fast until then.
+    open_until: Option<Instant>,
+    /// How long the next opening lasts (before jitter).
+    next_open: Duration,
+    probing: bool,
+}
+
+/// Wraps services in one shared circuit.
+#[derive(Clone, Debug)]
+pub struct CircuitBreakerLayer {
+    policy: Arc<Breaker>,
+    state: Arc<Mutex<State>>,
+}
+
+impl CircuitBreakerLayer {
+    pub fn new(policy: Breaker) -> Self {
+        let state = State { failures: 0, open_until: None, next_open: policy.open_for, probing: false };
+        CircuitBreakerLayer { policy: Arc::new(policy), state: Arc::new(Mutex::new(state)) }
+    }
+
+    /// Where the circuit is now.
+    pub fn circuit(&self) -> Circuit {
+        let state = self.state.lock().expect("circuit");
+        match state.open_until {
+            None => Circuit::Closed,
+            Some(until) if Instant::now() < until || state.probing => Circuit::Open,
+            Some(_) => Circuit::HalfOpen,
+        }
+    }
+}
+
+impl<S> Layer<S> for CircuitBreakerLayer {
+    type Service = CircuitBreaker<S>;
+
+    fn layer(&self, inner: S) -> CircuitBreaker<S> {
+        CircuitBreaker { inner, layer: self.clone() }
+    }
+}
+
+/// A service behind a circuit breaker.
+#[derive(Clone, Debug)]
+pub struct CircuitBreaker<S> {
+    inner: S,
+    layer: CircuitBreakerLayer,
+}
+
+/// Whether a call may go, and whether it is the probe.
+fn admit(state: &mut State) -> Result<bool, Duration> {
+    let Some(until) = state.open_until else { return Ok(false) };
+    let now = Instant::now();
+    if now < until {
+        return Err(until - now);
+    }
+    if state.probing {
+        return Err(Duration::ZERO);
+    }
+    state.probing = true;
+    Ok(true)
+}
+
+fn settle(policy: &Breaker, state: &mut State, probe: bool, failed: bool) {
+    if probe {
+        state.probing = false;
+    }
+    if !failed {
+        if probe || state.open_until.is_none() {
+            *state = State { failures: 0, open_until: None, next_open: policy.open_for, probing: false };
+        }
+        return;
+    }
+    state.failures += 1;
+    let trips = state.open_until.is_none() && state.failures >= policy.consecutive_failures;
+    if probe || trips {
+        let open = state.next_open;
+        let jittered = open / 2 + open.mul_f64(fastrand::f64() / 2.0);
+        state.open_until = Some(Instant::now() + jittered);
+        state.next_open = (open * 2).min(policy.max_open_for);
+    }
+}
+
+/// Settles the probe as a failure if the caller drops it before it ends.
+struct Probe {
+    state: Option<Arc<Mutex<State>>>,
+}
+
+impl Probe {
+    /// The probe ended: `settle` says how.
+    fn disarm(&mut self) {
+        self.state = None;
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        if let Some(state) = self.state.take() {
+            state.lock().expect("circuit").probing = false;
+        }
+    }
+}
+
+impl<S> Service<RawCall> for CircuitBreaker<S>
+where
+    S: Service<RawCall, Response = Vec<u8>, Error = Failure> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Vec<u8>;
+    type Error = Failure;
+    type Future = Pin<Box<dyn Future<Output = Result<Vec<u8>, Failure>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Failure>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, call: RawCall) -> Self::Future {
+        let admitted = admit(&mut self.layer.state.lock().expect("circuit"));
+        let probe = match admitted {
+            Ok(probe) => probe,
+            Err(left) => {
+                let why = format!("the circuit is open: calls fail fast for {} ms more", left.as_millis());
+                return Box::pin(std::future::ready(Err(Failure::Rpc(RpcError::new(Code::Overloaded, why)))));
+            }
+        };
+        let mut guard = Probe { state: probe.then(|| self.layer.state.clone()) };
+        let answer = self.inner.call(call);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let result = answer.await;
+            guard.disarm();
+            let failed = result.as_ref().err().is_some_and(is_server_failure);
+            settle(&layer.policy, &mut layer.state.lock().expect("circuit"), probe, failed);
+            result
+        })
+    }
+}
