@@ -185,3 +185,87 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn call() -> RawCall {
+        RawCall {
+            object: "o".into(),
+            interface: String::new(),
+            version: 0,
+            method: "m".into(),
+            args: Vec::new(),
+            json: false,
+            timeout: None,
+            idempotent: true,
+        }
+    }
+
+    /// A service that fails while `down` is set, counting the calls it gets.
+    fn flaky(
+        down: Arc<AtomicBool>,
+        calls: Arc<AtomicU32>,
+    ) -> impl Service<RawCall, Response = Vec<u8>, Error = Failure, Future: Send> + Clone + Send + 'static {
+        tower::service_fn(move |_: RawCall| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let down = down.load(Ordering::SeqCst);
+            async move {
+                if down { Err(Failure::Rpc(RpcError::new(Code::Unavailable, "down"))) } else { Ok(b"ok".to_vec()) }
+            }
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_probe_opens_the_circuit_twice_as_long_and_fast_failures_send_nothing() {
+        let (down, calls) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicU32::new(0)));
+        let layer = CircuitBreakerLayer::new(Breaker::default());
+        let service = layer.layer(flaky(down.clone(), calls.clone()));
+        for _ in 0..5 {
+            assert!(service.clone().oneshot(call()).await.is_err());
+        }
+        assert_eq!(layer.circuit(), Circuit::Open);
+        let e = service.clone().oneshot(call()).await.unwrap_err();
+        assert_eq!((e.code(), calls.load(Ordering::SeqCst)), (Some(Code::Overloaded), 5), "not sent");
+
+        // Open for 2.5 to 5 s (equal jitter of 5 s), then one probe, which fails.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(layer.circuit(), Circuit::HalfOpen);
+        assert!(service.clone().oneshot(call()).await.is_err());
+        assert_eq!((layer.circuit(), calls.load(Ordering::SeqCst)), (Circuit::Open, 6));
+        // Now 5 to 10 s.
+        tokio::time::advance(Duration::from_millis(4_999)).await;
+        assert_eq!(layer.circuit(), Circuit::Open);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(layer.circuit(), Circuit::HalfOpen);
+
+        // A probe dropped before its answer frees the probe's place.
+        let probe = service.clone().call(call());
+        assert_eq!(layer.circuit(), Circuit::Open, "while the probe is out, others fail fast");
+        drop(probe);
+        down.store(false, Ordering::SeqCst);
+        assert_eq!(service.clone().oneshot(call()).await.unwrap(), b"ok");
+        assert_eq!(layer.circuit(), Circuit::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_consecutive_server_failures_count() {
+        let (down, calls) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicU32::new(0)));
+        let layer = CircuitBreakerLayer::new(Breaker::default());
+        let service = layer.layer(flaky(down.clone(), calls));
+        for _ in 0..3 {
+            for _ in 0..4 {
+                let _ = service.clone().oneshot(call()).await;
+            }
+            down.store(false, Ordering::SeqCst);
+            service.clone().oneshot(call()).await.unwrap();
+            down.store(true, Ordering::SeqCst);
+        }
+        assert_eq!(layer.circuit(), Circuit::Closed, "a success in between resets the count");
+    }
+}

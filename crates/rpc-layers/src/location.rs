@@ -72,6 +72,8 @@ impl Location {
         Location::with_pool(registry, Pool::default())
     }
 
+    /// With `pool` for its connections: connections to servers its names no longer list are
+    /// closed, so give it a pool of its own.
     pub fn with_pool(registry: Client, pool: Pool) -> Location {
         let inner = Inner {
             registry,
@@ -113,9 +115,10 @@ impl Location {
         let endpoints: Vec<EndpointKey> = endpoints.iter().map(|e| e.key()).collect();
         let watch = self.inner.registry.watch(&key, revision).await;
         let mut names = self.inner.names.lock().expect("names");
-        let follower = watch
-            .ok()
-            .map(|watch| tokio::spawn(follow(watch, key.clone(), Arc::downgrade(&self.inner.names))).abort_handle());
+        let follower = watch.ok().map(|watch| {
+            let names = Arc::downgrade(&self.inner.names);
+            tokio::spawn(follow(watch, key.clone(), names, self.inner.pool.clone())).abort_handle()
+        });
         let replaced = names.insert(key, Entry { endpoints: endpoints.clone(), follower });
         if let Some(old_follower) = replaced.and_then(|old| old.follower) {
             old_follower.abort();
@@ -152,29 +155,34 @@ fn addrs(object: &str, endpoints: &[EndpointKey]) -> Result<Vec<SocketAddr>, Fai
 }
 
 /// Apply `key`'s watch events to its entry until the watch ends, then mark the entry as no
-/// longer watched (the next call looks it up again).
-async fn follow(mut watch: ClientWatch, key: String, names: std::sync::Weak<Mutex<HashMap<String, Entry>>>) {
+/// longer watched (the next call looks it up again). Connections to servers no name lists any
+/// more are let go (calls in flight on them finish first).
+async fn follow(
+    mut watch: ClientWatch,
+    key: String,
+    names: std::sync::Weak<Mutex<HashMap<String, Entry>>>,
+    pool: Pool,
+) {
     loop {
         let next = watch.next().await;
         let Some(names) = names.upgrade() else { return };
         let mut names = names.lock().expect("names");
         let Some(entry) = names.get_mut(&key) else { return };
-        match next {
-            Ok(events) => {
-                // The watch is on a prefix: `key` also matches longer names.
-                for event in events.into_iter().filter(|e| e.name.as_str() == key) {
-                    let changed = event.endpoint.key();
-                    entry.endpoints.retain(|e| *e != changed);
-                    if event.kind == EventKind::Put {
-                        entry.endpoints.push(changed);
-                    }
-                }
-            }
-            Err(_) => {
-                entry.follower = None;
-                return;
+        let Ok(events) = next else {
+            entry.follower = None;
+            return;
+        };
+        // The watch is on a prefix: `key` also matches longer names.
+        for event in events.into_iter().filter(|e| e.name.as_str() == key) {
+            let changed = event.endpoint.key();
+            entry.endpoints.retain(|e| *e != changed);
+            if event.kind == EventKind::Put {
+                entry.endpoints.push(changed);
             }
         }
+        let listed: Vec<SocketAddr> =
+            names.values().flat_map(|e| &e.endpoints).map(|&(ip, port, _)| SocketAddr::new(ip, port)).collect();
+        pool.retain(&listed);
     }
 }
 

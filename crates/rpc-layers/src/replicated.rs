@@ -40,7 +40,7 @@ use tower::retry::budget::{Budget, TpsBudget};
 use warren_rpc::{Code, Failure, RawCall, RpcError};
 
 use crate::outlier::{Outliers, is_server_failure};
-use crate::replicas::Replicas;
+use crate::replicas::{Replicas, no_replicas};
 use crate::retry::{MAX_ATTEMPTS, RetryBudget, may_retry};
 
 /// When idempotent calls are hedged. Defaults: 10 ms, 2 copies, 5 % extra over 10 s.
@@ -153,6 +153,7 @@ impl<R: Replicas> Replicated<R> {
     async fn spread(self, call: RawCall, deadline: Option<Instant>) -> Result<Vec<u8>, Failure> {
         let all = self.replicas.replicas(&call.object).await?;
         let mut untried = self.order(&all).into_iter().peekable();
+        let Some(first) = untried.next() else { return Err(no_replicas(&call.object)) };
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
         let hedger = self.hedger.as_ref().filter(|_| call.idempotent);
         if let Some(hedger) = hedger {
@@ -162,7 +163,6 @@ impl<R: Replicas> Replicated<R> {
             failover.bucket.deposit();
         }
         let mut copies = FuturesUnordered::new();
-        let first = untried.next().expect("a replica source lists at least one replica");
         copies.push(self.copy(first, &call, deadline));
         let mut sent = 1;
         let hedge_delay = hedger.map(|h| h.policy.delay);
@@ -212,7 +212,7 @@ impl<R: Replicas> Replicated<R> {
             Some(outliers) => outliers.admit(all, Instant::now()),
             None => all.to_vec(),
         };
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % admitted.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % admitted.len().max(1);
         admitted.iter().cycle().skip(start).take(admitted.len()).copied().collect()
     }
 
