@@ -9,7 +9,8 @@
 //! `Put` adds or replaces an endpoint, a `Delete` removes it). If the watch ends (the registry
 //! restarted, the connection dropped), the next call looks the name up again; while the
 //! registry cannot be reached, the last endpoints known are used, as Eureka clients keep
-//! their last registry.
+//! their last registry, and looked up again at most once a second ([`RETRY_LOOKUP_AFTER`]).
+//! At most [`MAX_NAMES`] names are cached and watched at once.
 //!
 //! [`Location`] is a [`Replicas`] source for the replica-aware middleware, and alone a
 //! `Service<RawCall>` that sends each call to one endpoint (round robin, skipping endpoints
@@ -22,8 +23,10 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 use tower::Service;
 use warren_registry::client::{Client, ClientWatch};
 use warren_registry::{EndpointKey, Error as RegistryError, EventKind, Name, Transport};
@@ -31,6 +34,13 @@ use warren_rpc::{Code, Failure, RawCall, RpcError};
 
 use crate::pool::Pool;
 use crate::replicas::{Replicas, no_replicas};
+
+/// How many names are cached and watched at once.
+pub const MAX_NAMES: usize = 4096;
+
+/// After the registry failed to answer, how long the endpoints last known are used before
+/// the next lookup (so a registry that is down costs one lookup a second, not one per call).
+pub const RETRY_LOOKUP_AFTER: Duration = Duration::from_secs(1);
 
 /// Names resolved through a registry, with a watch per name. Cheap to clone; clones share
 /// the cache, the watches and the connections.
@@ -55,6 +65,8 @@ struct Entry {
     endpoints: Vec<EndpointKey>,
     /// The task applying the name's watch events; `None` once the watch ended.
     follower: Option<AbortHandle>,
+    /// The registry failed to answer: the endpoints are used as they are until then.
+    retry_lookup_at: Option<Instant>,
 }
 
 impl Drop for Inner {
@@ -119,7 +131,15 @@ impl Location {
             let names = Arc::downgrade(&self.inner.names);
             tokio::spawn(follow(watch, key.clone(), names, self.inner.pool.clone())).abort_handle()
         });
-        let replaced = names.insert(key, Entry { endpoints: endpoints.clone(), follower });
+        if names.len() >= MAX_NAMES && !names.contains_key(&key) {
+            // Bounded: a client that calls ever more names forgets (and stops watching) one.
+            let evicted = names.keys().next().cloned().expect("not empty");
+            if let Some(follower) = names.remove(&evicted).and_then(|e| e.follower) {
+                follower.abort();
+            }
+        }
+        let entry = Entry { endpoints: endpoints.clone(), follower, retry_lookup_at: None };
+        let replaced = names.insert(key, entry);
         if let Some(old_follower) = replaced.and_then(|old| old.follower) {
             old_follower.abort();
         }
@@ -130,13 +150,18 @@ impl Location {
     /// The cached endpoints of `key`, if a watch keeps them current.
     fn watched(&self, key: &str) -> Option<Vec<EndpointKey>> {
         let names = self.inner.names.lock().expect("names");
-        names.get(key).filter(|e| e.follower.is_some()).map(|e| e.endpoints.clone())
+        let now = Instant::now();
+        let current = |e: &&Entry| e.follower.is_some() || e.retry_lookup_at.is_some_and(|at| now < at);
+        names.get(key).filter(current).map(|e| e.endpoints.clone())
     }
 
     /// The registry could not answer: the endpoints last known, if any.
     fn last_known(&self, object: &str, key: &str, e: RegistryError) -> Result<Vec<SocketAddr>, Failure> {
-        match self.inner.names.lock().expect("names").get(key) {
-            Some(entry) => addrs(object, &entry.endpoints),
+        match self.inner.names.lock().expect("names").get_mut(key) {
+            Some(entry) => {
+                entry.retry_lookup_at = Some(Instant::now() + RETRY_LOOKUP_AFTER);
+                addrs(object, &entry.endpoints)
+            }
             None => Err(Failure::Rpc(RpcError::new(
                 Code::Unavailable,
                 format!("cannot resolve {object:?}: the registry failed: {e}"),
