@@ -219,8 +219,21 @@ fn open_store(args: &ObjectsServeArgs, data: &std::path::Path) -> anyhow::Result
     bail!("store {url:?}: sqlite:PATH, postgres://USER[:PASSWORD]@HOST:PORT/DB, or none")
 }
 
-fn serve(args: &ObjectsServeArgs) -> anyhow::Result<()> {
-    crate::serve::init_logging(args.debug);
+/// An object server made from its flags, listening, not serving yet.
+struct Prepared {
+    objects: Arc<Objects>,
+    limits: ObjectLimits,
+    config: ServeConfig,
+    listener: std::net::TcpListener,
+    store_name: String,
+    token_path: PathBuf,
+    /// The JSON front, serving already on a thread of its own until `front_stop`.
+    front: Option<(SocketAddr, std::thread::JoinHandle<()>)>,
+    front_stop: Arc<Shutdown>,
+}
+
+/// Open the store, make the objects, bind `listener` (or `--listen`) and start the JSON front.
+fn prepare(args: &ObjectsServeArgs, listener: Option<std::net::TcpListener>) -> anyhow::Result<Prepared> {
     if matches!(args.model, Model::Fork | Model::Prefork) {
         bail!(
             "--model {}: objects live in one process; a process per connection would give each client its own copy",
@@ -242,9 +255,11 @@ fn serve(args: &ObjectsServeArgs) -> anyhow::Result<()> {
         install_examples(&objects)?;
     }
 
-    let listener = crate::serve::listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    objects.set_addr(addr.to_string());
+    let listener = match listener {
+        Some(listener) => listener,
+        None => crate::serve::listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?,
+    };
+    objects.set_addr(listener.local_addr()?.to_string());
     let mut config = ServeConfig::for_model(args.model);
     if let Some(threads) = args.threads {
         config = config.with_threads(args.model, threads);
@@ -275,6 +290,24 @@ fn serve(args: &ObjectsServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    Ok(Prepared { objects, limits, config, listener, store_name, token_path, front, front_stop })
+}
+
+impl Prepared {
+    /// Stop the JSON front once the binary side has stopped.
+    fn stop_front(front: Option<(SocketAddr, std::thread::JoinHandle<()>)>, stop: &Shutdown) {
+        stop.trigger();
+        if let Some((_, thread)) = front {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn serve(args: &ObjectsServeArgs) -> anyhow::Result<()> {
+    crate::serve::init_logging(args.debug);
+    let Prepared { objects, limits, config, listener, store_name, token_path, front, front_stop } =
+        prepare(args, None)?;
+    let addr = listener.local_addr()?;
     let registrar = match args.registry {
         Some(registry) => Some(crate::objects_registry::Registrar::start(
             &objects,
@@ -297,14 +330,43 @@ fn serve(args: &ObjectsServeArgs) -> anyhow::Result<()> {
         );
         let _ = std::io::stdout().flush();
     });
-    front_stop.trigger();
-    if let Some((_, thread)) = front {
-        let _ = thread.join();
-    }
+    Prepared::stop_front(front, &front_stop);
     drop(registrar);
     let report = report?;
     println!("warren: stopped: {} connections served, {} refused", report.accepted, report.refused);
     Ok(())
+}
+
+/// The `objects` builtin of `warren up`: `warren objects serve` on the node's `listener`, until
+/// `shutdown`, with the builtin's `data` (default `$XDG_STATE_HOME/warren/node-objects`), `api`
+/// (the JSON front), `model` and `threads`.
+pub fn host(
+    service: &warren_node::config::Service,
+    builtin: &warren_node::config::Builtin,
+    listener: std::net::TcpListener,
+    shutdown: Arc<Shutdown>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let mut args: ObjectsServeArgs = crate::cli::defaults();
+    let options = &builtin.options;
+    args.data = match &options.data {
+        Some(dir) => Some(dir.clone()),
+        None => Some(registry_cmd::state_dir().map_err(std::io::Error::other)?.join("node-objects")),
+    };
+    args.http = options.api;
+    args.model = builtin.model;
+    args.threads = options.threads;
+    let name = service.name.clone();
+    std::thread::Builder::new().name(format!("warren-{name}")).spawn(move || {
+        let served = prepare(&args, Some(listener)).and_then(|p| {
+            let service = ObjectService::new(p.objects, p.limits);
+            let served = warren_models::serve_until(args.model, service, p.listener, &p.config, shutdown);
+            Prepared::stop_front(p.front, &p.front_stop);
+            served.map(drop).map_err(anyhow::Error::from)
+        });
+        if let Err(e) = served {
+            eprintln!("warren: {name}: the object server stopped: {e:#}");
+        }
+    })
 }
 
 /// The course's objects under their course names.
