@@ -181,7 +181,7 @@ async fn serve_connection(socket: tokio::net::TcpStream, objects: Objects) {
                     }
                     continue;
                 }
-                Frame::Reply(_) => continue,
+                Frame::Reply(_) | Frame::Auth(_) => continue,
             };
             let cancelled = Arc::new(AtomicBool::new(false));
             calls.lock().unwrap().insert(call.id, cancelled.clone());
