@@ -370,10 +370,16 @@ fn builtin(a: &Attrs, protocol: &str, transport: Transport) -> Result<Kind, Stri
     if let Some((_, key, _)) = needs.into_iter().find(|(p, _, set)| *p == protocol && !set) {
         return Err(format!("builtin {}: needs {key}", protocol.name()));
     }
-    let registry_only =
-        [("data", options.data.is_some()), ("dns", options.dns.is_some()), ("api", options.api.is_some())];
-    if let Some((key, _)) = registry_only.iter().find(|(_, set)| *set).filter(|_| protocol != Protocol::Registry) {
-        return Err(format!("{key}: only the registry builtin has it"));
+    let stores = [Protocol::Registry, Protocol::Objects];
+    let store_only = [
+        ("data", options.data.is_some(), &stores[..]),
+        ("api", options.api.is_some(), &stores[..]),
+        ("dns", options.dns.is_some(), &stores[..1]),
+    ];
+    if let Some((key, _, owners)) = store_only.iter().find(|(_, set, owners)| *set && !owners.contains(&protocol)) {
+        let names: Vec<_> = owners.iter().map(|p| p.name()).collect();
+        let has = if names.len() > 1 { "builtins have it" } else { "builtin has it" };
+        return Err(format!("{key}: only the {} {has}", names.join(" and ")));
     }
     Ok(Kind::Builtin(Builtin { protocol, model, options }))
 }

@@ -89,20 +89,21 @@ pub fn dispatch<R: Serve>(protocol: Name, transport: Transport, settings: Settin
         Name::Http => serve.tcp(settings.http?),
         Name::Relay => serve.tcp(settings.relay?),
         Name::Handoff => serve.tcp(settings.handoff?),
-        Name::Registry => return None,
+        Name::Registry | Name::Objects => return None,
     })
 }
 
 /// Start `service`, a `builtin`, on `socket`; `hooks` host the protocols this crate does not.
 pub fn start(service: &Service, builtin: &Builtin, socket: Socket, hooks: &mut dyn Hooks) -> std::io::Result<Running> {
     let shutdown = Arc::new(Shutdown::new()?);
-    if builtin.protocol == Name::Registry {
-        let Socket::Tcp(listener) = socket else { return Err(std::io::Error::other("the registry is TCP only")) };
+    if matches!(builtin.protocol, Name::Registry | Name::Objects) {
+        let name = builtin.protocol.name();
+        let Socket::Tcp(listener) = socket else { return Err(std::io::Error::other(format!("{name} is TCP only"))) };
         return match hooks.host(service, listener, shutdown.clone()) {
             Some(thread) => Ok(Running { shutdown, thread: thread?, admission: None }),
             None => Err(std::io::Error::new(
                 std::io::ErrorKind::Unsupported,
-                "this node cannot host the registry (`warren up` can); run `warren registry`",
+                format!("this node cannot host the {name} builtin (`warren up` can)"),
             )),
         };
     }

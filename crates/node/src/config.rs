@@ -224,6 +224,8 @@ pub enum Protocol {
     Http,
     /// The service registry (hosted through [`crate::Hooks::host`]: it lives outside this crate).
     Registry,
+    /// The object server (hosted through [`crate::Hooks::host`], as the registry).
+    Objects,
     /// A TCP relay to one backend.
     Relay,
     /// A hand-off front: hands each connection, with its first bytes, to another process.
@@ -232,7 +234,7 @@ pub enum Protocol {
 
 impl Protocol {
     /// Every protocol: its name in configs and on the command line, and what it is.
-    pub const ALL: [(Protocol, &'static str, &'static str); 12] = [
+    pub const ALL: [(Protocol, &'static str, &'static str); 13] = [
         (Protocol::Echo, "echo", "RFC 862, TCP or UDP"),
         (Protocol::Discard, "discard", "RFC 863, TCP or UDP"),
         (Protocol::Daytime, "daytime", "RFC 867, TCP or UDP"),
@@ -243,6 +245,7 @@ impl Protocol {
         (Protocol::Chat, "chat", "the course's chat server"),
         (Protocol::Http, "http", "HTTP/1.1 static files (and the course's one-line `GET /path` requests)"),
         (Protocol::Registry, "registry", "the service registry (`warren registry` on its own)"),
+        (Protocol::Objects, "objects", "the object server (`warren objects serve` on its own)"),
         (Protocol::Relay, "relay", "a TCP relay to one backend, spliced both ways (needs backend)"),
         (
             Protocol::Handoff,
@@ -280,11 +283,11 @@ pub struct BuiltinOptions {
     pub max_conns: Option<usize>,
     /// Idle connections are closed after this long.
     pub idle_timeout: Option<Duration>,
-    /// `registry`: the directory of its store.
+    /// `registry`, `objects`: the directory of its store.
     pub data: Option<PathBuf>,
     /// `registry`: also answer DNS (UDP and TCP) on this address.
     pub dns: Option<SocketAddr>,
-    /// `registry`: also serve the HTTP/JSON API on this address.
+    /// `registry`: also serve the HTTP/JSON API on this address; `objects`: the JSON front.
     pub api: Option<SocketAddr>,
     /// `relay`: where to.
     pub backend: Option<SocketAddr>,

@@ -205,6 +205,20 @@ mod tests {
     }
 
     #[test]
+    fn the_objects_builtin_takes_a_store_and_a_json_front_but_no_dns() {
+        let text = "[[service]]\nname = \"o\"\nbuiltin = \"objects\"\nport = 0\ndata = \"/var/lib/objects\"\n\
+                    api = \"127.0.0.1:7402\"\n";
+        let config = parse(text, "t").unwrap();
+        let Kind::Builtin(builtin) = &config.services[0].kind else { panic!("a builtin") };
+        assert_eq!(builtin.protocol, crate::config::Protocol::Objects);
+        assert_eq!(builtin.options.api, Some("127.0.0.1:7402".parse().unwrap()));
+        let wrong = parse(&format!("{text}dns = \"127.0.0.1:5300\"\n"), "t").unwrap_err().to_string();
+        assert!(wrong.contains("dns: only the registry builtin has it"), "{wrong}");
+        let wrong = parse(&format!("{ECHO}data = \"/x\"\n"), "t").unwrap_err().to_string();
+        assert!(wrong.contains("data: only the registry and objects builtins have it"), "{wrong}");
+    }
+
+    #[test]
     fn registry_options_belong_to_the_registry_builtin_only() {
         let text = "[[service]]\nname = \"r\"\nbuiltin = \"registry\"\nport = 0\ndata = \"/var/lib/my registry\"\n\
                     dns = \"127.0.0.1:5300\"\napi = \"127.0.0.1:7401\"\n";

@@ -17,20 +17,20 @@ use warren_registry::model::{Error, TokenKey};
 pub const KEY_FILE: &str = "token.key";
 
 /// Makes `dir` (and missing parents) with mode 0700, or checks that an existing one is closed to
-/// its group and others.
-pub fn private_dir(dir: &Path) -> Result<(), Error> {
-    let fail = |e: std::io::Error| storage(format!("{}: {e}", dir.display()));
-    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) => return Err(fail(e)),
-    }
+/// its group and others. Also the object server's data directory.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let fail = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display()));
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(fail)?;
     let mode = std::fs::metadata(dir).map_err(fail)?.permissions().mode();
     if mode & 0o077 != 0 {
-        return Err(storage(format!(
-            "{}: mode {:o} lets others in; the registry keeps its data private (chmod 700 it)",
-            dir.display(),
-            mode & 0o777
-        )));
+        return Err(std::io::Error::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "{}: mode {:o} lets others in; the data must stay private (chmod 700 it)",
+                dir.display(),
+                mode & 0o777
+            ),
+        ));
     }
     Ok(())
 }

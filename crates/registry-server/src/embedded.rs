@@ -102,7 +102,7 @@ impl Embedded {
     /// Opens (or creates) the store `registry.redb` in the private directory `dir` (see
     /// [`datadir`]) and starts its writer thread. The `admin` token may change any name.
     pub fn open(dir: &Path, config: Config, admin: Option<&str>) -> Result<Embedded, Error> {
-        datadir::private_dir(dir)?;
+        datadir::private_dir(dir).map_err(|e| Error::Unavailable(format!("store: {e}")))?;
         let key = datadir::token_key(dir)?;
         let db = Database::create(dir.join("registry.redb")).map_err(storage)?;
         let state = load(&db, config, key, admin)?;

@@ -71,6 +71,10 @@ pub enum Command {
     Registry(crate::registry_cmd::RegistryCommand),
     /// The stateful file server and its clients: `warren files serve --root DIR`, `get`, `put`, ...
     Files(crate::files_cmd::FilesArgs),
+    /// The object server and its administration: `warren objects serve`, `add`, `rm`, `ls`, `classes`.
+    Objects(crate::objects_cmd::ObjectsArgs),
+    /// Call an object's method: `warren call HelloServer sayHello` (arguments as JSON values).
+    Call(crate::objects_cmd::CallArgs),
     /// Measure and compare.
     Bench {
         #[command(subcommand)]

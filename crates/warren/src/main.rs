@@ -5,6 +5,8 @@ mod cli;
 mod clients;
 mod demo;
 mod files_cmd;
+mod objects_cmd;
+mod objects_registry;
 mod pingpong_client;
 mod registry_cmd;
 mod registry_register;
@@ -47,6 +49,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench { what: BenchCommand::Models(args) } => warren_bench::models(&args),
         Command::Bench { what: BenchCommand::Http(args) } => warren_bench::http(&args),
         Command::Files(args) => files_cmd::run(&args),
+        Command::Objects(args) => objects_cmd::run(&args),
+        Command::Call(args) => objects_cmd::call(&args),
         Command::Bench { what: BenchCommand::Oob(args) } => warren_bench::oob(&args),
         Command::Bench { what: BenchCommand::Superd(args) } => warren_bench::superd(&args),
         Command::Bench { what: BenchCommand::Registry(args) } => warren_bench::registry(&args),

@@ -173,7 +173,12 @@ impl Hooks for Announce {
         listener: std::net::TcpListener,
         shutdown: Arc<warren_models::Shutdown>,
     ) -> Option<std::io::Result<std::thread::JoinHandle<()>>> {
-        crate::up_registry::host(service, listener, shutdown)
+        match &service.kind {
+            Kind::Builtin(b) if b.protocol == warren_node::config::Protocol::Objects => {
+                Some(crate::objects_cmd::host(service, b, listener, shutdown))
+            }
+            _ => crate::up_registry::host(service, listener, shutdown),
+        }
     }
 }
 

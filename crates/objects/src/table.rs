@@ -1,0 +1,458 @@
+//! The objects a server hosts, by name (case-insensitive, case-preserving): each with its id,
+//! class, policy and lifespan, its executor, and its servant (made at once, or at the first
+//! call for `on-demand`). Persistent objects are in the store; transient ones and exported
+//! ones (references a method handed out) live as long as the server.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use warren_rpc::wire::{Call, Outcome};
+use warren_rpc::{Code, Context, Dispatch, Exporter, ObjectRef, RpcError};
+
+use crate::class::{Classes, Incarnation};
+use crate::policy::{Executor, Policy};
+use crate::store::{Record, Store, StoreError};
+
+/// Names starting so are the server's own (its admin object).
+pub const RESERVED_PREFIX: &str = "warren.";
+/// Exported objects a server keeps at most; beyond, `export` fails `Overloaded`.
+pub const MAX_EXPORTS: usize = 10_000;
+/// An exported object not called for this long is forgotten (RMI's distributed GC works by
+/// leases the same way).
+pub const EXPORT_LEASE: Duration = Duration::from_secs(10 * 60);
+
+/// Whether an object outlives the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifespan {
+    /// Gone after a restart (CORBA's TRANSIENT).
+    Transient,
+    /// Its record and state are in the store (PERSISTENT).
+    Persistent,
+    /// Made by a method and handed out as a reference; forgotten after its lease.
+    Exported,
+}
+
+/// What `add` takes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectSpec {
+    pub name: String,
+    pub class: String,
+    /// As `Policy` parses it: `per-object`, `pool:4:64`, `on-demand:30s`…
+    pub policy: String,
+    pub persistent: bool,
+}
+
+/// What `ls` tells of an object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectInfo {
+    pub id: String,
+    pub name: String,
+    pub class: String,
+    pub interface: String,
+    pub version: u32,
+    pub policy: String,
+    pub lifespan: Lifespan,
+    /// Whether its servant exists now (an `on-demand` object may be deactivated).
+    pub active: bool,
+    pub calls: u64,
+}
+
+/// One hosted object.
+pub struct Hosted {
+    pub id: String,
+    pub name: String,
+    pub class: String,
+    pub policy: Policy,
+    pub lifespan: Lifespan,
+    interface: &'static warren_rpc::Interface,
+    executor: Executor,
+    servant: Arc<Mutex<Option<Arc<Incarnation>>>>,
+    /// How to make the servant again (on demand, or after a conflict).
+    incarnate: Box<dyn Fn() -> Result<(Incarnation, u64), RpcError> + Send + Sync>,
+    /// The version of the saved state the servant holds, and the bytes saved last.
+    saved: Mutex<(u64, Option<Vec<u8>>)>,
+    store: Option<Arc<dyn Store>>,
+    calls: AtomicU64,
+    last_call: Mutex<Instant>,
+}
+
+impl std::fmt::Debug for Hosted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hosted").field("id", &self.id).field("name", &self.name).field("policy", &self.policy).finish()
+    }
+}
+
+impl Hosted {
+    /// Run `call` under the object's policy; the outcome goes to `answer`. Refused at once
+    /// (`Overloaded`) when the policy's queue is full.
+    pub fn submit(
+        self: &Arc<Self>,
+        ctx: Context,
+        call: Call,
+        answer: oneshot::Sender<Outcome>,
+    ) -> Result<(), RpcError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        *self.last_call.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        let object = self.clone();
+        self.executor.submit(Box::new(move || {
+            let _ = answer.send(object.run(&ctx, &call));
+        }))
+    }
+
+    fn run(&self, ctx: &Context, call: &Call) -> Outcome {
+        if ctx.is_cancelled() {
+            return Outcome::Err(RpcError::new(Code::Cancelled, "the caller gave up before the call ran"));
+        }
+        let servant = match self.servant() {
+            Ok(servant) => servant,
+            Err(e) => return Outcome::Err(e),
+        };
+        let outcome = warren_rpc::client::invoke(Some(&*servant.object), ctx, call);
+        if self.lifespan == Lifespan::Persistent
+            && !matches!(outcome, Outcome::Err(_))
+            && let Err(e) = self.persist(&servant)
+        {
+            return Outcome::Err(e);
+        }
+        outcome
+    }
+
+    /// The servant, made now if the object is not active.
+    fn servant(&self) -> Result<Arc<Incarnation>, RpcError> {
+        let mut slot = self.servant.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(servant) = &*slot {
+            return Ok(servant.clone());
+        }
+        let (incarnation, version) = (self.incarnate)()?;
+        let servant = Arc::new(incarnation);
+        let saved = servant.snapshot.as_ref().map(|s| s());
+        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = (version, saved);
+        *slot = Some(servant.clone());
+        Ok(servant)
+    }
+
+    /// Save the servant's state if a call changed it, before the call is answered: nothing
+    /// acknowledged is lost. A save that lost a race (another server changed the state) drops
+    /// the servant, so the next call starts from the stored state, and fails `Conflict`.
+    fn persist(&self, servant: &Incarnation) -> Result<(), RpcError> {
+        let (Some(snapshot), Some(store)) = (&servant.snapshot, &self.store) else { return Ok(()) };
+        let mut saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+        let state = snapshot();
+        if saved.1.as_deref() == Some(state.as_slice()) {
+            return Ok(());
+        }
+        match store.save(&self.id, saved.0, &state) {
+            Ok(version) => {
+                *saved = (version, Some(state));
+                Ok(())
+            }
+            Err(StoreError::Conflict { .. }) => {
+                drop(saved);
+                *self.servant.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                Err(RpcError::new(Code::Conflict, "another server changed the object first: call again"))
+            }
+            Err(e) => Err(RpcError::new(Code::Internal, e.to_string())),
+        }
+    }
+
+    pub fn info(&self) -> ObjectInfo {
+        ObjectInfo {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            class: self.class.clone(),
+            interface: self.interface.name.to_owned(),
+            version: self.interface.version,
+            policy: self.policy.to_string(),
+            lifespan: self.lifespan,
+            active: self.servant.lock().unwrap_or_else(|e| e.into_inner()).is_some(),
+            calls: self.calls.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The objects of one server.
+pub struct Objects {
+    by_name: RwLock<HashMap<String, Arc<Hosted>>>,
+    classes: Classes,
+    store: Option<Arc<dyn Store>>,
+    /// This server's address, for references to exported objects.
+    addr: RwLock<Option<String>>,
+    next_export: AtomicU64,
+    /// Told of every named object added (`true`) or removed (`false`): the registrar.
+    watcher: RwLock<Option<Watcher>>,
+}
+
+/// What is told of objects added and removed.
+pub type Watcher = Box<dyn Fn(&ObjectInfo, bool) + Send + Sync>;
+
+impl std::fmt::Debug for Objects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Objects").field("count", &self.by_name.read().map(|m| m.len()).unwrap_or(0)).finish()
+    }
+}
+
+/// The key of a name: names are case-insensitive.
+fn key(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
+fn check_name(name: &str) -> Result<(), RpcError> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(RpcError::new(Code::BadArguments, format!("object name {name:?}: 1-253 letters, digits, '-', '_', '.'")))
+    }
+}
+
+fn new_id() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the kernel's random numbers");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Objects {
+    /// A server's objects, with the persistent ones of `store` (if any) served again.
+    pub fn new(classes: Classes, store: Option<Arc<dyn Store>>) -> Result<Arc<Self>, RpcError> {
+        let objects = Arc::new(Self {
+            by_name: RwLock::default(),
+            classes,
+            store: store.clone(),
+            addr: RwLock::default(),
+            next_export: AtomicU64::new(1),
+            watcher: RwLock::default(),
+        });
+        if let Some(store) = &store {
+            let records = store.records().map_err(|e| RpcError::new(Code::Internal, e.to_string()))?;
+            for record in records {
+                let policy = record.policy.parse().map_err(|e: String| RpcError::new(Code::Internal, e))?;
+                let hosted = objects.host(&record.id, &record.name, &record.class, policy, Lifespan::Persistent)?;
+                objects.insert(hosted)?;
+            }
+        }
+        Ok(objects)
+    }
+
+    /// Tell the table where the server listens, for the references it hands out.
+    pub fn set_addr(&self, addr: String) {
+        *self.addr.write().unwrap_or_else(|e| e.into_inner()) = Some(addr);
+    }
+
+    /// Tell `watcher` of every object there is now (as added), then of each added or removed.
+    pub fn watch(&self, watcher: Watcher) {
+        let mut slot = self.watcher.write().unwrap_or_else(|e| e.into_inner());
+        for info in self.list() {
+            watcher(&info, true);
+        }
+        *slot = Some(watcher);
+    }
+
+    fn tell(&self, info: &ObjectInfo, added: bool) {
+        if info.lifespan == Lifespan::Exported {
+            return;
+        }
+        if let Some(watcher) = &*self.watcher.read().unwrap_or_else(|e| e.into_inner()) {
+            watcher(info, added);
+        }
+    }
+
+    pub fn classes(&self) -> &Classes {
+        &self.classes
+    }
+
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.store.as_ref()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Hosted>> {
+        self.by_name.read().unwrap_or_else(|e| e.into_inner()).get(&key(name)).cloned()
+    }
+
+    pub fn list(&self) -> Vec<ObjectInfo> {
+        let mut all: Vec<ObjectInfo> = self
+            .by_name
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|h| h.lifespan != Lifespan::Exported)
+            .map(|h| h.info())
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Add an object of a known class.
+    pub fn add(&self, spec: &ObjectSpec) -> Result<ObjectInfo, RpcError> {
+        check_name(&spec.name)?;
+        if key(&spec.name).starts_with(RESERVED_PREFIX) {
+            return Err(RpcError::new(
+                Code::PermissionDenied,
+                format!("names starting {RESERVED_PREFIX:?} are the server's"),
+            ));
+        }
+        let policy: Policy = spec.policy.parse().map_err(|e: String| RpcError::new(Code::BadArguments, e))?;
+        if self.get(&spec.name).is_some() {
+            return Err(RpcError::new(Code::BadArguments, format!("an object named {:?} exists", spec.name)));
+        }
+        let lifespan = if spec.persistent { Lifespan::Persistent } else { Lifespan::Transient };
+        let id = new_id();
+        let hosted = self.host(&id, &spec.name, &spec.class, policy, lifespan)?;
+        if spec.persistent {
+            let Some(store) = &self.store else {
+                return Err(RpcError::new(Code::BadArguments, "this server has no store for persistent objects"));
+            };
+            let record = Record { id, name: spec.name.clone(), class: spec.class.clone(), policy: policy.to_string() };
+            store.create(&record).map_err(|e| RpcError::new(Code::BadArguments, e.to_string()))?;
+        }
+        let info = hosted.info();
+        self.insert(hosted)?;
+        self.tell(&info, true);
+        Ok(info)
+    }
+
+    /// Install a servant made by the embedding program under `name` (the course's examples,
+    /// the admin object): transient, with `policy`.
+    pub fn install(&self, name: &str, policy: Policy, object: Arc<dyn Dispatch>) -> Result<(), RpcError> {
+        check_name(name)?;
+        let hosted = self.host_servant(&new_id(), name, "builtin", policy, Lifespan::Transient, object)?;
+        self.insert(hosted)
+    }
+
+    /// Remove an object (and its stored state); calls queued for it still run.
+    pub fn remove(&self, name: &str) -> Result<ObjectInfo, RpcError> {
+        let missing = || RpcError::new(Code::NoSuchObject, format!("no object named {name:?}"));
+        let hosted = self.get(name).ok_or_else(missing)?;
+        if key(name).starts_with(RESERVED_PREFIX) {
+            return Err(RpcError::new(Code::PermissionDenied, "the server's own objects stay"));
+        }
+        if hosted.lifespan == Lifespan::Persistent
+            && let Some(store) = &self.store
+        {
+            store.remove(&hosted.id).map_err(|e| RpcError::new(Code::Internal, e.to_string()))?;
+        }
+        self.by_name.write().unwrap_or_else(|e| e.into_inner()).remove(&key(name)).ok_or_else(missing)?;
+        let info = hosted.info();
+        self.tell(&info, false);
+        Ok(info)
+    }
+
+    fn insert(&self, hosted: Hosted) -> Result<(), RpcError> {
+        let mut map = self.by_name.write().unwrap_or_else(|e| e.into_inner());
+        let slot = key(&hosted.name);
+        if map.contains_key(&slot) {
+            return Err(RpcError::new(Code::BadArguments, format!("an object named {:?} exists", hosted.name)));
+        }
+        map.insert(slot, Arc::new(hosted));
+        Ok(())
+    }
+
+    /// A hosted object of `class`.
+    fn host(&self, id: &str, name: &str, class: &str, policy: Policy, lifespan: Lifespan) -> Result<Hosted, RpcError> {
+        let Some(made_by) = self.classes.get(class).cloned() else {
+            let known: Vec<_> = self.classes.info().into_iter().map(|c| c.name).collect();
+            return Err(RpcError::new(Code::BadArguments, format!("no class {class:?}; known: {}", known.join(", "))));
+        };
+        let store = self.store.clone().filter(|_| lifespan == Lifespan::Persistent);
+        let object_id = id.to_owned();
+        let incarnate = move || {
+            let saved = match &store {
+                Some(store) => store.load(&object_id).map_err(|e| RpcError::new(Code::Internal, e.to_string()))?,
+                None => None,
+            };
+            let (version, state) = saved.map_or((0, None), |(v, s)| (v, Some(s)));
+            let incarnation = made_by.incarnate(state.as_deref()).map_err(|e| RpcError::new(Code::Internal, e))?;
+            Ok((incarnation, version))
+        };
+        let interface = self.classes.get(class).expect("checked").interface();
+        self.hosted(id, name, class, policy, lifespan, interface, Box::new(incarnate), false)
+    }
+
+    fn host_servant(
+        &self,
+        id: &str,
+        name: &str,
+        class: &str,
+        policy: Policy,
+        lifespan: Lifespan,
+        object: Arc<dyn Dispatch>,
+    ) -> Result<Hosted, RpcError> {
+        let interface = object.interface();
+        let incarnate = move || Ok((Incarnation { object: object.clone(), snapshot: None }, 0));
+        self.hosted(id, name, class, policy, lifespan, interface, Box::new(incarnate), true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn hosted(
+        &self,
+        id: &str,
+        name: &str,
+        class: &str,
+        policy: Policy,
+        lifespan: Lifespan,
+        interface: &'static warren_rpc::Interface,
+        incarnate: Box<dyn Fn() -> Result<(Incarnation, u64), RpcError> + Send + Sync>,
+        eager: bool,
+    ) -> Result<Hosted, RpcError> {
+        let servant: Arc<Mutex<Option<Arc<Incarnation>>>> = Arc::default();
+        let slot = servant.clone();
+        // Deactivation (on-demand, idle): the servant goes; its state is saved after every call.
+        let on_idle = Arc::new(move || *slot.lock().unwrap_or_else(|e| e.into_inner()) = None);
+        let executor = Executor::new(name, policy, on_idle)
+            .map_err(|e| RpcError::new(Code::Internal, format!("cannot start the object's threads: {e}")))?;
+        let hosted = Hosted {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            class: class.to_owned(),
+            policy,
+            lifespan,
+            interface,
+            executor,
+            servant,
+            incarnate,
+            saved: Mutex::new((0, None)),
+            store: self.store.clone().filter(|_| lifespan == Lifespan::Persistent),
+            calls: AtomicU64::new(0),
+            last_call: Mutex::new(Instant::now()),
+        };
+        // Everything but on-demand objects is active from the start (CORBA's RETAIN).
+        if eager || !matches!(policy, Policy::OnDemand { .. }) {
+            hosted.servant()?;
+        }
+        Ok(hosted)
+    }
+
+    /// Forget exported objects whose lease ran out.
+    fn sweep_exports(&self, now: Instant) -> usize {
+        let mut map = self.by_name.write().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, h| {
+            h.lifespan != Lifespan::Exported
+                || now.duration_since(*h.last_call.lock().unwrap_or_else(|e| e.into_inner())) < EXPORT_LEASE
+        });
+        map.values().filter(|h| h.lifespan == Lifespan::Exported).count()
+    }
+}
+
+impl Exporter for Objects {
+    /// An exported object gets an unguessable name (it is a capability: only who holds the
+    /// reference can call it) and runs calls one at a time, as RMI's exported objects may not.
+    fn export(&self, object: Arc<dyn Dispatch>) -> Result<ObjectRef, RpcError> {
+        if self.sweep_exports(Instant::now()) >= MAX_EXPORTS {
+            return Err(RpcError::new(Code::Overloaded, format!("{MAX_EXPORTS} exported objects are alive")));
+        }
+        let interface = object.interface();
+        let n = self.next_export.fetch_add(1, Ordering::Relaxed);
+        let name = format!("ref-{n}-{}", new_id());
+        let policy = Policy::PerObject { queue: 64 };
+        let hosted = self.host_servant(&new_id(), &name, "exported", policy, Lifespan::Exported, object)?;
+        self.insert(hosted)?;
+        let addr = self.addr.read().unwrap_or_else(|e| e.into_inner()).clone();
+        Ok(ObjectRef { addr, object: name, interface: interface.name.to_owned(), version: interface.version })
+    }
+}
