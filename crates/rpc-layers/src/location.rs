@@ -119,12 +119,12 @@ impl Location {
         })?;
         self.inner.lookups.fetch_add(1, Ordering::Relaxed);
         let looked_up = self.inner.registry.lookup(&name).await;
-        let (revision, endpoints) = match looked_up {
+        let (revision, entry) = match looked_up {
             Ok(found) => found,
             Err(RegistryError::NotBound(_)) => return Err(no_replicas(object)),
             Err(e) => return self.last_known(object, &key, e),
         };
-        let endpoints: Vec<EndpointKey> = endpoints.iter().map(|e| e.key()).collect();
+        let endpoints: Vec<EndpointKey> = entry.endpoints.iter().map(|e| e.key()).collect();
         let watch = self.inner.registry.watch(&key, revision).await;
         let mut names = self.inner.names.lock().expect("names");
         let follower = watch.ok().map(|watch| {

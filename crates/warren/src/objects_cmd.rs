@@ -477,8 +477,9 @@ pub fn call(args: &CallArgs) -> anyhow::Result<()> {
 async fn resolve(conn: &Conn, name: &str) -> anyhow::Result<SocketAddr> {
     let registered = warren_registry::Name::new(name.to_owned())?;
     let client = conn.connect().await?;
-    let (_, endpoints) = conn.ask(client.lookup(&registered)).await?;
-    endpoints
+    let (_, entry) = conn.ask(client.lookup(&registered)).await?;
+    entry
+        .endpoints
         .iter()
         .find(|e| e.transport == warren_registry::Transport::Tcp)
         .map(|e| SocketAddr::new(e.addr, e.port))
