@@ -252,6 +252,33 @@ impl ObjectSession {
         }
     }
 
+    /// Handle the whole frames read so far, but start no call beyond `max_in_flight`: one read
+    /// may bring many calls, and those past the limit stay in the buffer, unread as the rest
+    /// of the socket, until a call in flight finishes (then [`Self::take_frames`] runs again).
+    /// Cancels and replies ahead of the first such call are still handled. Whether a frame is
+    /// begun and not finished.
+    fn take_frames(&mut self, now: Instant, out: &mut Out) -> bool {
+        let mut used = 0;
+        let partial = loop {
+            match wire::decode(&self.input[used..]) {
+                Ok(Some((Frame::Call(_), _))) if self.calls.len() >= self.limits.max_in_flight => break false,
+                Ok(Some((frame, len))) => {
+                    used += len;
+                    self.handle_frame(now, frame, out);
+                }
+                Ok(None) => break used < self.input.len(),
+                Err(e) => {
+                    out.log(Level::Debug, format!("objects: closing a connection: {e}"));
+                    self.input.clear();
+                    out.close();
+                    return false;
+                }
+            }
+        };
+        self.input.drain(..used);
+        partial
+    }
+
     fn close_if_done(&self, out: &mut Out) {
         if self.closing && self.calls.is_empty() {
             out.close();
@@ -294,24 +321,9 @@ impl Session for ObjectSession {
 
     fn handle_input(&mut self, now: Instant, data: &[u8], out: &mut Out) {
         self.input.extend_from_slice(data);
-        let mut used = 0;
-        loop {
-            match wire::decode(&self.input[used..]) {
-                Ok(Some((frame, len))) => {
-                    used += len;
-                    self.handle_frame(now, frame, out);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    out.log(Level::Debug, format!("objects: closing a connection: {e}"));
-                    self.input.clear();
-                    out.close();
-                    return;
-                }
-            }
-        }
-        self.input.drain(..used);
-        self.deadline.input(now, !self.input.is_empty());
+        let partial = self.take_frames(now, out);
+        // Only a frame begun and not finished runs the read timeout, not calls held back.
+        self.deadline.input(now, partial);
     }
 
     fn handle_read_closed(&mut self, _: Instant, out: &mut Out) {
@@ -331,6 +343,8 @@ impl Session for ObjectSession {
                     reply(out, id, outcome);
                 }
                 self.deadline.touch(now);
+                // A place in flight is free: a call held back may start.
+                let _ = self.take_frames(now, out);
                 self.close_if_done(out);
             }
             Done::Back(None, _) => self.back = None,
@@ -362,10 +376,14 @@ impl Session for ObjectSession {
     fn handle_timeout(&mut self, now: Instant, out: &mut Out) {
         let late: Vec<u64> =
             self.calls.iter().filter(|(_, c)| c.deadline.is_some_and(|d| d <= now)).map(|(id, _)| *id).collect();
+        let freed = !late.is_empty();
         for id in late {
             self.cancel(id, out);
             let e = RpcError::new(Code::DeadlineExceeded, "the object did not answer before the deadline");
             reply(out, id, Outcome::Err(e));
+        }
+        if freed && !out.is_closed() {
+            let _ = self.take_frames(now, out);
         }
         if let Some(back) = &mut self.back {
             let late: Vec<u64> =
