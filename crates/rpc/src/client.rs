@@ -244,6 +244,12 @@ async fn call_on(shared: Arc<Shared>, call: RawCall) -> Result<Vec<u8>, Failure>
         .map_err(|e| Failure::Rpc(RpcError::new(Code::BadArguments, format!("the call is too large: {e}"))))?;
     let (answer, answered) = oneshot::channel();
     shared.pending.lock().expect("pending").insert(id, answer);
+    // The reader marks the connection closed, then drops every waiting call. A call that
+    // checked before the mark and waits only after the drop would wait for ever: look again.
+    if shared.closed.load(Ordering::SeqCst) {
+        shared.pending.lock().expect("pending").remove(&id);
+        return Err(unavailable());
+    }
     // From here on, giving up (a dropped future, a deadline) tells the server.
     let mut guard = InFlight { shared: &shared, id, done: false };
     if shared.outbox.send(bytes).await.is_err() {
@@ -335,7 +341,7 @@ async fn read_frames(mut socket: tokio::net::tcp::OwnedReadHalf, shared: std::sy
         input.drain(..used);
     }
     if let Some(shared) = shared.upgrade() {
-        shared.closed.store(true, Ordering::Relaxed);
+        shared.closed.store(true, Ordering::SeqCst);
         // Dropping the senders answers every waiting call with `Unavailable`.
         shared.pending.lock().expect("pending").clear();
         for (_, cancelled) in shared.serving.lock().expect("serving").drain() {
