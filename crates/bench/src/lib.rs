@@ -10,6 +10,8 @@
 //!   and tcpserver;
 //! - [`registry`]: the registry's embedded store against etcd, and its DNS under dnsperf
 //!   ([`run_dnsperf`]);
+//! - [`rpc`]: remote objects, unary calls against tonic (gRPC), hedging over three replicas one
+//!   of which stalls, failover when one dies;
 //! - [`soak`]: mixed clients against one `warren up` for minutes, its memory, descriptors and
 //!   threads sampled until the end, to show they stay flat.
 //!
@@ -33,6 +35,7 @@ mod oob;
 mod probe;
 mod registry;
 mod report;
+mod rpc;
 mod scratch;
 mod server;
 mod soak;
@@ -48,6 +51,7 @@ pub use self::http::{HttpArgs, http};
 pub use self::models::{ModelsArgs, models};
 pub use self::oob::{OobArgs, oob};
 pub use self::registry::{RegistryArgs, registry};
+pub use self::rpc::{ReplicaArgs, RpcArgs, TonicHelloArgs, rpc, serve_replica, serve_tonic_hello};
 pub use self::soak::{SoakArgs, soak};
 pub use self::superd::{SuperdArgs, superd};
 

@@ -97,6 +97,25 @@ pub fn status_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
+/// Context switches, voluntary and not, that every thread of `root`'s tree has made so far. Like
+/// [`cpu_seconds`], read it before and after a run; threads that exit between the two looks are
+/// not counted.
+pub fn context_switches(root: i32) -> u64 {
+    tree(root)
+        .into_iter()
+        .filter_map(|pid| std::fs::read_dir(format!("/proc/{pid}/task")).ok())
+        .flat_map(|tasks| tasks.flatten())
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .map(|text| parse_switches(&text))
+        .sum()
+}
+
+/// Voluntary plus involuntary context switches from the text of /proc/PID/task/TID/status.
+pub fn parse_switches(text: &str) -> u64 {
+    let number = |key| status_field(text, key).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    number("voluntary_ctxt_switches") + number("nonvoluntary_ctxt_switches")
+}
+
 /// Threads and resident KiB of one process from its /proc/PID/status text. A zombie has no
 /// VmRSS line; it still counts as a process holding a slot.
 fn parse_status(text: &str) -> Usage {
@@ -258,6 +277,18 @@ mod tests {
         let text = "Name:\tx\nThreads:\t3\nVmRSS:\t    2048 kB\n";
         assert_eq!(parse_status(text), Usage { processes: 1, threads: 3, rss_kib: 2048, pss_kib: None });
         assert_eq!(parse_status("Name:\tzombie\n"), Usage { processes: 1, threads: 0, rss_kib: 0, pss_kib: None });
+    }
+
+    #[test]
+    fn context_switches_of_every_thread() {
+        let text = "Name:\tx\nvoluntary_ctxt_switches:\t120\nnonvoluntary_ctxt_switches:\t3\n";
+        assert_eq!(parse_switches(text), 123);
+        assert_eq!(parse_switches("Name:\tx\n"), 0);
+        let me = std::process::id() as i32;
+        let before = context_switches(me);
+        std::thread::spawn(|| std::thread::sleep(Duration::from_millis(5))).join().unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(context_switches(me) > before);
     }
 
     #[test]

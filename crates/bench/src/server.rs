@@ -30,12 +30,13 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 /// Lines of the child's output kept for error messages.
 const TAIL: usize = 12;
 
-/// A running `warren serve`.
+/// A running `warren serve` (or any command that announces itself as it does).
 #[derive(Debug)]
 pub struct Server {
     child: Child,
     pid: i32,
     addr: SocketAddr,
+    ready_line: String,
     tail: Arc<Mutex<VecDeque<String>>>,
     stopped: bool,
 }
@@ -44,8 +45,15 @@ impl Server {
     /// Start `exe serve <args>` on `cpus` (inheriting this process's CPUs if `None`) and wait
     /// for its readiness line.
     pub fn start(exe: &Path, args: &[String], cpus: Option<CpuSet>) -> anyhow::Result<Server> {
+        let argv: Vec<String> = std::iter::once("serve".to_owned()).chain(args.iter().cloned()).collect();
+        Server::spawn(exe, &argv, cpus)
+    }
+
+    /// Start `exe <argv>` (`objects serve ...`, a bench's own server) on `cpus` and wait for its
+    /// readiness line, `warren: serving ... on ADDR`.
+    pub fn spawn(exe: &Path, argv: &[String], cpus: Option<CpuSet>) -> anyhow::Result<Server> {
         let mut command = Command::new(exe);
-        command.arg("serve").args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command.args(argv).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         command.process_group(0);
         // SAFETY: the closure runs between fork and exec and makes only async-signal-safe system
         // calls (prctl, sched_setaffinity); it allocates nothing and takes no lock.
@@ -64,7 +72,14 @@ impl Server {
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         // From here on the guard owns the child, so every early return below stops it.
-        let mut server = Server { child, pid, addr: SocketAddr::from(([127, 0, 0, 1], 0)), tail, stopped: false };
+        let mut server = Server {
+            child,
+            pid,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ready_line: String::new(),
+            tail,
+            stopped: false,
+        };
         let (ready_tx, ready_rx) = mpsc::channel();
         // Both pipes are drained for the child's whole life: a server blocked on a full pipe
         // would measure the pipe, not the model.
@@ -75,8 +90,8 @@ impl Server {
             drain(err, server.tail.clone(), None)?;
         }
         match ready_rx.recv_timeout(READY_TIMEOUT) {
-            Ok(addr) => server.addr = addr,
-            Err(_) => bail!("`warren serve {}` did not get ready: {}", args.join(" "), server.output()),
+            Ok((addr, line)) => (server.addr, server.ready_line) = (addr, line),
+            Err(_) => bail!("`warren {}` did not get ready: {}", argv.join(" "), server.output()),
         }
         if !server.addr.ip().is_loopback() {
             bail!("server listens on {}, not loopback; the bench only loads 127.0.0.0/8", server.addr);
@@ -87,6 +102,11 @@ impl Server {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The line it announced itself with (`warren objects serve` names its HTTP address there).
+    pub fn ready_line(&self) -> &str {
+        &self.ready_line
     }
 
     /// Its process id (the root of its process tree).
@@ -143,6 +163,19 @@ impl Server {
     }
 }
 
+impl Server {
+    /// SIGKILL to the whole process group, at once: a server that dies without a goodbye, as a
+    /// crashed replica does.
+    pub fn kill(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
@@ -154,14 +187,14 @@ impl Drop for Server {
 fn drain(
     pipe: impl Read + Send + 'static,
     tail: Arc<Mutex<VecDeque<String>>>,
-    mut ready: Option<mpsc::Sender<SocketAddr>>,
+    mut ready: Option<mpsc::Sender<(SocketAddr, String)>>,
 ) -> std::io::Result<()> {
     // Detached: it ends when the pipe closes, which `Server::stop` guarantees.
     std::thread::Builder::new().name("bench-server-out".into()).spawn(move || {
         for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
             if let Some(addr) = ready.as_ref().and_then(|_| parse_ready(&line)) {
-                let _ = ready.take().map(|tx| tx.send(addr));
+                let _ = ready.take().map(|tx| tx.send((addr, line.clone())));
             }
             let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
             if tail.len() == TAIL {

@@ -96,6 +96,14 @@ pub enum BenchCommand {
     Registry(warren_bench::RegistryArgs),
     /// Mixed clients against one `warren up` for minutes: are its memory and descriptors flat?
     Soak(warren_bench::SoakArgs),
+    /// Remote objects: unary calls against tonic (gRPC), hedging over a stalling replica, failover.
+    Rpc(warren_bench::RpcArgs),
+    /// tonic's hello-world server, which `warren bench rpc` starts as its own process.
+    #[command(hide = true)]
+    TonicHello(warren_bench::TonicHelloArgs),
+    /// A HelloServer that stalls on a share of its calls, which `warren bench rpc` starts.
+    #[command(hide = true)]
+    RpcReplica(warren_bench::ReplicaArgs),
 }
 
 /// Each model in a sentence, for `--help`.

@@ -1,0 +1,341 @@
+//! The tables of `warren bench rpc`, in Markdown: unary calls against tonic with ratios, the
+//! hedging runs, the failover runs, and a line per goal saying whether it was met.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use super::load::Errors;
+use crate::hist::Histogram;
+use crate::report::{median, thousands};
+
+/// What the report's header says.
+#[derive(Debug, Default)]
+pub struct Header {
+    pub machine: String,
+    pub background: String,
+    pub pinning: String,
+    pub settings: String,
+    pub servers: String,
+    pub command: String,
+    pub elapsed: Duration,
+}
+
+/// One run of one unary row.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UnaryRun {
+    /// Calls answered per second.
+    pub rate: f64,
+    /// The server's CPU time (user + system) per answered call, in seconds.
+    pub cpu_per_call: Option<f64>,
+    /// The server's context switches (every thread, voluntary or not) per answered call.
+    pub switches_per_call: Option<f64>,
+}
+
+/// A server and wire at one number of calls in flight, over its runs.
+#[derive(Clone, Debug, Default)]
+pub struct UnaryRow {
+    pub name: String,
+    pub in_flight: usize,
+    pub runs: Vec<UnaryRun>,
+    /// Every answered call of every run.
+    pub latency: Histogram,
+    pub errors: Errors,
+    pub problems: Vec<String>,
+    /// The row the others are divided by (tonic).
+    pub baseline: bool,
+    /// warren's binary framing: the rows the goal is about.
+    pub binary: bool,
+}
+
+impl UnaryRow {
+    fn rate(&self) -> Option<f64> {
+        (!self.runs.is_empty()).then(|| median(&self.runs.iter().map(|r| r.rate).collect::<Vec<_>>()))
+    }
+
+    fn cpu_per_call(&self) -> Option<f64> {
+        let v: Vec<f64> = self.runs.iter().filter_map(|r| r.cpu_per_call).collect();
+        (!v.is_empty()).then(|| median(&v))
+    }
+
+    fn switches_per_call(&self) -> Option<f64> {
+        let v: Vec<f64> = self.runs.iter().filter_map(|r| r.switches_per_call).collect();
+        (!v.is_empty()).then(|| median(&v))
+    }
+
+    fn p50(&self) -> Option<u64> {
+        self.latency.percentile(50.0)
+    }
+}
+
+/// Latency for a table cell: µs below a millisecond, ms above.
+pub fn latency(micros: Option<u64>) -> String {
+    match micros {
+        None => "–".into(),
+        Some(us) if us < 1000 => format!("{us} µs"),
+        Some(us) if us < 100_000 => format!("{:.2} ms", us as f64 / 1000.0),
+        Some(us) => format!("{:.0} ms", us as f64 / 1000.0),
+    }
+}
+
+/// `mine ÷ theirs`, as `1.52×`.
+fn ratio(mine: Option<f64>, theirs: Option<f64>) -> String {
+    match (mine, theirs) {
+        (Some(m), Some(t)) if t > 0.0 => format!("{:.2}×", m / t),
+        _ => "–".into(),
+    }
+}
+
+fn spread(values: &[f64]) -> String {
+    if values.len() < 2 {
+        return String::new();
+    }
+    let (lo, hi) = values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    format!(" [{}–{}]", thousands(lo), thousands(hi))
+}
+
+/// The unary table: one block per number of calls in flight, each row with its ratio to the
+/// baseline row of that block.
+pub fn unary_table(rows: &[UnaryRow]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| in flight | server and wire | calls/s (median [min–max]) | ÷ tonic | p50 | ÷ tonic | p99 | \
+         server CPU per call | ÷ tonic | server context switches per call | errors |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut levels: Vec<usize> = rows.iter().map(|r| r.in_flight).collect();
+    levels.dedup();
+    for level in levels {
+        let block: Vec<&UnaryRow> = rows.iter().filter(|r| r.in_flight == level).collect();
+        let base = block.iter().find(|r| r.baseline);
+        let (base_rate, base_p50, base_cpu) = (
+            base.and_then(|b| b.rate()),
+            base.and_then(|b| b.p50()).map(|v| v as f64),
+            base.and_then(|b| b.cpu_per_call()),
+        );
+        for row in block {
+            if row.runs.is_empty() {
+                let why = if row.problems.is_empty() { "not measured".to_owned() } else { row.problems.join("; ") };
+                let _ = writeln!(out, "| {level} | {} | {why} | | | | | | | | |", row.name);
+                continue;
+            }
+            let rates: Vec<f64> = row.runs.iter().map(|r| r.rate).collect();
+            let (rate, p50, cpu) = (row.rate(), row.p50(), row.cpu_per_call());
+            let own = |s: String| if row.baseline { "1".to_owned() } else { s };
+            let _ = writeln!(
+                out,
+                "| {level} | {} | {}{} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                row.name,
+                thousands(rate.unwrap_or(0.0)),
+                spread(&rates),
+                own(ratio(rate, base_rate)),
+                latency(p50),
+                own(ratio(p50.map(|v| v as f64), base_p50)),
+                latency(row.latency.percentile(99.0)),
+                cpu.map_or("–".into(), |c| format!("{:.1} µs", c * 1e6)),
+                own(ratio(cpu, base_cpu)),
+                row.switches_per_call().map_or("–".into(), |s| format!("{s:.1}")),
+                row.errors.summary(),
+            );
+        }
+    }
+    out
+}
+
+/// For each number of calls in flight: the fastest binary row against the baseline, and the
+/// issue's goal (≥ 1.5× tonic's calls/s, ≤ 0.5× its p50).
+pub fn unary_goals(rows: &[UnaryRow]) -> Vec<String> {
+    let mut levels: Vec<usize> = rows.iter().map(|r| r.in_flight).collect();
+    levels.dedup();
+    let mut lines = Vec::new();
+    for level in levels {
+        let block: Vec<&UnaryRow> = rows.iter().filter(|r| r.in_flight == level).collect();
+        let Some(base) = block.iter().find(|r| r.baseline) else { continue };
+        let best =
+            block.iter().filter(|r| r.binary).filter_map(|r| Some((r, r.rate()?))).max_by(|a, b| a.1.total_cmp(&b.1));
+        let (Some((best, rate)), Some(base_rate), Some(p50), Some(base_p50)) =
+            (best, base.rate(), best.and_then(|(b, _)| b.p50()), base.p50())
+        else {
+            continue;
+        };
+        let (calls, lat) = (rate / base_rate, p50 as f64 / base_p50 as f64);
+        let verdict = |ok: bool| if ok { "met" } else { "not met" };
+        lines.push(format!(
+            "{level} in flight: fastest binary row {}: {calls:.2}× tonic's calls/s (goal ≥ 1.5×: {}), \
+             {lat:.2}× its p50 (goal ≤ 0.5×: {})",
+            best.name,
+            verdict(calls >= 1.5),
+            verdict(lat <= 0.5)
+        ));
+    }
+    lines
+}
+
+/// A client of the replicated object, in the hedging or failover runs.
+#[derive(Clone, Debug, Default)]
+pub struct TailRow {
+    pub name: String,
+    /// Answered calls per second, per run.
+    pub rates: Vec<f64>,
+    pub latency: Histogram,
+    pub calls: u64,
+    /// Copies sent because an answer was late, and because another copy failed.
+    pub hedges: u64,
+    pub failovers: u64,
+    pub errors: Errors,
+    pub problems: Vec<String>,
+}
+
+impl TailRow {
+    /// Hedges as a share of calls, in percent.
+    pub fn extra_percent(&self) -> f64 {
+        let calls = self.calls + self.errors.total;
+        if calls == 0 { 0.0 } else { 100.0 * (self.hedges + self.failovers) as f64 / calls as f64 }
+    }
+}
+
+/// The table of the hedging or failover runs.
+pub fn tail_table(rows: &[TailRow]) -> String {
+    let mut out = String::from(
+        "| client | calls answered | calls/s (median [min–max]) | p50 | p99 | p99.9 | max | extra copies \
+         (hedges + failovers) | errors |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for row in rows {
+        if row.rates.is_empty() {
+            let why = if row.problems.is_empty() { "not measured".to_owned() } else { row.problems.join("; ") };
+            let _ = writeln!(out, "| {} | {why} | | | | | | | |", row.name);
+            continue;
+        }
+        let h = &row.latency;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {}{} | {} | {} | {} | {} | {:.2} % ({} + {}) | {} |",
+            row.name,
+            thousands(row.calls as f64),
+            thousands(median(&row.rates)),
+            spread(&row.rates),
+            latency(h.percentile(50.0)),
+            latency(h.percentile(99.0)),
+            latency(h.percentile(99.9)),
+            latency(h.percentile(100.0)),
+            row.extra_percent(),
+            row.hedges,
+            row.failovers,
+            row.errors.summary(),
+        );
+    }
+    out
+}
+
+/// The hedging goal: p99.9 with hedging ≥ 10× lower than without, at ≤ 5 % extra calls.
+pub fn hedging_goal(without: &TailRow, with: &TailRow) -> Option<String> {
+    let (before, after) = (without.latency.percentile(99.9)?, with.latency.percentile(99.9)?);
+    let lower = before as f64 / after.max(1) as f64;
+    let extra = with.extra_percent();
+    let verdict = |ok: bool| if ok { "met" } else { "not met" };
+    Some(format!(
+        "{}: p99.9 {} → {}, {lower:.1}× lower (goal ≥ 10×: {}), at {extra:.2} % extra calls (goal ≤ 5 %: {})",
+        with.name,
+        latency(Some(before)),
+        latency(Some(after)),
+        verdict(lower >= 10.0),
+        verdict(extra <= 5.0)
+    ))
+}
+
+/// The header and every section, as the file and the terminal get it.
+pub fn markdown(header: &Header, sections: &[(String, String)]) -> String {
+    let mut out = String::from("# warren bench rpc\n\n");
+    let _ = writeln!(out, "- Machine: {}", header.machine);
+    let _ = writeln!(out, "- CPU busy before the bench: {}", header.background);
+    let _ = writeln!(out, "- Pinning: {}", header.pinning);
+    let _ = writeln!(out, "- Settings: {}", header.settings);
+    let _ = writeln!(out, "- Servers: {}", header.servers);
+    let _ = writeln!(out, "- Command: `{}`, took {:.0} s", header.command, header.elapsed.as_secs_f64());
+    for (title, body) in sections {
+        let _ = write!(out, "\n## {title}\n\n{body}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hist(micros: &[u64]) -> Histogram {
+        let mut h = Histogram::default();
+        for &m in micros {
+            h.record(Duration::from_micros(m));
+        }
+        h
+    }
+
+    fn row(name: &str, in_flight: usize, rates: &[f64], p50: u64, baseline: bool) -> UnaryRow {
+        UnaryRow {
+            name: name.into(),
+            in_flight,
+            runs: rates
+                .iter()
+                .map(|&rate| UnaryRun { rate, cpu_per_call: Some(1.0 / rate), switches_per_call: Some(2.0) })
+                .collect(),
+            latency: hist(&[p50, p50, p50 * 3]),
+            baseline,
+            binary: !baseline,
+            ..UnaryRow::default()
+        }
+    }
+
+    #[test]
+    fn latencies_read_in_their_unit() {
+        assert_eq!(latency(None), "–");
+        assert_eq!(latency(Some(42)), "42 µs");
+        assert_eq!(latency(Some(1500)), "1.50 ms");
+        assert_eq!(latency(Some(150_000)), "150 ms");
+    }
+
+    #[test]
+    fn rows_are_divided_by_the_baseline_of_their_block() {
+        let rows = [
+            row("tonic", 1, &[10_000.0, 9_000.0, 11_000.0], 100, true),
+            row("warren", 1, &[20_000.0, 21_000.0, 19_000.0], 40, false),
+            row("tonic", 64, &[50_000.0], 1000, true),
+            row("warren", 64, &[60_000.0], 900, false),
+        ];
+        let table = unary_table(&rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 6, "{table}");
+        assert!(lines[2].starts_with("| 1 | tonic | 10,000 [9,000–11,000] | 1 | 100 µs | 1 |"), "{}", lines[2]);
+        assert!(lines[3].contains("| 2.00× | 40 µs | 0.40× |"), "{}", lines[3]);
+        // CPU per call halves when the rate doubles (as the rows were made).
+        assert!(lines[3].contains("| 50.0 µs | 0.50× | 2.0 | 0 |"), "{}", lines[3]);
+        assert!(lines[5].contains("| 1.20× | 900 µs | 0.90× |"), "{}", lines[5]);
+
+        let goals = unary_goals(&rows);
+        assert_eq!(goals.len(), 2);
+        assert!(goals[0].contains("2.00× tonic's calls/s (goal ≥ 1.5×: met), 0.40× its p50 (goal ≤ 0.5×: met)"));
+        assert!(goals[1].contains("(goal ≥ 1.5×: not met)") && goals[1].contains("(goal ≤ 0.5×: not met)"));
+    }
+
+    #[test]
+    fn a_row_without_runs_says_why() {
+        let mut broken = row("warren hybrid", 1, &[], 1, false);
+        broken.problems.push("server exited".into());
+        let table = unary_table(&[row("tonic", 1, &[1.0], 1, true), broken]);
+        assert!(table.contains("| 1 | warren hybrid | server exited |"), "{table}");
+    }
+
+    #[test]
+    fn the_hedging_goal_compares_the_tails() {
+        let mut tail = vec![100; 998];
+        tail.extend([40_000, 40_000]);
+        let without = TailRow { name: "none".into(), latency: hist(&tail), calls: 1000, ..TailRow::default() };
+        let mut fast = vec![100; 998];
+        fast.extend([1_100, 1_100]);
+        let with =
+            TailRow { name: "hedged".into(), latency: hist(&fast), calls: 1000, hedges: 30, ..TailRow::default() };
+        let goal = hedging_goal(&without, &with).unwrap();
+        assert!(goal.contains("40.00 ms → 1.10 ms, 36.4× lower (goal ≥ 10×: met)"), "{goal}");
+        assert!(goal.contains("at 3.00 % extra calls (goal ≤ 5 %: met)"), "{goal}");
+        let table = tail_table(&[TailRow { rates: vec![500.0], ..with }]);
+        assert!(table.contains("| hedged | 1,000 | 500 | 100 µs | 100 µs | 1.10 ms | 1.10 ms | 3.00 % (30 + 0) | 0 |"));
+    }
+}
