@@ -353,22 +353,8 @@ impl Session for ObjectSession {
                 let Some(back) = self.back.as_mut() else { return };
                 let id = back.next_id;
                 back.next_id += 1;
-                let timeout_ms = call.timeout.map_or(0, |t| t.as_millis().clamp(1, u32::MAX as u128) as u32);
-                let deadline = call.timeout.map(|t| now + t);
-                back.pending.insert(id, (answer, deadline));
-                send(
-                    out,
-                    &Frame::Call(Call {
-                        id,
-                        object: call.object,
-                        interface: call.interface,
-                        version: call.version,
-                        method: call.method,
-                        json: call.json,
-                        timeout_ms,
-                        args: call.args,
-                    }),
-                );
+                back.pending.insert(id, (answer, call.timeout.map(|t| now + t)));
+                send(out, &Frame::Call(call.into_frame(id)));
             }
         }
     }

@@ -24,6 +24,8 @@ pub const MAX_EXPORTS: usize = 10_000;
 /// An exported object not called for this long is forgotten (RMI's distributed GC works by
 /// leases the same way).
 pub const EXPORT_LEASE: Duration = Duration::from_secs(10 * 60);
+/// An exported object's thread ends after this long without a call (the object stays).
+const EXPORT_IDLE: Duration = Duration::from_secs(30);
 
 /// Whether an object outlives the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +177,15 @@ impl Hosted {
     }
 }
 
+/// Who a hosted object is and how it runs.
+struct Placement {
+    id: String,
+    name: String,
+    class: String,
+    policy: Policy,
+    lifespan: Lifespan,
+}
+
 /// The objects of one server.
 pub struct Objects {
     by_name: RwLock<HashMap<String, Arc<Hosted>>>,
@@ -233,7 +244,14 @@ impl Objects {
             let records = store.records().map_err(|e| RpcError::new(Code::Internal, e.to_string()))?;
             for record in records {
                 let policy = record.policy.parse().map_err(|e: String| RpcError::new(Code::Internal, e))?;
-                let hosted = objects.host(&record.id, &record.name, &record.class, policy, Lifespan::Persistent)?;
+                let placement = Placement {
+                    id: record.id.clone(),
+                    name: record.name.clone(),
+                    class: record.class.clone(),
+                    policy,
+                    lifespan: Lifespan::Persistent,
+                };
+                let hosted = objects.host(placement)?;
                 objects.insert(hosted)?;
             }
         }
@@ -303,7 +321,9 @@ impl Objects {
         }
         let lifespan = if spec.persistent { Lifespan::Persistent } else { Lifespan::Transient };
         let id = new_id();
-        let hosted = self.host(&id, &spec.name, &spec.class, policy, lifespan)?;
+        let placement =
+            Placement { id: id.clone(), name: spec.name.clone(), class: spec.class.clone(), policy, lifespan };
+        let hosted = self.host(placement)?;
         if spec.persistent {
             let Some(store) = &self.store else {
                 return Err(RpcError::new(Code::BadArguments, "this server has no store for persistent objects"));
@@ -321,7 +341,14 @@ impl Objects {
     /// the admin object): transient, with `policy`.
     pub fn install(&self, name: &str, policy: Policy, object: Arc<dyn Dispatch>) -> Result<(), RpcError> {
         check_name(name)?;
-        let hosted = self.host_servant(&new_id(), name, "builtin", policy, Lifespan::Transient, object)?;
+        let placement = Placement {
+            id: new_id(),
+            name: name.to_owned(),
+            class: "builtin".to_owned(),
+            policy,
+            lifespan: Lifespan::Transient,
+        };
+        let hosted = self.host_servant(placement, object)?;
         self.insert(hosted)
     }
 
@@ -354,13 +381,15 @@ impl Objects {
     }
 
     /// A hosted object of `class`.
-    fn host(&self, id: &str, name: &str, class: &str, policy: Policy, lifespan: Lifespan) -> Result<Hosted, RpcError> {
+    fn host(&self, placement: Placement) -> Result<Hosted, RpcError> {
+        let class = &placement.class;
         let Some(made_by) = self.classes.get(class).cloned() else {
             let known: Vec<_> = self.classes.info().into_iter().map(|c| c.name).collect();
             return Err(RpcError::new(Code::BadArguments, format!("no class {class:?}; known: {}", known.join(", "))));
         };
-        let store = self.store.clone().filter(|_| lifespan == Lifespan::Persistent);
-        let object_id = id.to_owned();
+        let store = self.store.clone().filter(|_| placement.lifespan == Lifespan::Persistent);
+        let object_id = placement.id.clone();
+        let interface = made_by.interface();
         let incarnate = move || {
             let saved = match &store {
                 Some(store) => store.load(&object_id).map_err(|e| RpcError::new(Code::Internal, e.to_string()))?,
@@ -370,46 +399,33 @@ impl Objects {
             let incarnation = made_by.incarnate(state.as_deref()).map_err(|e| RpcError::new(Code::Internal, e))?;
             Ok((incarnation, version))
         };
-        let interface = self.classes.get(class).expect("checked").interface();
-        self.hosted(id, name, class, policy, lifespan, interface, Box::new(incarnate), false)
+        self.hosted(placement, interface, Box::new(incarnate))
     }
 
-    fn host_servant(
-        &self,
-        id: &str,
-        name: &str,
-        class: &str,
-        policy: Policy,
-        lifespan: Lifespan,
-        object: Arc<dyn Dispatch>,
-    ) -> Result<Hosted, RpcError> {
+    /// A hosted object whose servant exists already: activating it hands out that servant.
+    fn host_servant(&self, placement: Placement, object: Arc<dyn Dispatch>) -> Result<Hosted, RpcError> {
         let interface = object.interface();
         let incarnate = move || Ok((Incarnation { object: object.clone(), snapshot: None }, 0));
-        self.hosted(id, name, class, policy, lifespan, interface, Box::new(incarnate), true)
+        self.hosted(placement, interface, Box::new(incarnate))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn hosted(
         &self,
-        id: &str,
-        name: &str,
-        class: &str,
-        policy: Policy,
-        lifespan: Lifespan,
+        placement: Placement,
         interface: &'static warren_rpc::Interface,
         incarnate: Box<dyn Fn() -> Result<(Incarnation, u64), RpcError> + Send + Sync>,
-        eager: bool,
     ) -> Result<Hosted, RpcError> {
+        let Placement { id, name, class, policy, lifespan } = placement;
         let servant: Arc<Mutex<Option<Arc<Incarnation>>>> = Arc::default();
         let slot = servant.clone();
         // Deactivation (on-demand, idle): the servant goes; its state is saved after every call.
         let on_idle = Arc::new(move || *slot.lock().unwrap_or_else(|e| e.into_inner()) = None);
-        let executor = Executor::new(name, policy, on_idle)
+        let executor = Executor::new(&name, policy, on_idle)
             .map_err(|e| RpcError::new(Code::Internal, format!("cannot start the object's threads: {e}")))?;
         let hosted = Hosted {
-            id: id.to_owned(),
-            name: name.to_owned(),
-            class: class.to_owned(),
+            id,
+            name,
+            class,
             policy,
             lifespan,
             interface,
@@ -422,7 +438,7 @@ impl Objects {
             last_call: Mutex::new(Instant::now()),
         };
         // Everything but on-demand objects is active from the start (CORBA's RETAIN).
-        if eager || !matches!(policy, Policy::OnDemand { .. }) {
+        if !matches!(policy, Policy::OnDemand { .. }) {
             hosted.servant()?;
         }
         Ok(hosted)
@@ -449,8 +465,16 @@ impl Exporter for Objects {
         let interface = object.interface();
         let n = self.next_export.fetch_add(1, Ordering::Relaxed);
         let name = format!("ref-{n}-{}", new_id());
-        let policy = Policy::PerObject { queue: 64 };
-        let hosted = self.host_servant(&new_id(), &name, "exported", policy, Lifespan::Exported, object)?;
+        // One call at a time, and no thread kept while it is not called: thousands may be alive.
+        let policy = Policy::OnDemand { idle: EXPORT_IDLE, queue: 64 };
+        let placement = Placement {
+            id: new_id(),
+            name: name.clone(),
+            class: "exported".to_owned(),
+            policy,
+            lifespan: Lifespan::Exported,
+        };
+        let hosted = self.host_servant(placement, object)?;
         self.insert(hosted)?;
         let addr = self.addr.read().unwrap_or_else(|e| e.into_inner()).clone();
         Ok(ObjectRef { addr, object: name, interface: interface.name.to_owned(), version: interface.version })

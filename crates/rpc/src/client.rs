@@ -47,6 +47,24 @@ pub struct RawCall {
     pub idempotent: bool,
 }
 
+impl RawCall {
+    /// The call as it goes on the wire, with `id`; its timeout as the milliseconds left (at
+    /// least 1, so that a short one is not taken for none).
+    pub fn into_frame(self, id: u64) -> Call {
+        let timeout_ms = self.timeout.map_or(0, |t| t.as_millis().clamp(1, u32::MAX as u128) as u32);
+        Call {
+            id,
+            object: self.object,
+            interface: self.interface,
+            version: self.version,
+            method: self.method,
+            json: self.json,
+            timeout_ms,
+            args: self.args,
+        }
+    }
+}
+
 /// Whatever performs raw calls: a [`Connection`], or middleware around one.
 pub type Caller = BoxCloneSyncService<RawCall, Vec<u8>, Failure>;
 
@@ -228,17 +246,8 @@ async fn call_on(shared: Arc<Shared>, call: RawCall) -> Result<Vec<u8>, Failure>
         return Err(unavailable());
     }
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let timeout_ms = call.timeout.map_or(0, |t| t.as_millis().clamp(1, u32::MAX as u128) as u32);
-    let frame = Frame::Call(Call {
-        id,
-        object: call.object,
-        interface: call.interface,
-        version: call.version,
-        method: call.method,
-        json: call.json,
-        timeout_ms,
-        args: call.args,
-    });
+    let timeout = call.timeout;
+    let frame = Frame::Call(call.into_frame(id));
     let mut bytes = Vec::new();
     wire::encode(&frame, &mut bytes)
         .map_err(|e| Failure::Rpc(RpcError::new(Code::BadArguments, format!("the call is too large: {e}"))))?;
@@ -255,7 +264,7 @@ async fn call_on(shared: Arc<Shared>, call: RawCall) -> Result<Vec<u8>, Failure>
     if shared.outbox.send(bytes).await.is_err() {
         return Err(unavailable());
     }
-    let outcome = match call.timeout {
+    let outcome = match timeout {
         Some(timeout) => match tokio::time::timeout(timeout, answered).await {
             Ok(outcome) => outcome,
             Err(_) => {

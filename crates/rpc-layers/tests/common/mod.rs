@@ -9,11 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
-use warren_rpc::wire::{self, Frame, Reply};
 use warren_rpc::{Code, Codec, Context, Dispatch, Failure, Interface, RpcError, interface};
 
 pub const T: Duration = Duration::from_secs(10);
@@ -126,7 +124,7 @@ impl Server {
         let registered = tasks.clone();
         let accept = tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
-                let connection = tokio::spawn(serve_connection(socket, objects.clone()));
+                let connection = tokio::spawn(warren_rpc::testing::serve_connection(socket, objects.clone()));
                 registered.lock().unwrap().push(connection.abort_handle());
             }
         });
@@ -149,56 +147,7 @@ impl Drop for Server {
     }
 }
 
-type Objects = Arc<HashMap<String, Arc<dyn Dispatch>>>;
-
-async fn serve_connection(socket: tokio::net::TcpStream, objects: Objects) {
-    let (mut read, mut write) = socket.into_split();
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
-    let (_stop_writer, writer_stopped) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = async { while let Some(bytes) = rx.recv().await { if write.write_all(&bytes).await.is_err() { break; } } } => {}
-            // Aborting the reader drops `_stop_writer`: the writer goes too, closing the socket.
-            _ = writer_stopped => {}
-        }
-    });
-    let calls: Arc<Mutex<HashMap<u64, Arc<AtomicBool>>>> = Arc::default();
-    let mut input = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = match read.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        input.extend_from_slice(&chunk[..n]);
-        while let Ok(Some((frame, used))) = wire::decode(&input) {
-            input.drain(..used);
-            let call = match frame {
-                Frame::Call(call) => call,
-                Frame::Cancel(id) => {
-                    if let Some(flag) = calls.lock().unwrap().remove(&id) {
-                        flag.store(true, Ordering::SeqCst);
-                    }
-                    continue;
-                }
-                Frame::Reply(_) | Frame::Auth(_) => continue,
-            };
-            let cancelled = Arc::new(AtomicBool::new(false));
-            calls.lock().unwrap().insert(call.id, cancelled.clone());
-            let (objects, tx, calls) = (objects.clone(), tx.clone(), calls.clone());
-            tokio::task::spawn_blocking(move || {
-                let deadline =
-                    (call.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(call.timeout_ms.into()));
-                let ctx = Context::new(deadline, cancelled);
-                let outcome = warren_rpc::client::invoke(objects.get(&call.object).map(|o| &**o), &ctx, &call);
-                calls.lock().unwrap().remove(&call.id);
-                let mut bytes = Vec::new();
-                wire::encode(&Frame::Reply(Reply { id: call.id, outcome }), &mut bytes).unwrap();
-                let _ = tx.blocking_send(bytes);
-            });
-        }
-    }
-}
+type Objects = warren_rpc::testing::Objects;
 
 /// Poll `done` until it holds, for at most `T`.
 pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
