@@ -6,8 +6,6 @@
 //! session holds a job that waits for the next one.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
@@ -125,7 +123,8 @@ type Awaited = (oneshot::Sender<Result<Vec<u8>, Failure>>, Option<Instant>);
 
 /// Calls back to the client: their queue, and those sent and not answered.
 struct Back {
-    sender: mpsc::Sender<BackCall>,
+    /// What methods get in their `Context` to call the client's objects; made once.
+    caller: Caller,
     pending: HashMap<u64, Awaited>,
     next_id: u64,
 }
@@ -219,9 +218,9 @@ impl ObjectSession {
         let back = self.back.get_or_insert_with(|| {
             let (sender, queue) = mpsc::channel(BACK_QUEUE);
             out.job(BACK_TOKEN, wait_for_back(queue));
-            Back { sender, pending: HashMap::new(), next_id: 1 }
+            Back { caller: Caller::new(BackCaller { sender }), pending: HashMap::new(), next_id: 1 }
         });
-        Caller::new(BackCaller { sender: back.sender.clone() })
+        back.caller.clone()
     }
 
     fn cancel(&mut self, id: u64, out: &mut Out) {
@@ -415,7 +414,7 @@ struct BackCaller {
 impl tower::Service<RawCall> for BackCaller {
     type Response = Vec<u8>;
     type Error = Failure;
-    type Future = Pin<Box<dyn Future<Output = Result<Vec<u8>, Failure>> + Send>>;
+    type Future = warren_rpc::client::CallFuture;
 
     fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), Failure>> {
         Poll::Ready(Ok(()))

@@ -13,8 +13,6 @@
 //! one replica's connection to break per replica, or the whole stack to fail fast while the
 //! object is down everywhere (then a [`ServeStale`](crate::stale::ServeStale) above it answers).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -158,7 +156,7 @@ where
 {
     type Response = Vec<u8>;
     type Error = Failure;
-    type Future = Pin<Box<dyn Future<Output = Result<Vec<u8>, Failure>> + Send>>;
+    type Future = warren_rpc::client::CallFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Failure>> {
         self.inner.poll_ready(cx)

@@ -17,9 +17,7 @@
 //! that refuse connections).
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -224,7 +222,7 @@ impl Replicas for Location {
 impl Service<RawCall> for Location {
     type Response = Vec<u8>;
     type Error = Failure;
-    type Future = Pin<Box<dyn Future<Output = Result<Vec<u8>, Failure>> + Send>>;
+    type Future = warren_rpc::client::CallFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Failure>> {
         Poll::Ready(Ok(()))

@@ -269,7 +269,7 @@ type CopyFuture = Pin<Box<dyn Future<Output = (SocketAddr, Result<Vec<u8>, Attem
 impl<R: Replicas> Service<RawCall> for Replicated<R> {
     type Response = Vec<u8>;
     type Error = Failure;
-    type Future = Pin<Box<dyn Future<Output = Result<Vec<u8>, Failure>> + Send>>;
+    type Future = warren_rpc::client::CallFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Failure>> {
         Poll::Ready(Ok(()))

@@ -23,7 +23,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -203,7 +202,7 @@ where
 {
     type Response = Vec<u8>;
     type Error = Failure;
-    type Future = Pin<Box<dyn Future<Output = Result<Vec<u8>, Failure>> + Send>>;
+    type Future = warren_rpc::client::CallFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Failure>> {
         self.inner.poll_ready(cx)

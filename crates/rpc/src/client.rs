@@ -65,6 +65,9 @@ impl RawCall {
     }
 }
 
+/// The future of a raw call, as every service of raw calls returns it.
+pub type CallFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, Failure>> + Send>>;
+
 /// Whatever performs raw calls: a [`Connection`], or middleware around one.
 pub type Caller = BoxCloneSyncService<RawCall, Vec<u8>, Failure>;
 
@@ -226,7 +229,7 @@ impl Connection {
 impl Service<RawCall> for Connection {
     type Response = Vec<u8>;
     type Error = Failure;
-    type Future = Pin<Box<dyn Future<Output = Result<Vec<u8>, Failure>> + Send>>;
+    type Future = CallFuture;
 
     fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Failure>> {
         Poll::Ready(Ok(()))
