@@ -256,7 +256,7 @@ pub fn rpc(args: &RpcArgs) -> anyhow::Result<()> {
             "tonic's hello-world written out by hand (prost messages, `ProstCodec`, `Server::builder()`, \
              multi-thread runtime as `#[tokio::main]` makes it: one worker per usable CPU) as `warren bench \
              tonic-hello`; `warren objects serve --store none --http 127.0.0.1:0 --model M -d 0` (its HelloServer, \
-             per-object); hedging replicas `warren bench rpc-replica` ×4, three healthy and one stalling (HelloServer \
+             inline, and HelloMailbox, the same class per-object, added with `warren objects add`); hedging replicas `warren bench rpc-replica` ×4, three healthy and one stalling (HelloServer \
              on warren-objects, policy {}, event model); failover replicas `warren objects serve --store none`, the second SIGKILLed a third \
              into each run",
             replica::POLICY
@@ -283,8 +283,14 @@ enum Wire {
 struct UnaryTarget {
     server: usize,
     wire: Wire,
+    /// The object called on warren's servers.
+    object: &'static str,
     row: String,
 }
+
+/// HelloServer under `per-object`, added beside the server's own (`inline`) one, so that one
+/// run shows what handing each call to the object's thread costs.
+const HELLO_MAILBOX: &str = "HelloMailbox";
 
 impl Bench {
     fn progress(&self, what: &str) {
@@ -313,17 +319,54 @@ impl Bench {
         self.spawn(&argv)
     }
 
+    /// `warren objects add NAME --class CLASS --policy POLICY` on `server`, with its admin token.
+    fn add_object(&self, server: &Server, name: &str, class: &str, policy: &str) -> anyhow::Result<()> {
+        let ready = server.ready_line();
+        let token = ready
+            .split_once("admin token in ")
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(path, _)| path)
+            .with_context(|| format!("no admin token in {ready:?}"))?;
+        let added = std::process::Command::new(&self.exe)
+            .args(["objects", "add", name, "--class", class, "--policy", policy])
+            .args(["--server", &server.addr().to_string(), "--token-file", token])
+            .output()
+            .context("warren objects add")?;
+        anyhow::ensure!(added.status.success(), "objects add {name}: {}", String::from_utf8_lossy(&added.stderr));
+        Ok(())
+    }
+
     fn unary(&mut self, plan: &Plan) -> anyhow::Result<Vec<UnaryRow>> {
         let mut servers = vec![self.spawn(&["bench", "tonic-hello"]).context("tonic's hello-world")?];
-        let mut targets = vec![UnaryTarget { server: 0, wire: Wire::Tonic, row: "tonic, gRPC".into() }];
+        let mut targets = vec![UnaryTarget { server: 0, wire: Wire::Tonic, object: "", row: "tonic, gRPC".into() }];
         for &model in &plan.models {
             let server = self.object_server(model, true)?;
             let http = http_addr(server.ready_line())
                 .with_context(|| format!("no HTTP address in {:?}", server.ready_line()))?;
+            self.add_object(&server, HELLO_MAILBOX, "hello", "per-object")?;
             servers.push(server);
-            let i = servers.len() - 1;
-            targets.push(UnaryTarget { server: i, wire: Wire::Binary, row: format!("warren {model}, binary") });
-            targets.push(UnaryTarget { server: i, wire: Wire::Json(http), row: format!("warren {model}, JSON/HTTP") });
+            let server = servers.len() - 1;
+            let (hello, mailbox) = ("HelloServer", HELLO_MAILBOX);
+            targets.extend([
+                UnaryTarget {
+                    server,
+                    wire: Wire::Binary,
+                    object: hello,
+                    row: format!("warren {model}, binary, inline"),
+                },
+                UnaryTarget {
+                    server,
+                    wire: Wire::Binary,
+                    object: mailbox,
+                    row: format!("warren {model}, binary, per-object"),
+                },
+                UnaryTarget {
+                    server,
+                    wire: Wire::Json(http),
+                    object: hello,
+                    row: format!("warren {model}, JSON/HTTP, inline"),
+                },
+            ]);
         }
         let mut rows: Vec<UnaryRow> = plan
             .in_flight
@@ -514,7 +557,7 @@ async fn measure_unary(
         }
         Wire::Binary => {
             let connection = Connection::connect(server.addr(), Duration::from_secs(2)).await?;
-            let hello = HelloClient::new(Target::on(&connection, "HelloServer").with_timeout(load::CALL_TIMEOUT));
+            let hello = HelloClient::new(Target::on(&connection, target.object).with_timeout(load::CALL_TIMEOUT));
             let mut callers: Vec<StubCaller> = (0..in_flight).map(|_| StubCaller(hello.clone())).collect();
             Ok(timed(&mut callers, server.pid(), plan).await)
         }

@@ -162,43 +162,55 @@ fn header_str<'a>(head: &'a Head, name: &str) -> Option<&'a str> {
 impl HttpObjectSession {
     /// Serve the request at the front of the input, if it is all there.
     fn next_request(&mut self, now: Instant, out: &mut Out) {
-        if self.waiting.is_some() || out.is_closed() {
-            return;
-        }
-        let (head, head_len) = match parse_head(&self.input, &RequestLimits::default()) {
-            Ok(Some(parsed)) => parsed,
-            Ok(None) => {
-                self.deadline.input(now, !self.input.is_empty());
+        // Pipelined requests answered at once (inline objects, errors) are taken in turn; each
+        // turn consumes a whole request, so the loop ends with the buffer.
+        loop {
+            if self.waiting.is_some() || out.is_closed() {
+                return;
+            }
+            let (head, head_len) = match parse_head(&self.input, &RequestLimits::default()) {
+                Ok(Some(parsed)) => parsed,
+                Ok(None) => {
+                    self.deadline.input(now, !self.input.is_empty());
+                    if self.read_closed {
+                        out.close();
+                    }
+                    return;
+                }
+                Err(e) => return self.refuse(out, e),
+            };
+            let keep_alive = head.keep_alive() && !self.read_closed;
+            if head.header("transfer-encoding").is_some() {
+                let body = error_body("protocol", "send the body with a Content-Length");
+                return respond(out, 411, &body, false);
+            }
+            let length = match head.content_length() {
+                Ok(length) => length.unwrap_or(0) as usize,
+                Err(e) => return self.refuse(out, e),
+            };
+            if length > MAX_BODY {
+                return respond(
+                    out,
+                    413,
+                    &error_body("protocol", &format!("bodies are at most {MAX_BODY} bytes")),
+                    false,
+                );
+            }
+            if self.input.len() < head_len + length {
+                self.deadline.input(now, true);
                 if self.read_closed {
                     out.close();
                 }
                 return;
             }
-            Err(e) => return self.refuse(out, e),
-        };
-        let keep_alive = head.keep_alive() && !self.read_closed;
-        if head.header("transfer-encoding").is_some() {
-            let body = error_body("protocol", "send the body with a Content-Length");
-            return respond(out, 411, &body, false);
-        }
-        let length = match head.content_length() {
-            Ok(length) => length.unwrap_or(0) as usize,
-            Err(e) => return self.refuse(out, e),
-        };
-        if length > MAX_BODY {
-            return respond(out, 413, &error_body("protocol", &format!("bodies are at most {MAX_BODY} bytes")), false);
-        }
-        if self.input.len() < head_len + length {
-            self.deadline.input(now, true);
-            if self.read_closed {
-                out.close();
+            let body = self.input[head_len..head_len + length].to_vec();
+            self.input.drain(..head_len + length);
+            self.deadline.input(now, !self.input.is_empty());
+            self.route(now, &head, body, keep_alive, out);
+            if self.input.is_empty() {
+                return;
             }
-            return;
         }
-        let body = self.input[head_len..head_len + length].to_vec();
-        self.input.drain(..head_len + length);
-        self.deadline.input(now, !self.input.is_empty());
-        self.route(now, &head, body, keep_alive, out);
     }
 
     fn refuse(&mut self, out: &mut Out, e: HeadError) {
@@ -295,9 +307,16 @@ impl HttpObjectSession {
             timeout_ms,
             args,
         };
-        let (answer, answered) = oneshot::channel();
+        let (answer, mut answered) = oneshot::channel();
         if let Err(e) = object.submit(ctx, call, answer) {
             return respond_error(out, &e, keep_alive);
+        }
+        if object.runs_inline() {
+            // Answered already: no job, no thread woken.
+            let outcome = answered
+                .try_recv()
+                .unwrap_or_else(|_| Outcome::Err(RpcError::new(Code::Internal, "the object dropped the call")));
+            return respond_outcome(out, outcome, keep_alive);
         }
         let token = Token(1);
         out.job(

@@ -6,6 +6,13 @@
 //! | `per-invocation` | ORB_CTRL_MODEL, thread per request | each on a new thread, concurrently | `max` threads at once |
 //! | `pool:N:Q` | ORB_CTRL_MODEL, a thread pool | on one of N threads, concurrently | Q queued; beyond, shed |
 //! | `on-demand:IDLE` | ServantActivator / a virtual actor | like `per-object`, the servant made at the first call and dropped after IDLE without one | the mailbox holds `queue` calls |
+//! | `inline` | MAIN_THREAD_MODEL; Java RMI's thread per connection | on the thread that read the call (the connection's driver), concurrently across connections | none: the call runs before the next is read |
+//!
+//! `inline` is for short methods that never wait: no hand-off to another thread, so a call
+//! costs no context switch, but a method that blocks stalls every connection its driver serves
+//! (the `event` model's lesson). It cannot call back to the client (the thread that would send
+//! the call back is the one waiting), nor save a persistent object's state (a disk write on the
+//! connection's thread); both are refused with the reason.
 //!
 //! Whatever the policy, a call that finds its queue full is answered `Overloaded` at once (load
 //! shedding, the seed's defence against a client that floods an object): it never ran.
@@ -33,13 +40,19 @@ pub enum Policy {
     PerInvocation { max: usize },
     Pool { threads: usize, queue: usize },
     OnDemand { idle: Duration, queue: usize },
+    Inline,
 }
 
 impl Policy {
     /// Whether calls on one object may run at the same time (its servant must then be
     /// thread-safe, as CORBA's ORB_CTRL_MODEL demands).
     pub fn concurrent(self) -> bool {
-        matches!(self, Policy::PerInvocation { .. } | Policy::Pool { .. })
+        matches!(self, Policy::PerInvocation { .. } | Policy::Pool { .. } | Policy::Inline)
+    }
+
+    /// Whether calls run on the thread that read them, before it reads the next.
+    pub fn inline(self) -> bool {
+        self == Policy::Inline
     }
 }
 
@@ -56,6 +69,7 @@ impl fmt::Display for Policy {
             Policy::PerInvocation { max } => write!(f, "per-invocation:{max}"),
             Policy::Pool { threads, queue } => write!(f, "pool:{threads}:{queue}"),
             Policy::OnDemand { idle, queue } => write!(f, "on-demand:{}:{queue}", humantime::format_duration(idle)),
+            Policy::Inline => f.write_str("inline"),
         }
     }
 }
@@ -64,7 +78,7 @@ impl FromStr for Policy {
     type Err = String;
 
     /// `per-object[:QUEUE]`, `per-invocation[:MAX]`, `pool[:THREADS[:QUEUE]]`,
-    /// `on-demand[:IDLE[:QUEUE]]` (IDLE as `30s`, `15m`).
+    /// `on-demand[:IDLE[:QUEUE]]` (IDLE as `30s`, `15m`), `inline`.
     fn from_str(text: &str) -> Result<Self, String> {
         let mut parts = text.split(':');
         let kind = parts.next().unwrap_or_default();
@@ -94,8 +108,9 @@ impl FromStr for Policy {
                 }
                 Ok(Policy::OnDemand { idle, queue: number(1, DEFAULT_QUEUE)? })
             }
+            "inline" => most(0).and(Ok(Policy::Inline)),
             _ => Err(format!(
-                "unknown policy {text:?}: per-object[:QUEUE], per-invocation[:MAX], pool[:THREADS[:QUEUE]] or on-demand[:IDLE[:QUEUE]]"
+                "unknown policy {text:?}: per-object[:QUEUE], per-invocation[:MAX], pool[:THREADS[:QUEUE]], on-demand[:IDLE[:QUEUE]] or inline"
             )),
         }
     }
@@ -111,8 +126,16 @@ fn overloaded(what: &str) -> RpcError {
 /// Runs an object's calls under its policy.
 pub(crate) enum Executor {
     Mailbox(Mailbox),
-    PerInvocation { name: String, running: Arc<AtomicUsize>, max: usize },
-    Pool { queue: SyncSender<Task> },
+    PerInvocation {
+        name: String,
+        running: Arc<AtomicUsize>,
+        max: usize,
+    },
+    Pool {
+        queue: SyncSender<Task>,
+    },
+    /// Runs the call at once, on the submitting thread.
+    Inline,
 }
 
 impl Executor {
@@ -125,6 +148,7 @@ impl Executor {
             Policy::PerInvocation { max } => {
                 Executor::PerInvocation { name: format!("{name}-call"), running: Arc::default(), max }
             }
+            Policy::Inline => Executor::Inline,
             Policy::Pool { threads, queue } => {
                 let (sender, receiver) = sync_channel::<Task>(queue);
                 let receiver = Arc::new(Mutex::new(receiver));
@@ -169,6 +193,10 @@ impl Executor {
                 Err(TrySendError::Full(_)) => Err(overloaded("the pool's queue")),
                 Err(TrySendError::Disconnected(_)) => Err(RpcError::new(Code::Unavailable, "the object was removed")),
             },
+            Executor::Inline => {
+                task();
+                Ok(())
+            }
         }
     }
 }
@@ -254,11 +282,12 @@ mod tests {
             "on-demand:30s".parse::<Policy>().unwrap(),
             Policy::OnDemand { idle: Duration::from_secs(30), queue: DEFAULT_QUEUE }
         );
-        for p in ["per-invocation:3", "pool:2:5", "on-demand:1m 30s:7"] {
+        assert_eq!("inline".parse::<Policy>().unwrap(), Policy::Inline);
+        for p in ["per-invocation:3", "pool:2:5", "on-demand:1m 30s:7", "inline"] {
             let policy: Policy = p.parse().unwrap();
             assert_eq!(policy.to_string().parse::<Policy>().unwrap(), policy);
         }
-        for bad in ["threads", "pool:0", "pool:1:2:3", "on-demand:0s", "per-object:x"] {
+        for bad in ["threads", "pool:0", "pool:1:2:3", "on-demand:0s", "per-object:x", "inline:4"] {
             assert!(bad.parse::<Policy>().is_err(), "{bad}");
         }
     }

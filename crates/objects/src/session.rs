@@ -1,6 +1,6 @@
 //! The binary protocol's session on the spine: frames in, each call handed to its object's
 //! policy and awaited as a deferred effect (a future job), replies written as calls finish, in
-//! any order. A call's deadline is kept here too, so a late object is answered
+//! any order; an `inline` object's call runs here and is answered at once. A call's deadline is kept here too, so a late object is answered
 //! `DeadlineExceeded` on time; a `Cancel` aborts the wait and tells the object through its
 //! context. Calls back to objects the client exported go out on the same connection: the
 //! session holds a job that waits for the next one.
@@ -190,12 +190,22 @@ impl ObjectSession {
         let deadline = (call.timeout_ms > 0)
             .then(|| now + Duration::from_millis(call.timeout_ms.into()).min(self.limits.max_timeout));
         let cancelled = Arc::new(AtomicBool::new(false));
-        let ctx = Context::new(deadline, cancelled.clone())
-            .with_exporter(self.objects.clone())
-            .with_callbacks(self.back_caller(out));
-        let (answer, answered) = oneshot::channel();
+        let mut ctx = Context::new(deadline, cancelled.clone()).with_exporter(self.objects.clone());
+        // An inline call runs on this thread, the one that would send its calls back: it gets
+        // no caller, and a call back fails with the reason instead of waiting for ever.
+        if !object.runs_inline() {
+            ctx = ctx.with_callbacks(self.back_caller(out));
+        }
+        let (answer, mut answered) = oneshot::channel();
         if let Err(e) = object.submit(ctx, call, answer) {
             return reply(out, id, Outcome::Err(e));
+        }
+        if object.runs_inline() {
+            // Answered already: no job, no thread woken.
+            let outcome = answered
+                .try_recv()
+                .unwrap_or_else(|_| Outcome::Err(RpcError::new(Code::Internal, "the object dropped the call")));
+            return reply(out, id, outcome);
         }
         let token = Token(self.next_token);
         self.next_token += 1;

@@ -106,6 +106,12 @@ impl Hosted {
         }))
     }
 
+    /// Whether calls run on the thread that submits them (policy `inline`): the outcome is in
+    /// the answer when [`Self::submit`] returns.
+    pub fn runs_inline(&self) -> bool {
+        self.policy.inline()
+    }
+
     fn run(&self, ctx: &Context, call: &Call) -> Outcome {
         if ctx.is_cancelled() {
             return Outcome::Err(RpcError::new(Code::Cancelled, "the caller gave up before the call ran"));
@@ -318,6 +324,13 @@ impl Objects {
         let policy: Policy = spec.policy.parse().map_err(|e: String| RpcError::new(Code::BadArguments, e))?;
         if self.get(&spec.name).is_some() {
             return Err(RpcError::new(Code::BadArguments, format!("an object named {:?} exists", spec.name)));
+        }
+        if spec.persistent && policy.inline() {
+            return Err(RpcError::new(
+                Code::BadArguments,
+                "a persistent object cannot be inline: saving its state after each call would write to disk on the \
+                 connection's thread; use per-object",
+            ));
         }
         let lifespan = if spec.persistent { Lifespan::Persistent } else { Lifespan::Transient };
         let id = new_id();

@@ -148,7 +148,10 @@ impl Context {
     pub fn callback(&self, reference: &ObjectRef) -> Result<Target, RpcError> {
         match (&reference.addr, &self.back) {
             (None, Some(back)) => Ok(Target::new(back.clone(), reference.object.clone())),
-            (None, None) => Err(RpcError::new(Code::Unavailable, "the caller's connection takes no calls back")),
+            (None, None) => Err(RpcError::new(
+                Code::Unavailable,
+                "no calls back here: the JSON front takes none, and an inline object cannot wait for one",
+            )),
             (Some(addr), _) => Err(RpcError::new(
                 Code::Unavailable,
                 format!("{} lives at {addr}: connect to it instead of calling back", reference.object),

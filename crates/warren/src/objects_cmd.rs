@@ -372,7 +372,7 @@ pub fn host(
 /// The course's objects under their course names.
 fn install_examples(objects: &Arc<Objects>) -> anyhow::Result<()> {
     for (name, class, policy) in [
-        ("HelloServer", "hello", "per-object"),
+        ("HelloServer", "hello", "inline"),
         ("NiftyObjectServer", "nifty", "per-invocation"),
         ("AsyncServer", "async", "per-object"),
         ("RMIThreadServer", "threads", "pool:4:64"),

@@ -127,6 +127,35 @@ impl WorkListener for Listener {
     }
 }
 
+/// Requests pipelined in one write are answered in order, whether the object answers at once
+/// (`HelloServer`, inline) or on another thread (`NiftyObjectServer`, per-invocation).
+#[test]
+fn pipelined_json_calls_are_answered_in_order() {
+    use std::io::{Read, Write};
+    let objects = Objects::start("pipelined", &[]);
+    let post = |path: &str, last: bool| {
+        let close = if last { "Connection: close\r\n" } else { "" };
+        format!("POST /v1/objects/{path} HTTP/1.1\r\nHost: t\r\n{close}Content-Length: 2\r\n\r\n[]")
+    };
+    let requests = [
+        post("HelloServer/sayHello", false),
+        post("NiftyObjectServer/getDate", false),
+        post("HelloServer/sayHello", false),
+        post("HelloServer/sayHello", true),
+    ]
+    .concat();
+    let mut stream = std::net::TcpStream::connect(objects.http).unwrap();
+    stream.set_read_timeout(Some(T)).unwrap();
+    stream.write_all(requests.as_bytes()).unwrap();
+    let mut answers = String::new();
+    stream.read_to_string(&mut answers).expect("four answers, then the close");
+    let bodies: Vec<&str> = answers.split("HTTP/1.1 ").skip(1).map(|r| r.rsplit("\r\n\r\n").next().unwrap()).collect();
+    assert_eq!(answers.matches("HTTP/1.1 200 ").count(), 4, "{answers}");
+    assert_eq!(bodies.len(), 4, "{answers}");
+    assert_eq!([bodies[0], bodies[2], bodies[3]], ["\"Hello World!\""; 3], "{answers}");
+    assert!(bodies[1].starts_with('"') && !bodies[1].contains("Hello"), "{answers}");
+}
+
 #[test]
 fn async_execute_calls_back_the_listener_the_client_exported() {
     let objects = Objects::start("async", &[]);

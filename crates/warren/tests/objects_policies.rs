@@ -6,11 +6,15 @@
 mod objects_support;
 mod support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use objects_support::{Http, Objects, connect, error_code, runtime, target};
 use support::{T, eventually};
-use warren_objects::examples::{ObjectServerClient, ThreadServerClient, WorkRequest, WorkResult};
+use warren_objects::examples::{
+    AsyncServerClient, ObjectServerClient, ThreadServerClient, WorkError, WorkListener, WorkListenerSkeleton,
+    WorkRequest, WorkResult,
+};
 use warren_rpc::{Code, Target};
 
 /// While a long `whichThread` on `name` is in flight, a short one answers: the calls overlap.
@@ -82,6 +86,44 @@ fn pool_calls_overlap_on_its_threads() {
     objects.add("Pooled", "threads", "pool:2:8", false);
     let name = short_call_passes_a_long_one(&objects, "Pooled");
     assert!(name == "Pooled-pool-0" || name == "Pooled-pool-1", "{name}");
+}
+
+/// `inline` runs a call on the thread that read it: under `--model thread`, the connection's
+/// own thread, one per connection; an inline object can neither call back nor be persistent,
+/// and says why.
+#[test]
+fn inline_calls_run_on_the_connections_own_thread() {
+    let objects = Objects::start("inline", &["--model", "thread"]);
+    objects.add("Here", "threads", "inline", false);
+    objects.add("AsyncHere", "async", "inline", false);
+    runtime().block_on(async {
+        let (one, two) = (connect(objects.addr).await, connect(objects.addr).await);
+        let first = ThreadServerClient::new(target(&one, "Here")).which_thread(0).await.unwrap();
+        let again = ThreadServerClient::new(target(&one, "Here")).which_thread(0).await.unwrap();
+        let other = ThreadServerClient::new(target(&two, "Here")).which_thread(0).await.unwrap();
+        assert_eq!(first.name, "warren-conn", "{first:?}");
+        assert_eq!(first, again, "one connection, one thread");
+        assert_eq!(other.name, "warren-conn");
+        assert_ne!(first.id, other.id, "each connection runs its calls on its own thread");
+
+        let listener = one.export(Arc::new(WorkListenerSkeleton(Deaf)));
+        let e = AsyncServerClient::new(target(&one, "AsyncHere"))
+            .async_execute(WorkRequest::Squares { n: 4 }, listener)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("inline object cannot wait"), "{e}");
+    });
+    let args = ["add", "Kept", "--class", "counter", "--policy", "inline", "--persistent"];
+    let (status, out, err) = objects.admin(&args);
+    assert!(!status.success(), "{out}");
+    assert!(err.contains("a persistent object cannot be inline"), "{err}");
+    assert!(!objects.names().contains(&"Kept".to_owned()));
+}
+
+struct Deaf;
+
+impl WorkListener for Deaf {
+    fn work_completed(&self, _: WorkRequest, _: Result<WorkResult, WorkError>) {}
 }
 
 #[test]
