@@ -30,7 +30,7 @@ use tokio::runtime::Runtime;
 use warren_models::Model;
 use warren_objects::examples::HelloClient;
 use warren_rpc::{Caller as BoxedCaller, Connection, Target};
-use warren_rpc_layers::{Ejection, Fixed, Hedging, Outliers, Replicated, RetryBudget};
+use warren_rpc_layers::{Ejection, Fixed, Hedging, LEARN_AFTER, Outliers, Replicated, RetryBudget};
 
 use self::json::JsonCaller;
 use self::load::{Caller, Outcome, closed_loop};
@@ -427,8 +427,8 @@ impl Bench {
     }
 
     /// Four rows: three healthy replicas (the floor: what this machine gives without a stall),
-    /// then with the stalling replica in place of one of them: no hedging, hedging after the
-    /// library's default delay, and after the tuned delay (`--hedge-delay`, or by default the
+    /// then with the stalling replica in place of one of them: no hedging, hedging at the
+    /// library's default (the delay learnt from answers), and after a fixed tuned delay (`--hedge-delay`, or by default the
     /// floor's p99 in the same run, at least 1 ms: hedge a call once it is later than 99 % of
     /// healthy calls, so about 1 % of calls plus the stalled ones are sent twice).
     fn hedging(&mut self, plan: &Plan) -> anyhow::Result<Vec<TailRow>> {
@@ -440,17 +440,16 @@ impl Bench {
         }
         let addrs: Vec<SocketAddr> = replicas.iter().map(Server::addr).collect();
         let (healthy, one_stalls) = (addrs[..3].to_vec(), vec![addrs[0], addrs[1], addrs[3]]);
-        let default_delay = Hedging::default().delay;
         let mut rows: Vec<TailRow> = [
             "three healthy replicas, no hedging (the floor)".to_owned(),
             "round robin, no hedging".to_owned(),
-            format!("hedging after {} (the default)", humantime::format_duration(default_delay)),
+            String::new(),
             String::new(),
         ]
         .into_iter()
         .map(|name| TailRow { name, ..TailRow::default() })
         .collect();
-        let mut tuned = Vec::new();
+        let (mut learnt, mut tuned) = (Vec::new(), Vec::new());
         for run in 0..plan.runs {
             let floor = Replicated::new(Fixed::new(healthy.clone()));
             let (outcome, counts) = self.rt.block_on(replicated_run(&floor, plan, || std::future::ready(())));
@@ -458,21 +457,34 @@ impl Bench {
             let floor_p99 = Duration::from_micros(outcome.latency.percentile(99.0).unwrap_or(0));
             let delay = plan.hedge_delay.unwrap_or(floor_p99.max(Duration::from_millis(1)));
             tuned.push(delay);
-            let modes = [None, Some(default_delay), Some(delay)];
+            let modes =
+                [None, Some(Hedging::default()), Some(Hedging { delay, percentile: None, ..Hedging::default() })];
             for k in 0..modes.len() {
                 let m = (k + run) % modes.len();
                 let mut replicated = Replicated::new(Fixed::new(one_stalls.clone()));
-                if let Some(delay) = modes[m] {
-                    replicated = replicated.hedging(Hedging { delay, ..Hedging::default() });
+                if let Some(policy) = modes[m] {
+                    replicated = replicated.hedging(policy);
                 }
                 let (outcome, counts) = self.rt.block_on(replicated_run(&replicated, plan, || std::future::ready(())));
                 self.record_tail(&mut rows[m + 1], run, plan, &outcome, counts);
+                if m == 1 {
+                    learnt.extend(replicated.hedge_delay());
+                }
             }
         }
-        let delays: Vec<String> = tuned.iter().map(|d| report::latency(Some(d.as_micros() as u64))).collect();
+        let shown = |delays: &[Duration]| -> String {
+            delays.iter().map(|d| report::latency(Some(d.as_micros() as u64))).collect::<Vec<_>>().join(", ")
+        };
+        let default = Hedging::default();
+        rows[2].name = format!(
+            "hedging at the p{:.0} of answers, learnt (the default; {} until {LEARN_AFTER} answers; learnt per run: {})",
+            default.percentile.map_or(0.0, |p| p * 100.0),
+            humantime::format_duration(default.delay),
+            shown(&learnt)
+        );
         rows[3].name = match plan.hedge_delay {
-            Some(_) => format!("hedging after {} (--hedge-delay)", delays.first().cloned().unwrap_or_default()),
-            None => format!("hedging after the floor's p99 (per run: {})", delays.join(", ")),
+            Some(_) => format!("hedging after {}, fixed (--hedge-delay)", shown(&tuned[..1])),
+            None => format!("hedging after the floor's p99, fixed (per run: {})", shown(&tuned)),
         };
         if let Some(gone) = replicas.iter().find(|r| !r.running()) {
             let why = format!("a replica exited: {}", gone.output());

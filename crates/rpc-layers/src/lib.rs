@@ -48,6 +48,6 @@ pub use location::Location;
 pub use outlier::{Ejection, Outliers};
 pub use pool::Pool;
 pub use replicas::{Fixed, Replicas};
-pub use replicated::{Counts, Hedging, Replicated};
+pub use replicated::{Counts, Hedging, LEARN_AFTER, Replicated};
 pub use retry::{RetryBudget, RetryLayer, RetryPolicy, may_retry};
 pub use stale::{ServeStale, ServeStaleLayer, Stale, StaleCache, StalePolicy, observe};

@@ -5,15 +5,19 @@
 //! ejected). On top of that, each optional:
 //!
 //! - **Hedging** ([`Hedging`], gRFC A6's `hedgingPolicy`; The Tail at Scale's hedged
-//!   requests), for methods declared idempotent only: if no answer came after
-//!   [`delay`](Hedging::delay) (default 10 ms, the paper's), the call is sent to another
-//!   replica, and again after each further delay, up to [`max_attempts`](Hedging::max_attempts)
-//!   copies in all (default 2, clamped to 5 as gRPC clamps it), each to a distinct replica. The
-//!   first answer wins; the other copies are dropped, which sends `Cancel` to their servers.
-//!   Hedges are paid from a budget: at most [`max_extra`](Hedging::max_extra) of the calls of
-//!   the last [`window`](Hedging::window) (default 5 % over 10 s, brpc's
-//!   `backup_request_max_ratio` example, the extra load The Tail at Scale reports for hedging
-//!   at the p95) may be hedges. A cold client earns its first hedge after 20 calls.
+//!   requests), for methods declared idempotent only: if no answer came after the hedging
+//!   delay, the call is sent to another replica, and again after each further delay, up to
+//!   [`max_attempts`](Hedging::max_attempts) copies in all (default 2, clamped to 5 as gRPC
+//!   clamps it), each to a distinct replica. The delay is learnt, as Finagle's
+//!   `BackupRequestFilter` learns it: the [`percentile`](Hedging::percentile) (default p99) of
+//!   the latencies of the last 1,000 answers, at least [`min_delay`](Hedging::min_delay) (1 ms);
+//!   until 100 answers are known, or with no percentile, it is [`delay`](Hedging::delay) (10
+//!   ms, the paper's). The first answer wins; the other copies are dropped, which sends
+//!   `Cancel` to their servers. Hedges are paid from a budget: at most
+//!   [`max_extra`](Hedging::max_extra) of the calls of the last [`window`](Hedging::window)
+//!   (default 5 % over 10 s, brpc's `backup_request_max_ratio` example, the extra load The
+//!   Tail at Scale reports for hedging at the p95) may be hedges. A cold client earns its first
+//!   hedge after 20 calls.
 //! - **Failover** ([`RetryBudget`], Finagle's budget): a copy that failed in a way
 //!   [`may_retry`] allows (the connection refused, a code that says the call never ran, or an
 //!   idempotent call that met `unavailable` or `internal`) is sent at once to a replica not
@@ -43,10 +47,20 @@ use crate::outlier::{Outliers, is_server_failure};
 use crate::replicas::{Replicas, no_replicas};
 use crate::retry::{MAX_ATTEMPTS, RetryBudget, may_retry};
 
-/// When idempotent calls are hedged. Defaults: 10 ms, 2 copies, 5 % extra over 10 s.
-#[derive(Clone, Debug)]
+/// When idempotent calls are hedged. Defaults: after the p99 of answers (10 ms until 100 are
+/// known), at least 1 ms; 2 copies; 5 % extra over 10 s.
+#[derive(Clone, Copy, Debug)]
 pub struct Hedging {
+    /// The delay before a hedge while fewer than [`LEARN_AFTER`] answers are known, and always
+    /// when `percentile` is `None`.
     pub delay: Duration,
+    /// Hedge a call once it is later than this share of recent answers (0.99: the p99), as
+    /// Finagle's `BackupRequestFilter` does; `None` keeps `delay` fixed. Only answers are
+    /// timed, each copy from its own sending: a stalled copy that lost to its hedge is never
+    /// counted, so the stalls hedging removes do not raise the delay that catches them.
+    pub percentile: Option<f32>,
+    /// The shortest learnt delay: below it, hedges would race answers already on their way.
+    pub min_delay: Duration,
     pub max_attempts: u32,
     /// Hedges as a fraction of calls: 0.05 is 5 %.
     pub max_extra: f32,
@@ -55,7 +69,53 @@ pub struct Hedging {
 
 impl Default for Hedging {
     fn default() -> Self {
-        Hedging { delay: Duration::from_millis(10), max_attempts: 2, max_extra: 0.05, window: Duration::from_secs(10) }
+        Hedging {
+            delay: Duration::from_millis(10),
+            percentile: Some(0.99),
+            min_delay: Duration::from_millis(1),
+            max_attempts: 2,
+            max_extra: 0.05,
+            window: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Answers timed before the learnt hedging delay replaces [`Hedging::delay`].
+pub const LEARN_AFTER: usize = 100;
+/// Answers the learnt delay is taken over (the most recent ones).
+const LEARN_WINDOW: usize = 1000;
+/// The learnt delay is worked out again after this many answers.
+const LEARN_EVERY: u64 = 50;
+
+/// The latencies of the last [`LEARN_WINDOW`] answers, and the delay learnt from them.
+#[derive(Debug, Default)]
+struct Learnt {
+    /// Microseconds, a ring.
+    latencies: std::sync::Mutex<Vec<u32>>,
+    answers: AtomicU64,
+    /// The learnt delay in microseconds; 0 until [`LEARN_AFTER`] answers.
+    delay_us: AtomicU64,
+}
+
+impl Learnt {
+    fn record(&self, latency: Duration, percentile: f32) {
+        let n = self.answers.fetch_add(1, Ordering::Relaxed);
+        let us = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
+        let mut ring = self.latencies.lock().unwrap_or_else(|e| e.into_inner());
+        if ring.len() < LEARN_WINDOW {
+            ring.push(us);
+        } else {
+            ring[n as usize % LEARN_WINDOW] = us;
+        }
+        if ring.len() == LEARN_AFTER || (ring.len() > LEARN_AFTER && n.is_multiple_of(LEARN_EVERY)) {
+            let mut sorted = ring.clone();
+            drop(ring);
+            // The nearest rank; the thousandth keeps 0.99 in f32 (0.9900000095) from rounding up.
+            let share = f64::from(percentile.clamp(0.0, 1.0));
+            let rank = ((sorted.len() as f64 * share - 1e-3).ceil() as usize).clamp(1, sorted.len());
+            let (_, at, _) = sorted.select_nth_unstable(rank - 1);
+            self.delay_us.store(u64::from(*at), Ordering::Relaxed);
+        }
     }
 }
 
@@ -80,6 +140,16 @@ struct Counters {
 struct Hedger {
     policy: Hedging,
     bucket: TpsBudget,
+    learnt: Learnt,
+}
+
+impl Hedger {
+    fn delay(&self) -> Duration {
+        match (self.policy.percentile, self.learnt.delay_us.load(Ordering::Relaxed)) {
+            (Some(_), us) if us > 0 => Duration::from_micros(us).max(self.policy.min_delay),
+            _ => self.policy.delay,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -115,7 +185,7 @@ impl<R: Replicas> Replicated<R> {
     pub fn hedging(mut self, policy: Hedging) -> Self {
         let window = policy.window.clamp(Duration::from_secs(1), Duration::from_secs(60));
         let bucket = TpsBudget::new(window, 0, policy.max_extra.clamp(0.0, 1000.0));
-        self.hedger = Some(Arc::new(Hedger { policy, bucket }));
+        self.hedger = Some(Arc::new(Hedger { policy, bucket, learnt: Learnt::default() }));
         self
     }
 
@@ -129,6 +199,11 @@ impl<R: Replicas> Replicated<R> {
     pub fn outliers(mut self, outliers: Arc<Outliers>) -> Self {
         self.outliers = Some(outliers);
         self
+    }
+
+    /// The delay the next hedge waits (learnt, or fixed); `None` without hedging.
+    pub fn hedge_delay(&self) -> Option<Duration> {
+        self.hedger.as_ref().map(|h| h.delay())
     }
 
     pub fn counts(&self) -> Counts {
@@ -165,14 +240,19 @@ impl<R: Replicas> Replicated<R> {
         let mut copies = FuturesUnordered::new();
         copies.push(self.copy(first, &call, deadline));
         let mut sent = 1;
-        let hedge_delay = hedger.map(|h| h.policy.delay);
+        let hedge_delay = hedger.map(|h| h.delay());
         let hedge_timer = tokio::time::sleep(hedge_delay.unwrap_or(Duration::MAX / 4));
         tokio::pin!(hedge_timer);
         let mut hedging = hedger.is_some();
         loop {
             tokio::select! {
-                Some((addr, result)) = copies.next() => {
+                Some((addr, took, result)) = copies.next() => {
                     self.observe(addr, &result, &all);
+                    if let (Some(hedger), Some(percentile)) = (hedger, hedger.and_then(|h| h.policy.percentile))
+                        && !matches!(result, Err(Attempt::Failed(..)))
+                    {
+                        hedger.learnt.record(took, percentile);
+                    }
                     let (failure, refused) = match result {
                         Ok(answer) => return Ok(answer),
                         // The method's own error is an answer.
@@ -197,7 +277,7 @@ impl<R: Replicas> Replicated<R> {
                         copies.push(self.copy(addr, &call, deadline));
                         sent += 1;
                         self.counters.hedges.fetch_add(1, Ordering::Relaxed);
-                        hedge_timer.as_mut().reset(Instant::now() + hedger.policy.delay);
+                        hedge_timer.as_mut().reset(Instant::now() + hedger.delay());
                     } else {
                         hedging = false;
                     }
@@ -241,18 +321,20 @@ impl<R: Replicas> Replicated<R> {
         let mut call = call.clone();
         call.timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
         Box::pin(async move {
+            let sent = Instant::now();
             let connection = match pool.get(addr).await {
                 Ok(connection) => connection,
                 Err(e) => {
                     let why = format!("cannot connect to {addr}: {e}");
-                    return (addr, Err(Attempt::Failed(Failure::Rpc(RpcError::new(Code::Unavailable, why)), true)));
+                    let failed = Attempt::Failed(Failure::Rpc(RpcError::new(Code::Unavailable, why)), true);
+                    return (addr, sent.elapsed(), Err(failed));
                 }
             };
             let result = connection.call(call).await.map_err(|failure| match failure {
                 Failure::App(_) => Attempt::Answered(failure),
                 Failure::Rpc(_) => Attempt::Failed(failure, false),
             });
-            (addr, result)
+            (addr, sent.elapsed(), result)
         })
     }
 }
@@ -264,7 +346,8 @@ enum Attempt {
     Failed(Failure, bool),
 }
 
-type CopyFuture = Pin<Box<dyn Future<Output = (SocketAddr, Result<Vec<u8>, Attempt>)> + Send>>;
+/// A copy's replica, how long it took, and its outcome.
+type CopyFuture = Pin<Box<dyn Future<Output = (SocketAddr, Duration, Result<Vec<u8>, Attempt>)> + Send>>;
 
 impl<R: Replicas> Service<RawCall> for Replicated<R> {
     type Response = Vec<u8>;
@@ -277,5 +360,38 @@ impl<R: Replicas> Service<RawCall> for Replicated<R> {
 
     fn call(&mut self, call: RawCall) -> Self::Future {
         Box::pin(self.clone().perform(call))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_learnt_delay_is_the_percentile_of_the_last_thousand_answers() {
+        let learnt = Learnt::default();
+        for us in 1..LEARN_AFTER as u64 {
+            learnt.record(Duration::from_micros(us), 0.99);
+        }
+        assert_eq!(learnt.delay_us.load(Ordering::Relaxed), 0, "nothing learnt before {LEARN_AFTER} answers");
+        // 1,100 answers in all: the ring keeps the last 1,000, 101..=1100 µs.
+        for us in LEARN_AFTER as u64..=1100 {
+            learnt.record(Duration::from_micros(us), 0.99);
+        }
+        // Learnt at the 1,050th answer (every 50th) over 51..=1050 plus older ones overwritten:
+        // the p99 of what the ring held then lies in the top 2 % of it.
+        let delay = learnt.delay_us.load(Ordering::Relaxed);
+        assert!((1030..=1050).contains(&delay), "{delay}");
+        // Answers getting faster move it down; stalls in half a percent of answers do not move
+        // it up.
+        for _ in 0..2000 {
+            learnt.record(Duration::from_micros(200), 0.99);
+        }
+        assert_eq!(learnt.delay_us.load(Ordering::Relaxed), 200);
+        for i in 0..1000 {
+            let us = if i % 200 == 0 { 50_000 } else { 200 };
+            learnt.record(Duration::from_micros(us), 0.99);
+        }
+        assert_eq!(learnt.delay_us.load(Ordering::Relaxed), 200, "half a percent of stalls stay above the p99");
     }
 }

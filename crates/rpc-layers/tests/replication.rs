@@ -53,7 +53,7 @@ async fn hedged_calls_cut_the_tail_a_stalling_replica_makes_within_the_budget() 
 
     let servers = three_replicas().await;
     let addrs = servers.iter().map(|s| s.addr).collect();
-    let budget = Hedging { delay: Duration::from_millis(20), max_extra: 0.2, ..Hedging::default() };
+    let budget = Hedging { delay: Duration::from_millis(20), percentile: None, max_extra: 0.2, ..Hedging::default() };
     let hedged = Replicated::new(Fixed::new(addrs)).hedging(budget);
     let hello = ReplicaClient::new(Target::new(Caller::new(hedged.clone()), "obj"));
     let slow_with = slow_calls(&hello).await;
@@ -74,8 +74,11 @@ async fn the_budget_caps_hedges_and_calls_not_idempotent_are_never_hedged() {
     let servers = three_replicas().await;
     servers[2].servant.stall(1, Duration::from_millis(30));
     let addrs = servers.iter().map(|s| s.addr).collect();
-    let hedged =
-        Replicated::new(Fixed::new(addrs)).hedging(Hedging { delay: Duration::from_millis(5), ..Hedging::default() });
+    let hedged = Replicated::new(Fixed::new(addrs)).hedging(Hedging {
+        delay: Duration::from_millis(5),
+        percentile: None,
+        ..Hedging::default()
+    });
     let hello = ReplicaClient::new(Target::new(Caller::new(hedged.clone()), "obj"));
     for _ in 0..60 {
         hello.bump().await.unwrap();
@@ -90,4 +93,28 @@ async fn the_budget_caps_hedges_and_calls_not_idempotent_are_never_hedged() {
     let counts = hedged.counts();
     assert!(counts.hedges <= counts.calls / 20, "at most 5 % extra calls: {counts:?}");
     assert!(counts.hedges >= 1, "the budget earned over 120 calls was spent: {counts:?}");
+}
+
+/// With a fixed delay longer than the stall nothing would be hedged in time; the learnt delay
+/// (the p90 of answers, from healthy calls) catches every stall once enough answers are known.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_learnt_delay_follows_the_answers_not_the_fixed_one() {
+    let servers = three_replicas().await;
+    servers[2].servant.stall(0, STALL);
+    let addrs = servers.iter().map(|s| s.addr).collect();
+    let policy =
+        Hedging { delay: Duration::from_secs(60), percentile: Some(0.9), max_extra: 0.2, ..Hedging::default() };
+    let hedged = Replicated::new(Fixed::new(addrs)).hedging(policy);
+    let hello = ReplicaClient::new(Target::new(Caller::new(hedged.clone()), "obj"));
+    assert_eq!(hedged.hedge_delay(), Some(Duration::from_secs(60)), "the fixed delay until answers are known");
+    for _ in 0..warren_rpc_layers::LEARN_AFTER {
+        hello.whoami().await.unwrap();
+    }
+    let learnt = hedged.hedge_delay().unwrap();
+    assert!(learnt >= Duration::from_millis(1) && learnt < STALL / 2, "learnt {learnt:?}");
+    servers[2].servant.stall(5, STALL);
+    let slow = slow_calls(&hello).await;
+    let stalls = servers[2].servant.stalled.load(Ordering::SeqCst);
+    assert!(stalls > 0);
+    assert_eq!(slow, 0, "every stall was hedged after the learnt delay ({stalls} stalls, {:?})", hedged.counts());
 }
