@@ -311,7 +311,8 @@ fn serve(args: &ObjectsServeArgs) -> anyhow::Result<()> {
     let registrar = match args.registry {
         Some(registry) => Some(crate::objects_registry::Registrar::start(
             &objects,
-            Conn { registry: Some(registry), token: args.registry_token.clone(), timeout: Duration::from_secs(5) },
+            tokio::sync::watch::channel(Some(registry)).1,
+            args.registry_token.clone(),
             addr,
             front.as_ref().map(|(a, _)| *a),
             args.ttl,
@@ -339,12 +340,14 @@ fn serve(args: &ObjectsServeArgs) -> anyhow::Result<()> {
 
 /// The `objects` builtin of `warren up`: `warren objects serve` on the node's `listener`, until
 /// `shutdown`, with the builtin's `data` (default `$XDG_STATE_HOME/warren/node-objects`), `api`
-/// (the JSON front), `model` and `threads`.
+/// (the JSON front), `model` and `threads`. With the node's `registry`, each object is
+/// registered under its own name, as `--registry` does.
 pub fn host(
     service: &warren_node::config::Service,
     builtin: &warren_node::config::Builtin,
     listener: std::net::TcpListener,
     shutdown: Arc<Shutdown>,
+    registry: Option<crate::up_registry::Link>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let mut args: ObjectsServeArgs = crate::cli::defaults();
     let options = &builtin.options;
@@ -358,6 +361,21 @@ pub fn host(
     let name = service.name.clone();
     std::thread::Builder::new().name(format!("warren-{name}")).spawn(move || {
         let served = prepare(&args, Some(listener)).and_then(|p| {
+            let _registrar = match registry {
+                Some(link) => {
+                    let addr = crate::up_registry::reachable(p.listener.local_addr()?);
+                    let http = p.front.as_ref().map(|(a, _)| crate::up_registry::reachable(*a));
+                    Some(crate::objects_registry::Registrar::start(
+                        &p.objects,
+                        link.target,
+                        Some(link.token),
+                        addr,
+                        http,
+                        link.ttl,
+                    )?)
+                }
+                None => None,
+            };
             let service = ObjectService::new(p.objects, p.limits);
             let served = warren_models::serve_until(args.model, service, p.listener, &p.config, shutdown);
             Prepared::stop_front(p.front, &p.front_stop);

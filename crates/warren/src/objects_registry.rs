@@ -1,19 +1,19 @@
-//! Objects' names in the registry: while `warren objects serve --registry ADDR` runs, every
-//! object it hosts is registered under its name with the server's address, each on a lease kept
-//! by the loop `warren register` uses; an object removed is released at once.
+//! Objects' names in the registry: while `warren objects serve --registry ADDR` runs, or the
+//! `objects` builtin of a node that registers its services, every object it hosts is registered
+//! under its name with the server's address, each on a lease kept by the loop `warren register`
+//! uses; an object removed is released at once.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use warren_objects::Objects;
 use warren_objects::table::RESERVED_PREFIX;
 use warren_registry::{Endpoint, Name};
 
-use crate::registry_cmd::Conn;
-use crate::registry_register::keep;
+use crate::up_registry::keep_once_known;
 
 /// Registers the objects of one server until dropped.
 pub struct Registrar {
@@ -34,23 +34,26 @@ enum Change {
 }
 
 impl Registrar {
-    /// Keep `objects`' names registered with endpoint `addr` (and `http` in its metadata).
+    /// Keep `objects`' names registered with endpoint `addr` (and `http` in its metadata) in
+    /// the registry `registry` names: a node's own registry may listen only after the object
+    /// server does, so registrations wait for its address. `token` owns the names (default:
+    /// the node's).
     pub fn start(
         objects: &Arc<Objects>,
-        conn: Conn,
+        registry: watch::Receiver<Option<SocketAddr>>,
+        token: Option<String>,
         addr: SocketAddr,
         http: Option<SocketAddr>,
         ttl: Duration,
     ) -> anyhow::Result<Registrar> {
-        let token = match &conn.token {
-            Some(token) => token.clone(),
+        let token = match token {
+            Some(token) => token,
             None => crate::up_registry::node_token()?,
         };
         let (changes, mut changed) = mpsc::unbounded_channel::<Change>();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let thread = std::thread::Builder::new().name("objects-registrar".into()).spawn(move || {
             runtime.block_on(async move {
-                let conn = Arc::new(conn);
                 let mut held: HashMap<String, oneshot::Sender<()>> = HashMap::new();
                 let mut leases = tokio::task::JoinSet::new();
                 while let Some(change) = changed.recv().await {
@@ -80,12 +83,10 @@ impl Registrar {
                     if let Some(old) = held.insert(name.to_ascii_lowercase(), stop) {
                         let _ = old.send(());
                     }
-                    let (conn, token) = (conn.clone(), token.clone());
+                    let (registry, token) = (registry.clone(), token.clone());
                     leases.spawn(async move {
-                        let stopped = async move {
-                            let _ = stopped.await;
-                        };
-                        if let Err(e) = keep(&conn, &registered, &token, &endpoint, ttl, stopped, true).await {
+                        let kept = keep_once_known(registry, &token, &registered, &endpoint, ttl, stopped).await;
+                        if let Err(e) = kept {
                             eprintln!("warren: objects: registering {registered}: {e:#}");
                         }
                     });

@@ -175,7 +175,8 @@ impl Hooks for Announce {
     ) -> Option<std::io::Result<std::thread::JoinHandle<()>>> {
         match &service.kind {
             Kind::Builtin(b) if b.protocol == warren_node::config::Protocol::Objects => {
-                Some(crate::objects_cmd::host(service, b, listener, shutdown))
+                let registry = self.registrar.as_ref().map(|r| r.link());
+                Some(crate::objects_cmd::host(service, b, listener, shutdown, registry))
             }
             _ => crate::up_registry::host(service, listener, shutdown),
         }

@@ -32,6 +32,14 @@ struct Held {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The node's registry as a builtin registers through it: its address (once known), the
+/// node's token and the TTL.
+pub struct Link {
+    pub target: watch::Receiver<Option<SocketAddr>>,
+    pub token: String,
+    pub ttl: Duration,
+}
+
 /// The registrations of one node.
 pub struct Registrar {
     runtime: tokio::runtime::Runtime,
@@ -66,7 +74,7 @@ impl Registrar {
     /// kept; one registered as before keeps its lease, so a reload never makes it leave the
     /// registry even for a moment. A changed one is released and registered anew.
     pub fn listening(&self, service: &Service, addr: SocketAddr) {
-        let reachable = SocketAddr::new(reachable(addr.ip()), addr.port());
+        let reachable = reachable(addr);
         if is_registry(service) && self.target.borrow().is_none() {
             self.target.send_replace(Some(reachable));
         }
@@ -91,28 +99,21 @@ impl Registrar {
             }
         };
         let (stop, stopped) = oneshot::channel();
-        let (mut target, token, ttl) = (self.target.subscribe(), self.token.clone(), self.ttl);
+        let (target, token, ttl) = (self.target.subscribe(), self.token.clone(), self.ttl);
         let (held_name, held_endpoint) = (name.clone(), endpoint.clone());
         let task = self.runtime.spawn(async move {
-            let stopped = async move {
-                let _ = stopped.await;
-            };
-            tokio::pin!(stopped);
-            // The hosted registry may listen after the services before it in the config.
-            let registry = tokio::select! {
-                found = target.wait_for(Option::is_some) => match found {
-                    Ok(addr) => *addr,
-                    Err(_) => return,
-                },
-                () = &mut stopped => return,
-            };
-            let conn = Conn { registry, token: Some(token.clone()), timeout: Duration::from_secs(5) };
-            if let Err(e) = crate::registry_register::keep(&conn, &name, &token, &endpoint, ttl, stopped, true).await {
+            if let Err(e) = keep_once_known(target, &token, &name, &endpoint, ttl, stopped).await {
                 eprintln!("warren: {name}: {e:#}");
             }
         });
         let held = Held { name: held_name, endpoint: held_endpoint, stop, task };
         self.lock().held.insert(service.name.clone(), held);
+    }
+
+    /// What a builtin needs to register names of its own (the object server's objects) in
+    /// the node's registry, with the node's token.
+    pub fn link(&self) -> Link {
+        Link { target: self.target.subscribe(), token: self.token.clone(), ttl: self.ttl }
     }
 
     /// The service called `name` stopped listening: release its lease.
@@ -142,13 +143,44 @@ impl Registrar {
     }
 }
 
+/// Keep `name` registered as `endpoint`, owned by `token`, until `stop` (the loop of `warren
+/// register`), once `target` knows the registry's address: a hosted registry may listen after
+/// the services before it in the configuration.
+pub async fn keep_once_known(
+    mut target: watch::Receiver<Option<SocketAddr>>,
+    token: &str,
+    name: &Name,
+    endpoint: &Endpoint,
+    ttl: Duration,
+    stop: oneshot::Receiver<()>,
+) -> anyhow::Result<()> {
+    let stopped = async move {
+        let _ = stop.await;
+    };
+    tokio::pin!(stopped);
+    let registry = tokio::select! {
+        found = target.wait_for(Option::is_some) => match found {
+            Ok(addr) => *addr,
+            Err(_) => return Ok(()),
+        },
+        () = &mut stopped => return Ok(()),
+    };
+    let conn = Conn { registry, token: Some(token.to_owned()), timeout: Duration::from_secs(5) };
+    crate::registry_register::keep(&conn, name, token, endpoint, ttl, stopped, true).await
+}
+
 /// Whether `service` is the registry builtin.
 pub fn is_registry(service: &Service) -> bool {
     matches!(&service.kind, Kind::Builtin(b) if b.protocol == Protocol::Registry)
 }
 
 /// The address a client reaches a listener on: a wildcard listener is reached over loopback.
-fn reachable(ip: IpAddr) -> IpAddr {
+/// `addr` as a client reaches it: an unspecified address (all interfaces) through loopback.
+pub fn reachable(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(reachable_ip(addr.ip()), addr.port())
+}
+
+fn reachable_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
