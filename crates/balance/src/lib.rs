@@ -13,8 +13,8 @@
 //!
 //! let now = Instant::now();
 //! let mut pool = Pool::new(PoolConfig { policy: Policy::RoundRobin, ..PoolConfig::default() }).unwrap();
-//! let a = pool.add(Backend::new("127.0.0.1:8001".parse().unwrap()), now);
-//! let b = pool.add(Backend::new("127.0.0.1:8002".parse().unwrap()), now);
+//! let a = pool.add(Backend::new("127.0.0.1:8001"), now);
+//! let b = pool.add(Backend::new("127.0.0.1:8002"), now);
 //! assert_eq!(pool.pick(&Request::default(), now), Some(a));
 //! assert_eq!(pool.pick(&Request::default(), now), Some(b));
 //! pool.drain(a); // no new connection; the open one finishes
@@ -38,7 +38,6 @@ pub mod pool;
 pub mod swrr;
 
 use std::fmt;
-use std::net::SocketAddr;
 
 pub use health::{ActiveCheck, Change, CheckConfig};
 pub use lard::LardConfig;
@@ -60,27 +59,29 @@ impl fmt::Display for BackendId {
 /// A backend as configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backend {
-    /// Where connections and checks go. Its text is also the backend's Maglev name, so every
-    /// switch with the same backends hashes alike.
-    pub addr: SocketAddr,
+    /// Its address as the caller names it: `127.0.0.1:8001` for a relay, a hand-off socket's
+    /// path for a hand-off. The pool only hashes it (it is the backend's Maglev name, so every
+    /// switch with the same backends hashes alike) and reads a port number off its end.
+    pub name: String,
     /// The relative share of connections under `weighted`, `service` and `load`, and the unit of
     /// `least-connections` and `power-of-two`. Zero takes the backend out of rotation (IPVS's
     /// quiescent weight). Default 1, as nginx and HAProxy.
     pub weight: u32,
-    /// The services it serves (protocol names such as `http`), for the `service` policy; its
-    /// port number always counts as one.
+    /// The services it serves (protocol names such as `http`), for the `service` policy; the
+    /// port number its name ends with always counts as one.
     pub services: Vec<String>,
 }
 
 impl Backend {
-    /// A backend at `addr` with weight 1 and no named service.
-    pub fn new(addr: SocketAddr) -> Self {
-        Self { addr, weight: 1, services: Vec::new() }
+    /// A backend named `name` with weight 1 and no named service.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into(), weight: 1, services: Vec::new() }
     }
 
-    /// Whether it serves `service`: one of its services, or its port number.
+    /// Whether it serves `service`: one of its services, or the port its name ends with.
     pub fn serves(&self, service: &str) -> bool {
-        self.services.iter().any(|s| s == service) || service.parse() == Ok(self.addr.port())
+        let port = self.name.rsplit_once(':').map(|(_, port)| port);
+        self.services.iter().any(|s| s == service) || (port == Some(service) && !service.is_empty())
     }
 }
 

@@ -1,7 +1,6 @@
 //! The backend set: who is in rotation, and the policy's choice among them.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::health::{ActiveCheck, Change, CheckConfig};
@@ -95,8 +94,6 @@ pub enum State {
 #[derive(Debug)]
 struct Member {
     backend: Backend,
-    /// The address's text: Maglev's name for it.
-    name: String,
     check: Option<ActiveCheck>,
     outlier: Outlier,
     draining: bool,
@@ -161,7 +158,6 @@ impl Pool {
         let id = BackendId(self.next_id);
         self.next_id += 1;
         let member = Member {
-            name: backend.addr.to_string(),
             backend,
             check: self.config.check.map(|c| ActiveCheck::new(c, now)),
             outlier: Outlier::default(),
@@ -182,6 +178,18 @@ impl Pool {
         member.removed = true;
         self.forget_if_gone(id);
         true
+    }
+
+    /// Changes a backend's weight and services (its name stays). False if unknown or removed.
+    pub fn reconfigure(&mut self, id: BackendId, weight: u32, services: Vec<String>) -> bool {
+        match self.members.get_mut(&id) {
+            Some(m) if !m.removed => {
+                m.backend.weight = weight;
+                m.backend.services = services;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Drains a backend: no new connection goes to it; open ones finish. False if unknown.
@@ -281,11 +289,9 @@ impl Pool {
 
     /// The next active check due at `now`, marked running: the caller performs it (within
     /// `inter`) and gives the result to [`Pool::check_done`]. Call until `None`.
-    pub fn poll_check(&mut self, now: Instant) -> Option<(BackendId, SocketAddr)> {
-        self.members.iter_mut().filter(|(_, m)| !m.removed).find_map(|(id, m)| {
-            let started = m.check.as_mut().is_some_and(|c| c.start(now));
-            started.then_some((*id, m.backend.addr))
-        })
+    pub fn poll_check(&mut self, now: Instant) -> Option<BackendId> {
+        let mut due = self.members.iter_mut().filter(|(_, m)| !m.removed);
+        due.find_map(|(id, m)| m.check.as_mut().is_some_and(|c| c.start(now)).then_some(*id))
     }
 
     /// A check [`Pool::poll_check`] started ended at `now`; `ok` if the backend answered.
@@ -413,7 +419,7 @@ impl Pool {
                     let ids: Vec<BackendId> = in_rotation.iter().map(|(id, _)| *id).collect();
                     if self.maglev.as_ref().is_none_or(|t| t.members() != ids) {
                         let names: Vec<(BackendId, &[u8])> =
-                            in_rotation.iter().map(|(id, m)| (*id, m.name.as_bytes())).collect();
+                            in_rotation.iter().map(|(id, m)| (*id, m.backend.name.as_bytes())).collect();
                         match &mut self.maglev {
                             Some(table) => table.update(&names),
                             None => self.maglev = Some(Maglev::build(&names, self.config.table_size)),

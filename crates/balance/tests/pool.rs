@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use warren_balance::{Backend, BackendId, Change, CheckConfig, ConfigError, Policy, Pool, PoolConfig, Request, State};
 
 fn backend(port: u16) -> Backend {
-    Backend::new(format!("127.0.0.1:{port}").parse().unwrap())
+    Backend::new(format!("127.0.0.1:{port}"))
 }
 
 fn picks(pool: &mut Pool, request: &Request<'_>, now: Instant, n: usize) -> Vec<BackendId> {
@@ -28,7 +28,7 @@ fn a_backend_failing_its_checks_leaves_rotation_and_rises_back() {
     let mut now = t0;
     let check = |pool: &mut Pool, now: Instant, a_ok: bool| {
         let mut changes = Vec::new();
-        while let Some((id, _)) = pool.poll_check(now) {
+        while let Some(id) = pool.poll_check(now) {
             changes.extend(pool.check_done(id, now, id != a || a_ok).map(|c| (id, c)));
         }
         changes
@@ -54,7 +54,7 @@ fn a_check_that_never_answers_fails_at_its_deadline() {
     let t0 = Instant::now();
     let mut pool = Pool::new(PoolConfig::default()).unwrap();
     let a = pool.add(backend(1), t0);
-    assert_eq!(pool.poll_check(t0).map(|(id, _)| id), Some(a));
+    assert_eq!(pool.poll_check(t0), Some(a));
     assert_eq!(pool.poll_timeout(), Some(t0 + Duration::from_secs(2)));
     assert_eq!(pool.handle_timeout(t0 + Duration::from_secs(2)), [(a, Change::Down)]);
 }
@@ -93,6 +93,9 @@ fn draining_takes_no_new_connection_and_removal_waits_for_the_open_ones() {
     assert_eq!(picks(&mut pool, &Request::default(), t0, 3), [b, b, b]);
     pool.release(a);
     assert!(pool.is_drained(a) && pool.backend(a).is_none(), "gone once idle");
+    assert!(pool.reconfigure(b, 0, Vec::new()) && pool.pick(&Request::default(), t0).is_none(), "weight 0");
+    assert!(!pool.reconfigure(a, 1, Vec::new()), "a is gone");
+    pool.reconfigure(b, 1, Vec::new());
     assert!(pool.drain(b) && pool.pick(&Request::default(), t0).is_none());
     assert!(pool.undrain(b, t0) && pool.pick(&Request::default(), t0) == Some(b));
 }

@@ -23,7 +23,7 @@ fn pool(policy: Policy, weights: &[u32]) -> (Pool, Vec<BackendId>, Instant) {
         .iter()
         .enumerate()
         .map(|(i, &w)| {
-            let mut b = Backend::new(format!("127.0.0.1:{}", 2000 + i).parse().unwrap());
+            let mut b = Backend::new(format!("127.0.0.1:{}", 2000 + i));
             b.weight = w;
             b.services = vec!["http".to_owned()];
             pool.add(b, now)
