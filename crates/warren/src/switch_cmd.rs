@@ -1,8 +1,8 @@
 //! `warren switch`: the cluster switch. Each connection goes to a backend that
 //! `warren-balance` chooses, relayed (`--mode relay`, the spine's relay session, splicing) or
 //! handed off with its request head (`--mode handoff`, to a server process on this host), under
-//! the event model. A thread runs the active checks the pool asks for; SIGHUP re-reads
-//! `--backends-file`. See docs/switch.md.
+//! the event model. A thread runs the active checks the pool asks for; SIGHUP reads the
+//! backends again (`--backend` and `--backends-file`). See docs/switch.md.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -103,22 +103,19 @@ pub fn run(args: &SwitchArgs) -> anyhow::Result<()> {
     let listener = crate::serve::listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let service = addr.port().to_string();
-    let ready = || {
-        println!("warren: serving switch ({}, {}) under event on {addr}", args.mode, args.policy);
-        let _ = std::io::Write::flush(&mut std::io::stdout());
-    };
     let serve_config = ServeConfig::for_model(Model::Event);
     let report = match args.mode {
         Mode::Relay => {
-            let switch = Switch::<SocketAddr>::start(pool, args, service)?;
-            let mut relay = Relay::picking(Arc::new(switch));
+            let switch = Arc::new(Switch::<SocketAddr>::start(pool, args, service)?);
+            let mut relay = Relay::picking(switch.clone());
             relay.connect_timeout = args.connect_timeout;
-            warren_models::serve(Model::Event, relay, listener, &serve_config, ready)?
+            warren_models::serve(Model::Event, relay, listener, &serve_config, || switch.ready(args, addr))?
         }
         Mode::Handoff => {
-            let switch = Switch::<HandOffTarget>::start(pool, args, "http".to_owned())?;
+            let switch = Arc::new(Switch::<HandOffTarget>::start(pool, args, "http".to_owned())?);
             let peek = if args.peek == "head" { Peek::Head } else { Peek::Line };
-            warren_models::serve(Model::Event, Front::picking(Arc::new(switch), peek), listener, &serve_config, ready)?
+            let front = Front::picking(switch.clone(), peek);
+            warren_models::serve(Model::Event, front, listener, &serve_config, || switch.ready(args, addr))?
         }
     };
     crate::serve::finish(&report);
@@ -206,7 +203,8 @@ struct Switch<T> {
 }
 
 impl<T: Target> Switch<T> {
-    /// Loads the backends, then starts the check thread and (with a file) the reload thread.
+    /// Loads the backends and starts the reload thread; the checks start when the switch is
+    /// ready ([`Switch::ready`]).
     fn start(pool: Pool, args: &SwitchArgs, service: String) -> anyhow::Result<Self> {
         let shared = Arc::new(Mutex::new(Shared { pool, targets: BTreeMap::new() }));
         let specs = specs(args)?;
@@ -214,23 +212,34 @@ impl<T: Target> Switch<T> {
             bail!("no backend: give --backend ADDR (or a --backends-file with at least one)");
         }
         apply(&mut lock(&shared), specs)?;
-        let checker = shared.clone();
-        std::thread::Builder::new().name("switch-checks".into()).spawn(move || check_forever(&checker))?;
-        if args.backends_file.is_some() {
-            let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
-            let (reloader, file_args) = (shared.clone(), (args.backends.clone(), args.backends_file.clone()));
-            std::thread::Builder::new().name("switch-reload".into()).spawn(move || {
-                for _ in signals.forever() {
-                    let reloaded = read_specs(&file_args.0, file_args.1.as_ref())
-                        .and_then(|specs| apply(&mut lock(&reloader), specs));
-                    match reloaded {
-                        Ok(()) => println!("warren: switch: backends reloaded"),
-                        Err(e) => println!("warren: switch: reload refused, backends unchanged: {e:#}"),
-                    }
+        // Always, file or not: SIGHUP's default action would end the switch, and an operator
+        // sends it expecting a reload, as nginx's.
+        let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+        let (reloader, flags, file) = (shared.clone(), args.backends.clone(), args.backends_file.clone());
+        std::thread::Builder::new().name("switch-reload".into()).spawn(move || {
+            for _ in signals.forever() {
+                let reloaded = read_specs(&flags, file.as_ref()).and_then(|specs| apply(&mut lock(&reloader), specs));
+                match reloaded {
+                    Ok(()) => println!("warren: switch: backends reloaded"),
+                    Err(e) => println!("warren: switch: reload refused, backends unchanged: {e:#}"),
                 }
-            })?;
-        }
+            }
+        })?;
         Ok(Self { shared, service })
+    }
+}
+
+impl<T: Target> Switch<T> {
+    /// The switch listens: says so, then starts the checks, so that every change of state a
+    /// check finds is told after the readiness line.
+    fn ready(&self, args: &SwitchArgs, addr: SocketAddr) {
+        println!("warren: serving switch ({}, {}) under event on {addr}", args.mode, args.policy);
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        let checker = self.shared.clone();
+        let spawned = std::thread::Builder::new().name("switch-checks".into()).spawn(move || check_forever(&checker));
+        if let Err(e) = spawned {
+            println!("warren: switch: no active checks, cannot start their thread: {e}");
+        }
     }
 }
 

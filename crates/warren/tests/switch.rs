@@ -86,10 +86,14 @@ fn answers(switch: SocketAddr, n: usize) -> Vec<String> {
 fn round_robin_spreads_connections_over_the_backends_in_turn() {
     let backends = [backend("a"), backend("b"), backend("c")];
     let addrs: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
-    let sw = switch(&["--backend", &addrs[0], "--backend", &addrs[1], "--backend", &addrs[2]]);
+    let mut sw = switch(&["--backend", &addrs[0], "--backend", &addrs[1], "--backend", &addrs[2]]);
     assert_eq!(answers(sw.addr, 6), ["a", "b", "c", "a", "b", "c"]);
+    // SIGHUP without a backends file reloads the flags' backends (and does not end the switch).
+    sw.signal(Signal::SIGHUP);
+    assert!(sw.wait_stdout(|l| l == "warren: switch: backends reloaded", T).is_some());
+    assert_eq!(answers(sw.addr, 3), ["a", "b", "c"]);
     let stopped = sw.stop_clean();
-    assert_eq!(stopped.counts(), (6, 0));
+    assert_eq!(stopped.counts(), (9, 0));
 }
 
 #[test]
@@ -102,6 +106,21 @@ fn a_killed_backend_is_out_of_rotation_once_its_checks_fail() {
     let down = format!("warren: switch: backend {b_addr} is down");
     assert!(sw.wait_stdout(|l| l == down, T).is_some(), "no {down:?}");
     assert_eq!(answers(sw.addr, 4), ["a", "a", "a", "a"]);
+    sw.stop_clean();
+}
+
+#[test]
+fn with_every_backend_down_a_client_is_closed_at_once() {
+    let gone = backend("gone");
+    let gone_addr = gone.addr.to_string();
+    gone.stop_clean();
+    let mut sw = switch(&["--backend", &gone_addr, "--inter", "100ms"]);
+    let down = format!("warren: switch: backend {gone_addr} is down");
+    assert!(sw.wait_stdout(|l| l == down, T).is_some(), "no {down:?}");
+    let mut stream = connect(sw.addr);
+    let (bytes, end) = support::read_all(&mut stream, T);
+    assert!(bytes.is_empty() && end == support::End::Eof, "{end:?} after {} bytes", bytes.len());
+    assert!(sw.is_running());
     sw.stop_clean();
 }
 
