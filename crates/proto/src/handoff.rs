@@ -4,10 +4,15 @@
 //!
 //! The front never answers and keeps nothing: once handed off, the connection is the receiving
 //! process's alone. It reads at most [`Front::max_peek`] bytes; a start that does not end
-//! within them or within the read timeout is refused with a close.
+//! within them or within the read timeout is refused with a close. The target is fixed, or
+//! chosen per connection by a [`Pick`] that sees the start (the cluster switch, which routes by
+//! the request's URL); with no target offered the connection is closed.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::pick::{Lease, Pick, To};
 use crate::{Action, ConnInfo, Deadline, HandOffTarget, Level, Limits, NoHub, Nothing, Output, Service, Session};
 
 /// How much of a connection the front reads before it hands it off.
@@ -22,7 +27,8 @@ pub enum Peek {
 /// The hand-off front.
 #[derive(Clone, Debug)]
 pub struct Front {
-    pub to: HandOffTarget,
+    /// Where connections are handed, fixed or picked per connection.
+    pub to: To<HandOffTarget>,
     pub peek: Peek,
     /// The most bytes read before the hand-off. Default 8 KiB, a request head's usual limit.
     pub max_peek: usize,
@@ -31,7 +37,17 @@ pub struct Front {
 }
 
 impl Front {
+    /// A front handing every connection to `to`.
     pub fn new(to: HandOffTarget, peek: Peek) -> Self {
+        Self::to(To::Fixed(to), peek)
+    }
+
+    /// A front handing each connection to the target `pick` chooses from its start.
+    pub fn picking(pick: Arc<dyn Pick<HandOffTarget>>, peek: Peek) -> Self {
+        Self::to(To::Picked(pick), peek)
+    }
+
+    fn to(to: To<HandOffTarget>, peek: Peek) -> Self {
         Self { to, peek, max_peek: 8 * 1024, read_timeout: Duration::from_secs(10) }
     }
 }
@@ -44,9 +60,15 @@ impl Service for Front {
         "handoff"
     }
 
-    fn new_session(&self, _: &ConnInfo, now: Instant) -> FrontSession {
+    fn new_session(&self, info: &ConnInfo, now: Instant) -> FrontSession {
         let limits = Limits { idle_timeout: self.read_timeout, read_timeout: self.read_timeout, max_request: 0 };
-        FrontSession { front: self.clone(), buf: Vec::new(), deadline: Deadline::new(&limits, now) }
+        FrontSession {
+            front: self.clone(),
+            peer: info.peer,
+            buf: Vec::new(),
+            deadline: Deadline::new(&limits, now),
+            lease: None,
+        }
     }
 
     fn new_hub(&self, _: Instant) -> NoHub {
@@ -58,8 +80,11 @@ impl Service for Front {
 #[derive(Debug)]
 pub struct FrontSession {
     front: Front,
+    peer: Option<SocketAddr>,
     buf: Vec<u8>,
     deadline: Deadline,
+    /// The target chosen, held until the session ends (just after the hand-off).
+    lease: Option<Box<dyn Lease<HandOffTarget>>>,
 }
 
 type Out = Output<Nothing>;
@@ -84,8 +109,14 @@ impl Session for FrontSession {
         self.buf.extend_from_slice(data);
         self.deadline.input(now, true);
         if self.complete() {
+            self.lease = self.front.to.lease(self.peer, &self.buf, now);
+            let Some(lease) = &self.lease else {
+                out.log(Level::Error, "handoff: no target in rotation; closing");
+                out.close();
+                return;
+            };
             let preamble = std::mem::take(&mut self.buf);
-            out.act(Action::HandOff { to: self.front.to.clone(), preamble });
+            out.act(Action::HandOff { to: lease.target().clone(), preamble });
         } else if self.buf.len() >= self.front.max_peek {
             out.log(Level::Debug, "handoff: no complete start within the peek limit; closing");
             out.close();
@@ -138,6 +169,42 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Hands to the target named by the request's path; has none for `/nowhere`.
+    #[derive(Debug)]
+    struct ByPath;
+
+    #[derive(Debug)]
+    struct Held(HandOffTarget);
+
+    impl Pick<HandOffTarget> for ByPath {
+        fn pick(&self, _: Option<SocketAddr>, head: &[u8], _: Instant) -> Option<Box<dyn Lease<HandOffTarget>>> {
+            let path = String::from_utf8_lossy(head).split(' ').nth(1)?.to_owned();
+            (path != "/nowhere").then(|| Box::new(Held(HandOffTarget::new(format!("@{path}")))) as Box<dyn Lease<_>>)
+        }
+    }
+
+    impl Lease<HandOffTarget> for Held {
+        fn target(&self) -> &HandOffTarget {
+            &self.0
+        }
+        fn report(&mut self, _: Instant, _: bool) {}
+    }
+
+    #[test]
+    fn a_picked_target_sees_the_head_and_none_closes() {
+        let t0 = Instant::now();
+        let info = ConnInfo { id: SessionId(1), peer: None, wall: SystemTime::UNIX_EPOCH, seed: 0 };
+        let front = Front::picking(Arc::new(ByPath), Peek::Head);
+        let mut s = front.new_session(&info, t0);
+        let mut out = Out::new();
+        s.handle_input(t0, b"GET /b HTTP/1.1\r\n\r\n", &mut out);
+        assert!(matches!(out.poll_action(), Some(Action::HandOff { to, .. }) if to == HandOffTarget::new("@/b")));
+        let mut s = front.new_session(&info, t0);
+        let mut out = Out::new();
+        s.handle_input(t0, b"GET /nowhere HTTP/1.1\r\n\r\n", &mut out);
+        assert!(out.is_closed());
     }
 
     #[test]

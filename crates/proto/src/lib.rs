@@ -55,6 +55,7 @@ pub mod http;
 pub mod hub;
 pub mod lines;
 pub mod output;
+pub mod pick;
 pub mod pingpong;
 pub mod relay;
 pub mod session;

@@ -8,23 +8,35 @@
 //! before the backend answers the connect is kept and sent first; past [`EARLY_MAX`] bytes of
 //! it the client is not read until the backend is there.
 //!
-//! Refusals: a backend that cannot be reached within the connect timeout closes the client's
-//! connection at once (it has no bytes of its own to explain why). A relay with no bytes moving
+//! The backend is fixed, or chosen per connection by a [`Pick`] (the cluster switch): then a
+//! backend that refuses or does not answer within the connect timeout is reported and another
+//! is asked for, up to [`CONNECT_RETRIES`] times (HAProxy's `retries 3` with `option
+//! redispatch`); the client's early bytes wait meanwhile, since none reached a backend.
+//!
+//! Refusals: when no backend can be reached (or none is offered), the client's connection is
+//! closed at once (it has no bytes of its own to explain why). A relay with no bytes moving
 //! either way for the idle timeout is closed.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::pick::{Lease, Pick, To};
 use crate::{Action, ConnInfo, Level, NoHub, Nothing, Output, Service, Session, StreamId, Token};
 
 /// Bytes taken from the client while the backend connection is being made (one read more at
 /// most).
 pub const EARLY_MAX: usize = 64 * 1024;
 
+/// Further backends tried after a failed connect when the backend is picked (HAProxy's
+/// `retries` default).
+pub const CONNECT_RETRIES: u32 = 3;
+
 /// The relay: where to, and its timeouts.
 #[derive(Clone, Debug)]
 pub struct Relay {
-    pub backend: SocketAddr,
+    /// The backend, fixed or picked per connection.
+    pub backend: To<SocketAddr>,
     /// Give up on a backend that does not accept within this long. Default 5 s.
     pub connect_timeout: Duration,
     /// Close a relay that moved no byte either way for this long. Default 5 minutes.
@@ -34,6 +46,15 @@ pub struct Relay {
 impl Relay {
     /// A relay to `backend` with the default timeouts.
     pub fn new(backend: SocketAddr) -> Self {
+        Self::to(To::Fixed(backend))
+    }
+
+    /// A relay to a backend `pick` chooses for each connection, with the default timeouts.
+    pub fn picking(pick: Arc<dyn Pick<SocketAddr>>) -> Self {
+        Self::to(To::Picked(pick))
+    }
+
+    fn to(backend: To<SocketAddr>) -> Self {
         Self { backend, connect_timeout: Duration::from_secs(5), idle_timeout: Duration::from_secs(300) }
     }
 }
@@ -50,6 +71,8 @@ impl Service for Relay {
         RelaySession {
             relay: self.clone(),
             peer: info.peer,
+            lease: None,
+            attempts: 0,
             backend: None,
             early: Vec::new(),
             client_done: false,
@@ -69,6 +92,10 @@ impl Service for Relay {
 pub struct RelaySession {
     relay: Relay,
     peer: Option<SocketAddr>,
+    /// The backend being connected to or relayed to; dropped with the session.
+    lease: Option<Box<dyn Lease<SocketAddr>>>,
+    /// Connects tried so far.
+    attempts: u32,
     /// The backend stream, once connected.
     backend: Option<StreamId>,
     /// What the client sent before the backend was connected.
@@ -84,6 +111,23 @@ pub struct RelaySession {
 type Out = Output<Nothing>;
 
 impl RelaySession {
+    /// Asks for a backend and connects to it; with none to be had, closes the client.
+    fn connect(&mut self, now: Instant, out: &mut Out) {
+        self.lease = self.relay.backend.lease(self.peer, b"", now);
+        let Some(lease) = &self.lease else {
+            out.log(Level::Error, format!("relay: {}: no backend in rotation", self.peer_name()));
+            out.close();
+            return;
+        };
+        out.connect(Token(u64::from(self.attempts)), *lease.target(), self.relay.connect_timeout);
+        self.attempts += 1;
+        self.idle_at = now + self.relay.connect_timeout.max(self.relay.idle_timeout);
+    }
+
+    fn peer_name(&self) -> String {
+        self.peer.map_or_else(|| "a client".to_owned(), |p| p.to_string())
+    }
+
     /// Both directions are over: close both sides.
     fn finish_if_done(&mut self, out: &mut Out) {
         if self.client_done && self.backend_done {
@@ -100,8 +144,8 @@ impl Session for RelaySession {
     type Message = Nothing;
     type Done = Nothing;
 
-    fn handle_open(&mut self, _: Instant, out: &mut Out) {
-        out.connect(Token(0), self.relay.backend, self.relay.connect_timeout);
+    fn handle_open(&mut self, now: Instant, out: &mut Out) {
+        self.connect(now, out);
     }
 
     fn handle_input(&mut self, now: Instant, data: &[u8], _: &mut Out) {
@@ -147,12 +191,18 @@ impl Session for RelaySession {
         result: Result<StreamId, std::io::ErrorKind>,
         out: &mut Out,
     ) {
+        let peer = self.peer_name();
+        let Some(lease) = self.lease.as_mut() else { return };
+        lease.report(now, result.is_ok());
         let backend = match result {
             Ok(backend) => backend,
             Err(e) => {
-                let peer = self.peer.map_or_else(|| "a client".to_owned(), |p| p.to_string());
-                out.log(Level::Error, format!("relay: {peer}: backend {}: {e}", self.relay.backend));
-                out.close();
+                out.log(Level::Error, format!("relay: {peer}: backend {}: {e}", lease.target()));
+                if self.relay.backend.can_retry() && self.attempts <= CONNECT_RETRIES {
+                    self.connect(now, out);
+                } else {
+                    out.close();
+                }
                 return;
             }
         };
@@ -239,6 +289,76 @@ mod tests {
         let mut out = Out::new();
         s.handle_open(t0, &mut out);
         s.handle_connected(t0, Token(0), Err(std::io::ErrorKind::ConnectionRefused), &mut out);
+        assert!(out.is_closed());
+    }
+
+    /// Offers the backends in turn; remembers every report and release.
+    #[derive(Debug, Default)]
+    struct InTurn {
+        offers: std::sync::Mutex<Vec<SocketAddr>>,
+        log: Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    #[derive(Debug)]
+    struct Held(SocketAddr, Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl Pick<SocketAddr> for InTurn {
+        fn pick(&self, _: Option<SocketAddr>, _: &[u8], _: Instant) -> Option<Box<dyn Lease<SocketAddr>>> {
+            let addr = self.offers.lock().unwrap().pop()?;
+            Some(Box::new(Held(addr, self.log.clone())))
+        }
+    }
+
+    impl Lease<SocketAddr> for Held {
+        fn target(&self) -> &SocketAddr {
+            &self.0
+        }
+        fn report(&mut self, _: Instant, ok: bool) {
+            self.1.lock().unwrap().push(format!("{} {ok}", self.0.port()));
+        }
+    }
+
+    impl Drop for Held {
+        fn drop(&mut self) {
+            self.1.lock().unwrap().push(format!("{} released", self.0.port()));
+        }
+    }
+
+    fn picking(offers: &[u16]) -> (RelaySession, Arc<std::sync::Mutex<Vec<String>>>, Instant) {
+        let offers = offers.iter().rev().map(|p| SocketAddr::from(([127, 0, 0, 1], *p))).collect();
+        let pick = InTurn { offers: std::sync::Mutex::new(offers), log: Arc::default() };
+        let log = pick.log.clone();
+        let t0 = Instant::now();
+        let info = ConnInfo { id: SessionId(1), peer: None, wall: SystemTime::UNIX_EPOCH, seed: 0 };
+        (Relay::picking(Arc::new(pick)).new_session(&info, t0), log, t0)
+    }
+
+    #[test]
+    fn a_picked_backend_that_refuses_is_reported_and_another_is_tried() {
+        let (mut s, log, t0) = picking(&[1, 2]);
+        let mut out = Out::new();
+        s.handle_open(t0, &mut out);
+        s.handle_input(t0, b"early", &mut out);
+        assert!(matches!(out.poll_action(), Some(Action::Connect { token: Token(0), addr, .. }) if addr.port() == 1));
+        s.handle_connected(t0, Token(0), Err(std::io::ErrorKind::ConnectionRefused), &mut out);
+        assert!(!out.is_closed());
+        assert!(matches!(out.poll_action(), Some(Action::Log(..))));
+        assert!(matches!(out.poll_action(), Some(Action::Connect { token: Token(1), addr, .. }) if addr.port() == 2));
+        out.add_stream(StreamId(2));
+        s.handle_connected(t0, Token(1), Ok(StreamId(2)), &mut out);
+        assert_eq!(out.outbox(StreamId(2)).unwrap().pending(), b"early", "nothing lost on the way");
+        drop(s);
+        assert_eq!(*log.lock().unwrap(), ["1 false", "1 released", "2 true", "2 released"]);
+    }
+
+    #[test]
+    fn with_no_backend_to_pick_the_client_is_closed() {
+        let (mut s, _, t0) = picking(&[1]);
+        let mut out = Out::new();
+        s.handle_open(t0, &mut out);
+        for attempt in 0..=CONNECT_RETRIES {
+            s.handle_connected(t0, Token(u64::from(attempt)), Err(std::io::ErrorKind::ConnectionRefused), &mut out);
+        }
         assert!(out.is_closed());
     }
 

@@ -11,6 +11,7 @@ mod pingpong_client;
 mod registry_cmd;
 mod registry_register;
 mod serve;
+mod switch_cmd;
 mod up;
 mod up_registry;
 
@@ -51,6 +52,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Files(args) => files_cmd::run(&args),
         Command::Objects(args) => objects_cmd::run(&args),
         Command::Call(args) => objects_cmd::call(&args),
+        Command::Switch(args) => switch_cmd::run(&args),
         Command::Bench { what: BenchCommand::Oob(args) } => warren_bench::oob(&args),
         Command::Bench { what: BenchCommand::Superd(args) } => warren_bench::superd(&args),
         Command::Bench { what: BenchCommand::Registry(args) } => warren_bench::registry(&args),

@@ -245,7 +245,7 @@ fn announce(protocol: &str, transport: &str, model: Model, addr: &dyn std::fmt::
     let _ = std::io::stdout().flush();
 }
 
-fn finish(report: &ServeReport) {
+pub(crate) fn finish(report: &ServeReport) {
     if let Some(hub) = &report.hub_report {
         println!("{hub}");
     }

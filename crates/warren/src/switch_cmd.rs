@@ -1,0 +1,414 @@
+//! `warren switch`: the cluster switch. Each connection goes to a backend that
+//! `warren-balance` chooses, relayed (`--mode relay`, the spine's relay session, splicing) or
+//! handed off with its request head (`--mode handoff`, to a server process on this host), under
+//! the event model. A thread runs the active checks the pool asks for; SIGHUP reads the
+//! backends again (`--backend` and `--backends-file`). See docs/switch.md.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use warren_balance::{Backend, BackendId, Change, CheckConfig, OutlierConfig, Policy, Pool, PoolConfig, Request};
+use warren_models::{Model, ServeConfig};
+use warren_proto::HandOffTarget;
+use warren_proto::handoff::{Front, Peek};
+use warren_proto::pick::{Lease, Pick};
+use warren_proto::relay::Relay;
+
+/// How the switch passes a connection on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Relay the bytes both ways (NAT-style), spliced in the kernel.
+    Relay,
+    /// Read the request head, then pass the connection to a server process on this host.
+    Handoff,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Relay => "relay",
+            Mode::Handoff => "handoff",
+        })
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SwitchArgs {
+    /// Where clients connect.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// A backend: ADDR (relay) or a hand-off socket (handoff: a path, or @name), then optionally
+    /// `,weight=N`, `,service=NAME` (repeatable) and `,drain`. Repeat the flag for each backend.
+    #[arg(long = "backend", value_name = "BACKEND")]
+    pub backends: Vec<String>,
+    /// A file of backends, one a line in --backend's form (`#` starts a comment), read at the
+    /// start and again on SIGHUP: new lines are added, missing ones drained and then removed.
+    #[arg(long, value_name = "PATH")]
+    pub backends_file: Option<PathBuf>,
+    /// round-robin, weighted, least-connections, power-of-two, service, load, lard or maglev.
+    #[arg(long, default_value = "round-robin", value_parser = parse_policy)]
+    pub policy: Policy,
+    #[arg(long, value_enum, default_value = "relay")]
+    pub mode: Mode,
+    /// Time between active checks of a backend, and the longest a check may take.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    pub inter: Duration,
+    /// Consecutive good checks that bring a backend back.
+    #[arg(long, default_value_t = 2)]
+    pub rise: u32,
+    /// Consecutive failed checks that take a backend out.
+    #[arg(long, default_value_t = 3)]
+    pub fall: u32,
+    /// Run no active checks.
+    #[arg(long)]
+    pub no_check: bool,
+    /// Consecutive failed connections that eject a backend for a while (0: never).
+    #[arg(long, default_value_t = 5)]
+    pub eject_after: u32,
+    /// Ramp a backend that comes up from 10 % to its full weight over this long.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub slow_start: Option<Duration>,
+    /// relay: give up on a backend that does not accept within this long, and try another.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub connect_timeout: Duration,
+    /// handoff: read the first line, or a whole HTTP request head, before handing over.
+    #[arg(long, default_value = "head", value_parser = ["line", "head"])]
+    pub peek: String,
+    /// Log level: 0 errors only, 1 debug.
+    #[arg(short = 'd', long)]
+    pub debug: Option<u8>,
+}
+
+fn parse_policy(s: &str) -> Result<Policy, String> {
+    s.parse().map_err(|e: warren_balance::ConfigError| e.to_string())
+}
+
+/// `warren switch`.
+pub fn run(args: &SwitchArgs) -> anyhow::Result<()> {
+    crate::serve::init_logging(args.debug);
+    let config = PoolConfig {
+        policy: args.policy,
+        check: (!args.no_check).then_some(CheckConfig { inter: args.inter, rise: args.rise, fall: args.fall }),
+        outlier: (args.eject_after > 0)
+            .then_some(OutlierConfig { consecutive_failures: args.eject_after, ..OutlierConfig::default() }),
+        slow_start: args.slow_start,
+        ..PoolConfig::default()
+    };
+    let pool = Pool::new(config)?;
+    let listener = crate::serve::listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let service = addr.port().to_string();
+    let serve_config = ServeConfig::for_model(Model::Event);
+    let report = match args.mode {
+        Mode::Relay => {
+            let switch = Arc::new(Switch::<SocketAddr>::start(pool, args, service)?);
+            let mut relay = Relay::picking(switch.clone());
+            relay.connect_timeout = args.connect_timeout;
+            warren_models::serve(Model::Event, relay, listener, &serve_config, || switch.ready(args, addr))?
+        }
+        Mode::Handoff => {
+            let switch = Arc::new(Switch::<HandOffTarget>::start(pool, args, "http".to_owned())?);
+            let peek = if args.peek == "head" { Peek::Head } else { Peek::Line };
+            let front = Front::picking(switch.clone(), peek);
+            warren_models::serve(Model::Event, front, listener, &serve_config, || switch.ready(args, addr))?
+        }
+    };
+    crate::serve::finish(&report);
+    Ok(())
+}
+
+/// What a backend is in one mode: parsed from its name, and checked.
+trait Target: Clone + Send + Sync + fmt::Debug + fmt::Display + 'static {
+    fn parse(name: &str) -> anyhow::Result<Self>;
+    /// One active check: whether the backend takes a connection within `timeout`.
+    fn check(&self, timeout: Duration) -> bool;
+}
+
+impl Target for SocketAddr {
+    fn parse(name: &str) -> anyhow::Result<Self> {
+        name.parse().with_context(|| format!("backend {name:?}: want an address such as 127.0.0.1:8001"))
+    }
+
+    fn check(&self, timeout: Duration) -> bool {
+        TcpStream::connect_timeout(self, timeout).is_ok()
+    }
+}
+
+impl Target for HandOffTarget {
+    fn parse(name: &str) -> anyhow::Result<Self> {
+        if name.is_empty() || name == "@" {
+            bail!("backend {name:?}: want a hand-off socket's path, or @name");
+        }
+        Ok(HandOffTarget::new(name))
+    }
+
+    /// Connecting a datagram socket to the receiver's address fails unless a receiver is bound
+    /// there (the kernel answers at once, so no timeout is needed).
+    fn check(&self, _: Duration) -> bool {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
+        let path = self.0.to_string_lossy();
+        let addr = match path.strip_prefix('@') {
+            Some(name) => UnixAddr::from_abstract_name(name.as_bytes()),
+            None => UnixAddr::from_pathname(&self.0),
+        };
+        addr.and_then(|addr| UnixDatagram::unbound()?.connect_addr(&addr)).is_ok()
+    }
+}
+
+/// One line of `--backend` or of the backends file.
+#[derive(Debug, PartialEq)]
+struct Spec {
+    name: String,
+    weight: u32,
+    services: Vec<String>,
+    drain: bool,
+}
+
+fn parse_spec(line: &str) -> anyhow::Result<Spec> {
+    let mut parts = line.split(',').map(str::trim);
+    let name = parts.next().unwrap_or_default().to_owned();
+    let mut spec = Spec { name, weight: 1, services: Vec::new(), drain: false };
+    for part in parts {
+        match part.split_once('=') {
+            Some(("weight", w)) => {
+                spec.weight = w.parse().with_context(|| format!("backend {line:?}: weight {w:?} is not a number"))?;
+            }
+            Some(("service", s)) if !s.is_empty() => spec.services.push(s.to_owned()),
+            None if part == "drain" => spec.drain = true,
+            _ => bail!("backend {line:?}: unknown option {part:?} (want weight=N, service=NAME or drain)"),
+        }
+    }
+    Ok(spec)
+}
+
+/// The pool and what each backend is, behind one lock: connections pick and release through
+/// it, the check thread and the reload update it.
+#[derive(Debug)]
+struct Shared<T> {
+    pool: Pool,
+    targets: BTreeMap<BackendId, (String, T)>,
+}
+
+/// The switch's [`Pick`]: the shared pool, and the service its listener stands for.
+#[derive(Debug)]
+struct Switch<T> {
+    shared: Arc<Mutex<Shared<T>>>,
+    service: String,
+}
+
+impl<T: Target> Switch<T> {
+    /// Loads the backends and starts the reload thread; the checks start when the switch is
+    /// ready ([`Switch::ready`]).
+    fn start(pool: Pool, args: &SwitchArgs, service: String) -> anyhow::Result<Self> {
+        let shared = Arc::new(Mutex::new(Shared { pool, targets: BTreeMap::new() }));
+        let specs = specs(args)?;
+        if specs.is_empty() {
+            bail!("no backend: give --backend ADDR (or a --backends-file with at least one)");
+        }
+        apply(&mut lock(&shared), specs)?;
+        // Always, file or not: SIGHUP's default action would end the switch, and an operator
+        // sends it expecting a reload, as nginx's.
+        let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+        let (reloader, flags, file) = (shared.clone(), args.backends.clone(), args.backends_file.clone());
+        std::thread::Builder::new().name("switch-reload".into()).spawn(move || {
+            for _ in signals.forever() {
+                let reloaded = read_specs(&flags, file.as_ref()).and_then(|specs| apply(&mut lock(&reloader), specs));
+                match reloaded {
+                    Ok(()) => println!("warren: switch: backends reloaded"),
+                    Err(e) => println!("warren: switch: reload refused, backends unchanged: {e:#}"),
+                }
+            }
+        })?;
+        Ok(Self { shared, service })
+    }
+}
+
+impl<T: Target> Switch<T> {
+    /// The switch listens: says so, then starts the checks, so that every change of state a
+    /// check finds is told after the readiness line.
+    fn ready(&self, args: &SwitchArgs, addr: SocketAddr) {
+        println!("warren: serving switch ({}, {}) under event on {addr}", args.mode, args.policy);
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        let checker = self.shared.clone();
+        let spawned = std::thread::Builder::new().name("switch-checks".into()).spawn(move || check_forever(&checker));
+        if let Err(e) = spawned {
+            println!("warren: switch: no active checks, cannot start their thread: {e}");
+        }
+    }
+}
+
+fn specs(args: &SwitchArgs) -> anyhow::Result<Vec<Spec>> {
+    read_specs(&args.backends, args.backends_file.as_ref())
+}
+
+fn read_specs(flags: &[String], file: Option<&PathBuf>) -> anyhow::Result<Vec<Spec>> {
+    let mut lines = flags.to_vec();
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("backends file {}", path.display()))?;
+        let kept = text.lines().map(|l| l.split('#').next().unwrap_or_default().trim()).filter(|l| !l.is_empty());
+        lines.extend(kept.map(str::to_owned));
+    }
+    let specs = lines.iter().map(|l| parse_spec(l)).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
+        bail!("backend {} is given twice", twice[0]);
+    }
+    Ok(specs)
+}
+
+/// Makes the pool hold exactly `specs`: new ones added, missing ones removed (they drain
+/// first), the rest reconfigured and drained or put back as marked. Every name is parsed before
+/// anything changes, so a bad line changes nothing.
+fn apply<T: Target>(shared: &mut Shared<T>, specs: Vec<Spec>) -> anyhow::Result<()> {
+    let parsed = specs.into_iter().map(|s| Ok((T::parse(&s.name)?, s))).collect::<anyhow::Result<Vec<_>>>()?;
+    let now = Instant::now();
+    let known: BTreeMap<String, BackendId> = shared.targets.iter().map(|(id, (name, _))| (name.clone(), *id)).collect();
+    for (name, id) in &known {
+        if !parsed.iter().any(|(_, s)| &s.name == name) {
+            shared.pool.remove(*id);
+            shared.targets.remove(id);
+        }
+    }
+    for (target, spec) in parsed {
+        let id = match known.get(&spec.name) {
+            Some(&id) => {
+                shared.pool.reconfigure(id, spec.weight, spec.services);
+                id
+            }
+            None => {
+                let backend = Backend { name: spec.name.clone(), weight: spec.weight, services: spec.services };
+                let id = shared.pool.add(backend, now);
+                shared.targets.insert(id, (spec.name, target));
+                id
+            }
+        };
+        if spec.drain {
+            shared.pool.drain(id);
+        } else {
+            shared.pool.undrain(id, now);
+        }
+    }
+    Ok(())
+}
+
+fn lock<T>(shared: &Mutex<Shared<T>>) -> MutexGuard<'_, Shared<T>> {
+    // A panic elsewhere leaves the pool consistent (every change is one call), so go on.
+    shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Runs the checks the pool asks for, each on its own thread so that one slow backend does not
+/// delay the others, and reports every change of state.
+fn check_forever<T: Target>(shared: &Mutex<Shared<T>>) {
+    let inter = lock(shared).pool.config().check.map(|c| c.inter);
+    let Some(inter) = inter else { return };
+    loop {
+        let now = Instant::now();
+        let due: Vec<(BackendId, T)> = {
+            let mut s = lock(shared);
+            for (id, change) in s.pool.handle_timeout(now) {
+                announce(&s, id, change);
+            }
+            std::iter::from_fn(|| s.pool.poll_check(now))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .filter_map(|id| Some((id, s.targets.get(&id)?.1.clone())))
+                .collect()
+        };
+        let results: Vec<(BackendId, bool)> = std::thread::scope(|scope| {
+            let running: Vec<_> = due.iter().map(|(id, t)| (*id, scope.spawn(move || t.check(inter)))).collect();
+            running.into_iter().map(|(id, h)| (id, h.join().unwrap_or(false))).collect()
+        });
+        let next = {
+            let mut s = lock(shared);
+            for (id, ok) in results {
+                if let Some(change) = s.pool.check_done(id, Instant::now(), ok) {
+                    announce(&s, id, change);
+                }
+            }
+            s.pool.poll_timeout()
+        };
+        let wait = next.map_or(inter, |at| at.saturating_duration_since(Instant::now()));
+        std::thread::sleep(wait.clamp(Duration::from_millis(1), inter));
+    }
+}
+
+fn announce<T>(shared: &Shared<T>, id: BackendId, change: Change) {
+    let name = shared.targets.get(&id).map_or("a removed backend", |(name, _)| name.as_str());
+    let state = match change {
+        Change::Up => "up",
+        Change::Down => "down",
+    };
+    println!("warren: switch: backend {name} is {state}");
+}
+
+impl<T: Target> Pick<T> for Switch<T> {
+    fn pick(&self, peer: Option<SocketAddr>, head: &[u8], now: Instant) -> Option<Box<dyn Lease<T>>> {
+        let key = peer.map(|p| p.ip().to_string());
+        let request =
+            Request { key: key.as_deref().map(str::as_bytes), target: url(head), service: Some(&self.service) };
+        let mut s = lock(&self.shared);
+        let id = s.pool.pick(&request, now)?;
+        let Some((_, target)) = s.targets.get(&id) else {
+            s.pool.release(id);
+            return None;
+        };
+        Some(Box::new(Held { shared: self.shared.clone(), id, target: target.clone() }))
+    }
+}
+
+/// The request target of an HTTP request line (`GET /a/b HTTP/1.1` gives `/a/b`), what LARD
+/// keeps on one backend.
+fn url(head: &[u8]) -> Option<&[u8]> {
+    let line = head.split(|&b| b == b'\n').next()?;
+    line.split(|&b| b == b' ').nth(1).filter(|t| !t.is_empty())
+}
+
+/// One connection's backend: reports go to the pool, and the drop releases it.
+#[derive(Debug)]
+struct Held<T> {
+    shared: Arc<Mutex<Shared<T>>>,
+    id: BackendId,
+    target: T,
+}
+
+impl<T: Target> Lease<T> for Held<T> {
+    fn target(&self) -> &T {
+        &self.target
+    }
+
+    fn report(&mut self, now: Instant, ok: bool) {
+        let mut s = lock(&self.shared);
+        if s.pool.report(self.id, now, ok) {
+            println!("warren: switch: backend {} ejected after failed connections", self.target);
+        }
+    }
+}
+
+impl<T> Drop for Held<T> {
+    fn drop(&mut self) {
+        lock(&self.shared).pool.release(self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_lines_parse_and_bad_ones_say_why() {
+        let spec = parse_spec("127.0.0.1:8001, weight=3, service=http, drain").unwrap();
+        assert_eq!(spec, Spec { name: "127.0.0.1:8001".into(), weight: 3, services: vec!["http".into()], drain: true });
+        assert!(parse_spec("a,weight=x").unwrap_err().to_string().contains("not a number"));
+        assert!(parse_spec("a,colour=red").unwrap_err().to_string().contains("unknown option"));
+        assert!(<SocketAddr as Target>::parse("localhost").is_err());
+        assert_eq!(url(b"GET /a/b HTTP/1.1\r\nHost: x\r\n\r\n"), Some(&b"/a/b"[..]));
+        assert_eq!(url(b"hello\n"), None);
+    }
+}

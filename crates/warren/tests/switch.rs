@@ -1,0 +1,192 @@
+//! `warren switch` through the real binary, in front of HTTP servers the tests start, each
+//! serving a `who.txt` that names it: round-robin spreads, a dead backend is skipped, draining
+//! keeps new connections off while an open one finishes, and hand-off mode passes connections
+//! to server processes.
+
+#[macro_use]
+mod support;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use nix::sys::signal::Signal;
+use support::{Server, T, connect, run};
+
+/// A directory with `who.txt` saying `name`.
+fn root(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("warren-switch-{}-{name}-{}", std::process::id(), fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("who.txt"), name).unwrap();
+    dir
+}
+
+/// An HTTP backend on a port of its own, answering `who.txt` with `name`.
+fn backend(name: &str) -> Server {
+    let root = root(name);
+    Server::serve("http", "event", &["--root", root.to_str().unwrap()])
+}
+
+/// An HTTP server receiving hand-offs at `@target`, answering `who.txt` with `name`.
+fn receiver(name: &str, target: &str) -> Server {
+    let root = root(name);
+    Server::spawn(&[
+        "serve",
+        "http",
+        "--model",
+        "event",
+        "--handoff-listen",
+        target,
+        "--root",
+        root.to_str().unwrap(),
+        "-d",
+        "0",
+    ])
+}
+
+/// `warren switch --listen 127.0.0.1:0 <args>`.
+fn switch(args: &[&str]) -> Server {
+    let mut all = vec!["switch", "--listen", "127.0.0.1:0", "-d", "0"];
+    all.extend_from_slice(args);
+    Server::spawn(&all)
+}
+
+/// Which backend answers a new connection: one `GET /who.txt`, `Connection: close`.
+fn who(switch: SocketAddr) -> String {
+    let mut stream = connect(switch);
+    stream.write_all(b"GET /who.txt HTTP/1.1\r\nHost: warren\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap_or_else(|e| panic!("read through the switch: {e}"));
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
+    answer.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
+}
+
+/// `who.txt` again on a kept-alive connection.
+fn who_on(stream: &mut std::net::TcpStream) -> String {
+    stream.write_all(b"GET /who.txt HTTP/1.1\r\nHost: warren\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1, "the answer's head ends");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let len: usize = head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().trim().parse().unwrap();
+    let mut body = vec![0; len];
+    stream.read_exact(&mut body).unwrap();
+    String::from_utf8(body).unwrap()
+}
+
+fn answers(switch: SocketAddr, n: usize) -> Vec<String> {
+    (0..n).map(|_| who(switch)).collect()
+}
+
+#[test]
+fn round_robin_spreads_connections_over_the_backends_in_turn() {
+    let backends = [backend("a"), backend("b"), backend("c")];
+    let addrs: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+    let mut sw = switch(&["--backend", &addrs[0], "--backend", &addrs[1], "--backend", &addrs[2]]);
+    assert_eq!(answers(sw.addr, 6), ["a", "b", "c", "a", "b", "c"]);
+    // SIGHUP without a backends file reloads the flags' backends (and does not end the switch).
+    sw.signal(Signal::SIGHUP);
+    assert!(sw.wait_stdout(|l| l == "warren: switch: backends reloaded", T).is_some());
+    assert_eq!(answers(sw.addr, 3), ["a", "b", "c"]);
+    let stopped = sw.stop_clean();
+    assert_eq!(stopped.counts(), (9, 0));
+}
+
+#[test]
+fn a_killed_backend_is_out_of_rotation_once_its_checks_fail() {
+    let (a, b) = (backend("a"), backend("b"));
+    let (a_addr, b_addr) = (a.addr.to_string(), b.addr.to_string());
+    let mut sw = switch(&["--backend", &a_addr, "--backend", &b_addr, "--inter", "100ms"]);
+    assert_eq!(answers(sw.addr, 2), ["a", "b"]);
+    b.stop_clean();
+    let down = format!("warren: switch: backend {b_addr} is down");
+    assert!(sw.wait_stdout(|l| l == down, T).is_some(), "no {down:?}");
+    assert_eq!(answers(sw.addr, 4), ["a", "a", "a", "a"]);
+    sw.stop_clean();
+}
+
+#[test]
+fn with_every_backend_down_a_client_is_closed_at_once() {
+    let gone = backend("gone");
+    let gone_addr = gone.addr.to_string();
+    gone.stop_clean();
+    let mut sw = switch(&["--backend", &gone_addr, "--inter", "100ms"]);
+    let down = format!("warren: switch: backend {gone_addr} is down");
+    assert!(sw.wait_stdout(|l| l == down, T).is_some(), "no {down:?}");
+    let mut stream = connect(sw.addr);
+    let (bytes, end) = support::read_all(&mut stream, T);
+    assert!(bytes.is_empty() && end == support::End::Eof, "{end:?} after {} bytes", bytes.len());
+    assert!(sw.is_running());
+    sw.stop_clean();
+}
+
+#[test]
+fn a_refused_connect_is_retried_on_another_backend() {
+    // No active checks: only the relay's retry stands between the client and the dead backend.
+    let (a, b) = (backend("a"), backend("b"));
+    let (a_addr, b_addr) = (a.addr.to_string(), b.addr.to_string());
+    let sw = switch(&["--backend", &a_addr, "--backend", &b_addr, "--no-check"]);
+    b.stop_clean();
+    assert_eq!(answers(sw.addr, 4), ["a", "a", "a", "a"], "no failed request");
+    sw.stop_clean();
+}
+
+#[test]
+fn a_drained_backend_takes_no_new_connection_while_an_open_one_finishes() {
+    let (a, b) = (backend("a"), backend("b"));
+    let (a_addr, b_addr) = (a.addr.to_string(), b.addr.to_string());
+    let file = std::env::temp_dir().join(format!("warren-switch-{}-backends", std::process::id()));
+    std::fs::write(&file, format!("{a_addr}\n{b_addr} # the second\n")).unwrap();
+    let mut sw = switch(&["--backends-file", file.to_str().unwrap(), "--policy", "least-connections"]);
+    let mut open = connect(sw.addr);
+    assert_eq!(who_on(&mut open), "a", "the first connection goes to the first backend");
+
+    std::fs::write(&file, format!("{a_addr},drain\n{b_addr}\n")).unwrap();
+    sw.signal(Signal::SIGHUP);
+    assert!(sw.wait_stdout(|l| l == "warren: switch: backends reloaded", T).is_some());
+    assert_eq!(answers(sw.addr, 3), ["b", "b", "b"]);
+    assert_eq!(who_on(&mut open), "a", "the open connection goes on");
+
+    // Removed altogether: the open connection still finishes; a bad file changes nothing.
+    std::fs::write(&file, format!("{b_addr}\n")).unwrap();
+    sw.signal(Signal::SIGHUP);
+    assert!(sw.wait_stdout(|l| l == "warren: switch: backends reloaded", T).is_some());
+    assert_eq!(who_on(&mut open), "a");
+    std::fs::write(&file, format!("{a_addr},weight=lots\n")).unwrap();
+    sw.signal(Signal::SIGHUP);
+    let refused = sw.wait_stdout(|l| l.starts_with("warren: switch: reload refused"), T).expect("refused");
+    assert!(refused.contains("not a number"), "{refused}");
+    assert_eq!(answers(sw.addr, 2), ["b", "b"]);
+    drop(open);
+    sw.stop_clean();
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn handoff_mode_passes_connections_to_the_backends_in_turn() {
+    let tag = format!("@warren-switch-{}-{}", std::process::id(), fastrand::u64(..));
+    let (ta, tb) = (format!("{tag}-a"), format!("{tag}-b"));
+    let (a, b) = (receiver("a", &ta), receiver("b", &tb));
+    let sw = switch(&["--mode", "handoff", "--backend", &ta, "--backend", &tb]);
+    assert_eq!(answers(sw.addr, 4), ["a", "b", "a", "b"]);
+    sw.stop_clean();
+    a.stop_clean();
+    b.stop_clean();
+}
+
+#[test]
+fn bad_flags_are_refused_with_the_reason() {
+    let refused = |args: &[&str], says: &str| {
+        let (status, _, err) = run(support::command(args), b"", T);
+        assert!(!status.success() && err.contains(says), "{args:?}: {err}");
+    };
+    refused(&["switch", "--backend", "127.0.0.1:1", "--policy", "fastest"], "unknown policy \"fastest\"");
+    refused(&["switch", "--listen", "127.0.0.1:0"], "no backend");
+    refused(&["switch", "--listen", "127.0.0.1:0", "--backend", "localhost"], "want an address");
+    refused(&["switch", "--listen", "127.0.0.1:0", "--backend", "127.0.0.1:1", "--rise", "0"], "rise and fall");
+    refused(&["switch", "--listen", "127.0.0.1:0", "--backend", "127.0.0.1:1", "--backend", "127.0.0.1:1"], "twice");
+}
