@@ -52,13 +52,11 @@ pub enum Command {
     },
     /// The course's TimeServer: sends the date, then blocks for --delay (default 4 s).
     Timeserver(TimeserverArgs),
-    /// The course's TimeClient: prints `Time on host <host> is <date>`.
-    Timeclient {
-        /// Server host.
-        host: String,
-        /// Server port.
-        port: u16,
-    },
+    /// The course's TimeClient: prints `Time on host <host> is <date>`; reads a serialized
+    /// java.util.Date (the Java TimeServer), a ctime line (the C one) or a daytime line.
+    Timeclient(TimeclientArgs),
+    /// Stevens' urgent-data demonstration: `warren oob send HOST PORT`, `warren oob recv PORT`.
+    Oob(crate::oob_cmd::OobArgs),
     /// Echo client (RFC 862): sends standard input, prints what comes back.
     Echo(ClientArgs),
     /// Discard client (RFC 863): sends standard input, prints nothing.
@@ -254,7 +252,7 @@ pub struct PingpongArgs {
     /// `client` or `server`.
     #[arg(value_parser = ["client", "server"])]
     pub role: String,
-    /// Server host (the server always listens on loopback unless --listen says otherwise).
+    /// Server host; the server listens on its address unless --listen says otherwise.
     pub host: String,
     /// Server port.
     pub port: u16,
@@ -273,17 +271,22 @@ pub struct PingpongArgs {
     /// server: worker processes (prefork).
     #[arg(long, short = 'P', default_value_t = 4)]
     pub processes: usize,
+    /// server: the address to listen on [default: the host's address]; 0.0.0.0 (or ::) for
+    /// every interface, so that clients on other machines reach it.
+    #[arg(long, visible_alias = "bind")]
+    pub listen: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Args)]
 pub struct LargerhttpdArgs {
-    /// Port to listen on (loopback unless --bind says otherwise).
+    /// Port to listen on (loopback unless --listen says otherwise).
     pub port: u16,
     /// Helper threads for the event loop's blocking work.
     pub maxthreads: usize,
-    /// Address to bind.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub bind: std::net::IpAddr,
+    /// Address to listen on: loopback by default; 0.0.0.0 (or ::) for every interface, so that
+    /// clients on other machines (a VM, a container) reach the server.
+    #[arg(long, visible_alias = "bind", default_value = "127.0.0.1")]
+    pub listen: std::net::IpAddr,
 }
 
 #[derive(Debug, Args)]
@@ -294,9 +297,10 @@ pub struct ChatserverArgs {
     /// Debug level: 0 errors only, 1 every event.
     #[arg(short = 'd', long, default_value_t = 0)]
     pub debug: u8,
-    /// Address to bind.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub bind: std::net::IpAddr,
+    /// Address to listen on: loopback by default; 0.0.0.0 (or ::) for every interface, so that
+    /// clients on other machines (a VM, a container) reach the server.
+    #[arg(long, visible_alias = "bind", default_value = "127.0.0.1")]
+    pub listen: std::net::IpAddr,
     /// Server model [default: pool with 4 threads, any number of clients].
     #[arg(long, short = 'm', default_value = "pool")]
     pub model: Model,
@@ -316,12 +320,32 @@ pub struct TimeserverArgs {
     /// Port to listen on.
     #[arg(default_value_t = 5005)]
     pub port: u16,
+    /// Address to listen on: loopback by default; 0.0.0.0 (or ::) for every interface, so that
+    /// clients on other machines (a VM, a container) reach the server.
+    #[arg(long, visible_alias = "bind", default_value = "127.0.0.1")]
+    pub listen: std::net::IpAddr,
     /// The blocking call after each answer.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "4s")]
     pub delay: Duration,
+    /// The date's wire form: java (a serialized java.util.Date, as the course's Java
+    /// TimeServer), ctime (`"%.24s\r\n"` in local time, as its C timeserver.c) or text (the
+    /// daytime line).
+    #[arg(long, default_value = "java")]
+    pub format: warren_proto::timeserver::TimeFormat,
     /// Server model [default: iterative, the course's single-threaded TimeServer].
     #[arg(long, short = 'm', default_value = "iterative")]
     pub model: Model,
+}
+
+#[derive(Debug, Args)]
+pub struct TimeclientArgs {
+    /// Server host.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Give up after this long without a date.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]

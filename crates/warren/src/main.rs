@@ -5,8 +5,10 @@ mod cli;
 mod clients;
 mod demo;
 mod files_cmd;
+mod local_zone;
 mod objects_cmd;
 mod objects_registry;
+mod oob_cmd;
 mod pingpong_client;
 mod registry_cmd;
 mod registry_register;
@@ -41,7 +43,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Chatserver(args) => serve::chatserver(&args),
         Command::Chat { host, port } => clients::chat(host, port),
         Command::Timeserver(args) => serve::timeserver(&args),
-        Command::Timeclient { host, port } => clients::timeclient(&host, port),
+        Command::Timeclient(args) => clients::timeclient(&args),
+        Command::Oob(args) => oob_cmd::run(&args),
         Command::Echo(args) => clients::echo(&args),
         Command::Discard(args) => clients::discard(&args),
         Command::Daytime(args) => clients::daytime(&args),

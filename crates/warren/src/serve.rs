@@ -169,7 +169,7 @@ fn parse_key(bytes: &[u8]) -> Option<[u8; 32]> {
 
 /// `warren largerhttpd <port> <maxthreads>`: the course's program, grown up.
 pub fn largerhttpd(args: &LargerhttpdArgs) -> anyhow::Result<()> {
-    let mut flags = default_flags(Model::Event, SocketAddr::new(args.bind, args.port));
+    let mut flags = default_flags(Model::Event, SocketAddr::new(args.listen, args.port));
     flags.threads = Some(args.maxthreads);
     flags.root = ".".into();
     serve(Protocol::Http, &flags)
@@ -181,7 +181,10 @@ pub fn pingpong(args: &PingpongArgs) -> anyhow::Result<()> {
     if args.role == "client" {
         return crate::clients::pingpong(&args.host, args.port, &options);
     }
-    let ip = resolve(&args.host, args.port)?.ip();
+    let ip = match args.listen {
+        Some(ip) => ip,
+        None => resolve(&args.host, args.port)?.ip(),
+    };
     let mut flags = default_flags(args.model, SocketAddr::new(ip, args.port));
     flags.threads = Some(args.threads);
     flags.processes = args.processes;
@@ -192,7 +195,7 @@ pub fn pingpong(args: &PingpongArgs) -> anyhow::Result<()> {
 
 /// `warren chatserver -p <port> -d <level>`.
 pub fn chatserver(args: &ChatserverArgs) -> anyhow::Result<()> {
-    let mut flags = default_flags(args.model, SocketAddr::new(args.bind, args.port));
+    let mut flags = default_flags(args.model, SocketAddr::new(args.listen, args.port));
     flags.threads = Some(args.threads);
     flags.processes = args.processes;
     flags.idle_exit = Some(args.idle_exit);
@@ -202,9 +205,14 @@ pub fn chatserver(args: &ChatserverArgs) -> anyhow::Result<()> {
 
 /// `warren timeserver [port]`.
 pub fn timeserver(args: &TimeserverArgs) -> anyhow::Result<()> {
-    let mut flags = default_flags(args.model, SocketAddr::from(([127, 0, 0, 1], args.port)));
-    flags.delay = Some(args.delay);
-    serve(Protocol::Timeserver, &flags)
+    let flags = default_flags(args.model, SocketAddr::new(args.listen, args.port));
+    init_logging(flags.debug);
+    let service = warren_proto::timeserver::TimeServer {
+        delay: args.delay,
+        format: args.format,
+        zone: crate::local_zone::local_offset,
+    };
+    serve_tcp(service, &flags)
 }
 
 fn serve_tcp<S: Service>(service: S, flags: &ServerFlags) -> anyhow::Result<()> {

@@ -118,7 +118,7 @@ fn daytime_and_time_clients_over_tcp_and_udp() {
 
 #[test]
 fn timeserver_and_timeclient() {
-    let server = Server::spawn(&["timeserver", "0", "--delay", "100ms", "--model", "thread"]);
+    let server = Server::spawn(&["timeserver", "0", "--delay", "100ms", "--model", "thread", "--format", "text"]);
     assert!(
         server.ready.starts_with("warren: serving timeserver (tcp) under thread on 127.0.0.1:"),
         "{}",

@@ -337,7 +337,7 @@ fn refuses_beyond_max_conns() {
 #[test]
 fn a_blocking_call_on_the_loop_stalls_every_connection() {
     let block = Duration::from_millis(300);
-    let server = Server::start(Model::Event, TimeServer { delay: block }, config(0));
+    let server = Server::start(Model::Event, TimeServer { delay: block, ..TimeServer::default() }, config(0));
     let start = Instant::now();
     let mut first = server.connect();
     read_line(&mut first);
@@ -352,7 +352,7 @@ fn a_blocking_call_on_the_loop_stalls_every_connection() {
 #[test]
 fn helper_threads_take_blocking_calls_off_the_loop() {
     let block = Duration::from_secs(2);
-    let server = Server::start(Model::Event, TimeServer { delay: block }, config(2));
+    let server = Server::start(Model::Event, TimeServer { delay: block, ..TimeServer::default() }, config(2));
     let start = Instant::now();
     let mut first = server.connect();
     read_line(&mut first);

@@ -158,7 +158,7 @@ fn refuses_beyond_max_conns() {
 /// already closed (its blocking call over) when B's answer arrived.
 fn second_client_after_a_blocking_call(model: Model, helpers: usize, delay: Duration) -> (Duration, bool) {
     let config = ServeConfig { threads: 2, helpers, ..ServeConfig::for_model(model) };
-    let server = start(model, TimeServer { delay }, config);
+    let server = start(model, TimeServer { delay, ..TimeServer::default() }, config);
     let mut a = server.connect();
     read_line(&mut a);
     let a_answered = Instant::now();

@@ -58,7 +58,8 @@ fn refuses_beyond_max_conns() {
 #[test]
 fn a_full_queue_refuses_new_connections() {
     let config = ServeConfig { threads: 1, queue: 1, ..ServeConfig::for_model(Model::Pool) };
-    let server = Server::start(Model::Pool, TimeServer { delay: Duration::from_millis(500) }, config);
+    let server =
+        Server::start(Model::Pool, TimeServer { delay: Duration::from_millis(500), ..TimeServer::default() }, config);
     let mut busy = server.connect();
     read_line(&mut busy);
     // The only worker is in its blocking call: the next connection fills the queue.
@@ -73,7 +74,7 @@ fn a_full_queue_refuses_new_connections() {
 #[test]
 fn a_blocking_call_stalls_only_its_worker() {
     let block = Duration::from_secs(2);
-    let server = Server::start(Model::Pool, TimeServer { delay: block }, config());
+    let server = Server::start(Model::Pool, TimeServer { delay: block, ..TimeServer::default() }, config());
     let start = std::time::Instant::now();
     let mut first = server.connect();
     read_line(&mut first);

@@ -258,7 +258,10 @@ fn simple_request(line: &[u8]) -> Result<Option<Head>, HeadError> {
         return Err(HeadError::BadRequest);
     }
     let target = std::str::from_utf8(last).map_err(|_| HeadError::BadRequest)?;
-    Ok(Some(Head { method: Method::Get, target: target.to_owned(), version: Version::Http09, headers: Vec::new() }))
+    // The course's LargerHttpd takes `GET index.html` as `GET /index.html` (its pattern is
+    // `GET /?(\S*)`); the path is resolved beneath the root like any other.
+    let target = if target.starts_with('/') { target.to_owned() } else { format!("/{target}") };
+    Ok(Some(Head { method: Method::Get, target, version: Version::Http09, headers: Vec::new() }))
 }
 
 fn method(token: &str) -> Method {

@@ -182,6 +182,8 @@ pub struct HttpSession {
     /// Closed after answering a request that asked to close, with no byte behind it: the
     /// peer sends nothing more, so the close need not linger.
     clean_close: bool,
+    /// No request has been answered yet: a lone `\n` now is a one-line client's empty request.
+    first_request: bool,
 }
 
 impl std::fmt::Debug for HttpSession {
@@ -206,6 +208,7 @@ impl HttpSession {
             waiting: None,
             read_closed: false,
             clean_close: false,
+            first_request: true,
         }
     }
 
@@ -247,6 +250,15 @@ impl HttpSession {
         let mut at = 0;
         let mut answered = false;
         while !self.done && self.waiting.is_none() {
+            if self.first_request && input.starts_with(b"\n") {
+                // The course's LargerHttpd answers an empty one-line request; a CRLF (what
+                // HTTP/1.x clients send) is skipped as RFC 9112 §2.2 asks.
+                let frame = Frame { date: self.wall_at(now), version: Version::Http09, is_head: false, keep: false };
+                let reply = error(400, frame, &[], out);
+                self.log(now, String::new, &reply, out);
+                self.finish(out);
+                break;
+            }
             match parse_head(&input[at..], &self.http.request) {
                 Ok(Some((head, used))) => {
                     at += used;
@@ -268,6 +280,7 @@ impl HttpSession {
     }
 
     fn answer(&mut self, now: Instant, head: &Head, out: &mut Out) {
+        self.first_request = false;
         let has_body = head.has_body();
         let keep = head.keep_alive() && has_body == Ok(false);
         let frame =
@@ -444,11 +457,21 @@ impl Session for HttpSession {
         self.deadline.input(now, !self.buf.is_empty());
     }
 
-    fn handle_read_closed(&mut self, _: Instant, out: &mut Out) {
+    fn handle_read_closed(&mut self, now: Instant, out: &mut Out) {
         if self.waiting.is_some() {
             // The request waiting for the hub (and those behind it) still get their answers.
             self.read_closed = true;
             return;
+        }
+        if !self.done && !self.buf.is_empty() && !self.buf.contains(&b'\n') {
+            // A request line ended by the end of the stream, as the course's LargerHttpd takes
+            // it (`printf 'GET /index.html' | nc -N`). Only a first line: a head cut short after
+            // it is no request. An HTTP/1.x line still lacks its headers and gets no answer.
+            self.read_closed = true;
+            self.answer_ready(now, b"\n", out);
+            if self.waiting.is_some() {
+                return;
+            }
         }
         // Complete requests were answered as they came; a partial one has no one to answer.
         self.finish(out);
@@ -533,13 +556,16 @@ fn first_line(buf: &[u8]) -> String {
     String::from_utf8_lossy(buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end])).into_owned()
 }
 
-/// Whether a refused request's first line was a one-line HTTP/0.9 request (two tokens).
+/// Whether a refused request's first line was a one-line request, the course's kind: a whole
+/// line whose last word names no HTTP version (`FOO`, `GET  /x`, `GET /x extra`). Those get the
+/// course's bare answers; a line ending in `HTTP/…` gets an HTTP/1.1 status line.
 fn looks_simple(buf: &[u8]) -> bool {
     let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
         return false;
     };
     let line = buf[..nl].strip_suffix(b"\r").unwrap_or(&buf[..nl]);
-    line.iter().filter(|&&b| b == b' ').count() == 1
+    let last_word = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    !last_word.starts_with(b"HTTP/")
 }
 
 /// Quotes, backslashes and control characters as `\xHH`, as nginx logs them: a request line
