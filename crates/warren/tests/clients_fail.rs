@@ -85,3 +85,27 @@ fn files_put_refuses_a_peer_that_answers_nonsense() {
     let (_short, addr) = foreign_peer(b"ok");
     files_put_fails_clearly(addr, "sent 2 bytes but no whole frame within 1s; expected a warren file server");
 }
+
+#[test]
+fn the_pingpong_client_gives_up_on_a_silent_peer() {
+    let (_peer, addr) = foreign_peer(b"");
+    let port = addr.port().to_string();
+    fails_clearly_as(
+        &["pingpong", "client", "127.0.0.1", &port, "--timeout", "1s"],
+        addr,
+        b"",
+        "did not answer within 1s; expected PINGPONG 3 GAME <n>",
+    );
+}
+
+#[test]
+fn the_pingpong_client_refuses_a_peer_that_answers_nonsense() {
+    let (_peer, addr) = foreign_peer(b"220 ftp.example.com ready\r\n");
+    let port = addr.port().to_string();
+    fails_clearly_as(
+        &["pingpong", "client", "127.0.0.1", &port, "--timeout", "1s"],
+        addr,
+        b"",
+        "expected PINGPONG 3 GAME",
+    );
+}
