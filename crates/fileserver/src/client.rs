@@ -3,7 +3,7 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::cache::{Cache, Lookup};
 use crate::wire::{ClientKey, Entry, ErrorCode, Meta, Reply, Request, Right, WireError};
@@ -21,6 +21,9 @@ pub enum ClientError {
     Cancelled { received: u64 },
     #[error("unexpected answer {0:?}")]
     Unexpected(Box<Reply>),
+    /// The peer's first answer never came, or was not a file server's frame.
+    #[error("{addr} {what}; expected a warren file server (is it the right server?)")]
+    NotAFileServer { addr: SocketAddr, what: String },
 }
 
 /// What `Welcome` says: the lease length, and the identity this connection speaks for.
@@ -42,16 +45,36 @@ pub struct Connection {
     stream: TcpStream,
     buf: Vec<u8>,
     callbacks: Vec<String>,
+    peer: SocketAddr,
+    /// Until the first frame arrives: when it must have arrived by, and how long that was. Then
+    /// the read timeout becomes `io_timeout`.
+    first_answer: Option<(Instant, Duration)>,
+    io_timeout: Duration,
 }
 
 impl Connection {
     /// Connect, with `timeout` for the connect and for every read and write after it.
     pub fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Self> {
-        let stream = TcpStream::connect_timeout(&addr, timeout)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
+        Self::connect_expecting(addr, timeout, timeout)
+    }
+
+    /// Connect within `first_answer`, and give up on a peer whose first answer does not come
+    /// within `first_answer` or is not a file server's frame ([`ClientError::NotAFileServer`]);
+    /// every read and write after it has `io_timeout`. As OpenSSH's `ConnectTimeout`: a peer
+    /// that is not a file server is told quickly, a slow transfer later is not cut short.
+    pub fn connect_expecting(addr: SocketAddr, first_answer: Duration, io_timeout: Duration) -> io::Result<Self> {
+        let stream = TcpStream::connect_timeout(&addr, first_answer)?;
+        stream.set_read_timeout(Some(first_answer))?;
+        stream.set_write_timeout(Some(io_timeout))?;
         stream.set_nodelay(true)?;
-        Ok(Self { stream, buf: Vec::new(), callbacks: Vec::new() })
+        Ok(Self {
+            stream,
+            buf: Vec::new(),
+            callbacks: Vec::new(),
+            peer: addr,
+            first_answer: Some((Instant::now() + first_answer, first_answer)),
+            io_timeout,
+        })
     }
 
     /// The socket, for what this type does not do (urgent data, half-closes).
@@ -67,10 +90,47 @@ impl Connection {
 
     /// The next frame, callbacks included.
     pub fn next_frame(&mut self) -> Result<Reply, ClientError> {
+        let Some((_, waited)) = self.first_answer else { return self.read_frame() };
+        let frame = self.read_frame().map_err(|e| self.not_a_file_server(e, waited))?;
+        self.first_answer = None;
+        self.stream.set_read_timeout(Some(self.io_timeout))?;
+        Ok(frame)
+    }
+
+    /// A failure before the peer's first frame, told as what it means: whatever the peer is, it
+    /// is not a file server. Never a raw OS error.
+    fn not_a_file_server(&self, e: ClientError, waited: Duration) -> ClientError {
+        let what = match &e {
+            ClientError::Io(io) => match io.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut if self.buf.is_empty() => {
+                    format!("did not answer within {waited:?}")
+                }
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                    format!("sent {} bytes but no whole frame within {waited:?}", self.buf.len())
+                }
+                io::ErrorKind::UnexpectedEof => "closed the connection without answering".to_owned(),
+                io::ErrorKind::ConnectionReset => "reset the connection".to_owned(),
+                kind => format!("could not be read from ({kind})"),
+            },
+            ClientError::Wire(wire) => format!("answered with bytes that are not a frame ({wire})"),
+            _ => return e,
+        };
+        ClientError::NotAFileServer { addr: self.peer, what }
+    }
+
+    fn read_frame(&mut self) -> Result<Reply, ClientError> {
         loop {
             if let Some((reply, used)) = Reply::decode(&self.buf)? {
                 self.buf.drain(..used);
                 return Ok(reply);
+            }
+            if let Some((by, _)) = self.first_answer {
+                // A deadline, not a timeout per read: a peer trickling bytes cannot stretch it.
+                let left = by.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::Error::from(io::ErrorKind::TimedOut).into());
+                }
+                self.stream.set_read_timeout(Some(left))?;
             }
             let mut chunk = [0u8; 8192];
             match self.stream.read(&mut chunk)? {

@@ -275,6 +275,10 @@ pub struct PingpongArgs {
     /// every interface, so that clients on other machines reach it.
     #[arg(long, visible_alias = "bind")]
     pub listen: Option<std::net::IpAddr>,
+    /// client: give up on a server that has not connected and answered the hello within this
+    /// long (a peer that is not a pingpong server).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]

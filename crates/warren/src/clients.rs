@@ -185,8 +185,13 @@ pub fn chat(host: Option<String>, port: Option<u16>) -> anyhow::Result<()> {
 }
 
 /// `warren pingpong client`.
-pub fn pingpong(host: &str, port: u16, options: &warren_proto::pingpong::Options) -> anyhow::Result<()> {
-    crate::pingpong_client::run(host, port, options)
+pub fn pingpong(
+    host: &str,
+    port: u16,
+    options: &warren_proto::pingpong::Options,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    crate::pingpong_client::run(host, port, options, timeout)
 }
 
 /// Read a whole short answer, at most `max` bytes, within the timeout: over TCP until the server

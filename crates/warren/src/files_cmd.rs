@@ -13,8 +13,8 @@ use warren_fileserver::wire::Right;
 use warren_fileserver::{Access, Cache, Connection, DiskStore, FileJournal, FileLimits, FileService, LeaseHub, Source};
 use warren_models::{Model, ServeConfig, UrgentMode};
 
-/// How long a client waits for any connect, read or write.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client waits for any read or write once the server has answered.
+const CLIENT_IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Args)]
 pub struct FilesArgs {
@@ -23,6 +23,10 @@ pub struct FilesArgs {
     /// Clients: present the token in this file (made by `warren files token`) before asking.
     #[arg(long, global = true)]
     pub token_file: Option<PathBuf>,
+    /// Clients: give up on a server that has not connected and answered within this long (a
+    /// peer that is not a file server); later reads and writes wait up to 30 s.
+    #[arg(long, global = true, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,7 +155,7 @@ fn unix_ms(t: SystemTime) -> u64 {
 pub fn run(args: &FilesArgs) -> anyhow::Result<()> {
     let token = args.token_file.as_deref().map(read_token).transpose()?;
     let connect = |addr: SocketAddr| -> anyhow::Result<Connection> {
-        let mut conn = connect(addr)?;
+        let mut conn = connect(addr, args.timeout)?;
         if let Some(token) = &token {
             conn.auth(token)?;
         }
@@ -184,7 +188,7 @@ pub fn run(args: &FilesArgs) -> anyhow::Result<()> {
         }
         FilesCommand::Rm { server, path } => Ok(connect(*server)?.delete(path)?),
         FilesCommand::Cancel { control, id } => {
-            let mut conn = self::connect(*control)?;
+            let mut conn = self::connect(*control, args.timeout)?;
             conn.send(&warren_fileserver::Request::Cancel { id: *id })?;
             println!("{:?}", conn.reply()?);
             Ok(())
@@ -230,8 +234,8 @@ fn access(args: &FilesServeArgs, state_dir: &std::path::Path) -> anyhow::Result<
     Ok(access)
 }
 
-fn connect(addr: SocketAddr) -> anyhow::Result<Connection> {
-    Connection::connect(addr, CLIENT_TIMEOUT).with_context(|| format!("cannot connect to {addr}"))
+fn connect(addr: SocketAddr, timeout: Duration) -> anyhow::Result<Connection> {
+    Connection::connect_expecting(addr, timeout, CLIENT_IO_TIMEOUT).with_context(|| format!("cannot connect to {addr}"))
 }
 
 fn serve(args: &FilesServeArgs) -> anyhow::Result<()> {

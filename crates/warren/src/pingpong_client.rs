@@ -15,10 +15,15 @@ use warren_proto::{Action, Level, Limits, Nothing, Output, Session};
 /// connection before the server has read them (a close with unread input sends a RST).
 const LINGER: Duration = Duration::from_secs(2);
 
+/// What a pingpong server answers the hello with, for the errors.
+const EXPECTED_ANSWER: &str = "PINGPONG 3 GAME <n>";
+
 /// Play one game against the server at `host:port`, printing the course's console lines.
-/// Fails if the server cannot be reached, refuses the game, or the game ends in an error.
-pub fn run(host: &str, port: u16, opts: &Options) -> anyhow::Result<()> {
-    let mut stream = TcpStream::connect((host, port)).with_context(|| format!("connecting to {host}:{port}"))?;
+/// Fails if the server cannot be reached, does not answer the hello within `timeout`, refuses
+/// the game, or the game ends in an error.
+pub fn run(host: &str, port: u16, opts: &Options, timeout: Duration) -> anyhow::Result<()> {
+    let addr = crate::serve::resolve(host, port)?;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("cannot connect to {addr}"))?;
     let limits = Limits::default();
     // A stuck server must not hang a write forever.
     stream.set_write_timeout(Some(limits.read_timeout))?;
@@ -26,13 +31,26 @@ pub fn run(host: &str, port: u16, opts: &Options) -> anyhow::Result<()> {
     let mut out = Output::new();
     client.handle_open(Instant::now(), &mut out);
     let mut buf = [0u8; 4096];
+    // A server answers the hello at once: until its first line is in, wait `timeout`, not the
+    // game's idle timeout of minutes.
+    let mut first_line_by = Some(Instant::now() + timeout);
     loop {
         flush(&mut stream, &mut out)?;
         if out.is_closed() {
             break;
         }
         let now = Instant::now();
-        let wait = client.poll_timeout().map(|at| at.saturating_duration_since(now));
+        let mut wait = client.poll_timeout().map(|at| at.saturating_duration_since(now));
+        if let Some(by) = first_line_by {
+            let left = by.saturating_duration_since(now);
+            if left.is_zero() {
+                let waited = humantime::format_duration(timeout);
+                bail!(
+                    "pingpong: {addr} did not answer within {waited}; expected {EXPECTED_ANSWER} (is it the right server?)"
+                );
+            }
+            wait = Some(wait.map_or(left, |w| w.min(left)));
+        }
         if wait == Some(Duration::ZERO) {
             client.handle_timeout(now, &mut out);
             continue;
@@ -41,7 +59,12 @@ pub fn run(host: &str, port: u16, opts: &Options) -> anyhow::Result<()> {
         stream.set_read_timeout(wait)?;
         match stream.read(&mut buf) {
             Ok(0) => client.handle_read_closed(Instant::now(), &mut out),
-            Ok(n) => client.handle_input(Instant::now(), &buf[..n], &mut out),
+            Ok(n) => {
+                if buf[..n].contains(&b'\n') {
+                    first_line_by = None;
+                }
+                client.handle_input(Instant::now(), &buf[..n], &mut out);
+            }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 client.handle_timeout(Instant::now(), &mut out);
             }
@@ -52,7 +75,7 @@ pub fn run(host: &str, port: u16, opts: &Options) -> anyhow::Result<()> {
     }
     linger(&mut stream, &mut buf);
     match client.failure() {
-        Some(reason) => bail!("pingpong: {reason}"),
+        Some(reason) => bail!("pingpong: {addr}: {reason}"),
         None => Ok(()),
     }
 }

@@ -179,7 +179,7 @@ pub fn largerhttpd(args: &LargerhttpdArgs) -> anyhow::Result<()> {
 pub fn pingpong(args: &PingpongArgs) -> anyhow::Result<()> {
     let options = warren_proto::pingpong::Options { delay: args.delay, hits: args.hits, ..Default::default() };
     if args.role == "client" {
-        return crate::clients::pingpong(&args.host, args.port, &options);
+        return crate::clients::pingpong(&args.host, args.port, &options, args.timeout);
     }
     let ip = match args.listen {
         Some(ip) => ip,

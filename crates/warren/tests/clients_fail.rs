@@ -27,13 +27,26 @@ fn foreign_peer(say: &'static [u8]) -> (TcpListener, SocketAddr) {
 
 /// `warren <client> 127.0.0.1 <port> --timeout 1s` must fail within a few seconds with `want`.
 fn fails_clearly(client: &str, addr: SocketAddr, stdin: &[u8], want: &str) {
+    fails_clearly_as(&[client, "127.0.0.1", &addr.port().to_string(), "--timeout", "1s"], addr, stdin, want);
+}
+
+/// `warren <args>` must fail within a few seconds, naming `addr`, with `want`.
+fn fails_clearly_as(args: &[&str], addr: SocketAddr, stdin: &[u8], want: &str) {
+    let client = args.join(" ");
     let started = Instant::now();
-    let (status, _, err) = run(command(&[client, "127.0.0.1", &addr.port().to_string(), "--timeout", "1s"]), stdin, T);
+    let (status, _, err) = run(command(args), stdin, T);
     let took = started.elapsed();
     assert!(!status.success(), "{client}: succeeded against a foreign peer");
     assert!(took < Duration::from_secs(4), "{client}: took {took:?}");
     assert!(err.contains(&addr.to_string()) && err.contains(want), "{client}: {err}");
     assert!(!err.contains("os error"), "{client}: a raw OS error: {err}");
+}
+
+/// `warren files put` of a small file to `addr`, giving up after 1 s.
+fn files_put_fails_clearly(addr: SocketAddr, want: &str) {
+    let local = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let server = addr.to_string();
+    fails_clearly_as(&["files", "put", &server, local, "/x.toml", "--timeout", "1s"], addr, b"", want);
 }
 
 #[test]
@@ -57,4 +70,42 @@ fn the_discard_client_refuses_a_peer_that_answers() {
     let chargen = Server::serve("chargen", "thread", &[]);
     fails_clearly("discard", chargen.addr, b"x\n", "sent bytes back; expected a discard server");
     chargen.stop();
+}
+
+#[test]
+fn files_put_gives_up_on_a_silent_peer() {
+    let (_peer, addr) = foreign_peer(b"");
+    files_put_fails_clearly(addr, "did not answer within 1s; expected a warren file server");
+}
+
+#[test]
+fn files_put_refuses_a_peer_that_answers_nonsense() {
+    let (_banner, addr) = foreign_peer(b"220 ftp.example.com ready\r\n");
+    files_put_fails_clearly(addr, "answered with bytes that are not a frame");
+    let (_short, addr) = foreign_peer(b"ok");
+    files_put_fails_clearly(addr, "sent 2 bytes but no whole frame within 1s; expected a warren file server");
+}
+
+#[test]
+fn the_pingpong_client_gives_up_on_a_silent_peer() {
+    let (_peer, addr) = foreign_peer(b"");
+    let port = addr.port().to_string();
+    fails_clearly_as(
+        &["pingpong", "client", "127.0.0.1", &port, "--timeout", "1s"],
+        addr,
+        b"",
+        "did not answer within 1s; expected PINGPONG 3 GAME <n>",
+    );
+}
+
+#[test]
+fn the_pingpong_client_refuses_a_peer_that_answers_nonsense() {
+    let (_peer, addr) = foreign_peer(b"220 ftp.example.com ready\r\n");
+    let port = addr.port().to_string();
+    fails_clearly_as(
+        &["pingpong", "client", "127.0.0.1", &port, "--timeout", "1s"],
+        addr,
+        b"",
+        "expected PINGPONG 3 GAME",
+    );
 }
