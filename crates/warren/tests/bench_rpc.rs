@@ -35,8 +35,14 @@ fn a_short_bench_measures_every_row_and_failover_loses_no_call() {
     let rows = |prefix: &str| stdout.lines().filter(|l| l.starts_with(prefix)).map(str::to_owned).collect::<Vec<_>>();
 
     let unary = rows("| 2 |");
-    assert_eq!(unary.len(), 3, "{stdout}");
-    for (row, name) in unary.iter().zip(["tonic, gRPC", "warren event, binary", "warren event, JSON/HTTP"]) {
+    assert_eq!(unary.len(), 4, "{stdout}");
+    let names = [
+        "tonic, gRPC",
+        "warren event, binary, inline",
+        "warren event, binary, per-object",
+        "warren event, JSON/HTTP, inline",
+    ];
+    for (row, name) in unary.iter().zip(names) {
         assert!(row.starts_with(&format!("| 2 | {name} | ")), "{row}");
         assert!(row.ends_with(" | 0 |"), "errors: {row}");
     }
@@ -46,6 +52,13 @@ fn a_short_bench_measures_every_row_and_failover_loses_no_call() {
     assert_eq!(hedging.len(), 4, "{stdout}");
     assert!(hedging.iter().all(|r| r.ends_with(" | 0 |")), "{hedging:?}");
     assert!(hedging[0].contains("| 0.00 % (0 + 0) |") && hedging[1].contains("| 0.00 % (0 + 0) |"));
+    assert!(
+        hedging[2].starts_with(
+            "| hedging at the p99 of answers, learnt (the default; 10ms until 100 answers; learnt per run: "
+        ),
+        "{}",
+        hedging[2]
+    );
 
     // Without failover, calls sent to the dead replica fail; with it, none does.
     let [without] = rows("| round robin, no failover").try_into().expect("one row");
