@@ -443,8 +443,9 @@ impl Bench {
         let mut rows: Vec<TailRow> = [
             "three healthy replicas, no hedging (the floor)".to_owned(),
             "round robin, no hedging".to_owned(),
-            String::new(),
-            String::new(),
+            // Named once their delays are known, after the runs.
+            "hedging, learnt delay".to_owned(),
+            "hedging, fixed delay".to_owned(),
         ]
         .into_iter()
         .map(|name| TailRow { name, ..TailRow::default() })

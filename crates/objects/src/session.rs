@@ -191,16 +191,17 @@ impl ObjectSession {
             .then(|| now + Duration::from_millis(call.timeout_ms.into()).min(self.limits.max_timeout));
         let cancelled = Arc::new(AtomicBool::new(false));
         let mut ctx = Context::new(deadline, cancelled.clone()).with_exporter(self.objects.clone());
+        let inline = object.runs_inline();
         // An inline call runs on this thread, the one that would send its calls back: it gets
         // no caller, and a call back fails with the reason instead of waiting for ever.
-        if !object.runs_inline() {
+        if !inline {
             ctx = ctx.with_callbacks(self.back_caller(out));
         }
         let (answer, mut answered) = oneshot::channel();
         if let Err(e) = object.submit(ctx, call, answer) {
             return reply(out, id, Outcome::Err(e));
         }
-        if object.runs_inline() {
+        if inline {
             // Answered already: no job, no thread woken.
             let outcome = answered
                 .try_recv()
