@@ -391,6 +391,16 @@ impl<S: Service> Link<SessionOf<S>> for MioLink<'_, S> {
         self.leave_hub(now);
     }
 
+    fn hand_off(&mut self, to: &warren_proto::HandOffTarget, preamble: &[u8]) -> io::Result<()> {
+        crate::handoff::send(to, self.io.client.as_fd(), preamble)?;
+        // epoll watches the open file description, not the descriptor, and the receiving
+        // process now holds that description: closing ours would leave it registered, and the
+        // loop would wake for every ACK of an answer it no longer carries until the receiver
+        // closes the connection (a 100 MiB answer: thousands of wake-ups).
+        let _ = self.ctx.registry.deregister(&mut self.io.client);
+        Ok(())
+    }
+
     fn drop_stream(&mut self, stream: StreamId) {
         self.io.more().streams.retain(|(id, _)| *id != stream);
     }
