@@ -12,6 +12,8 @@
 //!   ([`run_dnsperf`]);
 //! - [`rpc`]: remote objects, unary calls against tonic (gRPC), hedging over three replicas one
 //!   of which stalls, failover when one dies;
+//! - [`switch`]: `warren switch` against HAProxy and against no switch, relaying, proxying HTTP
+//!   and handing connections off;
 //! - [`soak`]: mixed clients against one `warren up` for minutes, its memory, descriptors and
 //!   threads sampled until the end, to show they stay flat.
 //!
@@ -40,6 +42,7 @@ mod scratch;
 mod server;
 mod soak;
 mod superd;
+mod switch;
 mod wrk;
 
 use std::path::PathBuf;
@@ -54,6 +57,7 @@ pub use self::registry::{RegistryArgs, registry};
 pub use self::rpc::{ReplicaArgs, RpcArgs, TonicHelloArgs, rpc, serve_replica, serve_tonic_hello};
 pub use self::soak::{SoakArgs, soak};
 pub use self::superd::{SuperdArgs, superd};
+pub use self::switch::{SwitchArgs, switch};
 
 /// The `warren` binary the benches start their servers from: the running executable, since a
 /// bench runs inside `warren bench`.

@@ -81,6 +81,21 @@ pub fn cpu_seconds(root: i32) -> f64 {
     ticks as f64 / clock_ticks_per_second()
 }
 
+/// CPU time, user and system, that the live threads of `root`'s tree have run so far, in
+/// nanoseconds from each thread's `/proc/PID/task/TID/schedstat`: where [`cpu_seconds`] counts
+/// 10 ms clock ticks, this is exact enough to divide by a few dozen requests. Threads that have
+/// exited are not counted, so it suits servers whose threads live as long as they do.
+pub fn sched_cpu_seconds(root: i32) -> f64 {
+    let nanos: u64 = tree(root)
+        .into_iter()
+        .filter_map(|pid| std::fs::read_dir(format!("/proc/{pid}/task")).ok())
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+        .filter_map(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    nanos as f64 / 1e9
+}
+
 /// `sysconf(_SC_CLK_TCK)`, the unit of the times in /proc/PID/stat (100 on Linux).
 fn clock_ticks_per_second() -> f64 {
     match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {

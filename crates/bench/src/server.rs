@@ -193,7 +193,10 @@ fn drain(
     std::thread::Builder::new().name("bench-server-out".into()).spawn(move || {
         for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
-            if let Some(addr) = ready.as_ref().and_then(|_| parse_ready(&line)) {
+            if ready.is_some() && announces_itself(&line) {
+                // A server that listens only for hand-offs (`on @name`) has no TCP address:
+                // it is ready all the same, and the bench reaches it through its switch.
+                let addr = parse_ready(&line).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
                 let _ = ready.take().map(|tx| tx.send((addr, line.clone())));
             }
             let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
@@ -204,6 +207,11 @@ fn drain(
         }
     })?;
     Ok(())
+}
+
+/// Whether `line` is a readiness line, `warren: serving ... on ENDPOINT`.
+fn announces_itself(line: &str) -> bool {
+    line.strip_prefix("warren: serving ").is_some_and(|rest| rest.contains(" on "))
 }
 
 /// The address in `warren: serving echo (tcp) under thread on 127.0.0.1:PORT`.

@@ -98,6 +98,8 @@ pub enum BenchCommand {
     Soak(warren_bench::SoakArgs),
     /// Remote objects: unary calls against tonic (gRPC), hedging over a stalling replica, failover.
     Rpc(warren_bench::RpcArgs),
+    /// The cluster switch against HAProxy and against no switch: relay, http and hand-off.
+    Switch(warren_bench::SwitchArgs),
     /// tonic's hello-world server, which `warren bench rpc` starts as its own process.
     #[command(hide = true)]
     TonicHello(warren_bench::TonicHelloArgs),
