@@ -57,6 +57,7 @@ pub mod lines;
 pub mod output;
 pub mod pick;
 pub mod pingpong;
+pub mod proxy_header;
 pub mod relay;
 pub mod session;
 pub mod time;

@@ -13,15 +13,21 @@
 //! is asked for, up to [`CONNECT_RETRIES`] times (HAProxy's `retries 3` with `option
 //! redispatch`); the client's early bytes wait meanwhile, since none reached a backend.
 //!
+//! A backend may ask for a PROXY protocol header ([`Upstream::proxy`]): it is written on the
+//! backend connection before anything of the client's, naming the client's address and the
+//! relay's own ([`Relay::local`]).
+//!
 //! Refusals: when no backend can be reached (or none is offered), the client's connection is
 //! closed at once (it has no bytes of its own to explain why). A relay with no bytes moving
 //! either way for the idle timeout is closed.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::pick::{Lease, Pick, To};
+use crate::proxy_header::{self, ProxyVersion};
 use crate::{Action, ConnInfo, Level, NoHub, Nothing, Output, Service, Session, StreamId, Token};
 
 /// Bytes taken from the client while the backend connection is being made (one read more at
@@ -32,30 +38,55 @@ pub const EARLY_MAX: usize = 64 * 1024;
 /// `retries` default).
 pub const CONNECT_RETRIES: u32 = 3;
 
+/// A backend of the relay: where to connect, and whether it wants a PROXY protocol header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub proxy: Option<ProxyVersion>,
+}
+
+impl From<SocketAddr> for Upstream {
+    fn from(addr: SocketAddr) -> Self {
+        Upstream { addr, proxy: None }
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.proxy {
+            Some(version) => write!(f, "{} (PROXY {version})", self.addr),
+            None => write!(f, "{}", self.addr),
+        }
+    }
+}
+
 /// The relay: where to, and its timeouts.
 #[derive(Clone, Debug)]
 pub struct Relay {
     /// The backend, fixed or picked per connection.
-    pub backend: To<SocketAddr>,
+    pub backend: To<Upstream>,
     /// Give up on a backend that does not accept within this long. Default 5 s.
     pub connect_timeout: Duration,
     /// Close a relay that moved no byte either way for this long. Default 5 minutes.
     pub idle_timeout: Duration,
+    /// The address clients reach the relay at: the destination a PROXY header names. Unset,
+    /// the unspecified address of the client's family.
+    pub local: Option<SocketAddr>,
 }
 
 impl Relay {
     /// A relay to `backend` with the default timeouts.
     pub fn new(backend: SocketAddr) -> Self {
-        Self::to(To::Fixed(backend))
+        Self::to(To::Fixed(backend.into()))
     }
 
     /// A relay to a backend `pick` chooses for each connection, with the default timeouts.
-    pub fn picking(pick: Arc<dyn Pick<SocketAddr>>) -> Self {
+    pub fn picking(pick: Arc<dyn Pick<Upstream>>) -> Self {
         Self::to(To::Picked(pick))
     }
 
-    fn to(backend: To<SocketAddr>) -> Self {
-        Self { backend, connect_timeout: Duration::from_secs(5), idle_timeout: Duration::from_secs(300) }
+    fn to(backend: To<Upstream>) -> Self {
+        Self { backend, connect_timeout: Duration::from_secs(5), idle_timeout: Duration::from_secs(300), local: None }
     }
 }
 
@@ -93,7 +124,7 @@ pub struct RelaySession {
     relay: Relay,
     peer: Option<SocketAddr>,
     /// The backend being connected to or relayed to; dropped with the session.
-    lease: Option<Box<dyn Lease<SocketAddr>>>,
+    lease: Option<Box<dyn Lease<Upstream>>>,
     /// Connects tried so far.
     attempts: u32,
     /// The backend stream, once connected.
@@ -119,7 +150,7 @@ impl RelaySession {
             out.close();
             return;
         };
-        out.connect(Token(u64::from(self.attempts)), *lease.target(), self.relay.connect_timeout);
+        out.connect(Token(u64::from(self.attempts)), lease.target().addr, self.relay.connect_timeout);
         self.attempts += 1;
         self.idle_at = now + self.relay.connect_timeout.max(self.relay.idle_timeout);
     }
@@ -208,7 +239,20 @@ impl Session for RelaySession {
         };
         self.backend = Some(backend);
         self.idle_at = now + self.relay.idle_timeout;
-        out.send_on(backend, &std::mem::take(&mut self.early));
+        let early = std::mem::take(&mut self.early);
+        match lease.target().proxy {
+            Some(version) => {
+                let local = self.relay.local.unwrap_or_else(|| match self.peer {
+                    Some(SocketAddr::V6(_)) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+                    _ => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
+                });
+                // One write: the header and the client's first bytes in one segment.
+                let mut first = proxy_header::encode(version, self.peer, local);
+                first.extend_from_slice(&early);
+                out.send_on(backend, &first);
+            }
+            None => out.send_on(backend, &early),
+        }
         if self.client_eof {
             self.client_done = true;
             if let Some(b) = out.outbox_mut(backend) {
@@ -300,27 +344,27 @@ mod tests {
     }
 
     #[derive(Debug)]
-    struct Held(SocketAddr, Arc<std::sync::Mutex<Vec<String>>>);
+    struct Held(Upstream, Arc<std::sync::Mutex<Vec<String>>>);
 
-    impl Pick<SocketAddr> for InTurn {
-        fn pick(&self, _: Option<SocketAddr>, _: &[u8], _: Instant) -> Option<Box<dyn Lease<SocketAddr>>> {
+    impl Pick<Upstream> for InTurn {
+        fn pick(&self, _: Option<SocketAddr>, _: &[u8], _: Instant) -> Option<Box<dyn Lease<Upstream>>> {
             let addr = self.offers.lock().unwrap().pop()?;
-            Some(Box::new(Held(addr, self.log.clone())))
+            Some(Box::new(Held(addr.into(), self.log.clone())))
         }
     }
 
-    impl Lease<SocketAddr> for Held {
-        fn target(&self) -> &SocketAddr {
+    impl Lease<Upstream> for Held {
+        fn target(&self) -> &Upstream {
             &self.0
         }
         fn report(&mut self, _: Instant, ok: bool) {
-            self.1.lock().unwrap().push(format!("{} {ok}", self.0.port()));
+            self.1.lock().unwrap().push(format!("{} {ok}", self.0.addr.port()));
         }
     }
 
     impl Drop for Held {
         fn drop(&mut self) {
-            self.1.lock().unwrap().push(format!("{} released", self.0.port()));
+            self.1.lock().unwrap().push(format!("{} released", self.0.addr.port()));
         }
     }
 
@@ -360,6 +404,23 @@ mod tests {
             s.handle_connected(t0, Token(u64::from(attempt)), Err(std::io::ErrorKind::ConnectionRefused), &mut out);
         }
         assert!(out.is_closed());
+    }
+
+    #[test]
+    fn a_backend_that_asks_for_it_gets_a_proxy_header_before_the_clients_bytes() {
+        let t0 = Instant::now();
+        let peer: SocketAddr = "127.0.0.5:40000".parse().unwrap();
+        let info = ConnInfo { id: SessionId(1), peer: Some(peer), wall: SystemTime::UNIX_EPOCH, seed: 0 };
+        let upstream = Upstream { addr: "127.0.0.1:9".parse().unwrap(), proxy: Some(ProxyVersion::V1) };
+        let mut relay = Relay::to(To::Fixed(upstream));
+        relay.local = Some("127.0.0.1:8080".parse().unwrap());
+        let mut s = relay.new_session(&info, t0);
+        let mut out = Out::new();
+        s.handle_open(t0, &mut out);
+        s.handle_input(t0, b"early", &mut out);
+        out.add_stream(StreamId(1));
+        s.handle_connected(t0, Token(0), Ok(StreamId(1)), &mut out);
+        assert_eq!(out.outbox(StreamId(1)).unwrap().pending(), b"PROXY TCP4 127.0.0.5 127.0.0.1 40000 8080\r\nearly");
     }
 
     #[test]

@@ -17,7 +17,8 @@ use warren_models::{Model, ServeConfig};
 use warren_proto::HandOffTarget;
 use warren_proto::handoff::{Front, Peek};
 use warren_proto::pick::{Lease, Pick};
-use warren_proto::relay::Relay;
+use warren_proto::proxy_header::ProxyVersion;
+use warren_proto::relay::{Relay, Upstream};
 
 /// How the switch passes a connection on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -43,7 +44,8 @@ pub struct SwitchArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// A backend: ADDR (relay) or a hand-off socket (handoff: a path, or @name), then optionally
-    /// `,weight=N`, `,service=NAME` (repeatable) and `,drain`. Repeat the flag for each backend.
+    /// `,weight=N`, `,service=NAME` (repeatable), `,drain`, and for relay backends `,proxy=v1` or
+    /// `,proxy=v2` (a PROXY protocol header first). Repeat the flag for each backend.
     #[arg(long = "backend", value_name = "BACKEND")]
     pub backends: Vec<String>,
     /// A file of backends, one a line in --backend's form (`#` starts a comment), read at the
@@ -106,9 +108,10 @@ pub fn run(args: &SwitchArgs) -> anyhow::Result<()> {
     let serve_config = ServeConfig::for_model(Model::Event);
     let report = match args.mode {
         Mode::Relay => {
-            let switch = Arc::new(Switch::<SocketAddr>::start(pool, args, service)?);
+            let switch = Arc::new(Switch::<Upstream>::start(pool, args, service)?);
             let mut relay = Relay::picking(switch.clone());
             relay.connect_timeout = args.connect_timeout;
+            relay.local = Some(addr);
             warren_models::serve(Model::Event, relay, listener, &serve_config, || switch.ready(args, addr))?
         }
         Mode::Handoff => {
@@ -127,6 +130,27 @@ trait Target: Clone + Send + Sync + fmt::Debug + fmt::Display + 'static {
     fn parse(name: &str) -> anyhow::Result<Self>;
     /// One active check: whether the backend takes a connection within `timeout`.
     fn check(&self, timeout: Duration) -> bool;
+    /// The backend with its line's options that concern the mode; by default it takes none.
+    fn with_options(self, spec: &Spec) -> anyhow::Result<Self> {
+        if spec.proxy.is_some() {
+            bail!("backend {:?}: proxy= applies to relay backends only", spec.name);
+        }
+        Ok(self)
+    }
+}
+
+impl Target for Upstream {
+    fn parse(name: &str) -> anyhow::Result<Self> {
+        <SocketAddr as Target>::parse(name).map(Upstream::from)
+    }
+
+    fn check(&self, timeout: Duration) -> bool {
+        self.addr.check(timeout)
+    }
+
+    fn with_options(self, spec: &Spec) -> anyhow::Result<Self> {
+        Ok(Upstream { proxy: spec.proxy, ..self })
+    }
 }
 
 impl Target for SocketAddr {
@@ -168,20 +192,24 @@ struct Spec {
     weight: u32,
     services: Vec<String>,
     drain: bool,
+    proxy: Option<ProxyVersion>,
 }
 
 fn parse_spec(line: &str) -> anyhow::Result<Spec> {
     let mut parts = line.split(',').map(str::trim);
     let name = parts.next().unwrap_or_default().to_owned();
-    let mut spec = Spec { name, weight: 1, services: Vec::new(), drain: false };
+    let mut spec = Spec { name, weight: 1, services: Vec::new(), drain: false, proxy: None };
     for part in parts {
         match part.split_once('=') {
             Some(("weight", w)) => {
                 spec.weight = w.parse().with_context(|| format!("backend {line:?}: weight {w:?} is not a number"))?;
             }
             Some(("service", s)) if !s.is_empty() => spec.services.push(s.to_owned()),
+            Some(("proxy", v)) => {
+                spec.proxy = Some(v.parse().map_err(|e: String| anyhow::anyhow!("backend {line:?}: {e}"))?);
+            }
             None if part == "drain" => spec.drain = true,
-            _ => bail!("backend {line:?}: unknown option {part:?} (want weight=N, service=NAME or drain)"),
+            _ => bail!("backend {line:?}: unknown option {part:?} (want weight=N, service=NAME, drain or proxy=v1|v2)"),
         }
     }
     Ok(spec)
@@ -267,7 +295,8 @@ fn read_specs(flags: &[String], file: Option<&PathBuf>) -> anyhow::Result<Vec<Sp
 /// first), the rest reconfigured and drained or put back as marked. Every name is parsed before
 /// anything changes, so a bad line changes nothing.
 fn apply<T: Target>(shared: &mut Shared<T>, specs: Vec<Spec>) -> anyhow::Result<()> {
-    let parsed = specs.into_iter().map(|s| Ok((T::parse(&s.name)?, s))).collect::<anyhow::Result<Vec<_>>>()?;
+    let parsed =
+        specs.into_iter().map(|s| Ok((T::parse(&s.name)?.with_options(&s)?, s))).collect::<anyhow::Result<Vec<_>>>()?;
     let now = Instant::now();
     let known: BTreeMap<String, BackendId> = shared.targets.iter().map(|(id, (name, _))| (name.clone(), *id)).collect();
     for (name, id) in &known {
@@ -280,6 +309,8 @@ fn apply<T: Target>(shared: &mut Shared<T>, specs: Vec<Spec>) -> anyhow::Result<
         let id = match known.get(&spec.name) {
             Some(&id) => {
                 shared.pool.reconfigure(id, spec.weight, spec.services);
+                // Options such as proxy= may have changed: new connections see the new ones.
+                shared.targets.insert(id, (spec.name, target));
                 id
             }
             None => {
@@ -404,7 +435,15 @@ mod tests {
     #[test]
     fn backend_lines_parse_and_bad_ones_say_why() {
         let spec = parse_spec("127.0.0.1:8001, weight=3, service=http, drain").unwrap();
-        assert_eq!(spec, Spec { name: "127.0.0.1:8001".into(), weight: 3, services: vec!["http".into()], drain: true });
+        assert_eq!(
+            spec,
+            Spec { name: "127.0.0.1:8001".into(), weight: 3, services: vec!["http".into()], drain: true, proxy: None }
+        );
+        assert_eq!(parse_spec("a,proxy=v2").unwrap().proxy, Some(ProxyVersion::V2));
+        assert!(parse_spec("a,proxy=v3").unwrap_err().to_string().contains("want v1 or v2"));
+        let spec = parse_spec("@x,proxy=v1").unwrap();
+        let refused = <HandOffTarget as Target>::parse("@x").unwrap().with_options(&spec).unwrap_err();
+        assert!(refused.to_string().contains("relay backends only"));
         assert!(parse_spec("a,weight=x").unwrap_err().to_string().contains("not a number"));
         assert!(parse_spec("a,colour=red").unwrap_err().to_string().contains("unknown option"));
         assert!(<SocketAddr as Target>::parse("localhost").is_err());

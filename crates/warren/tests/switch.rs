@@ -178,6 +178,145 @@ fn handoff_mode_passes_connections_to_the_backends_in_turn() {
     b.stop_clean();
 }
 
+#[test]
+fn twenty_reloads_under_load_refuse_no_connection_and_lose_no_request() {
+    let (a, b) = (backend("a"), backend("b"));
+    let file = std::env::temp_dir().join(format!("warren-switch-reload-{}-{}", std::process::id(), fastrand::u64(..)));
+    let sets = [format!("{}\n", a.addr), format!("{}\n{}\n", a.addr, b.addr), format!("{}\n", b.addr)];
+    std::fs::write(&file, &sets[1]).unwrap();
+    let mut sw = switch(&["--backends-file", file.to_str().unwrap()]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let addr = sw.addr;
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, answered) = (stop.clone(), answered.clone());
+            std::thread::spawn(move || {
+                let (mut done, mut failed) = (0u32, Vec::new());
+                // Bounded: the reloads below take far fewer than this many requests.
+                for _ in 0..100_000 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    match std::panic::catch_unwind(|| who(addr)) {
+                        Ok(name) if name == "a" || name == "b" => {
+                            done += 1;
+                            answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        other => failed.push(format!("{other:?}")),
+                    }
+                }
+                (done, failed)
+            })
+        })
+        .collect();
+    for round in 0..20 {
+        // Requests answered between every two reloads: the load runs through all of them.
+        let seen = answered.load(std::sync::atomic::Ordering::Relaxed);
+        let moving = support::eventually(T, || answered.load(std::sync::atomic::Ordering::Relaxed) >= seen + 10);
+        assert!(moving, "requests are answered before reload {round}");
+        std::fs::write(&file, &sets[round % sets.len()]).unwrap();
+        sw.signal(Signal::SIGHUP);
+        let reloaded = sw.wait_stdout(|l| l.contains("backends reloaded"), T);
+        assert!(reloaded.is_some(), "reload {round} was announced");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut done, mut failed) = (0, Vec::new());
+    for client in clients {
+        let (d, f) = client.join().unwrap();
+        done += d;
+        failed.extend(f);
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        done as usize + failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert!(done >= 200, "the load ran through the reloads: {done} requests");
+    sw.stop_clean();
+    a.stop_clean();
+    b.stop_clean();
+    let _ = std::fs::remove_file(&file);
+}
+
+/// A connection to `to` from `from` (a loopback address of the test's choosing, port 0).
+fn connect_from(from: &str, to: SocketAddr) -> std::net::TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&format!("{from}:0").parse::<SocketAddr>().unwrap().into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    let stream: std::net::TcpStream = socket.into();
+    stream.set_read_timeout(Some(T)).unwrap();
+    stream
+}
+
+/// HAProxy (a PROXY protocol receiver the tests did not write) in `mode http`, accepting the
+/// header on two ports and answering every request with the client address it was told of.
+struct HaproxyPeer {
+    child: std::process::Child,
+    ports: [u16; 2],
+    dir: PathBuf,
+}
+
+impl HaproxyPeer {
+    fn start() -> HaproxyPeer {
+        let dir = root("haproxy");
+        // The ports are picked free, then bound by HAProxy: it cannot report a port 0's choice.
+        let ports = [warren_testkit::free_port().unwrap(), warren_testkit::free_port().unwrap()];
+        let config = format!(
+            "global\n    nbthread 1\n    maxconn 100\n\ndefaults\n    mode http\n    timeout connect 5s\n    \
+             timeout client 10s\n    timeout server 10s\n\nfrontend told\n    bind 127.0.0.1:{} accept-proxy\n    \
+             bind 127.0.0.1:{} accept-proxy\n    \
+             http-request return status 200 content-type text/plain lf-string \"%[src] %[src_port] %[dst] %[dst_port]\"\n",
+            ports[0], ports[1]
+        );
+        std::fs::write(dir.join("haproxy.cfg"), config).unwrap();
+        let child = std::process::Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(dir.join("haproxy.cfg"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("haproxy (Debian's package; scripts/test installs it)");
+        let peer = HaproxyPeer { child, ports, dir };
+        for port in ports {
+            let up = support::eventually(T, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+            assert!(up, "haproxy listens on {port}");
+        }
+        peer
+    }
+}
+
+impl Drop for HaproxyPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn relay_backends_that_ask_for_it_are_told_the_clients_address_in_a_proxy_header() {
+    let haproxy = HaproxyPeer::start();
+    let v1 = format!("127.0.0.1:{},proxy=v1", haproxy.ports[0]);
+    let v2 = format!("127.0.0.1:{},proxy=v2", haproxy.ports[1]);
+    let sw = switch(&["--mode", "relay", "--no-check", "--backend", &v1, "--backend", &v2]);
+    // Round-robin: the first connection goes to the v1 port, the second to the v2 one. Each
+    // comes from a loopback address of its own, which only the header can tell HAProxy.
+    for from in ["127.0.0.5", "127.0.0.6"] {
+        let mut stream = connect_from(from, sw.addr);
+        let port = stream.local_addr().unwrap().port();
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: warren\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        assert_eq!(body, format!("{from} {port} 127.0.0.1 {}", sw.addr.port()), "{answer:?}");
+    }
+    sw.stop_clean();
+}
+
 /// Context switches every thread of `pid` has made so far: each is a wake-up of a thread.
 fn wake_ups(pid: i32) -> u64 {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
