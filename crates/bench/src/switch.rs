@@ -334,7 +334,7 @@ impl Bench<'_> {
             paced_rates.push(Some(rate));
             for (i, front) in fronts.iter().enumerate() {
                 let path = format!("/{file}");
-                let out = rt.block_on(paced::run(front.addr(), &path, rate, 16, self.args.duration));
+                let out = rt.block_on(paced::run(front.addr(), &path, rate, 16, self.args.duration, false));
                 self.progress(&format!(
                     "paced {label} at {rate:.0}/s: {} p99 {} µs, {} errors",
                     names[i],
@@ -432,6 +432,10 @@ impl Bench<'_> {
         let scenarios: Vec<(&str, bool)> = HANDOFF_SIZES.iter().map(|&(_, file, _)| (file, true)).collect();
         let (cells, more) = self.interleave(&labels, &fronts, &scenarios, conns);
         problems.extend(more);
+        let same_rate = match fronts.get(1) {
+            Some(switch) => self.handoff_at_one_rate(switch, &cells[1], &mut problems)?,
+            None => None,
+        };
         drop(fronts);
         drop((receivers, direct));
 
@@ -467,7 +471,51 @@ impl Bench<'_> {
                 ratio(rate(1), rate(0))
             )?;
         }
+        if let Some((rate, costs)) = same_rate {
+            writeln!(
+                md,
+                "\nAt full load the switch's CPU per request also reflects how often it runs: a switch that \
+                 wakes 13 times a second finds its caches cold each time. So every size again, each request \
+                 on a new connection at the same open-loop rate, {rate:.1} a second (the largest answer's \
+                 measured rate):\n"
+            )?;
+            writeln!(md, "| answer | requests | switch CPU per request |")?;
+            writeln!(md, "|---|---|---|")?;
+            for ((label, _, _), (done, cost)) in HANDOFF_SIZES.iter().zip(costs) {
+                writeln!(md, "| {label} | {done} | {cost:.1} µs |")?;
+            }
+        }
         write_problems(md, &problems)
+    }
+
+    /// Every hand-off size at one rate, the largest answer's: the switch's CPU per request when
+    /// only the answer's size differs. `(rate, [(requests, µs per request)])`.
+    fn handoff_at_one_rate(
+        &self,
+        switch: &Front,
+        measured: &[Cell],
+        problems: &mut Vec<String>,
+    ) -> anyhow::Result<Option<(f64, Vec<(u64, f64)>)>> {
+        let (Some(pid), Some(rate)) = (switch.pid(), measured.last().and_then(Cell::rate)) else { return Ok(None) };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        // Long enough for a few dozen requests even at a dozen a second.
+        let duration = self.args.duration.max(Duration::from_secs(3));
+        let mut costs = Vec::new();
+        for &(label, file, _) in &HANDOFF_SIZES {
+            let before = probe::sched_cpu_seconds(pid);
+            let out = rt.block_on(paced::run(switch.addr(), &format!("/{file}"), rate, 4, duration, true));
+            let cpu = probe::sched_cpu_seconds(pid) - before;
+            let per = if out.done > 0 { cpu * 1e6 / out.done as f64 } else { f64::NAN };
+            self.progress(&format!(
+                "handoff {label} at {rate:.1}/s: {} requests, {per:.1} µs of switch CPU each",
+                out.done
+            ));
+            if out.errors > 0 {
+                problems.push(format!("handoff {label} at {rate:.1}/s: {} errors", out.errors));
+            }
+            costs.push((out.done, per));
+        }
+        Ok(Some((rate, costs)))
     }
 }
 

@@ -33,12 +33,14 @@ pub struct Paced {
     pub hist: Histogram,
 }
 
-/// `rate` GETs of `path` a second on `conns` keep-alive connections to `addr`, for `duration`.
-pub async fn run(addr: SocketAddr, path: &str, rate: f64, conns: usize, duration: Duration) -> Paced {
+/// `rate` GETs of `path` a second on `conns` keep-alive connections to `addr`, for `duration`;
+/// with `close`, each request on a connection of its own (`Connection: close`), opened when due.
+pub async fn run(addr: SocketAddr, path: &str, rate: f64, conns: usize, duration: Duration, close: bool) -> Paced {
     let conns = conns.max(1);
     let start = Instant::now() + Duration::from_millis(50);
     let total = (rate * duration.as_secs_f64()) as u64;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n").into_bytes();
+    let connection = if close { "Connection: close\r\n" } else { "" };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n{connection}\r\n").into_bytes();
     let mut tasks = JoinSet::new();
     for k in 0..conns as u64 {
         let request = request.clone();
@@ -67,6 +69,9 @@ pub async fn run(addr: SocketAddr, path: &str, rate: f64, conns: usize, duration
                     Ok(Ok(())) => {
                         out.done += 1;
                         out.hist.record(when.elapsed());
+                        if close {
+                            stream = None;
+                        }
                     }
                     _ => {
                         out.errors += 1;
