@@ -172,6 +172,9 @@ impl Cell {
     }
 }
 
+/// The rate, then per hand-off size: requests made and µs of switch CPU per request.
+type SameRate = (f64, Vec<(u64, f64)>);
+
 /// Something wrk loads: the backend itself, HAProxy, or `warren switch`.
 enum Front {
     Direct(SocketAddr),
@@ -489,13 +492,13 @@ impl Bench<'_> {
     }
 
     /// Every hand-off size at one rate, the largest answer's: the switch's CPU per request when
-    /// only the answer's size differs. `(rate, [(requests, µs per request)])`.
+    /// only the answer's size differs.
     fn handoff_at_one_rate(
         &self,
         switch: &Front,
         measured: &[Cell],
         problems: &mut Vec<String>,
-    ) -> anyhow::Result<Option<(f64, Vec<(u64, f64)>)>> {
+    ) -> anyhow::Result<Option<SameRate>> {
         let (Some(pid), Some(rate)) = (switch.pid(), measured.last().and_then(Cell::rate)) else { return Ok(None) };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         // Long enough for a few dozen requests even at a dozen a second.
