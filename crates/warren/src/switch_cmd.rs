@@ -19,6 +19,7 @@ use warren_proto::handoff::{Front, Peek};
 use warren_proto::pick::{Lease, Pick};
 use warren_proto::proxy_header::ProxyVersion;
 use warren_proto::relay::{Relay, Upstream};
+use warren_registry::Name;
 
 /// How the switch passes a connection on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -52,6 +53,13 @@ pub struct SwitchArgs {
     /// start and again on SIGHUP: new lines are added, missing ones drained and then removed.
     #[arg(long, value_name = "PATH")]
     pub backends_file: Option<PathBuf>,
+    /// A registry name whose endpoints are backends, followed without a reload as they join,
+    /// leave or change (needs --registry). Repeatable.
+    #[arg(long = "backend-name", value_name = "NAME")]
+    pub backend_names: Vec<String>,
+    /// The registry server that --backend-name names are looked up and watched in.
+    #[arg(long, value_name = "ADDR")]
+    pub registry: Option<SocketAddr>,
     /// round-robin, weighted, least-connections, power-of-two, service, load, lard or maglev.
     #[arg(long, default_value = "round-robin", value_parser = parse_policy)]
     pub policy: Policy,
@@ -185,8 +193,8 @@ impl Target for HandOffTarget {
     }
 }
 
-/// One line of `--backend` or of the backends file.
-#[derive(Debug, PartialEq)]
+/// One line of `--backend` or of the backends file, or one registry endpoint.
+#[derive(Clone, Debug, PartialEq)]
 struct Spec {
     name: String,
     weight: u32,
@@ -216,11 +224,15 @@ fn parse_spec(line: &str) -> anyhow::Result<Spec> {
 }
 
 /// The pool and what each backend is, behind one lock: connections pick and release through
-/// it, the check thread and the reload update it.
+/// it; the check thread, the reload and the registry follower update it.
 #[derive(Debug)]
 struct Shared<T> {
     pool: Pool,
     targets: BTreeMap<BackendId, (String, T)>,
+    /// The backends given by flags and file (replaced by a reload), and those found in the
+    /// registry (replaced as it changes): the pool holds both.
+    statics: Vec<Spec>,
+    found: Vec<(Spec, Option<f64>)>,
 }
 
 /// The switch's [`Pick`]: the shared pool, and the service its listener stands for.
@@ -234,19 +246,30 @@ impl<T: Target> Switch<T> {
     /// Loads the backends and starts the reload thread; the checks start when the switch is
     /// ready ([`Switch::ready`]).
     fn start(pool: Pool, args: &SwitchArgs, service: String) -> anyhow::Result<Self> {
-        let shared = Arc::new(Mutex::new(Shared { pool, targets: BTreeMap::new() }));
+        let shared =
+            Arc::new(Mutex::new(Shared { pool, targets: BTreeMap::new(), statics: Vec::new(), found: Vec::new() }));
         let specs = specs(args)?;
-        if specs.is_empty() {
-            bail!("no backend: give --backend ADDR (or a --backends-file with at least one)");
+        if specs.is_empty() && args.backend_names.is_empty() {
+            bail!("no backend: give --backend ADDR (or a --backends-file with at least one, or --backend-name)");
         }
-        apply(&mut lock(&shared), specs)?;
+        set_statics(&mut lock(&shared), specs)?;
+        if !args.backend_names.is_empty() {
+            let registry = args.registry.context("--backend-name needs --registry ADDR, the registry to follow")?;
+            let names = args.backend_names.iter().map(|n| Name::new(n.clone())).collect::<Result<Vec<_>, _>>()?;
+            let follower = shared.clone();
+            let handoff = args.mode == Mode::Handoff;
+            crate::switch_registry::follow(registry, names, handoff, move |update| {
+                set_found(&mut lock(&follower), &update);
+            })?;
+        }
         // Always, file or not: SIGHUP's default action would end the switch, and an operator
         // sends it expecting a reload, as nginx's.
         let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
         let (reloader, flags, file) = (shared.clone(), args.backends.clone(), args.backends_file.clone());
         std::thread::Builder::new().name("switch-reload".into()).spawn(move || {
             for _ in signals.forever() {
-                let reloaded = read_specs(&flags, file.as_ref()).and_then(|specs| apply(&mut lock(&reloader), specs));
+                let reloaded =
+                    read_specs(&flags, file.as_ref()).and_then(|specs| set_statics(&mut lock(&reloader), specs));
                 match reloaded {
                     Ok(()) => println!("warren: switch: backends reloaded"),
                     Err(e) => println!("warren: switch: reload refused, backends unchanged: {e:#}"),
@@ -289,6 +312,56 @@ fn read_specs(flags: &[String], file: Option<&PathBuf>) -> anyhow::Result<Vec<Sp
         bail!("backend {} is given twice", twice[0]);
     }
     Ok(specs)
+}
+
+/// A reload's (or the start's) backends: with those found in the registry, the pool's.
+fn set_statics<T: Target>(shared: &mut Shared<T>, specs: Vec<Spec>) -> anyhow::Result<()> {
+    let before = std::mem::replace(&mut shared.statics, specs);
+    let applied = apply_all(shared);
+    if applied.is_err() {
+        shared.statics = before;
+    }
+    applied
+}
+
+/// What the registry holds now for the followed names. An endpoint whose metadata does not
+/// make a backend is skipped with a line saying why, not allowed to stop the others.
+fn set_found<T: Target>(shared: &mut Shared<T>, update: &crate::switch_registry::Update) {
+    let mut found = Vec::new();
+    for one in update {
+        let checked = parse_spec(&one.line).and_then(|spec| T::parse(&spec.name)?.with_options(&spec).map(|_| spec));
+        match checked {
+            Ok(spec) => found.push((spec, one.load)),
+            Err(e) => println!("warren: switch: registry endpoint skipped: {e:#}"),
+        }
+    }
+    shared.found = found;
+    if let Err(e) = apply_all(shared) {
+        println!("warren: switch: registry change not applied: {e:#}");
+    }
+}
+
+/// The pool made to hold the static backends and the registry's (a static line wins over a
+/// registry endpoint of the same name), and each reported load passed on.
+fn apply_all<T: Target>(shared: &mut Shared<T>) -> anyhow::Result<()> {
+    let mut specs = shared.statics.clone();
+    for (spec, _) in &shared.found {
+        if !specs.iter().any(|s| s.name == spec.name) {
+            specs.push(spec.clone());
+        }
+    }
+    apply(shared, specs)?;
+    let loads: Vec<(String, f64)> =
+        shared.found.iter().filter_map(|(spec, load)| Some((spec.name.clone(), (*load)?))).collect();
+    for (name, load) in loads {
+        let id = shared.targets.iter().find(|(_, (n, _))| *n == name).map(|(id, _)| *id);
+        if let Some(id) = id
+            && let Err(e) = shared.pool.set_load(id, load)
+        {
+            println!("warren: switch: backend {name}: load not taken: {e}");
+        }
+    }
+    Ok(())
 }
 
 /// Makes the pool hold exactly `specs`: new ones added, missing ones removed (they drain
