@@ -106,7 +106,13 @@ pub fn switch(args: &SwitchArgs) -> anyhow::Result<()> {
         Haproxy::version(&bench.haproxy),
         background.iter().map(|b| format!("{b:.0}%")).collect::<Vec<_>>().join(" / ")
     )?;
-    writeln!(md, "Pinning: {}.  ", bench.pinning.describe())?;
+    let pinning = match (switch_cpu, load_cpu) {
+        (Some(switch), Some(load)) => format!(
+            "the switches (HAProxy, `warren switch`) on CPU {switch}; wrk, the paced load and the backends on CPU {load}"
+        ),
+        _ => bench.pinning.describe(),
+    };
+    writeln!(md, "Pinning: {pinning}.  ")?;
     writeln!(
         md,
         "Command: `warren bench switch --connections {} --duration {} --runs {}`; medians of the runs.\n",
