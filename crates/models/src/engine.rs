@@ -80,8 +80,14 @@ pub(crate) struct Splice {
     pub left: Option<u64>,
     /// Bytes moved so far.
     pub moved: u64,
-    /// Made at the first move.
+    /// Taken at the first move through the kernel (see `bulk`).
     pub pipe: Option<io::Pipe>,
+    /// Moving through the pipe from now on. A splice starts by copying through the driver's
+    /// read buffer, as HAProxy's `splice-auto` does: for the small messages of a request and
+    /// its answer that is a read and a write, where splicing is a splice in, a splice out and
+    /// one more to learn that the source is empty (a short splice does not prove it: a pipe
+    /// runs out of slots before bytes). The first read that fills the buffer turns to the pipe.
+    pub bulk: bool,
     /// The destination took nothing at the last try: wait for it to be writable.
     pub dest_blocked: bool,
 }
@@ -564,6 +570,14 @@ impl<S: Session> Engine<S> {
         }
     }
 
+    /// Queue `bytes` on `stream`, before anything a splice moves to it later: what a copying
+    /// splice read but the destination did not take.
+    pub(crate) fn queue(&mut self, stream: StreamId, bytes: &[u8]) {
+        if let Some(outbox) = self.out.outbox_mut(stream) {
+            outbox.send(bytes);
+        }
+    }
+
     /// `stream` would block: wait for readiness before reading it again.
     pub(crate) fn read_blocked(&mut self, stream: StreamId) {
         if let Some(s) = self.stream_mut(stream) {
@@ -579,7 +593,8 @@ impl<S: Session> Engine<S> {
                 Action::Splice { from, to, limit } => {
                     let known = self.stream(from).is_some() && self.stream(to).is_some() && from != to;
                     if known && self.phase == Phase::Open {
-                        let splice = Splice { from, to, left: limit, moved: 0, pipe: None, dest_blocked: false };
+                        let splice =
+                            Splice { from, to, left: limit, moved: 0, pipe: None, bulk: false, dest_blocked: false };
                         self.more().splices.push(splice);
                     } else {
                         tracing::error!(target: "warren", "a splice between unknown streams {from:?} and {to:?}");

@@ -130,7 +130,7 @@ fn turn<S: Session, L: Link<S>>(engine: &mut Engine<S>, link: &mut L, buf: &mut 
             }
             Read::Nothing => {}
         }
-        match splice(engine, link, now, &mut reads)? {
+        match splice(engine, link, buf, now, &mut reads)? {
             Read::Progress => continue,
             Read::Budget => {
                 again = true;
@@ -277,6 +277,41 @@ fn perform<S: Session, L: Link<S>>(engine: &mut Engine<S>, link: &mut L, now: In
     Ok(any)
 }
 
+/// One read of `from` into `buf` and one write of it to `to`; what `to` does not take is
+/// queued on it, to go before anything moved later. `Some(n)`: `n` bytes read (0: `from`
+/// ended); `None`: nothing to read.
+fn copy_once<S: Session>(
+    engine: &mut Engine<S>,
+    src: &impl Sock,
+    dst: &impl Sock,
+    buf: &mut [u8],
+    from: StreamId,
+    to: StreamId,
+) -> io::Result<Option<usize>> {
+    let n = match sys::read(src, buf) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            engine.read_blocked(from);
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    if n == 0 {
+        return Ok(Some(0));
+    }
+    // A short read emptied the socket: no further read to learn it would block.
+    engine.read_done(from, n, buf.len());
+    let sent = match sys::write(dst, Transmit::Bytes(&buf[..n]), false) {
+        Ok(sent) => sent,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e),
+    };
+    if sent < n {
+        engine.queue(to, &buf[sent..n]);
+    }
+    Ok(Some(n))
+}
+
 /// Urgent data on the client: after a SIGURG, and at the mark before each read.
 fn urgent<S: Session, L: Link<S>>(engine: &mut Engine<S>, link: &mut L, now: Instant) -> io::Result<bool> {
     let Some(sock) = link.sock(StreamId::CLIENT) else { return Ok(false) };
@@ -365,6 +400,7 @@ fn read<S: Session, L: Link<S>>(
 fn splice<S: Session, L: Link<S>>(
     engine: &mut Engine<S>,
     link: &mut L,
+    buf: &mut [u8],
     now: Instant,
     reads: &mut usize,
 ) -> io::Result<Read> {
@@ -391,6 +427,28 @@ fn splice<S: Session, L: Link<S>>(
             engine.handle_spliced(now, at, 0, true);
             return Ok(Read::Progress);
         };
+        if !sp.bulk {
+            let (left, to) = (sp.left, sp.to);
+            let want = left.map_or(buf.len(), |l| l.min(buf.len() as u64) as usize);
+            match copy_once(engine, src, dst, &mut buf[..want], from, to) {
+                Ok(Some(n)) => {
+                    if n == buf.len() {
+                        engine.splices_mut()[at].bulk = true;
+                    }
+                    engine.handle_spliced(now, at, n as u64, n == 0);
+                    return Ok(Read::Progress);
+                }
+                Ok(None) => {
+                    at += 1;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(target: "warren", "splice {from:?} → {to:?}: {e}");
+                    engine.handle_spliced(now, at, 0, true);
+                    return Ok(Read::Progress);
+                }
+            }
+        }
         if sp.pipe.is_none() {
             sp.pipe = Some(Pipe::new()?);
         }
