@@ -64,6 +64,13 @@ impl Model {
             Model::Hybrid => "hybrid",
         }
     }
+
+    /// Whether the model arms TCP urgent data when [`ServeConfig::urgent`] asks. `green` and
+    /// `hybrid` do not: their tasks sleep in tokio's reactor, and urgent data needs a look at
+    /// the socket before every read (`urgent.rs`).
+    pub fn arms_urgent(self) -> bool {
+        !matches!(self, Model::Green | Model::Hybrid)
+    }
 }
 
 impl std::fmt::Display for Model {

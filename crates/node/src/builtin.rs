@@ -89,6 +89,7 @@ pub fn dispatch<R: Serve>(protocol: Name, transport: Transport, settings: Settin
         Name::Http => serve.tcp(settings.http?),
         Name::Relay => serve.tcp(settings.relay?),
         Name::Handoff => serve.tcp(settings.handoff?),
+        Name::Oob => serve.tcp(warren_proto::oob::Oob { limits }),
         Name::Registry | Name::Objects => return None,
     })
 }
@@ -141,6 +142,9 @@ pub fn start(service: &Service, builtin: &Builtin, socket: Socket, hooks: &mut d
         let to = warren_proto::HandOffTarget::new(to.clone());
         warren_proto::handoff::Front::new(to, warren_proto::handoff::Peek::Line)
     });
+    if builtin.protocol == Name::Oob {
+        config.urgent = oob_urgent(builtin.model)?;
+    }
     let transport = match socket {
         Socket::Tcp(_) => Transport::Tcp,
         Socket::Udp(_) => Transport::Udp,
@@ -149,6 +153,19 @@ pub fn start(service: &Service, builtin: &Builtin, socket: Socket, hooks: &mut d
     dispatch(builtin.protocol, transport, settings, host).unwrap_or_else(|| {
         Err(std::io::Error::other(format!("builtin {} has no {} form", builtin.protocol.name(), transport.name())))
     })
+}
+
+/// How `oob` is served under `model`: urgent data out of line, as `oobrecv` takes it; an error
+/// naming the models that can when this one cannot arm urgent data.
+pub fn oob_urgent(model: warren_models::Model) -> std::io::Result<warren_models::UrgentMode> {
+    if model.arms_urgent() {
+        return Ok(warren_models::UrgentMode::OutOfLine);
+    }
+    let able: Vec<&str> = warren_models::Model::ALL.iter().filter(|m| m.arms_urgent()).map(|m| m.name()).collect();
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        format!("oob needs a model that arms TCP urgent data ({}); {model} does not", able.join(", ")),
+    ))
 }
 
 /// Serves a builtin on a thread of the node until its shutdown triggers.

@@ -230,11 +230,13 @@ pub enum Protocol {
     Relay,
     /// A hand-off front: hands each connection, with its first bytes, to another process.
     Handoff,
+    /// Stevens' `oobrecv`: reports each connection's normal and urgent bytes.
+    Oob,
 }
 
 impl Protocol {
     /// Every protocol: its name in configs and on the command line, and what it is.
-    pub const ALL: [(Protocol, &'static str, &'static str); 13] = [
+    pub const ALL: [(Protocol, &'static str, &'static str); 14] = [
         (Protocol::Echo, "echo", "RFC 862, TCP or UDP"),
         (Protocol::Discard, "discard", "RFC 863, TCP or UDP"),
         (Protocol::Daytime, "daytime", "RFC 867, TCP or UDP"),
@@ -252,6 +254,7 @@ impl Protocol {
             "handoff",
             "hands each connection, with its first line or head, to another process (needs to)",
         ),
+        (Protocol::Oob, "oob", "Stevens' oobrecv: logs normal and urgent bytes (models that arm urgent data)"),
     ];
 
     /// The name in configs.

@@ -54,6 +54,7 @@ pub mod handoff;
 pub mod http;
 pub mod hub;
 pub mod lines;
+pub mod oob;
 pub mod output;
 pub mod pick;
 pub mod pingpong;

@@ -49,6 +49,10 @@ pub enum Command {
         host: Option<String>,
         /// Its port.
         port: Option<u16>,
+        /// Give up on a server (here or in `/connect`) that has not connected and welcomed
+        /// the client within this long.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+        timeout: std::time::Duration,
     },
     /// The course's TimeServer: sends the date, then blocks for --delay (default 4 s).
     Timeserver(TimeserverArgs),

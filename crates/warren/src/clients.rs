@@ -175,13 +175,13 @@ fn no_answer(e: io::Error, addr: SocketAddr, timeout: Duration, expected: &str) 
 }
 
 /// `warren chat`.
-pub fn chat(host: Option<String>, port: Option<u16>) -> anyhow::Result<()> {
+pub fn chat(host: Option<String>, port: Option<u16>, timeout: Duration) -> anyhow::Result<()> {
     let server = match (host, port) {
         (Some(host), port) => Some((host, port.unwrap_or(warren_proto::chat::DEFAULT_PORT))),
         (None, Some(_)) => bail!("a port needs a host"),
         (None, None) => None,
     };
-    crate::chat_client::run(server)
+    crate::chat_client::run(server, timeout)
 }
 
 /// `warren pingpong client`.

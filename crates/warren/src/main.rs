@@ -5,6 +5,7 @@ mod cli;
 mod clients;
 mod demo;
 mod files_cmd;
+mod line_editor;
 mod local_zone;
 mod objects_cmd;
 mod objects_registry;
@@ -42,7 +43,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pingpong(args) => serve::pingpong(&args),
         Command::Largerhttpd(args) => serve::largerhttpd(&args),
         Command::Chatserver(args) => serve::chatserver(&args),
-        Command::Chat { host, port } => clients::chat(host, port),
+        Command::Chat { host, port, timeout } => clients::chat(host, port, timeout),
         Command::Timeserver(args) => serve::timeserver(&args),
         Command::Timeclient(args) => clients::timeclient(&args),
         Command::Oob(args) => oob_cmd::run(&args),

@@ -5,6 +5,9 @@
 //! On Linux an urgent send makes only its last byte urgent, and a receiver without
 //! `SO_OOBINLINE` reads that byte apart from the stream (`recv(MSG_OOB)`), once `SIGURG` (sent
 //! to the socket's owner, `F_SETOWN`) says it came.
+//!
+//! `recv` prints the lines of `warren_proto::oob`, which `warren serve oob` logs for each of
+//! its connections.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -15,6 +18,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{MsgFlags, recv};
+use warren_proto::oob;
 
 use crate::serve::{listen, resolve};
 
@@ -103,9 +107,9 @@ fn recv_one(addr: SocketAddr) -> anyhow::Result<()> {
         let readable = fds[1].any().unwrap_or(false);
         if signalled {
             let _ = urgent_pipe.read(&mut [0u8; 64]);
-            println!("SIGURG received");
+            println!("{}", oob::SIGNAL_LINE);
             match recv(conn.as_raw_fd(), &mut buf, MsgFlags::MSG_OOB) {
-                Ok(n) => println!("read {n} OOB byte: {}", String::from_utf8_lossy(&buf[..n])),
+                Ok(n) => println!("{}", oob::urgent_line(&buf[..n])),
                 // Already taken, or not here yet: the C program dies here; say so and go on.
                 Err(e) => eprintln!("warren: recv(MSG_OOB): {e}"),
             }
@@ -113,10 +117,10 @@ fn recv_one(addr: SocketAddr) -> anyhow::Result<()> {
         if readable {
             match conn.read(&mut buf) {
                 Ok(0) => {
-                    println!("received EOF");
+                    println!("{}", oob::EOF_LINE);
                     return Ok(());
                 }
-                Ok(n) => println!("read {n} bytes: {}", String::from_utf8_lossy(&buf[..n])),
+                Ok(n) => println!("{}", oob::normal_line(&buf[..n])),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => bail!("reading the connection: {e}"),
             }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use socket2::{Domain, Protocol as IpProtocol, Socket, Type};
-use warren_models::{Model, ServeConfig, ServeReport};
+use warren_models::{Model, ServeConfig, ServeReport, UrgentMode};
 use warren_node::builtin::{Serve, Settings, dispatch};
 use warren_node::config::Transport;
 use warren_proto::{DatagramService, Limits, Service};
@@ -44,8 +44,13 @@ pub fn serve(protocol: Protocol, flags: &ServerFlags) -> anyhow::Result<()> {
         }
         _ => {}
     }
+    // oob reports urgent bytes, so only models that arm urgent data can serve it.
+    let urgent = match protocol {
+        Protocol::Oob => warren_node::builtin::oob_urgent(flags.model)?,
+        _ => UrgentMode::Off,
+    };
     let transport = if flags.udp { Transport::Udp } else { Transport::Tcp };
-    dispatch(protocol, transport, settings, Foreground(flags)).unwrap_or_else(|| match protocol {
+    dispatch(protocol, transport, settings, Foreground { flags, urgent }).unwrap_or_else(|| match protocol {
         Protocol::Registry => bail!("the registry runs as `warren registry` (or as a builtin of `warren up`)"),
         Protocol::Objects => bail!("the object server runs as `warren objects serve` (or as a builtin of `warren up`)"),
         _ => bail!("{} has no UDP form; UDP serves echo, discard, daytime, time and chargen", protocol.name()),
@@ -53,17 +58,21 @@ pub fn serve(protocol: Protocol, flags: &ServerFlags) -> anyhow::Result<()> {
 }
 
 /// Serves in the foreground, on the address and under the model the flags give.
-struct Foreground<'a>(&'a ServerFlags);
+struct Foreground<'a> {
+    flags: &'a ServerFlags,
+    /// Whether connections are armed for TCP urgent data (`oob`).
+    urgent: UrgentMode,
+}
 
 impl Serve for Foreground<'_> {
     type Output = anyhow::Result<()>;
 
     fn tcp<S: Service>(self, service: S) -> anyhow::Result<()> {
-        serve_tcp(service, self.0)
+        serve_tcp(service, self.flags, self.urgent)
     }
 
     fn udp<D: DatagramService>(self, service: D) -> anyhow::Result<()> {
-        serve_udp(service, self.0)
+        serve_udp(service, self.flags)
     }
 }
 
@@ -212,10 +221,10 @@ pub fn timeserver(args: &TimeserverArgs) -> anyhow::Result<()> {
         format: args.format,
         zone: crate::local_zone::local_offset,
     };
-    serve_tcp(service, &flags)
+    serve_tcp(service, &flags, UrgentMode::Off)
 }
 
-fn serve_tcp<S: Service>(service: S, flags: &ServerFlags) -> anyhow::Result<()> {
+fn serve_tcp<S: Service>(service: S, flags: &ServerFlags, urgent: UrgentMode) -> anyhow::Result<()> {
     let name = service.name();
     let (listener, transport, addr): (warren_models::Listener, _, _) = match &flags.handoff_listen {
         Some(path) => {
@@ -230,7 +239,8 @@ fn serve_tcp<S: Service>(service: S, flags: &ServerFlags) -> anyhow::Result<()> 
             (listener.into(), "tcp", addr)
         }
     };
-    let report = warren_models::serve(flags.model, service, listener, &config(flags), || {
+    let config = ServeConfig { urgent, ..config(flags) };
+    let report = warren_models::serve(flags.model, service, listener, &config, || {
         announce(name, transport, flags.model, &addr)
     })?;
     finish(&report);

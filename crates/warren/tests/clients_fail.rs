@@ -109,3 +109,59 @@ fn the_pingpong_client_refuses_a_peer_that_answers_nonsense() {
         "expected PINGPONG 3 GAME",
     );
 }
+
+/// `warren chat` with `script` on standard input; its output, within `bound`.
+fn chat_session(args: &[&str], script: &str, bound: Duration) -> String {
+    let started = Instant::now();
+    let (status, out, err) = run(command(args), script.as_bytes(), T);
+    let took = started.elapsed();
+    assert!(status.success(), "warren chat: {status:?}: {err}");
+    assert!(took < bound, "warren chat took {took:?}; output: {out}");
+    assert!(!out.contains("os error") && !err.contains("os error"), "a raw OS error: {out}{err}");
+    out
+}
+
+#[test]
+fn chat_connect_gives_up_clearly_and_the_prompt_stays_usable() {
+    let (_silent, silent) = foreign_peer(b"");
+    let (_ftp, ftp) = foreign_peer(b"220 ftp.example.com ready\r\n");
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let script = format!(
+        "/connect 127.0.0.1 {}\n/connect 127.0.0.1 {}\n/connect 127.0.0.1 {}\n/help\n/quit\n",
+        silent.port(),
+        ftp.port(),
+        closed.port()
+    );
+    let out = chat_session(&["chat", "--timeout", "1s"], &script, Duration::from_secs(5));
+    let lines: Vec<&str> = out.lines().collect();
+    let expected = "expected a warren chat server";
+    let failures = [
+        format!("! {silent} did not answer within 1s; {expected}"),
+        format!("! {ftp} answered \"220 ftp.example.com ready\", which is not a chat event; {expected}"),
+        format!("! cannot connect to {closed}: connection refused (nothing listens there); {expected}"),
+    ];
+    let mut at = 0;
+    for failure in &failures {
+        let found = lines[at..].iter().position(|l| l == failure);
+        at += found.unwrap_or_else(|| panic!("no {failure:?} in order in:\n{out}")) + 1;
+    }
+    // The prompt is still there: the next command is answered.
+    assert!(lines[at..].iter().any(|l| l.starts_with("* /nick <name>")), "no help after the failures:\n{out}");
+}
+
+#[test]
+fn chat_connect_gives_up_within_a_few_seconds_by_default() {
+    let (_silent, silent) = foreign_peer(b"");
+    let script = format!("/connect 127.0.0.1 {}\n/quit\n", silent.port());
+    let out = chat_session(&["chat"], &script, Duration::from_secs(8));
+    assert!(out.contains(&format!("! {silent} did not answer within 5s; expected a warren chat server")), "{out}");
+}
+
+#[test]
+fn chat_on_the_command_line_names_a_server_that_answers_nonsense() {
+    let (_peer, addr) = foreign_peer(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    let port = addr.port().to_string();
+    let out = chat_session(&["chat", "127.0.0.1", &port, "--timeout", "1s"], "/quit\n", Duration::from_secs(4));
+    let want = format!("! {addr} answered \"HTTP/1.1 400 Bad Request\", which is not a chat event");
+    assert!(out.contains(&want), "{out}");
+}

@@ -68,3 +68,37 @@ impl Drop for Peer {
         let _ = self.0.wait();
     }
 }
+
+/// What the sender prints, in order.
+pub const SENDER_LINES: [&str; 5] = [
+    "wrote 3 bytes of normal data",
+    "wrote 1 byte of OOB data",
+    "wrote 2 bytes of normal data",
+    "wrote 1 byte of OOB data",
+    "wrote 2 bytes of normal data",
+];
+
+/// A receiver's lines: the normal bytes `1235689` in reads, each urgent byte (`4`, then `7`)
+/// announced by `SIGURG received`, and `received EOF` last.
+pub fn check_receiver(lines: &[String], who: &str) {
+    let (mut normal, mut urgent, mut signals) = (String::new(), String::new(), 0);
+    let mut expect_oob = false;
+    for line in lines {
+        if expect_oob {
+            let byte = line.strip_prefix("read 1 OOB byte: ").unwrap_or_else(|| panic!("{who}: {line:?} after SIGURG"));
+            urgent.push_str(byte);
+            expect_oob = false;
+        } else if line == "SIGURG received" {
+            signals += 1;
+            expect_oob = true;
+        } else if let Some(rest) = line.strip_prefix("read ") {
+            let (n, bytes) = rest.split_once(" bytes: ").unwrap_or_else(|| panic!("{who}: {line:?}"));
+            assert_eq!(n.parse::<usize>().unwrap(), bytes.len(), "{who}: {line:?}");
+            normal.push_str(bytes);
+        } else {
+            assert_eq!(line, "received EOF", "{who}: unexpected line in {lines:?}");
+        }
+    }
+    assert_eq!((normal.as_str(), urgent.as_str(), signals), ("1235689", "47", 2), "{who}: {lines:?}");
+    assert_eq!(lines.last().map(String::as_str), Some("received EOF"), "{who}: {lines:?}");
+}
