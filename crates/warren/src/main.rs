@@ -14,6 +14,7 @@ mod registry_cmd;
 mod registry_register;
 mod serve;
 mod switch_cmd;
+mod switch_http;
 mod up;
 mod up_registry;
 

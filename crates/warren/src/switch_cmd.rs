@@ -1,7 +1,8 @@
 //! `warren switch`: the cluster switch. Each connection goes to a backend that
 //! `warren-balance` chooses, relayed (`--mode relay`, the spine's relay session, splicing) or
-//! handed off with its request head (`--mode handoff`, to a server process on this host), under
-//! the event model. A thread runs the active checks the pool asks for; SIGHUP reads the
+//! handed off with its request head (`--mode handoff`, to a server process on this host), or
+//! each request does (`--mode http`, the HTTP proxy session: `switch_http.rs`), under the event
+//! model. A thread runs the active checks the pool asks for; SIGHUP reads the
 //! backends again (`--backend` and `--backends-file`). See docs/switch.md.
 
 use std::collections::BTreeMap;
@@ -26,6 +27,8 @@ pub enum Mode {
     Relay,
     /// Read the request head, then pass the connection to a server process on this host.
     Handoff,
+    /// Proxy HTTP/1.1: each request to a backend picked for it, over kept-alive connections.
+    Http,
 }
 
 impl fmt::Display for Mode {
@@ -33,6 +36,7 @@ impl fmt::Display for Mode {
         f.write_str(match self {
             Mode::Relay => "relay",
             Mode::Handoff => "handoff",
+            Mode::Http => "http",
         })
     }
 }
@@ -42,8 +46,9 @@ pub struct SwitchArgs {
     /// Where clients connect.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// A backend: ADDR (relay) or a hand-off socket (handoff: a path, or @name), then optionally
-    /// `,weight=N`, `,service=NAME` (repeatable) and `,drain`. Repeat the flag for each backend.
+    /// A backend: ADDR (relay, http) or a hand-off socket (handoff: a path, or @name), then
+    /// optionally `,weight=N`, `,service=NAME` (repeatable), `,group=NAME` (http) and `,drain`.
+    /// Repeat the flag for each backend.
     #[arg(long = "backend", value_name = "BACKEND")]
     pub backends: Vec<String>,
     /// A file of backends, one a line in --backend's form (`#` starts a comment), read at the
@@ -73,12 +78,14 @@ pub struct SwitchArgs {
     /// Ramp a backend that comes up from 10 % to its full weight over this long.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub slow_start: Option<Duration>,
-    /// relay: give up on a backend that does not accept within this long, and try another.
+    /// relay, http: give up on a backend that does not accept within this long, and try another.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     pub connect_timeout: Duration,
     /// handoff: read the first line, or a whole HTTP request head, before handing over.
     #[arg(long, default_value = "head", value_parser = ["line", "head"])]
     pub peek: String,
+    #[command(flatten)]
+    pub http: crate::switch_http::HttpArgs,
     /// Log level: 0 errors only, 1 debug.
     #[arg(short = 'd', long)]
     pub debug: Option<u8>,
@@ -99,6 +106,10 @@ pub fn run(args: &SwitchArgs) -> anyhow::Result<()> {
         slow_start: args.slow_start,
         ..PoolConfig::default()
     };
+    if args.mode == Mode::Http {
+        return crate::switch_http::run(args, &config);
+    }
+    crate::switch_http::refuse_outside_http(args)?;
     let pool = Pool::new(config)?;
     let listener = crate::serve::listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
@@ -106,24 +117,25 @@ pub fn run(args: &SwitchArgs) -> anyhow::Result<()> {
     let serve_config = ServeConfig::for_model(Model::Event);
     let report = match args.mode {
         Mode::Relay => {
-            let switch = Arc::new(Switch::<SocketAddr>::start(pool, args, service)?);
+            let switch = Arc::new(Switch::<SocketAddr>::start(pool, args, service, None)?);
             let mut relay = Relay::picking(switch.clone());
             relay.connect_timeout = args.connect_timeout;
             warren_models::serve(Model::Event, relay, listener, &serve_config, || switch.ready(args, addr))?
         }
         Mode::Handoff => {
-            let switch = Arc::new(Switch::<HandOffTarget>::start(pool, args, "http".to_owned())?);
+            let switch = Arc::new(Switch::<HandOffTarget>::start(pool, args, "http".to_owned(), None)?);
             let peek = if args.peek == "head" { Peek::Head } else { Peek::Line };
             let front = Front::picking(switch.clone(), peek);
             warren_models::serve(Model::Event, front, listener, &serve_config, || switch.ready(args, addr))?
         }
+        Mode::Http => unreachable!("served above"),
     };
     crate::serve::finish(&report);
     Ok(())
 }
 
 /// What a backend is in one mode: parsed from its name, and checked.
-trait Target: Clone + Send + Sync + fmt::Debug + fmt::Display + 'static {
+pub(crate) trait Target: Clone + Send + Sync + fmt::Debug + fmt::Display + 'static {
     fn parse(name: &str) -> anyhow::Result<Self>;
     /// One active check: whether the backend takes a connection within `timeout`.
     fn check(&self, timeout: Duration) -> bool;
@@ -163,25 +175,28 @@ impl Target for HandOffTarget {
 
 /// One line of `--backend` or of the backends file.
 #[derive(Debug, PartialEq)]
-struct Spec {
-    name: String,
+pub(crate) struct Spec {
+    pub(crate) name: String,
     weight: u32,
     services: Vec<String>,
+    /// The routing group (http mode); `None`: the default one.
+    pub(crate) group: Option<String>,
     drain: bool,
 }
 
 fn parse_spec(line: &str) -> anyhow::Result<Spec> {
     let mut parts = line.split(',').map(str::trim);
     let name = parts.next().unwrap_or_default().to_owned();
-    let mut spec = Spec { name, weight: 1, services: Vec::new(), drain: false };
+    let mut spec = Spec { name, weight: 1, services: Vec::new(), group: None, drain: false };
     for part in parts {
         match part.split_once('=') {
             Some(("weight", w)) => {
                 spec.weight = w.parse().with_context(|| format!("backend {line:?}: weight {w:?} is not a number"))?;
             }
             Some(("service", s)) if !s.is_empty() => spec.services.push(s.to_owned()),
+            Some(("group", g)) if crate::switch_http::is_group_name(g) => spec.group = Some(g.to_owned()),
             None if part == "drain" => spec.drain = true,
-            _ => bail!("backend {line:?}: unknown option {part:?} (want weight=N, service=NAME or drain)"),
+            _ => bail!("backend {line:?}: unknown option {part:?} (want weight=N, service=NAME, group=NAME or drain)"),
         }
     }
     Ok(spec)
@@ -197,17 +212,26 @@ struct Shared<T> {
 
 /// The switch's [`Pick`]: the shared pool, and the service its listener stands for.
 #[derive(Debug)]
-struct Switch<T> {
+pub(crate) struct Switch<T> {
     shared: Arc<Mutex<Shared<T>>>,
     service: String,
 }
 
 impl<T: Target> Switch<T> {
-    /// Loads the backends and starts the reload thread; the checks start when the switch is
-    /// ready ([`Switch::ready`]).
-    fn start(pool: Pool, args: &SwitchArgs, service: String) -> anyhow::Result<Self> {
+    /// Loads the backends (of routing group `group` only, when given: `default` takes those
+    /// with none) and starts the reload thread; the checks start when the switch is ready
+    /// ([`Switch::ready`]).
+    pub(crate) fn start(pool: Pool, args: &SwitchArgs, service: String, group: Option<&str>) -> anyhow::Result<Self> {
         let shared = Arc::new(Mutex::new(Shared { pool, targets: BTreeMap::new() }));
-        let specs = specs(args)?;
+        let group = group.map(str::to_owned);
+        let of_group = move |specs: Vec<Spec>| -> Vec<Spec> {
+            let Some(group) = &group else { return specs };
+            specs
+                .into_iter()
+                .filter(|s| s.group.as_deref().unwrap_or(crate::switch_http::DEFAULT_GROUP) == group)
+                .collect()
+        };
+        let specs = of_group(specs(args)?);
         if specs.is_empty() {
             bail!("no backend: give --backend ADDR (or a --backends-file with at least one)");
         }
@@ -218,7 +242,8 @@ impl<T: Target> Switch<T> {
         let (reloader, flags, file) = (shared.clone(), args.backends.clone(), args.backends_file.clone());
         std::thread::Builder::new().name("switch-reload".into()).spawn(move || {
             for _ in signals.forever() {
-                let reloaded = read_specs(&flags, file.as_ref()).and_then(|specs| apply(&mut lock(&reloader), specs));
+                let reloaded =
+                    read_specs(&flags, file.as_ref()).and_then(|specs| apply(&mut lock(&reloader), of_group(specs)));
                 match reloaded {
                     Ok(()) => println!("warren: switch: backends reloaded"),
                     Err(e) => println!("warren: switch: reload refused, backends unchanged: {e:#}"),
@@ -233,8 +258,12 @@ impl<T: Target> Switch<T> {
     /// The switch listens: says so, then starts the checks, so that every change of state a
     /// check finds is told after the readiness line.
     fn ready(&self, args: &SwitchArgs, addr: SocketAddr) {
-        println!("warren: serving switch ({}, {}) under event on {addr}", args.mode, args.policy);
-        let _ = std::io::Write::flush(&mut std::io::stdout());
+        say_ready(args, addr);
+        self.start_checks();
+    }
+
+    /// Starts the thread that runs the active checks.
+    pub(crate) fn start_checks(&self) {
         let checker = self.shared.clone();
         let spawned = std::thread::Builder::new().name("switch-checks".into()).spawn(move || check_forever(&checker));
         if let Err(e) = spawned {
@@ -243,7 +272,13 @@ impl<T: Target> Switch<T> {
     }
 }
 
-fn specs(args: &SwitchArgs) -> anyhow::Result<Vec<Spec>> {
+/// The line that says the switch listens.
+pub(crate) fn say_ready(args: &SwitchArgs, addr: SocketAddr) {
+    println!("warren: serving switch ({}, {}) under event on {addr}", args.mode, args.policy);
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+}
+
+pub(crate) fn specs(args: &SwitchArgs) -> anyhow::Result<Vec<Spec>> {
     read_specs(&args.backends, args.backends_file.as_ref())
 }
 
@@ -251,7 +286,11 @@ fn read_specs(flags: &[String], file: Option<&PathBuf>) -> anyhow::Result<Vec<Sp
     let mut lines = flags.to_vec();
     if let Some(path) = file {
         let text = std::fs::read_to_string(path).with_context(|| format!("backends file {}", path.display()))?;
-        let kept = text.lines().map(|l| l.split('#').next().unwrap_or_default().trim()).filter(|l| !l.is_empty());
+        // `route` lines are the http mode's (switch_http.rs).
+        let kept = text
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or_default().trim())
+            .filter(|l| !l.is_empty() && !crate::switch_http::is_route_line(l));
         lines.extend(kept.map(str::to_owned));
     }
     let specs = lines.iter().map(|l| parse_spec(l)).collect::<anyhow::Result<Vec<_>>>()?;
@@ -403,8 +442,12 @@ mod tests {
 
     #[test]
     fn backend_lines_parse_and_bad_ones_say_why() {
-        let spec = parse_spec("127.0.0.1:8001, weight=3, service=http, drain").unwrap();
-        assert_eq!(spec, Spec { name: "127.0.0.1:8001".into(), weight: 3, services: vec!["http".into()], drain: true });
+        let spec = parse_spec("127.0.0.1:8001, weight=3, service=http, group=static, drain").unwrap();
+        let group = Some("static".into());
+        assert_eq!(
+            spec,
+            Spec { name: "127.0.0.1:8001".into(), weight: 3, services: vec!["http".into()], group, drain: true }
+        );
         assert!(parse_spec("a,weight=x").unwrap_err().to_string().contains("not a number"));
         assert!(parse_spec("a,colour=red").unwrap_err().to_string().contains("unknown option"));
         assert!(<SocketAddr as Target>::parse("localhost").is_err());

@@ -49,6 +49,9 @@ pub const MAX_BACKEND_CONNS: usize = 4;
 /// this bounds the connection's memory.
 pub const CHUNKED_BACKLOG: u64 = 1 << 20;
 
+/// Picks asked for more in one retry when they offer a backend that already failed the request.
+const REPICKS: usize = 4;
+
 /// What the proxy does, shared by every connection.
 #[derive(Debug)]
 pub struct ProxySettings {
@@ -192,6 +195,8 @@ struct Exchange {
     lease: Option<Box<dyn Lease<SocketAddr>>>,
     /// Backends asked so far.
     tries: u32,
+    /// Backends that failed this request (empty, and unallocated, on the usual path).
+    failed: Vec<SocketAddr>,
     connecting: Option<Token>,
     backend: Option<StreamId>,
     /// The backend connection carried an earlier request.
@@ -263,6 +268,7 @@ impl ProxySession {
                     request,
                     lease: None,
                     tries: 0,
+                    failed: Vec::new(),
                     connecting: None,
                     backend: None,
                     reused: false,
@@ -284,7 +290,19 @@ impl ProxySession {
     fn dispatch(&mut self, now: Instant, out: &mut Out) {
         let Some(ex) = self.exchange.as_mut() else { return };
         ex.tries += 1;
-        let Some(lease) = self.settings.backend.lease(self.peer, &self.fwd, now) else {
+        // A retry goes elsewhere when the pick can offer elsewhere (HAProxy's `redispatch`):
+        // the pick is shared by every connection, so its next choice may be the failed one.
+        let mut lease = self.settings.backend.lease(self.peer, &self.fwd, now);
+        for _ in 0..REPICKS {
+            match &lease {
+                Some(l) if ex.failed.contains(l.target()) => {
+                    drop(lease.take());
+                    lease = self.settings.backend.lease(self.peer, &self.fwd, now);
+                }
+                _ => break,
+            }
+        }
+        let Some(lease) = lease else {
             let keep = ex.upload == Flow::Done;
             out.log(Level::Error, format!("http: {}: no backend in rotation", self.peer_name()));
             self.exchange = None;
@@ -503,6 +521,7 @@ impl ProxySession {
     fn fail(&mut self, now: Instant, status: u16, bytes_seen: bool, out: &mut Out) {
         let Some(ex) = self.exchange.as_mut() else { return };
         if let Some(mut lease) = ex.lease.take() {
+            ex.failed.push(*lease.target());
             // A reused connection closed unasked is the keep-alive race, not the backend's fault.
             if !(ex.reused && !bytes_seen && status == 502) {
                 lease.report(now, false);
