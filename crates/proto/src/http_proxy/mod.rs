@@ -392,8 +392,7 @@ impl ProxySession {
         }
         let close = self.closing || self.client_eof;
         let mut at = 0;
-        loop {
-            let Some(ex) = self.exchange.as_mut() else { break };
+        while let Some(ex) = self.exchange.as_mut() {
             let buf = if from_held { &held[at..] } else { &data[at..] };
             self.scratch.clear();
             match head::response(buf, self.settings.max_head, &ex.request, close, &mut self.scratch) {
