@@ -354,7 +354,10 @@ fn registry() {
     write(t, "requests", &stream);
     let event = Event { revision: Revision(4), kind: EventKind::Delete, name: name.clone(), endpoint: v6.clone() };
     let answers = [
-        Response::Found { revision: Revision(2), entry: Entry { name: name.clone(), endpoints: vec![endpoint.clone()] } },
+        Response::Found {
+            revision: Revision(2),
+            entry: Entry { name: name.clone(), endpoints: vec![endpoint.clone()] },
+        },
         Response::Entries { revision: Revision(2), entries: vec![Entry { name: name.clone(), endpoints: vec![v6] }] },
         Response::Written { revision: Revision(3) },
         Response::Leased { lease: LeaseId(7), ttl_ms: 10_000, revision: Revision(4) },
@@ -378,6 +381,34 @@ fn registry() {
     write(t, "truncated", &stream[..stream.len() / 2]);
 }
 
+/// The HTTP proxy's heads and chunked bodies: settings byte first (0 request, 1 response, 5 the
+/// answer to a HEAD, 3 + split << 3 a chunked body).
+fn proxy_head() {
+    write("proxy_head", "request-get", b"\x00GET /a?b=1 HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, X-Drop\r\nX-Drop: 1\r\nX-Forwarded-For: 10.0.0.1\r\n\r\nGET /next HTTP/1.1\r\n");
+    write("proxy_head", "request-chunked-post", b"\x00POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\nTE: trailers\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+    write("proxy_head", "request-http10", b"\x00GET / HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n");
+    write(
+        "proxy_head",
+        "response-length",
+        b"\x01HTTP/1.1 200 OK\r\nContent-Length: 4\r\nKeep-Alive: timeout=5\r\n\r\nbody",
+    );
+    write(
+        "proxy_head",
+        "response-chunked-and-length",
+        b"\x01HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
+    );
+    write(
+        "proxy_head",
+        "response-head-method",
+        b"\x05HTTP/1.0 404 Not Found\r\nContent-Length: 9\r\nConnection: keep-alive\r\n\r\n",
+    );
+    write(
+        "proxy_head",
+        "chunked-body",
+        b"+5\r\nhello\r\n1A;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nTrailer: t\r\n\r\nGET",
+    );
+}
+
 fn main() {
     chat();
     pingpong();
@@ -385,4 +416,5 @@ fn main() {
     lines();
     dns();
     registry();
+    proxy_head();
 }

@@ -11,14 +11,15 @@
 
 pub mod chat_session;
 pub mod chat_wire;
-pub mod files_wire;
 pub mod dns_answer;
+pub mod files_wire;
 pub mod http_head;
 pub mod http_path;
 pub mod hub_frame;
 pub mod lines;
 pub mod pingpong_session;
 pub mod pingpong_wire;
+pub mod proxy_head;
 pub mod registry_wire;
 pub mod xinetd_config;
 
@@ -39,6 +40,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("files_wire", files_wire::run),
     ("dns_answer", dns_answer::run),
     ("xinetd_config", xinetd_config::run),
+    ("proxy_head", proxy_head::run),
 ];
 
 /// A small deterministic generator (splitmix64) for chunk sizes, interleavings and clock

@@ -94,7 +94,8 @@ fn every_target_has_a_test() {
             "http_path",
             "files_wire",
             "dns_answer",
-            "xinetd_config"
+            "xinetd_config",
+            "proxy_head"
         ]
     );
 }
@@ -102,6 +103,11 @@ fn every_target_has_a_test() {
 #[test]
 fn registry_wire() {
     replay("registry_wire");
+}
+
+#[test]
+fn proxy_head() {
+    replay("proxy_head");
 }
 
 #[test]

@@ -52,6 +52,7 @@ pub mod effect;
 pub mod frame;
 pub mod handoff;
 pub mod http;
+pub mod http_proxy;
 pub mod hub;
 pub mod lines;
 pub mod oob;

@@ -77,7 +77,7 @@ pub enum Command {
     Objects(crate::objects_cmd::ObjectsArgs),
     /// Call an object's method: `warren call HelloServer sayHello` (arguments as JSON values).
     Call(crate::objects_cmd::CallArgs),
-    /// The cluster switch: `warren switch --listen ADDR --backend ADDR… --policy P --mode relay|handoff`.
+    /// The cluster switch: `warren switch --listen ADDR --backend ADDR… --policy P --mode relay|handoff|http`.
     Switch(crate::switch_cmd::SwitchArgs),
     /// Measure and compare.
     Bench {

@@ -15,6 +15,7 @@ mod registry_cmd;
 mod registry_register;
 mod serve;
 mod switch_cmd;
+mod switch_http;
 mod switch_registry;
 mod up;
 mod up_registry;

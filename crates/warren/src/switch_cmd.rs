@@ -1,7 +1,8 @@
 //! `warren switch`: the cluster switch. Each connection goes to a backend that
 //! `warren-balance` chooses, relayed (`--mode relay`, the spine's relay session, splicing) or
-//! handed off with its request head (`--mode handoff`, to a server process on this host), under
-//! the event model. A thread runs the active checks the pool asks for; SIGHUP reads the
+//! handed off with its request head (`--mode handoff`, to a server process on this host), or
+//! each request does (`--mode http`, the HTTP proxy session: `switch_http.rs`), under the event
+//! model. A thread runs the active checks the pool asks for; SIGHUP reads the
 //! backends again (`--backend` and `--backends-file`). See docs/switch.md.
 
 use std::collections::BTreeMap;
@@ -28,6 +29,8 @@ pub enum Mode {
     Relay,
     /// Read the request head, then pass the connection to a server process on this host.
     Handoff,
+    /// Proxy HTTP/1.1: each request to a backend picked for it, over kept-alive connections.
+    Http,
 }
 
 impl fmt::Display for Mode {
@@ -35,6 +38,7 @@ impl fmt::Display for Mode {
         f.write_str(match self {
             Mode::Relay => "relay",
             Mode::Handoff => "handoff",
+            Mode::Http => "http",
         })
     }
 }
@@ -44,9 +48,10 @@ pub struct SwitchArgs {
     /// Where clients connect.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// A backend: ADDR (relay) or a hand-off socket (handoff: a path, or @name), then optionally
-    /// `,weight=N`, `,service=NAME` (repeatable), `,drain`, and for relay backends `,proxy=v1` or
-    /// `,proxy=v2` (a PROXY protocol header first). Repeat the flag for each backend.
+    /// A backend: ADDR (relay, http) or a hand-off socket (handoff: a path, or @name), then
+    /// optionally `,weight=N`, `,service=NAME` (repeatable), `,group=NAME` (http), `,drain`, and
+    /// for relay backends `,proxy=v1` or `,proxy=v2` (a PROXY protocol header first). Repeat the
+    /// flag for each backend.
     #[arg(long = "backend", value_name = "BACKEND")]
     pub backends: Vec<String>,
     /// A file of backends, one a line in --backend's form (`#` starts a comment), read at the
@@ -83,12 +88,14 @@ pub struct SwitchArgs {
     /// Ramp a backend that comes up from 10 % to its full weight over this long.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub slow_start: Option<Duration>,
-    /// relay: give up on a backend that does not accept within this long, and try another.
+    /// relay, http: give up on a backend that does not accept within this long, and try another.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     pub connect_timeout: Duration,
     /// handoff: read the first line, or a whole HTTP request head, before handing over.
     #[arg(long, default_value = "head", value_parser = ["line", "head"])]
     pub peek: String,
+    #[command(flatten)]
+    pub http: crate::switch_http::HttpArgs,
     /// Log level: 0 errors only, 1 debug.
     #[arg(short = 'd', long)]
     pub debug: Option<u8>,
@@ -109,6 +116,10 @@ pub fn run(args: &SwitchArgs) -> anyhow::Result<()> {
         slow_start: args.slow_start,
         ..PoolConfig::default()
     };
+    if args.mode == Mode::Http {
+        return crate::switch_http::run(args, &config);
+    }
+    crate::switch_http::refuse_outside_http(args)?;
     let pool = Pool::new(config)?;
     let listener = crate::serve::listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
@@ -116,25 +127,26 @@ pub fn run(args: &SwitchArgs) -> anyhow::Result<()> {
     let serve_config = ServeConfig::for_model(Model::Event);
     let report = match args.mode {
         Mode::Relay => {
-            let switch = Arc::new(Switch::<Upstream>::start(pool, args, service)?);
+            let switch = Arc::new(Switch::<Upstream>::start(pool, args, service, None)?);
             let mut relay = Relay::picking(switch.clone());
             relay.connect_timeout = args.connect_timeout;
             relay.local = Some(addr);
             warren_models::serve(Model::Event, relay, listener, &serve_config, || switch.ready(args, addr))?
         }
         Mode::Handoff => {
-            let switch = Arc::new(Switch::<HandOffTarget>::start(pool, args, "http".to_owned())?);
+            let switch = Arc::new(Switch::<HandOffTarget>::start(pool, args, "http".to_owned(), None)?);
             let peek = if args.peek == "head" { Peek::Head } else { Peek::Line };
             let front = Front::picking(switch.clone(), peek);
             warren_models::serve(Model::Event, front, listener, &serve_config, || switch.ready(args, addr))?
         }
+        Mode::Http => unreachable!("served above"),
     };
     crate::serve::finish(&report);
     Ok(())
 }
 
 /// What a backend is in one mode: parsed from its name, and checked.
-trait Target: Clone + Send + Sync + fmt::Debug + fmt::Display + 'static {
+pub(crate) trait Target: Clone + Send + Sync + fmt::Debug + fmt::Display + 'static {
     fn parse(name: &str) -> anyhow::Result<Self>;
     /// One active check: whether the backend takes a connection within `timeout`.
     fn check(&self, timeout: Duration) -> bool;
@@ -195,10 +207,12 @@ impl Target for HandOffTarget {
 
 /// One line of `--backend` or of the backends file, or one registry endpoint.
 #[derive(Clone, Debug, PartialEq)]
-struct Spec {
-    name: String,
+pub(crate) struct Spec {
+    pub(crate) name: String,
     weight: u32,
     services: Vec<String>,
+    /// The routing group (http mode); `None`: the default one.
+    pub(crate) group: Option<String>,
     drain: bool,
     proxy: Option<ProxyVersion>,
 }
@@ -206,18 +220,21 @@ struct Spec {
 fn parse_spec(line: &str) -> anyhow::Result<Spec> {
     let mut parts = line.split(',').map(str::trim);
     let name = parts.next().unwrap_or_default().to_owned();
-    let mut spec = Spec { name, weight: 1, services: Vec::new(), drain: false, proxy: None };
+    let mut spec = Spec { name, weight: 1, services: Vec::new(), group: None, drain: false, proxy: None };
     for part in parts {
         match part.split_once('=') {
             Some(("weight", w)) => {
                 spec.weight = w.parse().with_context(|| format!("backend {line:?}: weight {w:?} is not a number"))?;
             }
             Some(("service", s)) if !s.is_empty() => spec.services.push(s.to_owned()),
+            Some(("group", g)) if crate::switch_http::is_group_name(g) => spec.group = Some(g.to_owned()),
             Some(("proxy", v)) => {
                 spec.proxy = Some(v.parse().map_err(|e: String| anyhow::anyhow!("backend {line:?}: {e}"))?);
             }
             None if part == "drain" => spec.drain = true,
-            _ => bail!("backend {line:?}: unknown option {part:?} (want weight=N, service=NAME, drain or proxy=v1|v2)"),
+            _ => bail!(
+                "backend {line:?}: unknown option {part:?} (want weight=N, service=NAME, group=NAME, drain or proxy=v1|v2)"
+            ),
         }
     }
     Ok(spec)
@@ -229,27 +246,48 @@ fn parse_spec(line: &str) -> anyhow::Result<Spec> {
 struct Shared<T> {
     pool: Pool,
     targets: BTreeMap<BackendId, (String, T)>,
+    /// The http mode's routing group this pool serves; `None`: every backend.
+    group: Option<String>,
     /// The backends given by flags and file (replaced by a reload), and those found in the
-    /// registry (replaced as it changes): the pool holds both.
+    /// registry (replaced as it changes): the pool holds those of its group.
     statics: Vec<Spec>,
     found: Vec<(Spec, Option<f64>)>,
 }
 
+impl<T> Shared<T> {
+    /// Whether `spec` belongs in this pool: any does without a group; with one, those naming
+    /// it, and those naming none for `default`.
+    fn takes(&self, spec: &Spec) -> bool {
+        self.group.as_ref().is_none_or(|g| spec.group.as_deref().unwrap_or(crate::switch_http::DEFAULT_GROUP) == g)
+    }
+
+    fn of_group(&self, specs: &[Spec]) -> Vec<Spec> {
+        specs.iter().filter(|s| self.takes(s)).cloned().collect()
+    }
+}
+
 /// The switch's [`Pick`]: the shared pool, and the service its listener stands for.
 #[derive(Debug)]
-struct Switch<T> {
+pub(crate) struct Switch<T> {
     shared: Arc<Mutex<Shared<T>>>,
     service: String,
 }
 
 impl<T: Target> Switch<T> {
-    /// Loads the backends and starts the reload thread; the checks start when the switch is
-    /// ready ([`Switch::ready`]).
-    fn start(pool: Pool, args: &SwitchArgs, service: String) -> anyhow::Result<Self> {
-        let shared =
-            Arc::new(Mutex::new(Shared { pool, targets: BTreeMap::new(), statics: Vec::new(), found: Vec::new() }));
+    /// Loads the backends (of routing group `group` only, when given: `default` takes those
+    /// with none), follows the registry names if any, and starts the reload thread; the checks
+    /// start when the switch is ready ([`Switch::ready`]).
+    pub(crate) fn start(pool: Pool, args: &SwitchArgs, service: String, group: Option<&str>) -> anyhow::Result<Self> {
+        let group = group.map(str::to_owned);
+        let shared = Arc::new(Mutex::new(Shared {
+            pool,
+            targets: BTreeMap::new(),
+            group,
+            statics: Vec::new(),
+            found: Vec::new(),
+        }));
         let specs = specs(args)?;
-        if specs.is_empty() && args.backend_names.is_empty() {
+        if lock(&shared).of_group(&specs).is_empty() && args.backend_names.is_empty() {
             bail!("no backend: give --backend ADDR (or a --backends-file with at least one, or --backend-name)");
         }
         set_statics(&mut lock(&shared), specs)?;
@@ -284,8 +322,12 @@ impl<T: Target> Switch<T> {
     /// The switch listens: says so, then starts the checks, so that every change of state a
     /// check finds is told after the readiness line.
     fn ready(&self, args: &SwitchArgs, addr: SocketAddr) {
-        println!("warren: serving switch ({}, {}) under event on {addr}", args.mode, args.policy);
-        let _ = std::io::Write::flush(&mut std::io::stdout());
+        say_ready(args, addr);
+        self.start_checks();
+    }
+
+    /// Starts the thread that runs the active checks.
+    pub(crate) fn start_checks(&self) {
         let checker = self.shared.clone();
         let spawned = std::thread::Builder::new().name("switch-checks".into()).spawn(move || check_forever(&checker));
         if let Err(e) = spawned {
@@ -294,7 +336,13 @@ impl<T: Target> Switch<T> {
     }
 }
 
-fn specs(args: &SwitchArgs) -> anyhow::Result<Vec<Spec>> {
+/// The line that says the switch listens.
+pub(crate) fn say_ready(args: &SwitchArgs, addr: SocketAddr) {
+    println!("warren: serving switch ({}, {}) under event on {addr}", args.mode, args.policy);
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+}
+
+pub(crate) fn specs(args: &SwitchArgs) -> anyhow::Result<Vec<Spec>> {
     read_specs(&args.backends, args.backends_file.as_ref())
 }
 
@@ -302,7 +350,11 @@ fn read_specs(flags: &[String], file: Option<&PathBuf>) -> anyhow::Result<Vec<Sp
     let mut lines = flags.to_vec();
     if let Some(path) = file {
         let text = std::fs::read_to_string(path).with_context(|| format!("backends file {}", path.display()))?;
-        let kept = text.lines().map(|l| l.split('#').next().unwrap_or_default().trim()).filter(|l| !l.is_empty());
+        // `route` lines are the http mode's (switch_http.rs).
+        let kept = text
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or_default().trim())
+            .filter(|l| !l.is_empty() && !crate::switch_http::is_route_line(l));
         lines.extend(kept.map(str::to_owned));
     }
     let specs = lines.iter().map(|l| parse_spec(l)).collect::<anyhow::Result<Vec<_>>>()?;
@@ -344,9 +396,9 @@ fn set_found<T: Target>(shared: &mut Shared<T>, update: &crate::switch_registry:
 /// The pool made to hold the static backends and the registry's (a static line wins over a
 /// registry endpoint of the same name), and each reported load passed on.
 fn apply_all<T: Target>(shared: &mut Shared<T>) -> anyhow::Result<()> {
-    let mut specs = shared.statics.clone();
+    let mut specs = shared.of_group(&shared.statics);
     for (spec, _) in &shared.found {
-        if !specs.iter().any(|s| s.name == spec.name) {
+        if shared.takes(spec) && !specs.iter().any(|s| s.name == spec.name) {
             specs.push(spec.clone());
         }
     }
@@ -507,10 +559,18 @@ mod tests {
 
     #[test]
     fn backend_lines_parse_and_bad_ones_say_why() {
-        let spec = parse_spec("127.0.0.1:8001, weight=3, service=http, drain").unwrap();
+        let spec = parse_spec("127.0.0.1:8001, weight=3, service=http, group=static, drain").unwrap();
+        let group = Some("static".into());
         assert_eq!(
             spec,
-            Spec { name: "127.0.0.1:8001".into(), weight: 3, services: vec!["http".into()], drain: true, proxy: None }
+            Spec {
+                name: "127.0.0.1:8001".into(),
+                weight: 3,
+                services: vec!["http".into()],
+                group,
+                drain: true,
+                proxy: None
+            }
         );
         assert_eq!(parse_spec("a,proxy=v2").unwrap().proxy, Some(ProxyVersion::V2));
         assert!(parse_spec("a,proxy=v3").unwrap_err().to_string().contains("want v1 or v2"));

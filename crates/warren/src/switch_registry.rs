@@ -4,8 +4,9 @@
 //! from that revision gives every change after it, so none slips between the two.
 //!
 //! An endpoint's metadata configures its backend as a `--backend` line's options do: `service`
-//! (comma-separated), `drain` (`true`), `proxy` (`v1`, `v2`), and `load` (0 to 1, what the `load`
-//! policy reads; a node reports it by updating its registration). Its weight is the registry's.
+//! (comma-separated), `drain` (`true`), `proxy` (`v1`, `v2`), `group` (the http mode's routing
+//! group), and `load` (0 to 1, what the `load` policy reads; a server reports it by registering
+//! with new metadata). Its weight is the registry's.
 //! In hand-off mode the backend is the endpoint's `handoff` metadata (a socket path or @name);
 //! endpoints without it are skipped.
 //!
@@ -206,6 +207,9 @@ fn as_backend(endpoint: &Endpoint, handoff: bool) -> Option<Found> {
     }
     if let Some(proxy) = endpoint.meta.get("proxy").filter(|_| !handoff) {
         line.push_str(&format!(",proxy={proxy}"));
+    }
+    if let Some(group) = endpoint.meta.get("group").filter(|_| !handoff) {
+        line.push_str(&format!(",group={group}"));
     }
     let load = endpoint.meta.get("load").and_then(|l| l.parse().ok());
     Some(Found { line, name, load })
