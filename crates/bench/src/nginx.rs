@@ -9,8 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 pub use crate::scratch::Scratch;
 
@@ -145,19 +144,8 @@ impl Nginx {
             return;
         }
         self.stopped = true;
-        for (signal, grace) in [(Signal::SIGQUIT, 2000), (Signal::SIGTERM, 1000)] {
-            let _ = kill(Pid::from_raw(self.pid), signal);
-            let deadline = Instant::now() + Duration::from_millis(grace);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        // The group id stays ours until the leader is reaped; a worker left behind goes too.
-        let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
-        let _ = self.child.wait();
+        let steps = [(Signal::SIGQUIT, Duration::from_secs(2)), (Signal::SIGTERM, Duration::from_secs(1))];
+        crate::server::stop_group(&mut self.child, &steps);
     }
 }
 

@@ -220,6 +220,25 @@ pub fn parse_ready(line: &str) -> Option<SocketAddr> {
     rest.rsplit_once(" on ")?.1.trim().parse().ok()
 }
 
+/// Stop `child`, the leader of a process group of its own: each signal in turn, with up to its
+/// grace to exit; then SIGKILL to the whole group (the group id stays the child's until it is
+/// reaped, so nothing else is hit), and reap it.
+pub fn stop_group(child: &mut Child, steps: &[(Signal, Duration)]) {
+    let pid = Pid::from_raw(child.id() as i32);
+    for &(signal, grace) in steps {
+        let _ = kill(pid, signal);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let _ = killpg(pid, Signal::SIGKILL);
+    let _ = child.wait();
+}
+
 /// SIGTERM to `child`, then wait for it: for servers that stop promptly on their own and
 /// fork nothing (the superservers under `bench superd`, `warren files serve` under `bench oob`).
 pub fn terminate(child: &mut Child) {

@@ -383,14 +383,19 @@ pub fn token_file(path: &Path) -> anyhow::Result<String> {
 }
 
 impl Conn {
-    pub async fn connect(&self) -> anyhow::Result<Client> {
-        let addr = match self.registry {
-            Some(addr) => addr,
+    /// The registry's address: the flag, else `WARREN_REGISTRY`, else the default.
+    pub fn addr(&self) -> anyhow::Result<SocketAddr> {
+        match self.registry {
+            Some(addr) => Ok(addr),
             None => match std::env::var("WARREN_REGISTRY") {
-                Ok(addr) => addr.parse().with_context(|| format!("WARREN_REGISTRY={addr:?}: not ADDR:PORT"))?,
-                Err(_) => DEFAULT_ADDR.parse().expect("valid"),
+                Ok(addr) => addr.parse().with_context(|| format!("WARREN_REGISTRY={addr:?}: not ADDR:PORT")),
+                Err(_) => Ok(DEFAULT_ADDR.parse().expect("valid")),
             },
-        };
+        }
+    }
+
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        let addr = self.addr()?;
         Client::connect(addr, self.timeout).await.with_context(|| format!("cannot reach the registry at {addr}"))
     }
 
@@ -401,9 +406,19 @@ impl Conn {
         }
     }
 
-    /// Runs one request, bounded by the timeout.
+    /// Runs one request, bounded by the timeout. A peer that is silent, or that answers with
+    /// something other than the registry's frames (the connection is then dropped), is named
+    /// with what was expected of it.
     pub async fn ask<T>(&self, f: impl Future<Output = Result<T, warren_registry::Error>>) -> anyhow::Result<T> {
-        Ok(tokio::time::timeout(self.timeout, f).await.context("the registry did not answer in time")??)
+        let addr = self.addr()?;
+        let expected = "expected a warren registry (is it the right server?)";
+        match tokio::time::timeout(self.timeout, f).await {
+            Err(_) => anyhow::bail!("{addr} did not answer within {:?}; {expected}", self.timeout),
+            Ok(Err(e @ warren_registry::Error::Unavailable(_))) => {
+                Err(anyhow::Error::new(e).context(format!("{addr}: {expected}")))
+            }
+            Ok(answer) => Ok(answer?),
+        }
     }
 }
 

@@ -165,3 +165,19 @@ fn chat_on_the_command_line_names_a_server_that_answers_nonsense() {
     let want = format!("! {addr} answered \"HTTP/1.1 400 Bad Request\", which is not a chat event");
     assert!(out.contains(&want), "{out}");
 }
+
+#[test]
+fn registry_clients_name_a_peer_that_is_not_a_registry() {
+    let (_silent, quiet) = foreign_peer(b"");
+    let (_talker, ftp) = foreign_peer(b"220 ftp.example.com ready\r\n");
+    for (addr, want) in
+        [(quiet, "did not answer within 1s; expected a warren registry"), (ftp, "expected a warren registry")]
+    {
+        let registry = addr.to_string();
+        for verb in [&["lookup", "web"][..], &["list", ""][..], &["call", "HelloServer", "sayHello"][..]] {
+            let mut args = verb.to_vec();
+            args.extend(["--registry", &registry, "--timeout", "1s"]);
+            fails_clearly_as(&args, addr, b"", want);
+        }
+    }
+}

@@ -11,45 +11,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use nix::sys::signal::Signal;
+use support::who::{backend, receiver, root, switch, wait_down};
 use support::{Server, T, connect, run};
-
-/// A directory with `who.txt` saying `name`.
-fn root(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("warren-switch-{}-{name}-{}", std::process::id(), fastrand::u64(..)));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("who.txt"), name).unwrap();
-    dir
-}
-
-/// An HTTP backend on a port of its own, answering `who.txt` with `name`.
-fn backend(name: &str) -> Server {
-    let root = root(name);
-    Server::serve("http", "event", &["--root", root.to_str().unwrap()])
-}
-
-/// An HTTP server receiving hand-offs at `@target`, answering `who.txt` with `name`.
-fn receiver(name: &str, target: &str) -> Server {
-    let root = root(name);
-    Server::spawn(&[
-        "serve",
-        "http",
-        "--model",
-        "event",
-        "--handoff-listen",
-        target,
-        "--root",
-        root.to_str().unwrap(),
-        "-d",
-        "0",
-    ])
-}
-
-/// `warren switch --listen 127.0.0.1:0 <args>`.
-fn switch(args: &[&str]) -> Server {
-    let mut all = vec!["switch", "--listen", "127.0.0.1:0", "-d", "0"];
-    all.extend_from_slice(args);
-    Server::spawn(&all)
-}
 
 /// Which backend answers a new connection: one `GET /who.txt`, `Connection: close`.
 fn who(switch: SocketAddr) -> String {
@@ -103,8 +66,7 @@ fn a_killed_backend_is_out_of_rotation_once_its_checks_fail() {
     let mut sw = switch(&["--backend", &a_addr, "--backend", &b_addr, "--inter", "100ms"]);
     assert_eq!(answers(sw.addr, 2), ["a", "b"]);
     b.stop_clean();
-    let down = format!("warren: switch: backend {b_addr} is down");
-    assert!(sw.wait_stdout(|l| l == down, T).is_some(), "no {down:?}");
+    wait_down(&mut sw, &b_addr, T);
     assert_eq!(answers(sw.addr, 4), ["a", "a", "a", "a"]);
     sw.stop_clean();
 }
@@ -115,8 +77,7 @@ fn with_every_backend_down_a_client_is_closed_at_once() {
     let gone_addr = gone.addr.to_string();
     gone.stop_clean();
     let mut sw = switch(&["--backend", &gone_addr, "--inter", "100ms"]);
-    let down = format!("warren: switch: backend {gone_addr} is down");
-    assert!(sw.wait_stdout(|l| l == down, T).is_some(), "no {down:?}");
+    wait_down(&mut sw, &gone_addr, T);
     let mut stream = connect(sw.addr);
     let (bytes, end) = support::read_all(&mut stream, T);
     assert!(bytes.is_empty() && end == support::End::Eof, "{end:?} after {} bytes", bytes.len());

@@ -9,36 +9,20 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use support::who::{backend, root};
 use support::{End, Server, T, connect, http_answer, read_all, run};
-
-/// A directory with `who.txt` and `api/who.txt` saying `name`.
-fn root(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("warren-switch-http-{}-{name}-{}", std::process::id(), fastrand::u64(..)));
-    std::fs::create_dir_all(dir.join("api")).unwrap();
-    std::fs::write(dir.join("who.txt"), name).unwrap();
-    std::fs::write(dir.join("api/who.txt"), name).unwrap();
-    dir
-}
-
-/// `warren serve http` answering `who.txt` with `name`.
-fn backend(name: &str) -> Server {
-    let root = root(name);
-    Server::serve("http", "event", &["--root", root.to_str().unwrap()])
-}
 
 /// `warren switch --listen 127.0.0.1:0 --mode http <args>`.
 fn switch(args: &[&str]) -> Server {
-    let mut all = vec!["switch", "--listen", "127.0.0.1:0", "--mode", "http", "-d", "0"];
+    let mut all = vec!["--mode", "http"];
     all.extend_from_slice(args);
-    Server::spawn(&all)
+    support::who::switch(&all)
 }
 
 /// A `curl` command with its output piped.
@@ -299,8 +283,7 @@ fn with_every_backend_down_the_answer_is_503_with_retry_after() {
     let gone_addr = gone.addr.to_string();
     gone.stop_clean();
     let mut sw = switch(&["--backend", &gone_addr, "--inter", "100ms"]);
-    let down = format!("warren: switch: backend {gone_addr} is down");
-    assert!(sw.wait_stdout(|l| l == down, T).is_some(), "no {down:?}");
+    support::who::wait_down(&mut sw, &gone_addr, T);
     let mut client = connect(sw.addr);
     client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let (head, body) = answer_on(&mut client);

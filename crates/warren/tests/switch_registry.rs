@@ -7,24 +7,10 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Stdio};
 
+use support::who::backend;
 use support::{Data, Server, T, command, connect, eventually, run};
-
-/// A directory with `who.txt` saying `name`.
-fn root(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("warren-swreg-{}-{name}-{}", std::process::id(), fastrand::u64(..)));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("who.txt"), name).unwrap();
-    dir
-}
-
-/// An HTTP server answering `who.txt` with `name`.
-fn backend(name: &str) -> Server {
-    let root = root(name);
-    Server::serve("http", "event", &["--root", root.to_str().unwrap()])
-}
 
 /// `warren register web ADDR` running (renewing its lease) until dropped, which releases it.
 struct Registered(Child);
@@ -57,6 +43,14 @@ impl Drop for Registered {
     }
 }
 
+/// `warren switch` following the registry name `web` at `registry`, with no active checks.
+fn following(registry: SocketAddr, extra: &[&str]) -> Server {
+    let registry = registry.to_string();
+    let mut args = vec!["--no-check", "--registry", &registry, "--backend-name", "web"];
+    args.extend_from_slice(extra);
+    support::who::switch(&args)
+}
+
 /// Which backend answers a new connection through the switch; `None` if it failed.
 fn who(switch: SocketAddr) -> Option<String> {
     let mut stream = connect(switch);
@@ -83,19 +77,7 @@ fn backends_follow_the_registry_as_servers_join_and_leave() {
     let joined_a = Registered::new(registry.addr, "web", a.addr, &[]);
     // Another name that `web` is a prefix of stays out.
     let _other = Registered::new(registry.addr, "web2", b.addr, &[]);
-    let reg = registry.addr.to_string();
-    let sw = Server::spawn(&[
-        "switch",
-        "--listen",
-        "127.0.0.1:0",
-        "-d",
-        "0",
-        "--no-check",
-        "--registry",
-        &reg,
-        "--backend-name",
-        "web",
-    ]);
+    let sw = following(registry.addr, &[]);
     assert_eq!(answering(sw.addr), ["a"], "only web's endpoint, from the first listing");
 
     let joined_b = Registered::new(registry.addr, "web", b.addr, &[]);
@@ -120,17 +102,7 @@ fn a_drain_in_the_metadata_takes_a_backend_out_of_rotation() {
     let (a, b) = (backend("a"), backend("b"));
     let _a = Registered::new(registry.addr, "web", a.addr, &[]);
     let _b = Registered::new(registry.addr, "web", b.addr, &["drain=true"]);
-    let reg = registry.addr.to_string();
-    let sw = Server::spawn(&[
-        "switch",
-        "--listen",
-        "127.0.0.1:0",
-        "--no-check",
-        "--registry",
-        &reg,
-        "--backend-name",
-        "web",
-    ]);
+    let sw = following(registry.addr, &[]);
     assert_eq!(answering(sw.addr), ["a"], "the drained endpoint gets no new connection");
     sw.stop_clean();
     registry.stop_clean();
@@ -146,19 +118,7 @@ fn the_load_policy_reads_the_load_each_endpoint_reports() {
     // a reports itself full: weight × (1 − load) leaves it nothing while b has room.
     let _a = Registered::new(registry.addr, "web", a.addr, &["load=1"]);
     let _b = Registered::new(registry.addr, "web", b.addr, &["load=0.2"]);
-    let reg = registry.addr.to_string();
-    let sw = Server::spawn(&[
-        "switch",
-        "--listen",
-        "127.0.0.1:0",
-        "--no-check",
-        "--policy",
-        "load",
-        "--registry",
-        &reg,
-        "--backend-name",
-        "web",
-    ]);
+    let sw = following(registry.addr, &["--policy", "load"]);
     assert_eq!(answering(sw.addr), ["b"]);
     sw.stop_clean();
     registry.stop_clean();

@@ -9,6 +9,7 @@ pub mod chat;
 pub mod check;
 pub mod pingpong;
 pub mod server;
+pub mod who;
 
 #[allow(unused_imports)]
 pub use check::*;
