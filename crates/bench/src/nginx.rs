@@ -2,16 +2,16 @@
 //! missing, configured like warren (one worker, access log off, sendfile on), run in the
 //! foreground from a scratch directory and always stopped.
 
-use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use nix::sys::signal::Signal;
 
 pub use crate::scratch::Scratch;
+use crate::server::{NotListening, peer_command, wait_listening};
 
 /// How long nginx may take to accept connections after starting.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,40 +79,22 @@ impl Nginx {
         let dir = scratch.dir.clone();
         let conf = dir.join("nginx.conf");
         std::fs::write(&conf, config(&dir, &root(scratch), port))?;
-        let mut command = match cpu {
-            Some(cpu) => {
-                let mut c = Command::new("taskset");
-                c.args(["-c", &cpu.to_string()]).arg(nginx);
-                c
-            }
-            None => Command::new(nginx),
-        };
+        let mut command = peer_command(nginx, cpu);
         command.arg("-p").arg(&dir).arg("-e").arg(dir.join("error.log")).arg("-c").arg(&conf);
-        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0);
-        // SAFETY: only prctl, async-signal-safe, between fork and exec.
-        unsafe {
-            command.pre_exec(|| {
-                let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
-                Ok(())
-            });
-        }
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
         let child = command.spawn().with_context(|| format!("cannot start {}", nginx.display()))?;
         let pid = child.id() as i32;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut guard = Nginx { child, pid, addr, dir, stopped: false };
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(guard);
-            }
-            if let Ok(Some(status)) = guard.child.try_wait() {
+        match wait_listening(&mut guard.child, addr, READY_TIMEOUT) {
+            Ok(()) => Ok(guard),
+            Err(NotListening::Exited(status)) => {
                 guard.stopped = true;
-                bail!("nginx exited at start ({status}): {}", guard.errors());
+                bail!("nginx exited at start ({status}): {}", guard.errors())
             }
-            if Instant::now() >= deadline {
-                bail!("nginx did not listen on {addr} within {READY_TIMEOUT:?}: {}", guard.errors());
+            Err(NotListening::Late) => {
+                bail!("nginx did not listen on {addr} within {READY_TIMEOUT:?}: {}", guard.errors())
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -220,6 +220,52 @@ pub fn parse_ready(line: &str) -> Option<SocketAddr> {
     rest.rsplit_once(" on ")?.1.trim().parse().ok()
 }
 
+/// A reference server the bench runs (nginx, HAProxy): on `cpu` through `taskset` if given, in
+/// a process group of its own, with stdin closed and a parent-death signal so that a bench
+/// killed by Ctrl-C does not leave it behind. The caller adds the arguments and the output.
+pub fn peer_command(program: &Path, cpu: Option<usize>) -> Command {
+    let mut command = match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpu.to_string()]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    };
+    command.stdin(Stdio::null()).process_group(0);
+    // SAFETY: only prctl, async-signal-safe, between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+            Ok(())
+        });
+    }
+    command
+}
+
+/// Why a started peer is not listening.
+pub enum NotListening {
+    Exited(std::process::ExitStatus),
+    Late,
+}
+
+/// Wait until `addr` takes a connection, up to `within`, or until `child` exits.
+pub fn wait_listening(child: &mut Child, addr: SocketAddr, within: Duration) -> Result<(), NotListening> {
+    let deadline = Instant::now() + within;
+    loop {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(NotListening::Exited(status));
+        }
+        if Instant::now() >= deadline {
+            return Err(NotListening::Late);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Stop `child`, the leader of a process group of its own: each signal in turn, with up to its
 /// grace to exit; then SIGKILL to the whole group (the group id stays the child's until it is
 /// reaped, so nothing else is hit), and reap it.

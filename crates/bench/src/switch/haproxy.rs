@@ -6,16 +6,16 @@
 //! default) and `X-Forwarded-For` (`option forwardfor`, as warren adds it). It runs in the
 //! foreground (`-db`) from a scratch directory and is always stopped.
 
-use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use nix::sys::signal::Signal;
 
 use crate::scratch::Scratch;
+use crate::server::{NotListening, peer_command, wait_listening};
 
 /// How long HAProxy may take to accept connections after starting.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,40 +65,19 @@ impl Haproxy {
         let dir = Scratch::new(&format!("haproxy-{mode:?}"), 0o755)?;
         let conf = dir.dir.join("haproxy.cfg");
         std::fs::write(&conf, config(mode, port, backends))?;
-        let mut command = match cpu {
-            Some(cpu) => {
-                let mut c = Command::new("taskset");
-                c.args(["-c", &cpu.to_string()]).arg(haproxy);
-                c
-            }
-            None => Command::new(haproxy),
-        };
-        command.arg("-db").arg("-f").arg(&conf);
-        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
-        // SAFETY: only prctl, async-signal-safe, between fork and exec.
-        unsafe {
-            command.pre_exec(|| {
-                let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
-                Ok(())
-            });
-        }
+        let mut command = peer_command(haproxy, cpu);
+        command.arg("-db").arg("-f").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null());
         let child = command.spawn().with_context(|| format!("cannot start {}", haproxy.display()))?;
         let pid = child.id() as i32;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut guard = Haproxy { child, pid, addr, _dir: dir, stopped: false };
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(guard);
-            }
-            if let Ok(Some(status)) = guard.child.try_wait() {
+        match wait_listening(&mut guard.child, addr, READY_TIMEOUT) {
+            Ok(()) => Ok(guard),
+            Err(NotListening::Exited(status)) => {
                 guard.stopped = true;
-                bail!("haproxy exited at start ({status}); check its configuration with `haproxy -c -f`");
+                bail!("haproxy exited at start ({status}); check its configuration with `haproxy -c -f`")
             }
-            if Instant::now() >= deadline {
-                bail!("haproxy did not listen on {addr} within {READY_TIMEOUT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            Err(NotListening::Late) => bail!("haproxy did not listen on {addr} within {READY_TIMEOUT:?}"),
         }
     }
 
