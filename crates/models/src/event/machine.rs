@@ -394,9 +394,8 @@ impl<S: Service> Link<SessionOf<S>> for MioLink<'_, S> {
     fn hand_off(&mut self, to: &warren_proto::HandOffTarget, preamble: &[u8]) -> io::Result<()> {
         crate::handoff::send(to, self.io.client.as_fd(), preamble)?;
         // epoll watches the open file description, not the descriptor, and the receiving
-        // process now holds that description: closing ours would leave it registered, and the
-        // loop would wake for every ACK of an answer it no longer carries until the receiver
-        // closes the connection (a 100 MiB answer: thousands of wake-ups).
+        // process now holds that description: epoll(7) keeps a registration until every
+        // descriptor of it is closed, so ours is removed here rather than left to the close.
         let _ = self.ctx.registry.deregister(&mut self.io.client);
         Ok(())
     }
