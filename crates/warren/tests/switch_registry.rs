@@ -43,6 +43,13 @@ impl Drop for Registered {
     }
 }
 
+/// A registry (and its data directory, kept while the test runs) and two backends, `a` and `b`.
+fn cluster(tag: &str) -> (Data, Server, Server, Server) {
+    let data = Data::new(tag);
+    let registry = Server::spawn(&["registry", "--listen", "127.0.0.1:0", "--data", data.arg()]);
+    (data, registry, backend("a"), backend("b"))
+}
+
 /// `warren switch` following the registry name `web` at `registry`, with no active checks.
 fn following(registry: SocketAddr, extra: &[&str]) -> Server {
     let registry = registry.to_string();
@@ -71,9 +78,7 @@ fn answering(switch: SocketAddr) -> Vec<String> {
 
 #[test]
 fn backends_follow_the_registry_as_servers_join_and_leave() {
-    let data = Data::new("swreg-follow");
-    let registry = Server::spawn(&["registry", "--listen", "127.0.0.1:0", "--data", data.arg()]);
-    let (a, b) = (backend("a"), backend("b"));
+    let (_data, registry, a, b) = cluster("swreg-follow");
     let joined_a = Registered::new(registry.addr, "web", a.addr, &[]);
     // Another name that `web` is a prefix of stays out.
     let _other = Registered::new(registry.addr, "web2", b.addr, &[]);
@@ -97,9 +102,7 @@ fn backends_follow_the_registry_as_servers_join_and_leave() {
 
 #[test]
 fn a_drain_in_the_metadata_takes_a_backend_out_of_rotation() {
-    let data = Data::new("swreg-drain");
-    let registry = Server::spawn(&["registry", "--listen", "127.0.0.1:0", "--data", data.arg()]);
-    let (a, b) = (backend("a"), backend("b"));
+    let (_data, registry, a, b) = cluster("swreg-drain");
     let _a = Registered::new(registry.addr, "web", a.addr, &[]);
     let _b = Registered::new(registry.addr, "web", b.addr, &["drain=true"]);
     let sw = following(registry.addr, &[]);
@@ -112,9 +115,7 @@ fn a_drain_in_the_metadata_takes_a_backend_out_of_rotation() {
 
 #[test]
 fn the_load_policy_reads_the_load_each_endpoint_reports() {
-    let data = Data::new("swreg-load");
-    let registry = Server::spawn(&["registry", "--listen", "127.0.0.1:0", "--data", data.arg()]);
-    let (a, b) = (backend("a"), backend("b"));
+    let (_data, registry, a, b) = cluster("swreg-load");
     // a reports itself full: weight × (1 − load) leaves it nothing while b has room.
     let _a = Registered::new(registry.addr, "web", a.addr, &["load=1"]);
     let _b = Registered::new(registry.addr, "web", b.addr, &["load=0.2"]);
