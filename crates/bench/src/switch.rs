@@ -483,10 +483,9 @@ impl Bench<'_> {
         if let Some((rate, costs)) = same_rate {
             writeln!(
                 md,
-                "\nAt full load the switch's CPU per request also reflects how often it runs: a switch that \
-                 wakes 13 times a second finds its caches cold each time. So every size again, each request \
-                 on a new connection at the same open-loop rate, {rate:.1} a second (the largest answer's \
-                 measured rate):\n"
+                "\nAt full load the switch's CPU per request also depends on how often it runs (it grows as \
+                 the rate falls). So every size again, each request on a new connection at the same \
+                 open-loop rate, {rate:.1} a second (the largest answer's measured rate):\n"
             )?;
             writeln!(md, "| answer | requests | switch CPU per request |")?;
             writeln!(md, "|---|---|---|")?;
