@@ -24,7 +24,7 @@ use crate::procs::{
     ParentSignals, child_ready, exit_child, fork_blocking_stop_signals, poll_timeout, reap, stop_children,
 };
 use crate::run::{ServeConfig, ServeReport};
-use crate::shutdown::{Shutdown, trigger_on_signals_without_thread};
+use crate::shutdown::{Shutdown, trigger_on_signals_in_child};
 
 pub(crate) fn serve<S: Service>(
     service: S,
@@ -130,7 +130,7 @@ fn child<S: Service>(
     parent: nix::unistd::Pid,
 ) -> std::io::Result<()> {
     let shutdown = Arc::new(Shutdown::new()?);
-    trigger_on_signals_without_thread(shutdown.clone())?;
+    trigger_on_signals_in_child(shutdown.clone())?;
     child_ready(signals, parent)?;
     let mut link = RemoteLink::new(hub.connector.clone(), info.id);
     let env = ConnEnv { shutdown: &shutdown, activity, engine: config.engine() };

@@ -25,7 +25,7 @@ use crate::procs::{
     ParentSignals, child_ready, exit_child, fork_blocking_stop_signals, poll_timeout, reap, stop_children,
 };
 use crate::run::{ServeConfig, ServeReport};
-use crate::shutdown::{Shutdown, trigger_on_signals_without_thread};
+use crate::shutdown::{Shutdown, trigger_on_signals_in_child};
 
 /// What every worker shares with the parent.
 struct Shared<'a, S> {
@@ -112,7 +112,7 @@ fn spawn_worker<S: Service>(shared: &Shared<'_, S>, signals: &mut Option<ParentS
 /// A worker: accept, serve to the end, repeat, until told to stop.
 fn worker<S: Service>(shared: &Shared<'_, S>, signals: ParentSignals) -> std::io::Result<()> {
     let shutdown = Arc::new(Shutdown::new()?);
-    trigger_on_signals_without_thread(shutdown.clone())?;
+    trigger_on_signals_in_child(shutdown.clone())?;
     child_ready(signals, shared.parent)?;
     let env = ConnEnv { shutdown: &shutdown, activity: shared.activity, engine: shared.config.engine() };
     let mut acceptor = Acceptor::with_gate(shared.config.gate.clone());

@@ -58,11 +58,19 @@ impl ParentSignals {
         self.term.load(Ordering::SeqCst)
     }
 
-    /// In a new child: drop the parent's handlers and pipe.
-    pub(crate) fn forget_in_child(self) {
-        for id in self.ids {
-            signal_hook::low_level::unregister(id);
-        }
+    /// In a new child: stop reacting as the parent does. SIGINT and SIGTERM get the child's own
+    /// handlers (`trigger_on_signals_in_child`), SIGCHLD its default action; the parent's
+    /// signal-hook registrations are left in place rather than unregistered, since each change
+    /// copies signal-hook's table on the heap the child shares with its parent.
+    pub(crate) fn forget_in_child(self) -> io::Result<()> {
+        use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+        let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+        // SAFETY: restoring the default action installs no handler.
+        unsafe { sigaction(Signal::SIGCHLD, &default) }?;
+        let Self { read, term, ids } = self;
+        drop(read);
+        std::mem::forget((term, ids));
+        Ok(())
     }
 }
 
@@ -120,7 +128,7 @@ pub(crate) fn fork_blocking_stop_signals() -> io::Result<nix::unistd::ForkResult
 /// In a child made by [`fork_blocking_stop_signals`], once its handlers are installed: drop the
 /// parent's handlers, die with the parent, and let pending stop signals in.
 pub(crate) fn child_ready(signals: ParentSignals, parent: nix::unistd::Pid) -> io::Result<()> {
-    signals.forget_in_child();
+    signals.forget_in_child()?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
     if nix::unistd::getppid() != parent {
         // The parent died before PDEATHSIG was armed.

@@ -85,12 +85,35 @@ pub fn trigger_on_signals(shutdown: std::sync::Arc<Shutdown>) -> std::io::Result
 
 /// Trigger `shutdown` on SIGINT or SIGTERM from the signal handler itself, without a thread: for
 /// the single-threaded children of the `fork` and `prefork` models.
-pub(crate) fn trigger_on_signals_without_thread(shutdown: std::sync::Arc<Shutdown>) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    for signal in [SIGINT, SIGTERM] {
-        let shutdown = shutdown.clone();
-        // SAFETY: the handler only performs an atomic swap and a write(2) to an eventfd.
-        unsafe { signal_hook::low_level::register(signal, move || shutdown.trigger_from_signal()) }?;
+///
+/// The handler is installed with a plain `sigaction`, replacing the parent's (see
+/// [`crate::procs::ParentSignals::forget_in_child`]), and the call allocates nothing. That is
+/// the point: a child shares its heap with the parent copy-on-write, and every allocation takes a
+/// free chunk somewhere in that heap and copies its page. Registering through signal-hook copied
+/// its handler table once per change, seven times per child, which cost each child about four
+/// pages of its own.
+pub(crate) fn trigger_on_signals_in_child(shutdown: std::sync::Arc<Shutdown>) -> std::io::Result<()> {
+    use std::sync::atomic::AtomicPtr;
+
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+
+    /// The child's one shutdown switch; set once per process and never freed.
+    static CHILD_SHUTDOWN: AtomicPtr<Shutdown> = AtomicPtr::new(std::ptr::null_mut());
+
+    extern "C" fn on_stop(_: nix::libc::c_int) {
+        let shutdown = CHILD_SHUTDOWN.load(Ordering::SeqCst);
+        // SAFETY: the pointer is null or comes from `Arc::into_raw` and is never released.
+        if let Some(shutdown) = unsafe { shutdown.as_ref() } {
+            shutdown.trigger_from_signal();
+        }
+    }
+
+    // A second call (none today) would leak the first switch rather than free it under a handler.
+    CHILD_SHUTDOWN.store(std::sync::Arc::into_raw(shutdown).cast_mut(), Ordering::SeqCst);
+    let action = SigAction::new(SigHandler::Handler(on_stop), SaFlags::SA_RESTART, SigSet::empty());
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only performs an atomic load and swap and a write(2) to an eventfd.
+        unsafe { sigaction(signal, &action) }?;
     }
     Ok(())
 }
