@@ -1,11 +1,12 @@
 //! A throwaway PostgreSQL on loopback, for tests: Debian's server binaries (package
 //! `postgresql`), a fresh cluster made by `initdb` in a directory of its own, the server on
-//! 127.0.0.1 at a port the kernel just handed out and on a unix socket in that directory, stopped
-//! and removed on drop. Nothing of the Debian package's own cluster (its service, `/etc/postgresql`,
+//! 127.0.0.1 at a port the kernel just handed out and on a unix socket in that directory (and, for
+//! a test's virtual network, on an address of it, behind a password), stopped and removed on drop. Nothing of the Debian package's own cluster (its service, `/etc/postgresql`,
 //! `/var/lib/postgresql`) is used.
 
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Read, Write};
+use std::net::IpAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -63,6 +64,17 @@ struct Cluster {
     owner: Option<(Uid, Gid)>,
     port: u16,
     durability: Durability,
+    network: Option<Network>,
+}
+
+/// Where a cluster also listens beyond loopback, and who may come in from there.
+#[derive(Debug, Clone)]
+struct Network {
+    addr: IpAddr,
+    /// The clients' network in CIDR form (`10.77.3.0/24`), admitted with the password only.
+    clients: String,
+    /// [`USER`]'s password, 32 random hex digits.
+    password: String,
 }
 
 impl LocalPostgres {
@@ -74,6 +86,19 @@ impl LocalPostgres {
 
     /// [`LocalPostgres::start`] with the given durability.
     pub fn start_with(tag: &str, durability: Durability) -> io::Result<LocalPostgres> {
+        LocalPostgres::start_cluster(tag, durability, None)
+    }
+
+    /// A fast cluster that also listens on `addr`, an address of a network the test made (a
+    /// [`crate::VirtualNet`] host's), and admits clients from `clients` (CIDR, `10.77.3.0/24`)
+    /// with [`USER`]'s password only; loopback stays trusted. Call it from a thread inside the
+    /// namespace that has `addr` ([`crate::VirtualNet::enter_thread`]): the server starts there.
+    pub fn start_on_network(tag: &str, addr: IpAddr, clients: &str) -> io::Result<LocalPostgres> {
+        let network = Network { addr, clients: clients.to_owned(), password: random_hex()? };
+        LocalPostgres::start_cluster(tag, Durability::Fast, Some(network))
+    }
+
+    fn start_cluster(tag: &str, durability: Durability, network: Option<Network>) -> io::Result<LocalPostgres> {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("warren-pg-{tag}-{}-{n}", std::process::id()));
@@ -81,7 +106,7 @@ impl LocalPostgres {
         let (owner, port) = (unprivileged_owner()?, free_port()?);
         let _ = fs::remove_dir_all(&dir);
         fs::DirBuilder::new().mode(0o700).create(&dir)?;
-        let cluster = Cluster { bin, dir, owner, port, durability };
+        let cluster = Cluster { bin, dir, owner, port, durability, network };
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::chown(&cluster.dir, Some(uid.as_raw()), Some(gid.as_raw()))?;
         }
@@ -96,6 +121,17 @@ impl LocalPostgres {
     /// `postgres://warren@127.0.0.1:PORT/warren`: the superuser, trusted without a password.
     pub fn url(&self) -> String {
         format!("postgres://{USER}@127.0.0.1:{}/{DATABASE}", self.cluster.port)
+    }
+
+    /// `postgres://warren:PASSWORD@ADDR:PORT/warren` for a cluster started with
+    /// [`LocalPostgres::start_on_network`]: how its network's clients reach it.
+    pub fn network_url(&self) -> Option<String> {
+        let network = self.cluster.network.as_ref()?;
+        let host = match network.addr {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        Some(format!("postgres://{USER}:{}@{host}:{}/{DATABASE}", network.password, self.cluster.port))
     }
 
     /// The TCP port on 127.0.0.1 (it stays the same across [`LocalPostgres::kill9_and_restart`]).
@@ -184,17 +220,34 @@ impl Cluster {
         // --no-sync: the new cluster's files reach the kernel, which is all a killed server needs;
         // only a machine crash right after initdb would tell, and the cluster dies with the test.
         cmd.args(["-D", "data", "-U", USER, "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"]);
-        run(cmd, "initdb")
+        let Some(network) = &self.network else { return run(cmd, "initdb") };
+        // The password reaches initdb in a file of the cluster's, never on a command line.
+        let pwfile = self.dir.join("password");
+        File::create(&pwfile)?.write_all(network.password.as_bytes())?;
+        if let Some((uid, gid)) = self.owner {
+            std::os::unix::fs::chown(&pwfile, Some(uid.as_raw()), Some(gid.as_raw()))?;
+        }
+        cmd.arg("--pwfile=password");
+        run(cmd, "initdb")?;
+        fs::remove_file(&pwfile)?;
+        // After initdb's own lines (trust on loopback and the socket), which match first.
+        let mut hba = File::options().append(true).open(self.dir.join("data/pg_hba.conf"))?;
+        writeln!(hba, "host all all {} scram-sha-256", network.clients)
     }
 
-    /// The postmaster, listening on 127.0.0.1 only (so trust, which initdb grants to loopback and
-    /// the unix socket, reaches no other host) and on a socket in [`LocalPostgres::dir`] (not
+    /// The postmaster, listening on 127.0.0.1 (trust, which initdb grants to loopback and the
+    /// unix socket, reaches no other host), on the network address if the cluster has one (whose
+    /// clients need the password), and on a socket in [`LocalPostgres::dir`] (not
     /// `/var/run/postgresql`, which belongs to the Debian package's cluster).
     fn spawn_server(&self) -> io::Result<Child> {
         let log = File::options().create(true).append(true).open(self.log_path())?;
         let mut cmd = self.program("postgres");
+        let listen = match &self.network {
+            Some(network) => format!("listen_addresses=127.0.0.1,{}", network.addr),
+            None => "listen_addresses=127.0.0.1".to_owned(),
+        };
         cmd.args(["-D", "data", "-p", &self.port.to_string()])
-            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", &listen])
             .arg("-c")
             .arg(format!("unix_socket_directories={}", self.dir.display()))
             .stdout(log.try_clone()?)
@@ -286,6 +339,13 @@ fn unprivileged_owner() -> io::Result<Option<(Uid, Gid)>> {
         }
     }
     Err(io::Error::other("running as root, and neither a `postgres` nor a `nobody` user exists"))
+}
+
+/// 16 random bytes from the system's generator, in hex.
+fn random_hex() -> io::Result<String> {
+    let mut bytes = [0u8; 16];
+    File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Runs `cmd` to completion; its output becomes the error if it fails.

@@ -1,14 +1,15 @@
 //! The throwaway PostgreSQL (Debian's `postgresql`, which `scripts/test` installs) through a real
 //! client, tokio-postgres: SQL round trips over loopback TCP and the unix socket, nothing left
-//! after drop, and committed rows surviving a kill -9 of the whole server.
+//! after drop, committed rows surviving a kill -9 of the whole server, and a cluster on a test's
+//! virtual network admitting that network's clients with the password only.
 
 use std::io::ErrorKind;
 use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt;
 
 use tokio_postgres::{Client, NoTls};
-use warren_testkit::LocalPostgres;
 use warren_testkit::postgres::Durability;
+use warren_testkit::{LocalPostgres, VirtualNet};
 
 fn start(tag: &str, durability: Durability) -> LocalPostgres {
     LocalPostgres::start_with(tag, durability)
@@ -87,4 +88,47 @@ async fn committed_rows_survive_kill9_and_restart() {
     let ids: Vec<i64> =
         client.query("SELECT id FROM acked ORDER BY id", &[]).await.unwrap().iter().map(|row| row.get(0)).collect();
     assert_eq!(ids, (0..15).collect::<Vec<i64>>());
+}
+
+/// A cluster on a virtual network (another namespace's host, across a bridge): the network's
+/// client gets in with the password of `network_url`, and is refused without it.
+#[test]
+fn a_cluster_on_a_virtual_network_admits_its_clients_with_the_password_only() {
+    let mut net = match VirtualNet::new("pg-net") {
+        Ok(net) => net,
+        Err(e) if e.kind() == ErrorKind::Unsupported => return eprintln!("skipped: {e}"),
+        Err(e) => panic!("{e}"),
+    };
+    net.bridge("data").unwrap();
+    net.host("db", &[("data", "10.99.3.5/24")]).unwrap();
+    net.host("app", &[("data", "10.99.3.11/24")]).unwrap();
+    let net = std::sync::Arc::new(net);
+    let in_db = net.clone();
+    let pg = std::thread::spawn(move || {
+        in_db.enter_thread("db").unwrap();
+        LocalPostgres::start_on_network("net", "10.99.3.5".parse().unwrap(), "10.99.3.0/24")
+    })
+    .join()
+    .unwrap()
+    .expect("PostgreSQL (Debian's postgresql) must be installed: apt-get install postgresql");
+    let url = pg.network_url().unwrap();
+    let without_password = format!("postgres://warren@10.99.3.5:{}/warren", pg.port());
+    let in_app = net.clone();
+    let (with, without) = std::thread::spawn(move || {
+        in_app.enter_thread("app").unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let with = async {
+                let client = connect(&url).await;
+                client.query_one("SELECT 1", &[]).await.map(|row| row.get::<_, i32>(0))
+            };
+            (with.await, tokio_postgres::connect(&without_password, NoTls).await.map(|_| ()))
+        })
+    })
+    .join()
+    .unwrap();
+    assert_eq!(with.unwrap(), 1, "the data network's client gets in with the password");
+    // The server asked for a password the client did not have (the cause, in Debug).
+    let refused = without.expect_err("no password, no entry");
+    assert!(format!("{refused:?}").contains("password missing"), "{refused:?}");
 }
