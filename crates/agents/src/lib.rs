@@ -1,0 +1,34 @@
+//! warren's agent host: WebAssembly modules run in wasmtime, each agent in its own store,
+//! sandboxed by fuel (CPU), epoch deadlines (wall time), memory and table limits, and
+//! capabilities (it imports only what it was granted). docs/agents.md tells how to use it.
+//!
+//! - [`module`]: modules by content (SHA-256); [`trust`]: which modules a host admits
+//!   (ed25519 signatures from trusted keys).
+//! - [`host`]: the engine, the compiled modules and the run of one agent.
+//! - [`caps`]: the host functions and the grants that open them; [`kv`]: the key-value store
+//!   behind the `kv` capability.
+//! - [`limits`]: per-agent limits and the store's resource limiter; [`agent`]: a job, its
+//!   outcome and why it stopped.
+//! - [`wire`] and [`session`]: the agent protocol (remote evaluation) and its server side, a
+//!   session on the spine like every warren protocol.
+
+pub mod agent;
+pub mod caps;
+pub mod host;
+pub mod kv;
+pub mod limits;
+pub mod module;
+pub mod session;
+pub mod trust;
+pub mod wire;
+
+pub use agent::{Job, Outcome, RunError, Value};
+pub use caps::{Access, Grants, ImportError, KvGrant, MAX_LOG_LINE, Need};
+pub use host::{EPOCH_TICK, Host, HostConfig, LoadError};
+pub use kv::{Kv, KvLimits, KvRefusal};
+pub use limits::Limits;
+pub use module::{BadModuleId, ModuleId};
+pub use trust::{ModuleSignature, Trust, TrustError, Unsigned};
+
+/// ed25519 keys, for signing modules.
+pub use ed25519_dalek::SigningKey;

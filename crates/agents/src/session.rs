@@ -1,0 +1,275 @@
+//! The agent protocol's server side, a sans-IO session like every warren protocol: it reads one
+//! request frame, runs it as a blocking job on the model's helpers (an agent may compute for
+//! its whole wall-time limit), and answers one frame; then it reads the next.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use warren_proto::{ConnInfo, Deadline, Job, Level, Limits, NoHub, Nothing, Output, Service, Session, Token};
+
+use crate::wire::{FRAMING, Request, Response, RunRequest, encode};
+use crate::{Host, Value};
+
+/// The agent host served over TCP.
+#[derive(Debug, Clone)]
+pub struct AgentService {
+    host: Arc<Host>,
+    limits: Limits,
+}
+
+impl AgentService {
+    /// Serves `host`; `limits` give the idle and read timeouts (its `max_request` is unused:
+    /// frames are bounded by [`FRAMING`]).
+    pub fn new(host: Arc<Host>, limits: Limits) -> AgentService {
+        AgentService { host, limits }
+    }
+}
+
+impl Service for AgentService {
+    type Hub = NoHub;
+    type Session = AgentSession;
+
+    fn name(&self) -> &'static str {
+        "agents"
+    }
+
+    fn new_session(&self, _: &ConnInfo, now: Instant) -> AgentSession {
+        AgentSession {
+            host: self.host.clone(),
+            deadline: Deadline::new(&self.limits, now),
+            buf: Vec::new(),
+            running: false,
+            ending: false,
+        }
+    }
+
+    fn new_hub(&self, _: Instant) -> NoHub {
+        NoHub
+    }
+}
+
+/// One connection.
+#[derive(Debug)]
+pub struct AgentSession {
+    host: Arc<Host>,
+    deadline: Deadline,
+    /// Bytes of requests not yet taken: at most one frame and what arrived with it, since
+    /// nothing is read while a request runs.
+    buf: Vec<u8>,
+    running: bool,
+    /// The peer closed or the server stops: end after the answer being computed.
+    ending: bool,
+}
+
+type Out = Output<Nothing, Response>;
+
+impl AgentSession {
+    /// Starts the request at the front of the buffer, if it has all arrived.
+    fn next(&mut self, now: Instant, out: &mut Out) {
+        let (request, len) = match FRAMING.split(&self.buf) {
+            Ok(Some((body, len))) => (postcard::from_bytes::<Request>(body), len),
+            Ok(None) if self.ending => return out.close(),
+            Ok(None) => return self.deadline.input(now, !self.buf.is_empty()),
+            Err(error) => return refuse(out, format!("bad frame: {error}")),
+        };
+        self.buf.drain(..len);
+        match request {
+            Ok(Request::Run(run)) => {
+                let host = self.host.clone();
+                self.running = true;
+                out.log(
+                    Level::Debug,
+                    format!("agents: running {} bytes of module, entry {:?}", run.module.len(), run.entry),
+                );
+                out.job(Token(0), Job::blocking(move || execute(&host, run)));
+            }
+            Err(error) => refuse(out, format!("bad request: {error}")),
+        }
+    }
+}
+
+fn refuse(out: &mut Out, reason: String) {
+    out.send(&encode(&Response::Refused(reason)));
+    out.close();
+}
+
+/// Loads the request's module, parses its arguments and runs it.
+fn execute(host: &Host, run: RunRequest) -> Response {
+    let attempt = || -> Result<crate::Outcome, String> {
+        let signature = run.signature()?;
+        let module = host.load(&run.module, signature.as_ref()).map_err(|error| error.to_string())?;
+        let params = host.params(&module, &run.entry).map_err(|error| error.to_string())?;
+        if params.len() != run.args.len() {
+            return Err(format!(
+                "entry {:?} takes {} arguments ({}), not {}",
+                run.entry,
+                params.len(),
+                params.join(", "),
+                run.args.len()
+            ));
+        }
+        let args = run
+            .args
+            .iter()
+            .zip(&params)
+            .enumerate()
+            .map(|(at, (text, ty))| {
+                Value::parse(text, ty).ok_or_else(|| format!("argument {} ({text:?}) is not an {ty}", at + 1))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let job =
+            crate::Job { args, input: run.input.clone(), grants: run.grants(), ..crate::Job::new(module, &run.entry) };
+        host.run(&job).map_err(|error| error.to_string())
+    };
+    match attempt() {
+        Ok(outcome) => Response::Done(outcome),
+        Err(reason) => Response::Refused(reason),
+    }
+}
+
+impl Session for AgentSession {
+    type Request = Nothing;
+    type Message = Nothing;
+    type Done = Response;
+
+    fn handle_open(&mut self, _: Instant, _: &mut Out) {}
+
+    fn handle_input(&mut self, now: Instant, data: &[u8], out: &mut Out) {
+        self.buf.extend_from_slice(data);
+        if !self.running {
+            self.next(now, out);
+        }
+    }
+
+    fn handle_completion(&mut self, now: Instant, _: Token, response: Response, out: &mut Out) {
+        self.running = false;
+        out.send(&encode(&response));
+        self.deadline.touch(now);
+        self.next(now, out);
+    }
+
+    fn handle_read_closed(&mut self, now: Instant, out: &mut Out) {
+        self.ending = true;
+        if !self.running {
+            self.next(now, out);
+        }
+    }
+
+    fn handle_shutdown(&mut self, now: Instant, out: &mut Out) {
+        self.handle_read_closed(now, out);
+    }
+
+    fn handle_message(&mut self, _: Instant, message: Nothing, _: &mut Out) {
+        match message {}
+    }
+
+    fn handle_timeout(&mut self, now: Instant, out: &mut Out) {
+        if !self.running && now >= self.deadline.at() {
+            out.close();
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        (!self.running).then(|| self.deadline.at())
+    }
+
+    fn wants_input(&self) -> bool {
+        !self.running && !self.ending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use warren_proto::{Action, SessionId};
+
+    use super::*;
+    use crate::{HostConfig, Trust, Unsigned};
+
+    const SUM: &str = r#"(module (func (export "add") (param i32 i32) (result i32)
+        (i32.add (local.get 0) (local.get 1))))"#;
+
+    fn session() -> AgentSession {
+        let trust = Trust::new().unsigned(Unsigned::Allow);
+        let host = Host::new(HostConfig { trust, ..HostConfig::default() }).unwrap();
+        let service = AgentService::new(Arc::new(host), Limits::default());
+        let info = ConnInfo { id: SessionId(1), peer: None, wall: std::time::SystemTime::now(), seed: 0 };
+        service.new_session(&info, Instant::now())
+    }
+
+    fn request(args: &[&str]) -> Vec<u8> {
+        encode(&Request::Run(RunRequest {
+            module: wat::parse_str(SUM).unwrap(),
+            signature: None,
+            entry: "add".into(),
+            args: args.iter().map(|arg| arg.to_string()).collect(),
+            input: Vec::new(),
+            clock: false,
+            log: false,
+        }))
+    }
+
+    /// Runs the job the session asked for and hands it the result.
+    fn complete(session: &mut AgentSession, out: &mut Out) {
+        // The request's log line comes first.
+        let (token, job) = std::iter::from_fn(|| out.poll_action())
+            .find_map(|action| match action {
+                Action::Job(token, Job::Blocking(job)) => Some((token, job)),
+                _ => None,
+            })
+            .expect("a blocking job");
+        session.handle_completion(Instant::now(), token, job(), out);
+    }
+
+    fn answer(out: &mut Out) -> Response {
+        let (body, len) = FRAMING.split(out.pending()).unwrap().expect("a whole frame");
+        let response = postcard::from_bytes(body).unwrap();
+        out.consume(len);
+        response
+    }
+
+    #[test]
+    fn a_request_in_pieces_runs_once_whole_and_the_next_follows() {
+        let (mut session, mut out) = (session(), Out::new());
+        let frame = request(&["2", "40"]);
+        session.handle_input(Instant::now(), &frame[..7], &mut out);
+        assert!(!out.has_actions() && session.wants_input());
+        session.handle_input(Instant::now(), &frame[7..], &mut out);
+        assert!(!session.wants_input(), "nothing is read while an agent runs");
+        complete(&mut session, &mut out);
+        let Response::Done(outcome) = answer(&mut out) else { panic!("done") };
+        assert_eq!(outcome.results, [Value::I32(42)]);
+        assert!(session.wants_input() && !out.is_closed());
+
+        session.handle_input(Instant::now(), &request(&["1", "x"]), &mut out);
+        complete(&mut session, &mut out);
+        assert_eq!(answer(&mut out), Response::Refused(r#"argument 2 ("x") is not an i32"#.into()));
+    }
+
+    #[test]
+    fn a_peer_that_closes_after_its_request_still_gets_the_answer() {
+        let (mut session, mut out) = (session(), Out::new());
+        session.handle_input(Instant::now(), &request(&["1", "2"]), &mut out);
+        session.handle_read_closed(Instant::now(), &mut out);
+        assert!(!out.is_closed());
+        complete(&mut session, &mut out);
+        assert!(matches!(answer(&mut out), Response::Done(_)));
+        assert!(out.is_closed());
+    }
+
+    #[test]
+    fn a_bad_frame_or_body_is_refused_and_closed() {
+        let (mut session, mut out) = (session(), Out::new());
+        session.handle_input(Instant::now(), b"GET / HTTP/1.1\r\n", &mut out);
+        let Response::Refused(reason) = answer(&mut out) else { panic!("refused") };
+        assert!(reason.starts_with("bad frame: "), "{reason}");
+        assert!(out.is_closed());
+
+        let (mut session, mut out) = (self::session(), Out::new());
+        let mut frame = Vec::new();
+        FRAMING.encode(&[7, 7, 7], &mut frame).unwrap();
+        session.handle_input(Instant::now(), &frame, &mut out);
+        let Response::Refused(reason) = answer(&mut out) else { panic!("refused") };
+        assert!(reason.starts_with("bad request: "), "{reason}");
+        assert!(out.is_closed());
+    }
+}

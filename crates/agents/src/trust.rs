@@ -1,0 +1,149 @@
+//! Which code a host runs: modules signed with ed25519 by a key the host trusts. Unsigned code
+//! is refused unless the operator allowed it ([`Unsigned::Allow`]).
+//!
+//! A signature covers [`signed_message`]: a fixed context string and the module's id. Signing
+//! the id rather than the bytes lets an operator sign a module known by its hash, and the
+//! context keeps a module signature from being valid as any other message signed by the key.
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+
+use crate::ModuleId;
+
+/// What a signature signs before the module's id.
+pub const SIGNATURE_CONTEXT: &[u8] = b"warren-agents module v1\0";
+
+/// What a module's signature covers: [`SIGNATURE_CONTEXT`] then the 32 bytes of its id.
+pub fn signed_message(id: &ModuleId) -> Vec<u8> {
+    [SIGNATURE_CONTEXT, &id.0].concat()
+}
+
+/// A module's signature, with the public key that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModuleSignature {
+    /// The signer's ed25519 public key.
+    pub key: [u8; 32],
+    /// The ed25519 signature of [`signed_message`].
+    pub signature: [u8; 64],
+}
+
+impl ModuleSignature {
+    /// Signs the module `id` with `key`.
+    pub fn sign(id: &ModuleId, key: &SigningKey) -> ModuleSignature {
+        ModuleSignature { key: key.verifying_key().to_bytes(), signature: key.sign(&signed_message(id)).to_bytes() }
+    }
+}
+
+/// Whether a host runs modules nobody signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unsigned {
+    /// Refuse them (the default).
+    #[default]
+    Refuse,
+    /// Run them: for a host only its operator can reach.
+    Allow,
+}
+
+/// The keys a host trusts, and what it does with unsigned code.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    keys: Vec<VerifyingKey>,
+    unsigned: Unsigned,
+}
+
+/// Why a module was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrustError {
+    /// No signature, and the host refuses unsigned code.
+    #[error("module {0} is not signed, and this host runs only signed modules")]
+    Unsigned(ModuleId),
+    /// Signed by a key the host does not trust.
+    #[error("module {id} is signed by a key this host does not trust ({key})")]
+    UntrustedKey {
+        /// The module.
+        id: ModuleId,
+        /// The key, in hex.
+        key: String,
+    },
+    /// The signature does not verify for this module.
+    #[error("module {0}'s signature does not verify")]
+    BadSignature(ModuleId),
+    /// A trusted key that is not a valid ed25519 point.
+    #[error("not an ed25519 public key: {0}")]
+    BadKey(String),
+}
+
+impl Trust {
+    /// Trusts nothing and refuses unsigned code.
+    pub fn new() -> Trust {
+        Trust::default()
+    }
+
+    /// Also trusts `key` (32 bytes of an ed25519 public key).
+    pub fn trust_key(mut self, key: [u8; 32]) -> Result<Trust, TrustError> {
+        let key = VerifyingKey::from_bytes(&key).map_err(|_| TrustError::BadKey(hex(&key)))?;
+        self.keys.push(key);
+        Ok(self)
+    }
+
+    /// Sets what happens to unsigned code.
+    pub fn unsigned(mut self, unsigned: Unsigned) -> Trust {
+        self.unsigned = unsigned;
+        self
+    }
+
+    /// Admits module `id` with `signature`, or says why not.
+    pub fn admit(&self, id: &ModuleId, signature: Option<&ModuleSignature>) -> Result<(), TrustError> {
+        let Some(signature) = signature else {
+            return match self.unsigned {
+                Unsigned::Allow => Ok(()),
+                Unsigned::Refuse => Err(TrustError::Unsigned(*id)),
+            };
+        };
+        let key = self
+            .keys
+            .iter()
+            .find(|key| key.as_bytes() == &signature.key)
+            .ok_or_else(|| TrustError::UntrustedKey { id: *id, key: hex(&signature.key) })?;
+        // verify_strict: no malleable or small-order signatures, so one module has one signature
+        // per key.
+        key.verify_strict(&signed_message(id), &Signature::from_bytes(&signature.signature))
+            .map_err(|_| TrustError::BadSignature(*id))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    #[test]
+    fn a_trusted_signature_is_admitted_and_others_are_not() {
+        let id = ModuleId::of(b"module");
+        let trust = Trust::new().trust_key(key(1).verifying_key().to_bytes()).unwrap();
+        assert_eq!(trust.admit(&id, Some(&ModuleSignature::sign(&id, &key(1)))), Ok(()));
+
+        let stranger = ModuleSignature::sign(&id, &key(2));
+        assert!(matches!(trust.admit(&id, Some(&stranger)), Err(TrustError::UntrustedKey { .. })));
+
+        let other_module = ModuleSignature::sign(&ModuleId::of(b"other"), &key(1));
+        assert_eq!(trust.admit(&id, Some(&other_module)), Err(TrustError::BadSignature(id)));
+
+        let mut flipped = ModuleSignature::sign(&id, &key(1));
+        flipped.signature[10] ^= 1;
+        assert_eq!(trust.admit(&id, Some(&flipped)), Err(TrustError::BadSignature(id)));
+    }
+
+    #[test]
+    fn unsigned_code_is_refused_unless_allowed() {
+        let id = ModuleId::of(b"module");
+        assert_eq!(Trust::new().admit(&id, None), Err(TrustError::Unsigned(id)));
+        assert_eq!(Trust::new().unsigned(Unsigned::Allow).admit(&id, None), Ok(()));
+    }
+}
