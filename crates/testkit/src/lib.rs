@@ -1,15 +1,18 @@
 //! What warren's tests and benches run beside the code they exercise: a throwaway one-node etcd
-//! ([`LocalEtcd`]), a throwaway PostgreSQL ([`LocalPostgres`]), loopback ports for programs that
-//! must be told theirs, and network namespaces of a test's own ([`netns`]). Not published, and
-//! never a dependency of what warren serves.
+//! ([`LocalEtcd`]) or three-member cluster ([`EtcdCluster`]), a throwaway PostgreSQL
+//! ([`LocalPostgres`]), loopback ports for programs that must be told theirs, and network
+//! namespaces of a test's own ([`netns`]). Not published, and never a dependency of what warren
+//! serves.
 
 mod etcd;
+pub mod etcd_cluster;
 pub mod netns;
 pub mod postgres;
 
 use std::net::TcpListener;
 
 pub use etcd::LocalEtcd;
+pub use etcd_cluster::{EtcdCluster, RaftTiming};
 pub use postgres::LocalPostgres;
 
 /// A port free right now on 127.0.0.1 (bound to port 0 and released: for programs such as etcd,
