@@ -25,7 +25,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::{broadcast, oneshot};
 use warren_registry::backend::{Backend, Lease, Watch};
 use warren_registry::model::{Endpoint, Entry, Error, Event, LeaseId, Name, Revision, TokenKey, fold_prefix};
@@ -133,13 +133,27 @@ fn storage(e: impl std::fmt::Display) -> Error {
     Error::Unavailable(format!("store: {e}"))
 }
 
+/// A write transaction whose `commit` returns only once the data is on disk, set here rather
+/// than left to redb's default, because the registry answers a write as soon as its commit
+/// returns. `Immediate` is redb's fsync-at-commit level (`None` would keep the commit in memory
+/// until a later durable one). One-phase commit: the new commit slot, checksummed, is written
+/// and flipped to, then one fsync; after a crash redb opens the newest slot whose checksum
+/// holds, so a commit is either whole or absent. Two-phase commit (a second fsync per commit)
+/// only guards against a writer who controls both the data and when the machine crashes.
+fn begin_durable(db: &Database) -> Result<WriteTransaction, Error> {
+    let mut txn = db.begin_write().map_err(storage)?;
+    txn.set_durability(Durability::Immediate).map_err(storage)?;
+    txn.set_two_phase_commit(false);
+    Ok(txn)
+}
+
 fn stopped() -> Error {
     Error::Unavailable("the store has stopped".into())
 }
 
 fn load(db: &Database, config: Config, key: TokenKey, admin: Option<&str>) -> Result<State, Error> {
     // Create the tables on first use, so that reading never meets a missing one.
-    let txn = db.begin_write().map_err(storage)?;
+    let txn = begin_durable(db)?;
     {
         let mut meta = txn.open_table(META).map_err(storage)?;
         let format = meta.get("format").map_err(storage)?.map(|v| v.value());
@@ -274,7 +288,7 @@ impl Writer {
     }
 
     fn commit(&self, dirty: &Dirty) -> Result<(), Error> {
-        let txn = self.db.begin_write().map_err(storage)?;
+        let txn = begin_durable(&self.db)?;
         {
             let mut names = txn.open_table(NAMES).map_err(storage)?;
             let mut spellings = txn.open_table(SPELLINGS).map_err(storage)?;

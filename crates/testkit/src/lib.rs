@@ -1,10 +1,11 @@
 //! What warren's tests and benches run beside the code they exercise: a throwaway one-node etcd
-//! ([`LocalEtcd`]), a throwaway PostgreSQL ([`LocalPostgres`]), loopback ports for programs that
-//! must be told theirs, network namespaces of a test's own ([`netns`]), and virtual networks of
-//! several namespaces joined by bridges ([`VirtualNet`]). Not published, and never a dependency
-//! of what warren serves.
+//! ([`LocalEtcd`]) or three-member cluster ([`EtcdCluster`]), a throwaway PostgreSQL
+//! ([`LocalPostgres`]), loopback ports for programs that must be told theirs, network namespaces
+//! of a test's own ([`netns`]), and virtual networks of several namespaces joined by bridges
+//! ([`VirtualNet`]). Not published, and never a dependency of what warren serves.
 
 mod etcd;
+pub mod etcd_cluster;
 pub mod netns;
 pub mod postgres;
 pub mod vnet;
@@ -12,6 +13,7 @@ pub mod vnet;
 use std::net::TcpListener;
 
 pub use etcd::LocalEtcd;
+pub use etcd_cluster::{EtcdCluster, RaftTiming};
 pub use postgres::LocalPostgres;
 pub use vnet::VirtualNet;
 
