@@ -41,6 +41,9 @@ pub struct HttpArgs {
     /// http: the largest request body a `Content-Length` may announce (413 beyond); default any.
     #[arg(long, value_name = "BYTES")]
     pub max_body: Option<u64>,
+    /// http: the longest an upgraded (WebSocket) connection may pass no byte either way.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+    pub tunnel_timeout: Duration,
 }
 
 /// Whether `name` may name a group: letters, digits, `-`, `_`, `.`.
@@ -101,6 +104,7 @@ pub(crate) fn run(args: &SwitchArgs, config: &PoolConfig) -> anyhow::Result<()> 
     settings.client_timeout = args.http.client_timeout;
     settings.retries = args.http.retries;
     settings.max_body = args.http.max_body;
+    settings.tunnel_timeout = args.http.tunnel_timeout;
     let serve_config = ServeConfig::for_model(Model::Event);
     let report = warren_models::serve(Model::Event, HttpProxy::new(settings), listener, &serve_config, || {
         crate::switch_cmd::say_ready(args, addr);
