@@ -112,6 +112,7 @@ fn load(args: &UpArgs) -> anyhow::Result<Config> {
         let addr = warren_node::toml_config::registry_addr(registry).map_err(anyhow::Error::msg)?;
         config.registry = addr.map(|addr| RegistryLink { addr: Some(addr), ..config.registry.unwrap_or_default() });
     }
+    crate::switch_node::check(&config)?;
     Ok(config)
 }
 
@@ -147,6 +148,7 @@ struct Announce {
 impl Hooks for Announce {
     fn listening(&mut self, service: &Service, addr: SocketAddr) {
         let how = match &service.kind {
+            Kind::Builtin(b) if b.protocol == warren_node::config::Protocol::Switch => crate::switch_node::describe(b),
             Kind::Builtin(b) => b.model.to_string(),
             Kind::Exec(e) if e.wait => format!("exec wait {}", e.program.display()),
             Kind::Exec(e) => format!("exec nowait {}", e.program.display()),
@@ -177,6 +179,9 @@ impl Hooks for Announce {
             Kind::Builtin(b) if b.protocol == warren_node::config::Protocol::Objects => {
                 let registry = self.registrar.as_ref().map(|r| r.link());
                 Some(crate::objects_cmd::host(service, b, listener, shutdown, registry))
+            }
+            Kind::Builtin(b) if b.protocol == warren_node::config::Protocol::Switch => {
+                Some(crate::switch_node::host(service, b, listener, shutdown))
             }
             _ => crate::up_registry::host(service, listener, shutdown),
         }
