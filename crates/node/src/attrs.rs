@@ -98,6 +98,25 @@ const ATTRIBUTES: &[(&str, Meaning)] = &[
     ("api", Meaning::Honoured),
     ("backend", Meaning::Honoured),
     ("to", Meaning::Honoured),
+    ("backends_file", Meaning::Honoured),
+    ("backend_name", Meaning::Honoured),
+    ("registry", Meaning::Honoured),
+    ("policy", Meaning::Honoured),
+    ("mode", Meaning::Honoured),
+    ("inter", Meaning::Honoured),
+    ("rise", Meaning::Honoured),
+    ("fall", Meaning::Honoured),
+    ("no_check", Meaning::Honoured),
+    ("eject_after", Meaning::Honoured),
+    ("slow_start", Meaning::Honoured),
+    ("connect_timeout", Meaning::Honoured),
+    ("peek", Meaning::Honoured),
+    ("route", Meaning::Honoured),
+    ("server_timeout", Meaning::Honoured),
+    ("client_timeout", Meaning::Honoured),
+    ("retries", Meaning::Honoured),
+    ("max_body", Meaning::Honoured),
+    ("tunnel_timeout", Meaning::Honoured),
     ("register", Meaning::Honoured),
     ("sandbox_memory_max", Meaning::Honoured),
     ("sandbox_pids_max", Meaning::Honoured),
@@ -350,7 +369,7 @@ fn builtin(a: &Attrs, protocol: &str, transport: Transport) -> Result<Kind, Stri
     if matches!(model, Model::Fork | Model::Prefork) {
         return Err(format!("model {model}: needs a process of its own; the node hosts in-process models"));
     }
-    let options = BuiltinOptions {
+    let mut options = BuiltinOptions {
         root: a.one("root")?.map(PathBuf::from),
         dotfiles: a.yes("dotfiles")?.unwrap_or(false),
         threads: a.parse("threads")?,
@@ -359,9 +378,23 @@ fn builtin(a: &Attrs, protocol: &str, transport: Transport) -> Result<Kind, Stri
         data: a.one("data")?.map(PathBuf::from),
         dns: address(a, "dns")?,
         api: address(a, "api")?,
-        backend: address(a, "backend")?,
+        // The switch's `backend` is a list of backend lines, not one address.
+        backend: if protocol == Protocol::Switch { None } else { address(a, "backend")? },
         to: a.one("to")?.map(PathBuf::from),
+        switch: Vec::new(),
     };
+    let switch_keys = SWITCH_KEYS.iter().filter_map(|k| Some((k.to_string(), a.get(k)?.to_vec())));
+    if protocol == Protocol::Switch {
+        options.switch = switch_keys.collect();
+        if model != Model::Event {
+            return Err(format!("model {model}: the switch runs under event"));
+        }
+    } else if let Some((key, _)) = switch_keys.into_iter().find(|(k, _)| k != "backend") {
+        return Err(format!("{key}: only the switch builtin has it"));
+    }
+    if protocol == Protocol::Switch && !options.switch.iter().any(|(k, _)| BACKEND_SOURCES.contains(&k.as_str())) {
+        return Err("builtin switch: needs backend, backends_file or backend_name".into());
+    }
     let needs =
         [(Protocol::Relay, "backend", options.backend.is_some()), (Protocol::Handoff, "to", options.to.is_some())];
     if options.dotfiles && protocol != Protocol::Http {
@@ -383,6 +416,33 @@ fn builtin(a: &Attrs, protocol: &str, transport: Transport) -> Result<Kind, Stri
     }
     Ok(Kind::Builtin(Builtin { protocol, model, options }))
 }
+
+/// The switch's keys: `warren switch`'s flags, `_` for `-`, checked by the switch itself.
+const SWITCH_KEYS: [&str; 20] = [
+    "backend",
+    "backends_file",
+    "backend_name",
+    "registry",
+    "policy",
+    "mode",
+    "inter",
+    "rise",
+    "fall",
+    "no_check",
+    "eject_after",
+    "slow_start",
+    "connect_timeout",
+    "peek",
+    "route",
+    "server_timeout",
+    "client_timeout",
+    "retries",
+    "max_body",
+    "tunnel_timeout",
+];
+
+/// Where a switch's backends come from; it needs at least one.
+const BACKEND_SOURCES: [&str; 3] = ["backend", "backends_file", "backend_name"];
 
 /// `register = yes | no | NAME`: the name to register under (yes, the default, is the id).
 fn register(a: &Attrs, id: &str) -> Result<Option<String>, String> {

@@ -232,11 +232,13 @@ pub enum Protocol {
     Handoff,
     /// Stevens' `oobrecv`: reports each connection's normal and urgent bytes.
     Oob,
+    /// The cluster switch (hosted through [`crate::Hooks::host`], as the registry).
+    Switch,
 }
 
 impl Protocol {
     /// Every protocol: its name in configs and on the command line, and what it is.
-    pub const ALL: [(Protocol, &'static str, &'static str); 14] = [
+    pub const ALL: [(Protocol, &'static str, &'static str); 15] = [
         (Protocol::Echo, "echo", "RFC 862, TCP or UDP"),
         (Protocol::Discard, "discard", "RFC 863, TCP or UDP"),
         (Protocol::Daytime, "daytime", "RFC 867, TCP or UDP"),
@@ -255,6 +257,7 @@ impl Protocol {
             "hands each connection, with its first line or head, to another process (needs to)",
         ),
         (Protocol::Oob, "oob", "Stevens' oobrecv: logs normal and urgent bytes (models that arm urgent data)"),
+        (Protocol::Switch, "switch", "the cluster switch (`warren switch` on its own; needs backend or backend_name)"),
     ];
 
     /// The name in configs.
@@ -296,6 +299,9 @@ pub struct BuiltinOptions {
     pub backend: Option<SocketAddr>,
     /// `handoff`: the hand-off socket connections go to (`@name` for the abstract namespace).
     pub to: Option<PathBuf>,
+    /// `switch`: its settings as `warren switch` takes them, each key (a flag's name with `_`
+    /// for `-`) with its words in file order; the switch itself checks their values.
+    pub switch: Vec<(String, Vec<String>)>,
 }
 
 /// Rate and concurrency limits.

@@ -17,7 +17,8 @@ pub trait Hooks: Send + 'static {
     fn listening(&mut self, service: &Service, addr: SocketAddr);
     /// The service called `name` stopped listening (removed by a reload, or the node stops).
     fn closed(&mut self, name: &str);
-    /// Run builtin `service` (the registry, whose stores this crate does not carry) on
+    /// Run builtin `service` (the registry, the object server or the switch, whose code this
+    /// crate does not carry) on
     /// `listener` until `shutdown` triggers; `None` if these hooks cannot.
     fn host(
         &mut self,

@@ -88,7 +88,7 @@ pub fn registry_addr(text: &str) -> Result<Option<SocketAddr>, String> {
 }
 
 /// Attributes whose string value is one path, spaces and all.
-const PATHS: [&str; 7] = ["server", "banner", "banner_success", "banner_fail", "root", "data", "to"];
+const PATHS: [&str; 8] = ["server", "banner", "banner_success", "banner_fail", "root", "data", "to", "backends_file"];
 
 fn words(key: &str, value: Value) -> Result<Vec<String>, String> {
     let word = |v: Value| match v {

@@ -16,6 +16,7 @@ mod registry_register;
 mod serve;
 mod switch_cmd;
 mod switch_http;
+mod switch_node;
 mod switch_registry;
 mod up;
 mod up_registry;

@@ -13,6 +13,7 @@ use warren_objects::Objects;
 use warren_objects::table::RESERVED_PREFIX;
 use warren_registry::{Endpoint, Name};
 
+use crate::registry_register::fixed;
 use crate::up_registry::keep_once_known;
 
 /// Registers the objects of one server until dropped.
@@ -85,7 +86,7 @@ impl Registrar {
                     }
                     let (registry, token) = (registry.clone(), token.clone());
                     leases.spawn(async move {
-                        let kept = keep_once_known(registry, &token, &registered, &endpoint, ttl, stopped).await;
+                        let kept = keep_once_known(registry, &token, &registered, fixed(endpoint), ttl, stopped).await;
                         if let Err(e) = kept {
                             eprintln!("warren: objects: registering {registered}: {e:#}");
                         }

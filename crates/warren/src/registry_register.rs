@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
 use warren_registry::backend::Lease;
 use warren_registry::client::Client;
 use warren_registry::{Endpoint, Error, Name};
@@ -29,24 +30,34 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
         }
     };
     // The first registration must work: a refusal (owned name, bad TTL) is the user's to fix.
-    keep(&args.conn, &name, &token, &endpoint, args.ttl, stop, false).await
+    keep(&args.conn, &name, &token, fixed(endpoint), args.ttl, stop, false).await
+}
+
+/// An endpoint that never changes, for [`keep`].
+pub fn fixed(endpoint: Endpoint) -> watch::Receiver<Endpoint> {
+    watch::channel(endpoint).1
 }
 
 /// Keeps `endpoint` registered under `name` until `stop`, then releases the lease, so that it
-/// goes at once rather than a TTL later. `patient`: a failing first registration is retried
+/// goes at once rather than a TTL later. Each change of `endpoint` (a node's load in its
+/// metadata) is registered at once under a new lease and the old lease then released: the new
+/// registration takes the endpoint over from the old lease (in the embedded store as in etcd,
+/// where a key belongs to the lease of its last put), so the release removes nothing and the
+/// endpoint never leaves the registry. `patient`: a failing first registration is retried
 /// like a later one (the node's services, whose registry may not be up yet) instead of returned.
 pub async fn keep(
     conn: &Conn,
     name: &Name,
     token: &str,
-    endpoint: &Endpoint,
+    mut endpoint: watch::Receiver<Endpoint>,
     ttl: Duration,
     stop: impl Future<Output = ()>,
     patient: bool,
 ) -> anyhow::Result<()> {
+    let current = |e: &watch::Receiver<Endpoint>| e.borrow().clone();
     let first = async {
         let client = conn.connect().await?;
-        attempt(conn, client, name, token, endpoint, ttl).await
+        attempt(conn, client, name, token, &current(&endpoint), ttl).await
     };
     let mut held = match first.await {
         Ok(held) => Some(held),
@@ -60,6 +71,8 @@ pub async fn keep(
     // While unregistered, try again after 250 ms, doubling up to a third of the TTL, so that a
     // registry that is down is neither hammered nor waited for long once it is back.
     let mut retry = Duration::from_millis(250).min(ttl / 3);
+    // Whether `endpoint` may still change: once its sender is gone it never will.
+    let mut changing = true;
     loop {
         let pause = match held {
             Some(_) => ttl / 3,
@@ -69,14 +82,24 @@ pub async fn keep(
                 now
             }
         };
+        let mut changed = false;
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
             () = &mut stop => break,
+            moved = endpoint.changed(), if changing => match moved {
+                Ok(()) => changed = true,
+                Err(_) => {
+                    changing = false;
+                    continue;
+                }
+            },
         }
+        let now = current(&endpoint);
         let kept = match held.take() {
-            Some(held) => renew(conn, held, name, token, endpoint, ttl).await,
+            Some(held) if changed => replace(conn, held, name, token, &now, ttl).await,
+            Some(held) => renew(conn, held, name, token, &now, ttl).await,
             None => match conn.connect().await {
-                Ok(client) => attempt(conn, client, name, token, endpoint, ttl).await,
+                Ok(client) => attempt(conn, client, name, token, &now, ttl).await,
                 Err(e) => Err(e),
             },
         };
@@ -118,6 +141,27 @@ async fn renew(
     };
     eprintln!("warren: lease {} is gone; registering again", lease.id);
     attempt(conn, client, name, token, endpoint, ttl).await
+}
+
+/// Registers the changed `endpoint` under a new lease, then releases the old one, which no
+/// longer holds it (see [`keep`]).
+async fn replace(
+    conn: &Conn,
+    (client, old): (Client, Lease),
+    name: &Name,
+    token: &str,
+    endpoint: &Endpoint,
+    ttl: Duration,
+) -> anyhow::Result<(Client, Lease)> {
+    let (client, lease) = match attempt(conn, client, name, token, endpoint, ttl).await {
+        Ok(held) => held,
+        // Over a new connection if the old one broke (the server closes idle ones).
+        Err(_) => attempt(conn, conn.connect().await?, name, token, endpoint, ttl).await?,
+    };
+    if let Err(e) = conn.ask(client.release(old.id, token)).await {
+        eprintln!("warren: {name}: releasing the replaced lease {}: {e:#}; it lapses after its TTL", old.id);
+    }
+    Ok((client, lease))
 }
 
 async fn attempt(

@@ -53,6 +53,7 @@ pub fn serve(protocol: Protocol, flags: &ServerFlags) -> anyhow::Result<()> {
     dispatch(protocol, transport, settings, Foreground { flags, urgent }).unwrap_or_else(|| match protocol {
         Protocol::Registry => bail!("the registry runs as `warren registry` (or as a builtin of `warren up`)"),
         Protocol::Objects => bail!("the object server runs as `warren objects serve` (or as a builtin of `warren up`)"),
+        Protocol::Switch => bail!("the switch runs as `warren switch` (or as a builtin of `warren up`)"),
         _ => bail!("{} has no UDP form; UDP serves echo, discard, daytime, time and chargen", protocol.name()),
     })
 }

@@ -7,14 +7,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use warren_balance::{Backend, BackendId, Change, CheckConfig, OutlierConfig, Policy, Pool, PoolConfig, Request};
-use warren_models::{Model, ServeConfig};
+use warren_models::{Model, ServeConfig, ServeReport, Shutdown};
 use warren_proto::HandOffTarget;
 use warren_proto::handoff::{Front, Peek};
 use warren_proto::pick::{Lease, Pick};
@@ -108,41 +108,104 @@ fn parse_policy(s: &str) -> Result<Policy, String> {
 /// `warren switch`.
 pub fn run(args: &SwitchArgs) -> anyhow::Result<()> {
     crate::serve::init_logging(args.debug);
-    let config = PoolConfig {
+    check(args)?;
+    let listener = crate::serve::listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
+    let report = serve(args, listener, Until::Signal)?;
+    crate::serve::finish(&report);
+    Ok(())
+}
+
+/// How long a switch serves: until SIGINT or SIGTERM (`warren switch`, which then says it is
+/// ready), or until the node that hosts it triggers its shutdown (the node says it is ready).
+pub(crate) enum Until {
+    Signal,
+    Shutdown(Arc<Shutdown>),
+}
+
+/// The pool settings `args` give.
+fn pool_config(args: &SwitchArgs) -> PoolConfig {
+    PoolConfig {
         policy: args.policy,
         check: (!args.no_check).then_some(CheckConfig { inter: args.inter, rise: args.rise, fall: args.fall }),
         outlier: (args.eject_after > 0)
             .then_some(OutlierConfig { consecutive_failures: args.eject_after, ..OutlierConfig::default() }),
         slow_start: args.slow_start,
         ..PoolConfig::default()
-    };
+    }
+}
+
+/// Everything in `args` that can be checked without listening or asking the registry: the
+/// pool's settings, each backend line for the mode, the http mode's routes and groups. The
+/// node checks a `builtin = "switch"` with it when its file loads.
+pub(crate) fn check(args: &SwitchArgs) -> anyhow::Result<()> {
+    Pool::new(pool_config(args))?;
+    let specs = specs(args)?;
+    for spec in &specs {
+        match args.mode {
+            Mode::Relay => _ = <Upstream as Target>::parse(&spec.name)?.with_options(spec)?,
+            Mode::Http => _ = <SocketAddr as Target>::parse(&spec.name)?.with_options(spec)?,
+            Mode::Handoff => _ = <HandOffTarget as Target>::parse(&spec.name)?.with_options(spec)?,
+        }
+    }
+    if specs.is_empty() && args.backend_names.is_empty() {
+        bail!("no backend: give --backend ADDR (or a --backends-file with at least one, or --backend-name)");
+    }
+    if !args.backend_names.is_empty() && args.registry.is_none() {
+        bail!("--backend-name needs --registry ADDR, the registry to follow");
+    }
+    match args.mode {
+        Mode::Http => crate::switch_http::check(args),
+        _ => crate::switch_http::refuse_outside_http(args),
+    }
+}
+
+/// Serves the switch `args` describe on `listener` until `until`.
+pub(crate) fn serve(args: &SwitchArgs, listener: TcpListener, until: Until) -> anyhow::Result<ServeReport> {
+    let config = pool_config(args);
     if args.mode == Mode::Http {
-        return crate::switch_http::run(args, &config);
+        return crate::switch_http::serve(args, &config, listener, until);
     }
     crate::switch_http::refuse_outside_http(args)?;
     let pool = Pool::new(config)?;
-    let listener = crate::serve::listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let service = addr.port().to_string();
-    let serve_config = ServeConfig::for_model(Model::Event);
-    let report = match args.mode {
+    Ok(match args.mode {
         Mode::Relay => {
             let switch = Arc::new(Switch::<Upstream>::start(pool, args, service, None)?);
             let mut relay = Relay::picking(switch.clone());
             relay.connect_timeout = args.connect_timeout;
             relay.local = Some(addr);
-            warren_models::serve(Model::Event, relay, listener, &serve_config, || switch.ready(args, addr))?
+            serve_event(relay, listener, until, |said| switch.ready(args, said))?
         }
         Mode::Handoff => {
             let switch = Arc::new(Switch::<HandOffTarget>::start(pool, args, "http".to_owned(), None)?);
             let peek = if args.peek == "head" { Peek::Head } else { Peek::Line };
             let front = Front::picking(switch.clone(), peek);
-            warren_models::serve(Model::Event, front, listener, &serve_config, || switch.ready(args, addr))?
+            serve_event(front, listener, until, |said| switch.ready(args, said))?
         }
         Mode::Http => unreachable!("served above"),
-    };
-    crate::serve::finish(&report);
-    Ok(())
+    })
+}
+
+/// Serves `service` under the event model until `until`; `ready` runs once it listens, and
+/// says so only when the switch runs on its own.
+pub(crate) fn serve_event<S: warren_proto::Service>(
+    service: S,
+    listener: TcpListener,
+    until: Until,
+    ready: impl FnOnce(Option<SocketAddr>),
+) -> std::io::Result<ServeReport> {
+    let config = ServeConfig::for_model(Model::Event);
+    match until {
+        Until::Signal => {
+            let addr = listener.local_addr()?;
+            warren_models::serve(Model::Event, service, listener, &config, || ready(Some(addr)))
+        }
+        Until::Shutdown(shutdown) => {
+            ready(None);
+            warren_models::serve_until(Model::Event, service, listener, &config, shutdown)
+        }
+    }
 }
 
 /// What a backend is in one mode: parsed from its name, and checked.
@@ -252,6 +315,9 @@ struct Shared<T> {
     /// registry (replaced as it changes): the pool holds those of its group.
     statics: Vec<Spec>,
     found: Vec<(Spec, Option<f64>)>,
+    /// Set when the switch stops (a node's service removed or reconfigured): the check thread
+    /// ends at its next turn.
+    stopped: bool,
 }
 
 impl<T> Shared<T> {
@@ -266,11 +332,26 @@ impl<T> Shared<T> {
     }
 }
 
-/// The switch's [`Pick`]: the shared pool, and the service its listener stands for.
-#[derive(Debug)]
+/// The switch's [`Pick`]: the shared pool, and the service its listener stands for. Dropping
+/// it stops its threads (reload, checks, registry follower), so a node can replace it.
 pub(crate) struct Switch<T> {
     shared: Arc<Mutex<Shared<T>>>,
     service: String,
+    reload: signal_hook::iterator::Handle,
+    _follower: Option<crate::switch_registry::Follower>,
+}
+
+impl<T: fmt::Debug> fmt::Debug for Switch<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Switch").field("shared", &self.shared).field("service", &self.service).finish_non_exhaustive()
+    }
+}
+
+impl<T> Drop for Switch<T> {
+    fn drop(&mut self) {
+        lock(&self.shared).stopped = true;
+        self.reload.close();
+    }
 }
 
 impl<T: Target> Switch<T> {
@@ -285,24 +366,27 @@ impl<T: Target> Switch<T> {
             group,
             statics: Vec::new(),
             found: Vec::new(),
+            stopped: false,
         }));
         let specs = specs(args)?;
         if lock(&shared).of_group(&specs).is_empty() && args.backend_names.is_empty() {
             bail!("no backend: give --backend ADDR (or a --backends-file with at least one, or --backend-name)");
         }
         set_statics(&mut lock(&shared), specs)?;
+        let mut follower = None;
         if !args.backend_names.is_empty() {
             let registry = args.registry.context("--backend-name needs --registry ADDR, the registry to follow")?;
             let names = args.backend_names.iter().map(|n| Name::new(n.clone())).collect::<Result<Vec<_>, _>>()?;
-            let follower = shared.clone();
             let handoff = args.mode == Mode::Handoff;
-            crate::switch_registry::follow(registry, names, handoff, move |update| {
-                set_found(&mut lock(&follower), &update);
-            })?;
+            let found = shared.clone();
+            follower = Some(crate::switch_registry::follow(registry, names, handoff, move |update| {
+                set_found(&mut lock(&found), &update);
+            })?);
         }
         // Always, file or not: SIGHUP's default action would end the switch, and an operator
         // sends it expecting a reload, as nginx's.
         let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+        let reload = signals.handle();
         let (reloader, flags, file) = (shared.clone(), args.backends.clone(), args.backends_file.clone());
         std::thread::Builder::new().name("switch-reload".into()).spawn(move || {
             for _ in signals.forever() {
@@ -314,15 +398,17 @@ impl<T: Target> Switch<T> {
                 }
             }
         })?;
-        Ok(Self { shared, service })
+        Ok(Self { shared, service, reload, _follower: follower })
     }
 }
 
 impl<T: Target> Switch<T> {
-    /// The switch listens: says so, then starts the checks, so that every change of state a
-    /// check finds is told after the readiness line.
-    fn ready(&self, args: &SwitchArgs, addr: SocketAddr) {
-        say_ready(args, addr);
+    /// The switch listens: says so (at `addr`, when it runs on its own), then starts the
+    /// checks, so that every change of state a check finds is told after the readiness line.
+    fn ready(&self, args: &SwitchArgs, addr: Option<SocketAddr>) {
+        if let Some(addr) = addr {
+            say_ready(args, addr);
+        }
         self.start_checks();
     }
 
@@ -468,6 +554,9 @@ fn check_forever<T: Target>(shared: &Mutex<Shared<T>>) {
         let now = Instant::now();
         let due: Vec<(BackendId, T)> = {
             let mut s = lock(shared);
+            if s.stopped {
+                return;
+            }
             for (id, change) in s.pool.handle_timeout(now) {
                 announce(&s, id, change);
             }

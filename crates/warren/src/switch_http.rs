@@ -4,17 +4,17 @@
 //! carries it. Each group is a pool of its own ([`Switch`]), with its own checks and reload.
 //! See docs/switch.md.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use warren_balance::{Pool, PoolConfig};
-use warren_models::{Model, ServeConfig};
+use warren_models::ServeReport;
 use warren_proto::http_proxy::{HttpProxy, ProxySettings};
 use warren_proto::pick::{Lease, Pick};
 
-use crate::switch_cmd::{Switch, SwitchArgs};
+use crate::switch_cmd::{Switch, SwitchArgs, Until};
 
 /// The group of backends without `group=`, and of requests no route matches.
 pub(crate) const DEFAULT_GROUP: &str = "default";
@@ -41,6 +41,9 @@ pub struct HttpArgs {
     /// http: the largest request body a `Content-Length` may announce (413 beyond); default any.
     #[arg(long, value_name = "BYTES")]
     pub max_body: Option<u64>,
+    /// http: the longest an upgraded (WebSocket) connection may pass no byte either way.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+    pub tunnel_timeout: Duration,
 }
 
 /// Whether `name` may name a group: letters, digits, `-`, `_`, `.`.
@@ -64,8 +67,9 @@ pub(crate) fn refuse_outside_http(args: &SwitchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `warren switch --mode http`.
-pub(crate) fn run(args: &SwitchArgs, config: &PoolConfig) -> anyhow::Result<()> {
+/// The routing groups `args` name (with `default` when registry names are followed), and the
+/// routes, each checked to lead to a group.
+fn groups(args: &SwitchArgs) -> anyhow::Result<(Vec<String>, Vec<Route>)> {
     let specs = crate::switch_cmd::specs(args)?;
     if specs.is_empty() && args.backend_names.is_empty() {
         bail!("no backend: give --backend ADDR (or a --backends-file with at least one, or --backend-name)");
@@ -84,11 +88,25 @@ pub(crate) fn run(args: &SwitchArgs, config: &PoolConfig) -> anyhow::Result<()> 
             bail!("route {:?} sends to group {:?}, which has no backend", route.rule, route.group);
         }
     }
+    Ok((names, routes))
+}
+
+/// Checks the http mode's groups and routes (`switch_cmd::check` does the rest).
+pub(crate) fn check(args: &SwitchArgs) -> anyhow::Result<()> {
+    groups(args).map(drop)
+}
+
+/// `warren switch --mode http`, on `listener` until `until`.
+pub(crate) fn serve(
+    args: &SwitchArgs,
+    config: &PoolConfig,
+    listener: TcpListener,
+    until: Until,
+) -> anyhow::Result<ServeReport> {
+    let (names, routes) = groups(args)?;
     if !names.iter().any(|n| n == DEFAULT_GROUP) {
         println!("warren: switch: no backend in the default group: requests no route matches get 503");
     }
-    let listener = crate::serve::listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
     let mut groups = Vec::new();
     for name in names {
         let switch = Switch::<SocketAddr>::start(Pool::new(config.clone())?, args, "http".to_owned(), Some(&name))?;
@@ -101,15 +119,16 @@ pub(crate) fn run(args: &SwitchArgs, config: &PoolConfig) -> anyhow::Result<()> 
     settings.client_timeout = args.http.client_timeout;
     settings.retries = args.http.retries;
     settings.max_body = args.http.max_body;
-    let serve_config = ServeConfig::for_model(Model::Event);
-    let report = warren_models::serve(Model::Event, HttpProxy::new(settings), listener, &serve_config, || {
-        crate::switch_cmd::say_ready(args, addr);
+    settings.tunnel_timeout = args.http.tunnel_timeout;
+    let report = crate::switch_cmd::serve_event(HttpProxy::new(settings), listener, until, |said| {
+        if let Some(addr) = said {
+            crate::switch_cmd::say_ready(args, addr);
+        }
         for (_, switch) in &router.groups {
             switch.start_checks();
         }
     })?;
-    crate::serve::finish(&report);
-    Ok(())
+    Ok(report)
 }
 
 /// What a route looks at.

@@ -44,22 +44,35 @@ pub struct Found {
 /// What the followed names hold now: every endpoint of every name, in a stable order.
 pub type Update = Vec<Found>;
 
+/// A running follower: dropping it ends its thread.
+#[derive(Debug)]
+pub struct Follower {
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
 /// Follows `names` in the registry at `registry` on a thread of its own, calling `update` with
-/// the whole set each time it changes. Returns once the first set is known (and given to
-/// `update`), or fails if the registry cannot be reached at the start.
+/// the whole set each time it changes, until the returned [`Follower`] is dropped. Returns
+/// once the first set is known (and given to `update`), or fails if the registry cannot be
+/// reached at the start.
 pub fn follow(
     registry: SocketAddr,
     names: Vec<Name>,
     handoff: bool,
     update: impl Fn(Update) + Send + 'static,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Follower> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (first_tx, first_rx) = std::sync::mpsc::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     std::thread::Builder::new().name("switch-registry".into()).spawn(move || {
-        runtime.block_on(run(registry, names, handoff, update, first_tx));
+        runtime.block_on(async {
+            tokio::select! {
+                () = run(registry, names, handoff, update, first_tx) => {}
+                _ = stopped => {}
+            }
+        });
     })?;
     match first_rx.recv_timeout(CONNECT_TIMEOUT * 2) {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(())) => Ok(Follower { _stop: stop }),
         Ok(Err(e)) => Err(e).with_context(|| format!("cannot follow the registry at {registry}")),
         Err(_) => anyhow::bail!("the registry at {registry} did not answer within {:?}", CONNECT_TIMEOUT * 2),
     }

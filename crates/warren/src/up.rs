@@ -67,6 +67,40 @@ pub fn up(args: &UpArgs) -> anyhow::Result<()> {
     let node = warren_node::start(config, Box::new(hooks)).context("cannot start the node")?;
     println!("warren: up: {count} services");
     let _ = std::io::stdout().flush();
+    let (stop_reports, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        if let Some(registrar) = &registrar {
+            let node = &node;
+            scope.spawn(move || report_loads(node, registrar, &stopped));
+        }
+        serve_signals(args, &node, &mut signals);
+        drop(stop_reports);
+    });
+    // Services leave the registry before they stop answering, so that no client is sent to one.
+    if let Some(registrar) = &registrar {
+        registrar.release_all();
+    }
+    node.drain(args.grace, args.kill_after);
+    println!("warren: stopped");
+    Ok(())
+}
+
+/// How often the node puts its services' load in their registrations.
+const LOAD_EVERY: Duration = Duration::from_secs(1);
+
+/// Reports every registered service's load (see [`Registrar::report_loads`]) each
+/// [`LOAD_EVERY`], until `stopped` says the node is stopping.
+fn report_loads(node: &warren_node::NodeHandle, registrar: &Registrar, stopped: &std::sync::mpsc::Receiver<()>) {
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(LOAD_EVERY) {
+        if let Ok(status) = node.status() {
+            registrar.report_loads(&status);
+        }
+    }
+}
+
+/// Reloads on SIGHUP; returns at SIGINT or SIGTERM.
+fn serve_signals(args: &UpArgs, node: &warren_node::NodeHandle, signals: &mut signal_hook::iterator::Signals) {
+    use signal_hook::consts::SIGHUP;
     for signal in signals.forever() {
         if signal == SIGHUP {
             match load(args).map_err(|e| format!("{e:#}")).and_then(|config| {
@@ -84,13 +118,6 @@ pub fn up(args: &UpArgs) -> anyhow::Result<()> {
             break;
         }
     }
-    // Services leave the registry before they stop answering, so that no client is sent to one.
-    if let Some(registrar) = &registrar {
-        registrar.release_all();
-    }
-    node.drain(args.grace, args.kill_after);
-    println!("warren: stopped");
-    Ok(())
 }
 
 fn load(args: &UpArgs) -> anyhow::Result<Config> {
@@ -112,6 +139,7 @@ fn load(args: &UpArgs) -> anyhow::Result<Config> {
         let addr = warren_node::toml_config::registry_addr(registry).map_err(anyhow::Error::msg)?;
         config.registry = addr.map(|addr| RegistryLink { addr: Some(addr), ..config.registry.unwrap_or_default() });
     }
+    crate::switch_node::check(&config)?;
     Ok(config)
 }
 
@@ -147,6 +175,7 @@ struct Announce {
 impl Hooks for Announce {
     fn listening(&mut self, service: &Service, addr: SocketAddr) {
         let how = match &service.kind {
+            Kind::Builtin(b) if b.protocol == warren_node::config::Protocol::Switch => crate::switch_node::describe(b),
             Kind::Builtin(b) => b.model.to_string(),
             Kind::Exec(e) if e.wait => format!("exec wait {}", e.program.display()),
             Kind::Exec(e) => format!("exec nowait {}", e.program.display()),
@@ -177,6 +206,9 @@ impl Hooks for Announce {
             Kind::Builtin(b) if b.protocol == warren_node::config::Protocol::Objects => {
                 let registry = self.registrar.as_ref().map(|r| r.link());
                 Some(crate::objects_cmd::host(service, b, listener, shutdown, registry))
+            }
+            Kind::Builtin(b) if b.protocol == warren_node::config::Protocol::Switch => {
+                Some(crate::switch_node::host(service, b, listener, shutdown))
             }
             _ => crate::up_registry::host(service, listener, shutdown),
         }

@@ -28,6 +28,10 @@ const RELEASE_WITHIN: Duration = Duration::from_secs(5);
 struct Held {
     name: Name,
     endpoint: Endpoint,
+    /// What is registered now: `endpoint` with the load last reported in its metadata.
+    live: watch::Sender<Endpoint>,
+    /// The service's `instances`: the connections (or children) that make its load 1.
+    capacity: Option<u32>,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -85,7 +89,8 @@ impl Registrar {
             }
             (Name::new(name.clone()), endpoint)
         });
-        let unchanged = |held: &Held| matches!(&registration, Some((Ok(name), endpoint)) if *name == held.name && *endpoint == held.endpoint);
+        let capacity = service.limits.instances.filter(|n| *n > 0);
+        let unchanged = |held: &Held| matches!(&registration, Some((Ok(name), endpoint)) if *name == held.name && *endpoint == held.endpoint && held.capacity == capacity);
         if self.lock().held.get(&service.name).is_some_and(unchanged) {
             return;
         }
@@ -100,14 +105,30 @@ impl Registrar {
         };
         let (stop, stopped) = oneshot::channel();
         let (target, token, ttl) = (self.target.subscribe(), self.token.clone(), self.ttl);
-        let (held_name, held_endpoint) = (name.clone(), endpoint.clone());
+        let (live, updates) = watch::channel(endpoint.clone());
+        let held_name = name.clone();
         let task = self.runtime.spawn(async move {
-            if let Err(e) = keep_once_known(target, &token, &name, &endpoint, ttl, stopped).await {
+            if let Err(e) = keep_once_known(target, &token, &name, updates, ttl, stopped).await {
                 eprintln!("warren: {name}: {e:#}");
             }
         });
-        let held = Held { name: held_name, endpoint: held_endpoint, stop, task };
+        let held = Held { name: held_name, endpoint, live, capacity, stop, task };
         self.lock().held.insert(service.name.clone(), held);
+    }
+
+    /// Puts each registered service's load in its metadata (`load=`, what the switch's `load`
+    /// policy reads): its connections or children in flight (`status`) over its `instances`,
+    /// in steps of [`LOAD_STEP`], so that only a real change registers it again. A service
+    /// without `instances` has no capacity to be full of, and reports none.
+    pub fn report_loads(&self, status: &warren_node::Status) {
+        for (service, held) in &self.lock().held {
+            let (Some(capacity), Some(row)) = (held.capacity, status.service(service)) else { continue };
+            let load = load_text(row.running, capacity);
+            held.live.send_if_modified(|endpoint| {
+                let before = endpoint.meta.insert("load".into(), load.clone());
+                before.as_ref() != Some(&load)
+            });
+        }
     }
 
     /// What a builtin needs to register names of its own (the object server's objects) in
@@ -143,6 +164,16 @@ impl Registrar {
     }
 }
 
+/// The steps a reported load moves in: finer would register again at every connection.
+pub const LOAD_STEP: f64 = 0.05;
+
+/// `running` over `capacity`, at most 1, to the nearest [`LOAD_STEP`], as the registry's
+/// metadata spells it (`0.75`).
+fn load_text(running: u32, capacity: u32) -> String {
+    let load = (f64::from(running) / f64::from(capacity)).min(1.0);
+    format!("{:.2}", (load / LOAD_STEP).round() * LOAD_STEP)
+}
+
 /// Keep `name` registered as `endpoint`, owned by `token`, until `stop` (the loop of `warren
 /// register`), once `target` knows the registry's address: a hosted registry may listen after
 /// the services before it in the configuration.
@@ -150,7 +181,7 @@ pub async fn keep_once_known(
     mut target: watch::Receiver<Option<SocketAddr>>,
     token: &str,
     name: &Name,
-    endpoint: &Endpoint,
+    endpoint: watch::Receiver<Endpoint>,
     ttl: Duration,
     stop: oneshot::Receiver<()>,
 ) -> anyhow::Result<()> {
@@ -167,6 +198,17 @@ pub async fn keep_once_known(
     };
     let conn = Conn { registry, token: Some(token.to_owned()), timeout: Duration::from_secs(5) };
     crate::registry_register::keep(&conn, name, token, endpoint, ttl, stopped, true).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_load_is_running_over_capacity_in_steps_and_at_most_one() {
+        assert_eq!(super::load_text(0, 4), "0.00");
+        assert_eq!(super::load_text(3, 4), "0.75");
+        assert_eq!(super::load_text(1, 3), "0.35");
+        assert_eq!(super::load_text(9, 4), "1.00");
+    }
 }
 
 /// Whether `service` is the registry builtin.

@@ -61,6 +61,10 @@ pub struct Request {
     pub keep_alive: bool,
     /// HTTP/1.0: no chunked answers, keep-alive only when asked.
     pub http10: bool,
+    /// A WebSocket handshake (RFC 6455 §4.1: an HTTP/1.1 `GET` without a body, with
+    /// `Connection: Upgrade` and `Upgrade: websocket`): passed on with both fields, so that a
+    /// `101` answer may switch the connection to a tunnel.
+    pub upgrade: bool,
 }
 
 /// Parses the request head at the front of `raw` (at most `max_head` bytes of it) and writes
@@ -107,6 +111,7 @@ pub fn request(
         return Err(Refusal::TooLarge);
     }
     let keep_alive = if http10 { fields.keep_alive } else { !fields.close };
+    let upgrade = !http10 && method == "GET" && body == Body::None && fields.websocket();
 
     fwd.clear();
     let _ = write!(fwd, "{method} {target} HTTP/1.{minor}\r\n");
@@ -130,6 +135,9 @@ pub fn request(
     }
     // An HTTP/1.0 request asks to keep the backend connection (a 1.1 one does by default).
     fwd.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
+    if upgrade {
+        fwd.extend_from_slice(UPGRADE_FIELDS);
+    }
     if http10 {
         fwd.extend_from_slice(b"Connection: keep-alive\r\n");
     }
@@ -141,8 +149,12 @@ pub fn request(
         idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"),
         keep_alive,
         http10,
+        upgrade,
     }))
 }
+
+/// The hop-by-hop fields of a WebSocket handshake, as the proxy writes them on each hop.
+const UPGRADE_FIELDS: &[u8] = b"Connection: Upgrade\r\nUpgrade: websocket\r\n";
 
 /// What the proxy needs to know about a response it passes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,6 +167,9 @@ pub struct Response {
     pub reusable: bool,
     /// The client's connection goes on after it.
     pub keep_alive: bool,
+    /// `101 Switching Protocols` to a WebSocket handshake: from its end on, both connections
+    /// are one tunnel.
+    pub upgrade: bool,
 }
 
 /// Why a response head cannot be passed on (the client gets `502`).
@@ -183,8 +198,9 @@ pub fn response(
     let (Some(status), Some(minor)) = (resp.code, resp.version) else { return Err(BadResponse) };
     let fields = Fields::of(resp.headers).ok_or(BadResponse)?;
     let informational = (100..200).contains(&status);
-    if status == 101 {
-        // The proxy offers no upgrade (it removes `Upgrade`), so a switch is not expected.
+    let upgrade = status == 101;
+    if upgrade && !(request.upgrade && fields.websocket()) {
+        // Only a WebSocket handshake is passed on with `Upgrade`, and only to WebSocket.
         return Err(BadResponse);
     }
     let body = if informational || status == 204 || status == 304 || request.head_method {
@@ -212,7 +228,9 @@ pub fn response(
             field(out, f);
         }
     }
-    if !informational {
+    if upgrade {
+        out.extend_from_slice(UPGRADE_FIELDS);
+    } else if !informational {
         match (keep_alive, request.http10) {
             (false, _) => out.extend_from_slice(b"Connection: close\r\n"),
             (true, true) => out.extend_from_slice(b"Connection: keep-alive\r\n"),
@@ -220,7 +238,8 @@ pub fn response(
         }
     }
     out.extend_from_slice(b"\r\n");
-    Ok(Some(Response { len, status, body, reusable, keep_alive }))
+    let (reusable, keep_alive) = if upgrade { (false, false) } else { (reusable, keep_alive) };
+    Ok(Some(Response { len, status, body, reusable, keep_alive, upgrade }))
 }
 
 fn field(out: &mut Vec<u8>, f: &httparse::Header<'_>) {
@@ -236,6 +255,10 @@ struct Fields<'h> {
     connection: [&'h [u8]; 4],
     close: bool,
     keep_alive: bool,
+    /// `Connection` names `upgrade`.
+    connection_upgrade: bool,
+    /// `Upgrade` offers (or, in a `101`, chose) `websocket`.
+    upgrade_websocket: bool,
     hosts: usize,
     /// `Transfer-Encoding`: whether its last coding is `chunked`.
     chunked: Option<bool>,
@@ -245,8 +268,16 @@ struct Fields<'h> {
 impl<'h> Fields<'h> {
     /// `None`: conflicting or malformed lengths, or more `Connection` fields than are kept.
     fn of(headers: &[httparse::Header<'h>]) -> Option<Self> {
-        let mut f =
-            Fields { connection: [b""; 4], close: false, keep_alive: false, hosts: 0, chunked: None, length: None };
+        let mut f = Fields {
+            connection: [b""; 4],
+            close: false,
+            keep_alive: false,
+            connection_upgrade: false,
+            upgrade_websocket: false,
+            hosts: 0,
+            chunked: None,
+            length: None,
+        };
         let mut connections = 0;
         for h in headers {
             let name = h.name;
@@ -256,7 +287,13 @@ impl<'h> Fields<'h> {
                 for token in list(h.value) {
                     f.close |= token.eq_ignore_ascii_case(b"close");
                     f.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                    f.connection_upgrade |= token.eq_ignore_ascii_case(b"upgrade");
                 }
+            } else if name.eq_ignore_ascii_case("upgrade") {
+                // A protocol may carry a version (`websocket/13` is not WebSocket's spelling,
+                // but `Upgrade` allows one): the name before `/` is compared.
+                let name = |t: &'h [u8]| t.split(|&b| b == b'/').next().unwrap_or_default();
+                f.upgrade_websocket |= list(h.value).any(|t| name(t).eq_ignore_ascii_case(b"websocket"));
             } else if name.eq_ignore_ascii_case("host") {
                 f.hosts += 1;
             } else if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -274,6 +311,11 @@ impl<'h> Fields<'h> {
             }
         }
         Some(f)
+    }
+
+    /// Whether the head asks for (or agrees to) WebSocket.
+    fn websocket(&self) -> bool {
+        self.connection_upgrade && self.upgrade_websocket
     }
 
     /// Whether `h` goes on to the next hop: not connection-specific (RFC 9110 §7.6.1), nor named
@@ -346,8 +388,15 @@ mod tests {
         Ok(r.map(|r| (r, String::from_utf8(out).unwrap())))
     }
 
-    const GET: Request =
-        Request { len: 0, body: Body::None, head_method: false, idempotent: true, keep_alive: true, http10: false };
+    const GET: Request = Request {
+        len: 0,
+        body: Body::None,
+        head_method: false,
+        idempotent: true,
+        keep_alive: true,
+        http10: false,
+        upgrade: false,
+    };
 
     #[test]
     fn responses_are_delimited_and_rewritten() {
@@ -373,5 +422,41 @@ mod tests {
         assert_eq!(resp("HTTP/1.1 200 OK\r\n", &GET), Ok(None));
         assert_eq!(resp("garbage\r\n\r\n", &GET), Err(BadResponse));
         assert_eq!(resp("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", &GET), Err(BadResponse));
+    }
+
+    #[test]
+    fn a_websocket_handshake_keeps_its_upgrade_fields_and_only_it_may_switch() {
+        let raw = "GET /chat HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        let (r, fwd) = req(raw).unwrap().unwrap();
+        assert!(r.upgrade);
+        assert!(fwd.contains("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"), "{fwd}");
+        assert!(fwd.ends_with("Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"), "{fwd}");
+        let (r, out) = resp(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+            &r,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(r.upgrade && !r.reusable && r.body == Body::None);
+        assert_eq!(
+            out,
+            "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+             Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        );
+        // Not a handshake: no Upgrade passed on, and a 101 cannot be.
+        let (r, fwd) = req("GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n").unwrap().unwrap();
+        assert!(!r.upgrade && !fwd.contains("Upgrade"));
+        let (r, _) = req("GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n").unwrap().unwrap();
+        assert!(!r.upgrade);
+        assert_eq!(
+            resp("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", &r),
+            Err(BadResponse)
+        );
+        // A handshake the backend declines goes on as HTTP.
+        let ws = Request { upgrade: true, ..GET };
+        let (r, _) = resp("HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n", &ws).unwrap().unwrap();
+        assert!(!r.upgrade && r.keep_alive);
     }
 }

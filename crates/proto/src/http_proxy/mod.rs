@@ -22,6 +22,12 @@
 //! to [`ProxySettings::retries`] times, when nothing of it had reached a backend (a refused
 //! connect) or when it is idempotent and has no body; every failure but a reused connection's
 //! close (the usual keep-alive race) is reported to the lease, for outlier ejection.
+//!
+//! A WebSocket handshake (`Connection: Upgrade`, `Upgrade: websocket`) is passed on with those
+//! fields; when the backend answers `101 Switching Protocols`, the answer goes to the client and
+//! from then on the two connections are a tunnel: both directions spliced, half-closes passed
+//! on as the relay does, until both sides have ended or the tunnel has been idle for
+//! [`ProxySettings::tunnel_timeout`]. Any other answer goes on as HTTP.
 
 pub mod chunked;
 pub mod head;
@@ -71,6 +77,9 @@ pub struct ProxySettings {
     pub max_head: usize,
     /// The largest request body announced by `Content-Length`; `None`: any.
     pub max_body: Option<u64>,
+    /// The longest an upgraded (WebSocket) connection may pass no byte either way (HAProxy's
+    /// `timeout tunnel`). Default 1 hour.
+    pub tunnel_timeout: Duration,
 }
 
 impl ProxySettings {
@@ -93,6 +102,7 @@ impl ProxySettings {
             retries: 3,
             max_head: 16 * 1024,
             max_body: None,
+            tunnel_timeout: Duration::from_secs(3600),
         }
     }
 }
@@ -129,6 +139,7 @@ impl Service for HttpProxy {
             deadline: now + self.0.client_timeout,
             client_eof: false,
             closing: false,
+            tunnel: None,
         }
     }
 
@@ -188,6 +199,16 @@ impl Flow {
     }
 }
 
+/// An upgraded connection: the client and `backend` spliced both ways.
+#[derive(Debug)]
+struct Tunnel {
+    backend: StreamId,
+    /// Held while the tunnel lasts, so the pool counts it open.
+    _lease: Option<Box<dyn Lease<SocketAddr>>>,
+    client_done: bool,
+    backend_done: bool,
+}
+
 /// One request and its answer.
 #[derive(Debug)]
 struct Exchange {
@@ -237,6 +258,8 @@ pub struct ProxySession {
     client_eof: bool,
     /// The server is stopping: close after the answer in hand.
     closing: bool,
+    /// After a `101` to a WebSocket handshake: no more HTTP on this connection.
+    tunnel: Option<Tunnel>,
 }
 
 type Out = Output<Nothing>;
@@ -244,7 +267,7 @@ type Out = Output<Nothing>;
 impl ProxySession {
     /// With no exchange in hand, starts the next request if its head is in.
     fn begin(&mut self, now: Instant, out: &mut Out) {
-        if self.exchange.is_some() || out.is_closed() {
+        if self.exchange.is_some() || self.tunnel.is_some() || out.is_closed() {
             return;
         }
         if self.closing || self.inbuf.is_empty() {
@@ -410,6 +433,16 @@ impl ProxySession {
                     self.fail(now, 502, true, out);
                     break;
                 }
+                Ok(Some(r)) if r.upgrade => {
+                    if let Some(lease) = ex.lease.as_mut() {
+                        lease.report(now, true);
+                    }
+                    out.send(&self.scratch);
+                    // Bytes the backend sent after its `101` are the new protocol's already.
+                    out.send(if from_held { &held[at + r.len..] } else { &data[at + r.len..] });
+                    self.open_tunnel(now, stream, out);
+                    break;
+                }
                 Ok(Some(r)) if r.status < 200 => {
                     // 100 Continue and the like: passed on, and the final answer follows.
                     if !ex.request.http10 {
@@ -436,6 +469,52 @@ impl ProxySession {
         }
         held.clear();
         self.held = held;
+    }
+
+    /// The backend switched protocols: the exchange ends, every other backend connection
+    /// closes, what the client sent after its handshake goes on, and both directions are
+    /// spliced from now on.
+    fn open_tunnel(&mut self, now: Instant, backend: StreamId, out: &mut Out) {
+        let lease = self.exchange.take().and_then(|ex| ex.lease);
+        for conn in std::mem::take(&mut self.conns) {
+            if conn.stream != backend
+                && let Some(o) = out.outbox_mut(conn.stream)
+            {
+                o.close();
+            }
+        }
+        if !self.inbuf.is_empty() {
+            out.send_on(backend, &self.inbuf);
+            self.inbuf.clear();
+        }
+        self.deadline = now + self.settings.tunnel_timeout;
+        if self.client_eof {
+            if let Some(b) = out.outbox_mut(backend) {
+                b.close_write();
+            }
+        } else {
+            out.act(Action::Splice { from: StreamId::CLIENT, to: backend, limit: None });
+        }
+        out.act(Action::Splice { from: backend, to: StreamId::CLIENT, limit: None });
+        self.tunnel = Some(Tunnel { backend, _lease: lease, client_done: self.client_eof, backend_done: false });
+    }
+
+    /// One side of the tunnel ended (`from` the client, or the backend): the other side hears
+    /// the half-close, and once both have ended the connection closes.
+    fn tunnel_ended(&mut self, from_client: bool, out: &mut Out) {
+        let Some(t) = self.tunnel.as_mut() else { return };
+        if from_client {
+            t.client_done = true;
+            if let Some(b) = out.outbox_mut(t.backend) {
+                b.close_write();
+            }
+        } else {
+            t.backend_done = true;
+            out.close_write();
+        }
+        if t.client_done && t.backend_done {
+            self.close_all(out);
+        }
     }
 
     /// Body bytes of the answer: passed on; a long rest spliced; the end finishes the exchange.
@@ -580,6 +659,11 @@ impl ProxySession {
 
     /// Ends the client connection (after what is queued for it) and every backend connection.
     fn close_all(&mut self, out: &mut Out) {
+        if let Some(t) = self.tunnel.take()
+            && let Some(o) = out.outbox_mut(t.backend)
+        {
+            o.close();
+        }
         for conn in std::mem::take(&mut self.conns) {
             if let Some(o) = out.outbox_mut(conn.stream) {
                 o.close();
@@ -604,6 +688,11 @@ impl Session for ProxySession {
     }
 
     fn handle_input(&mut self, now: Instant, data: &[u8], out: &mut Out) {
+        if let Some(t) = &self.tunnel {
+            // Read before the splice began: passed on in order.
+            out.send_on(t.backend, data);
+            return;
+        }
         self.inbuf.extend_from_slice(data);
         if self.exchange.is_some() {
             self.deadline = self.deadline.max(now + self.settings.server_timeout);
@@ -615,6 +704,10 @@ impl Session for ProxySession {
 
     fn handle_read_closed(&mut self, now: Instant, out: &mut Out) {
         self.client_eof = true;
+        if self.tunnel.is_some() {
+            self.tunnel_ended(true, out);
+            return;
+        }
         match &self.exchange {
             None => self.begin(now, out),
             // The request's body will never be whole: nothing to wait for.
@@ -629,6 +722,11 @@ impl Session for ProxySession {
 
     fn handle_timeout(&mut self, now: Instant, out: &mut Out) {
         if now < self.deadline {
+            return;
+        }
+        if self.tunnel.is_some() {
+            out.log(Level::Debug, format!("http: {}: the tunnel was idle; closing", self.peer_name()));
+            self.close_all(out);
             return;
         }
         match &self.exchange {
@@ -655,7 +753,8 @@ impl Session for ProxySession {
 
     fn handle_shutdown(&mut self, _: Instant, out: &mut Out) {
         self.closing = true;
-        if self.exchange.is_none() {
+        // A tunnel has no answer to wait for: it may run until the server's grace ends.
+        if self.exchange.is_none() && self.tunnel.is_none() {
             self.close_all(out);
         }
     }
@@ -710,6 +809,10 @@ impl Session for ProxySession {
     }
 
     fn handle_stream_closed(&mut self, now: Instant, stream: StreamId, out: &mut Out) {
+        if self.tunnel.as_ref().is_some_and(|t| t.backend == stream) {
+            self.tunnel_ended(false, out);
+            return;
+        }
         let Some(ex) = self.exchange.as_mut().filter(|ex| ex.backend == Some(stream)) else {
             self.drop_conn(stream, out);
             return;
@@ -734,6 +837,13 @@ impl Session for ProxySession {
     }
 
     fn handle_spliced(&mut self, now: Instant, from: StreamId, _: StreamId, moved: u64, ended: bool, out: &mut Out) {
+        if self.tunnel.is_some() {
+            self.deadline = now + self.settings.tunnel_timeout;
+            if ended {
+                self.tunnel_ended(from == StreamId::CLIENT, out);
+            }
+            return;
+        }
         let Some(ex) = self.exchange.as_mut() else { return };
         self.deadline = now + self.settings.server_timeout;
         if from == StreamId::CLIENT {

@@ -237,3 +237,33 @@ fn bad_heads_get_their_status_and_a_close() {
     r.s.handle_input(r.t0, &[b'a'; 16 * 1024], &mut r.out);
     assert!(r.sent(StreamId::CLIENT).starts_with("HTTP/1.1 431 "));
 }
+
+#[test]
+fn a_websocket_101_turns_the_connection_into_a_tunnel_spliced_both_ways_until_both_end() {
+    let mut r = rig(&[1]);
+    let handshake = b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+    r.s.handle_input(r.t0, handshake, &mut r.out);
+    let (token, _) = r.connect();
+    let b1 = r.connected(token, 1);
+    assert!(r.sent(b1).ends_with("Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"));
+    // The backend's first bytes of the new protocol come with its 101: they go on after it.
+    let switching = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nframe";
+    r.s.handle_stream_input(r.t0, b1, switching, &mut r.out);
+    assert_eq!(
+        r.sent(StreamId::CLIENT),
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nframe"
+    );
+    let mut splices = Vec::new();
+    while let Some(action) = r.out.poll_action() {
+        if let Action::Splice { from, to, limit: None } = action {
+            splices.push((from, to));
+        }
+    }
+    assert_eq!(splices, [(StreamId::CLIENT, b1), (b1, StreamId::CLIENT)]);
+    assert_eq!(*r.log.lock().unwrap(), ["1 true"]);
+    // The client ends: the backend hears it; the backend ends: both close.
+    r.s.handle_spliced(r.t0, StreamId::CLIENT, b1, 6, true, &mut r.out);
+    assert!(r.out.outbox(b1).unwrap().is_write_closed() && !r.out.is_closed());
+    r.s.handle_spliced(r.t0, b1, StreamId::CLIENT, 6, true, &mut r.out);
+    assert!(r.out.is_closed() && r.out.outbox(b1).unwrap().is_closed());
+}
