@@ -9,12 +9,17 @@
 //! - **handoff**: two hand-off receivers behind `--mode handoff`, against the same server
 //!   listening directly; new connections for 1 KiB, 1 MiB and 100 MiB answers: the switch's CPU
 //!   per request (it should not grow with the answer) and the throughput beside direct.
+//! - **lard**: `--mode http` with `--policy lard` against `--policy round-robin`, over backends
+//!   whose page cache a memory cgroup bounds, on a working set larger than one of them caches
+//!   ([`lard`]).
 //!
 //! The switches run on CPU 1; wrk, the open-loop load and the backends share CPU 0, so on two
 //! cores the load side may saturate before the switch does: the per-CPU-second figures say what
 //! each switch costs. Runs are interleaved across switches and rotated, as `bench http` does.
 
 mod haproxy;
+mod lard;
+mod memcg;
 mod paced;
 
 use std::fmt::Write as _;
@@ -36,7 +41,7 @@ use crate::wrk;
 /// Options of `warren bench switch`.
 #[derive(Debug, Args)]
 pub struct SwitchArgs {
-    /// Parts to run, comma-separated [default: relay,http,handoff].
+    /// Parts to run, comma-separated [default: relay,http,handoff,lard].
     #[arg(long, value_delimiter = ',')]
     pub parts: Vec<Part>,
     /// wrk's connections in the relay and http parts (the handoff part uses at most 8, so that
@@ -49,6 +54,21 @@ pub struct SwitchArgs {
     /// Runs per switch and scenario, interleaved; the table shows the median.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// lard: backends behind the switch.
+    #[arg(long, default_value_t = 4)]
+    pub lard_backends: usize,
+    /// lard: documents in the working set (each backend has its own copy of all of them).
+    #[arg(long, default_value_t = 3072)]
+    pub lard_files: usize,
+    /// lard: the size of each document, in KiB.
+    #[arg(long, default_value_t = 32)]
+    pub lard_file_kib: u64,
+    /// lard: each backend's memory cgroup limit in MiB: its page cache, and its own few MiB.
+    #[arg(long, default_value_t = 40)]
+    pub lard_cache_mib: u64,
+    /// lard: the Zipf exponent of the documents' popularity; 0 draws them uniformly.
+    #[arg(long, default_value_t = 0.0)]
+    pub lard_zipf: f64,
     /// Directory for switch.md.
     #[arg(long, default_value = "bench-out")]
     pub out: PathBuf,
@@ -60,6 +80,7 @@ pub enum Part {
     Relay,
     Http,
     Handoff,
+    Lard,
 }
 
 /// The answers the backends serve: (label, file, bytes).
@@ -72,7 +93,11 @@ pub fn switch(args: &SwitchArgs) -> anyhow::Result<()> {
     ensure!((1..=20).contains(&args.runs), "--runs must be 1 to 20");
     ensure!((1..=60).contains(&args.duration.as_secs()), "--duration must be 1s to 60s");
     ensure!((1..=5000).contains(&args.connections), "--connections must be 1 to 5000");
-    let parts = if args.parts.is_empty() { vec![Part::Relay, Part::Http, Part::Handoff] } else { args.parts.clone() };
+    let parts = if args.parts.is_empty() {
+        vec![Part::Relay, Part::Http, Part::Handoff, Part::Lard]
+    } else {
+        args.parts.clone()
+    };
     let [haproxy_bin, wrk_bin] = host::ensure_programs(["haproxy", "wrk"], &["haproxy", "wrk"], "switch")?;
     host::raise_nofile().ok();
     let machine = Machine::read();
@@ -113,18 +138,28 @@ pub fn switch(args: &SwitchArgs) -> anyhow::Result<()> {
         _ => bench.pinning.describe(),
     };
     writeln!(md, "Pinning: {pinning}.  ")?;
-    writeln!(
-        md,
-        "Command: `warren bench switch --connections {} --duration {} --runs {}`; medians of the runs.\n",
+    let names: Vec<String> = parts.iter().filter_map(|p| Some(p.to_possible_value()?.get_name().to_owned())).collect();
+    let mut command = format!(
+        "warren bench switch --parts {} --connections {} --duration {} --runs {}",
+        names.join(","),
         args.connections,
         humantime::format_duration(args.duration),
         args.runs
-    )?;
+    );
+    if parts.contains(&Part::Lard) {
+        write!(
+            command,
+            " --lard-backends {} --lard-files {} --lard-file-kib {} --lard-cache-mib {} --lard-zipf {}",
+            args.lard_backends, args.lard_files, args.lard_file_kib, args.lard_cache_mib, args.lard_zipf
+        )?;
+    }
+    writeln!(md, "Command: `{command}`; medians of the runs.\n")?;
     for part in parts {
         match part {
             Part::Relay => bench.proxied(haproxy::Mode::Tcp, &mut md)?,
             Part::Http => bench.proxied(haproxy::Mode::Http, &mut md)?,
             Part::Handoff => bench.handoff(&mut md)?,
+            Part::Lard => bench.lard(&mut md)?,
         }
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
@@ -236,9 +271,10 @@ impl Bench<'_> {
         Server::start(&self.exe, &argv, None)
     }
 
-    /// `warren switch --mode MODE` on the switch CPU in front of `backends`.
-    fn warren_switch(&self, mode: &str, backends: &[String]) -> anyhow::Result<Server> {
-        let mut argv: Vec<String> = ["switch", "--listen", "127.0.0.1:0", "--mode", mode].map(String::from).into();
+    /// `warren switch --mode MODE --policy POLICY` on the switch CPU in front of `backends`.
+    fn warren_switch(&self, mode: &str, policy: &str, backends: &[String]) -> anyhow::Result<Server> {
+        let mut argv: Vec<String> =
+            ["switch", "--listen", "127.0.0.1:0", "--mode", mode, "--policy", policy].map(String::from).into();
         for b in backends {
             argv.extend(["--backend".into(), b.clone()]);
         }
@@ -314,7 +350,8 @@ impl Bench<'_> {
                 problems.push(format!("HAProxy: {e:#}"));
             }
         }
-        match self.warren_switch(warren_mode, &addrs.iter().map(ToString::to_string).collect::<Vec<_>>()) {
+        match self.warren_switch(warren_mode, "round-robin", &addrs.iter().map(ToString::to_string).collect::<Vec<_>>())
+        {
             Ok(s) => {
                 names.push("warren".into());
                 fronts.push(Front::Warren(s));
@@ -430,7 +467,7 @@ impl Bench<'_> {
         let mut problems = Vec::new();
         let mut labels = vec!["direct".to_owned()];
         let mut fronts = vec![Front::Direct(direct.addr())];
-        match self.warren_switch("handoff", &names) {
+        match self.warren_switch("handoff", "round-robin", &names) {
             Ok(s) => {
                 labels.push("handoff".into());
                 fronts.push(Front::Warren(s));

@@ -32,6 +32,13 @@ impl Wrk {
     }
 }
 
+/// A Lua script for wrk (`-s PATH`) and the arguments its `init` gets (after `--`).
+#[derive(Clone, Copy, Debug)]
+pub struct Script<'a> {
+    pub path: &'a Path,
+    pub args: &'a [String],
+}
+
 /// Run `wrk -t1` on `cpu` for `duration`, bounded by a wall-clock limit.
 pub fn run(
     wrk: &Path,
@@ -40,6 +47,19 @@ pub fn run(
     conns: usize,
     duration: Duration,
     close: bool,
+) -> anyhow::Result<Wrk> {
+    run_script(wrk, cpu, url, conns, duration, close, None)
+}
+
+/// [`run`], with the requests made by `script` when there is one.
+pub fn run_script(
+    wrk: &Path,
+    cpu: Option<usize>,
+    url: &str,
+    conns: usize,
+    duration: Duration,
+    close: bool,
+    script: Option<Script<'_>>,
 ) -> anyhow::Result<Wrk> {
     let mut command = match cpu {
         Some(cpu) => {
@@ -54,7 +74,14 @@ pub fn run(
     if close {
         command.args(["-H", "Connection: close"]);
     }
-    command.arg(url).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    if let Some(script) = script {
+        command.arg("-s").arg(script.path);
+    }
+    command.arg(url);
+    if let Some(script) = script {
+        command.arg("--").args(script.args);
+    }
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = command.spawn()?;
     let deadline = Instant::now() + Duration::from_secs(secs + 15);
     loop {
