@@ -1,11 +1,13 @@
 //! Measuring a DNS server with `dnsperf` (Debian's, DNS-OARC's load generator), for
-//! `warren bench registry` and `examples/dnsperf.rs`.
+//! `warren bench registry`, `warren bench dns` and `examples/dnsperf.rs`.
 
 use std::io;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+
+use crate::hist::Histogram;
 
 /// What one dnsperf run measured.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +51,31 @@ pub fn run_dnsperf(
     seconds: u32,
     cpu: Option<usize>,
 ) -> Result<DnsperfReport, DnsperfError> {
+    let (stdout, _) = dnsperf(server, qname, seconds, cpu, false)?;
+    parse(&stdout)
+}
+
+/// [`run_dnsperf`], with every query's latency too (dnsperf's `-v`, one line a response, written
+/// to a file that is read once the run is over, so that the load generator does not wait on a
+/// pipe), in a histogram: dnsperf 2.10 reports only the mean and deviation.
+pub(crate) fn run_dnsperf_latencies(
+    server: SocketAddr,
+    qname: &str,
+    seconds: u32,
+    cpu: Option<usize>,
+) -> Result<(DnsperfReport, Histogram), DnsperfError> {
+    let (stdout, latencies) = dnsperf(server, qname, seconds, cpu, true)?;
+    Ok((parse(&stdout)?, latencies))
+}
+
+/// Runs dnsperf; its statistics and, with `verbose`, the latencies of its responses.
+fn dnsperf(
+    server: SocketAddr,
+    qname: &str,
+    seconds: u32,
+    cpu: Option<usize>,
+    verbose: bool,
+) -> Result<(String, Histogram), DnsperfError> {
     if !server.ip().is_loopback() {
         return Err(DnsperfError::NotLoopback(server));
     }
@@ -56,11 +83,12 @@ pub fn run_dnsperf(
         crate::host::ensure_programs(["dnsperf"], &["dnsperf"], "registry").map_err(DnsperfError::Install)?;
     // dnsperf reads its queries from a file, which it loops over until the time limit.
     static RUNS: AtomicU32 = AtomicU32::new(0);
-    let datafile = std::env::temp_dir().join(format!(
-        "warren-dnsperf-{}-{}.txt",
+    let scratch = std::env::temp_dir().join(format!(
+        "warren-dnsperf-{}-{}",
         std::process::id(),
         RUNS.fetch_add(1, Ordering::Relaxed)
     ));
+    let (datafile, outfile) = (scratch.with_extension("txt"), scratch.with_extension("out"));
     std::fs::write(&datafile, format!("{qname} A\n"))?;
     let mut command = Command::new("timeout");
     command.args(["--kill-after=5", &(u64::from(seconds) + 10).to_string()]);
@@ -69,15 +97,40 @@ pub fn run_dnsperf(
     }
     command.arg(dnsperf).args(["-s", &server.ip().to_string(), "-p", &server.port().to_string()]);
     command.args(["-l", &seconds.to_string(), "-t", "2", "-d"]).arg(&datafile);
+    if verbose {
+        command.arg("-v").stdout(std::fs::File::create(&outfile)?);
+    }
     let output = command.output();
     let _ = std::fs::remove_file(&datafile);
+    let read = if verbose { read_verbose(&outfile) } else { Ok(Default::default()) };
+    let _ = std::fs::remove_file(&outfile);
     let output = output?;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (verbose_stdout, latencies) = read?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned() + &verbose_stdout;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         return Err(DnsperfError::Failed { status: output.status.to_string(), stderr });
     }
-    parse(&stdout)
+    Ok((stdout, latencies))
+}
+
+/// Splits `-v` output into the latencies of its response lines (`> NOERROR web.warren. A
+/// 0.000208`) and the rest.
+fn read_verbose(path: &std::path::Path) -> io::Result<(String, Histogram)> {
+    use std::io::BufRead;
+    let mut rest = String::new();
+    let mut latencies = Histogram::default();
+    for line in io::BufReader::new(std::fs::File::open(path)?).lines() {
+        let line = line?;
+        match line.strip_prefix("> ").and_then(|l| l.rsplit(' ').next()).and_then(|s| s.parse::<f64>().ok()) {
+            Some(seconds) => latencies.record(Duration::from_secs_f64(seconds)),
+            None => {
+                rest.push_str(&line);
+                rest.push('\n');
+            }
+        }
+    }
+    Ok((rest, latencies))
 }
 
 /// Reads dnsperf 2.x's statistics block.
@@ -161,6 +214,18 @@ Statistics:
         assert_eq!(report.latency_min, Duration::from_micros(21));
         assert_eq!(report.latency_max, Duration::from_micros(4110));
         assert_eq!(report.latency_stddev, Duration::from_micros(205));
+    }
+
+    #[test]
+    fn verbose_output_gives_every_latency_and_the_statistics() {
+        let path = std::env::temp_dir().join(format!("warren-dnsperf-test-{}.out", std::process::id()));
+        let responses: String = (1..=100).map(|i| format!("> NOERROR web.warren. A 0.{i:06}\n")).collect();
+        std::fs::write(&path, format!("{responses}{OUTPUT}")).unwrap();
+        let (rest, latencies) = read_verbose(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(latencies.percentile(50.0), Some(50));
+        assert_eq!(latencies.percentile(99.0), Some(99));
+        assert_eq!(parse(&rest).unwrap().queries_completed, 120_001);
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //!   and tcpserver;
 //! - [`registry`]: the registry's embedded store against etcd, and its DNS under dnsperf
 //!   ([`run_dnsperf`]);
+//! - [`dns`]: the registry's DNS beside Knot DNS and BIND 9 under the same dnsperf load, per
+//!   server CPU-second;
 //! - [`rpc`]: remote objects, unary calls against tonic (gRPC), hedging over three replicas one
 //!   of which stalls, failover when one dies;
 //! - [`switch`]: `warren switch` against HAProxy and against no switch, relaying, proxying HTTP
@@ -21,9 +23,10 @@
 //! `warren bench <name>`. The servers under test are children of the running executable
 //! (`warren serve`, `warren files serve`, `warren up`), so these functions are meant to run
 //! inside the `warren` binary and nowhere else. A bench installs the Debian packages it needs
-//! (nginx, wrk, etcd, xinetd, ucspi-tcp, gcc, dnsperf) with apt-get when they are missing.
+//! (nginx, wrk, etcd, xinetd, ucspi-tcp, gcc, dnsperf, knot, bind9) with apt-get when they are missing.
 
 mod chart;
+mod dns;
 mod dnsperf;
 mod hist;
 mod host;
@@ -49,6 +52,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
+pub use self::dns::{DnsArgs, dns};
 pub use self::dnsperf::{DnsperfError, DnsperfReport, run_dnsperf};
 pub use self::http::{HttpArgs, http};
 pub use self::models::{ModelsArgs, models};

@@ -21,6 +21,7 @@ mod answer;
 mod config;
 mod encode;
 mod names;
+mod prepared;
 mod registry;
 mod rotation;
 mod rrl;
@@ -34,6 +35,7 @@ use std::net::IpAddr;
 
 pub use answer::{MAX_QUERY, Transport, answer};
 pub use config::{Config, Zone, ZoneError};
+pub use prepared::PreparedAnswers;
 pub use registry::RegistryDirectory;
 pub use rotation::Rotation;
 pub use rrl::RateLimit;
@@ -48,6 +50,14 @@ pub use server::Server;
 pub trait Directory: Send + Sync + 'static {
     /// The healthy endpoints of `name`, or that the name is not bound.
     fn resolve(&self, name: &str) -> Resolution;
+
+    /// A number that moves whenever what `resolve` answers for any name may have changed, or
+    /// `None` when the directory cannot tell. With a number, the UDP loop keeps the answers it
+    /// built for a name until the number moves, and asks `resolve` only then; with `None` it
+    /// asks on every query. It is read on every query, so it must be cheap (an atomic load).
+    fn generation(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The answer of a [`Directory`] about one name.
@@ -76,5 +86,10 @@ impl<S: BuildHasher + Send + Sync + 'static> Directory for HashMap<String, Vec<T
             Some(targets) => Resolution::Targets(targets.clone()),
             None => Resolution::NoSuchName,
         }
+    }
+
+    /// Behind the `Arc` a server holds, the table cannot change.
+    fn generation(&self) -> Option<u64> {
+        Some(0)
     }
 }

@@ -27,4 +27,8 @@ impl<B: Backend + ?Sized> Directory for RegistryDirectory<B> {
             ),
         }
     }
+
+    fn generation(&self) -> Option<u64> {
+        self.0.snapshot_generation()
+    }
 }

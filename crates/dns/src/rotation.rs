@@ -26,14 +26,24 @@ impl Rotation {
 
     /// The offset for this query of `name` (lowercase) and `qtype`: 0, 1, 2, … on successive calls.
     pub(crate) fn next(&self, name: &str, qtype: RecordType) -> usize {
+        self.next_in(self.slot(name, qtype))
+    }
+
+    /// The counter of (`name`, `qtype`), for callers that keep it instead of hashing the name
+    /// on every query (prepared answers).
+    pub(crate) fn slot(&self, name: &str, qtype: RecordType) -> usize {
         // FNV-1a: a few instructions a byte, no allocation, stable across runs (tests rely on
         // each key starting at 0, not on which slot it gets).
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
         for byte in name.bytes().chain(u16::from(qtype).to_be_bytes()) {
             hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
         }
-        let slot = &self.slots[(hash % SLOTS as u64) as usize];
-        slot.fetch_add(1, Ordering::Relaxed) as usize
+        (hash % SLOTS as u64) as usize
+    }
+
+    /// The next offset of the counter `slot` (from [`Rotation::slot`]).
+    pub(crate) fn next_in(&self, slot: usize) -> usize {
+        self.slots[slot % SLOTS].fetch_add(1, Ordering::Relaxed) as usize
     }
 }
 

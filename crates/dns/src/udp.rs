@@ -6,7 +6,10 @@
 //! server that keeps up from one that does not when the core is shared (NSD batches the same
 //! way).
 //!
-//! Each answer then passes the response-rate limiter (`rrl.rs`) of its source prefix.
+//! A plain A or AAAA query is answered from the answers prepared for its name (`prepared.rs`),
+//! written into a buffer the loop keeps for each datagram of a batch; anything else goes to
+//! [`answer`]. Each answer then passes the response-rate limiter (`rrl.rs`) of its source
+//! prefix.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::net::IpAddr;
@@ -18,6 +21,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::answer::{MAX_QUERY, Transport, answer};
+use crate::prepared::PreparedAnswers;
 use crate::rrl::{Limiter, Verdict};
 use crate::server::Shared;
 
@@ -30,7 +34,10 @@ pub(crate) async fn serve_udp(socket: UdpSocket, shared: &Shared) {
     let mut receive_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut peers = Vec::with_capacity(BATCH);
-    let mut responses = Vec::with_capacity(BATCH);
+    // One response buffer per datagram of a batch, kept from batch to batch.
+    let mut responses: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
+    let mut ready = Vec::with_capacity(BATCH);
+    let mut prepared = PreparedAnswers::new(&shared.config);
     let mut limiter = Limiter::new(shared.config.rate_limit);
     loop {
         peers.clear();
@@ -44,20 +51,26 @@ pub(crate) async fn serve_udp(socket: UdpSocket, shared: &Shared) {
             tracing::debug!(%error, "DNS UDP receive");
             continue;
         }
-        responses.clear();
+        ready.clear();
         let now = Instant::now();
-        for ((peer, len), buffer) in peers.iter().zip(&buffers) {
-            let Some(peer) = peer else { continue };
-            let response =
-                answer(&buffer[..*len], &*shared.directory, &shared.config, &shared.rotation, Transport::Udp);
-            let (Some(response), Some(source)) = (response, source_ip(peer)) else { continue };
-            match limiter.check(source, &response, now) {
-                Verdict::Send => responses.push((*peer, response)),
-                Verdict::Slip(truncated) => responses.push((*peer, truncated)),
-                Verdict::Drop => {}
+        for (slot, ((peer, len), buffer)) in peers.iter().zip(&buffers).enumerate() {
+            let (Some(peer), Some(source)) = (peer, peer.as_ref().and_then(source_ip)) else { continue };
+            let query = &buffer[..*len];
+            let response = &mut responses[slot];
+            if !prepared.answer(query, &*shared.directory, &shared.rotation, response) {
+                match answer(query, &*shared.directory, &shared.config, &shared.rotation, Transport::Udp) {
+                    Some(full) => *response = full,
+                    None => continue,
+                }
             }
+            match limiter.check(source, response, now) {
+                Verdict::Send => {}
+                Verdict::Slip(truncated) => *response = truncated,
+                Verdict::Drop => continue,
+            }
+            ready.push((*peer, slot));
         }
-        send_all(&socket, &mut send_headers, &responses).await;
+        send_all(&socket, &mut send_headers, &ready, &responses).await;
     }
 }
 
@@ -69,17 +82,20 @@ fn source_ip(peer: &SockaddrStorage) -> Option<IpAddr> {
     peer.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
 }
 
-/// Sends every response, as many per system call as the socket takes.
+/// Sends the responses `ready` names (peer, index in `responses`), as many per system call as
+/// the socket takes.
 async fn send_all(
     socket: &UdpSocket,
     headers: &mut MultiHeaders<SockaddrStorage>,
-    responses: &[(SockaddrStorage, Vec<u8>)],
+    ready: &[(SockaddrStorage, usize)],
+    responses: &[Vec<u8>],
 ) {
     let mut sent = 0;
-    while sent < responses.len() {
-        let rest = &responses[sent..];
+    while sent < ready.len() {
+        let rest = &ready[sent..];
         let batch = socket.async_io(Interest::WRITABLE, || {
-            let slices: Vec<[IoSlice<'_>; 1]> = rest.iter().map(|(_, bytes)| [IoSlice::new(bytes)]).collect();
+            let slices: Vec<[IoSlice<'_>; 1]> =
+                rest.iter().map(|(_, slot)| [IoSlice::new(&responses[*slot])]).collect();
             let peers: Vec<Option<SockaddrStorage>> = rest.iter().map(|(peer, _)| Some(*peer)).collect();
             let results = sendmmsg(socket.as_raw_fd(), headers, &slices, &peers, [], MsgFlags::MSG_DONTWAIT)?;
             Ok(results.count())

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use etcd_client::{Client, GetOptions, WatchOptions};
@@ -19,6 +20,8 @@ const RETRY: Duration = Duration::from_millis(500);
 #[derive(Debug, Default)]
 pub struct Cache {
     names: RwLock<HashMap<Name, BTreeMap<EndpointKey, Endpoint>>>,
+    /// Moves with every change of `names`, so that DNS can tell without taking its lock.
+    generation: AtomicU64,
 }
 
 impl Cache {
@@ -27,12 +30,21 @@ impl Cache {
         names.get(name).map(|endpoints| endpoints.values().cloned().collect())
     }
 
+    /// See [`Backend::snapshot_generation`](warren_registry::backend::Backend::snapshot_generation).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     fn replace(&self, names: HashMap<Name, BTreeMap<EndpointKey, Endpoint>>) {
-        *self.names.write().expect("no panics while held") = names;
+        let mut held = self.names.write().expect("no panics while held");
+        *held = names;
+        // Under the lock: whoever reads the new number then reads the new names.
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     fn apply(&self, kind: EventKind, name: Name, endpoint: Endpoint) {
         let mut names = self.names.write().expect("no panics while held");
+        self.generation.fetch_add(1, Ordering::Release);
         match kind {
             EventKind::Put => {
                 names.entry(name).or_default().insert(endpoint.key(), endpoint);

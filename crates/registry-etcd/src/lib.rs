@@ -326,6 +326,10 @@ impl Backend for Etcd {
     fn snapshot(&self, name: &Name) -> Option<Vec<Endpoint>> {
         self.cache.get(name)
     }
+
+    fn snapshot_generation(&self) -> Option<u64> {
+        Some(self.cache.generation())
+    }
 }
 
 impl Etcd {

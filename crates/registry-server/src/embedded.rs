@@ -20,6 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -80,6 +81,8 @@ pub struct Embedded {
     /// Watches hold this weakly, so that they never keep the writer alive.
     commands: Option<Arc<mpsc::Sender<Command>>>,
     view: Arc<RwLock<View>>,
+    /// Moves with every change of `view`, so that DNS can tell without taking its lock.
+    generation: Arc<AtomicU64>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -110,12 +113,19 @@ impl Embedded {
         let names = entries.into_iter().map(|e| (e.name, e.endpoints)).collect();
         let view = Arc::new(RwLock::new(View { revision, names }));
         let (commands, rx) = mpsc::channel();
-        let writer = Writer { state, db, view: view.clone(), events: broadcast::channel(WATCH_BUFFER).0 };
+        let generation = Arc::new(AtomicU64::new(0));
+        let writer = Writer {
+            state,
+            db,
+            view: view.clone(),
+            generation: generation.clone(),
+            events: broadcast::channel(WATCH_BUFFER).0,
+        };
         let writer = std::thread::Builder::new()
             .name("registry-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| storage(format!("cannot start the writer thread: {e}")))?;
-        Ok(Embedded { commands: Some(Arc::new(commands)), view, writer: Some(writer) })
+        Ok(Embedded { commands: Some(Arc::new(commands)), view, generation, writer: Some(writer) })
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
@@ -206,6 +216,7 @@ struct Writer {
     state: State,
     db: Database,
     view: Arc<RwLock<View>>,
+    generation: Arc<AtomicU64>,
     events: broadcast::Sender<Arc<[Event]>>,
 }
 
@@ -249,6 +260,8 @@ impl Writer {
                     view.names.insert(name, r.endpoints.into_iter().map(|(e, _)| e).collect());
                 }
             }
+            // Under the lock: whoever reads the new number then reads the new view.
+            self.generation.fetch_add(1, Ordering::Release);
         }
         let events = self.state.poll_events();
         if !events.is_empty() {
@@ -378,6 +391,10 @@ impl Backend for Embedded {
 
     fn snapshot(&self, name: &Name) -> Option<Vec<Endpoint>> {
         self.view.read().expect("view lock").names.get(name).cloned()
+    }
+
+    fn snapshot_generation(&self) -> Option<u64> {
+        Some(self.generation.load(Ordering::Acquire))
     }
 }
 

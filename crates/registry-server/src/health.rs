@@ -17,6 +17,7 @@ pub mod spec;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -50,6 +51,9 @@ impl Drop for EndpointCheck {
 #[derive(Debug, Default)]
 struct Table {
     checks: RwLock<HashMap<Key, EndpointCheck>>,
+    /// Moves whenever a check starts, stops or changes its verdict: what `snapshot` leaves out
+    /// may have changed.
+    generation: Arc<AtomicU64>,
 }
 
 impl Table {
@@ -86,6 +90,7 @@ impl Table {
             EventKind::Delete => None,
         };
         let mut checks = self.checks.write().expect("no panics while held");
+        self.generation.fetch_add(1, Ordering::Release);
         match spec {
             None => {
                 checks.remove(&key);
@@ -102,7 +107,8 @@ impl Table {
             Some(spec) => {
                 let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
                 let passed = Arc::new(Notify::new());
-                let task = tokio::spawn(run(spec.clone(), e.socket_addr(), healthy.clone(), passed.clone()));
+                let verdict = Verdict { healthy: healthy.clone(), generation: self.generation.clone() };
+                let task = tokio::spawn(run(spec.clone(), e.socket_addr(), verdict, passed.clone()));
                 checks.insert(key, EndpointCheck { spec, healthy, passed, task });
             }
         }
@@ -230,6 +236,12 @@ impl Backend for Checked {
     fn snapshot(&self, name: &Name) -> Option<Vec<Endpoint>> {
         self.inner.snapshot(name).map(|endpoints| self.healthy_only(name, endpoints))
     }
+
+    fn snapshot_generation(&self) -> Option<u64> {
+        // Both only grow, so their sum moves whenever either does.
+        let own = self.table.generation.load(Ordering::Acquire);
+        self.inner.snapshot_generation().map(|inner| inner.wrapping_add(own))
+    }
 }
 
 /// Keeps the table in step with the backend; after a lost watch, lists again and reconciles.
@@ -262,9 +274,24 @@ async fn follow(inner: Arc<dyn Backend>, table: Arc<Table>, mut revision: Revisi
 }
 
 /// Probes one endpoint for as long as it is registered.
-async fn run(spec: CheckSpec, addr: SocketAddr, healthy: Arc<std::sync::atomic::AtomicBool>, passed: Arc<Notify>) {
+/// Where a check's verdict goes: the flag readers test, and the table's generation, moved when
+/// the flag changes.
+struct Verdict {
+    healthy: Arc<std::sync::atomic::AtomicBool>,
+    generation: Arc<AtomicU64>,
+}
+
+impl Verdict {
+    fn set(&self, healthy: bool) {
+        if self.healthy.swap(healthy, Ordering::AcqRel) != healthy {
+            self.generation.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+async fn run(spec: CheckSpec, addr: SocketAddr, verdict: Verdict, passed: Arc<Notify>) {
     let mut tracker = Tracker::new(&spec);
-    let set = |t: &Tracker| healthy.store(t.healthy(), std::sync::atomic::Ordering::Relaxed);
+    let set = |t: &Tracker| verdict.set(t.healthy());
     if let Probe::Ttl(ttl) = spec.probe {
         // A report within the TTL keeps it healthy; silence for a whole TTL takes it out.
         loop {

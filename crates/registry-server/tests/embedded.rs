@@ -162,7 +162,10 @@ async fn dns_reads_the_committed_snapshot() {
     assert_eq!(dns.resolve("web"), Resolution::Targets(want));
     assert_eq!(dns.resolve("api"), Resolution::NoSuchName);
     assert_eq!(dns.resolve("not a name"), Resolution::NoSuchName);
+    // DNS keeps what it built from a snapshot until the generation moves: every write moves it.
+    let before = dns.generation().expect("the embedded store counts its changes");
     store.unbind(&name("web"), "t").await.unwrap();
+    assert!(dns.generation() > Some(before), "an acknowledged unbind moves the generation");
     assert_eq!(dns.resolve("web"), Resolution::NoSuchName, "an acknowledged unbind is visible at once");
     // The DNS front end asks in lowercase (`HelloServer.warren.` as `helloserver`).
     store.bind(&name("HelloServer"), "t", vec![ep(1)]).await.unwrap();

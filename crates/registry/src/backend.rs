@@ -65,6 +65,12 @@ pub trait Backend: Send + Sync + 'static {
     /// The name's endpoints from the backend's in-memory copy, without waiting: what a DNS
     /// answer is built from. `None` if the name is not bound.
     fn snapshot(&self, name: &Name) -> Option<Vec<Endpoint>>;
+    /// A number that moves whenever `snapshot` may answer differently for any name, or `None`
+    /// if the backend cannot tell. DNS keeps the answers it built for a name until it moves, so
+    /// it must move no later than the snapshot changes, and be cheap to read (an atomic load).
+    fn snapshot_generation(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A stream of events from [`Backend::watch`].

@@ -98,6 +98,8 @@ pub enum BenchCommand {
     Superd(warren_bench::SuperdArgs),
     /// The registry's embedded store against etcd, and its DNS under dnsperf.
     Registry(warren_bench::RegistryArgs),
+    /// The registry's DNS beside Knot DNS and BIND 9 under dnsperf, per server CPU-second.
+    Dns(warren_bench::DnsArgs),
     /// Mixed clients against one `warren up` for minutes: are its memory and descriptors flat?
     Soak(warren_bench::SoakArgs),
     /// Remote objects: unary calls against tonic (gRPC), hedging over a stalling replica, failover.

@@ -63,6 +63,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench { what: BenchCommand::Oob(args) } => warren_bench::oob(&args),
         Command::Bench { what: BenchCommand::Superd(args) } => warren_bench::superd(&args),
         Command::Bench { what: BenchCommand::Registry(args) } => warren_bench::registry(&args),
+        Command::Bench { what: BenchCommand::Dns(args) } => warren_bench::dns(&args),
         Command::Bench { what: BenchCommand::Soak(args) } => warren_bench::soak(&args),
         Command::Bench { what: BenchCommand::Rpc(args) } => warren_bench::rpc(&args),
         Command::Bench { what: BenchCommand::Switch(args) } => warren_bench::switch(&args),
