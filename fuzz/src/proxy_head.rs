@@ -53,7 +53,15 @@ fn request(bytes: &[u8]) {
 }
 
 fn response(bytes: &[u8], head_method: bool) {
-    let request = Request { len: 1, body: Body::None, head_method, idempotent: true, keep_alive: true, http10: false };
+    let request = Request {
+        len: 1,
+        body: Body::None,
+        head_method,
+        idempotent: true,
+        keep_alive: true,
+        http10: false,
+        upgrade: false,
+    };
     let mut out = Vec::new();
     let Ok(Some(r)) = head::response(bytes, MAX_HEAD, &request, false, &mut out) else { return };
     assert!(r.len > 0 && r.len <= bytes.len().min(MAX_HEAD));

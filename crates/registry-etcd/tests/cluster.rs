@@ -31,10 +31,10 @@ async fn rejoined(url: &str) {
     let deadline = Instant::now() + WITHIN;
     loop {
         let status = async { etcd_client::Client::connect([url], None).await?.status().await };
-        if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(1), status).await {
-            if status.leader() != 0 {
-                return;
-            }
+        if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(1), status).await
+            && status.leader() != 0
+        {
+            return;
         }
         assert!(Instant::now() < deadline, "{url} did not rejoin within {WITHIN:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -200,23 +200,11 @@ pub async fn keep_once_known(
     crate::registry_register::keep(&conn, name, token, endpoint, ttl, stopped, true).await
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_load_is_running_over_capacity_in_steps_and_at_most_one() {
-        assert_eq!(super::load_text(0, 4), "0.00");
-        assert_eq!(super::load_text(3, 4), "0.75");
-        assert_eq!(super::load_text(1, 3), "0.35");
-        assert_eq!(super::load_text(9, 4), "1.00");
-    }
-}
-
 /// Whether `service` is the registry builtin.
 pub fn is_registry(service: &Service) -> bool {
     matches!(&service.kind, Kind::Builtin(b) if b.protocol == Protocol::Registry)
 }
 
-/// The address a client reaches a listener on: a wildcard listener is reached over loopback.
 /// `addr` as a client reaches it: an unspecified address (all interfaces) through loopback.
 pub fn reachable(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(reachable_ip(addr.ip()), addr.port())
@@ -296,4 +284,15 @@ fn server_args(options: &BuiltinOptions) -> anyhow::Result<registry_cmd::ServerA
         args.idle_timeout = idle;
     }
     Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_load_is_running_over_capacity_in_steps_and_at_most_one() {
+        assert_eq!(super::load_text(0, 4), "0.00");
+        assert_eq!(super::load_text(3, 4), "0.75");
+        assert_eq!(super::load_text(1, 3), "0.35");
+        assert_eq!(super::load_text(9, 4), "1.00");
+    }
 }

@@ -32,10 +32,10 @@ pub async fn leader(urls: &[String], running: &[bool], within: Duration) -> usiz
             said.push((i, status(url).await));
         }
         let leads = said.iter().find_map(|(i, s)| s.filter(|(me, leader)| me == leader).map(|(me, _)| (*i, me)));
-        if let Some((i, id)) = leads {
-            if said.iter().all(|(_, s)| matches!(s, Some((_, leader)) if *leader == id)) {
-                return i;
-            }
+        if let Some((i, id)) = leads
+            && said.iter().all(|(_, s)| matches!(s, Some((_, leader)) if *leader == id))
+        {
+            return i;
         }
         assert!(Instant::now() < deadline, "no leader followed by every running member within {within:?}: {said:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
