@@ -125,6 +125,9 @@ fn the_registry_rides_out_losing_the_etcd_leader_and_a_follower() {
         (clients, leases, from)
     });
     let held: BTreeSet<Ipv4Addr> = (0..HOLDERS).map(|k| Ipv4Addr::new(10, 0, 0, k + 1)).collect();
+    for server in dns {
+        rt.block_on(load::resolved(server, &held, WITHIN)).unwrap();
+    }
 
     let mut tasks = Vec::new();
     for (i, client) in clients.iter().enumerate() {

@@ -124,6 +124,24 @@ pub async fn follow(client: Client, watcher: usize, from: Revision, seen: Arc<Se
 }
 
 /// Asks `dns` for [`HELD`]'s addresses until told to stop; each answer must carry `all`.
+/// Wait, up to `within`, until `dns` answers with every address in `all`: each instance's cache
+/// learns what was registered through the other one from its etcd watch, a moment later.
+pub async fn resolved(dns: SocketAddr, all: &BTreeSet<Ipv4Addr>, within: std::time::Duration) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut id = 0u16;
+    loop {
+        id = id.wrapping_add(1);
+        let answer = dns::query_a(dns, &format!("{HELD}.warren."), id).await;
+        match answer {
+            Ok(found) if found.iter().copied().collect::<BTreeSet<_>>() == *all => return Ok(()),
+            _ if tokio::time::Instant::now() >= deadline => {
+                return Err(format!("{dns} did not answer every held address within {within:?}: {answer:?}"));
+            }
+            _ => tokio::time::sleep(RESOLVE_EVERY).await,
+        }
+    }
+}
+
 pub async fn resolve(dns: SocketAddr, all: BTreeSet<Ipv4Addr>, seen: Arc<Seen>) {
     let mut id = 0u16;
     while !seen.stopped() {
