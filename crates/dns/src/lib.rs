@@ -27,6 +27,8 @@ mod rotation;
 mod rrl;
 mod server;
 mod tcp;
+#[cfg(test)]
+mod test_names;
 mod udp;
 
 use std::collections::HashMap;

@@ -2,7 +2,7 @@
 //! and truncation at its exact boundaries.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
@@ -10,15 +10,8 @@ use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 use proptest::prelude::*;
 
 use super::*;
+use crate::test_names::{addresses, query, v4, v6};
 use crate::{Target, Zone};
-
-fn v4(i: u32) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))
-}
-
-fn v6(i: u16) -> IpAddr {
-    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i))
-}
 
 fn targets(addrs: impl IntoIterator<Item = IpAddr>) -> Vec<Target> {
     addrs
@@ -43,13 +36,6 @@ fn directory() -> HashMap<String, Vec<Target>> {
     let shared = |port| Target { addr: v4(1), port, weight: 5 };
     names.insert("dup".into(), vec![shared(80), shared(81), shared(80), Target { addr: v4(2), port: 80, weight: 5 }]);
     names
-}
-
-fn query(name: &str, qtype: RecordType) -> Message {
-    let mut message = Message::new(0x4242, MessageType::Query, OpCode::Query);
-    message.metadata.recursion_desired = true;
-    message.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
-    message
 }
 
 fn with_edns(mut message: Message, payload: u16, version: u8) -> Message {
@@ -86,18 +72,6 @@ impl Asker {
     fn udp(&self, name: &str, qtype: RecordType) -> Message {
         self.ask(&query(name, qtype), Transport::Udp).0
     }
-}
-
-fn addresses(response: &Message) -> Vec<IpAddr> {
-    response
-        .answers
-        .iter()
-        .map(|record| match &record.data {
-            RData::A(a) => IpAddr::V4(a.0),
-            RData::AAAA(aaaa) => IpAddr::V6(aaaa.0),
-            other => panic!("not an address: {other:?}"),
-        })
-        .collect()
 }
 
 fn sorted(mut addrs: Vec<IpAddr>) -> Vec<IpAddr> {

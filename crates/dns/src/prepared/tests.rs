@@ -2,26 +2,19 @@
 //! rotating and complete, rebuilt when the directory's generation moves, bounded in memory.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode};
+use hickory_proto::rr::RecordType;
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
-use hickory_proto::rr::{Name, RData, RecordType};
 use proptest::prelude::*;
 
 use super::*;
 use crate::answer::{Transport, answer};
+use crate::test_names::{addresses, query, v4, v6};
 use crate::{Resolution, Target};
-
-fn v4(i: u32) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))
-}
-
-fn v6(i: u16) -> IpAddr {
-    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i))
-}
 
 fn targets(addrs: impl IntoIterator<Item = IpAddr>) -> Vec<Target> {
     addrs.into_iter().enumerate().map(|(i, addr)| Target { addr, port: 8000 + i as u16, weight: 1 }).collect()
@@ -39,13 +32,6 @@ fn directory() -> HashMap<String, Vec<Target>> {
     names.insert("db.eu".into(), targets([v4(9), v4(9), v4(8)]));
     names.insert("addr".into(), targets([v4(3)]));
     names
-}
-
-fn query(name: &str, qtype: RecordType) -> Message {
-    let mut message = Message::new(0x4242, MessageType::Query, OpCode::Query);
-    message.metadata.recursion_desired = true;
-    message.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
-    message
 }
 
 /// Both paths, each with its own rotation counters stepped in the same order.
@@ -85,19 +71,6 @@ impl Pair {
     }
 }
 
-fn addresses(bytes: &[u8]) -> Vec<IpAddr> {
-    let response = Message::from_vec(bytes).unwrap();
-    response
-        .answers
-        .iter()
-        .map(|record| match &record.data {
-            RData::A(a) => IpAddr::V4(a.0),
-            RData::AAAA(aaaa) => IpAddr::V6(aaaa.0),
-            other => panic!("not an address: {other:?}"),
-        })
-        .collect()
-}
-
 #[test]
 fn plain_address_queries_are_answered_as_answer_would_rotation_included() {
     let mut pair = Pair::new();
@@ -133,7 +106,7 @@ fn every_address_comes_first_in_turn() {
     for _ in 0..10 {
         let mut out = Vec::new();
         assert!(pair.prepared.answer(&bytes, &pair.directory, &pair.fast_rotation, &mut out));
-        let addrs = addresses(&out);
+        let addrs = addresses(&Message::from_vec(&out).unwrap());
         let mut sorted = addrs.clone();
         sorted.sort();
         assert_eq!(sorted, (1..=10).map(v4).collect::<Vec<_>>(), "every address in every answer");
@@ -215,7 +188,7 @@ fn a_new_generation_rebuilds_the_answer() {
     let mut out = Vec::new();
     let mut ask = |prepared: &mut PreparedAnswers| {
         assert!(prepared.answer(&bytes, &directory, &rotation, &mut out));
-        let mut addrs = addresses(&out);
+        let mut addrs = addresses(&Message::from_vec(&out).unwrap());
         addrs.sort();
         addrs
     };
