@@ -21,7 +21,7 @@ use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -197,17 +197,8 @@ fn object_server(net: &VirtualNet, host: &str, listen: &str, url: &str, registry
 
 /// Wait (bounded) until `cond` holds, asking every 250 ms (DNS answers are rate-limited per
 /// client network, 20 a second).
-fn within(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+fn within(limit: Duration, cond: impl FnMut() -> bool) -> bool {
+    support::eventually_every(limit, Duration::from_millis(250), cond)
 }
 
 #[test]

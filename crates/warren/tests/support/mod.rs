@@ -286,7 +286,12 @@ impl Lines {
 }
 
 /// Poll `cond` until it holds or `within` passes.
-pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub fn eventually(within: Duration, cond: impl FnMut() -> bool) -> bool {
+    eventually_every(within, Duration::from_millis(10), cond)
+}
+
+/// [`eventually`], asking every `every` (for conditions that cost something to ask).
+pub fn eventually_every(within: Duration, every: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + within;
     loop {
         if cond() {
@@ -295,7 +300,7 @@ pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
         if Instant::now() >= end {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(every);
     }
 }
 
