@@ -29,5 +29,5 @@ pub mod xinetd;
 
 pub use config::Config;
 pub use load::LoadError;
-pub use node::{NodeHandle, start};
+pub use node::{Inherited, NodeHandle, start, start_with};
 pub use status::{Hooks, NoHooks, Status};

@@ -21,7 +21,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use warren_models::accept::Acceptor;
 
 mod children;
+mod inherited;
 mod sockets;
+
+pub use inherited::Inherited;
 
 use self::sockets::{Socket, StatusSocket, bind};
 use crate::builtin::{self, Running};
@@ -120,6 +123,12 @@ struct Child {
 /// Bind every service of `config`, start the builtins and run the loop on a thread of its own.
 /// `hooks` hears of every service once it listens.
 pub fn start(config: Config, hooks: Box<dyn Hooks>) -> io::Result<NodeHandle> {
+    start_with(config, hooks, Inherited::default())
+}
+
+/// [`start`], with listeners a service manager passed (socket activation): a service whose
+/// socket is among them serves on it instead of binding its own, at start and at any reload.
+pub fn start_with(config: Config, hooks: Box<dyn Hooks>, inherited: Inherited) -> io::Result<NodeHandle> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (tx, rx) = channel();
@@ -150,12 +159,16 @@ pub fn start(config: Config, hooks: Box<dyn Hooks>) -> io::Result<NodeHandle> {
         status,
         rx,
         draining: None,
+        inherited,
     };
     if let Some(s) = &node.status {
         s.set_nonblocking()?;
         node.poll.registry().register(&mut SourceFd(&s.raw()), STATUS, Interest::READABLE)?;
     }
     node.apply(config).map_err(io::Error::other)?;
+    if !node.inherited.is_empty() {
+        tracing::warn!(target: "warren::node", "passed listeners no service uses (kept for a reload): {}", node.inherited.unused().join(", "));
+    }
     let thread = std::thread::Builder::new().name("warren-node".into()).spawn(move || node.run())?;
     Ok(NodeHandle { tx, waker, thread: Some(thread) })
 }
@@ -173,6 +186,8 @@ struct Node {
     rx: Receiver<Command>,
     /// Set once draining: what the next step is and when it is due.
     draining: Option<Draining>,
+    /// Listeners passed by a service manager that no service has taken yet.
+    inherited: Inherited,
 }
 
 /// How long a drain waits for children to be reaped after SIGKILL before the node returns anyway
@@ -262,6 +277,35 @@ impl Node {
         }
     }
 
+    /// The sockets of services that have none yet: a passed one where the service manager gave
+    /// it, else freshly bound. All or none: on a failure, what was bound is closed and what was
+    /// passed is kept for a later configuration.
+    fn bind_new<'a>(
+        &mut self,
+        services: impl Iterator<Item = &'a Arc<Service>>,
+    ) -> Result<Vec<(Socket, SocketAddr)>, String> {
+        let mut bound: Vec<(&Arc<Service>, Socket, SocketAddr, bool)> = Vec::new();
+        for s in services {
+            let (transport, addr) = (s.listen.transport.name(), s.listen.addr);
+            let result = match self.inherited.take(s) {
+                Some(passed) => passed.map(|(socket, at)| (socket, at, true)),
+                None => bind(s).map(|(socket, at)| (socket, at, false)),
+            };
+            match result {
+                Ok((socket, at, passed)) => bound.push((s, socket, at, passed)),
+                Err(e) => {
+                    for (s, socket, at, passed) in bound {
+                        if passed {
+                            self.inherited.give_back(s, socket, at);
+                        }
+                    }
+                    return Err(format!("service {}: cannot listen on {transport} {addr}: {e}", s.name));
+                }
+            }
+        }
+        Ok(bound.into_iter().map(|(_, socket, at, _)| (socket, at)).collect())
+    }
+
     /// Make the services of `config` the node's: keep the sockets (and counters) of services
     /// whose listener is unchanged, bind the new ones first so a failure changes nothing.
     fn apply(&mut self, config: Config) -> Result<(), String> {
@@ -273,14 +317,7 @@ impl Node {
                 same.or_else(|| old.iter().position(|e| e.service.listen == service.listen && e.addr.port() != 0));
             next.push((Arc::new(service), same.map(|i| old.swap_remove(i))));
         }
-        let bound: Result<Vec<_>, String> = next
-            .iter()
-            .filter(|(_, kept)| kept.is_none())
-            .map(|(s, _)| {
-                let (transport, addr) = (s.listen.transport.name(), s.listen.addr);
-                bind(s).map_err(|e| format!("service {}: cannot listen on {transport} {addr}: {e}", s.name))
-            })
-            .collect();
+        let bound = self.bind_new(next.iter().filter(|(_, kept)| kept.is_none()).map(|(s, _)| s));
         let bound = match bound {
             Ok(bound) => bound,
             Err(e) => {

@@ -79,6 +79,10 @@ pub enum Command {
     Call(crate::objects_cmd::CallArgs),
     /// The cluster switch: `warren switch --listen ADDR --backend ADDR… --policy P --mode relay|handoff|http`.
     Switch(crate::switch_cmd::SwitchArgs),
+    /// Shell completions, generated from this command line: `warren completions bash`.
+    Completions(crate::manual::CompletionsArgs),
+    /// Man pages, generated from this command line: `warren man --out DIR`.
+    Man(crate::manual::ManArgs),
     /// Measure and compare.
     Bench {
         #[command(subcommand)]

@@ -35,7 +35,9 @@ pub enum FilesCommand {
     Serve(FilesServeArgs),
     /// Fetch a file through the local cache (served from it while its lease lasts).
     Get {
+        /// The file server, ADDR:PORT.
         server: SocketAddr,
+        /// The file's path on the server.
         path: String,
         /// Write the file here instead of standard output.
         #[arg(short, long)]
@@ -45,16 +47,40 @@ pub enum FilesCommand {
         cache: Option<PathBuf>,
     },
     /// Upload a local file; prints the id the server gave it first (for `warren files cancel`).
-    Put { server: SocketAddr, local: PathBuf, path: String },
+    Put {
+        /// The file server, ADDR:PORT.
+        server: SocketAddr,
+        /// The local file to send.
+        local: PathBuf,
+        /// Where it goes on the server.
+        path: String,
+    },
     /// List a directory.
-    Ls { server: SocketAddr, path: Option<String> },
+    Ls {
+        /// The file server, ADDR:PORT.
+        server: SocketAddr,
+        /// The directory [default: the root].
+        path: Option<String>,
+    },
     /// Describe a file or directory.
-    Stat { server: SocketAddr, path: String },
+    Stat {
+        /// The file server, ADDR:PORT.
+        server: SocketAddr,
+        /// The path on the server.
+        path: String,
+    },
     /// Delete a file.
-    Rm { server: SocketAddr, path: String },
+    Rm {
+        /// The file server, ADDR:PORT.
+        server: SocketAddr,
+        /// The file's path on the server.
+        path: String,
+    },
     /// Cancel an upload through the server's control endpoint.
     Cancel {
+        /// The server's control endpoint, ADDR:PORT (its --control address).
         control: SocketAddr,
+        /// The upload's id, as `warren files put` printed it.
         #[arg(value_parser = parse_id)]
         id: u64,
     },

@@ -7,6 +7,7 @@ mod demo;
 mod files_cmd;
 mod line_editor;
 mod local_zone;
+mod manual;
 mod objects_cmd;
 mod objects_registry;
 mod oob_cmd;
@@ -18,6 +19,7 @@ mod switch_cmd;
 mod switch_http;
 mod switch_node;
 mod switch_registry;
+mod systemd;
 mod up;
 mod up_registry;
 
@@ -60,6 +62,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Objects(args) => objects_cmd::run(&args),
         Command::Call(args) => objects_cmd::call(&args),
         Command::Switch(args) => switch_cmd::run(&args),
+        Command::Completions(args) => manual::completions(&args),
+        Command::Man(args) => manual::man(&args),
         Command::Bench { what: BenchCommand::Oob(args) } => warren_bench::oob(&args),
         Command::Bench { what: BenchCommand::Superd(args) } => warren_bench::superd(&args),
         Command::Bench { what: BenchCommand::Registry(args) } => warren_bench::registry(&args),

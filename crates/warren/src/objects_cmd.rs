@@ -51,6 +51,7 @@ pub enum ObjectsCommand {
     Rm {
         #[command(flatten)]
         admin: AdminConn,
+        /// The object's name.
         name: String,
     },
     /// List the objects: name, class, policy, lifespan, calls.
@@ -134,6 +135,7 @@ pub struct ObjectsServeArgs {
 pub struct CallArgs {
     /// The object's name: resolved through the registry unless --server names the object server.
     pub name: String,
+    /// The method, as the interface names it (`sayHello`).
     pub method: String,
     /// The arguments, each one JSON value (`'"text"'`, `42`, `'{"Squares":{"n":4}}'`).
     pub args: Vec<String>,

@@ -32,6 +32,7 @@ pub enum RegistryCommand {
     /// Print a name's endpoints, one `NAME ENDPOINT` line each (NAME in any case; printed as the
     /// registry spells it).
     Lookup {
+        /// The name to look up.
         name: String,
         #[command(flatten)]
         conn: Conn,
@@ -42,12 +43,14 @@ pub enum RegistryCommand {
     Rebind(BindArgs),
     /// Remove a name and its endpoints.
     Unbind {
+        /// The name to remove.
         name: String,
         #[command(flatten)]
         conn: Conn,
     },
     /// Print every name starting with PREFIX, with its endpoints.
     List {
+        /// Only names starting with this [default: every name].
         #[arg(default_value = "")]
         prefix: String,
         #[command(flatten)]
@@ -55,6 +58,7 @@ pub enum RegistryCommand {
     },
     /// Print changes to names starting with PREFIX as they happen, until stopped.
     Watch {
+        /// Only names starting with this [default: every name].
         #[arg(default_value = "")]
         prefix: String,
         /// Print the changes after this revision first [default: the current one].
@@ -186,6 +190,7 @@ pub struct EndpointArgs {
 
 #[derive(Debug, Args)]
 pub struct BindArgs {
+    /// The name (compared without regard to case, printed as first spelt).
     pub name: String,
     /// Endpoints as ADDR:PORT (IPv6 as [ADDR]:PORT).
     #[arg(required = true)]
@@ -198,6 +203,7 @@ pub struct BindArgs {
 
 #[derive(Debug, Args)]
 pub struct RegisterArgs {
+    /// The name to register the endpoint under.
     pub name: String,
     /// The endpoint, ADDR:PORT.
     pub addr: SocketAddr,

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use warren_node::config::{Kind, RegistryLink, Service, StatusAddr};
 use warren_node::{Config, Hooks};
 
+use crate::systemd::Manager;
 use crate::up_registry::Registrar;
 
 #[derive(Debug, Args)]
@@ -56,6 +57,9 @@ pub fn up(args: &UpArgs) -> anyhow::Result<()> {
         print!("{}", warren_node::toml_config::DEFAULT);
         return Ok(());
     }
+    // SAFETY: nothing has started a thread yet (logging and signal registration come after).
+    let handover = unsafe { Manager::take_from_env() }?;
+    let manager = handover.manager;
     crate::serve::init_logging(None);
     // Signals first, so that a SIGHUP or SIGTERM arriving while services start is not lost.
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])?;
@@ -64,16 +68,23 @@ pub fn up(args: &UpArgs) -> anyhow::Result<()> {
     let count = config.services.len();
     let registrar = registrar(&config)?.map(Arc::new);
     let hooks = Announce { registrar: registrar.clone() };
-    let node = warren_node::start(config, Box::new(hooks)).context("cannot start the node")?;
-    println!("warren: up: {count} services");
+    let inherited = warren_node::Inherited::new(handover.listeners)?;
+    let passed = inherited.len();
+    let node = warren_node::start_with(config, Box::new(hooks), inherited).context("cannot start the node")?;
+    let up = match passed {
+        0 => format!("up: {count} services"),
+        n => format!("up: {count} services, {n} listeners from the service manager"),
+    };
+    println!("warren: {up}");
     let _ = std::io::stdout().flush();
+    manager.ready(&up);
     let (stop_reports, stopped) = std::sync::mpsc::channel::<()>();
     std::thread::scope(|scope| {
         if let Some(registrar) = &registrar {
             let node = &node;
             scope.spawn(move || report_loads(node, registrar, &stopped));
         }
-        serve_signals(args, &node, &mut signals);
+        serve_signals(args, &node, &mut signals, &manager);
         drop(stop_reports);
     });
     // Services leave the registry before they stop answering, so that no client is sent to one.
@@ -99,22 +110,39 @@ fn report_loads(node: &warren_node::NodeHandle, registrar: &Registrar, stopped: 
 }
 
 /// Reloads on SIGHUP; returns at SIGINT or SIGTERM.
-fn serve_signals(args: &UpArgs, node: &warren_node::NodeHandle, signals: &mut signal_hook::iterator::Signals) {
+fn serve_signals(
+    args: &UpArgs,
+    node: &warren_node::NodeHandle,
+    signals: &mut signal_hook::iterator::Signals,
+    manager: &Manager,
+) {
     use signal_hook::consts::SIGHUP;
     for signal in signals.forever() {
         if signal == SIGHUP {
-            match load(args).map_err(|e| format!("{e:#}")).and_then(|config| {
+            manager.reloading();
+            let mut count = 0;
+            let status = match load(args).map_err(|e| format!("{e:#}")).and_then(|config| {
                 report(&config);
+                count = config.services.len();
                 node.reload(config)
             }) {
-                Ok(()) => println!("warren: reloaded"),
-                Err(e) => eprintln!("warren: reload failed, configuration unchanged: {e}"),
-            }
+                Ok(()) => {
+                    println!("warren: reloaded");
+                    format!("reloaded: {count} services")
+                }
+                Err(e) => {
+                    eprintln!("warren: reload failed, configuration unchanged: {e}");
+                    format!("reload failed, configuration unchanged: {e}")
+                }
+            };
             let _ = std::io::stdout().flush();
+            manager.ready(&status);
         } else {
             let most = args.grace + args.kill_after + warren_node::node::REAP_WAIT;
-            println!("warren: draining (up to {})", humantime::format_duration(most));
+            let draining = format!("draining (up to {})", humantime::format_duration(most));
+            println!("warren: {draining}");
             let _ = std::io::stdout().flush();
+            manager.stopping(&draining);
             break;
         }
     }
