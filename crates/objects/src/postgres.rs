@@ -154,6 +154,18 @@ impl Store for PostgresStore {
         }))
     }
 
+    fn load_newer(&self, id: &str, held: u64) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let (id, held) = (id.to_owned(), held as i64);
+        let row = self.with(|c| async move {
+            c.query_opt("SELECT version, state FROM warren_objects WHERE id = $1 AND version <> $2", &[&id, &held])
+                .await
+        })?;
+        Ok(row.and_then(|r| {
+            let state: Option<Vec<u8>> = r.get(1);
+            state.map(|s| (r.get::<_, i64>(0) as u64, s))
+        }))
+    }
+
     fn save(&self, id: &str, expected: u64, state: &[u8]) -> Result<u64, StoreError> {
         let (id, state, version) = (id.to_owned(), state.to_vec(), expected as i64);
         let changed = self.with(|c| async move {

@@ -47,6 +47,11 @@ pub trait Store: Send + Sync {
     fn remove(&self, id: &str) -> Result<(), StoreError>;
     /// The object's state and its version; `None` before the first save.
     fn load(&self, id: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+    /// The state and its version if its version is not `held` (another writer saved since
+    /// `held` was read); `None` when it is, or when the object is gone. Asked before every call
+    /// on a persistent object, so it is one indexed query that carries the state only when it
+    /// moved.
+    fn load_newer(&self, id: &str, held: u64) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
     /// Replace the state saved at `expected` (0: none yet); returns the new version. Durable
     /// when it returns: the answer to the call that changed the state is sent after it.
     fn save(&self, id: &str, expected: u64, state: &[u8]) -> Result<u64, StoreError>;
@@ -123,6 +128,15 @@ impl Store for SqliteStore {
         Ok(row.and_then(|(version, state)| state.map(|s| (version as u64, s))))
     }
 
+    fn load_newer(&self, id: &str, held: u64) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let row: Option<(i64, Option<Vec<u8>>)> = self
+            .db()
+            .prepare_cached("SELECT version, state FROM objects WHERE id = ?1 AND version <> ?2")?
+            .query_row(params![id, held as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        Ok(row.and_then(|(version, state)| state.map(|s| (version as u64, s))))
+    }
+
     fn save(&self, id: &str, expected: u64, state: &[u8]) -> Result<u64, StoreError> {
         let changed = self.db().execute(
             "UPDATE objects SET state = ?1, version = version + 1 WHERE id = ?2 AND version = ?3",
@@ -159,6 +173,8 @@ mod tests {
         assert_eq!(store.save("1", 0, b"one").unwrap(), 1);
         assert!(matches!(store.save("1", 0, b"stale"), Err(StoreError::Conflict { expected: 0 })));
         assert_eq!(store.load("1").unwrap(), Some((1, b"one".to_vec())));
+        assert_eq!(store.load_newer("1", 1).unwrap(), None, "the version held is the stored one");
+        assert_eq!(store.load_newer("1", 0).unwrap(), Some((1, b"one".to_vec())));
         drop(store);
         let store = SqliteStore::open(&dir.join("objects.db")).unwrap();
         assert_eq!(store.records().unwrap(), vec![record("1", "Counter")]);

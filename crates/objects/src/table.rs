@@ -26,6 +26,14 @@ pub const MAX_EXPORTS: usize = 10_000;
 pub const EXPORT_LEASE: Duration = Duration::from_secs(10 * 60);
 /// An exported object's thread ends after this long without a call (the object stays).
 const EXPORT_IDLE: Duration = Duration::from_secs(30);
+/// How many times a call on a persistent object runs when its save keeps losing the race to
+/// other servers; then it is answered `conflict`. Each lost race means another writer's save
+/// won; two servers writing at once lose about half their races, so 16 tries fail together
+/// about once in 65,000 calls.
+pub const CONFLICT_ATTEMPTS: u32 = 16;
+/// The longest pause before running a call again after a lost race, drawn at random up to this
+/// (times the attempt, capped at 8×): servers that raced in step leave each other a window.
+const CONFLICT_PAUSE: Duration = Duration::from_micros(500);
 
 /// Whether an object outlives the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,14 +81,38 @@ pub struct Hosted {
     pub lifespan: Lifespan,
     interface: &'static warren_rpc::Interface,
     executor: Executor,
-    servant: Arc<Mutex<Option<Arc<Incarnation>>>>,
-    /// How to make the servant again (on demand, or after a conflict).
-    incarnate: Box<dyn Fn() -> Result<(Incarnation, u64), RpcError> + Send + Sync>,
-    /// The version of the saved state the servant holds, and the bytes saved last.
-    saved: Mutex<(u64, Option<Vec<u8>>)>,
+    servant: Arc<Mutex<Option<Arc<Live>>>>,
+    /// How to make the servant, from the stored state (on demand, or when the store's is newer).
+    incarnate: Incarnate,
+    /// Where a persistent object's state is; `None` for the others.
     store: Option<Arc<dyn Store>>,
     calls: AtomicU64,
     last_call: Mutex<Instant>,
+}
+
+/// Makes a servant, fresh (`None`) or from saved state.
+type Incarnate = Box<dyn Fn(Option<&[u8]>) -> Result<Incarnation, RpcError> + Send + Sync>;
+
+/// A servant and the stored state it started from. The version belongs to the servant, not to
+/// the object: a call still running on a servant that a newer one replaced saves against the
+/// version that servant read, so its save loses the race instead of overwriting newer state.
+struct Live {
+    incarnation: Incarnation,
+    /// The version of the stored state this servant holds, and the bytes saved last.
+    saved: Mutex<(u64, Option<Vec<u8>>)>,
+}
+
+impl Live {
+    fn version(&self) -> u64 {
+        self.saved.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+}
+
+/// Why a save failed.
+enum SaveError {
+    /// Another server saved first; this servant is dropped, and the call may run again.
+    Lost,
+    Failed(RpcError),
 }
 
 impl std::fmt::Debug for Hosted {
@@ -112,44 +144,68 @@ impl Hosted {
         self.policy.inline()
     }
 
+    /// Run the call on the servant; for a persistent object, on the stored state as it is now
+    /// (a read after a write acknowledged by any server sees it), saved before the answer. A
+    /// save that lost the race to another server changed nothing: the call runs again on the
+    /// state that won, up to [`CONFLICT_ATTEMPTS`] times, while the caller still waits.
     fn run(&self, ctx: &Context, call: &Call) -> Outcome {
-        if ctx.is_cancelled() {
-            return Outcome::Err(RpcError::new(Code::Cancelled, "the caller gave up before the call ran"));
+        for attempt in 0..CONFLICT_ATTEMPTS {
+            if attempt > 0 {
+                std::thread::sleep(jitter(CONFLICT_PAUSE * attempt.min(8)));
+            }
+            if ctx.is_cancelled() {
+                return Outcome::Err(RpcError::new(Code::Cancelled, "the caller gave up before the call ran"));
+            }
+            let live = match self.servant() {
+                Ok(live) => live,
+                Err(e) => return Outcome::Err(e),
+            };
+            let outcome = warren_rpc::client::invoke(Some(&*live.incarnation.object), ctx, call);
+            if self.lifespan != Lifespan::Persistent || matches!(outcome, Outcome::Err(_)) {
+                return outcome;
+            }
+            match self.persist(&live) {
+                Ok(()) => return outcome,
+                Err(SaveError::Lost) => continue,
+                Err(SaveError::Failed(e)) => return Outcome::Err(e),
+            }
         }
-        let servant = match self.servant() {
-            Ok(servant) => servant,
-            Err(e) => return Outcome::Err(e),
-        };
-        let outcome = warren_rpc::client::invoke(Some(&*servant.object), ctx, call);
-        if self.lifespan == Lifespan::Persistent
-            && !matches!(outcome, Outcome::Err(_))
-            && let Err(e) = self.persist(&servant)
-        {
-            return Outcome::Err(e);
-        }
-        outcome
+        Outcome::Err(RpcError::new(
+            Code::Conflict,
+            format!("other servers changed the object first {CONFLICT_ATTEMPTS} times in a row: call again"),
+        ))
     }
 
-    /// The servant, made now if the object is not active.
-    fn servant(&self) -> Result<Arc<Incarnation>, RpcError> {
+    /// The servant, made now if the object is not active, or made again if the store holds a
+    /// newer state than it (another server saved since): one query that returns the state only
+    /// when its version moved.
+    fn servant(&self) -> Result<Arc<Live>, RpcError> {
         let mut slot = self.servant.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(servant) = &*slot {
-            return Ok(servant.clone());
-        }
-        let (incarnation, version) = (self.incarnate)()?;
-        let servant = Arc::new(incarnation);
-        let saved = servant.snapshot.as_ref().map(|s| s());
-        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = (version, saved);
-        *slot = Some(servant.clone());
-        Ok(servant)
+        let stored = match (&*slot, &self.store) {
+            (Some(live), None) => return Ok(live.clone()),
+            (Some(live), Some(_)) if live.incarnation.snapshot.is_none() => return Ok(live.clone()),
+            (Some(live), Some(store)) => match store.load_newer(&self.id, live.version()) {
+                Ok(None) => return Ok(live.clone()),
+                Ok(Some(newer)) => Some(newer),
+                Err(e) => return Err(RpcError::new(Code::Internal, e.to_string())),
+            },
+            (None, Some(store)) => store.load(&self.id).map_err(|e| RpcError::new(Code::Internal, e.to_string()))?,
+            (None, None) => None,
+        };
+        let (version, state) = stored.map_or((0, None), |(v, s)| (v, Some(s)));
+        let incarnation = (self.incarnate)(state.as_deref())?;
+        let saved = incarnation.snapshot.as_ref().map(|s| s());
+        let live = Arc::new(Live { incarnation, saved: Mutex::new((version, saved)) });
+        *slot = Some(live.clone());
+        Ok(live)
     }
 
     /// Save the servant's state if a call changed it, before the call is answered: nothing
     /// acknowledged is lost. A save that lost a race (another server changed the state) drops
-    /// the servant, so the next call starts from the stored state, and fails `Conflict`.
-    fn persist(&self, servant: &Incarnation) -> Result<(), RpcError> {
-        let (Some(snapshot), Some(store)) = (&servant.snapshot, &self.store) else { return Ok(()) };
-        let mut saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+    /// the servant, so the next attempt starts from the stored state.
+    fn persist(&self, live: &Arc<Live>) -> Result<(), SaveError> {
+        let (Some(snapshot), Some(store)) = (&live.incarnation.snapshot, &self.store) else { return Ok(()) };
+        let mut saved = live.saved.lock().unwrap_or_else(|e| e.into_inner());
         let state = snapshot();
         if saved.1.as_deref() == Some(state.as_slice()) {
             return Ok(());
@@ -161,10 +217,13 @@ impl Hosted {
             }
             Err(StoreError::Conflict { .. }) => {
                 drop(saved);
-                *self.servant.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                Err(RpcError::new(Code::Conflict, "another server changed the object first: call again"))
+                let mut slot = self.servant.lock().unwrap_or_else(|e| e.into_inner());
+                if slot.as_ref().is_some_and(|current| Arc::ptr_eq(current, live)) {
+                    *slot = None;
+                }
+                Err(SaveError::Lost)
             }
-            Err(e) => Err(RpcError::new(Code::Internal, e.to_string())),
+            Err(e) => Err(SaveError::Failed(RpcError::new(Code::Internal, e.to_string()))),
         }
     }
 
@@ -227,6 +286,13 @@ fn check_name(name: &str) -> Result<(), RpcError> {
     } else {
         Err(RpcError::new(Code::BadArguments, format!("object name {name:?}: 1-253 letters, digits, '-', '_', '.'")))
     }
+}
+
+/// A random pause up to `max`.
+fn jitter(max: Duration) -> Duration {
+    let mut bytes = [0u8; 4];
+    getrandom::fill(&mut bytes).expect("the kernel's random numbers");
+    max.mul_f64(f64::from(u32::from_le_bytes(bytes)) / f64::from(u32::MAX))
 }
 
 fn new_id() -> String {
@@ -400,25 +466,16 @@ impl Objects {
             let known: Vec<_> = self.classes.info().into_iter().map(|c| c.name).collect();
             return Err(RpcError::new(Code::BadArguments, format!("no class {class:?}; known: {}", known.join(", "))));
         };
-        let store = self.store.clone().filter(|_| placement.lifespan == Lifespan::Persistent);
-        let object_id = placement.id.clone();
         let interface = made_by.interface();
-        let incarnate = move || {
-            let saved = match &store {
-                Some(store) => store.load(&object_id).map_err(|e| RpcError::new(Code::Internal, e.to_string()))?,
-                None => None,
-            };
-            let (version, state) = saved.map_or((0, None), |(v, s)| (v, Some(s)));
-            let incarnation = made_by.incarnate(state.as_deref()).map_err(|e| RpcError::new(Code::Internal, e))?;
-            Ok((incarnation, version))
-        };
+        let incarnate =
+            move |state: Option<&[u8]>| made_by.incarnate(state).map_err(|e| RpcError::new(Code::Internal, e));
         self.hosted(placement, interface, Box::new(incarnate))
     }
 
     /// A hosted object whose servant exists already: activating it hands out that servant.
     fn host_servant(&self, placement: Placement, object: Arc<dyn Dispatch>) -> Result<Hosted, RpcError> {
         let interface = object.interface();
-        let incarnate = move || Ok((Incarnation { object: object.clone(), snapshot: None }, 0));
+        let incarnate = move |_: Option<&[u8]>| Ok(Incarnation { object: object.clone(), snapshot: None });
         self.hosted(placement, interface, Box::new(incarnate))
     }
 
@@ -426,10 +483,10 @@ impl Objects {
         &self,
         placement: Placement,
         interface: &'static warren_rpc::Interface,
-        incarnate: Box<dyn Fn() -> Result<(Incarnation, u64), RpcError> + Send + Sync>,
+        incarnate: Incarnate,
     ) -> Result<Hosted, RpcError> {
         let Placement { id, name, class, policy, lifespan } = placement;
-        let servant: Arc<Mutex<Option<Arc<Incarnation>>>> = Arc::default();
+        let servant: Arc<Mutex<Option<Arc<Live>>>> = Arc::default();
         let slot = servant.clone();
         // Deactivation (on-demand, idle): the servant goes; its state is saved after every call.
         let on_idle = Arc::new(move || *slot.lock().unwrap_or_else(|e| e.into_inner()) = None);
@@ -445,7 +502,6 @@ impl Objects {
             executor,
             servant,
             incarnate,
-            saved: Mutex::new((0, None)),
             store: self.store.clone().filter(|_| lifespan == Lifespan::Persistent),
             calls: AtomicU64::new(0),
             last_call: Mutex::new(Instant::now()),

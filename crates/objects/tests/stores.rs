@@ -24,6 +24,9 @@ fn contract(store: &dyn Store) {
     assert_eq!(store.save("a1", 1, b"two").unwrap(), 2);
     assert!(matches!(store.save("a1", 1, b"stale"), Err(StoreError::Conflict { expected: 1 })), "a lost race");
     assert_eq!(store.load("a1").unwrap(), Some((2, b"two".to_vec())), "the loser changed nothing");
+    assert_eq!(store.load_newer("a1", 2).unwrap(), None, "nothing newer than the version held");
+    assert_eq!(store.load_newer("a1", 1).unwrap(), Some((2, b"two".to_vec())), "a newer version, with its state");
+    assert_eq!(store.load_newer("nobody", 0).unwrap(), None);
     assert!(matches!(store.save("nobody", 0, b"x"), Err(StoreError::Conflict { .. })));
 
     store.remove("a1").unwrap();

@@ -1,6 +1,6 @@
 //! The object server on PostgreSQL (`--store postgres://…`, a throwaway server from
 //! `warren-testkit`): a persistent counter keeps every acknowledged `add` through a kill -9 of
-//! the object server, and two object servers on one database share the object.
+//! the object server. Two servers sharing one database: `objects_shared.rs`.
 
 #[macro_use]
 mod support;
@@ -75,29 +75,4 @@ async fn every_acknowledged_add_survives_a_kill_9_of_the_object_server() {
     );
     server.stop_clean();
     let _ = std::fs::remove_dir_all(&data);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_object_servers_on_one_database_serve_the_same_object() {
-    let pg = LocalPostgres::start("objects-shared").expect("PostgreSQL must be installed");
-    let (data_a, data_b) = (scratch("a"), scratch("b"));
-    let a = serve(&pg.url(), &data_a);
-    add_counter(&a, &data_a, "Shared");
-    assert_eq!(counter(&a, "Shared").await.add(5).await.unwrap(), 5);
-    // B finds the object in the database at its start, with the state A saved.
-    let b = serve(&pg.url(), &data_b);
-    let on_b = counter(&b, "Shared").await;
-    assert_eq!(on_b.get().await.unwrap(), 5);
-    assert_eq!(on_b.add(1).await.unwrap(), 6);
-    // A's servant still holds 5: its next save loses the race and says so; the call after it
-    // starts from the stored state.
-    let on_a = counter(&a, "Shared").await;
-    let conflict = on_a.add(1).await.unwrap_err();
-    assert_eq!(conflict.code(), Some(warren_rpc::Code::Conflict), "{conflict}");
-    assert_eq!(on_a.add(1).await.unwrap(), 7);
-    assert_eq!(on_b.get().await.unwrap(), 6, "B's servant keeps what it had until it saves");
-    a.stop_clean();
-    b.stop_clean();
-    let _ = std::fs::remove_dir_all(&data_a);
-    let _ = std::fs::remove_dir_all(&data_b);
 }
