@@ -270,7 +270,7 @@ impl ProxySession {
         if self.exchange.is_some() || self.tunnel.is_some() || out.is_closed() {
             return;
         }
-        if self.closing || self.inbuf.is_empty() {
+        if self.inbuf.is_empty() {
             if self.client_eof || self.closing {
                 self.close_all(out);
             }
@@ -753,8 +753,10 @@ impl Session for ProxySession {
 
     fn handle_shutdown(&mut self, _: Instant, out: &mut Out) {
         self.closing = true;
-        // A tunnel has no answer to wait for: it may run until the server's grace ends.
-        if self.exchange.is_none() && self.tunnel.is_none() {
+        // A request begun (its head partly in, or its answer on the way) is answered, with
+        // `Connection: close`; only a connection waiting for its next request closes now. A
+        // tunnel has no answer to wait for: it may run until the server's grace ends.
+        if self.exchange.is_none() && self.tunnel.is_none() && self.inbuf.is_empty() {
             self.close_all(out);
         }
     }

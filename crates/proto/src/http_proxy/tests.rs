@@ -267,3 +267,23 @@ fn a_websocket_101_turns_the_connection_into_a_tunnel_spliced_both_ways_until_bo
     r.s.handle_spliced(r.t0, b1, StreamId::CLIENT, 6, true, &mut r.out);
     assert!(r.out.is_closed() && r.out.outbox(b1).unwrap().is_closed());
 }
+
+#[test]
+fn a_shutdown_answers_a_request_begun_with_a_close_and_closes_an_idle_connection() {
+    let mut r = rig(&[1]);
+    r.s.handle_input(r.t0, b"GET /a HTTP/1.1\r\n", &mut r.out);
+    r.s.handle_shutdown(r.t0, &mut r.out);
+    assert!(!r.out.is_closed(), "half a head in: the request is waited for");
+    r.s.handle_input(r.t0, b"Host: h\r\n\r\n", &mut r.out);
+    let (token, _) = r.connect();
+    let b1 = r.connected(token, 1);
+    assert!(r.sent(b1).starts_with("GET /a "));
+    r.s.handle_stream_input(r.t0, b1, OK, &mut r.out);
+    let answer = r.sent(StreamId::CLIENT);
+    assert!(answer.contains("Connection: close\r\n") && answer.ends_with("hi"), "{answer}");
+    assert!(r.out.is_closed());
+
+    let mut idle = rig(&[1]);
+    idle.s.handle_shutdown(idle.t0, &mut idle.out);
+    assert!(idle.out.is_closed(), "no request begun: closed at once");
+}
