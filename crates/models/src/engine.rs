@@ -263,6 +263,24 @@ impl<S: Session> Engine<S> {
         self.more().finished.push_back(Finished::Connected(token, result));
     }
 
+    /// The session gave `stream` up to be kept idle (`Action::Park`): true, and the stream is
+    /// forgotten here, when it can be kept (all its queue sent, open both ways, no splice on
+    /// it); otherwise false, and it closes as any stream the session closed.
+    pub(crate) fn park_stream(&mut self, stream: StreamId) -> bool {
+        let open = self.stream(stream).is_some_and(|s| !s.fin && !s.read_closed && !s.write_shut);
+        let sent = self.out.outbox(stream).is_some_and(|o| o.is_flushed() && !o.is_write_closed());
+        let spliced = self.splices().iter().any(|sp| sp.from == stream || sp.to == stream);
+        if !(open && sent && !spliced) {
+            if let Some(o) = self.out.outbox_mut(stream) {
+                o.close();
+            }
+            return false;
+        }
+        self.more().streams.retain(|s| s.id != stream);
+        self.out.remove_stream(stream);
+        true
+    }
+
     /// An id for a stream the driver is about to connect.
     pub(crate) fn new_stream(&mut self) -> StreamId {
         let more = self.more();

@@ -29,6 +29,7 @@ mod green;
 pub mod handoff;
 mod helpers;
 mod hub_process;
+mod idle;
 mod iterative;
 mod local_hub;
 mod pool;
@@ -47,6 +48,7 @@ pub mod fuzzing {
 
 pub use accept::{AsyncAcceptor, Listener};
 pub use activity::Activity;
+pub use idle::IdleConfig;
 pub use run::{GRACE, Model, ServeConfig, ServeReport, serve, serve_until};
 pub use shutdown::Shutdown;
 pub use urgent::UrgentMode;

@@ -126,6 +126,9 @@ pub struct ServeConfig {
     /// Datagram services: how often one source address is answered (reflection sources are
     /// never answered). Default 20 a second after a burst of 40, over 16,384 sources.
     pub datagram_rate: crate::udp::SourceRate,
+    /// `event`: idle outbound connections the loop keeps for its sessions to reuse
+    /// (`Action::Park`, `Action::Reuse`). Default none; the other models keep none.
+    pub idle: crate::idle::IdleConfig,
 }
 
 /// How long shutdown waits for connections to say goodbye (and children to exit) before it
@@ -155,6 +158,7 @@ impl ServeConfig {
             urgent: UrgentMode::Off,
             gate: None,
             datagram_rate: crate::udp::SourceRate::default(),
+            idle: crate::idle::IdleConfig::default(),
         }
     }
 

@@ -331,11 +331,16 @@ impl Node {
         }
         let mut bound = bound.into_iter();
         for (index, (service, kept)) in next.into_iter().enumerate() {
+            let mut replaced = None;
             let entry = match kept {
                 Some(mut entry) => {
                     let builtin_changed = entry.service.kind != service.kind || entry.service.limits != service.limits;
                     if entry.builtin.is_some() && builtin_changed {
-                        stop_builtin(entry.builtin.take());
+                        if overlaps(&entry.service) && overlaps(&service) {
+                            replaced = entry.builtin.take();
+                        } else {
+                            stop_builtin(entry.builtin.take());
+                        }
                     }
                     if entry.service.name != service.name {
                         self.hooks.closed(&entry.service.name);
@@ -364,6 +369,9 @@ impl Node {
             if let Err(e) = self.activate(index) {
                 tracing::error!("service {}: {e}", self.entries[index].as_ref().map_or("?", |e| &e.service.name));
             }
+            // Stopped once its successor accepts on the same socket: the old one finishes the
+            // connections it took, so none waits in the backlog for the whole grace.
+            stop_builtin(replaced);
         }
         Ok(())
     }
@@ -473,6 +481,13 @@ impl Node {
             entry.watch = Watch::Paused(until);
         }
     }
+}
+
+/// Whether a reload may start `service`'s new builtin before the old one stops, both accepting on
+/// the one socket for a moment: the switch, which keeps no state a second instance would fight
+/// over (a registry or an object server holds its store's lock).
+fn overlaps(service: &Service) -> bool {
+    matches!(&service.kind, Kind::Builtin(b) if b.protocol == crate::config::Protocol::Switch)
 }
 
 fn stop_builtin(running: Option<Running>) {

@@ -44,6 +44,16 @@ pub enum Action<R, D = Nothing> {
     /// receiver must see first), to the process listening at `to`. The session ends here: no
     /// more calls, nothing more is sent, and this process keeps no descriptor of it.
     HandOff { to: HandOffTarget, preamble: Vec<u8> },
+    /// Hand stream `stream`, a connection to `addr` that may carry another request (every byte
+    /// of the last answer read, the peer willing to go on), to the driver's idle connections,
+    /// where any session of this server may take it back with [`Action::Reuse`]. The session
+    /// hears nothing more of it. A driver that keeps no idle connections, or has enough to
+    /// `addr`, closes it.
+    Park { stream: StreamId, addr: SocketAddr },
+    /// Take an idle connection to `addr` that the driver keeps ([`Action::Park`]): it comes
+    /// back as a new stream through `Session::handle_connected` with this token, or, with none
+    /// kept, as `Err(NotFound)`. A kept connection the peer closed meanwhile reads as ended.
+    Reuse { token: Token, addr: SocketAddr },
     /// Write a line to the server's log.
     Log(Level, String),
 }
@@ -383,6 +393,16 @@ impl<R, D> Output<R, D> {
     /// Connect to `addr`; the outcome comes back with `token`.
     pub fn connect(&mut self, token: Token, addr: SocketAddr, timeout: Duration) {
         self.act(Action::Connect { token, addr, timeout });
+    }
+
+    /// Give up stream `stream`, a reusable connection to `addr`, to the driver's idle ones.
+    pub fn park(&mut self, stream: StreamId, addr: SocketAddr) {
+        self.act(Action::Park { stream, addr });
+    }
+
+    /// Take an idle connection to `addr` kept by the driver; the outcome comes back with `token`.
+    pub fn reuse(&mut self, token: Token, addr: SocketAddr) {
+        self.act(Action::Reuse { token, addr });
     }
 
     /// Queue a log line.

@@ -19,7 +19,8 @@
 //!
 //! Refusals: when no backend can be reached (or none is offered), the client's connection is
 //! closed at once (it has no bytes of its own to explain why). A relay with no bytes moving
-//! either way for the idle timeout is closed.
+//! either way for the idle timeout is closed. At the server's shutdown a connection with a
+//! backend, or on its way to one, is not cut: it ends when its sides do, or at the grace's end.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -197,6 +198,15 @@ impl Session for RelaySession {
         match msg {}
     }
 
+    /// A connection that has a backend, or is being connected to one, runs on until its sides
+    /// end, within the server's grace: closing it would leave a client that already sent its
+    /// request without an answer (a node reload replaces the switch under open connections).
+    fn handle_shutdown(&mut self, _: Instant, out: &mut Out) {
+        if self.lease.is_none() {
+            out.close();
+        }
+    }
+
     fn handle_timeout(&mut self, now: Instant, out: &mut Out) {
         if now >= self.idle_at {
             out.log(Level::Debug, "relay: idle; closing");
@@ -325,6 +335,19 @@ mod tests {
         assert!(out.outbox(backend).unwrap().is_write_closed() && !out.is_closed());
         s.handle_spliced(t0, backend, StreamId::CLIENT, 7, true, &mut out);
         assert!(out.is_closed() && out.outbox(backend).unwrap().is_closed());
+    }
+
+    #[test]
+    fn a_shutdown_lets_a_connection_on_its_way_to_a_backend_through() {
+        let (mut s, t0) = session();
+        let mut out = Out::new();
+        s.handle_open(t0, &mut out);
+        s.handle_input(t0, b"GET / HTTP/1.1\r\n\r\n", &mut out);
+        s.handle_shutdown(t0, &mut out);
+        assert!(!out.is_closed(), "the request already sent still goes to a backend");
+        out.add_stream(StreamId(1));
+        s.handle_connected(t0, Token(0), Ok(StreamId(1)), &mut out);
+        assert_eq!(out.outbox(StreamId(1)).unwrap().pending(), b"GET / HTTP/1.1\r\n\r\n");
     }
 
     #[test]

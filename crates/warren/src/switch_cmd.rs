@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use warren_balance::{Backend, BackendId, Change, CheckConfig, OutlierConfig, Policy, Pool, PoolConfig, Request};
-use warren_models::{Model, ServeConfig, ServeReport, Shutdown};
+use warren_models::{IdleConfig, Model, ServeConfig, ServeReport, Shutdown};
 use warren_proto::HandOffTarget;
 use warren_proto::handoff::{Front, Peek};
 use warren_proto::pick::{Lease, Pick};
@@ -175,27 +175,28 @@ pub(crate) fn serve(args: &SwitchArgs, listener: TcpListener, until: Until) -> a
             let mut relay = Relay::picking(switch.clone());
             relay.connect_timeout = args.connect_timeout;
             relay.local = Some(addr);
-            serve_event(relay, listener, until, |said| switch.ready(args, said))?
+            serve_event(relay, listener, until, IdleConfig::default(), |said| switch.ready(args, said))?
         }
         Mode::Handoff => {
             let switch = Arc::new(Switch::<HandOffTarget>::start(pool, args, "http".to_owned(), None)?);
             let peek = if args.peek == "head" { Peek::Head } else { Peek::Line };
             let front = Front::picking(switch.clone(), peek);
-            serve_event(front, listener, until, |said| switch.ready(args, said))?
+            serve_event(front, listener, until, IdleConfig::default(), |said| switch.ready(args, said))?
         }
         Mode::Http => unreachable!("served above"),
     })
 }
 
-/// Serves `service` under the event model until `until`; `ready` runs once it listens, and
-/// says so only when the switch runs on its own.
+/// Serves `service` under the event model until `until`, keeping the idle backend connections
+/// `idle` says; `ready` runs once it listens, and says so only when the switch runs on its own.
 pub(crate) fn serve_event<S: warren_proto::Service>(
     service: S,
     listener: TcpListener,
     until: Until,
+    idle: IdleConfig,
     ready: impl FnOnce(Option<SocketAddr>),
 ) -> std::io::Result<ServeReport> {
-    let config = ServeConfig::for_model(Model::Event);
+    let config = ServeConfig { idle, ..ServeConfig::for_model(Model::Event) };
     match until {
         Until::Signal => {
             let addr = listener.local_addr()?;

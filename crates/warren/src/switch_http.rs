@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use warren_balance::{Pool, PoolConfig};
-use warren_models::ServeReport;
-use warren_proto::http_proxy::{HttpProxy, ProxySettings};
+use warren_models::{IdleConfig, ServeReport};
+use warren_proto::http_proxy::{HttpProxy, ProxySettings, Reuse};
 use warren_proto::pick::{Lease, Pick};
 
 use crate::switch_cmd::{Switch, SwitchArgs, Until};
@@ -44,6 +44,43 @@ pub struct HttpArgs {
     /// http: the longest an upgraded (WebSocket) connection may pass no byte either way.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
     pub tunnel_timeout: Duration,
+    /// http: which requests may go over an idle backend connection that another client
+    /// connection left to the shared pool (HAProxy's http-reuse).
+    #[arg(long, value_enum, default_value = "safe")]
+    pub http_reuse: ReuseArg,
+    /// http: idle backend connections the shared pool keeps per backend.
+    #[arg(long, default_value_t = 32)]
+    pub pool_max_idle: usize,
+    /// http: a pooled idle backend connection older than this is closed, not reused.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub pool_idle_timeout: Duration,
+}
+
+/// `--http-reuse`: [`Reuse`] as a flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReuseArg {
+    /// Each client connection's backend connections close with it.
+    Never,
+    /// Every request but a client connection's first may take a pooled connection.
+    Safe,
+    /// Any request may.
+    Always,
+}
+
+impl From<ReuseArg> for Reuse {
+    fn from(arg: ReuseArg) -> Self {
+        match arg {
+            ReuseArg::Never => Reuse::Never,
+            ReuseArg::Safe => Reuse::Safe,
+            ReuseArg::Always => Reuse::Always,
+        }
+    }
+}
+
+/// What the event loop's shared pool keeps: nothing when reuse is off.
+fn idle_pool(args: &HttpArgs) -> IdleConfig {
+    let per_addr = if args.http_reuse == ReuseArg::Never { 0 } else { args.pool_max_idle };
+    IdleConfig { per_addr, timeout: args.pool_idle_timeout }
 }
 
 /// Whether `name` may name a group: letters, digits, `-`, `_`, `.`.
@@ -120,7 +157,9 @@ pub(crate) fn serve(
     settings.retries = args.http.retries;
     settings.max_body = args.http.max_body;
     settings.tunnel_timeout = args.http.tunnel_timeout;
-    let report = crate::switch_cmd::serve_event(HttpProxy::new(settings), listener, until, |said| {
+    settings.reuse = args.http.http_reuse.into();
+    let idle = idle_pool(&args.http);
+    let report = crate::switch_cmd::serve_event(HttpProxy::new(settings), listener, until, idle, |said| {
         if let Some(addr) = said {
             crate::switch_cmd::say_ready(args, addr);
         }

@@ -1,5 +1,6 @@
 //! `builtin = "switch"` in warren.toml: `warren up` hosts the cluster switch with `warren
-//! switch`'s options, reconfigures it on SIGHUP on the same listening socket, and refuses a bad
+//! switch`'s options, reconfigures it on SIGHUP on the same listening socket (twenty times under
+//! load in relay mode without a connection refused, reset or left unanswered), and refuses a bad
 //! switch service naming the key.
 
 #[macro_use]
@@ -8,6 +9,8 @@ mod support;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use nix::sys::signal::Signal;
 use support::who::backend;
@@ -67,6 +70,85 @@ fn a_node_switch_spreads_over_its_backends_and_a_reload_reconfigures_it_on_the_s
     assert_eq!(answers.iter().filter(|w| *w == "b").count(), 6, "{answers:?}");
     node.stop_clean();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Twenty reloads of a node whose switch keys change each time (backends and policy), while
+/// three clients open connection after connection through it: every connection is answered by
+/// a backend, none is refused, reset or closed without an answer.
+fn reloads_under_load_leave_no_connection_unanswered(mode: &str) {
+    let (a, b) = (backend("a"), backend("b"));
+    let dir = scratch(&format!("reload-load-{mode}"));
+    let conf = dir.join("warren.toml");
+    let keys = |round: usize| {
+        let backends = match round % 3 {
+            0 => format!("\"{}\", \"{}\"", a.addr, b.addr),
+            1 => format!("\"{}\"", a.addr),
+            _ => format!("\"{}\", \"{},weight=3\"", a.addr, b.addr),
+        };
+        let policy = ["round-robin", "least-connections", "weighted"][round % 3];
+        front(&format!("mode = \"{mode}\"\nbackend = [{backends}]\npolicy = \"{policy}\"\ninter = \"100ms\"\n"))
+    };
+    std::fs::write(&conf, keys(0)).unwrap();
+    let mut node = Server::spawn(&["up", "-c", conf.to_str().unwrap()]);
+    node.wait_stdout(|l| l.starts_with("warren: up: "), T).expect("the node comes up");
+    let (stop, answered) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU32::new(0)));
+    let addr = node.addr;
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, answered) = (stop.clone(), answered.clone());
+            std::thread::spawn(move || {
+                let (mut done, mut failed) = (0u32, Vec::new());
+                // Bounded: the reloads below take far fewer than this many connections.
+                for _ in 0..100_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    match std::panic::catch_unwind(|| who(addr)) {
+                        Ok(name) if name == "a" || name == "b" => {
+                            done += 1;
+                            answered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        other => failed.push(format!("{other:?}")),
+                    }
+                }
+                (done, failed)
+            })
+        })
+        .collect();
+    for round in 1..=20 {
+        // Connections answered between every two reloads: the load runs through all of them.
+        let seen = answered.load(Ordering::Relaxed);
+        let moving = support::eventually(T, || answered.load(Ordering::Relaxed) >= seen + 10);
+        assert!(moving, "connections are answered before reload {round}");
+        std::fs::write(&conf, keys(round)).unwrap();
+        node.signal(Signal::SIGHUP);
+        assert!(node.wait_stdout(|l| l == "warren: reloaded", T).is_some(), "reload {round} was announced");
+    }
+    let seen = answered.load(Ordering::Relaxed);
+    assert!(support::eventually(T, || answered.load(Ordering::Relaxed) >= seen + 10), "answered after the last reload");
+    stop.store(true, Ordering::Relaxed);
+    let (mut done, mut failed) = (0, Vec::new());
+    for client in clients {
+        let (d, f) = client.join().unwrap();
+        done += d;
+        failed.extend(f);
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} connections failed: {:?}",
+        failed.len(),
+        done as usize + failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    node.stop_clean();
+    a.stop_clean();
+    b.stop_clean();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn twenty_node_reloads_under_load_leave_no_relayed_connection_unanswered() {
+    reloads_under_load_leave_no_connection_unanswered("relay");
 }
 
 #[test]

@@ -57,6 +57,19 @@ pub(crate) trait Link<S: Session> {
         token: Token,
     ) -> Option<Result<StreamId, io::ErrorKind>>;
 
+    /// Keep `stream`, a connection to `addr` the session gave up, for any session to reuse;
+    /// a model that keeps none closes it.
+    fn park(&mut self, stream: StreamId, addr: SocketAddr) {
+        let _ = addr;
+        self.drop_stream(stream);
+    }
+
+    /// Take an idle connection to `addr` as `stream`; false if none is kept.
+    fn reuse(&mut self, stream: StreamId, addr: SocketAddr) -> bool {
+        let _ = (stream, addr);
+        false
+    }
+
     /// Hand the accepted connection and `preamble` to the process at `to`.
     fn hand_off(&mut self, to: &HandOffTarget, preamble: &[u8]) -> io::Result<()> {
         let sock = self.sock(StreamId::CLIENT).ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
@@ -262,6 +275,16 @@ fn perform<S: Session, L: Link<S>>(engine: &mut Engine<S>, link: &mut L, now: In
                 if let Some(result) = link.connect(stream, addr, timeout, token) {
                     engine.handle_connected(token, result);
                 }
+            }
+            Action::Park { stream, addr } => {
+                if engine.park_stream(stream) {
+                    link.park(stream, addr);
+                }
+            }
+            Action::Reuse { token, addr } => {
+                let stream = engine.new_stream();
+                let result = if link.reuse(stream, addr) { Ok(stream) } else { Err(io::ErrorKind::NotFound) };
+                engine.handle_connected(token, result);
             }
             Action::HandOff { to, preamble } => {
                 match link.hand_off(&to, &preamble) {

@@ -26,6 +26,7 @@ use crate::conn::conn_info;
 use crate::engine::drive::{Link, Turn, drive};
 use crate::engine::{Done, Engine, EngineConfig, Msg, Req};
 use crate::helpers::{Helpers, futures_runtime, run_here, spawn_future};
+use crate::idle::IdleConns;
 use crate::local_hub::{LocalHub, Mailbox, lock};
 use crate::run::{Env, ServeConfig};
 use crate::urgent::UrgentMode;
@@ -79,6 +80,8 @@ pub(crate) struct Ctx<S: Service> {
     pub inbox: Arc<Inbox<Wake<S>>>,
     /// To watch sockets the event loop connects.
     registry: Registry,
+    /// Outbound connections kept idle for any session (`event` only, when configured).
+    idle: Option<Mutex<IdleConns<TcpStream>>>,
 }
 
 impl<S: Service> Ctx<S> {
@@ -101,6 +104,7 @@ impl<S: Service> Ctx<S> {
             helpers,
             inbox,
             registry: registry.try_clone()?,
+            idle: (!blocking && config.idle.per_addr > 0).then(|| Mutex::new(IdleConns::new(config.idle))),
         })
     }
 
@@ -402,6 +406,30 @@ impl<S: Service> Link<SessionOf<S>> for MioLink<'_, S> {
 
     fn drop_stream(&mut self, stream: StreamId) {
         self.io.more().streams.retain(|(id, _)| *id != stream);
+    }
+
+    fn park(&mut self, stream: StreamId, addr: SocketAddr) {
+        let more = self.io.more();
+        let Some(at) = more.streams.iter().position(|(id, _)| *id == stream) else { return };
+        let (_, mut socket) = more.streams.remove(at);
+        if let Some(idle) = &self.ctx.idle
+            && self.ctx.registry.deregister(&mut socket).is_ok()
+        {
+            lock(idle).park(addr, socket, Instant::now());
+        }
+    }
+
+    fn reuse(&mut self, stream: StreamId, addr: SocketAddr) -> bool {
+        let Some(idle) = &self.ctx.idle else { return false };
+        let Some(mut socket) = lock(idle).take(addr, Instant::now()) else { return false };
+        // Registered afresh under this connection's token: a socket the peer closed while it
+        // was idle is reported readable at once, and its session reads the end.
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if self.ctx.registry.register(&mut socket, token_of(self.io.slot, stream), interest).is_err() {
+            return false;
+        }
+        self.io.more().streams.push((stream, socket));
+        true
     }
 
     fn shutting_down(&self) -> bool {

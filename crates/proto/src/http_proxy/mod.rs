@@ -6,7 +6,11 @@
 //! timeout), checked and written again for the backend ([`head::request`]: hop-by-hop fields
 //! out, `X-Forwarded-For` and `X-Forwarded-Proto` in); a [`Pick`] chooses the backend seeing
 //! that head (so LARD and Maglev can key on the path); an idle connection to it that this
-//! client connection already holds is reused, or a new one is opened ([`Output::connect`]).
+//! client connection already holds is reused, else (as [`Reuse`] allows) one that another
+//! client connection left to the driver's idle pool ([`Output::reuse`]), else a new one is
+//! opened ([`Output::connect`]). A client connection that ends leaves its idle backend
+//! connections, each with its last answer read whole and kept alive by the backend, to that
+//! pool ([`Output::park`]); a connection with an answer half read is closed.
 //! The body follows as the client framed it (`Content-Length` or chunked), then the answer
 //! comes back the same way ([`head::response`]), `Content-Length`, chunked or until the
 //! backend closes. Bodies are not copied when they are long: what came with a head is passed
@@ -80,6 +84,24 @@ pub struct ProxySettings {
     /// The longest an upgraded (WebSocket) connection may pass no byte either way (HAProxy's
     /// `timeout tunnel`). Default 1 hour.
     pub tunnel_timeout: Duration,
+    /// Which requests may go over a backend connection another client connection left idle.
+    /// Default [`Reuse::Safe`].
+    pub reuse: Reuse,
+}
+
+/// When a request may go over an idle backend connection that another client connection gave
+/// up to the driver (`Action::Park` when a client connection ends; `Action::Reuse`), HAProxy's
+/// `http-reuse`. A client connection always reuses its own idle connections first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reuse {
+    /// Never: each client connection's backend connections close with it.
+    Never,
+    /// Every request but a client connection's first, which goes on a new connection: should an
+    /// idle connection prove closed, a browser would not retry that first request itself.
+    #[default]
+    Safe,
+    /// Any request, the first too.
+    Always,
 }
 
 impl ProxySettings {
@@ -103,6 +125,7 @@ impl ProxySettings {
             max_head: 16 * 1024,
             max_body: None,
             tunnel_timeout: Duration::from_secs(3600),
+            reuse: Reuse::Safe,
         }
     }
 }
@@ -140,6 +163,7 @@ impl Service for HttpProxy {
             client_eof: false,
             closing: false,
             tunnel: None,
+            served: false,
         }
     }
 
@@ -222,6 +246,10 @@ struct Exchange {
     backend: Option<StreamId>,
     /// The backend connection carried an earlier request.
     reused: bool,
+    /// `connecting` asks the driver for an idle connection (`Action::Reuse`), not a new one.
+    taking: bool,
+    /// A reused connection failed this request: it is sent again on a new one.
+    fresh_only: bool,
     /// The request head went to the backend.
     sent: bool,
     upload: Flow,
@@ -260,6 +288,8 @@ pub struct ProxySession {
     closing: bool,
     /// After a `101` to a WebSocket handshake: no more HTTP on this connection.
     tunnel: Option<Tunnel>,
+    /// An answer was passed on whole: later requests may take idle connections others left.
+    served: bool,
 }
 
 type Out = Output<Nothing>;
@@ -270,7 +300,7 @@ impl ProxySession {
         if self.exchange.is_some() || self.tunnel.is_some() || out.is_closed() {
             return;
         }
-        if self.closing || self.inbuf.is_empty() {
+        if self.inbuf.is_empty() {
             if self.client_eof || self.closing {
                 self.close_all(out);
             }
@@ -295,6 +325,8 @@ impl ProxySession {
                     connecting: None,
                     backend: None,
                     reused: false,
+                    taking: false,
+                    fresh_only: false,
                     sent: false,
                     upload: Flow::of(request.body),
                     upload_splice: 0,
@@ -346,16 +378,36 @@ impl ProxySession {
         if self.conns.len() >= MAX_BACKEND_CONNS
             && let Some(idle) = self.conns.iter().position(|c| !c.busy)
         {
-            let stream = self.conns.remove(idle).stream;
-            if let Some(o) = out.outbox_mut(stream) {
-                o.close();
-            }
+            let conn = self.conns.remove(idle);
+            Self::give_up(self.settings.reuse, conn, out);
         }
         let token = Token(self.next_token);
         self.next_token += 1;
         ex.connecting = Some(token);
         ex.reused = false;
-        out.connect(token, addr, self.settings.connect_timeout);
+        let shared = match self.settings.reuse {
+            Reuse::Never => false,
+            Reuse::Safe => self.served,
+            Reuse::Always => true,
+        };
+        ex.taking = shared && !ex.fresh_only;
+        if ex.taking {
+            out.reuse(token, addr);
+        } else {
+            out.connect(token, addr, self.settings.connect_timeout);
+        }
+    }
+
+    /// An idle backend connection this client connection no longer keeps: left to the driver
+    /// for others to reuse, unless reuse is off.
+    fn give_up(reuse: Reuse, conn: Conn, out: &mut Out) {
+        if conn.busy || reuse == Reuse::Never {
+            if let Some(o) = out.outbox_mut(conn.stream) {
+                o.close();
+            }
+        } else {
+            out.park(conn.stream, conn.addr);
+        }
     }
 
     fn send_request(&mut self, now: Instant, stream: StreamId, out: &mut Out) {
@@ -573,6 +625,7 @@ impl ProxySession {
     /// the client's next request may start.
     fn finish(&mut self, now: Instant, out: &mut Out) {
         let Some(ex) = self.exchange.take() else { return };
+        self.served = true;
         let uploaded = ex.upload == Flow::Done && ex.upload_splice == 0;
         if let Some(stream) = ex.backend {
             match self.conns.iter_mut().find(|c| c.stream == stream) {
@@ -610,6 +663,8 @@ impl ProxySession {
         }
         let Some(ex) = self.exchange.as_mut() else { return };
         let resend = !ex.sent || ex.request.idempotent && ex.request.body == Body::None;
+        // Another idle connection may have been closed as well: the next try is a new one.
+        ex.fresh_only |= ex.reused;
         ex.connecting = None;
         ex.sent = false;
         if !bytes_seen && resend && ex.tries <= self.settings.retries {
@@ -664,10 +719,10 @@ impl ProxySession {
         {
             o.close();
         }
+        // An idle connection's last answer was read whole and the backend keeps it alive: it
+        // may serve others. The one of an exchange in hand (an answer half read) closes.
         for conn in std::mem::take(&mut self.conns) {
-            if let Some(o) = out.outbox_mut(conn.stream) {
-                o.close();
-            }
+            Self::give_up(self.settings.reuse, conn, out);
         }
         self.exchange = None;
         out.close();
@@ -753,8 +808,10 @@ impl Session for ProxySession {
 
     fn handle_shutdown(&mut self, _: Instant, out: &mut Out) {
         self.closing = true;
-        // A tunnel has no answer to wait for: it may run until the server's grace ends.
-        if self.exchange.is_none() && self.tunnel.is_none() {
+        // A request begun (its head partly in, or its answer on the way) is answered, with
+        // `Connection: close`; only a connection waiting for its next request closes now. A
+        // tunnel has no answer to wait for: it may run until the server's grace ends.
+        if self.exchange.is_none() && self.tunnel.is_none() && self.inbuf.is_empty() {
             self.close_all(out);
         }
     }
@@ -786,9 +843,19 @@ impl Session for ProxySession {
             Ok(stream) => {
                 let ex = self.exchange.as_mut().expect("ours");
                 ex.connecting = None;
+                ex.reused = std::mem::take(&mut ex.taking);
                 let addr = *ex.lease.as_ref().expect("a lease while connecting").target();
                 self.conns.push(Conn { stream, addr, busy: true });
                 self.send_request(now, stream, out);
+            }
+            Err(_) if self.exchange.as_ref().is_some_and(|ex| ex.taking) => {
+                // No idle connection to that backend is kept: a new one.
+                let ex = self.exchange.as_mut().expect("ours");
+                ex.taking = false;
+                let addr = *ex.lease.as_ref().expect("a lease while connecting").target();
+                ex.connecting = Some(Token(self.next_token));
+                self.next_token += 1;
+                out.connect(ex.connecting.expect("just set"), addr, self.settings.connect_timeout);
             }
             Err(e) => {
                 out.log(Level::Error, format!("http: {}: connect: {e}", self.peer_name()));

@@ -63,11 +63,15 @@ fn rig(ports: &[u16]) -> Rig {
 }
 
 impl Rig {
-    /// The next connect asked for: its token and port.
+    /// The next connect asked for: its token and port. An idle connection asked for first is
+    /// not there, as with a driver that keeps none.
     fn connect(&mut self) -> (Token, u16) {
         loop {
             match self.out.poll_action().expect("a connect") {
                 Action::Connect { token, addr, .. } => return (token, addr.port()),
+                Action::Reuse { token, .. } => {
+                    self.s.handle_connected(self.t0, token, Err(std::io::ErrorKind::NotFound), &mut self.out);
+                }
                 Action::Log(..) => {}
                 other => panic!("{other:?}"),
             }
@@ -266,4 +270,116 @@ fn a_websocket_101_turns_the_connection_into_a_tunnel_spliced_both_ways_until_bo
     assert!(r.out.outbox(b1).unwrap().is_write_closed() && !r.out.is_closed());
     r.s.handle_spliced(r.t0, b1, StreamId::CLIENT, 6, true, &mut r.out);
     assert!(r.out.is_closed() && r.out.outbox(b1).unwrap().is_closed());
+}
+
+#[test]
+fn a_shutdown_answers_a_request_begun_with_a_close_and_closes_an_idle_connection() {
+    let mut r = rig(&[1]);
+    r.s.handle_input(r.t0, b"GET /a HTTP/1.1\r\n", &mut r.out);
+    r.s.handle_shutdown(r.t0, &mut r.out);
+    assert!(!r.out.is_closed(), "half a head in: the request is waited for");
+    r.s.handle_input(r.t0, b"Host: h\r\n\r\n", &mut r.out);
+    let (token, _) = r.connect();
+    let b1 = r.connected(token, 1);
+    assert!(r.sent(b1).starts_with("GET /a "));
+    r.s.handle_stream_input(r.t0, b1, OK, &mut r.out);
+    let answer = r.sent(StreamId::CLIENT);
+    assert!(answer.contains("Connection: close\r\n") && answer.ends_with("hi"), "{answer}");
+    assert!(r.out.is_closed());
+
+    let mut idle = rig(&[1]);
+    idle.s.handle_shutdown(idle.t0, &mut idle.out);
+    assert!(idle.out.is_closed(), "no request begun: closed at once");
+}
+
+/// The next action that is not a log line.
+fn next_action(r: &mut Rig) -> Action<Nothing> {
+    loop {
+        match r.out.poll_action().expect("an action") {
+            Action::Log(..) => {}
+            other => return other,
+        }
+    }
+}
+
+#[test]
+fn a_first_request_goes_on_a_new_connection_and_later_ones_may_take_an_idle_one() {
+    let mut r = rig(&[1, 2]);
+    r.s.handle_input(r.t0, GET, &mut r.out);
+    assert!(matches!(next_action(&mut r), Action::Connect { .. }), "safe: the first request never reuses");
+    let b1 = r.connected(Token(0), 1);
+    r.sent(b1);
+    r.s.handle_stream_input(r.t0, b1, OK, &mut r.out);
+    r.sent(StreamId::CLIENT);
+    // The second goes to backend 2: an idle connection is asked for, none is kept, so a new one.
+    r.s.handle_input(r.t0, GET, &mut r.out);
+    let token = match next_action(&mut r) {
+        Action::Reuse { token, addr } if addr.port() == 2 => token,
+        other => panic!("{other:?}"),
+    };
+    r.s.handle_connected(r.t0, token, Err(std::io::ErrorKind::NotFound), &mut r.out);
+    let (token, port) = r.connect();
+    assert_eq!(port, 2);
+    let b2 = r.connected(token, 2);
+    assert!(r.sent(b2).starts_with("GET /a "));
+}
+
+#[test]
+fn a_reused_connection_closed_by_its_backend_is_replaced_by_a_new_one_unseen_by_the_client() {
+    let mut r = rig(&[1]);
+    r.s.handle_input(r.t0, GET, &mut r.out);
+    let (token, _) = r.connect();
+    let b1 = r.connected(token, 1);
+    r.sent(b1);
+    r.s.handle_stream_input(r.t0, b1, OK, &mut r.out);
+    r.sent(StreamId::CLIENT);
+    // Its own connection went stale: gone, so the next request takes one another client left.
+    r.s.handle_stream_closed(r.t0, b1, &mut r.out);
+    r.s.handle_input(r.t0, GET, &mut r.out);
+    let token = match next_action(&mut r) {
+        Action::Reuse { token, .. } => token,
+        other => panic!("{other:?}"),
+    };
+    let kept = r.connected(token, 7);
+    assert!(r.sent(kept).starts_with("GET /a "));
+    r.s.handle_stream_closed(r.t0, kept, &mut r.out);
+    let (token, _) = r.connect();
+    let fresh = r.connected(token, 8);
+    assert!(r.sent(fresh).starts_with("GET /a "), "sent again on a new connection");
+    r.s.handle_stream_input(r.t0, fresh, OK, &mut r.out);
+    assert!(r.sent(StreamId::CLIENT).starts_with("HTTP/1.1 200 OK"));
+    assert_eq!(*r.log.lock().unwrap(), ["1 true", "1 true"], "the keep-alive race is not the backend's fault");
+}
+
+#[test]
+fn a_client_that_ends_leaves_idle_connections_to_the_pool_and_closes_one_half_read() {
+    let mut r = rig(&[1, 2]);
+    r.s.handle_input(r.t0, GET, &mut r.out);
+    let (token, _) = r.connect();
+    let b1 = r.connected(token, 1);
+    r.sent(b1);
+    r.s.handle_stream_input(r.t0, b1, OK, &mut r.out);
+    r.sent(StreamId::CLIENT);
+    r.s.handle_input(r.t0, GET, &mut r.out);
+    let Action::Reuse { token, .. } = next_action(&mut r) else { panic!("a reuse") };
+    r.s.handle_connected(r.t0, token, Err(std::io::ErrorKind::NotFound), &mut r.out);
+    let (token, _) = r.connect();
+    let b2 = r.connected(token, 2);
+    r.sent(b2);
+    r.s.handle_stream_input(r.t0, b2, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf", &mut r.out);
+    // The client goes in the middle of the second answer.
+    r.s.handle_read_closed(r.t0, &mut r.out);
+    r.s.handle_timeout(r.t0 + Duration::from_secs(3), &mut r.out);
+    let parked: Vec<StreamId> = std::iter::from_fn(|| r.out.poll_action())
+        .filter_map(|a| match a {
+            Action::Park { stream, addr } => Some((stream, addr.port())),
+            _ => None,
+        })
+        .map(|(stream, port)| {
+            assert_eq!(port, 1);
+            stream
+        })
+        .collect();
+    assert_eq!(parked, [b1], "only the connection whose answer was read whole");
+    assert!(r.out.outbox(b2).is_none_or(|o| o.is_closed()), "the half-read one closes");
 }
