@@ -60,7 +60,7 @@ pub enum AgentsCommand {
 pub struct RunArgs {
     /// NODE (a registry name, or ADDR:PORT) unless --local, then MODULE (.wasm or .wat), then
     /// the entry's arguments (as numbers of its parameter types).
-    #[arg(required = true, allow_hyphen_values = true, value_name = "NODE MODULE ARGS")]
+    #[arg(required = true, allow_negative_numbers = true, value_name = "NODE MODULE ARGS")]
     pub words: Vec<String>,
     /// Run here, in the same sandbox and limits as a node's, with no NODE: for a module
     /// fetched by its hash, or your own.
