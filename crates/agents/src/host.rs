@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -94,8 +94,11 @@ pub struct Host {
 
 #[derive(Debug, Default)]
 struct Modules {
-    compiled: HashMap<ModuleId, Module>,
-    /// Ids in the order they were first loaded, for forgetting the oldest.
+    /// Each module compiled, with its bytes: a node hands them to whoever fetches the module
+    /// by id (code on demand).
+    compiled: HashMap<ModuleId, (Module, Arc<[u8]>)>,
+    /// Ids in the order they were first loaded, for forgetting the oldest; installed modules
+    /// are not in it, so they stay.
     order: VecDeque<ModuleId>,
 }
 
@@ -135,6 +138,25 @@ impl Host {
         }
         let id = ModuleId::of(bytes);
         self.config.trust.admit(&id, signature)?;
+        self.compile(id, bytes, false)
+    }
+
+    /// Compiles `bytes` (once per id) without asking for a signature: for modules the operator
+    /// installed on the host's own disk, whose file system is their credential. Installed
+    /// modules are never forgotten to make room for others.
+    pub fn install(&self, bytes: &[u8]) -> Result<ModuleId, LoadError> {
+        if bytes.len() > self.config.max_module_bytes {
+            return Err(LoadError::TooLarge { size: bytes.len(), limit: self.config.max_module_bytes });
+        }
+        self.compile(ModuleId::of(bytes), bytes, true)
+    }
+
+    /// The bytes of module `id`, if it is loaded.
+    pub fn bytes(&self, id: &ModuleId) -> Option<Arc<[u8]>> {
+        self.modules().compiled.get(id).map(|(_, bytes)| bytes.clone())
+    }
+
+    fn compile(&self, id: ModuleId, bytes: &[u8], pinned: bool) -> Result<ModuleId, LoadError> {
         if self.module(&id).is_some() {
             return Ok(id);
         }
@@ -147,8 +169,10 @@ impl Host {
                 let Some(oldest) = modules.order.pop_front() else { break };
                 modules.compiled.remove(&oldest);
             }
-            modules.compiled.insert(id, module);
-            modules.order.push_back(id);
+            modules.compiled.insert(id, (module, bytes.into()));
+            if !pinned {
+                modules.order.push_back(id);
+            }
         }
         Ok(id)
     }
@@ -222,7 +246,7 @@ impl Host {
     }
 
     fn module(&self, id: &ModuleId) -> Option<Module> {
-        self.modules().compiled.get(id).cloned()
+        self.modules().compiled.get(id).map(|(module, _)| module.clone())
     }
 
     fn modules(&self) -> std::sync::MutexGuard<'_, Modules> {

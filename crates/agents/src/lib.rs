@@ -3,7 +3,7 @@
 //! capabilities (it imports only what it was granted). docs/agents.md tells how to use it.
 //!
 //! - [`module`]: modules by content (SHA-256); [`trust`]: which modules a host admits
-//!   (ed25519 signatures from trusted keys).
+//!   (ed25519 signatures from trusted keys); [`keys`]: keys and signatures as text files.
 //! - [`host`]: the engine, the compiled modules and the run of one agent.
 //! - [`caps`]: the host functions and the grants that open them; [`kv`]: the key-value store
 //!   behind the `kv` capability.
@@ -15,6 +15,7 @@
 pub mod agent;
 pub mod caps;
 pub mod host;
+pub mod keys;
 pub mod kv;
 pub mod limits;
 pub mod module;

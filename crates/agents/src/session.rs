@@ -1,6 +1,7 @@
 //! The agent protocol's server side, a sans-IO session like every warren protocol: it reads one
 //! request frame, runs it as a blocking job on the model's helpers (an agent may compute for
-//! its whole wall-time limit), and answers one frame; then it reads the next.
+//! its whole wall-time limit), and answers one frame; then it reads the next. A fetch is
+//! answered at once: it only copies a module's bytes.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,13 +16,21 @@ use crate::{Host, Value};
 pub struct AgentService {
     host: Arc<Host>,
     limits: Limits,
+    job: crate::Limits,
 }
 
 impl AgentService {
     /// Serves `host`; `limits` give the idle and read timeouts (its `max_request` is unused:
-    /// frames are bounded by [`FRAMING`]).
+    /// frames are bounded by [`FRAMING`]). Each agent runs with the default [`crate::Limits`].
     pub fn new(host: Arc<Host>, limits: Limits) -> AgentService {
-        AgentService { host, limits }
+        AgentService { host, limits, job: crate::Limits::default() }
+    }
+
+    /// Runs each agent with `job` limits instead (at most the host's ceiling, or every run is
+    /// refused).
+    pub fn with_job_limits(mut self, job: crate::Limits) -> AgentService {
+        self.job = job;
+        self
     }
 }
 
@@ -36,6 +45,7 @@ impl Service for AgentService {
     fn new_session(&self, _: &ConnInfo, now: Instant) -> AgentSession {
         AgentSession {
             host: self.host.clone(),
+            job: self.job,
             deadline: Deadline::new(&self.limits, now),
             buf: Vec::new(),
             running: false,
@@ -52,6 +62,7 @@ impl Service for AgentService {
 #[derive(Debug)]
 pub struct AgentSession {
     host: Arc<Host>,
+    job: crate::Limits,
     deadline: Deadline,
     /// Bytes of requests not yet taken: at most one frame and what arrived with it, since
     /// nothing is read while a request runs.
@@ -64,37 +75,62 @@ pub struct AgentSession {
 type Out = Output<Nothing, Response>;
 
 impl AgentSession {
-    /// Starts the request at the front of the buffer, if it has all arrived.
+    /// Starts the request at the front of the buffer, if it has all arrived; fetches are
+    /// answered at once, until a run starts or the buffer holds no whole frame.
     fn next(&mut self, now: Instant, out: &mut Out) {
+        while !self.running && self.take(now, out) {}
+    }
+
+    /// Takes one request: true if it was answered at once and the next may follow.
+    fn take(&mut self, now: Instant, out: &mut Out) -> bool {
         let (request, len) = match FRAMING.split(&self.buf) {
             Ok(Some((body, len))) => (postcard::from_bytes::<Request>(body), len),
-            Ok(None) if self.ending => return out.close(),
-            Ok(None) => return self.deadline.input(now, !self.buf.is_empty()),
+            Ok(None) if self.ending => {
+                out.close();
+                return false;
+            }
+            Ok(None) => {
+                self.deadline.input(now, !self.buf.is_empty());
+                return false;
+            }
             Err(error) => return refuse(out, format!("bad frame: {error}")),
         };
         self.buf.drain(..len);
         match request {
             Ok(Request::Run(run)) => {
-                let host = self.host.clone();
+                let (host, limits) = (self.host.clone(), self.job);
                 self.running = true;
                 out.log(
                     Level::Debug,
                     format!("agents: running {} bytes of module, entry {:?}", run.module.len(), run.entry),
                 );
-                out.job(Token(0), Job::blocking(move || execute(&host, run)));
+                out.job(Token(0), Job::blocking(move || execute(&host, run, limits)));
+                false
+            }
+            Ok(Request::Fetch(id)) => {
+                let id = crate::ModuleId(id);
+                let response = match self.host.bytes(&id) {
+                    Some(bytes) => Response::Module(bytes.to_vec()),
+                    None => Response::Refused(format!("no module {id} is held on this host")),
+                };
+                out.send(&encode(&response));
+                self.deadline.touch(now);
+                true
             }
             Err(error) => refuse(out, format!("bad request: {error}")),
         }
     }
 }
 
-fn refuse(out: &mut Out, reason: String) {
+/// Answers `reason` and closes: the stream cannot be trusted past a bad frame.
+fn refuse(out: &mut Out, reason: String) -> bool {
     out.send(&encode(&Response::Refused(reason)));
     out.close();
+    false
 }
 
-/// Loads the request's module, parses its arguments and runs it.
-fn execute(host: &Host, run: RunRequest) -> Response {
+/// Loads the request's module, parses its arguments and runs it under `limits`.
+pub fn execute(host: &Host, run: RunRequest, limits: crate::Limits) -> Response {
     let attempt = || -> Result<crate::Outcome, String> {
         let signature = run.signature()?;
         let module = host.load(&run.module, signature.as_ref()).map_err(|error| error.to_string())?;
@@ -117,8 +153,13 @@ fn execute(host: &Host, run: RunRequest) -> Response {
                 Value::parse(text, ty).ok_or_else(|| format!("argument {} ({text:?}) is not an {ty}", at + 1))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let job =
-            crate::Job { args, input: run.input.clone(), grants: run.grants(), ..crate::Job::new(module, &run.entry) };
+        let job = crate::Job {
+            args,
+            input: run.input.clone(),
+            grants: run.grants(),
+            limits,
+            ..crate::Job::new(module, &run.entry)
+        };
         host.run(&job).map_err(|error| error.to_string())
     };
     match attempt() {
@@ -254,6 +295,37 @@ mod tests {
         complete(&mut session, &mut out);
         assert!(matches!(answer(&mut out), Response::Done(_)));
         assert!(out.is_closed());
+    }
+
+    #[test]
+    fn fetches_are_answered_at_once_and_a_run_after_them_starts() {
+        let (mut session, mut out) = (session(), Out::new());
+        let wasm = wat::parse_str(SUM).unwrap();
+        let id = session.host.install(&wasm).unwrap();
+        let mut frames = encode(&Request::Fetch(id.0));
+        frames.extend(encode(&Request::Fetch([7; 32])));
+        frames.extend(request(&["1", "2"]));
+        session.handle_input(Instant::now(), &frames, &mut out);
+        assert_eq!(answer(&mut out), Response::Module(wasm));
+        let Response::Refused(reason) = answer(&mut out) else { panic!("refused") };
+        assert_eq!(reason, format!("no module {} is held on this host", crate::ModuleId([7; 32])));
+        assert!(!session.wants_input(), "the run started");
+        complete(&mut session, &mut out);
+        assert!(matches!(answer(&mut out), Response::Done(_)));
+    }
+
+    #[test]
+    fn each_run_gets_the_services_job_limits() {
+        let trust = Trust::new().unsigned(Unsigned::Allow);
+        let host = Host::new(HostConfig { trust, ..HostConfig::default() }).unwrap();
+        let tight = crate::Limits { fuel: 1, ..crate::Limits::default() };
+        let service = AgentService::new(Arc::new(host), Limits::default()).with_job_limits(tight);
+        let info = ConnInfo { id: SessionId(1), peer: None, wall: std::time::SystemTime::now(), seed: 0 };
+        let (mut session, mut out) = (service.new_session(&info, Instant::now()), Out::new());
+        session.handle_input(Instant::now(), &request(&["1", "2"]), &mut out);
+        complete(&mut session, &mut out);
+        let Response::Refused(reason) = answer(&mut out) else { panic!("stopped") };
+        assert!(reason.contains("ran out of fuel"), "{reason}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The agent protocol: a client ships a module, its signature, an entry, its arguments and
-//! input, and gets the outcome (remote evaluation). One request and one response per frame,
+//! input, and gets the outcome (remote evaluation); or it fetches a module the host holds, by
+//! id, to run it itself (code on demand). One request and one response per frame,
 //! framed by `warren_proto::frame` and encoded with postcard; a connection may carry requests
 //! one after another. docs/protocols.md gives it byte by byte.
 
@@ -17,6 +18,8 @@ pub const FRAMING: Framing = Framing { prefix: &[0xA6, 0x01], max: 24 << 20 };
 pub enum Request {
     /// Load a module (if the host has not already) and run one entry of it.
     Run(RunRequest),
+    /// Send the bytes of the module with this id (its SHA-256), if the host holds it.
+    Fetch([u8; 32]),
 }
 
 /// A module to run, with everything it starts with.
@@ -61,6 +64,8 @@ pub enum Response {
     Done(Outcome),
     /// It was refused or stopped: the reason, as the host's error says it.
     Refused(String),
+    /// The bytes of the module fetched.
+    Module(Vec<u8>),
 }
 
 /// `message` as one frame.

@@ -118,6 +118,13 @@ const ATTRIBUTES: &[(&str, Meaning)] = &[
     ("max_body", Meaning::Honoured),
     ("tunnel_timeout", Meaning::Honoured),
     ("register", Meaning::Honoured),
+    ("trusted_keys", Meaning::Honoured),
+    ("allow_unsigned", Meaning::Honoured),
+    ("fuel", Meaning::Honoured),
+    ("wall_ms", Meaning::Honoured),
+    ("memory_mib", Meaning::Honoured),
+    ("max_agents", Meaning::Honoured),
+    ("modules", Meaning::Honoured),
     ("sandbox_memory_max", Meaning::Honoured),
     ("sandbox_pids_max", Meaning::Honoured),
     ("sandbox_namespaces", Meaning::Honoured),
@@ -382,7 +389,11 @@ fn builtin(a: &Attrs, protocol: &str, transport: Transport) -> Result<Kind, Stri
         backend: if protocol == Protocol::Switch { None } else { address(a, "backend")? },
         to: a.one("to")?.map(PathBuf::from),
         switch: Vec::new(),
+        agents: AGENTS_KEYS.iter().filter_map(|k| Some((k.to_string(), a.get(k)?.to_vec()))).collect(),
     };
+    if let Some((key, _)) = options.agents.first().filter(|_| protocol != Protocol::Agents) {
+        return Err(format!("{key}: only the agents builtin has it"));
+    }
     let switch_keys = SWITCH_KEYS.iter().filter_map(|k| Some((k.to_string(), a.get(k)?.to_vec())));
     if protocol == Protocol::Switch {
         options.switch = switch_keys.collect();
@@ -440,6 +451,10 @@ const SWITCH_KEYS: [&str; 20] = [
     "max_body",
     "tunnel_timeout",
 ];
+
+/// The agent host's keys, checked by the host itself (docs/node.md).
+const AGENTS_KEYS: [&str; 7] =
+    ["trusted_keys", "allow_unsigned", "fuel", "wall_ms", "memory_mib", "max_agents", "modules"];
 
 /// Where a switch's backends come from; it needs at least one.
 const BACKEND_SOURCES: [&str; 3] = ["backend", "backends_file", "backend_name"];

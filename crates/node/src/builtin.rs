@@ -62,8 +62,8 @@ pub trait Serve {
 
 /// The one table from protocol to service, for the node and `warren serve` alike: builds
 /// `protocol`'s service for `transport` and hands it to `serve`. `None` when the protocol has
-/// no form there: no UDP form, `http` without its service, or the registry, the object server
-/// and the switch (hosted outside this crate: see [`crate::Hooks::host`]).
+/// no form there: no UDP form, `http` without its service, or the registry, the object server,
+/// the switch and the agent host (hosted outside this crate: see [`crate::Hooks::host`]).
 pub fn dispatch<R: Serve>(protocol: Name, transport: Transport, settings: Settings, serve: R) -> Option<R::Output> {
     use warren_proto::{chargen::Chargen, daytime::Daytime, discard::Discard, echo::Echo, time::Time};
     let limits = settings.limits;
@@ -90,14 +90,14 @@ pub fn dispatch<R: Serve>(protocol: Name, transport: Transport, settings: Settin
         Name::Relay => serve.tcp(settings.relay?),
         Name::Handoff => serve.tcp(settings.handoff?),
         Name::Oob => serve.tcp(warren_proto::oob::Oob { limits }),
-        Name::Registry | Name::Objects | Name::Switch => return None,
+        Name::Registry | Name::Objects | Name::Switch | Name::Agents => return None,
     })
 }
 
 /// Start `service`, a `builtin`, on `socket`; `hooks` host the protocols this crate does not.
 pub fn start(service: &Service, builtin: &Builtin, socket: Socket, hooks: &mut dyn Hooks) -> std::io::Result<Running> {
     let shutdown = Arc::new(Shutdown::new()?);
-    if matches!(builtin.protocol, Name::Registry | Name::Objects | Name::Switch) {
+    if matches!(builtin.protocol, Name::Registry | Name::Objects | Name::Switch | Name::Agents) {
         let name = builtin.protocol.name();
         let Socket::Tcp(listener) = socket else { return Err(std::io::Error::other(format!("{name} is TCP only"))) };
         return match hooks.host(service, listener, shutdown.clone()) {

@@ -234,11 +234,13 @@ pub enum Protocol {
     Oob,
     /// The cluster switch (hosted through [`crate::Hooks::host`], as the registry).
     Switch,
+    /// The Wasm agent host (hosted through [`crate::Hooks::host`], as the registry).
+    Agents,
 }
 
 impl Protocol {
     /// Every protocol: its name in configs and on the command line, and what it is.
-    pub const ALL: [(Protocol, &'static str, &'static str); 15] = [
+    pub const ALL: [(Protocol, &'static str, &'static str); 16] = [
         (Protocol::Echo, "echo", "RFC 862, TCP or UDP"),
         (Protocol::Discard, "discard", "RFC 863, TCP or UDP"),
         (Protocol::Daytime, "daytime", "RFC 867, TCP or UDP"),
@@ -258,6 +260,7 @@ impl Protocol {
         ),
         (Protocol::Oob, "oob", "Stevens' oobrecv: logs normal and urgent bytes (models that arm urgent data)"),
         (Protocol::Switch, "switch", "the cluster switch (`warren switch` on its own; needs backend or backend_name)"),
+        (Protocol::Agents, "agents", "the Wasm agent host: runs signed modules sent by `warren agents run`"),
     ];
 
     /// The name in configs.
@@ -302,6 +305,9 @@ pub struct BuiltinOptions {
     /// `switch`: its settings as `warren switch` takes them, each key (a flag's name with `_`
     /// for `-`) with its words in file order; the switch itself checks their values.
     pub switch: Vec<(String, Vec<String>)>,
+    /// `agents`: its settings (`trusted_keys`, `allow_unsigned`, `fuel`, …), each key with its
+    /// words; the agent host checks their values.
+    pub agents: Vec<(String, Vec<String>)>,
 }
 
 /// Rate and concurrency limits.

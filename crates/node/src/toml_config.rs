@@ -88,7 +88,18 @@ pub fn registry_addr(text: &str) -> Result<Option<SocketAddr>, String> {
 }
 
 /// Attributes whose string value is one path, spaces and all.
-const PATHS: [&str; 8] = ["server", "banner", "banner_success", "banner_fail", "root", "data", "to", "backends_file"];
+const PATHS: [&str; 10] = [
+    "server",
+    "banner",
+    "banner_success",
+    "banner_fail",
+    "root",
+    "data",
+    "to",
+    "backends_file",
+    "trusted_keys",
+    "modules",
+];
 
 fn words(key: &str, value: Value) -> Result<Vec<String>, String> {
     let word = |v: Value| match v {

@@ -79,6 +79,8 @@ pub enum Command {
     Call(crate::objects_cmd::CallArgs),
     /// The cluster switch: `warren switch --listen ADDR --backend ADDR… --policy P --mode relay|handoff|http`.
     Switch(crate::switch_cmd::SwitchArgs),
+    /// Wasm agents: `warren agents run NODE MODULE [ARGS…]`, `fetch NODE HASH -o FILE`, `keygen`, `sign`.
+    Agents(crate::agents_cmd::AgentsArgs),
     /// Shell completions, generated from this command line: `warren completions bash`.
     Completions(crate::manual::CompletionsArgs),
     /// Man pages, generated from this command line: `warren man --out DIR`.

@@ -1,5 +1,7 @@
 //! The `warren` binary: servers, clients, the demo and the benches.
 
+mod agents_cmd;
+mod agents_node;
 mod chat_client;
 mod cli;
 mod clients;
@@ -62,6 +64,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Objects(args) => objects_cmd::run(&args),
         Command::Call(args) => objects_cmd::call(&args),
         Command::Switch(args) => switch_cmd::run(&args),
+        Command::Agents(args) => agents_cmd::run(&args),
         Command::Completions(args) => manual::completions(&args),
         Command::Man(args) => manual::man(&args),
         Command::Bench { what: BenchCommand::Oob(args) } => warren_bench::oob(&args),

@@ -54,6 +54,7 @@ pub fn serve(protocol: Protocol, flags: &ServerFlags) -> anyhow::Result<()> {
         Protocol::Registry => bail!("the registry runs as `warren registry` (or as a builtin of `warren up`)"),
         Protocol::Objects => bail!("the object server runs as `warren objects serve` (or as a builtin of `warren up`)"),
         Protocol::Switch => bail!("the switch runs as `warren switch` (or as a builtin of `warren up`)"),
+        Protocol::Agents => bail!("the agent host runs as a builtin of `warren up` (builtin = \"agents\")"),
         _ => bail!("{} has no UDP form; UDP serves echo, discard, daytime, time and chargen", protocol.name()),
     })
 }

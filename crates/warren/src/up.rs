@@ -168,6 +168,7 @@ fn load(args: &UpArgs) -> anyhow::Result<Config> {
         config.registry = addr.map(|addr| RegistryLink { addr: Some(addr), ..config.registry.unwrap_or_default() });
     }
     crate::switch_node::check(&config)?;
+    crate::agents_node::check(&config)?;
     Ok(config)
 }
 
@@ -237,6 +238,9 @@ impl Hooks for Announce {
             }
             Kind::Builtin(b) if b.protocol == warren_node::config::Protocol::Switch => {
                 Some(crate::switch_node::host(service, b, listener, shutdown))
+            }
+            Kind::Builtin(b) if b.protocol == warren_node::config::Protocol::Agents => {
+                Some(crate::agents_node::host(service, b, listener, shutdown))
             }
             _ => crate::up_registry::host(service, listener, shutdown),
         }

@@ -169,11 +169,11 @@ fn config_errors_name_file_and_line_and_the_default_prints() {
     assert!(err.contains("bad.toml") && err.contains("unknown attribute \"frobnicate\""), "{err}");
     let (status, out, _) = run(command(&["up", "--print-default"]), b"", T);
     assert!(status.success());
-    for service in ["http", "chat", "pingpong", "echo", "discard", "daytime", "time", "chargen", "registry"] {
+    for service in ["http", "chat", "pingpong", "echo", "discard", "daytime", "time", "chargen", "agents", "registry"] {
         assert!(out.contains(&format!("name = \"{service}\"")), "{service} missing from the default");
     }
     let default = warren_node::toml_config::parse(&out, "default").unwrap();
-    assert_eq!(default.services.len(), 10, "every service of the default is enabled, the registry too");
+    assert_eq!(default.services.len(), 11, "every service of the default is enabled, the registry too");
     assert!(default.disabled.is_empty(), "{:?}", default.disabled);
     assert!(default.services.iter().all(|s| s.listen.addr.ip().is_loopback()));
     std::fs::remove_dir_all(dir).unwrap();
