@@ -4,10 +4,12 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{host, operator};
 use warren_agents::{
     Ended, Freezer, Grants, Host, Job, Limits, MobileError, ModuleId, ModuleSignature, Outcome, PrepareError, Resource,
-    Resume, Role, Snapshot, SnapshotError, Value,
+    Resume, Role, RunError, Snapshot, SnapshotError, Value,
 };
 
 /// `run(depth, n, every)` recurses `depth` frames, each keeping a local of its own, then loops
@@ -243,10 +245,8 @@ fn the_host_freezes_an_agent_at_its_next_safe_point() {
     let (a, b) = (host(), host());
     let counter = prepare(&a, COUNTER);
     prepare(&b, COUNTER);
-    let job = Job {
-        limits: Limits { wall: std::time::Duration::from_secs(5), ..Limits::default() },
-        ..Job::new(counter, "count")
-    };
+    let job =
+        Job { limits: Limits { wall: Duration::from_secs(5), ..Limits::default() }, ..Job::new(counter, "count") };
 
     // Asked before it starts: it stops at its first safe point.
     let early = Freezer::new();
@@ -272,6 +272,19 @@ fn the_host_freezes_an_agent_at_its_next_safe_point() {
     );
     let resumed = finished(b.resume(&carry(&snapshot), &Resume::new(Role::Original, Grants::default())).unwrap());
     assert_eq!(resumed.results, [Value::I64(seen)], "the count in its frame came along");
+}
+
+#[test]
+fn an_agent_that_may_move_is_held_to_its_wall_time_and_fuel() {
+    let host = host();
+    let counter = prepare(&host, COUNTER);
+    let job = |limits| Job { limits, ..Job::new(counter, "count") };
+    // Counted by the tick callback that also raises the flag: nobody asks, so it counts on.
+    let wall = Duration::from_millis(50);
+    let slow = job(Limits { wall, fuel: 10_000_000_000, ..Limits::default() });
+    assert_eq!(host.run_mobile(&slow, &Freezer::new()), Err(MobileError::Run(RunError::Deadline(wall))));
+    let hungry = job(Limits { fuel: 1_000_000, ..Limits::default() });
+    assert_eq!(host.run_mobile(&hungry, &Freezer::new()), Err(MobileError::Run(RunError::OutOfFuel(1_000_000))));
 }
 
 #[test]
@@ -336,10 +349,7 @@ fn damaged_truncated_forged_and_foreign_snapshots_are_refused() {
     );
     assert!(matches!(forged(&|s| s.dirty.push(1 << 20)), Err(SnapshotError::Inconsistent(_))));
     assert!(matches!(forged(&|s| s.stack.truncate(4)), Err(SnapshotError::Inconsistent(_))));
-    assert!(matches!(
-        forged(&|s| s.limits.fuel = u64::MAX),
-        Ok(Err(MobileError::Run(warren_agents::RunError::AboveCeiling("fuel"))))
-    ));
+    assert!(matches!(forged(&|s| s.limits.fuel = u64::MAX), Ok(Err(MobileError::Run(RunError::AboveCeiling("fuel"))))));
     // A host that never prepared the module knows nothing to resume it into.
     assert_eq!(host().resume(&snapshot, &resume), Err(MobileError::NotPrepared(deep)));
 }

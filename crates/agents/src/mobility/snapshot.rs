@@ -161,11 +161,15 @@ pub enum SnapshotError {
 impl Snapshot {
     /// The snapshot as bytes, sealed with its hash.
     pub fn encode(&self) -> Vec<u8> {
-        let body = postcard::to_stdvec(self).expect("postcard encodes a snapshot");
-        let mut out = Vec::with_capacity(MAGIC.len() + 8 + body.len() + HASH);
+        // Encoded in place after the header, into room for the bulk of it, so the pages are
+        // copied once.
+        let bulk = self.pages.len() + self.stack.len() + self.input.len() + self.output.len();
+        let mut out = Vec::with_capacity(MAGIC.len() + 8 + bulk + 4096 + HASH);
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        out.extend_from_slice(&body);
+        out.extend_from_slice(&[0; 8]);
+        let mut out = postcard::to_extend(self, out).expect("postcard encodes a snapshot");
+        let len = (out.len() - MAGIC.len() - 8) as u64;
+        out[MAGIC.len()..MAGIC.len() + 8].copy_from_slice(&len.to_le_bytes());
         let hash = Sha256::digest(&out);
         out.extend_from_slice(&hash);
         out
