@@ -205,6 +205,10 @@ fn a_loop_deep_in_the_stack_hops_between_hosts_and_ends_bit_identical() {
     let first = frozen(a.run_mobile(&deep_job(deep, N / 3), &Freezer::new()).unwrap());
     assert_eq!((first.dest.as_str(), first.hops), ("node-b", 1));
     assert!(first.globals.contains(&("steps".into(), Value::I64(N / 3))), "{:?}", first.globals);
+    // Only the pages the loop wrote (4 KiB pages 1 to 16) travel: not page 0, which holds the
+    // data segment unchanged, nor the 15 pages still zero.
+    assert_eq!(first.dirty, (1..=16).collect::<Vec<u32>>());
+    assert_eq!((first.memory_pages, first.memory_bytes()), (2, 16 * 4096));
     let (moved, hops) = follow(&[&b, &a], Ended::Frozen(first));
     assert_eq!(hops, 2);
     assert_eq!(result(&moved), result(&unmoved), "bit-identical to the unmoved run");
