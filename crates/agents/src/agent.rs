@@ -204,6 +204,8 @@ pub struct AgentState {
     pub(crate) log: Vec<String>,
     pub(crate) log_dropped: u64,
     pub(crate) kv: Option<(Kv, KvGrant)>,
+    /// What a run that may move keeps (`None` in a plain run, where `migrate` returns -1).
+    pub(crate) mobile: Option<Box<crate::mobility::Mobile>>,
 }
 
 impl AgentState {
@@ -216,6 +218,7 @@ impl AgentState {
             log: Vec::new(),
             log_dropped: 0,
             kv: job.grants.kv.clone().map(|grant| (kv.clone(), grant)),
+            mobile: None,
         }
     }
 

@@ -15,6 +15,7 @@
 //! | `kv_get(kptr, klen, vptr, vcap) -> i32` | `kv` (read) | the value's length, -1 if absent; copies up to `vcap` bytes of it to `vptr` |
 //! | `kv_put(kptr, klen, vptr, vlen) -> i32` | `kv` (read-write) | 0; -1 if the key or value is too long, -2 if the bucket is full |
 //! | `kv_delete(kptr, klen) -> i32` | `kv` (read-write) | 1 if the key was there, else 0 |
+//! | `migrate(dptr, dlen) -> i32` | nothing | asks to move to the destination named at `dptr`; see [`crate::mobility`] |
 //!
 //! A new capability is a field of [`Grants`], a [`Need`], rows in [`IMPORTS`] and its functions
 //! in [`define`].
@@ -99,6 +100,7 @@ pub const IMPORTS: &[(&str, Need)] = &[
     ("kv_get", Need::KvRead),
     ("kv_put", Need::KvWrite),
     ("kv_delete", Need::KvWrite),
+    ("migrate", Need::Nothing),
 ];
 
 impl Grants {
@@ -220,6 +222,7 @@ pub fn define(linker: &mut Linker<AgentState>) -> Result<()> {
         let (kv, grant) = writable(state, "kv_delete")?;
         Ok(kv.delete(&grant.bucket, slice(data, kptr, klen, "kv_delete")?) as i32)
     })?;
+    linker.func_wrap(IMPORT_MODULE, "migrate", crate::mobility::migrate)?;
     Ok(())
 }
 
@@ -233,7 +236,7 @@ fn writable<'a>(state: &'a AgentState, import: &str) -> Result<&'a (crate::Kv, K
         .ok_or_else(|| format_err!("{import} without a read-write kv grant"))
 }
 
-fn memory(caller: &mut Caller<'_, AgentState>) -> Result<Memory> {
+pub(crate) fn memory(caller: &mut Caller<'_, AgentState>) -> Result<Memory> {
     caller
         .get_export("memory")
         .and_then(Extern::into_memory)
@@ -249,7 +252,7 @@ fn range(ptr: i32, len: i32, size: usize, import: &str) -> Result<std::ops::Rang
         .ok_or_else(|| format_err!("the agent passed {import} a buffer outside its memory ({start}+{len})"))
 }
 
-fn slice<'a>(data: &'a [u8], ptr: i32, len: i32, import: &str) -> Result<&'a [u8]> {
+pub(crate) fn slice<'a>(data: &'a [u8], ptr: i32, len: i32, import: &str) -> Result<&'a [u8]> {
     Ok(&data[range(ptr, len, data.len(), import)?])
 }
 

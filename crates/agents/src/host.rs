@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, Linker, Module, Store, Val};
+use wasmtime::{Config, Engine, Func, Instance, Linker, Module, Store, Val};
 
 use crate::ModuleId;
 use crate::agent::{AgentState, Job, Outcome, RunError, Value, type_name};
@@ -84,11 +84,13 @@ pub enum LoadError {
 #[derive(Debug)]
 pub struct Host {
     config: HostConfig,
-    engine: Engine,
-    linker: Linker<AgentState>,
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<AgentState>,
     modules: Mutex<Modules>,
-    kv: Kv,
-    running: AtomicUsize,
+    /// Modules prepared for strong mobility, by original id.
+    pub(crate) mobile: Mutex<crate::mobility::prepare::Cache>,
+    pub(crate) kv: Kv,
+    pub(crate) running: AtomicUsize,
     ticker: Option<Ticker>,
 }
 
@@ -117,6 +119,7 @@ impl Host {
             engine,
             linker,
             modules: Mutex::default(),
+            mobile: Mutex::default(),
             running: AtomicUsize::new(0),
         })
     }
@@ -216,21 +219,9 @@ impl Host {
             Ok(instance) => instance,
             Err(error) => return Err(store.data().stopped(error, true)),
         };
-        let entry = instance.get_func(&mut store, &job.entry).ok_or_else(|| RunError::NoEntry(job.entry.clone()))?;
-        let ty = entry.ty(&store);
-        let params: Vec<String> = ty.params().map(|param| type_name(&param)).collect();
-        let given: Vec<&str> = job.args.iter().map(|arg| arg.type_name()).collect();
-        let numeric = ty.results().all(|result| ["i32", "i64", "f32", "f64"].contains(&type_name(&result).as_str()));
-        if params != given || !numeric {
-            let results: Vec<String> = ty.results().map(|result| type_name(&result)).collect();
-            return Err(RunError::EntryType {
-                entry: job.entry.clone(),
-                expected: format!("({}) -> ({})", params.join(", "), results.join(", ")),
-                given: given.join(", "),
-            });
-        }
+        let entry = entry(&instance, &mut store, job)?;
         let args: Vec<Val> = job.args.iter().map(|arg| arg.to_val()).collect();
-        let mut results = vec![Val::I32(0); ty.results().len()];
+        let mut results = vec![Val::I32(0); entry.ty(&store).results().len()];
         if let Err(error) = entry.call(&mut store, &args, &mut results) {
             return Err(store.data().stopped(error, false));
         }
@@ -245,7 +236,7 @@ impl Host {
         })
     }
 
-    fn module(&self, id: &ModuleId) -> Option<Module> {
+    pub(crate) fn module(&self, id: &ModuleId) -> Option<Module> {
         self.modules().compiled.get(id).map(|(module, _)| module.clone())
     }
 
@@ -264,11 +255,29 @@ impl Drop for Host {
     }
 }
 
+/// `job`'s entry in `instance`, if it takes the job's arguments and returns only numbers.
+pub(crate) fn entry(instance: &Instance, store: &mut Store<AgentState>, job: &Job) -> Result<Func, RunError> {
+    let entry = instance.get_func(&mut *store, &job.entry).ok_or_else(|| RunError::NoEntry(job.entry.clone()))?;
+    let ty = entry.ty(&*store);
+    let params: Vec<String> = ty.params().map(|param| type_name(&param)).collect();
+    let given: Vec<&str> = job.args.iter().map(|arg| arg.type_name()).collect();
+    let numeric = ty.results().all(|result| ["i32", "i64", "f32", "f64"].contains(&type_name(&result).as_str()));
+    if params != given || !numeric {
+        let results: Vec<String> = ty.results().map(|result| type_name(&result)).collect();
+        return Err(RunError::EntryType {
+            entry: job.entry.clone(),
+            expected: format!("({}) -> ({})", params.join(", "), results.join(", ")),
+            given: given.join(", "),
+        });
+    }
+    Ok(entry)
+}
+
 /// One of the host's `max_agents` places, given back when dropped.
-struct Slot<'a>(&'a AtomicUsize);
+pub(crate) struct Slot<'a>(&'a AtomicUsize);
 
 impl<'a> Slot<'a> {
-    fn take(running: &'a AtomicUsize, max: usize) -> Result<Slot<'a>, RunError> {
+    pub(crate) fn take(running: &'a AtomicUsize, max: usize) -> Result<Slot<'a>, RunError> {
         running
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
             .map(|_| Slot(running))

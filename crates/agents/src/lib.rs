@@ -9,6 +9,8 @@
 //!   behind the `kv` capability.
 //! - [`limits`]: per-agent limits and the store's resource limiter; [`agent`]: a job, its
 //!   outcome and why it stopped.
+//! - [`mobility`]: strong mobility; an agent frozen at a safe point with its call stack
+//!   (Binaryen's Asyncify), carried as a [`Snapshot`] and resumed on another host.
 //! - [`wire`] and [`session`]: the agent protocol (remote evaluation) and its server side, a
 //!   session on the spine like every warren protocol.
 
@@ -18,6 +20,7 @@ pub mod host;
 pub mod keys;
 pub mod kv;
 pub mod limits;
+pub mod mobility;
 pub mod module;
 pub mod session;
 pub mod trust;
@@ -28,6 +31,9 @@ pub use caps::{Access, Grants, ImportError, KvGrant, MAX_LOG_LINE, Need};
 pub use host::{EPOCH_TICK, Host, HostConfig, LoadError};
 pub use kv::{Kv, KvLimits, KvRefusal};
 pub use limits::Limits;
+pub use mobility::{
+    Ended, Freezer, MobileError, MobileModule, PrepareError, Resource, Resume, Role, Snapshot, SnapshotError,
+};
 pub use module::{BadModuleId, ModuleId};
 pub use trust::{ModuleSignature, Trust, TrustError, Unsigned};
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use wasmtime::{ResourceLimiter, Result};
 
 /// One agent's limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Fuel (about one unit per WebAssembly instruction); out of fuel stops the agent.
     pub fuel: u64,
