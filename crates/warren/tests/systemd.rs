@@ -5,76 +5,20 @@
 //! `systemd-socket-activate`.
 
 mod support;
+mod up_support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use support::{BIN, EXIT_BOUND, T};
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("warren-systemd-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// A node started the way a service manager starts it, its stdout read line by line.
-struct Managed {
-    child: Child,
-    lines: Receiver<String>,
-}
-
-impl Managed {
-    fn spawn(mut cmd: Command) -> Managed {
-        cmd.env_remove("RUST_LOG").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
-        cmd.process_group(0);
-        let mut child = cmd.spawn().expect("the node starts");
-        let (tx, lines) = channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).try_for_each(|l| tx.send(l)));
-        Managed { child, lines }
-    }
-
-    fn until(&self, mut last: impl FnMut(&str) -> bool) -> Vec<String> {
-        let mut seen = Vec::new();
-        loop {
-            let line = self.lines.recv_timeout(T).unwrap_or_else(|_| panic!("timed out; output so far: {seen:#?}"));
-            let done = last(&line);
-            seen.push(line);
-            if done {
-                return seen;
-            }
-        }
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
-    }
-}
-
-impl Drop for Managed {
-    fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(-(self.child.id() as i32)), Signal::SIGKILL);
-        let _ = self.child.wait();
-    }
-}
-
-/// The address in `service`'s readiness line.
-fn addr(lines: &[String], service: &str, transport: &str) -> SocketAddr {
-    let prefix = format!("warren: serving {service} ({transport}) under ");
-    let line =
-        lines.iter().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no line for {service}: {lines:#?}"));
-    line.rsplit(' ').next().unwrap().parse().unwrap()
-}
+use up_support::{Up, addr, exchange, scratch};
 
 /// The next notification the node sent, as its `KEY=value` lines.
 fn notification(socket: &UnixDatagram) -> Vec<String> {
@@ -83,40 +27,33 @@ fn notification(socket: &UnixDatagram) -> Vec<String> {
     String::from_utf8(buf[..n].to_vec()).unwrap().lines().map(str::to_string).collect()
 }
 
-fn exchange(addr: SocketAddr, input: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(T)).unwrap();
-    stream.write_all(input).unwrap();
-    stream.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut out = String::new();
-    let _ = stream.read_to_string(&mut out);
-    out
-}
-
 /// `warren up -c conf` with `fds` at descriptors 3, 4, … and `LISTEN_PID` set to its own pid,
 /// as sd_listen_fds(3) describes the hand-over (a shell sets the pid, then execs).
 fn with_listeners(conf: &Path, fds: &[i32], names: &str, notify: &Path) -> Command {
     let mut cmd = Command::new("/bin/sh");
     cmd.args(["-c", "LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"", BIN, "up", "-c"]).arg(conf);
     cmd.env("LISTEN_FDS", fds.len().to_string()).env("LISTEN_FDNAMES", names).env("NOTIFY_SOCKET", notify);
-    let fds = fds.to_vec();
-    // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec.
+    // Copied into a fixed array here: the child may not allocate between fork and exec.
+    let mut passed = [-1; 4];
+    assert!(fds.len() <= passed.len());
+    passed[..fds.len()].copy_from_slice(fds);
+    let count = fds.len();
+    // SAFETY: only async-signal-safe calls (fcntl, dup2, close) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
             // Out of the way first, so that moving one to 3 cannot close another that sits there.
-            let mut high = Vec::new();
-            for fd in &fds {
-                let moved = nix::libc::fcntl(*fd, nix::libc::F_DUPFD, 100);
-                if moved < 0 {
+            let mut high = [-1; 4];
+            for (fd, moved) in passed[..count].iter().zip(&mut high) {
+                *moved = nix::libc::fcntl(*fd, nix::libc::F_DUPFD, 100);
+                if *moved < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                high.push(moved);
             }
-            for (i, fd) in high.into_iter().enumerate() {
-                if nix::libc::dup2(fd, 3 + i as i32) < 0 {
+            for (i, fd) in high[..count].iter().enumerate() {
+                if nix::libc::dup2(*fd, 3 + i as i32) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                nix::libc::close(fd);
+                nix::libc::close(*fd);
             }
             Ok(())
         });
@@ -147,7 +84,7 @@ fn the_node_notifies_its_manager_and_serves_on_the_listeners_it_was_passed() {
         ),
     )
     .unwrap();
-    let up = Managed::spawn(with_listeners(&conf, &[tcp.as_raw_fd(), udp.as_raw_fd()], "echo:dgram", &notify_path));
+    let up = Up::spawn(with_listeners(&conf, &[tcp.as_raw_fd(), udp.as_raw_fd()], "echo:dgram", &notify_path));
     drop((tcp, udp));
     let lines = up.until(|l| l.starts_with("warren: up:"));
     assert_eq!(lines.last().unwrap(), "warren: up: 3 services, 2 listeners from the service manager");
@@ -227,7 +164,7 @@ fn systemd_socket_activate_starts_the_node_on_the_first_connection_and_it_is_ans
             let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
             let mut cmd = Command::new(tool);
             cmd.arg("-l").arg(addr.to_string()).args(["--fdname=echo", BIN, "up", "-c"]).arg(&conf);
-            let activator = Managed::spawn(cmd);
+            let activator = Up::spawn(cmd);
             let listening = support::eventually(T, || is_listening(activator.child.id(), addr));
             listening.then_some((activator, addr))
         })

@@ -2,85 +2,16 @@
 //! reloads, SIGTERM drains, xinetd files and config errors.
 
 mod support;
+mod up_support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Child;
-use std::sync::mpsc::{Receiver, channel};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::{EXIT_BOUND, T, command, run};
-
-/// A running `warren up`, its stdout read line by line.
-struct Up {
-    child: Child,
-    lines: Receiver<String>,
-}
-
-impl Up {
-    fn start(args: &[&str]) -> Up {
-        Up::spawn(command(args))
-    }
-
-    fn spawn(mut cmd: std::process::Command) -> Up {
-        let mut child = cmd.spawn().expect("warren up starts");
-        let (tx, lines) = channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).try_for_each(|l| tx.send(l)));
-        Up { child, lines }
-    }
-
-    /// Lines up to and including the first for which `last` holds.
-    fn until(&self, mut last: impl FnMut(&str) -> bool) -> Vec<String> {
-        let mut seen = Vec::new();
-        loop {
-            let line = self.lines.recv_timeout(T).unwrap_or_else(|_| panic!("timed out; output so far: {seen:#?}"));
-            let done = last(&line);
-            seen.push(line);
-            if done {
-                return seen;
-            }
-        }
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(-(self.child.id() as i32)), Signal::SIGKILL);
-        let _ = self.child.wait();
-    }
-}
-
-/// The address of `service` from its readiness line.
-fn addr(lines: &[String], service: &str, transport: &str) -> SocketAddr {
-    let prefix = format!("warren: serving {service} ({transport}) under ");
-    let line =
-        lines.iter().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no line for {service}: {lines:#?}"));
-    line.rsplit(' ').next().unwrap().parse().unwrap()
-}
-
-fn exchange(addr: SocketAddr, input: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(T)).unwrap();
-    stream.write_all(input).unwrap();
-    stream.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut out = String::new();
-    let _ = stream.read_to_string(&mut out);
-    out
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("warren-up-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use up_support::{Up, addr, exchange, scratch};
 
 fn config(dir: &Path, extra: &str) -> String {
     format!(
