@@ -3,14 +3,14 @@
 //! the object server. Two servers sharing one database: `objects_shared.rs`.
 
 #[macro_use]
+mod objects_support;
 mod support;
 
 use std::path::PathBuf;
 
 use nix::sys::signal::Signal;
-use support::{BIN, Server, T};
-use warren_objects::examples::CounterClient;
-use warren_rpc::{Connection, Target};
+use objects_support::{add_counter, counter};
+use support::Server;
 use warren_testkit::LocalPostgres;
 use warren_testkit::postgres::Durability;
 
@@ -32,21 +32,6 @@ fn serve(url: &str, data: &std::path::Path) -> Server {
         data.to_str().unwrap(),
         "--bare",
     ])
-}
-
-fn add_counter(server: &Server, data: &std::path::Path, name: &str) {
-    let token = data.join("admin.token");
-    let out = std::process::Command::new(BIN)
-        .args(["objects", "add", name, "--class", "counter", "--persistent"])
-        .args(["--server", &server.addr.to_string(), "--token-file", token.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "add: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-async fn counter(server: &Server, name: &str) -> CounterClient {
-    let conn = Connection::connect(server.addr, T).await.unwrap();
-    CounterClient::new(Target::on(&conn, name).with_timeout(T))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,13 +4,14 @@
 //! all answered, none lost, the lost races run again inside the servers.
 
 #[macro_use]
+mod objects_support;
 mod support;
 
 use std::path::{Path, PathBuf};
 
-use support::{BIN, Server, T};
+use objects_support::{add_counter, counter};
+use support::Server;
 use warren_objects::examples::CounterClient;
-use warren_rpc::{Connection, Target};
 use warren_testkit::LocalPostgres;
 
 /// A path of its own, not yet made (a server makes its data directory private).
@@ -23,21 +24,6 @@ fn scratch(tag: &str) -> PathBuf {
 fn serve(store: &str, data: &Path) -> Server {
     let data = data.to_str().unwrap();
     Server::spawn(&["objects", "serve", "--listen", "127.0.0.1:0", "--store", store, "--data", data, "--bare"])
-}
-
-fn add_counter(server: &Server, data: &Path, name: &str) {
-    let token = data.join("admin.token");
-    let out = std::process::Command::new(BIN)
-        .args(["objects", "add", name, "--class", "counter", "--persistent"])
-        .args(["--server", &server.addr.to_string(), "--token-file", token.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "add: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-async fn counter(server: &Server, name: &str) -> CounterClient {
-    let conn = Connection::connect(server.addr, T).await.unwrap();
-    CounterClient::new(Target::on(&conn, name).with_timeout(T))
 }
 
 /// Adds each racing writer makes, one after another, through its server.

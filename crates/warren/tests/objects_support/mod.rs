@@ -277,3 +277,20 @@ impl Raw {
         }
     }
 }
+
+/// Adds a persistent counter `name` to `server` with the admin token in `data`.
+pub fn add_counter(server: &Server, data: &Path, name: &str) {
+    let token = data.join("admin.token");
+    let out = std::process::Command::new(crate::support::BIN)
+        .args(["objects", "add", name, "--class", "counter", "--persistent"])
+        .args(["--server", &server.addr.to_string(), "--token-file", token.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "add: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A client of counter `name` on `server`, over a connection of its own.
+pub async fn counter(server: &Server, name: &str) -> warren_objects::examples::CounterClient {
+    let conn = Connection::connect(server.addr, T).await.unwrap();
+    warren_objects::examples::CounterClient::new(Target::on(&conn, name).with_timeout(T))
+}
