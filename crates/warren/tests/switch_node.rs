@@ -1,6 +1,6 @@
 //! `builtin = "switch"` in warren.toml: `warren up` hosts the cluster switch with `warren
 //! switch`'s options, reconfigures it on SIGHUP on the same listening socket (twenty times under
-//! load in relay mode without a connection refused, reset or left unanswered), and refuses a bad
+//! load in relay and http mode without a connection refused, reset or left unanswered), and refuses a bad
 //! switch service naming the key.
 
 #[macro_use]
@@ -149,6 +149,11 @@ fn reloads_under_load_leave_no_connection_unanswered(mode: &str) {
 #[test]
 fn twenty_node_reloads_under_load_leave_no_relayed_connection_unanswered() {
     reloads_under_load_leave_no_connection_unanswered("relay");
+}
+
+#[test]
+fn twenty_node_reloads_under_load_leave_no_http_request_unanswered() {
+    reloads_under_load_leave_no_connection_unanswered("http");
 }
 
 #[test]

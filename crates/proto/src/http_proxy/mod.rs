@@ -301,7 +301,7 @@ impl ProxySession {
             return;
         }
         if self.inbuf.is_empty() {
-            if self.client_eof || self.closing {
+            if self.client_eof || (self.closing && self.served) {
                 self.close_all(out);
             }
             return;
@@ -809,9 +809,12 @@ impl Session for ProxySession {
     fn handle_shutdown(&mut self, _: Instant, out: &mut Out) {
         self.closing = true;
         // A request begun (its head partly in, or its answer on the way) is answered, with
-        // `Connection: close`; only a connection waiting for its next request closes now. A
-        // tunnel has no answer to wait for: it may run until the server's grace ends.
-        if self.exchange.is_none() && self.tunnel.is_none() && self.inbuf.is_empty() {
+        // `Connection: close`; only a kept-alive connection waiting for its next request closes
+        // now, as clients expect of an idle one. A connection not yet served waits for its first
+        // request (until the head deadline): its client has sent it, or is about to, and has no
+        // reason to retry a connection that never answered. A tunnel has no answer to wait for:
+        // it may run until the server's grace ends.
+        if self.served && self.exchange.is_none() && self.tunnel.is_none() && self.inbuf.is_empty() {
             self.close_all(out);
         }
     }

@@ -273,7 +273,7 @@ fn a_websocket_101_turns_the_connection_into_a_tunnel_spliced_both_ways_until_bo
 }
 
 #[test]
-fn a_shutdown_answers_a_request_begun_with_a_close_and_closes_an_idle_connection() {
+fn a_shutdown_answers_a_request_begun_or_a_first_one_awaited_and_closes_an_idle_kept_alive_connection() {
     let mut r = rig(&[1]);
     r.s.handle_input(r.t0, b"GET /a HTTP/1.1\r\n", &mut r.out);
     r.s.handle_shutdown(r.t0, &mut r.out);
@@ -287,9 +287,29 @@ fn a_shutdown_answers_a_request_begun_with_a_close_and_closes_an_idle_connection
     assert!(answer.contains("Connection: close\r\n") && answer.ends_with("hi"), "{answer}");
     assert!(r.out.is_closed());
 
+    // A connection not yet served waits for its first request, and answers it with a close.
+    let mut fresh = rig(&[1]);
+    fresh.s.handle_shutdown(fresh.t0, &mut fresh.out);
+    assert!(!fresh.out.is_closed(), "a new connection's first request is waited for");
+    fresh.s.handle_input(fresh.t0, GET, &mut fresh.out);
+    let (token, _) = fresh.connect();
+    let b1 = fresh.connected(token, 1);
+    fresh.sent(b1);
+    fresh.s.handle_stream_input(fresh.t0, b1, OK, &mut fresh.out);
+    assert!(fresh.sent(StreamId::CLIENT).contains("Connection: close\r\n"));
+    assert!(fresh.out.is_closed());
+
+    // A kept-alive connection between requests closes at once.
     let mut idle = rig(&[1]);
+    idle.s.handle_input(idle.t0, GET, &mut idle.out);
+    let (token, _) = idle.connect();
+    let b1 = idle.connected(token, 1);
+    idle.sent(b1);
+    idle.s.handle_stream_input(idle.t0, b1, OK, &mut idle.out);
+    idle.sent(StreamId::CLIENT);
+    assert!(!idle.out.is_closed(), "kept alive after its answer");
     idle.s.handle_shutdown(idle.t0, &mut idle.out);
-    assert!(idle.out.is_closed(), "no request begun: closed at once");
+    assert!(idle.out.is_closed(), "served and idle: closed at once");
 }
 
 /// The next action that is not a log line.
