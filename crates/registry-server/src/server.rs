@@ -34,7 +34,11 @@ pub async fn serve<B: Backend + ?Sized>(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<Report> {
     let (listener, trigger) = (listener.into(), Arc::new(Shutdown::new()?));
-    let config = ServeConfig { max_conns: limits.max_conns, ..ServeConfig::for_model(model) };
+    let config = ServeConfig {
+        max_conns: limits.max_conns,
+        write_timeout: limits.write_timeout,
+        ..ServeConfig::for_model(model)
+    };
     let service = Registry { backend, limits };
     let stop = trigger.clone();
     let mut serving = tokio::task::spawn_blocking(move || serve_until(model, service, listener, &config, stop));

@@ -42,6 +42,9 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// Watches one connection may hold at once (64).
     pub max_watches: usize,
+    /// A peer that takes no byte of its answers or events for this long is cut off (30 s): with
+    /// [`OUTBOX`], what bounds the memory a watcher that stops reading costs.
+    pub write_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -52,6 +55,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             max_in_flight: 256,
             max_watches: 64,
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
