@@ -26,6 +26,7 @@ pub struct Report {
 
 /// Serves `listener` under `model` until `shutdown` completes, then stops accepting, ends every
 /// watch, lets answers in progress go out (for up to the models' grace period) and returns.
+/// Dropping the returned future stops the server the same way, without waiting for it.
 pub async fn serve<B: Backend + ?Sized>(
     backend: Arc<B>,
     listener: impl Into<Listener>,
@@ -41,6 +42,10 @@ pub async fn serve<B: Backend + ?Sized>(
     };
     let service = Registry { backend, limits };
     let stop = trigger.clone();
+    // The server runs on a blocking thread that only the trigger ends: were this future dropped
+    // unfinished (its task aborted, or its runtime shut down), that thread would serve on, and a
+    // runtime shutting down waits for its blocking threads without end.
+    let _stop_on_drop = StopOnDrop(trigger.clone());
     let mut serving = tokio::task::spawn_blocking(move || serve_until(model, service, listener, &config, stop));
     tokio::pin!(shutdown);
     let report = tokio::select! {
@@ -52,4 +57,13 @@ pub async fn serve<B: Backend + ?Sized>(
     };
     let report = report.map_err(std::io::Error::other)??;
     Ok(Report { accepted: report.accepted, refused: report.refused })
+}
+
+/// Triggers a server's shutdown when dropped.
+struct StopOnDrop(Arc<Shutdown>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.trigger();
+    }
 }

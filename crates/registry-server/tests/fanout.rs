@@ -11,19 +11,35 @@ use tokio::sync::oneshot;
 use warren_models::Model;
 use warren_registry::client::Client;
 use warren_registry::{EventKind, Revision};
-use warren_registry_server::server::{Limits, serve};
+use warren_registry_server::server::{Limits, Report, serve};
 
 const T: Duration = Duration::from_secs(20);
 
-/// A server on 127.0.0.1:0 over a fresh store, until `stop` is sent or dropped.
-async fn start(limits: Limits) -> (SocketAddr, oneshot::Sender<()>, TempDir) {
+/// A server on 127.0.0.1:0 over a fresh store.
+struct Running {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<std::io::Result<Report>>,
+    _dir: TempDir,
+}
+
+async fn start(limits: Limits) -> Running {
     let dir = TempDir::new();
     let backend = Arc::new(open(&dir));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(async move { serve(backend, listener, limits, Model::Hybrid, async { _ = stopped.await }).await });
-    (addr, stop, dir)
+    let done = tokio::spawn(serve(backend, listener, limits, Model::Hybrid, async { _ = stopped.await }));
+    Running { addr, stop, done, _dir: dir }
+}
+
+impl Running {
+    /// Stops the server and waits for it: a test that returned with its server still serving
+    /// would leave the runtime's shutdown waiting for the server's thread.
+    async fn stop(self) -> Report {
+        self.stop.send(()).unwrap();
+        tokio::time::timeout(T, self.done).await.expect("stopped in time").unwrap().unwrap()
+    }
 }
 
 /// What a watcher saw: each event as (revision, kind, port).
@@ -58,7 +74,8 @@ async fn a_thousand_watchers_get_every_event_once_in_order() {
     const CONNECTIONS: usize = 20;
     const PER_CONNECTION: usize = 50;
     const WRITES: usize = 100;
-    let (addr, _stop, _dir) = start(Limits::default()).await;
+    let server = start(Limits::default()).await;
+    let addr = server.addr;
     let writer = Client::connect(addr, T).await.unwrap();
     let start = writer.bind(&name("svc"), "t", vec![ep(1)]).await.unwrap();
     let mut watchers = Vec::new();
@@ -69,15 +86,19 @@ async fn a_thousand_watchers_get_every_event_once_in_order() {
             watchers.push(tokio::spawn(events(watch, WRITES)));
         }
     }
-    let mut written = Vec::new();
+    let (mut written, svc) = (Vec::new(), name("svc"));
     for port in 0..WRITES as u16 {
-        written.push(writer.rebind(&name("svc"), "t", vec![ep(port + 2)]).await.unwrap());
+        let write = tokio::time::timeout(T, writer.rebind(&svc, "t", vec![ep(port + 2)]));
+        written.push(write.await.expect("answered in time").unwrap());
     }
     let mut first = None;
     for watcher in watchers {
+        // Each watcher gives up after `T` on its own, so this wait is bounded too.
         let seen = watcher.await.unwrap();
         assert_eq!(revisions(&seen), written, "each write's revision, in order");
         // The same events, in the same order, for every watcher.
         assert_eq!(&seen, first.get_or_insert_with(|| seen.clone()));
     }
+    let report = server.stop().await;
+    assert_eq!(report.accepted, 1 + CONNECTIONS as u64);
 }
