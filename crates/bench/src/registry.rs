@@ -10,8 +10,8 @@
 //!   `LeaseGrant` + `Put` with that lease (the two calls a registration is in etcd);
 //! - **renew**: warren `renew` against etcd `LeaseKeepAlive` on a stream per lease;
 //! - **lookup**: warren `lookup` against a linearizable etcd `Range` over the name's prefix;
-//! - **watch latency**: one write at a time, from the write being sent to a watcher on another
-//!   connection receiving its event.
+//! - **watch latency**: one write at a time, from the write being sent to 1, 100 and 10,000
+//!   watchers on other connections having its event ([`watch`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,13 +20,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use etcd_client::{GetOptions, PutOptions, WatchOptions};
+use etcd_client::{GetOptions, PutOptions};
 use warren_registry::client::Client;
 use warren_registry::model::{Endpoint, LeaseId, Name};
 use warren_testkit::LocalEtcd;
 
 use crate::hist::Histogram;
 use crate::host::{CpuSet, LOAD_CPU, Machine, SERVER_CPU};
+
+mod watch;
 
 /// Options of `warren bench registry`.
 #[derive(Debug, Args)]
@@ -40,7 +42,8 @@ pub struct RegistryArgs {
     /// Requests in flight at once, per server.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
-    /// Writes timed one at a time for the watch latency.
+    /// Writes timed one at a time for the watch latency with 1 and 100 watchers; with 10,000,
+    /// a fiftieth of it (at least 200), so that the part stays under a minute.
     #[arg(long, default_value_t = 2000)]
     pub watch_samples: usize,
     /// Length of the dnsperf run (whole seconds); 0 skips it.
@@ -107,13 +110,18 @@ pub fn registry(args: &RegistryArgs) -> anyhow::Result<()> {
             }
             table.push((op, w, e));
         }
-        progress("watch latency: warren");
-        let wl = watch_latency_warren(warren.addr, args.watch_samples).await?;
-        progress("watch latency: etcd");
-        let el = watch_latency_etcd(&ec, args.watch_samples).await?;
-        anyhow::Ok((table, wl, el))
+        let mut watches = Vec::new();
+        for watchers in watch::WATCHERS {
+            let samples = watch::samples_for(args.watch_samples, watchers);
+            progress(&format!("watch latency, {watchers} watchers, {samples} writes: warren"));
+            let w = watch::measure(&watch::Target::Warren(warren.addr), watchers, samples).await?;
+            progress(&format!("watch latency, {watchers} watchers, {samples} writes: etcd"));
+            let e = watch::measure(&watch::Target::Etcd(etcd.url.clone()), watchers, samples).await?;
+            watches.push((watchers, w, e));
+        }
+        anyhow::Ok((table, watches))
     })?;
-    let (table, wl, el) = report;
+    let (table, watches) = report;
 
     let dns = if args.dns_seconds > 0 {
         progress("dnsperf against warren's DNS (a name with 10 addresses)");
@@ -131,21 +139,15 @@ pub fn registry(args: &RegistryArgs) -> anyhow::Result<()> {
         etcd.version
     );
     println!(
-        "- {} requests in flight per server, {:?} per run, {} runs alternating; watch latency over {} writes",
-        args.concurrency, args.duration, args.runs, args.watch_samples
+        "- {} requests in flight per server, {:?} per run, {} runs alternating",
+        args.concurrency, args.duration, args.runs
     );
     println!("- Command: `warren bench registry`, took {:.0} s\n", started.elapsed().as_secs_f64());
     println!("| operation | warren (ratio to etcd) | etcd |\n|---|---|---|");
     for (op, w, e) in &table {
         println!("| {} | {} | {} |", op.label(), w.cell(e.median()), e.cell(0.0));
     }
-    let us = |h: &Histogram, p: f64| h.percentile(p).map_or("–".into(), |v| format!("{v} µs"));
-    for (what, w, e) in [
-        ("watch: write sent → event seen", &wl.end_to_end, &el.end_to_end),
-        ("watch: write acknowledged → event seen", &wl.after_ack, &el.after_ack),
-    ] {
-        println!("| {what}, p50 / p99 | {} / {} | {} / {} |", us(w, 50.0), us(w, 99.0), us(e, 50.0), us(e, 99.0));
-    }
+    print_watches(&watches);
     match dns {
         Some(Ok(r)) => println!(
             "\nDNS (dnsperf, {} s, A query for a name with 10 addresses): {:.0} queries/s, {} lost, \
@@ -156,6 +158,36 @@ pub fn registry(args: &RegistryArgs) -> anyhow::Result<()> {
         None => {}
     }
     Ok(())
+}
+
+/// The watch table: per watcher count, p50 / p99 of each delay and warren's ratio to etcd.
+fn print_watches(watches: &[(usize, watch::Fanout, watch::Fanout)]) {
+    let us = |h: &Histogram, p: f64| h.percentile(p).map_or("–".into(), |v| format!("{v}"));
+    let ratio = |w: &Histogram, e: &Histogram, p: f64| match (w.percentile(p), e.percentile(p)) {
+        (Some(w), Some(e)) if e > 0 => format!("{:.2}×", w as f64 / e as f64),
+        _ => "–".into(),
+    };
+    println!(
+        "\nWatch latency, µs, p50 / p99 over the timed writes (one at a time), from the write being sent; \
+         *last*: every watcher has the event; *median*: half of them have it; *ack*: the writer has its \
+         acknowledgement. Watchers: {} per connection (warren) or per watch stream (etcd).\n",
+        watch::PER_CONNECTION
+    );
+    println!("| watchers | writes | delay | warren | etcd | warren ÷ etcd (p50, p99) |\n|---|---|---|---|---|---|");
+    for (watchers, w, e) in watches {
+        for (what, wh, eh) in [("last", &w.last, &e.last), ("median", &w.median, &e.median), ("ack", &w.ack, &e.ack)] {
+            println!(
+                "| {watchers} | {} | {what} | {} / {} | {} / {} | {}, {} |",
+                w.writes,
+                us(wh, 50.0),
+                us(wh, 99.0),
+                us(eh, 50.0),
+                us(eh, 99.0),
+                ratio(wh, eh, 50.0),
+                ratio(wh, eh, 99.0)
+            );
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -292,82 +324,6 @@ async fn run_etcd(c: &etcd_client::Client, op: Op, p: &Prepared, i: usize, n: u6
         }
     }
     Ok(())
-}
-
-/// Watch latency, two ways per write: from sending the write to the watcher having its event
-/// (the durable commit included), and from the writer's acknowledgement to the watcher having
-/// it (delivery alone; zero when the event arrived first).
-#[derive(Default)]
-struct WatchLatency {
-    end_to_end: Histogram,
-    after_ack: Histogram,
-}
-
-impl WatchLatency {
-    fn record(&mut self, sent: Instant, acked: Instant, seen: Instant) {
-        self.end_to_end.record(seen - sent);
-        self.after_ack.record(seen.saturating_duration_since(acked));
-    }
-}
-
-/// Watch latency on warren: a watcher on one connection, writes one at a time on another.
-async fn watch_latency_warren(addr: SocketAddr, samples: usize) -> anyhow::Result<WatchLatency> {
-    let writer = Client::connect(addr, Duration::from_secs(5)).await?;
-    let watcher = Client::connect(addr, Duration::from_secs(5)).await?;
-    let name = Name::new("bench.watched")?;
-    let (rev, _) = writer.list("bench.watched").await?;
-    let mut watch = watcher.watch("bench.watched", rev).await?;
-    let mut latency = WatchLatency::default();
-    for n in 0..samples as u64 {
-        let sent = Instant::now();
-        let write = async {
-            writer.rebind(&name, TOKEN, vec![endpoint(0, n)]).await?;
-            anyhow::Ok(Instant::now())
-        };
-        let seen = async {
-            loop {
-                let events =
-                    tokio::time::timeout(Duration::from_secs(5), watch.next()).await.context("watch stalled")??;
-                if events.iter().any(|e| e.kind == warren_registry::model::EventKind::Put) {
-                    return anyhow::Ok(Instant::now());
-                }
-            }
-        };
-        let (acked, seen) = tokio::try_join!(write, seen)?;
-        latency.record(sent, acked, seen);
-    }
-    Ok(latency)
-}
-
-/// The same on etcd: a watch stream on the client's connection, puts on the same client.
-async fn watch_latency_etcd(c: &etcd_client::Client, samples: usize) -> anyhow::Result<WatchLatency> {
-    let mut writer = c.clone();
-    let mut watch = c.clone().watch("/bench/watched", Some(WatchOptions::new())).await?;
-    let created = watch.message().await?.context("etcd ended the watch")?;
-    if !created.created() {
-        bail!("etcd did not confirm the watch");
-    }
-    let mut latency = WatchLatency::default();
-    for n in 0..samples as u64 {
-        let sent = Instant::now();
-        let value = serde_json::to_vec(&endpoint(0, n))?;
-        let write = async {
-            writer.put("/bench/watched", value, None).await?;
-            anyhow::Ok(Instant::now())
-        };
-        let seen = async {
-            loop {
-                let m =
-                    tokio::time::timeout(Duration::from_secs(5), watch.message()).await.context("watch stalled")??;
-                if !m.context("etcd ended the watch")?.events().is_empty() {
-                    return anyhow::Ok(Instant::now());
-                }
-            }
-        };
-        let (acked, seen) = tokio::try_join!(write, seen)?;
-        latency.record(sent, acked, seen);
-    }
-    Ok(latency)
 }
 
 /// warren's registry (embedded store, health checks, DNS) on a thread pinned to the server CPU.

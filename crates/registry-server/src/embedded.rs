@@ -1,9 +1,12 @@
 //! The default backend: the state machine driven by one writer thread over a `redb` file.
 //!
 //! **Writes.** Every change goes to the writer thread through a channel. The thread takes all
-//! that is waiting (up to [`BATCH`]), applies it to the [`State`], expires due leases, writes the
-//! changed records in one transaction and commits it durably, and only then answers: one fsync
-//! covers a whole batch (group commit), and an acknowledged write is on disk.
+//! that is waiting (up to [`BATCH`]), applies it to the [`State`], expires due leases, appends
+//! the changed records to the [`journal`](crate::journal) as one record and syncs it, and only
+//! then answers and tells the watchers: one `fdatasync` covers a whole batch (group commit), and
+//! an acknowledged write, or an event a watcher saw, is on disk. The redb file takes the
+//! journalled changes in one durable commit when the journal is full (a checkpoint) and when
+//! the store opens (after a crash: the replay).
 //!
 //! **Reads.** `lookup`, `list` and `snapshot` read a [`View`] that the writer updates after each
 //! commit, so they never wait for a write and never see one that is not yet durable.
@@ -15,7 +18,7 @@
 //! lease has a full TTL from the restart (as etcd gives leases after a leader change), and
 //! watches resume from the stored revision onwards (older ones get `Compacted`).
 //!
-//! **Failure.** A failed commit stops the writer: what it had applied is not acknowledged, and
+//! **Failure.** A failed append or commit stops the writer: what it had applied is not acknowledged, and
 //! every later write answers `Unavailable` (as etcd stops on a failed fsync).
 
 use std::collections::BTreeMap;
@@ -32,6 +35,7 @@ use warren_registry::backend::{Backend, Lease, Watch};
 use warren_registry::model::{Endpoint, Entry, Error, Event, LeaseId, Name, Revision, TokenKey, fold_prefix};
 
 use crate::datadir;
+use crate::journal::{self, Journal};
 use crate::state::{Config, Dirty, LeaseRecord, NameRecord, State};
 
 /// Name records, by the name's case-folded key.
@@ -105,10 +109,23 @@ impl Embedded {
     /// Opens (or creates) the store `registry.redb` in the private directory `dir` (see
     /// [`datadir`]) and starts its writer thread. The `admin` token may change any name.
     pub fn open(dir: &Path, config: Config, admin: Option<&str>) -> Result<Embedded, Error> {
+        Embedded::open_with_journal(dir, config, admin, journal::SIZE)
+    }
+
+    /// [`Embedded::open`] with a journal of `journal_size` bytes: a small one checkpoints into
+    /// the redb file every few writes (for tests of checkpoints).
+    pub fn open_with_journal(
+        dir: &Path,
+        config: Config,
+        admin: Option<&str>,
+        journal_size: u64,
+    ) -> Result<Embedded, Error> {
         datadir::private_dir(dir).map_err(|e| Error::Unavailable(format!("store: {e}")))?;
         let key = datadir::token_key(dir)?;
         let db = Database::create(dir.join("registry.redb")).map_err(storage)?;
-        let state = load(&db, config, key, admin)?;
+        let journal_path = dir.join("registry.journal");
+        let (state, epoch) = load(&db, &journal_path, config, key, admin)?;
+        let journal = Journal::open(&journal_path, epoch, journal_size).map_err(storage)?;
         let (revision, entries) = state.list("").expect("the empty prefix is valid");
         let names = entries.into_iter().map(|e| (e.name, e.endpoints)).collect();
         let view = Arc::new(RwLock::new(View { revision, names }));
@@ -117,6 +134,9 @@ impl Embedded {
         let writer = Writer {
             state,
             db,
+            journal,
+            epoch,
+            pending: Pending::default(),
             view: view.clone(),
             generation: generation.clone(),
             events: broadcast::channel(WATCH_BUFFER).0,
@@ -161,7 +181,15 @@ fn stopped() -> Error {
     Error::Unavailable("the store has stopped".into())
 }
 
-fn load(db: &Database, config: Config, key: TokenKey, admin: Option<&str>) -> Result<State, Error> {
+/// Readies the tables, replays the journal into them, and reads the state back; with the epoch
+/// the journal is to be written under.
+fn load(
+    db: &Database,
+    journal: &Path,
+    config: Config,
+    key: TokenKey,
+    admin: Option<&str>,
+) -> Result<(State, u64), Error> {
     // Create the tables on first use, so that reading never meets a missing one.
     let txn = begin_durable(db)?;
     {
@@ -183,7 +211,17 @@ fn load(db: &Database, config: Config, key: TokenKey, admin: Option<&str>) -> Re
     txn.open_table(NAMES).map_err(storage)?;
     txn.open_table(SPELLINGS).map_err(storage)?;
     txn.open_table(LEASES).map_err(storage)?;
+    let epoch = txn.open_table(META).map_err(storage)?.get(JOURNAL_EPOCH).map_err(storage)?.map_or(0, |v| v.value());
     txn.commit().map_err(storage)?;
+
+    // Acknowledged writes since the last checkpoint: into the file, under a new epoch, before
+    // anything reads it. Always a new epoch, so that no record of the old one is ever read again.
+    let mut replayed = Pending::default();
+    for record in Journal::replay(journal, epoch).map_err(storage)? {
+        replayed.add(&Dirty { names: record.names, leases: record.leases, revision: Revision(record.revision) });
+    }
+    let epoch = epoch + 1;
+    store(db, &replayed.take(), epoch)?;
 
     let txn = db.begin_read().map_err(storage)?;
     let decode_err = |what: &str| storage(format!("corrupt {what} record"));
@@ -209,12 +247,80 @@ fn load(db: &Database, config: Config, key: TokenKey, admin: Option<&str>) -> Re
     let meta = txn.open_table(META).map_err(storage)?;
     let get = |key: &str| meta.get(key).map(|v| v.map(|g| g.value()));
     let revision = Revision(get("revision").map_err(storage)?.unwrap_or(0));
-    State::restore(config, key, admin, Instant::now(), names, leases, revision)
+    Ok((State::restore(config, key, admin, Instant::now(), names, leases, revision)?, epoch))
+}
+
+/// Where `META` keeps the epoch the journal's records are replayed under.
+const JOURNAL_EPOCH: &str = "journal_epoch";
+
+/// Records journalled since the last checkpoint, the latest of each: what the next checkpoint
+/// writes to the redb file.
+#[derive(Default)]
+struct Pending {
+    names: BTreeMap<Name, Option<NameRecord>>,
+    leases: BTreeMap<LeaseId, Option<LeaseRecord>>,
+    revision: Option<Revision>,
+}
+
+impl Pending {
+    fn add(&mut self, dirty: &Dirty) {
+        for (name, record) in &dirty.names {
+            // Removed first: `insert` would keep the old key, and with it the old spelling.
+            self.names.remove(name);
+            self.names.insert(name.clone(), record.clone());
+        }
+        self.leases.extend(dirty.leases.iter().cloned());
+        self.revision = Some(dirty.revision);
+    }
+
+    fn take(&mut self) -> Pending {
+        std::mem::take(self)
+    }
+}
+
+/// Writes `pending` and the journal's next `epoch` to the file in one durable commit.
+fn store(db: &Database, pending: &Pending, epoch: u64) -> Result<(), Error> {
+    let txn = begin_durable(db)?;
+    {
+        let mut names = txn.open_table(NAMES).map_err(storage)?;
+        let mut spellings = txn.open_table(SPELLINGS).map_err(storage)?;
+        for (name, record) in &pending.names {
+            match record {
+                Some(r) => names.insert(name.key(), postcard::to_stdvec(r).expect("encodable").as_slice()),
+                None => names.remove(name.key()),
+            }
+            .map_err(storage)?;
+            match record {
+                Some(_) if name.as_str() != name.key() => spellings.insert(name.key(), name.as_str()),
+                _ => spellings.remove(name.key()),
+            }
+            .map_err(storage)?;
+        }
+        let mut leases = txn.open_table(LEASES).map_err(storage)?;
+        for (id, record) in &pending.leases {
+            match record {
+                Some(r) => leases.insert(id.0, postcard::to_stdvec(r).expect("encodable").as_slice()),
+                None => leases.remove(id.0),
+            }
+            .map_err(storage)?;
+        }
+        let mut meta = txn.open_table(META).map_err(storage)?;
+        if let Some(revision) = pending.revision {
+            meta.insert("revision", revision.0).map_err(storage)?;
+        }
+        meta.insert(JOURNAL_EPOCH, epoch).map_err(storage)?;
+    }
+    txn.commit().map_err(storage)
 }
 
 struct Writer {
     state: State,
     db: Database,
+    journal: Journal,
+    /// The epoch `journal` writes under, stored in `db`.
+    epoch: u64,
+    /// What the journal holds and the file does not yet.
+    pending: Pending,
     view: Arc<RwLock<View>>,
     generation: Arc<AtomicU64>,
     events: broadcast::Sender<Arc<[Event]>>,
@@ -232,7 +338,16 @@ impl Writer {
             match first {
                 Ok(cmd) => batch.push(cmd),
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => {
+                    // A clean stop leaves the redb file whole: nothing to replay, and a warren
+                    // from before the journal reads every acknowledged write.
+                    if let Err(e) = self.checkpoint() {
+                        tracing::error!(
+                            "registry store: the checkpoint at stop failed ({e}); the next start replays the journal"
+                        );
+                    }
+                    return;
+                }
             }
             batch.extend(std::iter::from_fn(|| rx.try_recv().ok()).take(BATCH - batch.len()));
             if let Err(e) = self.step(&mut batch) {
@@ -242,7 +357,7 @@ impl Writer {
         }
     }
 
-    /// Applies a batch, commits it, publishes it, then answers it.
+    /// Applies a batch, makes it durable, answers it, then publishes it to the watchers.
     fn step(&mut self, batch: &mut Vec<Command>) -> Result<(), Error> {
         let now = Instant::now();
         let answers: Vec<Box<dyn FnOnce()>> = batch.drain(..).map(|cmd| self.apply(cmd, now)).collect();
@@ -250,7 +365,7 @@ impl Writer {
         let dirty = self.state.take_dirty();
         if !dirty.is_empty() {
             // On failure the answers are dropped: their callers see `Unavailable`.
-            self.commit(&dirty)?;
+            self.persist(&dirty)?;
             let mut view = self.view.write().expect("view lock");
             view.revision = dirty.revision;
             for (name, record) in dirty.names {
@@ -263,12 +378,34 @@ impl Writer {
             // Under the lock: whoever reads the new number then reads the new view.
             self.generation.fetch_add(1, Ordering::Release);
         }
+        // The writers first: waking every watcher takes time that grows with their number.
+        answers.into_iter().for_each(|answer| answer());
         let events = self.state.poll_events();
         if !events.is_empty() {
             // No receivers is fine: nobody is watching.
             let _ = self.events.send(events.into());
         }
-        answers.into_iter().for_each(|answer| answer());
+        Ok(())
+    }
+
+    /// Makes a batch's changes durable: one journal record, or, when the journal is full, a
+    /// checkpoint of everything it holds with them.
+    fn persist(&mut self, dirty: &Dirty) -> Result<(), Error> {
+        let journalled = self.journal.append(dirty).map_err(storage)?;
+        self.pending.add(dirty);
+        if !journalled {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Writes what the journal holds into the redb file, durably, and starts the journal over
+    /// under the next epoch.
+    fn checkpoint(&mut self) -> Result<(), Error> {
+        let epoch = self.epoch + 1;
+        store(&self.db, &self.pending.take(), epoch)?;
+        self.journal.restart(epoch);
+        self.epoch = epoch;
         Ok(())
     }
 
@@ -298,37 +435,6 @@ impl Writer {
                 answer(reply, result)
             }
         }
-    }
-
-    fn commit(&self, dirty: &Dirty) -> Result<(), Error> {
-        let txn = begin_durable(&self.db)?;
-        {
-            let mut names = txn.open_table(NAMES).map_err(storage)?;
-            let mut spellings = txn.open_table(SPELLINGS).map_err(storage)?;
-            for (name, record) in &dirty.names {
-                match record {
-                    Some(r) => names.insert(name.key(), postcard::to_stdvec(r).expect("encodable").as_slice()),
-                    None => names.remove(name.key()),
-                }
-                .map_err(storage)?;
-                match record {
-                    Some(_) if name.as_str() != name.key() => spellings.insert(name.key(), name.as_str()),
-                    _ => spellings.remove(name.key()),
-                }
-                .map_err(storage)?;
-            }
-            let mut leases = txn.open_table(LEASES).map_err(storage)?;
-            for (id, record) in &dirty.leases {
-                match record {
-                    Some(r) => leases.insert(id.0, postcard::to_stdvec(r).expect("encodable").as_slice()),
-                    None => leases.remove(id.0),
-                }
-                .map_err(storage)?;
-            }
-            let mut meta = txn.open_table(META).map_err(storage)?;
-            meta.insert("revision", dirty.revision.0).map_err(storage)?;
-        }
-        txn.commit().map_err(storage)
     }
 }
 

@@ -26,6 +26,7 @@ pub struct Report {
 
 /// Serves `listener` under `model` until `shutdown` completes, then stops accepting, ends every
 /// watch, lets answers in progress go out (for up to the models' grace period) and returns.
+/// Dropping the returned future stops the server the same way, without waiting for it.
 pub async fn serve<B: Backend + ?Sized>(
     backend: Arc<B>,
     listener: impl Into<Listener>,
@@ -34,9 +35,17 @@ pub async fn serve<B: Backend + ?Sized>(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<Report> {
     let (listener, trigger) = (listener.into(), Arc::new(Shutdown::new()?));
-    let config = ServeConfig { max_conns: limits.max_conns, ..ServeConfig::for_model(model) };
+    let config = ServeConfig {
+        max_conns: limits.max_conns,
+        write_timeout: limits.write_timeout,
+        ..ServeConfig::for_model(model)
+    };
     let service = Registry { backend, limits };
     let stop = trigger.clone();
+    // The server runs on a blocking thread that only the trigger ends: were this future dropped
+    // unfinished (its task aborted, or its runtime shut down), that thread would serve on, and a
+    // runtime shutting down waits for its blocking threads without end.
+    let _stop_on_drop = StopOnDrop(trigger.clone());
     let mut serving = tokio::task::spawn_blocking(move || serve_until(model, service, listener, &config, stop));
     tokio::pin!(shutdown);
     let report = tokio::select! {
@@ -48,4 +57,13 @@ pub async fn serve<B: Backend + ?Sized>(
     };
     let report = report.map_err(std::io::Error::other)??;
     Ok(Report { accepted: report.accepted, refused: report.refused })
+}
+
+/// Triggers a server's shutdown when dropped.
+struct StopOnDrop(Arc<Shutdown>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.trigger();
+    }
 }

@@ -2,10 +2,11 @@
 //!
 //! A request is answered by an `await` on the [`Backend`] (a durable commit, an etcd round trip),
 //! so each one is a future job: the session starts it and goes on reading, and answers leave in
-//! the order their jobs finish, each frame carrying its request's id. A watch is a chain of jobs:
-//! each waits for the next events, hands the watch back with them, and the session starts the
-//! next one once the events are queued, so a watch never holds a thread and can be aborted by
-//! `Cancel` between any two events.
+//! the order their jobs finish, each frame carrying its request's id. A connection's watches wait
+//! together in one job at a time (a [`Feed`]): it comes back when any of them has events, with
+//! the events of every watch that has some, and the session starts the next once they are
+//! queued; so a watch holds no thread, a write seen by every watch of a connection costs that
+//! connection one job and one send, and `Cancel` ends a watch between any two of its events.
 //!
 //! Limits, per connection: at most [`Limits::max_in_flight`] requests at once, at most
 //! [`Limits::max_watches`] watches, and at most [`OUTBOX`] bytes of answers queued for the peer
@@ -15,7 +16,9 @@
 //! no request is read (the engine then stops reading the socket, and gives up on a peer that
 //! takes nothing for its write timeout) and no watch fetches more, until the peer has taken its
 //! answers. So a client that pipelines `List`s and never reads costs the server at most
-//! [`OUTBOX`] bytes plus its watches' last batches, not a copy of the registry per request. A
+//! [`OUTBOX`] bytes plus its watches' last batches, not a copy of the registry per request; a
+//! watch whose peer stays behind for long falls out of the store's history, and gets a
+//! `Compacted` error that ends it instead of the events it missed. A
 //! frame that cannot be read gets an `Error` with id 0 and the connection closes; a body that
 //! cannot be read fails only its request.
 
@@ -25,9 +28,12 @@ use std::time::{Duration, Instant};
 
 use warren_proto::{Action, ConnInfo, Deadline, Job, Level, NoHub, Nothing, Output, Service, Session, Token};
 
-use warren_registry::backend::{Backend, Watch};
-use warren_registry::model::{Error, Event, Revision};
+use futures_util::future::AbortHandle;
+use warren_registry::backend::Backend;
+use warren_registry::model::{Error, Revision};
 use warren_registry::wire::{self, Decoded, MAX_RESPONSE, Request, Response};
+
+use crate::feed::{self, Feed, Joiner, Next};
 
 /// Limits of one server, with the defaults `warren registry` uses.
 #[derive(Clone, Debug)]
@@ -42,6 +48,9 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// Watches one connection may hold at once (64).
     pub max_watches: usize,
+    /// A peer that takes no byte of its answers or events for this long is cut off (30 s): with
+    /// [`OUTBOX`], what bounds the memory a watcher that stops reading costs.
+    pub write_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -52,6 +61,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             max_in_flight: 256,
             max_watches: 64,
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -76,8 +86,8 @@ pub fn answer_room(request: &Request) -> usize {
     }
 }
 
-/// Watch jobs' tokens: the request id with this bit, so that they never meet a request's.
-const WATCH: u64 = 1 << 32;
+/// The feed job's token: above every request id.
+const FEED: Token = Token(1 << 32);
 
 /// The registry protocol over a backend.
 pub struct Registry<B: ?Sized> {
@@ -105,6 +115,7 @@ impl<B: Backend + ?Sized> Service for Registry<B> {
             read_timeout: self.limits.idle_timeout,
             max_request: 0,
         };
+        let (feed, joiner) = feed::feed();
         RegistrySession {
             backend: self.backend.clone(),
             limits: self.limits.clone(),
@@ -112,6 +123,8 @@ impl<B: Backend + ?Sized> Service for Registry<B> {
             in_flight: 0,
             promised: 0,
             watches: HashMap::new(),
+            feed: Some(feed),
+            joiner,
             deadline: Deadline::new(&timeouts, now),
             stopping: false,
         }
@@ -137,21 +150,18 @@ impl<B: Backend + ?Sized> Service for Registry<B> {
 pub enum Done {
     /// The answer to request `id`, which holds `room` bytes of the outbox until it is sent.
     Answer { id: u32, response: Response, room: usize },
-    /// The next events of watch `id` (or why it ended), and the watch to go on with.
-    Watch { id: u32, events: Result<Vec<Event>, Error>, watch: Option<Box<dyn Watch>> },
+    /// The watches that have events (or ended), and the feed the others still wait in.
+    Feed { ready: Vec<Next>, feed: Feed },
 }
 
 impl std::fmt::Debug for Done {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Done::Answer { id, .. } => write!(f, "Answer({id})"),
-            Done::Watch { id, .. } => write!(f, "Watch({id})"),
+            Done::Feed { ready, .. } => write!(f, "Feed({} ready)", ready.len()),
         }
     }
 }
-
-/// A watch between two jobs: waiting for the peer to take its last events.
-struct Parked(Box<dyn Watch>);
 
 /// One registry connection.
 pub struct RegistrySession<B: ?Sized> {
@@ -163,8 +173,12 @@ pub struct RegistrySession<B: ?Sized> {
     in_flight: usize,
     /// Bytes of outbox held for their answers (the sum of their `answer_room`).
     promised: usize,
-    /// Watches by id: fetching (no value) or parked until the outbox drains.
-    watches: HashMap<u32, Option<Parked>>,
+    /// Live watches by id, each with what cancels it in the feed.
+    watches: HashMap<u32, AbortHandle>,
+    /// Here while no job waits on it: between jobs, or parked until the outbox drains.
+    feed: Option<Feed>,
+    /// Where watches join the feed, whether a job holds it or not.
+    joiner: Joiner,
     deadline: Deadline,
     /// The server is stopping: no new request; close once the answers in progress are out.
     stopping: bool,
@@ -234,8 +248,8 @@ impl<B: Backend + ?Sized> RegistrySession<B> {
         match request {
             Request::Watch { prefix, from } => self.watch(id, prefix, from, out),
             Request::Cancel { watch } => {
-                if self.watches.remove(&watch).is_some() {
-                    out.act(Action::Abort(Token(WATCH | u64::from(watch))));
+                if let Some(handle) = self.watches.remove(&watch) {
+                    handle.abort();
                 }
                 send(out, watch, &Response::Cancelled, MAX_SMALL_ANSWER);
             }
@@ -255,33 +269,54 @@ impl<B: Backend + ?Sized> RegistrySession<B> {
             let why = format!("at most {} watches per connection, ids distinct", self.limits.max_watches);
             return send(out, id, &Response::Error(Error::TooLarge(why)), MAX_SMALL_ANSWER);
         }
-        self.watches.insert(id, None);
         let backend = self.backend.clone();
-        let job = async move {
+        let handle = self.joiner.join(async move {
             match backend.watch(&prefix, from).await {
-                Ok(mut watch) => Done::Watch { id, events: watch.next().await, watch: Some(watch) },
-                Err(e) => Done::Watch { id, events: Err(e), watch: None },
+                Ok(mut watch) => Next { id, events: watch.next().await, watch: Some(watch) },
+                Err(e) => Next { id, events: Err(e), watch: None },
             }
-        };
-        out.job(Token(WATCH | u64::from(id)), Job::future(job));
+        });
+        self.watches.insert(id, handle);
+        self.run_feed(out);
     }
 
-    /// Fetch the next events of watch `id`.
-    fn fetch(&mut self, id: u32, mut watch: Box<dyn Watch>, out: &mut Out) {
-        self.watches.insert(id, None);
-        let job = async move { Done::Watch { id, events: watch.next().await, watch: Some(watch) } };
-        out.job(Token(WATCH | u64::from(id)), Job::future(job));
-    }
-
-    /// Watches parked for a full outbox go on once it has room.
-    fn resume_watches(&mut self, out: &mut Out) {
-        if out.pending_len() >= OUTBOX {
+    /// Starts the feed's next job if it is here, has watches, and the outbox has room for their
+    /// events; otherwise it waits (for the outbox to drain, or for a watch).
+    fn run_feed(&mut self, out: &mut Out) {
+        if self.watches.is_empty() || out.pending_len() >= OUTBOX {
             return;
         }
-        let parked: Vec<u32> = self.watches.iter().filter(|(_, w)| w.is_some()).map(|(&id, _)| id).collect();
-        for id in parked {
-            if let Some(Some(Parked(watch))) = self.watches.remove(&id) {
-                self.fetch(id, watch, out);
+        if let Some(feed) = self.feed.take() {
+            let job = async move {
+                let (ready, feed) = feed.next().await;
+                Done::Feed { ready, feed }
+            };
+            out.job(FEED, Job::future(job));
+        }
+    }
+
+    /// Queues the events of the watches that have some, and puts them back to wait.
+    fn deliver(&mut self, ready: Vec<Next>, out: &mut Out) {
+        for Next { id, events, watch } in ready {
+            if !self.watches.contains_key(&id) {
+                continue; // cancelled meanwhile
+            }
+            match (events, watch) {
+                (Ok(events), Some(mut watch)) => {
+                    for chunk in wire::chunks(&events) {
+                        send(out, id, &Response::Events { events: chunk.to_vec() }, MAX_RESPONSE);
+                    }
+                    let handle =
+                        self.joiner.join(async move { Next { id, events: watch.next().await, watch: Some(watch) } });
+                    self.watches.insert(id, handle);
+                }
+                (Err(e), _) => {
+                    self.watches.remove(&id);
+                    send(out, id, &Response::Error(e), MAX_SMALL_ANSWER);
+                }
+                (Ok(_), None) => {
+                    self.watches.remove(&id);
+                }
             }
         }
     }
@@ -309,8 +344,10 @@ impl<B: Backend + ?Sized> Session for RegistrySession<B> {
     fn handle_read_closed(&mut self, _: Instant, out: &mut Out) {
         // Answers in progress still go out; watches end with the connection.
         self.stopping = true;
-        for (id, _) in self.watches.drain() {
-            out.act(Action::Abort(Token(WATCH | u64::from(id))));
+        self.watches.clear();
+        // Dropping the feed, here or in its job, drops every watch in it.
+        if self.feed.take().is_none() {
+            out.act(Action::Abort(FEED));
         }
         self.finish_if_stopped(out);
     }
@@ -329,35 +366,19 @@ impl<B: Backend + ?Sized> Session for RegistrySession<B> {
                 self.take_requests(out);
                 self.finish_if_stopped(out);
             }
-            Done::Watch { id, events, watch } => {
-                if !self.watches.contains_key(&id) {
-                    return; // cancelled meanwhile
+            Done::Feed { ready, feed } => {
+                if self.stopping {
+                    return; // the watches ended with the connection
                 }
-                match (events, watch) {
-                    (Ok(events), Some(watch)) => {
-                        for chunk in wire::chunks(&events) {
-                            send(out, id, &Response::Events { events: chunk.to_vec() }, MAX_RESPONSE);
-                        }
-                        if out.pending_len() < OUTBOX {
-                            self.fetch(id, watch, out);
-                        } else {
-                            self.watches.insert(id, Some(Parked(watch)));
-                        }
-                    }
-                    (Err(e), _) => {
-                        self.watches.remove(&id);
-                        send(out, id, &Response::Error(e), MAX_SMALL_ANSWER);
-                    }
-                    (Ok(_), None) => {
-                        self.watches.remove(&id);
-                    }
-                }
+                self.feed = Some(feed);
+                self.deliver(ready, out);
+                self.run_feed(out);
             }
         }
     }
 
     fn handle_drained(&mut self, _: Instant, out: &mut Out) {
-        self.resume_watches(out);
+        self.run_feed(out);
         self.take_requests(out);
     }
 

@@ -195,3 +195,32 @@ async fn a_watcher_that_falls_behind_catches_up_from_the_history() {
     let got: Vec<(u64, EventKind, u16)> = events.iter().map(|e| (e.revision.0, e.kind, e.endpoint.port)).collect();
     assert!(got == want, "events missed, repeated or out of order ({} events, {} expected)", got.len(), want.len());
 }
+
+#[tokio::test]
+async fn writes_survive_checkpoints_of_a_small_journal_and_reopening() {
+    let dir = TempDir::new();
+    let last = {
+        // 4 KiB holds some thirty records: 200 writes make several checkpoints.
+        let config = warren_registry_server::state::Config::default();
+        let store =
+            warren_registry_server::embedded::Embedded::open_with_journal(dir.path(), config, None, 4096).unwrap();
+        let mut last = Revision(0);
+        for i in 0..200u16 {
+            last = store.bind(&name(&format!("n{i}")), "alice", vec![ep(i + 1)]).await.unwrap();
+        }
+        store.unbind(&name("n7"), "alice").await.unwrap();
+        let (revision, entries) = store.list("").await.unwrap();
+        assert_eq!(entries.len(), 199);
+        assert!(revision > last);
+        revision
+    };
+    let store = open(&dir);
+    let (revision, entries) = store.list("").await.unwrap();
+    assert_eq!(revision, last, "the revision counter continues");
+    let ports: Vec<u16> = entries.iter().map(|e| e.endpoints[0].port).collect();
+    let mut expected: Vec<u16> = (0..200u16).filter(|&i| i != 7).map(|i| i + 1).collect();
+    let mut got = ports.clone();
+    got.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(got, expected, "every write is there, and the unbind");
+}

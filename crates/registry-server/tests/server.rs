@@ -262,3 +262,23 @@ async fn idle_connections_are_closed_but_watching_ones_are_kept() {
     assert_eq!(tokio::time::timeout(T, watch.next()).await.unwrap().unwrap().len(), 1);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_dropped_serve_future_stops_its_server() {
+    let server = Running::start(Limits::default()).await;
+    let client = server.client().await;
+    let mut watch = client.watch("", Revision(0)).await.unwrap();
+    client.bind(&name("web"), "t", vec![ep(1)]).await.unwrap();
+    assert_eq!(watch.next().await.unwrap().len(), 1);
+    server.done.abort();
+    // The server's own thread, which the aborted task no longer waits for, still stops: its
+    // watches end and its listener closes.
+    let end = tokio::time::timeout(T, watch.next()).await.expect("the watch ends");
+    assert!(matches!(end, Err(Error::Unavailable(_))), "{end:?}");
+    let refused = tokio::time::timeout(T, async {
+        while tokio::net::TcpStream::connect(server.addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    refused.await.expect("the listener closes");
+}
