@@ -11,17 +11,21 @@
 //!   outcome and why it stopped.
 //! - [`mobility`]: strong mobility; an agent frozen at a safe point with its call stack
 //!   (Binaryen's Asyncify), carried as a [`Snapshot`] and resumed on another host.
-//! - [`wire`] and [`session`]: the agent protocol (remote evaluation) and its server side, a
-//!   session on the spine like every warren protocol.
+//! - [`wire`] and [`session`]: the agent protocol (remote evaluation, code on demand, moving
+//!   agents) and its server side, a session on the spine like every warren protocol;
+//!   [`client`]: its blocking client side.
+//! - [`roster`]: a node's moving agents, by id: run, frozen, sent on, followed.
 
 pub mod agent;
 pub mod caps;
+pub mod client;
 pub mod host;
 pub mod keys;
 pub mod kv;
 pub mod limits;
 pub mod mobility;
 pub mod module;
+pub mod roster;
 pub mod session;
 pub mod trust;
 pub mod wire;

@@ -1,20 +1,26 @@
 //! The agent protocol's server side, a sans-IO session like every warren protocol: it reads one
 //! request frame, runs it as a blocking job on the model's helpers (an agent may compute for
-//! its whole wall-time limit), and answers one frame; then it reads the next. A fetch is
-//! answered at once: it only copies a module's bytes.
+//! its whole wall-time limit), and answers one frame; then it reads the next. A fetch, a list
+//! and an order are answered at once: they only copy or set a little state. Moving agents
+//! (start, arrive, wait) live in the service's [`Roster`], beyond any one connection.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use warren_proto::{ConnInfo, Deadline, Job, Level, Limits, NoHub, Nothing, Output, Service, Session, Token};
 
+use crate::roster::{Resolve, Roster, resolve_address};
 use crate::wire::{FRAMING, Request, Response, RunRequest, encode};
-use crate::{Host, Value};
+use crate::{Grants, Host, ModuleSignature, Value};
+
+/// How long one wait for a moving agent lasts before the client is told to ask again.
+const WAIT_WITHIN: Duration = Duration::from_secs(10);
 
 /// The agent host served over TCP.
 #[derive(Debug, Clone)]
 pub struct AgentService {
     host: Arc<Host>,
+    roster: Arc<Roster>,
     limits: Limits,
     job: crate::Limits,
 }
@@ -22,8 +28,22 @@ pub struct AgentService {
 impl AgentService {
     /// Serves `host`; `limits` give the idle and read timeouts (its `max_request` is unused:
     /// frames are bounded by [`FRAMING`]). Each agent runs with the default [`crate::Limits`].
+    /// Agents arriving from other nodes may hold the clock and log here; destinations are
+    /// `ADDR:PORT` or `HOST:PORT`.
     pub fn new(host: Arc<Host>, limits: Limits) -> AgentService {
-        AgentService { host, limits, job: crate::Limits::default() }
+        AgentService::with_resolver(host, limits, Arc::new(resolve_address))
+    }
+
+    /// As [`AgentService::new`], finding destinations with `resolve`.
+    pub fn with_resolver(host: Arc<Host>, limits: Limits, resolve: Resolve) -> AgentService {
+        let allow = Grants { clock: true, log: true, kv: None };
+        let roster = Roster::new(host.clone(), allow, resolve);
+        AgentService { host, roster, limits, job: crate::Limits::default() }
+    }
+
+    /// Its moving agents.
+    pub fn roster(&self) -> &Arc<Roster> {
+        &self.roster
     }
 
     /// Runs each agent with `job` limits instead (at most the host's ceiling, or every run is
@@ -45,6 +65,7 @@ impl Service for AgentService {
     fn new_session(&self, _: &ConnInfo, now: Instant) -> AgentSession {
         AgentSession {
             host: self.host.clone(),
+            roster: self.roster.clone(),
             job: self.job,
             deadline: Deadline::new(&self.limits, now),
             buf: Vec::new(),
@@ -62,6 +83,7 @@ impl Service for AgentService {
 #[derive(Debug)]
 pub struct AgentSession {
     host: Arc<Host>,
+    roster: Arc<Roster>,
     job: crate::Limits,
     deadline: Deadline,
     /// Bytes of requests not yet taken: at most one frame and what arrived with it, since
@@ -107,6 +129,32 @@ impl AgentSession {
                 out.job(Token(0), Job::blocking(move || execute(&host, run, limits)));
                 false
             }
+            Ok(Request::Start(run)) => {
+                let (roster, limits) = (self.roster.clone(), self.job);
+                self.blocking(out, move || start(&roster, run, limits))
+            }
+            Ok(Request::Arrive(arrival)) => {
+                let roster = self.roster.clone();
+                self.blocking(out, move || roster.arrive(arrival))
+            }
+            Ok(Request::Wait(id)) => {
+                let roster = self.roster.clone();
+                self.blocking(out, move || Response::Ended(roster.wait(id, WAIT_WITHIN)))
+            }
+            Ok(Request::Order(order)) => {
+                let response = match self.roster.order(&order) {
+                    Ok(()) => Response::Ordered,
+                    Err(reason) => Response::Refused(reason),
+                };
+                out.send(&encode(&response));
+                self.deadline.touch(now);
+                true
+            }
+            Ok(Request::List) => {
+                out.send(&encode(&Response::Agents(self.roster.list())));
+                self.deadline.touch(now);
+                true
+            }
             Ok(Request::Fetch(id)) => {
                 let id = crate::ModuleId(id);
                 let response = match self.host.bytes(&id) {
@@ -122,6 +170,15 @@ impl AgentSession {
     }
 }
 
+impl AgentSession {
+    /// Runs `work` on the model's helpers; its answer is sent when it completes.
+    fn blocking(&mut self, out: &mut Out, work: impl FnOnce() -> Response + Send + 'static) -> bool {
+        self.running = true;
+        out.job(Token(0), Job::blocking(work));
+        false
+    }
+}
+
 /// Answers `reason` and closes: the stream cannot be trusted past a bad frame.
 fn refuse(out: &mut Out, reason: String) -> bool {
     out.send(&encode(&Response::Refused(reason)));
@@ -134,38 +191,56 @@ pub fn execute(host: &Host, run: RunRequest, limits: crate::Limits) -> Response 
     let attempt = || -> Result<crate::Outcome, String> {
         let signature = run.signature()?;
         let module = host.load(&run.module, signature.as_ref()).map_err(|error| error.to_string())?;
-        let params = host.params(&module, &run.entry).map_err(|error| error.to_string())?;
-        if params.len() != run.args.len() {
-            return Err(format!(
-                "entry {:?} takes {} arguments ({}), not {}",
-                run.entry,
-                params.len(),
-                params.join(", "),
-                run.args.len()
-            ));
-        }
-        let args = run
-            .args
-            .iter()
-            .zip(&params)
-            .enumerate()
-            .map(|(at, (text, ty))| {
-                Value::parse(text, ty).ok_or_else(|| format!("argument {} ({text:?}) is not an {ty}", at + 1))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let job = crate::Job {
-            args,
-            input: run.input.clone(),
-            grants: run.grants(),
-            limits,
-            ..crate::Job::new(module, &run.entry)
-        };
-        host.run(&job).map_err(|error| error.to_string())
+        host.run(&job_of(host, module, &run, limits)?).map_err(|error| error.to_string())
     };
     match attempt() {
         Ok(outcome) => Response::Done(outcome),
         Err(reason) => Response::Refused(reason),
     }
+}
+
+/// Prepares the request's module for mobility and starts it as a moving agent of `roster`.
+pub fn start(roster: &Arc<Roster>, run: RunRequest, limits: crate::Limits) -> Response {
+    let attempt = || -> Result<u64, String> {
+        let signature: Option<ModuleSignature> = run.signature()?;
+        let host = roster.host();
+        let module = host.prepare(&run.module, signature.as_ref()).map_err(|error| error.to_string())?.module;
+        roster.start(job_of(host, module, &run, limits)?, signature)
+    };
+    match attempt() {
+        Ok(id) => Response::Started(id),
+        Err(reason) => Response::Refused(reason),
+    }
+}
+
+/// The job a request describes, its arguments parsed with the entry's parameter types.
+fn job_of(host: &Host, module: crate::ModuleId, run: &RunRequest, limits: crate::Limits) -> Result<crate::Job, String> {
+    let params = host.params(&module, &run.entry).map_err(|error| error.to_string())?;
+    if params.len() != run.args.len() {
+        return Err(format!(
+            "entry {:?} takes {} arguments ({}), not {}",
+            run.entry,
+            params.len(),
+            params.join(", "),
+            run.args.len()
+        ));
+    }
+    let args = run
+        .args
+        .iter()
+        .zip(&params)
+        .enumerate()
+        .map(|(at, (text, ty))| {
+            Value::parse(text, ty).ok_or_else(|| format!("argument {} ({text:?}) is not an {ty}", at + 1))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(crate::Job {
+        args,
+        input: run.input.clone(),
+        grants: run.grants(),
+        limits,
+        ..crate::Job::new(module, &run.entry)
+    })
 }
 
 impl Session for AgentSession {

@@ -17,6 +17,15 @@ pub fn signed_message(id: &ModuleId) -> Vec<u8> {
     [SIGNATURE_CONTEXT, &id.0].concat()
 }
 
+/// The context of an order to move or clone an agent, as [`SIGNATURE_CONTEXT`] is a module's.
+const ORDER_CONTEXT: &[u8] = b"warren-agents order v1\0";
+
+/// What an order to move agent `agent` to `dest` (or clone it there) signs: its own context,
+/// the agent's id (8 bytes, little-endian), 1 for a clone or 0, and the destination.
+pub fn order_message(agent: u64, dest: &str, clone: bool) -> Vec<u8> {
+    [ORDER_CONTEXT, &agent.to_le_bytes(), &[u8::from(clone)], dest.as_bytes()].concat()
+}
+
 /// A module's signature, with the public key that made it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModuleSignature {
@@ -30,6 +39,11 @@ impl ModuleSignature {
     /// Signs the module `id` with `key`.
     pub fn sign(id: &ModuleId, key: &SigningKey) -> ModuleSignature {
         ModuleSignature { key: key.verifying_key().to_bytes(), signature: key.sign(&signed_message(id)).to_bytes() }
+    }
+
+    /// Signs an order ([`order_message`]) with `key`.
+    pub fn sign_order(message: &[u8], key: &SigningKey) -> ModuleSignature {
+        ModuleSignature { key: key.verifying_key().to_bytes(), signature: key.sign(message).to_bytes() }
     }
 }
 
@@ -109,6 +123,23 @@ impl Trust {
         key.verify_strict(&signed_message(id), &Signature::from_bytes(&signature.signature))
             .map_err(|_| TrustError::BadSignature(*id))
     }
+
+    /// Admits an order ([`order_message`]) signed with `signature`, or says why not: the same
+    /// keys vouch for orders as for code, and a host that runs unsigned code takes unsigned
+    /// orders.
+    pub fn admit_order(&self, message: &[u8], signature: Option<&ModuleSignature>) -> Result<(), String> {
+        let Some(signature) = signature else {
+            return match self.unsigned {
+                Unsigned::Allow => Ok(()),
+                Unsigned::Refuse => Err("the order is not signed, and this host takes only signed orders".into()),
+            };
+        };
+        let key = self.keys.iter().find(|key| key.as_bytes() == &signature.key).ok_or_else(|| {
+            format!("the order is signed by a key this host does not trust ({})", hex(&signature.key))
+        })?;
+        key.verify_strict(message, &Signature::from_bytes(&signature.signature))
+            .map_err(|_| "the order's signature does not verify".to_owned())
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -138,6 +169,21 @@ mod tests {
         let mut flipped = ModuleSignature::sign(&id, &key(1));
         flipped.signature[10] ^= 1;
         assert_eq!(trust.admit(&id, Some(&flipped)), Err(TrustError::BadSignature(id)));
+    }
+
+    #[test]
+    fn an_order_is_admitted_only_signed_by_a_trusted_key_for_that_agent_and_place() {
+        let trust = Trust::new().trust_key(key(1).verifying_key().to_bytes()).unwrap();
+        let order = order_message(3, "127.0.0.1:7701", false);
+        assert_eq!(trust.admit_order(&order, Some(&ModuleSignature::sign_order(&order, &key(1)))), Ok(()));
+        let stranger = ModuleSignature::sign_order(&order, &key(2));
+        assert!(trust.admit_order(&order, Some(&stranger)).unwrap_err().contains("does not trust"));
+        let elsewhere = ModuleSignature::sign_order(&order_message(3, "127.0.0.1:7702", false), &key(1));
+        assert!(trust.admit_order(&order, Some(&elsewhere)).unwrap_err().contains("does not verify"));
+        let module = ModuleSignature::sign(&ModuleId::of(b"module"), &key(1));
+        assert!(trust.admit_order(&order, Some(&module)).is_err(), "a module signature is no order");
+        assert!(trust.admit_order(&order, None).unwrap_err().contains("not signed"));
+        assert_eq!(Trust::new().unsigned(Unsigned::Allow).admit_order(&order, None), Ok(()));
     }
 
     #[test]

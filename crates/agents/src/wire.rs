@@ -20,6 +20,91 @@ pub enum Request {
     Run(RunRequest),
     /// Send the bytes of the module with this id (its SHA-256), if the host holds it.
     Fetch([u8; 32]),
+    /// Start a module as an agent that may move: answered at once with its id on this host.
+    Start(RunRequest),
+    /// A frozen agent arriving from another node: resume it here.
+    Arrive(Arrival),
+    /// Wait (a while) for agent `id` of this host to end or leave.
+    Wait(u64),
+    /// Move or clone a running agent of this host: it freezes at its next safe point.
+    Order(Order),
+    /// List the agents this host holds.
+    List,
+}
+
+/// A snapshot sent to another node, with what it needs to admit the code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Arrival {
+    /// The snapshot, as [`crate::Snapshot::encode`] sealed it.
+    #[serde(with = "serde_bytes")]
+    pub snapshot: Vec<u8>,
+    /// The original module's bytes; absent when the sender hopes the receiver has them (it
+    /// answers [`Response::NeedModule`] if it does not).
+    pub module: Option<Vec<u8>>,
+    /// The module's signature, checked as for a run.
+    pub signature: Option<(Vec<u8>, Vec<u8>)>,
+    /// Whether this copy is a clone (`migrate` returns 1 to it) rather than the agent itself.
+    pub clone: bool,
+}
+
+/// An order from outside: move agent `id` to `dest`, or clone it there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    /// The agent, by its id on the host that gets the order.
+    pub id: u64,
+    /// Where it goes: `ADDR:PORT`.
+    pub dest: String,
+    /// Send a copy and keep the agent running here.
+    pub clone: bool,
+    /// The signer's key and signature over [`crate::trust::order_message`].
+    pub signature: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// How far an agent got, as [`Request::Wait`] answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum End {
+    /// Still here (running, or being moved) when the wait ran out: ask again.
+    Running,
+    /// It returned from its entry here.
+    Finished(Outcome),
+    /// It was stopped or refused here.
+    Failed(String),
+    /// It left: it is agent `id` at `to` now.
+    Moved {
+        /// The node it went to.
+        to: String,
+        /// Its id there.
+        id: u64,
+    },
+}
+
+/// One line of [`Response::Agents`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// Its id on this host.
+    pub id: u64,
+    /// Its module's id.
+    pub module: [u8; 32],
+    /// How many times it has moved (or been frozen) so far.
+    pub hops: u32,
+    /// `running`, `moving to …`, `moved to ID@ADDR`, `finished`, `failed: …`.
+    pub state: String,
+    /// Fuel it has burnt, across hops, as of its last freeze or its end.
+    pub fuel_used: u64,
+}
+
+/// A signature as it travels: the key and the signature, checked for their lengths.
+pub fn signature_of(signature: &Option<(Vec<u8>, Vec<u8>)>) -> Result<Option<ModuleSignature>, String> {
+    let Some((key, signature)) = signature else { return Ok(None) };
+    let key = key.as_slice().try_into().map_err(|_| format!("a public key is 32 bytes, not {}", key.len()))?;
+    let signature =
+        signature.as_slice().try_into().map_err(|_| format!("a signature is 64 bytes, not {}", signature.len()))?;
+    Ok(Some(ModuleSignature { key, signature }))
+}
+
+/// A signature ready to travel.
+pub fn signature_to(signature: Option<&ModuleSignature>) -> Option<(Vec<u8>, Vec<u8>)> {
+    signature.map(|s| (s.key.to_vec(), s.signature.to_vec()))
 }
 
 /// A module to run, with everything it starts with.
@@ -44,11 +129,7 @@ pub struct RunRequest {
 impl RunRequest {
     /// The signature, if it has the right lengths.
     pub fn signature(&self) -> Result<Option<ModuleSignature>, String> {
-        let Some((key, signature)) = &self.signature else { return Ok(None) };
-        let key = key.as_slice().try_into().map_err(|_| format!("a public key is 32 bytes, not {}", key.len()))?;
-        let signature =
-            signature.as_slice().try_into().map_err(|_| format!("a signature is 64 bytes, not {}", signature.len()))?;
-        Ok(Some(ModuleSignature { key, signature }))
+        signature_of(&self.signature)
     }
 
     /// The grants asked for.
@@ -66,6 +147,16 @@ pub enum Response {
     Refused(String),
     /// The bytes of the module fetched.
     Module(Vec<u8>),
+    /// The agent started (or arrived) here with this id.
+    Started(u64),
+    /// An arrival without the module's bytes, which this host does not have: send them.
+    NeedModule,
+    /// What a wait saw.
+    Ended(End),
+    /// The order was taken: the agent freezes at its next safe point.
+    Ordered,
+    /// The agents this host holds.
+    Agents(Vec<AgentInfo>),
 }
 
 /// `message` as one frame.
@@ -80,4 +171,12 @@ pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
         FRAMING.encode(&refused, &mut out).expect("a short refusal fits a frame");
     }
     out
+}
+
+/// `message` as one frame, or its body's length if that is more than a frame carries.
+pub fn try_encode<T: Serialize>(message: &T) -> Result<Vec<u8>, usize> {
+    let body = postcard::to_stdvec(message).expect("postcard encodes every message type");
+    let mut out = Vec::with_capacity(FRAMING.header() + body.len());
+    FRAMING.encode(&body, &mut out).map_err(|_| body.len())?;
+    Ok(out)
 }

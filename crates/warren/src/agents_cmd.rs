@@ -54,6 +54,13 @@ pub enum AgentsCommand {
         /// The module (.wasm or .wat).
         module: PathBuf,
     },
+    /// Wait for a moving agent (ID = N@NODE, as `run --detach` prints it), following its hops,
+    /// and print its result.
+    Wait(crate::agents_move::WaitArgs),
+    /// Move a running agent (ID = N@NODE) to NODE: it freezes at its next safe point and goes.
+    Move(crate::agents_move::MoveArgs),
+    /// List the agents NODE holds: id, module, hops, state, fuel used.
+    Ls(crate::agents_move::LsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -64,8 +71,15 @@ pub struct RunArgs {
     pub words: Vec<String>,
     /// Run here, in the same sandbox and limits as a node's, with no NODE: for a module
     /// fetched by its hash, or your own.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["mobile", "detach"])]
     pub local: bool,
+    /// Start it as an agent that may move (its module must import `warren.migrate`); wait
+    /// for its result, following it from node to node.
+    #[arg(long)]
+    pub mobile: bool,
+    /// As --mobile, but print the agent's ID (N@NODE) and return at once.
+    #[arg(long)]
+    pub detach: bool,
     /// The exported function to call.
     #[arg(long, default_value = "main")]
     pub entry: String,
@@ -111,6 +125,9 @@ pub fn run(args: &AgentsArgs) -> anyhow::Result<()> {
             println!("{}", ModuleId::of(&read_module(module)?));
             Ok(())
         }
+        AgentsCommand::Wait(wait) => crate::agents_move::wait(wait),
+        AgentsCommand::Move(order) => crate::agents_move::order(order),
+        AgentsCommand::Ls(ls) => crate::agents_move::list(ls),
     }
 }
 
@@ -126,7 +143,7 @@ pub fn read_module(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn secret_key(path: &Path) -> anyhow::Result<SigningKey> {
+pub fn secret_key(path: &Path) -> anyhow::Result<SigningKey> {
     let text = std::fs::read_to_string(path).with_context(|| format!("secret key {}", path.display()))?;
     parse_secret(&text).map_err(|e| anyhow::anyhow!("secret key {}: {e}", path.display()))
 }
@@ -162,6 +179,9 @@ fn run_agent(args: &RunArgs) -> anyhow::Result<()> {
         clock: args.clock,
         log: args.log,
     };
+    if let (Some(node), true) = (node, args.mobile || args.detach) {
+        return crate::agents_move::start(node_addr(node, &args.conn)?, request, args.detach);
+    }
     let (response, place) = match node {
         None => (run_here(request)?, "here".to_owned()),
         Some(node) => {
@@ -172,7 +192,7 @@ fn run_agent(args: &RunArgs) -> anyhow::Result<()> {
     match response {
         Response::Done(outcome) => print_outcome(&outcome),
         Response::Refused(reason) => bail!("the agent did not run to its end {place}: {reason}"),
-        Response::Module(_) => bail!("{place} answered a run with a module: not a warren agent host"),
+        _ => bail!("{place} answered a run with something else: not a warren agent host"),
     }
 }
 
@@ -185,7 +205,7 @@ fn run_here(request: RunRequest) -> anyhow::Result<Response> {
 }
 
 /// The output on standard output, then the results on one line; log lines on standard error.
-fn print_outcome(outcome: &Outcome) -> anyhow::Result<()> {
+pub fn print_outcome(outcome: &Outcome) -> anyhow::Result<()> {
     for line in &outcome.log {
         eprintln!("log: {line}");
     }
@@ -207,7 +227,7 @@ fn fetch_module(args: &FetchArgs) -> anyhow::Result<()> {
     let bytes = match ask(addr, &Request::Fetch(id.0))? {
         Response::Module(bytes) => bytes,
         Response::Refused(reason) => bail!("{} ({addr}) refused the fetch: {reason}", args.node),
-        Response::Done(_) => bail!("{addr} answered a fetch with a run's outcome: not a warren agent host"),
+        _ => bail!("{addr} answered a fetch with something else: not a warren agent host"),
     };
     let got = ModuleId::of(&bytes);
     if got != id {
@@ -251,7 +271,7 @@ fn sign(module: &Path, key: &Path, out: Option<&Path>) -> anyhow::Result<()> {
 }
 
 /// NODE as an address, or the first TCP endpoint registered under that name.
-fn node_addr(node: &str, conn: &Conn) -> anyhow::Result<SocketAddr> {
+pub fn node_addr(node: &str, conn: &Conn) -> anyhow::Result<SocketAddr> {
     if let Ok(addr) = node.parse() {
         return Ok(addr);
     }

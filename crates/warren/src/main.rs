@@ -1,6 +1,7 @@
 //! The `warren` binary: servers, clients, the demo and the benches.
 
 mod agents_cmd;
+mod agents_move;
 mod agents_node;
 mod chat_client;
 mod cli;

@@ -165,6 +165,11 @@ impl Host {
         Ok(self.prepared_modules().insert(Arc::new(prepared), self.config().max_modules).describe())
     }
 
+    /// The id of `original`'s transformed code, if it is prepared for mobility on this host.
+    pub fn prepared_id(&self, original: &ModuleId) -> Option<ModuleId> {
+        self.prepared_modules().get(original).map(|prepared| prepared.id)
+    }
+
     /// Runs `job` so that it can freeze: it ends [`Ended::Frozen`] when it calls `migrate`
     /// (on its own, or at a safe point after `freezer` asked), else as [`Host::run`] would.
     pub fn run_mobile(&self, job: &Job, freezer: &Freezer) -> Result<Ended, MobileError> {
