@@ -383,6 +383,8 @@ fn builtin(a: &Attrs, protocol: &str, transport: Transport) -> Result<Kind, Stri
     let mut options = BuiltinOptions {
         root: a.one("root")?.map(PathBuf::from),
         dotfiles: a.yes("dotfiles")?.unwrap_or(false),
+        // Set by warren.toml's top-level `access_log`.
+        access_log: false,
         threads: a.parse("threads")?,
         max_conns: a.parse("max_conns")?,
         idle_timeout: a.parse::<u64>("idle_timeout")?.map(Duration::from_secs),

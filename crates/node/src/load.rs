@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use crate::attrs::{Attrs, Built, Format, build};
-use crate::config::{Config, RegistryLink, Service, StatusAddr};
+use crate::config::{Config, Logging, RegistryLink, Service, StatusAddr};
 
 /// A config that cannot be loaded, with the file and line at fault.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +74,7 @@ impl Loaded {
             ignored: self.ignored,
             disabled: self.disabled,
             registry: Some(RegistryLink::default()),
+            logging: Logging::default(),
         })
     }
 }
