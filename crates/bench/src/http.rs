@@ -41,6 +41,10 @@ pub struct HttpArgs {
     /// Directory for http.md and http.svg.
     #[arg(long, default_value = "bench-out")]
     pub out: PathBuf,
+    /// Every server writes an access log to a file, as a production server would: nginx's
+    /// `access_log FILE combined`, warren's `--access-log FILE`.
+    #[arg(long)]
+    pub access_log: bool,
 }
 
 /// A server under test: nginx or warren under one model.
@@ -95,11 +99,15 @@ pub fn http(args: &HttpArgs) -> anyhow::Result<()> {
 
     // Every server runs for the whole bench, idle while another is measured.
     let mut names = vec!["nginx".to_owned()];
-    let mut targets: Vec<Result<Target, String>> =
-        vec![Nginx::start(&nginx_bin, &scratch, server_cpu).map(Target::Nginx).map_err(|e| format!("{e:#}"))];
+    let mut targets: Vec<Result<Target, String>> = vec![
+        Nginx::start_logging(&nginx_bin, &scratch, server_cpu, args.access_log)
+            .map(Target::Nginx)
+            .map_err(|e| format!("{e:#}")),
+    ];
     for &model in &models {
         names.push(format!("warren {model}"));
-        targets.push(start_warren(&exe, &scratch, model, server_cpu).map(Target::Warren));
+        let access_log = args.access_log.then(|| scratch.dir.join(format!("access-{model}.log")));
+        targets.push(start_warren(&exe, &scratch, model, server_cpu, access_log).map(Target::Warren));
     }
     let scenarios: Vec<Scenario> = ["1k.bin", "1m.bin"]
         .into_iter()
@@ -183,7 +191,7 @@ pub fn http(args: &HttpArgs) -> anyhow::Result<()> {
             progress(&format!("{name}: {} idle keep-alive connections", args.idle));
             let target = match model {
                 None => Nginx::start(&nginx_bin, &scratch, server_cpu).map(Target::Nginx).map_err(|e| format!("{e:#}")),
-                Some(m) => start_warren(&exe, &scratch, m, server_cpu).map(Target::Warren),
+                Some(m) => start_warren(&exe, &scratch, m, server_cpu, None).map(Target::Warren),
             };
             let outcome = target.map(|target| {
                 let before = probe::snapshot(target.pid()).rss_kib;
@@ -213,10 +221,15 @@ pub fn http(args: &HttpArgs) -> anyhow::Result<()> {
         },
         nginx: Nginx::version(&nginx_bin),
         settings: format!(
-            "{} per wrk run, {} run(s) per server and scenario, interleaved; idle test {} connections",
+            "{} per wrk run, {} run(s) per server and scenario, interleaved; idle test {} connections{}",
             humantime::format_duration(Duration::from_secs(args.duration.as_secs())),
             args.runs,
-            args.idle
+            args.idle,
+            if args.access_log {
+                "; access logs on (nginx `access_log FILE combined`, warren `--access-log FILE`)"
+            } else {
+                ""
+            }
         ),
         command: std::iter::once("warren".to_owned()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" "),
         elapsed: started.elapsed(),
@@ -234,7 +247,13 @@ pub fn http(args: &HttpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start_warren(exe: &std::path::Path, scratch: &Scratch, model: Model, cpu: Option<usize>) -> Result<Server, String> {
+fn start_warren(
+    exe: &std::path::Path,
+    scratch: &Scratch,
+    model: Model,
+    cpu: Option<usize>,
+    access_log: Option<PathBuf>,
+) -> Result<Server, String> {
     let root = nginx::root(scratch).display().to_string();
     let mut args: Vec<String> =
         ["http", "--model", model.name(), "--root", &root, "--listen", "127.0.0.1:0", "-d", "0"]
@@ -242,6 +261,9 @@ fn start_warren(exe: &std::path::Path, scratch: &Scratch, model: Model, cpu: Opt
             .into();
     if model != Model::Fork {
         args.extend(["--max-conns".into(), "20000".into()]);
+    }
+    if let Some(log) = access_log {
+        args.extend(["--access-log".into(), log.display().to_string()]);
     }
     let cpus = match cpu.map(CpuSet::only) {
         Some(Ok(set)) => Some(set),

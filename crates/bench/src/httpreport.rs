@@ -112,7 +112,7 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(s, "- Pinning: {}", r.pinning);
     let _ = writeln!(
         s,
-        "- nginx: {} (`worker_processes 1`, `access_log off`, `sendfile on`, `tcp_nopush on`, \
+        "- nginx: {} (`worker_processes 1`, `access_log off` unless said below, `sendfile on`, `tcp_nopush on`, \
          `keepalive_requests 1000000`); warren: `warren serve http --model M -d 0 --max-conns 20000`",
         r.nginx
     );

@@ -50,12 +50,14 @@ pub fn root(scratch: &Scratch) -> PathBuf {
     scratch.dir.join("root")
 }
 
-/// The configuration: one worker, no access log, sendfile, everything inside `dir`.
-pub fn config(dir: &Path, root: &Path, port: u16) -> String {
+/// The configuration: one worker, no access log (or nginx's `combined` to `dir/access.log`),
+/// sendfile, everything inside `dir`.
+pub fn config(dir: &Path, root: &Path, port: u16, access_log: bool) -> String {
     let d = dir.display();
+    let access_log = if access_log { format!("{d}/access.log combined") } else { "off".into() };
     format!(
         "daemon off;\nmaster_process on;\nworker_processes 1;\nworker_rlimit_nofile 20000;\npid {d}/nginx.pid;\n\
-         error_log {d}/error.log warn;\nevents {{ worker_connections 20000; }}\nhttp {{\n  access_log off;\n  \
+         error_log {d}/error.log warn;\nevents {{ worker_connections 20000; }}\nhttp {{\n  access_log {access_log};\n  \
          sendfile on;\n  tcp_nopush on;\n  keepalive_requests 1000000;\n  default_type application/octet-stream;\n  \
          client_body_temp_path {d}/body;\n  server {{ listen 127.0.0.1:{port}; root {}; }}\n}}\n",
         root.display()
@@ -75,10 +77,20 @@ pub struct Nginx {
 impl Nginx {
     /// Write the configuration into `scratch` and start nginx on `cpu` (with `taskset`).
     pub fn start(nginx: &Path, scratch: &Scratch, cpu: Option<usize>) -> anyhow::Result<Nginx> {
+        Self::start_logging(nginx, scratch, cpu, false)
+    }
+
+    /// [`Nginx::start`], writing an access log when `access_log`.
+    pub fn start_logging(
+        nginx: &Path,
+        scratch: &Scratch,
+        cpu: Option<usize>,
+        access_log: bool,
+    ) -> anyhow::Result<Nginx> {
         let port = warren_testkit::free_port()?;
         let dir = scratch.dir.clone();
         let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, config(&dir, &root(scratch), port))?;
+        std::fs::write(&conf, config(&dir, &root(scratch), port, access_log))?;
         let mut command = peer_command(nginx, cpu);
         command.arg("-p").arg(&dir).arg("-e").arg(dir.join("error.log")).arg("-c").arg(&conf);
         command.stdout(Stdio::null()).stderr(Stdio::piped());
@@ -143,7 +155,7 @@ mod tests {
 
     #[test]
     fn config_keeps_everything_in_the_scratch_directory() {
-        let conf = config(Path::new("/tmp/x"), Path::new("/tmp/x/root"), 8080);
+        let conf = config(Path::new("/tmp/x"), Path::new("/tmp/x/root"), 8080, false);
         assert!(conf.contains("listen 127.0.0.1:8080;") && conf.contains("root /tmp/x/root;"));
         assert!(conf.contains("pid /tmp/x/nginx.pid;") && conf.contains("access_log off;"));
         assert!(conf.contains("worker_processes 1;") && conf.contains("daemon off;"));

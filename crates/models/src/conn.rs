@@ -47,11 +47,16 @@ pub(crate) fn conn_info(peer: Option<SocketAddr>) -> ConnInfo {
     ConnInfo { id, peer, wall: SystemTime::now(), seed }
 }
 
+/// The `tracing` target of access-log lines ([`Level::Access`]), which the binary routes to the
+/// access log.
+pub const ACCESS_TARGET: &str = "warren::access";
+
 /// Write a session's log line through `tracing`.
 pub(crate) fn log_line(level: Level, line: &str) {
     match level {
         Level::Error => tracing::error!(target: "warren", "{line}"),
         Level::Info => tracing::info!(target: "warren", "{line}"),
         Level::Debug => tracing::debug!(target: "warren", "{line}"),
+        Level::Access => tracing::info!(target: ACCESS_TARGET, "{line}"),
     }
 }

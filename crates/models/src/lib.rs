@@ -48,6 +48,7 @@ pub mod fuzzing {
 
 pub use accept::{AsyncAcceptor, Listener};
 pub use activity::Activity;
+pub use conn::ACCESS_TARGET;
 pub use idle::IdleConfig;
 pub use run::{GRACE, Model, ServeConfig, ServeReport, serve, serve_until};
 pub use shutdown::Shutdown;

@@ -225,6 +225,9 @@ pub enum Built {
     Service(Box<Service>),
     /// A service that is present but disabled, by this id.
     Disabled(String),
+    /// An `INTERNAL` service this node does not have (xinetd's `servers` and `services`), by
+    /// this id: xinetd disables it and starts the rest, warren.toml refuses it.
+    NoSuchInternal(String, String),
 }
 
 /// Where the attributes came from: the two formats differ in a few defaults.
@@ -284,8 +287,9 @@ pub fn build(name: &str, a: &Attrs, defaults: &Attrs, format: Format) -> Result<
     };
     let listen = Listen { transport, addr: SocketAddr::new(bind, port) };
     let kind = if internal {
-        let protocol =
-            Protocol::from_name(name).filter(|p| p.has_udp()).ok_or(format!("no internal service {name:?}"))?;
+        let Some(protocol) = Protocol::from_name(name).filter(|p| p.has_udp()) else {
+            return Ok(Built::NoSuchInternal(id, format!("no internal service {name:?}")));
+        };
         Kind::Builtin(Builtin { protocol, model: Model::Event, options: BuiltinOptions::default() })
     } else if let Some(protocol) = a.one("builtin")? {
         builtin(a, protocol, transport)?
@@ -379,6 +383,8 @@ fn builtin(a: &Attrs, protocol: &str, transport: Transport) -> Result<Kind, Stri
     let mut options = BuiltinOptions {
         root: a.one("root")?.map(PathBuf::from),
         dotfiles: a.yes("dotfiles")?.unwrap_or(false),
+        // Set by warren.toml's top-level `access_log`.
+        access_log: false,
         threads: a.parse("threads")?,
         max_conns: a.parse("max_conns")?,
         idle_timeout: a.parse::<u64>("idle_timeout")?.map(Duration::from_secs),

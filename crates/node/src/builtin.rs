@@ -132,6 +132,7 @@ pub fn start(service: &Service, builtin: &Builtin, socket: Socket, hooks: &mut d
         let docs = warren_docroot::DocRoot::new(&root, options)
             .map_err(|e| std::io::Error::new(e.kind(), format!("document root {}: {e}", root.display())))?;
         let mut http = warren_proto::http::Http::new(Arc::new(docs));
+        http.access_log = o.access_log;
         if let Some(idle) = o.idle_timeout {
             http.limits.idle_timeout = idle;
         }

@@ -25,6 +25,58 @@ pub struct Config {
     /// Where every service registers (`registry = "ADDR"`, or by default the registry this node
     /// hosts, if it hosts one); `None` (`registry = "off"`): nowhere.
     pub registry: Option<RegistryLink>,
+    /// How the node logs (`log_format`, `access_log`); read at start, kept by reloads.
+    pub logging: Logging,
+}
+
+/// How the node logs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Logging {
+    /// The format of the log on standard output.
+    pub format: LogFormat,
+    /// Where HTTP services write their access log; `None`: nowhere (the default).
+    pub access_log: Option<LogTo>,
+}
+
+/// `log_format`: how each event of the log is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// A bare line, as the course's programs narrate.
+    #[default]
+    Text,
+    /// One JSON object per line: timestamp, level, target and fields.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("log format {other:?}: want text or json")),
+        }
+    }
+}
+
+/// Where a log goes: `-` is standard output, anything else a file appended to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogTo {
+    /// Standard output.
+    Stdout,
+    /// This file, created if missing and appended to.
+    File(PathBuf),
+}
+
+impl std::str::FromStr for LogTo {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "" => Err("want a path, or - for standard output".into()),
+            "-" => Ok(Self::Stdout),
+            path => Ok(Self::File(path.into())),
+        }
+    }
 }
 
 /// Where hosted services register, and for how long each lease lasts.
@@ -286,6 +338,8 @@ pub struct BuiltinOptions {
     pub root: Option<PathBuf>,
     /// `http`: serve names starting with a dot (hidden by default).
     pub dotfiles: bool,
+    /// `http`: write a line per request to the access log (set when the node has one).
+    pub access_log: bool,
     /// Model threads (`pool`, `event`, `hybrid`).
     pub threads: Option<usize>,
     /// Connections beyond this many are refused.

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use crate::attrs::{Attrs, Built, Format, build};
-use crate::config::{Config, RegistryLink, Service, StatusAddr};
+use crate::config::{Config, Logging, RegistryLink, Service, StatusAddr};
 
 /// A config that cannot be loaded, with the file and line at fault.
 #[derive(Debug, thiserror::Error)]
@@ -26,13 +26,29 @@ pub(crate) struct Loaded {
 }
 
 impl Loaded {
-    /// Build the section `name` and keep it.
+    /// Build the section `name` and keep it; an internal service this node lacks is an error.
     pub(crate) fn add(&mut self, name: &str, attrs: &Attrs, defaults: &Attrs, format: Format) -> Result<(), String> {
         match build(name, attrs, defaults, format)? {
             Built::Service(service) => self.services.push(*service),
             Built::Disabled(id) => self.disabled.push(id),
+            Built::NoSuchInternal(_, message) => return Err(message),
         }
         Ok(())
+    }
+
+    /// The services kept so far.
+    pub(crate) fn services(&self) -> &[Service] {
+        &self.services
+    }
+
+    /// Keep a built service.
+    pub(crate) fn push(&mut self, service: Service) {
+        self.services.push(service);
+    }
+
+    /// Name a service that is present but not served.
+    pub(crate) fn disable(&mut self, id: String) {
+        self.disabled.push(id);
     }
 
     /// Check ids and listeners are unique, and make the config.
@@ -58,6 +74,7 @@ impl Loaded {
             ignored: self.ignored,
             disabled: self.disabled,
             registry: Some(RegistryLink::default()),
+            logging: Logging::default(),
         })
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use toml::{Table, Value};
 
 use crate::attrs::{Attrs, Format, Op};
-use crate::config::{Config, RegistryLink, StatusAddr};
+use crate::config::{Config, Kind, Logging, Protocol, RegistryLink, StatusAddr};
 use crate::load::{LoadError, Loaded};
 
 /// The embedded default configuration: loopback HTTP, chat, pingpong and the classic services.
@@ -44,10 +44,13 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, LoadError> {
         Some(Value::Integer(secs)) if secs > 0 => Some(Duration::from_secs(secs as u64)),
         Some(_) => return Err(err(None, "registry_ttl: want a positive number of seconds".into())),
     };
+    let logging = logging(&mut table).map_err(|m| err(None, m))?;
     if let Some(key) = table.keys().next() {
         return Err(err(
             None,
-            format!("unknown top-level key {key:?}; want status, registry, registry_ttl or [[service]]"),
+            format!(
+                "unknown top-level key {key:?}; want status, registry, registry_ttl, log_format, access_log or [[service]]"
+            ),
         ));
     }
     let mut loaded = Loaded::default();
@@ -76,7 +79,32 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, LoadError> {
     if let (Some(link), Some(ttl)) = (&mut config.registry, ttl) {
         link.ttl = ttl;
     }
+    if logging.access_log.is_some() {
+        for service in &mut config.services {
+            if let Kind::Builtin(b) = &mut service.kind
+                && b.protocol == Protocol::Http
+            {
+                b.options.access_log = true;
+            }
+        }
+    }
+    config.logging = logging;
     Ok(config)
+}
+
+/// `log_format = "text" | "json"` and `access_log = "PATH" | "-" | "off"`.
+fn logging(table: &mut Table) -> Result<Logging, String> {
+    let mut string = |key: &str| match table.remove(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(format!("{key}: want a string")),
+    };
+    let format = string("log_format")?.map(|s| s.parse()).transpose()?.unwrap_or_default();
+    let access_log = match string("access_log")?.as_deref() {
+        None | Some("off") => None,
+        Some(to) => Some(to.parse().map_err(|m| format!("access_log: {m}"))?),
+    };
+    Ok(Logging { format, access_log })
 }
 
 /// `address:port`, or `off` (`None`): where hosted services register.

@@ -3,12 +3,14 @@
 //!
 //! Sections are collected first and built afterwards, so that `defaults` applies to every
 //! service wherever it appears, as in xinetd. An unknown attribute is an error naming the file
-//! and line; an attribute with no effect on Linux today is reported in [`Config::ignored`].
+//! and line; an attribute with no effect on Linux today is reported in [`Config::ignored`], as
+//! are the sections xinetd starts past a warning of its own or none (a second section with an
+//! id already taken, an internal service this node lacks).
 
 use std::path::{Path, PathBuf};
 
-use crate::attrs::{Attrs, Format, Op};
-use crate::config::{Config, StatusAddr};
+use crate::attrs::{self, Attrs, Built, Format, Op};
+use crate::config::{Config, Service, StatusAddr};
 use crate::load::{LoadError, Loaded};
 
 /// One `name op words` line, with where it was.
@@ -51,15 +53,62 @@ fn build(sections: Vec<Section>, status: Option<StatusAddr>) -> Result<Config, L
         apply(&mut defaults, section, &mut loaded.ignored)?;
         defaults.check_defaults().map_err(|m| at(&section.file, section.line, m))?;
     }
+    // The section of each service kept, in the order of `loaded.services()`.
+    let mut origins = Vec::new();
     for section in &sections {
         let Some(name) = &section.service else { continue };
         let mut attrs = defaults.clone();
         apply(&mut attrs, section, &mut loaded.ignored)?;
-        loaded
-            .add(name, &attrs, &defaults, Format::Xinetd)
+        let built = attrs::build(name, &attrs, &defaults, Format::Xinetd)
             .map_err(|m| at(&section.file, section.line, format!("service {name}: {m}")))?;
+        match built {
+            Built::Service(service) => keep(&mut loaded, &mut origins, *service, section),
+            Built::Disabled(id) => loaded.disable(id),
+            // xinetd logs "No such internal service" and starts the others.
+            Built::NoSuchInternal(id, why) => {
+                let where_ = format!("{}:{}", section.file, section.line);
+                loaded.ignored.push(format!("{where_}: service {name}: {why}: disabled, as xinetd disables it"));
+                loaded.disable(id);
+            }
+        }
     }
     loaded.finish(status).map_err(|m| LoadError { file: "xinetd config".into(), line: None, message: m })
+}
+
+/// Keep `service`, built from `section`, doing what xinetd does with an id already taken: it
+/// starts every section, even two with one id (Debian's stock `chargen` and `chargen-udp` files
+/// both declare `chargen-dgram`). On the same listener only one of the two ever receives a
+/// datagram or connection (the second UDP socket shares the port through `SO_REUSEADDR`, a
+/// second TCP bind fails), so the first is served alone; on another listener both are served,
+/// the second under a name of its own, as warren's status and reloads need. Either way a
+/// warning names both sections.
+fn keep(loaded: &mut Loaded, origins: &mut Vec<String>, mut service: Service, section: &Section) {
+    let here = format!("{}:{}", section.file, section.line);
+    let taken = |loaded: &Loaded, name: &str| loaded.services().iter().position(|s| s.name == name);
+    if let Some(first) = taken(loaded, &service.name) {
+        let (id, there) = (service.name.clone(), &origins[first]);
+        let listen = loaded.services()[first].listen;
+        if listen == service.listen {
+            loaded.ignored.push(format!(
+                "{here}: id {id:?} is also the service at {there}, on the same {} {}: serving that one \
+                 (xinetd starts both, and only one of them receives any one datagram or connection)",
+                listen.transport.name(),
+                listen.addr
+            ));
+            return;
+        }
+        let mut n = 2;
+        while taken(loaded, &format!("{id}-{n}")).is_some() {
+            n += 1;
+        }
+        service.name = format!("{id}-{n}");
+        loaded.ignored.push(format!(
+            "{here}: id {id:?} is also the service at {there}: serving both, as xinetd does, this one as {:?}",
+            service.name
+        ));
+    }
+    loaded.push(service);
+    origins.push(here);
 }
 
 fn apply(attrs: &mut Attrs, section: &Section, ignored: &mut Vec<String>) -> Result<(), LoadError> {

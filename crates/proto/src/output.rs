@@ -18,6 +18,9 @@ pub enum Level {
     Info,
     /// Every event, for `-d 1`.
     Debug,
+    /// A request served, as one line of the access log (HTTP's, in nginx's `combined`
+    /// format): the driver writes it to the access log, not to the narration.
+    Access,
 }
 
 /// An effect a session cannot perform itself; the driver performs it in its own way.

@@ -24,6 +24,10 @@ pub use warren_node::config::Protocol;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// How servers write their log: text (bare lines) or json (one object per line); for
+    /// `warren up`, over the config's `log_format`. WARREN_LOG or RUST_LOG sets the level.
+    #[arg(long, global = true, value_name = "text|json", value_parser = crate::logging::parse_format)]
+    pub log_format: Option<crate::logging::LogFormat>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -228,9 +232,10 @@ pub struct ServerFlags {
     /// http: serve and list names starting with a dot (by default `/.git/…`, `/.env` get 404).
     #[arg(long)]
     pub dotfiles: bool,
-    /// http: log every request in the Common Log Format.
-    #[arg(long)]
-    pub access_log: bool,
+    /// http: log every request as nginx's `combined` format does, to PATH (appended to) or,
+    /// with no PATH or `-`, to standard output.
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "-", value_parser = crate::logging::parse_to)]
+    pub access_log: Option<crate::logging::LogTo>,
     /// http: the /visits cookie-signing key (32 bytes, raw or as 64 hex digits); created with
     /// mode 0600 if missing. Keep it to keep cookie counts across restarts. [default:
     /// $XDG_STATE_HOME/warren/cookie.key, else ~/.local/state/warren/cookie.key]

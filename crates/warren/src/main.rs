@@ -1,5 +1,6 @@
 //! The `warren` binary: servers, clients, the demo and the benches.
 
+mod access_log;
 mod agents_cmd;
 mod agents_move;
 mod agents_node;
@@ -10,6 +11,7 @@ mod demo;
 mod files_cmd;
 mod line_editor;
 mod local_zone;
+mod logging;
 mod manual;
 mod objects_cmd;
 mod objects_registry;
@@ -32,7 +34,10 @@ use crate::cli::{BenchCommand, Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
-    if let Err(e) = run(cli) {
+    logging::set_format(cli.log_format);
+    let outcome = run(cli);
+    access_log::flush(std::time::Duration::from_secs(2));
+    if let Err(e) = outcome {
         if is_broken_pipe(&e) {
             std::process::exit(0);
         }

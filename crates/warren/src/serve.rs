@@ -16,7 +16,7 @@ use crate::cli::{ChatserverArgs, LargerhttpdArgs, PingpongArgs, Protocol, Server
 
 /// `warren serve <protocol>`.
 pub fn serve(protocol: Protocol, flags: &ServerFlags) -> anyhow::Result<()> {
-    init_logging(flags.debug);
+    crate::logging::init(flags.debug, Default::default(), flags.access_log.as_ref())?;
     let mut settings = Settings {
         limits: Limits {
             idle_timeout: flags.idle_timeout.unwrap_or(Duration::from_secs(300)),
@@ -89,7 +89,7 @@ fn http_service(flags: &ServerFlags) -> anyhow::Result<warren_proto::http::Http>
     };
     let root = DocRoot::new(&flags.root, options).with_context(|| format!("document root {}", flags.root.display()))?;
     let mut http = warren_proto::http::Http::new(std::sync::Arc::new(root));
-    http.access_log = flags.access_log;
+    http.access_log = flags.access_log.is_some();
     if let Some(idle) = flags.idle_timeout {
         http.limits.idle_timeout = idle;
     }
@@ -319,22 +319,9 @@ fn default_flags(model: Model, listen: SocketAddr) -> ServerFlags {
     flags
 }
 
-/// Log through `tracing` to standard output, one bare line per event, so that the protocols'
-/// narration reads like the course's programs. `RUST_LOG` overrides the level.
+/// Log through `tracing` to standard output, one bare line per event (or JSON, with
+/// `--log-format json`), so that the protocols' narration reads like the course's programs.
+/// `WARREN_LOG` or `RUST_LOG` overrides the level.
 pub fn init_logging(debug: Option<u8>) {
-    let level = match debug {
-        None => "info",
-        Some(0) => "error",
-        Some(_) => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .without_time()
-        .with_target(false)
-        .with_level(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_writer(std::io::stdout)
-        .try_init();
+    let _ = crate::logging::init(debug, Default::default(), None);
 }

@@ -60,10 +60,10 @@ pub fn up(args: &UpArgs) -> anyhow::Result<()> {
     // SAFETY: nothing has started a thread yet (logging and signal registration come after).
     let handover = unsafe { Manager::take_from_env() }?;
     let manager = handover.manager;
-    crate::serve::init_logging(None);
     // Signals first, so that a SIGHUP or SIGTERM arriving while services start is not lost.
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])?;
     let config = load(args)?;
+    crate::logging::init(None, config.logging.format, config.logging.access_log.as_ref())?;
     report(&config);
     let count = config.services.len();
     let registrar = registrar(&config)?.map(Arc::new);

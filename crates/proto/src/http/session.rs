@@ -49,7 +49,7 @@ pub type Opened = Result<Entry, FilesError>;
 #[derive(Debug)]
 enum Waiting {
     /// A `/visits/session` request, for the hub.
-    Visit { frame: Frame, line: String },
+    Visit { frame: Frame, logged: Logged },
     /// A file or directory being opened by a job.
     Open { head: Head, frame: Frame, path: SafePath },
 }
@@ -90,7 +90,7 @@ pub struct Http {
     pub limits: HttpLimits,
     /// The document root, or any other tree of files.
     pub files: Arc<dyn Files>,
-    /// Log one Common Log Format line per request at `Level::Info`.
+    /// Log one line per request in nginx's `combined` format, as [`Level::Access`].
     pub access_log: bool,
     /// The `/visits` demo's key and table limits; `None` serves `/visits` from the files.
     pub visits: Option<Arc<VisitsConfig>>,
@@ -255,7 +255,7 @@ impl HttpSession {
                 // HTTP/1.x clients send) is skipped as RFC 9112 §2.2 asks.
                 let frame = Frame { date: self.wall_at(now), version: Version::Http09, is_head: false, keep: false };
                 let reply = error(400, frame, &[], out);
-                self.log(now, String::new, &reply, out);
+                self.log(now, Logged::default, &reply, out);
                 self.finish(out);
                 break;
             }
@@ -271,7 +271,7 @@ impl HttpSession {
                     let version = if looks_simple(&input[at..]) { Version::Http09 } else { Version::Http11 };
                     let frame = Frame { date: self.wall_at(now), version, is_head: false, keep: false };
                     let reply = error(e.status(), frame, &[], out);
-                    self.log(now, || first_line(&input[at..]), &reply, out);
+                    self.log(now, || Logged::line(first_line(&input[at..])), &reply, out);
                     self.finish(out);
                 }
             }
@@ -297,7 +297,7 @@ impl HttpSession {
                 // The first id that parses: a malformed one is as good as none.
                 let id = cookies(head, SESSION_COOKIE).find_map(parse_session_id);
                 out.hub(VisitsRequest::Visit { id });
-                self.waiting = Some(Box::new(Waiting::Visit { frame, line: request_line(head) }));
+                self.waiting = Some(Box::new(Waiting::Visit { frame, logged: Logged::of(head) }));
                 return;
             }
             (Method::Get | Method::Head, Ok(false)) => match resolve_target(&head.target) {
@@ -318,7 +318,7 @@ impl HttpSession {
             }
             (Method::Other(_), _) => error(501, frame, &[], out),
         };
-        self.log(now, || request_line(head), &reply, out);
+        self.log(now, || Logged::of(head), &reply, out);
         if !frame.keep {
             self.finish(out);
         }
@@ -377,13 +377,13 @@ impl HttpSession {
 
     /// The hub counted a `/visits/session` visit: answer it, then whatever was pipelined after.
     fn visited(&mut self, now: Instant, id: u128, count: u64, out: &mut Out) {
-        let Some(Waiting::Visit { frame, line }) = self.waiting.take().map(|w| *w) else {
+        let Some(Waiting::Visit { frame, logged }) = self.waiting.take().map(|w| *w) else {
             out.log(Level::Error, "visits: an answer from the hub nobody asked for");
             return;
         };
         let body = format!("visits: {count} (kept in the server's session table; lost when it restarts)\n");
         let reply = send_visits(frame, &body, session_cookie(id), out);
-        self.answered(now, frame, &line, &reply, out);
+        self.answered(now, frame, logged, &reply, out);
     }
 
     /// A job opened the file a request waits for: answer it, then whatever was pipelined after.
@@ -393,12 +393,12 @@ impl HttpSession {
             return;
         };
         let reply = self.serve(&head, &path, opened, frame, out);
-        self.answered(now, frame, &request_line(&head), &reply, out);
+        self.answered(now, frame, Logged::of(&head), &reply, out);
     }
 
     /// A request that waited has its answer queued: log it, then go on with the buffer.
-    fn answered(&mut self, now: Instant, frame: Frame, line: &str, reply: &Reply, out: &mut Out) {
-        self.log(now, || line.to_owned(), reply, out);
+    fn answered(&mut self, now: Instant, frame: Frame, logged: Logged, reply: &Reply, out: &mut Out) {
+        self.log(now, || logged, reply, out);
         if !frame.keep {
             self.clean_close = self.buf.is_empty();
             self.finish(out);
@@ -413,16 +413,19 @@ impl HttpSession {
         }
     }
 
-    /// One Common Log Format line, when the access log is on (only then is the request's `line`
-    /// made).
-    fn log(&self, now: Instant, line: impl FnOnce() -> String, reply: &Reply, out: &mut Out) {
+    /// One access-log line, when the access log is on (only then is the request described),
+    /// exactly as nginx's `combined` format writes it:
+    /// `$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent
+    /// "$http_referer" "$http_user_agent"`.
+    fn log(&self, now: Instant, logged: impl FnOnce() -> Logged, reply: &Reply, out: &mut Out) {
         if !self.http.access_log {
             return;
         }
         let host = self.peer.map_or_else(|| "-".to_owned(), |p| p.ip().to_string());
-        let bytes = if reply.bytes == 0 { "-".to_owned() } else { reply.bytes.to_string() };
         let date = clf_date(self.wall_at(now));
-        out.log(Level::Info, format!("{host} - - [{date}] \"{}\" {} {bytes}", log_escape(&line()), reply.status));
+        let Logged { line, referer, agent } = logged();
+        let (status, bytes) = (reply.status, reply.bytes);
+        out.log(Level::Access, format!("{host} - - [{date}] \"{line}\" {status} {bytes} \"{referer}\" \"{agent}\""));
     }
 }
 
@@ -506,7 +509,7 @@ impl Session for HttpSession {
             Some("read timeout") => {
                 let frame = Frame { date: self.wall_at(now), version: Version::Http11, is_head: false, keep: false };
                 let reply = error(408, frame, &[], out);
-                self.log(now, || first_line(&self.buf), &reply, out);
+                self.log(now, || Logged::line(first_line(&self.buf)), &reply, out);
                 self.finish(out);
             }
             Some(why) => {
@@ -536,6 +539,33 @@ fn unix_secs_after(t: SystemTime, after: Duration) -> u64 {
     super::response::unix_secs(t).saturating_add(after.as_secs())
 }
 
+/// A request as the access log shows it: its line, `Referer` and `User-Agent`, escaped, with
+/// `-` for a field the request lacks.
+#[derive(Debug)]
+struct Logged {
+    line: String,
+    referer: String,
+    agent: String,
+}
+
+impl Default for Logged {
+    fn default() -> Self {
+        Self::line(b"")
+    }
+}
+
+impl Logged {
+    fn of(head: &Head) -> Self {
+        let field = |name| head.header(name).map_or_else(|| "-".to_owned(), log_escape);
+        Self { line: log_escape(request_line(head).as_bytes()), referer: field("referer"), agent: field("user-agent") }
+    }
+
+    /// A request with no head to speak of: a refused or empty one.
+    fn line(line: &[u8]) -> Self {
+        Self { line: log_escape(line), referer: "-".into(), agent: "-".into() }
+    }
+}
+
 /// The request line as the access log shows it.
 fn request_line(head: &Head) -> String {
     let method = match &head.method {
@@ -551,9 +581,9 @@ fn request_line(head: &Head) -> String {
 }
 
 /// The first line of a refused request, at most 200 bytes, for the log.
-fn first_line(buf: &[u8]) -> String {
+fn first_line(buf: &[u8]) -> &[u8] {
     let end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len()).min(200);
-    String::from_utf8_lossy(buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end])).into_owned()
+    buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end])
 }
 
 /// Whether a refused request's first line was a one-line request, the course's kind: a whole
@@ -568,15 +598,15 @@ fn looks_simple(buf: &[u8]) -> bool {
     !last_word.starts_with(b"HTTP/")
 }
 
-/// Quotes, backslashes and control characters as `\xHH`, as nginx logs them: a request line
-/// must not forge a log line.
-fn log_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c == '"' || c == '\\' || c.is_control() {
-            out.push_str(&format!("\\x{:02X}", c as u32));
+/// Quotes, backslashes and bytes below 32 or above 126 as `\xHH`, as nginx's access log
+/// writes them: a request must not forge a log line.
+fn log_escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if b == b'"' || b == b'\\' || !(32..=126).contains(&b) {
+            out.push_str(&format!("\\x{b:02X}"));
         } else {
-            out.push(c);
+            out.push(char::from(b));
         }
     }
     out

@@ -162,7 +162,7 @@ impl Client {
         actions
             .into_iter()
             .filter_map(|a| match a {
-                Action::Log(Level::Info, line) => Some(line),
+                Action::Log(Level::Access, line) => Some(line),
                 _ => None,
             })
             .collect()
@@ -398,15 +398,18 @@ fn slow_download_is_not_idleness() {
 }
 
 #[test]
-fn access_log_is_common_log_format() {
+fn access_log_is_nginx_combined_format() {
     let mut c = Client::with(with_http(|h| h.access_log = true));
     c.now += Duration::from_secs(1);
-    c.send("GET /a.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=0-3\r\n\r\nHEAD /\"x HTTP/1.1\r\nHost: x\r\n\r\n");
+    c.send(
+        "GET /a.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=0-3\r\nReferer: http://x/\r\nUser-Agent: curl/8.0 \"q\"\r\n\r\n\
+         HEAD /\"x HTTP/1.1\r\nHost: x\r\nUser-Agent: café\r\n\r\n",
+    );
     assert_eq!(
         c.logs(),
         [
-            "192.0.2.7 - - [09/Sep/2001:01:46:41 +0000] \"GET /a.txt HTTP/1.1\" 206 4",
-            "192.0.2.7 - - [09/Sep/2001:01:46:41 +0000] \"HEAD /\\x22x HTTP/1.1\" 404 -",
+            "192.0.2.7 - - [09/Sep/2001:01:46:41 +0000] \"GET /a.txt HTTP/1.1\" 206 4 \"http://x/\" \"curl/8.0 \\x22q\\x22\"",
+            "192.0.2.7 - - [09/Sep/2001:01:46:41 +0000] \"HEAD /\\x22x HTTP/1.1\" 404 0 \"-\" \"caf\\xC3\\xA9\"",
         ]
     );
     assert!(Client::new().send("GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n").ends_with("0123456789"));
