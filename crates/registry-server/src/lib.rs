@@ -9,12 +9,14 @@
 //! - [`health`]: a backend wrapper that leaves out endpoints whose check fails;
 //! - [`session`]: the binary protocol as a session, answers coming back out of order as jobs;
 //! - [`server`]: that session served by a server model, in front of any backend;
-//! - [`api`]: the HTTP/JSON API, for operators and scripts.
+//! - [`api`]: the HTTP/JSON API, for operators and scripts;
+//! - [`metrics`]: the store counted and timed, and the API's `/metrics` page.
 
 pub mod api;
 pub mod datadir;
 pub mod embedded;
 pub mod health;
+pub mod metrics;
 pub mod server;
 pub mod session;
 pub mod state;
