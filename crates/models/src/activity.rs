@@ -2,7 +2,8 @@
 //! "self-destructs after 3 minutes idle").
 //!
 //! The `fork` and `prefork` models keep this one word in a shared anonymous mapping made before
-//! the first fork: it is the only memory their processes share. Rooms and counters need ordering
+//! the first fork: with a server's metrics counters ([`shared_slots`]), it is the only memory
+//! their processes share. Rooms and counters need ordering
 //! and mutual exclusion and go through the hub process instead.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,17 +41,24 @@ impl Activity {
 
 /// A zeroed counter in an anonymous mapping shared with every process forked afterwards.
 pub(crate) fn shared_zeroed() -> std::io::Result<&'static AtomicU64> {
+    Ok(&shared_slots(1)?[0])
+}
+
+/// `n` zeroed counters in an anonymous mapping shared with every process forked afterwards: what
+/// a server's metrics count in under `fork` and `prefork`, so that a scrape answered by any of
+/// its processes sees them all.
+pub fn shared_slots(n: usize) -> std::io::Result<&'static [AtomicU64]> {
     use std::num::NonZeroUsize;
 
     use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
 
-    let len = NonZeroUsize::new(std::mem::size_of::<AtomicU64>()).expect("non-zero size");
-    // SAFETY: a fresh anonymous mapping is page-aligned and zero-filled, which is a valid
-    // AtomicU64; it is never unmapped, so the 'static reference stays valid.
+    let len = NonZeroUsize::new(n.max(1) * std::mem::size_of::<AtomicU64>()).expect("non-zero size");
+    // SAFETY: a fresh anonymous mapping is page-aligned and zero-filled, which is a valid array
+    // of AtomicU64; it is never unmapped, so the 'static slice stays valid.
     unsafe {
         let ptr = mmap_anonymous(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED)
             .map_err(std::io::Error::from)?;
-        Ok(&*ptr.as_ptr().cast::<AtomicU64>())
+        Ok(std::slice::from_raw_parts(ptr.as_ptr().cast::<AtomicU64>(), n))
     }
 }
 

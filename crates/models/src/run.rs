@@ -71,6 +71,12 @@ impl Model {
     pub fn arms_urgent(self) -> bool {
         !matches!(self, Model::Green | Model::Hybrid)
     }
+
+    /// Whether connections are served in processes of their own (`fork`, `prefork`): what they
+    /// count together must live in memory they share ([`crate::activity::shared_slots`]).
+    pub fn forks(self) -> bool {
+        matches!(self, Model::Fork | Model::Prefork)
+    }
 }
 
 impl std::fmt::Display for Model {

@@ -133,6 +133,11 @@ pub fn start(service: &Service, builtin: &Builtin, socket: Socket, hooks: &mut d
             .map_err(|e| std::io::Error::new(e.kind(), format!("document root {}: {e}", root.display())))?;
         let mut http = warren_proto::http::Http::new(Arc::new(docs));
         http.access_log = o.access_log;
+        if builtin.model.forks() {
+            // The processes count together, so that any of them answers /metrics for all.
+            let slots = warren_models::activity::shared_slots(warren_proto::http::HttpMetrics::SLOTS)?;
+            http.metrics = warren_proto::http::HttpMetrics::in_slots(slots);
+        }
         if let Some(idle) = o.idle_timeout {
             http.limits.idle_timeout = idle;
         }

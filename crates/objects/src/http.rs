@@ -3,7 +3,9 @@
 //! - `POST /v1/objects/NAME/METHOD`, the arguments as a JSON array, answers the result as JSON
 //!   (`200`), the method's own error as `422 {"error":{"code":"application","value":…}}`, and a
 //!   platform error with its status and `{"error":{"code":"…","message":"…"}}`;
-//! - `GET /v1/objects` lists the objects, `GET /v1/objects/NAME` describes one.
+//! - `GET /v1/objects` lists the objects, `GET /v1/objects/NAME` describes one;
+//! - `GET /metrics`: the objects' calls, errors, latency and activations as a Prometheus page
+//!   ([`crate::metrics`]), behind the same token as the rest.
 //!
 //! Optional request headers: `Warren-Interface` and `Warren-Version` (checked as the binary
 //! protocol checks them), `Warren-Timeout-Ms` (the call's deadline). One request at a time per
@@ -122,9 +124,13 @@ fn reason(status: u16) -> &'static str {
 }
 
 fn respond(out: &mut Out, status: u16, body: &[u8], keep_alive: bool) {
+    respond_typed(out, status, "application/json", body, keep_alive);
+}
+
+fn respond_typed(out: &mut Out, status: u16, content_type: &str, body: &[u8], keep_alive: bool) {
     let connection = if keep_alive { "keep-alive" } else { "close" };
     let head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n",
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n",
         reason(status),
         body.len()
     );
@@ -230,6 +236,10 @@ impl HttpObjectSession {
             }
         }
         let path = head.target.split('?').next().unwrap_or_default();
+        if path == "/metrics" && matches!(head.method, Method::Get) {
+            let page = crate::metrics::page(&self.objects);
+            return respond_typed(out, 200, warren_proto::metrics::CONTENT_TYPE, page.as_bytes(), keep_alive);
+        }
         let parts: Vec<&str> =
             path.strip_prefix("/v1/objects").map(|p| p.split('/').skip(1).collect()).unwrap_or_default();
         let post = matches!(&head.method, Method::Other(m) if m == "POST");

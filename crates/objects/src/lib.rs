@@ -7,11 +7,13 @@
 //! - [`table`]: the hosted objects by name, their executors and servants, exports.
 //! - [`class`]: what objects are instances of; [`examples`]: the course's classes.
 //! - [`admin`]: the server's own object, which adds, removes and lists the others.
+//! - [`metrics`]: each object's calls, errors, latency and activations, as a Prometheus page.
 
 pub mod admin;
 pub mod class;
 pub mod examples;
 pub mod http;
+pub mod metrics;
 pub mod policy;
 pub mod postgres;
 pub mod session;

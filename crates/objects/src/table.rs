@@ -14,6 +14,7 @@ use warren_rpc::wire::{Call, Outcome};
 use warren_rpc::{Code, Context, Dispatch, Exporter, ObjectRef, RpcError};
 
 use crate::class::{Classes, Incarnation};
+use crate::metrics::{Ended, ObjectMeters};
 use crate::policy::{Executor, Policy};
 use crate::store::{Record, Store, StoreError};
 
@@ -86,8 +87,21 @@ pub struct Hosted {
     incarnate: Incarnate,
     /// Where a persistent object's state is; `None` for the others.
     store: Option<Arc<dyn Store>>,
-    calls: AtomicU64,
+    meters: Arc<ObjectMeters>,
     last_call: Mutex<Instant>,
+}
+
+/// A call's end as the meters see it, at its drop: answered, or dropped unrun.
+struct Ending {
+    meters: Arc<ObjectMeters>,
+    submitted: Instant,
+    ended: Ended,
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        self.meters.finished(self.ended, self.submitted.elapsed());
+    }
 }
 
 /// Makes a servant, fresh (`None`) or from saved state.
@@ -130,11 +144,22 @@ impl Hosted {
         call: Call,
         answer: oneshot::Sender<Outcome>,
     ) -> Result<(), RpcError> {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        *self.last_call.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        let submitted = Instant::now();
+        self.meters.started();
+        *self.last_call.lock().unwrap_or_else(|e| e.into_inner()) = submitted;
         let object = self.clone();
+        // Dropped unrun (refused, or the executor stopping), the call still ends for the meters.
+        let ending = Ending { meters: self.meters.clone(), submitted, ended: Ended::Platform };
         self.executor.submit(Box::new(move || {
-            let _ = answer.send(object.run(&ctx, &call));
+            // The whole guard moves in (not only the field set below), so it drops here.
+            let mut ending = ending;
+            let outcome = object.run(&ctx, &call);
+            ending.ended = match &outcome {
+                Outcome::Ok(_) => Ended::Ok,
+                Outcome::App(_) => Ended::Application,
+                Outcome::Err(_) => Ended::Platform,
+            };
+            let _ = answer.send(outcome);
         }))
     }
 
@@ -197,6 +222,7 @@ impl Hosted {
         let saved = incarnation.snapshot.as_ref().map(|s| s());
         let live = Arc::new(Live { incarnation, saved: Mutex::new((version, saved)) });
         *slot = Some(live.clone());
+        self.meters.activated();
         Ok(live)
     }
 
@@ -220,6 +246,7 @@ impl Hosted {
                 let mut slot = self.servant.lock().unwrap_or_else(|e| e.into_inner());
                 if slot.as_ref().is_some_and(|current| Arc::ptr_eq(current, live)) {
                     *slot = None;
+                    self.meters.deactivated();
                 }
                 Err(SaveError::Lost)
             }
@@ -237,7 +264,7 @@ impl Hosted {
             policy: self.policy.to_string(),
             lifespan: self.lifespan,
             active: self.servant.lock().unwrap_or_else(|e| e.into_inner()).is_some(),
-            calls: self.calls.load(Ordering::Relaxed),
+            calls: self.meters.calls.load(Ordering::Relaxed),
         }
     }
 }
@@ -365,6 +392,15 @@ impl Objects {
         self.by_name.read().unwrap_or_else(|e| e.into_inner()).get(&key(name)).cloned()
     }
 
+    /// Every object's name, counters and whether a client exported it, by name.
+    pub(crate) fn meters(&self) -> Vec<(String, Arc<ObjectMeters>, bool)> {
+        let map = self.by_name.read().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> =
+            map.values().map(|h| (h.name.clone(), h.meters.clone(), h.lifespan == Lifespan::Exported)).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
     pub fn list(&self) -> Vec<ObjectInfo> {
         let mut all: Vec<ObjectInfo> = self
             .by_name
@@ -488,8 +524,14 @@ impl Objects {
         let Placement { id, name, class, policy, lifespan } = placement;
         let servant: Arc<Mutex<Option<Arc<Live>>>> = Arc::default();
         let slot = servant.clone();
+        let meters = Arc::new(ObjectMeters::default());
+        let idle_meters = meters.clone();
         // Deactivation (on-demand, idle): the servant goes; its state is saved after every call.
-        let on_idle = Arc::new(move || *slot.lock().unwrap_or_else(|e| e.into_inner()) = None);
+        let on_idle = Arc::new(move || {
+            if slot.lock().unwrap_or_else(|e| e.into_inner()).take().is_some() {
+                idle_meters.deactivated();
+            }
+        });
         let executor = Executor::new(&name, policy, on_idle)
             .map_err(|e| RpcError::new(Code::Internal, format!("cannot start the object's threads: {e}")))?;
         let hosted = Hosted {
@@ -503,7 +545,7 @@ impl Objects {
             servant,
             incarnate,
             store: self.store.clone().filter(|_| lifespan == Lifespan::Persistent),
-            calls: AtomicU64::new(0),
+            meters,
             last_call: Mutex::new(Instant::now()),
         };
         // Everything but on-demand objects is active from the start (CORBA's RETAIN).

@@ -55,6 +55,7 @@ pub mod http;
 pub mod http_proxy;
 pub mod hub;
 pub mod lines;
+pub mod metrics;
 pub mod oob;
 pub mod output;
 pub mod pick;

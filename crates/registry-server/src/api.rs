@@ -12,6 +12,7 @@
 //! | `GET /v1/watch?prefix=p&from=r` | the events after revision `r`, one JSON object per line, kept open |
 //! | `GET /v1/health/{name}` | every endpoint with its health |
 //! | `PUT /v1/health/{name}/{addr}/pass` | a TTL check's heartbeat (the name's token) |
+//! | `GET /metrics` | the Prometheus page, when `warren registry` adds [`crate::metrics::route`] |
 //!
 //! `{name}` may be spelt in any case, as everywhere (see `warren_registry::model::Name`), and a
 //! `prefix` matches in any case.
@@ -199,8 +200,19 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> io::Result<()> {
+    serve_router(listener, router(backend, &limits), limits, shutdown).await
+}
+
+/// [`serve`] with routes of the caller's making: [`router`]'s, with others beside them (the
+/// `/metrics` page of [`crate::metrics::route`]).
+pub async fn serve_router(
+    listener: std::net::TcpListener,
+    router: axum::Router,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> io::Result<()> {
     let listener = CappedListener::new(listener, limits.max_conns, limits.send_timeout)?;
-    serve_on(listener, router(backend, &limits), limits.header_timeout, shutdown).await;
+    serve_on(listener, router, limits.header_timeout, shutdown).await;
     Ok(())
 }
 

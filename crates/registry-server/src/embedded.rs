@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::{broadcast, oneshot};
-use warren_registry::backend::{Backend, Lease, Watch};
+use warren_registry::backend::{Backend, Counts, Lease, Watch};
 use warren_registry::model::{Endpoint, Entry, Error, Event, LeaseId, Name, Revision, TokenKey, fold_prefix};
 
 use crate::datadir;
@@ -76,6 +76,7 @@ enum Command {
 struct View {
     revision: Revision,
     names: BTreeMap<Name, Vec<Endpoint>>,
+    leases: usize,
 }
 
 /// The embedded store. Dropping it lets the writer finish its batch, and waits for it to stop
@@ -128,7 +129,7 @@ impl Embedded {
         let journal = Journal::open(&journal_path, epoch, journal_size).map_err(storage)?;
         let (revision, entries) = state.list("").expect("the empty prefix is valid");
         let names = entries.into_iter().map(|e| (e.name, e.endpoints)).collect();
-        let view = Arc::new(RwLock::new(View { revision, names }));
+        let view = Arc::new(RwLock::new(View { revision, names, leases: state.lease_count() }));
         let (commands, rx) = mpsc::channel();
         let generation = Arc::new(AtomicU64::new(0));
         let writer = Writer {
@@ -368,6 +369,7 @@ impl Writer {
             self.persist(&dirty)?;
             let mut view = self.view.write().expect("view lock");
             view.revision = dirty.revision;
+            view.leases = self.state.lease_count();
             for (name, record) in dirty.names {
                 // Removed first: `insert` would keep the old key, and with it the old spelling.
                 view.names.remove(&name);
@@ -501,6 +503,11 @@ impl Backend for Embedded {
 
     fn snapshot_generation(&self) -> Option<u64> {
         Some(self.generation.load(Ordering::Acquire))
+    }
+
+    fn counts(&self) -> Option<Counts> {
+        let view = self.view.read().expect("view lock");
+        Some(Counts { names: view.names.len(), leases: view.leases })
     }
 }
 

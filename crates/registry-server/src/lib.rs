@@ -11,7 +11,8 @@
 //! - [`session`]: the binary protocol as a session, answers coming back out of order as jobs,
 //!   a connection's watches waiting together in one [`feed`];
 //! - [`server`]: that session served by a server model, in front of any backend;
-//! - [`api`]: the HTTP/JSON API, for operators and scripts.
+//! - [`api`]: the HTTP/JSON API, for operators and scripts;
+//! - [`metrics`]: the store counted and timed, and the API's `/metrics` page.
 
 pub mod api;
 pub mod datadir;
@@ -19,6 +20,7 @@ pub mod embedded;
 pub mod feed;
 pub mod health;
 pub mod journal;
+pub mod metrics;
 pub mod server;
 pub mod session;
 pub mod state;

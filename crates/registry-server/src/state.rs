@@ -153,6 +153,11 @@ impl State {
         self.revision
     }
 
+    /// Leases held (granted, not yet released or expired).
+    pub fn lease_count(&self) -> usize {
+        self.leases.len()
+    }
+
     /// The name as it is spelt here if it is bound (its first spelling is kept while it exists,
     /// see `Backend`), else as given.
     fn spelt(&self, name: &Name) -> Name {

@@ -36,6 +36,15 @@ pub struct Lease {
     pub revision: Revision,
 }
 
+/// What a store holds, for its metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Names bound.
+    pub names: usize,
+    /// Leases held: registered, not yet released or expired.
+    pub leases: usize,
+}
+
 /// A registry store. Calls may come from many tasks at once.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
@@ -69,6 +78,11 @@ pub trait Backend: Send + Sync + 'static {
     /// if the backend cannot tell. DNS keeps the answers it built for a name until it moves, so
     /// it must move no later than the snapshot changes, and be cheap to read (an atomic load).
     fn snapshot_generation(&self) -> Option<u64> {
+        None
+    }
+    /// The names and leases held as of the last commit, or `None` if the backend cannot tell
+    /// without a round trip. Read at each metrics scrape, so it must not wait.
+    fn counts(&self) -> Option<Counts> {
         None
     }
 }

@@ -1,11 +1,12 @@
 //! What warren's tests and benches run beside the code they exercise: a throwaway one-node etcd
 //! ([`LocalEtcd`]) or three-member cluster ([`EtcdCluster`]), a throwaway PostgreSQL
 //! ([`LocalPostgres`]), loopback ports for programs that must be told theirs, network namespaces
-//! of a test's own ([`netns`]), and virtual networks of several namespaces joined by bridges
+//! of a test's own ([`netns`]), `/metrics` pages parsed by a real parser ([`metrics`]), and virtual networks of several namespaces joined by bridges
 //! ([`VirtualNet`]). Not published, and never a dependency of what warren serves.
 
 mod etcd;
 pub mod etcd_cluster;
+pub mod metrics;
 pub mod netns;
 pub mod postgres;
 pub mod vnet;

@@ -236,6 +236,10 @@ pub struct ServerFlags {
     /// with no PATH or `-`, to standard output.
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "-", value_parser = crate::logging::parse_to)]
     pub access_log: Option<crate::logging::LogTo>,
+    /// http: the path of the Prometheus metrics page, or "off"; a file of that name in the root
+    /// is not served.
+    #[arg(long, value_name = "PATH", default_value = "/metrics", value_parser = metrics_path)]
+    pub metrics: String,
     /// http: the /visits cookie-signing key (32 bytes, raw or as 64 hex digits); created with
     /// mode 0600 if missing. Keep it to keep cookie counts across restarts. [default:
     /// $XDG_STATE_HOME/warren/cookie.key, else ~/.local/state/warren/cookie.key]
@@ -397,4 +401,10 @@ pub struct DemoArgs {
 pub fn defaults<A: clap::Args + clap::FromArgMatches>() -> A {
     let command = A::augment_args(clap::Command::new("warren"));
     A::from_arg_matches(&command.get_matches_from(["warren"])).expect("every flag has a default")
+}
+
+/// `--metrics`: a path of its own (from `/`, no query, no space), or `off`.
+fn metrics_path(raw: &str) -> Result<String, String> {
+    let plain = raw.starts_with('/') && !raw.contains(['?', '#']) && !raw.chars().any(char::is_whitespace);
+    if raw == "off" || plain { Ok(raw.to_owned()) } else { Err(format!("{raw:?}: a path such as /metrics, or off")) }
 }

@@ -16,8 +16,10 @@ use warren_registry::backend::Backend;
 use warren_registry::client::Client;
 use warren_registry::{Endpoint, EventKind, Name, Revision, Transport};
 use warren_registry_etcd::{Etcd, EtcdConfig};
+use warren_registry_server::api;
 use warren_registry_server::embedded::Embedded;
 use warren_registry_server::health::Checked;
+use warren_registry_server::metrics::{self, Metered, RegistryMetrics};
 use warren_registry_server::server::{self, Limits};
 use warren_registry_server::state::Config;
 
@@ -271,6 +273,9 @@ pub async fn serve(
         etcd.max_endpoints = args.max_endpoints;
         Arc::new(Etcd::connect(etcd).await.with_context(|| format!("cannot reach {}", args.store))?)
     };
+    // Every request is counted beneath the health checks, whichever interface it came by.
+    let metrics = RegistryMetrics::new(store.clone());
+    let store: Arc<dyn Backend> = Arc::new(Metered::new(store, metrics.clone()));
     // Health checks sit in front of every store: lookups, the API and DNS see healthy endpoints.
     let backend = Arc::new(Checked::new(store).await.context("cannot start health checks")?);
     let dns = match args.dns {
@@ -310,7 +315,7 @@ pub async fn serve(
         Some(addr) => Some(crate::serve::listen(addr).with_context(|| format!("cannot serve HTTP on {addr}"))?),
         None => None,
     };
-    let api_limits = warren_registry_server::api::Limits {
+    let api_limits = api::Limits {
         max_conns: args.http_max_conns,
         header_timeout: args.http_header_timeout,
         body_timeout: args.http_body_timeout,
@@ -332,7 +337,8 @@ pub async fn serve(
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            Some(tokio::spawn(warren_registry_server::api::serve(api, backend.clone(), api_limits, shutdown)))
+            let routes = metrics::route(api::router(backend.clone(), &api_limits), metrics);
+            Some(tokio::spawn(api::serve_router(api, routes, api_limits, shutdown)))
         }
         None => None,
     };

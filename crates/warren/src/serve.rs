@@ -90,6 +90,16 @@ fn http_service(flags: &ServerFlags) -> anyhow::Result<warren_proto::http::Http>
     let root = DocRoot::new(&flags.root, options).with_context(|| format!("document root {}", flags.root.display()))?;
     let mut http = warren_proto::http::Http::new(std::sync::Arc::new(root));
     http.access_log = flags.access_log.is_some();
+    http.metrics_path = (flags.metrics != "off").then(|| flags.metrics.clone());
+    if let Some(path) = &http.metrics_path
+        && flags.root.join(path.trim_start_matches('/')).exists()
+    {
+        eprintln!("warren: {} in {} is not served: --metrics answers {path}", path, flags.root.display());
+    }
+    if flags.model.forks() {
+        let slots = warren_models::activity::shared_slots(warren_proto::http::HttpMetrics::SLOTS)?;
+        http.metrics = warren_proto::http::HttpMetrics::in_slots(slots);
+    }
     if let Some(idle) = flags.idle_timeout {
         http.limits.idle_timeout = idle;
     }

@@ -20,6 +20,7 @@
 //!   several are served whole), [`conditional`] (`ETag`, `If-None-Match`, `If-Modified-Since`,
 //!   `If-Range`).
 //!
+//! - [`metrics`]: the server's counters, answered as a Prometheus page at `/metrics`.
 //! - [`visits`]: the `/visits` demo, a visit counter kept in a signed cookie (stateless) and in
 //!   the hub's session table (soft state); which survives a restart is in its docs.
 //!
@@ -29,6 +30,7 @@
 
 pub mod conditional;
 pub mod files;
+pub mod metrics;
 pub mod path;
 pub mod range;
 mod reply;
@@ -38,9 +40,10 @@ pub mod session;
 pub mod visits;
 
 pub use files::{Dir, DirEntry, Entry, Files, FilesError, OpenFile};
+pub use metrics::HttpMetrics;
 pub use path::{PathError, SafePath, resolve_target};
 pub use request::{Head, HeadError, Method, RequestLimits, Version, parse_head};
-pub use session::{Http, HttpLimits, HttpSession, REFUSAL};
+pub use session::{DEFAULT_METRICS_PATH, Http, HttpLimits, HttpSession, REFUSAL};
 pub use visits::{VisitsConfig, VisitsHub, VisitsMessage, VisitsRequest};
 
 #[cfg(test)]

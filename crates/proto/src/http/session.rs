@@ -24,12 +24,16 @@
 //! - **Files the kernel has not cached** ([`Files::try_open`] says it would wait) are opened in
 //!   a job, so a slow disk holds up only the connections that wait for it; requests pipelined
 //!   behind one wait in the buffer, as behind a `/visits/session` request.
+//! - **Metrics** ([`Http::metrics_path`], `/metrics` unless changed): the server's counters
+//!   ([`HttpMetrics`]) as a Prometheus page, answered before the files are looked at, so a file
+//!   of that name in the root is not served. Counting a request is a few atomic additions.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::files::{Dir, Entry, Files, FilesError};
+use super::metrics::HttpMetrics;
 use super::path::{SafePath, resolve_target};
 use super::reply::{Frame, Reply, error, listing, send_whole, serve_file, with_slash};
 use super::request::{Head, Method, RequestLimits, Version, parse_head};
@@ -53,6 +57,10 @@ enum Waiting {
     /// A file or directory being opened by a job.
     Open { head: Head, frame: Frame, path: SafePath },
 }
+
+/// Where the metrics page is answered unless [`Http::metrics_path`] says otherwise: where
+/// Prometheus looks by default.
+pub const DEFAULT_METRICS_PATH: &str = "/metrics";
 
 /// What the server sends a connection it refuses at its limit, before closing it.
 pub const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
@@ -94,6 +102,12 @@ pub struct Http {
     pub access_log: bool,
     /// The `/visits` demo's key and table limits; `None` serves `/visits` from the files.
     pub visits: Option<Arc<VisitsConfig>>,
+    /// Where the metrics page is answered (`/metrics` by default; `None`: nowhere). It hides a
+    /// file of that name in the root.
+    pub metrics_path: Option<String>,
+    /// The counters every session adds to: this process's own by default; under `fork` and
+    /// `prefork`, slots the processes share.
+    pub metrics: HttpMetrics,
     shared: OnceLock<Arc<Shared>>,
 }
 
@@ -104,12 +118,24 @@ struct Shared {
     timeouts: Limits,
     access_log: bool,
     visits: Option<Arc<VisitsConfig>>,
+    metrics_path: Option<String>,
+    metrics: HttpMetrics,
+    /// What encodes the metrics page.
+    registry: prometheus_client::registry::Registry,
 }
 
 impl Http {
     /// A server of `files` with the default limits and no access log.
     pub fn new(files: Arc<dyn Files>) -> Self {
-        Self { limits: HttpLimits::default(), files, access_log: false, visits: None, shared: OnceLock::new() }
+        Self {
+            limits: HttpLimits::default(),
+            files,
+            access_log: false,
+            visits: None,
+            metrics_path: Some(DEFAULT_METRICS_PATH.to_owned()),
+            metrics: HttpMetrics::private(),
+            shared: OnceLock::new(),
+        }
     }
 
     fn shared(&self) -> &Arc<Shared> {
@@ -125,6 +151,9 @@ impl Http {
                 timeouts,
                 access_log: self.access_log,
                 visits: self.visits.clone(),
+                metrics_path: self.metrics_path.clone(),
+                metrics: self.metrics,
+                registry: self.metrics.registry(),
             })
         })
     }
@@ -184,6 +213,14 @@ pub struct HttpSession {
     clean_close: bool,
     /// No request has been answered yet: a lone `\n` now is a one-line client's empty request.
     first_request: bool,
+    /// When the request being answered had its whole head, for its latency.
+    asked_at: Instant,
+}
+
+impl Drop for HttpSession {
+    fn drop(&mut self) {
+        self.http.metrics.closed();
+    }
 }
 
 impl std::fmt::Debug for HttpSession {
@@ -196,6 +233,7 @@ impl HttpSession {
     /// A session for a connection accepted at `now`.
     pub fn new(http: &Http, info: &ConnInfo, now: Instant) -> Self {
         let shared = http.shared().clone();
+        shared.metrics.accepted();
         Self {
             deadline: Deadline::new(&shared.timeouts, now),
             http: shared,
@@ -209,6 +247,7 @@ impl HttpSession {
             read_closed: false,
             clean_close: false,
             first_request: true,
+            asked_at: now,
         }
     }
 
@@ -249,6 +288,7 @@ impl HttpSession {
     fn answer_from(&mut self, now: Instant, input: &[u8], out: &mut Out) -> (bool, usize) {
         let mut at = 0;
         let mut answered = false;
+        self.asked_at = now;
         while !self.done && self.waiting.is_none() {
             if self.first_request && input.starts_with(b"\n") {
                 // The course's LargerHttpd answers an empty one-line request; a CRLF (what
@@ -290,6 +330,12 @@ impl HttpSession {
             (_, Err(_)) => error(400, frame, &[], out),
             _ if head.header("transfer-encoding").is_some() => error(501, frame, &[], out),
             (Method::Get | Method::Head, Ok(true)) => error(413, frame, &[], out),
+            (Method::Get | Method::Head, Ok(false)) if self.is_metrics(&head.target) => {
+                let mut page = String::new();
+                prometheus_client::encoding::text::encode(&mut page, &self.http.registry).expect("a String takes it");
+                let fields = [("Cache-Control", "no-store".to_owned())];
+                send_whole(200, frame, crate::metrics::CONTENT_TYPE, page.as_bytes(), &fields, out)
+            }
             (Method::Get | Method::Head, Ok(false)) if visit == Some(Route::Cookie) => {
                 self.count_in_cookie(head, frame, out)
             }
@@ -413,11 +459,18 @@ impl HttpSession {
         }
     }
 
-    /// One access-log line, when the access log is on (only then is the request described),
-    /// exactly as nginx's `combined` format writes it:
+    /// Whether `target` (its query left out) is the metrics page's path.
+    fn is_metrics(&self, target: &str) -> bool {
+        let path = target.split_once('?').map_or(target, |(path, _)| path);
+        self.http.metrics_path.as_deref() == Some(path)
+    }
+
+    /// Counts an answered request; and one access-log line, when the access log is on (only then
+    /// is the request described), exactly as nginx's `combined` format writes it:
     /// `$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent
     /// "$http_referer" "$http_user_agent"`.
     fn log(&self, now: Instant, logged: impl FnOnce() -> Logged, reply: &Reply, out: &mut Out) {
+        self.http.metrics.answered(reply.status, reply.bytes, now.saturating_duration_since(self.asked_at));
         if !self.http.access_log {
             return;
         }
@@ -440,6 +493,7 @@ impl Session for HttpSession {
     fn handle_open(&mut self, _: Instant, _: &mut Out) {}
 
     fn handle_input(&mut self, now: Instant, data: &[u8], out: &mut Out) {
+        self.http.metrics.received(data.len());
         if self.done {
             return;
         }
@@ -507,6 +561,7 @@ impl Session for HttpSession {
         match self.deadline.expired(now) {
             None => {}
             Some("read timeout") => {
+                self.asked_at = now;
                 let frame = Frame { date: self.wall_at(now), version: Version::Http11, is_head: false, keep: false };
                 let reply = error(408, frame, &[], out);
                 self.log(now, || Logged::line(first_line(&self.buf)), &reply, out);
