@@ -25,7 +25,13 @@ pub struct Config {
     /// Where every service registers (`registry = "ADDR"`, or by default the registry this node
     /// hosts, if it hosts one); `None` (`registry = "off"`): nowhere.
     pub registry: Option<RegistryLink>,
+    /// Where `warren up` serves its dashboard, `/api/status`, `/events` and `/metrics`
+    /// (`admin = "ADDR"`, default [`DEFAULT_ADMIN`]); `None` (`admin = "off"`): nowhere.
+    pub admin: Option<SocketAddr>,
 }
+
+/// The dashboard's default address: loopback, beside none of the embedded default's ports.
+pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7080);
 
 /// Where hosted services register, and for how long each lease lasts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -58,6 +58,7 @@ impl Loaded {
             ignored: self.ignored,
             disabled: self.disabled,
             registry: Some(RegistryLink::default()),
+            admin: Some(crate::config::DEFAULT_ADMIN),
         })
     }
 }

@@ -44,10 +44,15 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, LoadError> {
         Some(Value::Integer(secs)) if secs > 0 => Some(Duration::from_secs(secs as u64)),
         Some(_) => return Err(err(None, "registry_ttl: want a positive number of seconds".into())),
     };
+    let admin = match table.remove("admin") {
+        None => Some(crate::config::DEFAULT_ADMIN),
+        Some(Value::String(s)) => admin_addr(&s).map_err(|m| err(None, m))?,
+        Some(_) => return Err(err(None, "admin: want \"address:port\" or \"off\"".into())),
+    };
     if let Some(key) = table.keys().next() {
         return Err(err(
             None,
-            format!("unknown top-level key {key:?}; want status, registry, registry_ttl or [[service]]"),
+            format!("unknown top-level key {key:?}; want status, registry, registry_ttl, admin or [[service]]"),
         ));
     }
     let mut loaded = Loaded::default();
@@ -76,7 +81,16 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, LoadError> {
     if let (Some(link), Some(ttl)) = (&mut config.registry, ttl) {
         link.ttl = ttl;
     }
+    config.admin = admin;
     Ok(config)
+}
+
+/// `address:port`, or `off` (`None`): where `warren up` serves its dashboard and metrics.
+pub fn admin_addr(text: &str) -> Result<Option<SocketAddr>, String> {
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| format!("admin: want address:port or off, found {text:?}"))
 }
 
 /// `address:port`, or `off` (`None`): where hosted services register.
@@ -205,6 +219,17 @@ mod tests {
         let bad = parse(&format!("registry = \"nowhere\"\n{ECHO}"), "t").unwrap_err().to_string();
         assert!(bad.contains("registry: want address:port or off"), "{bad}");
         assert!(parse(&format!("registry_ttl = 0\n{ECHO}"), "t").is_err());
+    }
+
+    #[test]
+    fn admin_defaults_to_loopback_and_can_be_set_or_turned_off() {
+        assert_eq!(parse(ECHO, "t").unwrap().admin, Some(crate::config::DEFAULT_ADMIN));
+        assert!(crate::config::DEFAULT_ADMIN.ip().is_loopback());
+        let config = parse(&format!("admin = \"127.0.0.1:0\"\n{ECHO}"), "t").unwrap();
+        assert_eq!(config.admin, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(parse(&format!("admin = \"off\"\n{ECHO}"), "t").unwrap().admin, None);
+        let bad = parse(&format!("admin = \"everywhere\"\n{ECHO}"), "t").unwrap_err().to_string();
+        assert!(bad.contains("admin: want address:port or off"), "{bad}");
     }
 
     #[test]
