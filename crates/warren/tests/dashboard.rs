@@ -50,7 +50,7 @@ fn get(at: SocketAddr, path: &str) -> (u16, String, String) {
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {at}\r\nConnection: close\r\n\r\n").unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((answer.as_str(), ""));
     let code = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     (code, head.to_owned(), body.to_owned())
 }
@@ -101,7 +101,8 @@ fn metrics_parse_as_prometheus_text_and_events_stream_bounded() {
     let body = get_until(admin, "/metrics", |b| b.contains("warren_node_spawned_total{service=\"hello\"} 3"));
     let (_, head, _) = get(admin, "/metrics");
     assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
-    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text");
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok::<_, std::io::Error>(l.to_owned())))
+        .expect("Prometheus text");
     let value = |family: &str, service: &str| {
         let sample = scrape.samples.iter().find(|s| s.metric == family && s.labels.get("service") == Some(service));
         match sample.unwrap_or_else(|| panic!("no {family}{{service={service:?}}} in:\n{body}")).value {
