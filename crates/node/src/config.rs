@@ -27,6 +27,9 @@ pub struct Config {
     pub registry: Option<RegistryLink>,
     /// How the node logs (`log_format`, `access_log`); read at start, kept by reloads.
     pub logging: Logging,
+    /// Where `warren up` serves its dashboard, `/api/status`, `/events` and `/metrics`
+    /// (`admin = "ADDR"`, default [`DEFAULT_ADMIN`]); `None` (`admin = "off"`): nowhere.
+    pub admin: Option<SocketAddr>,
 }
 
 /// How the node logs.
@@ -78,6 +81,9 @@ impl std::str::FromStr for LogTo {
         }
     }
 }
+
+/// The dashboard's default address: loopback, beside none of the embedded default's ports.
+pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7080);
 
 /// Where hosted services register, and for how long each lease lasts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

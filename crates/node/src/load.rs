@@ -75,6 +75,7 @@ impl Loaded {
             disabled: self.disabled,
             registry: Some(RegistryLink::default()),
             logging: Logging::default(),
+            admin: Some(crate::config::DEFAULT_ADMIN),
         })
     }
 }

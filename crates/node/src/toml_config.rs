@@ -45,11 +45,16 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, LoadError> {
         Some(_) => return Err(err(None, "registry_ttl: want a positive number of seconds".into())),
     };
     let logging = logging(&mut table).map_err(|m| err(None, m))?;
+    let admin = match table.remove("admin") {
+        None => Some(crate::config::DEFAULT_ADMIN),
+        Some(Value::String(s)) => admin_addr(&s).map_err(|m| err(None, m))?,
+        Some(_) => return Err(err(None, "admin: want \"address:port\" or \"off\"".into())),
+    };
     if let Some(key) = table.keys().next() {
         return Err(err(
             None,
             format!(
-                "unknown top-level key {key:?}; want status, registry, registry_ttl, log_format, access_log or [[service]]"
+                "unknown top-level key {key:?}; want status, registry, registry_ttl, admin, log_format, access_log or [[service]]"
             ),
         ));
     }
@@ -89,6 +94,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, LoadError> {
         }
     }
     config.logging = logging;
+    config.admin = admin;
     Ok(config)
 }
 
@@ -105,6 +111,14 @@ fn logging(table: &mut Table) -> Result<Logging, String> {
         Some(to) => Some(to.parse().map_err(|m| format!("access_log: {m}"))?),
     };
     Ok(Logging { format, access_log })
+}
+
+/// `address:port`, or `off` (`None`): where `warren up` serves its dashboard and metrics.
+pub fn admin_addr(text: &str) -> Result<Option<SocketAddr>, String> {
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| format!("admin: want address:port or off, found {text:?}"))
 }
 
 /// `address:port`, or `off` (`None`): where hosted services register.
@@ -233,6 +247,17 @@ mod tests {
         let bad = parse(&format!("registry = \"nowhere\"\n{ECHO}"), "t").unwrap_err().to_string();
         assert!(bad.contains("registry: want address:port or off"), "{bad}");
         assert!(parse(&format!("registry_ttl = 0\n{ECHO}"), "t").is_err());
+    }
+
+    #[test]
+    fn admin_defaults_to_loopback_and_can_be_set_or_turned_off() {
+        assert_eq!(parse(ECHO, "t").unwrap().admin, Some(crate::config::DEFAULT_ADMIN));
+        assert!(crate::config::DEFAULT_ADMIN.ip().is_loopback());
+        let config = parse(&format!("admin = \"127.0.0.1:0\"\n{ECHO}"), "t").unwrap();
+        assert_eq!(config.admin, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(parse(&format!("admin = \"off\"\n{ECHO}"), "t").unwrap().admin, None);
+        let bad = parse(&format!("admin = \"everywhere\"\n{ECHO}"), "t").unwrap_err().to_string();
+        assert!(bad.contains("admin: want address:port or off"), "{bad}");
     }
 
     #[test]

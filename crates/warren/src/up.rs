@@ -13,6 +13,7 @@ use std::sync::Arc;
 use warren_node::config::{Kind, RegistryLink, Service, StatusAddr};
 use warren_node::{Config, Hooks};
 
+use crate::dashboard::Dashboard;
 use crate::systemd::Manager;
 use crate::up_registry::Registrar;
 
@@ -32,6 +33,10 @@ pub struct UpArgs {
     /// `registry`, else the registry this node hosts, if any).
     #[arg(long, value_name = "ADDR|off")]
     pub registry: Option<String>,
+    /// Serve the dashboard, /api/status, /events and /metrics on ADDR, or `off` (default: the
+    /// config's `admin`, else 127.0.0.1:7080). Read-only and without a credential: keep it on loopback.
+    #[arg(long, value_name = "ADDR|off")]
+    pub admin: Option<String>,
     /// On SIGTERM, how long running children may take to finish before they get SIGTERM.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub grace: Duration,
@@ -67,6 +72,7 @@ pub fn up(args: &UpArgs) -> anyhow::Result<()> {
     report(&config);
     let count = config.services.len();
     let registrar = registrar(&config)?.map(Arc::new);
+    let dashboard = dashboard(&config, registrar.as_deref())?;
     let hooks = Announce { registrar: registrar.clone() };
     let inherited = warren_node::Inherited::new(handover.listeners)?;
     let passed = inherited.len();
@@ -84,9 +90,18 @@ pub fn up(args: &UpArgs) -> anyhow::Result<()> {
             let node = &node;
             scope.spawn(move || report_loads(node, registrar, &stopped));
         }
+        let (stop_samples, samples_stopped) = std::sync::mpsc::channel::<()>();
+        if let Some(dashboard) = &dashboard {
+            let node = &node;
+            scope.spawn(move || sample(node, dashboard, &samples_stopped));
+        }
         serve_signals(args, &node, &mut signals, &manager);
         drop(stop_reports);
+        drop(stop_samples);
     });
+    if let Some(dashboard) = dashboard {
+        dashboard.stop();
+    }
     // Services leave the registry before they stop answering, so that no client is sent to one.
     if let Some(registrar) = &registrar {
         registrar.release_all();
@@ -107,6 +122,39 @@ fn report_loads(node: &warren_node::NodeHandle, registrar: &Registrar, stopped: 
             registrar.report_loads(&status);
         }
     }
+}
+
+/// How often the dashboard is given the node's status (and the chart's resolution).
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Gives `dashboard` the node's status now and each [`SAMPLE_EVERY`] until `stopped`.
+fn sample(node: &warren_node::NodeHandle, dashboard: &Dashboard, stopped: &std::sync::mpsc::Receiver<()>) {
+    loop {
+        if let Ok(status) = node.status() {
+            dashboard.sample(&status);
+        }
+        if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) = stopped.recv_timeout(SAMPLE_EVERY) {
+            return;
+        }
+    }
+}
+
+/// The admin listener, where the configuration (or `--admin`) puts it. The default address
+/// taken by something else (another node) is a warning; an address asked for is a must.
+fn dashboard(config: &Config, registrar: Option<&Registrar>) -> anyhow::Result<Option<Dashboard>> {
+    let Some(addr) = config.admin else { return Ok(None) };
+    let listener = match std::net::TcpListener::bind(addr) {
+        Ok(listener) => listener,
+        Err(e) if addr == warren_node::config::DEFAULT_ADMIN => {
+            eprintln!("warren: warning: no dashboard: cannot listen on {addr}: {e} (set `admin` or --admin)");
+            return Ok(None);
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot listen for the dashboard on {addr}")),
+    };
+    let local = listener.local_addr()?;
+    let dashboard = Dashboard::start(listener, registrar.map(|r| r.link().target))?;
+    println!("warren: dashboard: http://{local}/");
+    Ok(Some(dashboard))
 }
 
 /// Reloads on SIGHUP; returns at SIGINT or SIGTERM.
@@ -162,6 +210,9 @@ fn load(args: &UpArgs) -> anyhow::Result<Config> {
     };
     if let Some(status) = &args.status {
         config.status = warren_node::toml_config::status_addr(status).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(admin) = &args.admin {
+        config.admin = warren_node::toml_config::admin_addr(admin).map_err(anyhow::Error::msg)?;
     }
     if let Some(registry) = &args.registry {
         let addr = warren_node::toml_config::registry_addr(registry).map_err(anyhow::Error::msg)?;
