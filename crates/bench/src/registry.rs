@@ -13,8 +13,10 @@
 //! - **watch latency**: one write at a time, from the write being sent to a watcher on another
 //!   connection receiving its event.
 
+use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +27,7 @@ use warren_registry::client::Client;
 use warren_registry::model::{Endpoint, LeaseId, Name};
 use warren_testkit::LocalEtcd;
 
+use crate::chart::BarChart;
 use crate::hist::Histogram;
 use crate::host::{CpuSet, LOAD_CPU, Machine, SERVER_CPU};
 
@@ -46,6 +49,9 @@ pub struct RegistryArgs {
     /// Length of the dnsperf run (whole seconds); 0 skips it.
     #[arg(long, default_value_t = 5)]
     pub dns_seconds: u32,
+    /// Directory for registry.md and registry.svg.
+    #[arg(long, default_value = "bench-out")]
+    pub out: PathBuf,
 }
 
 /// One server's figures for one operation, over its runs.
@@ -87,7 +93,8 @@ pub fn registry(args: &RegistryArgs) -> anyhow::Result<()> {
         CpuSet::only(LOAD_CPU)?.apply().context("pinning the load generator")?;
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let progress = |what: &str| eprintln!("bench: [{:>5.1}s] {what}", started.elapsed().as_secs_f64());
+    let progress =
+        |what: &str| crate::progress::bench_line(&format!("bench: [{:>5.1}s] {what}", started.elapsed().as_secs_f64()));
 
     let report = rt.block_on(async {
         let wc = Client::connect(warren.addr, Duration::from_secs(5)).await?;
@@ -123,38 +130,54 @@ pub fn registry(args: &RegistryArgs) -> anyhow::Result<()> {
     };
     etcd.stop();
 
-    println!("# warren bench registry\n");
-    println!("- Machine: {} CPUs ({}), {:.1} GiB RAM", machine.cpus, machine.cpu_model, machine.memory_gib);
-    println!(
+    let mut md = String::new();
+    writeln!(md, "# warren bench registry\n")?;
+    writeln!(md, "- Machine: {} CPUs ({}), {:.1} GiB RAM", machine.cpus, machine.cpu_model, machine.memory_gib)?;
+    writeln!(
+        md,
         "- Servers: warren registry (embedded store, group-committed redb, health checks on) and {} (one node, \
          data on the same disk), both on CPU {SERVER_CPU}; load from one tokio thread on CPU {LOAD_CPU}",
         etcd.version
-    );
-    println!(
+    )?;
+    writeln!(
+        md,
         "- {} requests in flight per server, {:?} per run, {} runs alternating; watch latency over {} writes",
         args.concurrency, args.duration, args.runs, args.watch_samples
-    );
-    println!("- Command: `warren bench registry`, took {:.0} s\n", started.elapsed().as_secs_f64());
-    println!("| operation | warren (ratio to etcd) | etcd |\n|---|---|---|");
+    )?;
+    writeln!(md, "- Command: `warren bench registry`, took {:.0} s\n", started.elapsed().as_secs_f64())?;
+    writeln!(md, "| operation | warren (ratio to etcd) | etcd |\n|---|---|---|")?;
     for (op, w, e) in &table {
-        println!("| {} | {} | {} |", op.label(), w.cell(e.median()), e.cell(0.0));
+        writeln!(md, "| {} | {} | {} |", op.label(), w.cell(e.median()), e.cell(0.0))?;
     }
     let us = |h: &Histogram, p: f64| h.percentile(p).map_or("–".into(), |v| format!("{v} µs"));
     for (what, w, e) in [
         ("watch: write sent → event seen", &wl.end_to_end, &el.end_to_end),
         ("watch: write acknowledged → event seen", &wl.after_ack, &el.after_ack),
     ] {
-        println!("| {what}, p50 / p99 | {} / {} | {} / {} |", us(w, 50.0), us(w, 99.0), us(e, 50.0), us(e, 99.0));
+        writeln!(md, "| {what}, p50 / p99 | {} / {} | {} / {} |", us(w, 50.0), us(w, 99.0), us(e, 50.0), us(e, 99.0))?;
     }
     match dns {
-        Some(Ok(r)) => println!(
+        Some(Ok(r)) => writeln!(
+            md,
             "\nDNS (dnsperf, {} s, A query for a name with 10 addresses): {:.0} queries/s, {} lost, \
              average latency {:?}",
             args.dns_seconds, r.queries_per_second, r.queries_lost, r.latency_avg
-        ),
-        Some(Err(e)) => println!("\nDNS: dnsperf failed: {e}"),
+        )?,
+        Some(Err(e)) => writeln!(md, "\nDNS: dnsperf failed: {e}")?,
         None => {}
     }
+    let chart = BarChart {
+        title: "The registry against etcd: operations per second".into(),
+        unit: "ops/s".into(),
+        series: vec!["warren registry".into(), etcd.version.clone()],
+        groups: table
+            .iter()
+            .map(|(op, w, e)| (op.label().to_owned(), vec![Some(w.median()), Some(e.median())]))
+            .collect(),
+        note: format!("{} requests in flight per server, median over {} runs", args.concurrency, args.runs),
+        ..BarChart::default()
+    };
+    crate::results::write(&args.out, "registry", &md, &chart)?;
     Ok(())
 }
 
