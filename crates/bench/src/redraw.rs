@@ -112,7 +112,7 @@ mod tests {
         assert_eq!(
             chart.groups,
             [
-                ("1 KiB keep-alive c1 nginx 14.6k/s".to_owned(), vec![Some(1.10)]),
+                ("1 KiB keep-alive c1 nginx 15k/s".to_owned(), vec![Some(1.10)]),
                 ("1 MiB close c50 nginx 1.7k/s".to_owned(), vec![None])
             ]
         );
