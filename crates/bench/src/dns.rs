@@ -15,7 +15,9 @@
 //! hold all 10 addresses and whether the first address rotates.
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
@@ -23,6 +25,7 @@ use clap::Args;
 use warren_registry::client::Client;
 use warren_registry::model::{Endpoint, Name};
 
+use crate::chart::BarChart;
 use crate::host::{CpuSet, LOAD_CPU, Machine, SERVER_CPU};
 use crate::scratch::Scratch;
 use crate::server::Server;
@@ -40,6 +43,9 @@ pub struct DnsArgs {
     /// Runs per server, taking turns; the table shows the median and min–max.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// Directory for dns.md and dns.svg.
+    #[arg(long, default_value = "bench-out")]
+    pub out: PathBuf,
 }
 
 /// The name every server answers, and how many addresses it has.
@@ -113,7 +119,7 @@ pub fn dns(args: &DnsArgs) -> anyhow::Result<()> {
                 p99: latencies.percentile(99.0),
                 lost: report.queries_lost,
             };
-            eprintln!(
+            crate::progress::bench_line(&format!(
                 "bench: [{:>5.1}s] run {}/{} {}: {:.0} queries/s, {:.0} per CPU-second",
                 started.elapsed().as_secs_f64(),
                 run + 1,
@@ -121,31 +127,54 @@ pub fn dns(args: &DnsArgs) -> anyhow::Result<()> {
                 contender.label,
                 result.rate,
                 result.per_cpu_second
-            );
+            ));
             contender.runs.push(result);
         }
     }
     drop((knot, bind, warren));
 
-    println!("# warren bench dns\n");
-    println!("- Machine: {} CPUs ({}), kernel {}", machine.cpus, machine.cpu_model, machine.kernel);
+    let mut md = String::new();
+    writeln!(md, "# warren bench dns\n")?;
+    writeln!(md, "- Machine: {} CPUs ({}), kernel {}", machine.cpus, machine.cpu_model, machine.kernel)?;
     let load: Vec<String> = background.iter().map(|p| format!("{p:.0}%")).collect();
-    println!("- Busy before the bench started, per CPU: {} (a shared machine drifts: compare ratios)", load.join(", "));
-    println!(
+    writeln!(
+        md,
+        "- Busy before the bench started, per CPU: {} (a shared machine drifts: compare ratios)",
+        load.join(", ")
+    )?;
+    writeln!(
+        md,
         "- Every server on CPU {SERVER_CPU} with one UDP thread, dnsperf on CPU {LOAD_CPU} (100 queries in flight, \
-         one socket); A {QNAME} with {ADDRESSES} addresses; {} s a run, {} runs each, taking turns{}",
+         one socket)?; A {QNAME} with {ADDRESSES} addresses; {} s a run, {} runs each, taking turns{}",
         args.seconds,
         args.runs,
         if pinned { "" } else { "; NOT pinned (one CPU)" }
-    );
-    println!(
+    )?;
+    writeln!(
+        md,
         "- Command: `warren bench dns --seconds {} --runs {}`, took {:.0} s\n",
         args.seconds,
         args.runs,
         started.elapsed().as_secs_f64()
-    );
-    print_table(&contenders);
+    )?;
+    table(&mut md, &contenders)?;
+    crate::results::write(&args.out, "dns", &md, &chart(&contenders))?;
     Ok(())
+}
+
+/// Queries per server CPU-second, a bar per server: what each costs, whoever ran out first.
+fn chart(contenders: &[Contender]) -> BarChart {
+    BarChart {
+        title: "DNS servers: queries per server CPU-second".into(),
+        unit: "queries/CPU-s".into(),
+        series: vec!["queries per CPU-second (median)".into()],
+        groups: contenders
+            .iter()
+            .map(|c| (c.label.to_string(), vec![Some(median(c.runs.iter().map(|r| r.per_cpu_second).collect()))]))
+            .collect(),
+        note: "the same dnsperf load against each, one UDP thread per server".into(),
+        ..BarChart::default()
+    }
 }
 
 /// Starts `warren registry` with DNS on the server CPU and binds the name to every address; the
@@ -264,15 +293,16 @@ fn spread(values: &[f64]) -> String {
     format!("{:.0} [{:.0}–{:.0}]", median(values.to_vec()), lo, hi)
 }
 
-fn print_table(contenders: &[Contender]) {
+fn table(md: &mut String, contenders: &[Contender]) -> std::fmt::Result {
     let per_cpu = |c: &Contender| median(c.runs.iter().map(|r| r.per_cpu_second).collect());
     let rate = |c: &Contender| median(c.runs.iter().map(|r| r.rate).collect());
-    let Some(warren) = contenders.first() else { return };
-    println!(
+    let Some(warren) = contenders.first() else { return Ok(()) };
+    writeln!(
+        md,
         "| server | queries/s | queries per server CPU-second | warren ÷ server, per CPU-second | \
          warren ÷ server, queries/s | server CPU busy | p99 latency | lost | answer |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|")?;
     for c in contenders {
         let ratio = |f: &dyn Fn(&Contender) -> f64| {
             let theirs = f(c);
@@ -287,19 +317,22 @@ fn print_table(contenders: &[Contender]) {
             if c.check.complete { "all 10 addresses" } else { "INCOMPLETE" },
             if c.check.rotates { "rotates" } else { "fixed order" }
         );
-        println!(
+        writeln!(
+            md,
             "| {} | {} | {} | {} | {} | {busy:.0}% | {p99:.0} µs | {lost} | {answer} |",
             c.label,
             spread(&c.runs.iter().map(|r| r.rate).collect::<Vec<_>>()),
             spread(&c.runs.iter().map(|r| r.per_cpu_second).collect::<Vec<_>>()),
             ratio(&per_cpu),
             ratio(&rate),
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        md,
         "\nMedians over the runs, [min–max]. Server CPU busy is the server's CPU time over the run's length: \
          near 100% the server ran out of CPU, below it dnsperf did. Lost queries are summed over the runs."
-    );
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, ensure};
+use anyhow::ensure;
 use clap::Args;
 use warren_models::Model;
 
@@ -95,7 +95,8 @@ pub fn http(args: &HttpArgs) -> anyhow::Result<()> {
     let (server_cpu, load_cpu) = if pinned { (Some(SERVER_CPU), Some(LOAD_CPU)) } else { (None, None) };
     let scratch = nginx::site()?;
     let exe = crate::warren_exe()?;
-    let progress = |what: &str| eprintln!("bench: [{:>5.1}s] {what}", started.elapsed().as_secs_f64());
+    let progress =
+        |what: &str| crate::progress::bench_line(&format!("bench: [{:>5.1}s] {what}", started.elapsed().as_secs_f64()));
 
     // Every server runs for the whole bench, idle while another is measured.
     let mut names = vec!["nginx".to_owned()];
@@ -238,12 +239,7 @@ pub fn http(args: &HttpArgs) -> anyhow::Result<()> {
         idle: idle_rows,
     };
     let markdown = httpreport::markdown(&report);
-    print!("{markdown}");
-    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let (md, svg) = (args.out.join("http.md"), args.out.join("http.svg"));
-    std::fs::write(&md, &markdown).with_context(|| format!("cannot write {}", md.display()))?;
-    std::fs::write(&svg, httpreport::svg(&report)).with_context(|| format!("cannot write {}", svg.display()))?;
-    eprintln!("bench: wrote {} and {}", md.display(), svg.display());
+    crate::results::write(&args.out, "http", &markdown, &httpreport::chart(&report))?;
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
+use crate::chart::{BarChart, Format};
 use crate::report::median;
 use crate::wrk::{Idle, Wrk};
 
@@ -225,77 +226,34 @@ fn figure(s: &mut String, value: Option<f64>, base: Option<f64>, all: &[f64], su
     let _ = write!(s, "{suffix} |");
 }
 
-/// Ratio to nginx per scenario, one bar per warren model, with the parity line at 1.0.
-pub fn svg(r: &Report) -> String {
-    const LEFT: f64 = 60.0;
-    const TOP: f64 = 60.0;
-    const PLOT: f64 = 260.0;
-    const BAR: f64 = 16.0;
-    const COLORS: [&str; 8] = ["#3b6ea5", "#e08a2c", "#4a9a4a", "#b5403a", "#7b5ea7", "#8c6d31", "#d36fb4", "#6b6b6b"];
+/// Ratio to nginx per scenario, one bar per warren model, with the parity line at 1.0; nginx's
+/// own rate under each scenario's label.
+pub fn chart(r: &Report) -> BarChart {
+    let nginx = r.rows.first();
     let models = &r.rows[1.min(r.rows.len())..];
-    let ratios: Vec<Vec<f64>> = (0..r.scenarios.len())
-        .map(|i| {
-            let base = r.rows.first().and_then(|n| n.cells[i].rate()).unwrap_or(0.0);
-            models.iter().map(|m| if base > 0.0 { m.cells[i].rate().unwrap_or(0.0) / base } else { 0.0 }).collect()
+    let groups = r
+        .scenarios
+        .iter()
+        .enumerate()
+        .map(|(i, sc)| {
+            let base = nginx.and_then(|n| n.cells[i].rate()).filter(|b| *b > 0.0);
+            let label = format!("{} nginx {}/s", sc.label(), base.map(short).unwrap_or_else(|| "—".into()));
+            (label, models.iter().map(|m| Some(m.cells[i].rate()? / base?)).collect())
         })
         .collect();
-    let top = ratios.iter().flatten().fold(1.5f64, |a, &b| a.max(b)).ceil();
-    let group = BAR * models.len().max(1) as f64 + 30.0;
-    let width = LEFT + group * r.scenarios.len().max(1) as f64 + 20.0;
-    let height = TOP + PLOT + 80.0;
-    let base = TOP + PLOT;
-    let y = |v: f64| base - PLOT * v / top;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">"#
-    );
-    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{LEFT}" y="20" font-size="14" font-weight="bold">warren HTTP: requests per second as a ratio to nginx</text>"#
-    );
-    for (j, m) in models.iter().enumerate() {
-        let x = LEFT + j as f64 * 120.0;
-        let _ = writeln!(s, r#"<rect x="{x}" y="32" width="10" height="10" fill="{}"/>"#, COLORS[j % 8]);
-        let _ = writeln!(s, r#"<text x="{}" y="41">{}</text>"#, x + 14.0, m.name);
+    chart_of(models.iter().map(|m| m.name.clone()).collect(), groups)
+}
+
+/// The chart of `series` (warren's models) over `groups` (a label and each model's ratio to
+/// nginx): from a run, or from a recorded table (`warren bench chart`).
+pub fn chart_of(series: Vec<String>, groups: Vec<(String, Vec<Option<f64>>)>) -> BarChart {
+    BarChart {
+        title: "warren HTTP: requests per second as a ratio to nginx".into(),
+        unit: "ratio to nginx".into(),
+        series,
+        groups,
+        reference: Some((1.0, "nginx = 1.0×".into())),
+        format: Format::Ratio,
+        note: "medians over runs; nginx's own rate under each label".into(),
     }
-    for step in 0..=(top as usize * 2) {
-        let v = step as f64 / 2.0;
-        let color = if step == 2 { "#000" } else { "#ddd" };
-        let _ = writeln!(s, r#"<line x1="{LEFT}" y1="{0}" x2="{1}" y2="{0}" stroke="{color}"/>"#, y(v), width - 10.0);
-        let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">{v:.1}×</text>"#, LEFT - 5.0, y(v) + 4.0);
-    }
-    for (i, sc) in r.scenarios.iter().enumerate() {
-        let x0 = LEFT + group * i as f64 + 15.0;
-        for (j, v) in ratios[i].iter().enumerate() {
-            let x = x0 + BAR * j as f64;
-            let _ = writeln!(
-                s,
-                r#"<rect x="{x}" y="{}" width="{}" height="{}" fill="{}"><title>{}: {v:.2}×</title></rect>"#,
-                y(*v),
-                BAR - 2.0,
-                base - y(*v),
-                COLORS[j % 8],
-                models[j].name
-            );
-        }
-        let cx = x0 + BAR * models.len() as f64 / 2.0;
-        for (k, part) in sc.label().split(' ').collect::<Vec<_>>().chunks(2).enumerate() {
-            let _ = writeln!(
-                s,
-                r#"<text x="{cx}" y="{}" text-anchor="middle">{}</text>"#,
-                base + 15.0 + 13.0 * k as f64,
-                part.join(" ")
-            );
-        }
-        let nginx = r.rows.first().and_then(|n| n.cells[i].rate()).map(short).unwrap_or_else(|| "—".into());
-        let _ = writeln!(
-            s,
-            r##"<text x="{cx}" y="{}" text-anchor="middle" fill="#777">nginx {nginx}/s</text>"##,
-            base + 54.0
-        );
-    }
-    let _ = writeln!(s, "</svg>");
-    s
 }

@@ -19,6 +19,10 @@
 //! - [`soak`]: mixed clients against one `warren up` for minutes, its memory, descriptors and
 //!   threads sampled until the end, to show they stay flat.
 //!
+//! Each bench prints its table and writes it with its chart as `NAME.md` and `NAME.svg` in its
+//! `--out` directory (`chart.rs` draws every chart); [`report`] gathers the latest of each into one
+//! HTML page. Long work shows progress through [`progress`], on a terminal only.
+//!
 //! Each entry point takes its clap [`Args`](clap::Args) struct, which the binary mounts as
 //! `warren bench <name>`. The servers under test are children of the running executable
 //! (`warren serve`, `warren files serve`, `warren up`), so these functions are meant to run
@@ -37,9 +41,13 @@ mod load;
 mod models;
 mod nginx;
 mod oob;
+mod page;
 mod probe;
+pub mod progress;
+mod redraw;
 mod registry;
 mod report;
+mod results;
 mod rpc;
 mod scratch;
 mod server;
@@ -57,6 +65,8 @@ pub use self::dnsperf::{DnsperfError, DnsperfReport, run_dnsperf};
 pub use self::http::{HttpArgs, http};
 pub use self::models::{ModelsArgs, models};
 pub use self::oob::{OobArgs, oob};
+pub use self::page::{ReportArgs, report};
+pub use self::redraw::{ChartArgs, chart as redraw_chart};
 pub use self::registry::{RegistryArgs, registry};
 pub use self::rpc::{ReplicaArgs, RpcArgs, TonicHelloArgs, rpc, serve_replica, serve_tonic_hello};
 pub use self::soak::{SoakArgs, soak};

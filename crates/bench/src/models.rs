@@ -11,17 +11,17 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, ensure};
+use anyhow::ensure;
 use clap::Args;
 use tokio::runtime::Runtime;
 use warren_models::Model;
 
 use crate::host::{self, Machine, Pinning};
 use crate::idle::{self, Stall};
+use crate::load;
 use crate::probe::{self, Sampler};
 use crate::report::{self, Header, Row};
 use crate::server::Server;
-use crate::{chart, load};
 
 /// Options of `warren bench models`.
 #[derive(Debug, Args)]
@@ -180,18 +180,13 @@ pub fn models(args: &ModelsArgs) -> anyhow::Result<()> {
         elapsed: started.elapsed(),
     };
     let markdown = report::markdown(&header, &rows, &plan.idle);
-    print!("{markdown}");
-    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let (md, svg) = (args.out.join("models.md"), args.out.join("models.svg"));
-    std::fs::write(&md, &markdown).with_context(|| format!("cannot write {}", md.display()))?;
-    std::fs::write(&svg, chart::svg(&rows)).with_context(|| format!("cannot write {}", svg.display()))?;
-    eprintln!("bench: wrote {} and {}", md.display(), svg.display());
+    crate::results::write(&args.out, "models", &markdown, &report::chart(&rows))?;
     Ok(())
 }
 
 impl Bench {
     fn progress(&self, what: &str) {
-        eprintln!("bench: [{:>5.1}s] {what}", self.started.elapsed().as_secs_f64());
+        crate::progress::bench_line(&format!("bench: [{:>5.1}s] {what}", self.started.elapsed().as_secs_f64()));
     }
 
     /// Start a server for `protocol` under `model`, pinned unless `unpinned`; a failure becomes a

@@ -13,8 +13,10 @@
 //! - **watch latency**: one write at a time, from the write being sent to 1, 100 and 10,000
 //!   watchers on other connections having its event ([`watch`]).
 
+use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +27,7 @@ use warren_registry::client::Client;
 use warren_registry::model::{Endpoint, LeaseId, Name};
 use warren_testkit::LocalEtcd;
 
+use crate::chart::BarChart;
 use crate::hist::Histogram;
 use crate::host::{CpuSet, LOAD_CPU, Machine, SERVER_CPU};
 
@@ -49,6 +52,9 @@ pub struct RegistryArgs {
     /// Length of the dnsperf run (whole seconds); 0 skips it.
     #[arg(long, default_value_t = 5)]
     pub dns_seconds: u32,
+    /// Directory for registry.md and registry.svg.
+    #[arg(long, default_value = "bench-out")]
+    pub out: PathBuf,
 }
 
 /// One server's figures for one operation, over its runs.
@@ -90,7 +96,8 @@ pub fn registry(args: &RegistryArgs) -> anyhow::Result<()> {
         CpuSet::only(LOAD_CPU)?.apply().context("pinning the load generator")?;
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let progress = |what: &str| eprintln!("bench: [{:>5.1}s] {what}", started.elapsed().as_secs_f64());
+    let progress =
+        |what: &str| crate::progress::bench_line(&format!("bench: [{:>5.1}s] {what}", started.elapsed().as_secs_f64()));
 
     let report = rt.block_on(async {
         let wc = Client::connect(warren.addr, Duration::from_secs(5)).await?;
@@ -131,52 +138,70 @@ pub fn registry(args: &RegistryArgs) -> anyhow::Result<()> {
     };
     etcd.stop();
 
-    println!("# warren bench registry\n");
-    println!("- Machine: {} CPUs ({}), {:.1} GiB RAM", machine.cpus, machine.cpu_model, machine.memory_gib);
-    println!(
+    let mut md = String::new();
+    writeln!(md, "# warren bench registry\n")?;
+    writeln!(md, "- Machine: {} CPUs ({}), {:.1} GiB RAM", machine.cpus, machine.cpu_model, machine.memory_gib)?;
+    writeln!(
+        md,
         "- Servers: warren registry (embedded store, group-committed redb, health checks on) and {} (one node, \
          data on the same disk), both on CPU {SERVER_CPU}; load from one tokio thread on CPU {LOAD_CPU}",
         etcd.version
-    );
-    println!(
-        "- {} requests in flight per server, {:?} per run, {} runs alternating",
-        args.concurrency, args.duration, args.runs
-    );
-    println!("- Command: `warren bench registry`, took {:.0} s\n", started.elapsed().as_secs_f64());
-    println!("| operation | warren (ratio to etcd) | etcd |\n|---|---|---|");
+    )?;
+    writeln!(
+        md,
+        "- {} requests in flight per server, {:?} per run, {} runs alternating; watch latency over {} writes",
+        args.concurrency, args.duration, args.runs, args.watch_samples
+    )?;
+    writeln!(md, "- Command: `warren bench registry`, took {:.0} s\n", started.elapsed().as_secs_f64())?;
+    writeln!(md, "| operation | warren (ratio to etcd) | etcd |\n|---|---|---|")?;
     for (op, w, e) in &table {
-        println!("| {} | {} | {} |", op.label(), w.cell(e.median()), e.cell(0.0));
+        writeln!(md, "| {} | {} | {} |", op.label(), w.cell(e.median()), e.cell(0.0))?;
     }
-    print_watches(&watches);
+    write_watches(&mut md, &watches)?;
     match dns {
-        Some(Ok(r)) => println!(
+        Some(Ok(r)) => writeln!(
+            md,
             "\nDNS (dnsperf, {} s, A query for a name with 10 addresses): {:.0} queries/s, {} lost, \
              average latency {:?}",
             args.dns_seconds, r.queries_per_second, r.queries_lost, r.latency_avg
-        ),
-        Some(Err(e)) => println!("\nDNS: dnsperf failed: {e}"),
+        )?,
+        Some(Err(e)) => writeln!(md, "\nDNS: dnsperf failed: {e}")?,
         None => {}
     }
+    let chart = BarChart {
+        title: "The registry against etcd: operations per second".into(),
+        unit: "ops/s".into(),
+        series: vec!["warren registry".into(), etcd.version.clone()],
+        groups: table
+            .iter()
+            .map(|(op, w, e)| (op.label().to_owned(), vec![Some(w.median()), Some(e.median())]))
+            .collect(),
+        note: format!("{} requests in flight per server, median over {} runs", args.concurrency, args.runs),
+        ..BarChart::default()
+    };
+    crate::results::write(&args.out, "registry", &md, &chart)?;
     Ok(())
 }
 
 /// The watch table: per watcher count, p50 / p99 of each delay and warren's ratio to etcd.
-fn print_watches(watches: &[(usize, watch::Fanout, watch::Fanout)]) {
+fn write_watches(md: &mut String, watches: &[(usize, watch::Fanout, watch::Fanout)]) -> std::fmt::Result {
     let us = |h: &Histogram, p: f64| h.percentile(p).map_or("–".into(), |v| format!("{v}"));
     let ratio = |w: &Histogram, e: &Histogram, p: f64| match (w.percentile(p), e.percentile(p)) {
         (Some(w), Some(e)) if e > 0 => format!("{:.2}×", w as f64 / e as f64),
         _ => "–".into(),
     };
-    println!(
+    writeln!(
+        md,
         "\nWatch latency, µs, p50 / p99 over the timed writes (one at a time), from the write being sent; \
          *last*: every watcher has the event; *median*: half of them have it; *ack*: the writer has its \
          acknowledgement. Watchers: {} per connection (warren) or per watch stream (etcd).\n",
         watch::PER_CONNECTION
-    );
-    println!("| watchers | writes | delay | warren | etcd | warren ÷ etcd (p50, p99) |\n|---|---|---|---|---|---|");
+    )?;
+    writeln!(md, "| watchers | writes | delay | warren | etcd | warren ÷ etcd (p50, p99) |\n|---|---|---|---|---|---|")?;
     for (watchers, w, e) in watches {
         for (what, wh, eh) in [("last", &w.last, &e.last), ("median", &w.median, &e.median), ("ack", &w.ack, &e.ack)] {
-            println!(
+            writeln!(
+                md,
                 "| {watchers} | {} | {what} | {} / {} | {} / {} | {}, {} |",
                 w.writes,
                 us(wh, 50.0),
@@ -185,9 +210,10 @@ fn print_watches(watches: &[(usize, watch::Fanout, watch::Fanout)]) {
                 us(eh, 99.0),
                 ratio(wh, eh, 50.0),
                 ratio(wh, eh, 99.0)
-            );
+            )?;
         }
     }
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug)]

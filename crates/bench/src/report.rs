@@ -5,6 +5,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
+use crate::chart::BarChart;
 use crate::idle::{Idle, Stall};
 use crate::load::Load;
 use crate::probe::Usage;
@@ -27,6 +28,31 @@ pub struct Row {
     pub blocking: Option<Result<Stall, String>>,
     /// What went wrong around the measurements (a server that would not start or died).
     pub problems: Vec<String>,
+}
+
+/// `models.svg`: keep-alive and new-connection requests per second, a pair of bars per model
+/// (variants measured only for the blocking call are left out).
+pub fn chart(rows: &[Row]) -> BarChart {
+    let rate = |loads: &[Load]| (!loads.is_empty()).then(|| median(&loads.iter().map(|l| l.rate).collect::<Vec<_>>()));
+    chart_of(
+        rows.iter()
+            .filter(|r| !r.keep_alive.is_empty() || !r.new_conn.is_empty())
+            .map(|r| (r.name.clone(), vec![rate(&r.keep_alive), rate(&r.new_conn)]))
+            .collect(),
+    )
+}
+
+/// The chart of `groups`: a model and its keep-alive and new-connection rates, from a run or
+/// from a recorded table (`warren bench chart`).
+pub fn chart_of(groups: Vec<(String, Vec<Option<f64>>)>) -> BarChart {
+    BarChart {
+        title: "warren server models: echo requests per second".into(),
+        unit: "req/s".into(),
+        series: vec!["keep-alive".into(), "new connection per request".into()],
+        groups,
+        note: "median over runs; same machine, same run".into(),
+        ..BarChart::default()
+    }
 }
 
 /// The lines above the table.

@@ -187,8 +187,10 @@ pub fn rpc(args: &RpcArgs) -> anyhow::Result<()> {
     let mut bench = Bench { exe: crate::warren_exe()?, rt, pinning, started, scratch, servers_started: 0 };
 
     let mut sections = Vec::new();
+    let mut chart = report::unary_chart(&[]);
     if plan.parts.contains(&Part::Unary) {
         let rows = bench.unary(&plan)?;
+        chart = report::unary_chart(&rows);
         let mut body = report::unary_table(&rows);
         body.push('\n');
         for goal in report::unary_goals(&rows) {
@@ -265,11 +267,7 @@ pub fn rpc(args: &RpcArgs) -> anyhow::Result<()> {
         elapsed: started.elapsed(),
     };
     let markdown = report::markdown(&header, &sections);
-    print!("{markdown}");
-    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let md = args.out.join("rpc.md");
-    std::fs::write(&md, &markdown).with_context(|| format!("cannot write {}", md.display()))?;
-    eprintln!("bench: wrote {}", md.display());
+    crate::results::write(&args.out, "rpc", &markdown, &chart)?;
     Ok(())
 }
 
@@ -294,7 +292,7 @@ const HELLO_MAILBOX: &str = "HelloMailbox";
 
 impl Bench {
     fn progress(&self, what: &str) {
-        eprintln!("bench: [{:>5.1}s] {what}", self.started.elapsed().as_secs_f64());
+        crate::progress::bench_line(&format!("bench: [{:>5.1}s] {what}", self.started.elapsed().as_secs_f64()));
     }
 
     /// Start `warren <argv>` pinned to the server CPU.

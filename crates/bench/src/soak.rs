@@ -16,7 +16,7 @@ mod verdict;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
 
 use self::clients::{Kind, Tally};
@@ -76,6 +76,8 @@ pub fn soak(args: &SoakArgs) -> anyhow::Result<()> {
         node.pid,
         humantime::format_duration(args.duration)
     );
+    // Seconds of the run; the rows go to stdout with the bar lifted for each.
+    let bar = crate::progress::steps(args.duration.as_secs(), "bench soak: seconds");
     let tallies: Vec<Tally> = Kind::ALL.iter().map(|_| Tally::default()).collect();
     let start = Instant::now();
     let end = start + args.duration;
@@ -87,11 +89,12 @@ pub fn soak(args: &SoakArgs) -> anyhow::Result<()> {
                 scope.spawn(move || clients::run(*kind, targets, end, args.pause, tally));
             }
         }
-        println!("{}", Sample::HEADER);
+        bar.suspend(|| println!("{}", Sample::HEADER));
         let mut next = start;
         loop {
             let sample = Sample::take(node.pid, start.elapsed(), &tallies);
-            println!("{}", sample.row(samples.last()));
+            bar.suspend(|| println!("{}", sample.row(samples.last())));
+            bar.set_position(sample.at.as_secs());
             samples.push(sample);
             if next >= end {
                 break;
@@ -99,6 +102,7 @@ pub fn soak(args: &SoakArgs) -> anyhow::Result<()> {
             next = (next + args.interval).min(end);
             std::thread::sleep(next.saturating_duration_since(Instant::now()));
         }
+        bar.finish_and_clear();
         eprintln!("bench soak: waiting for the clients to stop");
     });
     // Connections the clients held are closed now; what the node keeps after them.
@@ -107,9 +111,7 @@ pub fn soak(args: &SoakArgs) -> anyhow::Result<()> {
     let summary =
         Summary { args, network, samples: &samples, after: &after, tallies: &tallies, stopped_cleanly: stopped };
     let text = summary.markdown(&crate::host::Machine::read());
-    print!("\n{text}");
-    std::fs::create_dir_all(&args.out)?;
-    let path = args.out.join("soak.md");
-    std::fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+    println!();
+    crate::results::write(&args.out, "soak", &text, &summary::chart(&samples))?;
     Ok(())
 }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 
+use crate::chart::BarChart;
 use crate::hist::Histogram;
 use crate::host::{CpuSet, Machine, Pinning};
 use crate::nginx;
@@ -87,22 +88,36 @@ pub fn superd(args: &SuperdArgs) -> anyhow::Result<()> {
     for round in 0..args.runs {
         for (i, server) in servers.iter_mut().enumerate() {
             let run = measure(server.addr, args.connections, args.duration);
-            eprintln!(
+            crate::progress::bench_line(&format!(
                 "bench superd: run {}/{} {:<9} {:>7.0} conn/s, {} errors",
                 round + 1,
                 args.runs,
                 server.name,
                 run.rate,
                 run.errors
-            );
+            ));
             runs[i].push(run);
         }
     }
     let table = report(&servers, &runs, args, &responder, &machine, &pinning);
-    print!("{table}");
-    std::fs::create_dir_all(&args.out)?;
-    std::fs::write(args.out.join("superd.md"), &table)?;
+    crate::results::write(&args.out, "superd", &table, &chart(&servers, &runs, &responder))?;
     Ok(())
+}
+
+/// Connections per second, one bar per server.
+fn chart(servers: &[Server], runs: &[Vec<Run>], responder: &Responder) -> BarChart {
+    BarChart {
+        title: "Superservers: a program started per connection".into(),
+        unit: "conn/s".into(),
+        series: vec!["connections per second (median)".into()],
+        groups: servers
+            .iter()
+            .zip(runs)
+            .map(|(s, r)| (s.name.to_string(), vec![Some(median(&r.iter().map(|r| r.rate).collect::<Vec<_>>()))]))
+            .collect(),
+        note: format!("each connection starts {}; servers on one CPU, clients on the other", responder.label),
+        ..BarChart::default()
+    }
 }
 
 fn measure(addr: SocketAddr, connections: usize, duration: Duration) -> Run {

@@ -22,15 +22,17 @@ mod lard;
 mod memcg;
 mod paced;
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, ensure};
+use anyhow::ensure;
 use clap::{Args, ValueEnum};
 
 use self::haproxy::Haproxy;
+use crate::chart::{BarChart, Format};
 use crate::host::{self, LOAD_CPU, Machine, Pinning, SERVER_CPU};
 use crate::probe;
 use crate::report::{median, thousands};
@@ -119,6 +121,7 @@ pub fn switch(args: &SwitchArgs) -> anyhow::Result<()> {
         load_cpu,
         args,
         started: Instant::now(),
+        chart: RefCell::default(),
     };
     let mut md = String::new();
     writeln!(md, "# warren bench switch\n")?;
@@ -162,11 +165,16 @@ pub fn switch(args: &SwitchArgs) -> anyhow::Result<()> {
             Part::Lard => bench.lard(&mut md)?,
         }
     }
-    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let path = args.out.join("switch.md");
-    std::fs::write(&path, &md).with_context(|| format!("cannot write {}", path.display()))?;
-    println!("{md}");
-    eprintln!("bench: report written to {}", path.display());
+    let chart = BarChart {
+        title: "Switches: requests per second as a ratio to no switch".into(),
+        unit: "ratio to direct".into(),
+        series: vec!["HAProxy".into(), "warren switch".into()],
+        groups: bench.chart.take(),
+        reference: Some((1.0, "direct to a backend = 1.0×".into())),
+        format: Format::Ratio,
+        note: "medians over runs; two backends, round-robin".into(),
+    };
+    crate::results::write(&args.out, "switch", &md, &chart)?;
     Ok(())
 }
 
@@ -252,11 +260,14 @@ struct Bench<'a> {
     load_cpu: Option<usize>,
     args: &'a SwitchArgs,
     started: Instant,
+    /// The chart's groups, filled by the relay and http parts: HAProxy's and warren's rates as
+    /// ratios to the backend reached directly.
+    chart: RefCell<Vec<(String, Vec<Option<f64>>)>>,
 }
 
 impl Bench<'_> {
     fn progress(&self, what: &str) {
-        eprintln!("bench: [{:>5.1}s] {what}", self.started.elapsed().as_secs_f64());
+        crate::progress::bench_line(&format!("bench: [{:>5.1}s] {what}", self.started.elapsed().as_secs_f64()));
     }
 
     /// `warren serve http` on the load CPU, listening on loopback or for hand-offs at `handoff`.
@@ -419,6 +430,11 @@ impl Bench<'_> {
                 let rate = |i: Option<usize>| i.and_then(|i| cells[i][s].rate());
                 let per = |i: Option<usize>| i.and_then(|i| cells[i][s].per_cpu_second());
                 let errors: u64 = (0..names.len()).map(|i| cells[i][s].errors()).sum();
+                let to_direct = |i: Option<usize>| Some(rate(i)? / rate(Some(0)).filter(|d| *d > 0.0)?);
+                let regime = if close { "close" } else { "keep-alive" };
+                self.chart
+                    .borrow_mut()
+                    .push((format!("{warren_mode} {label} {regime}"), vec![to_direct(hap), to_direct(war)]));
                 writeln!(
                     md,
                     "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {errors} |",

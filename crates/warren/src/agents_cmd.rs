@@ -183,7 +183,12 @@ fn run_agent(args: &RunArgs) -> anyhow::Result<()> {
         return crate::agents_move::start(node_addr(node, &args.conn)?, request, args.detach);
     }
     let (response, place) = match node {
-        None => (run_here(request)?, "here".to_owned()),
+        None => {
+            let spinner = warren_bench::progress::spinner("running the agent here");
+            let response = run_here(request);
+            spinner.finish_and_clear();
+            (response?, "here".to_owned())
+        }
         Some(node) => {
             let addr = node_addr(node, &args.conn)?;
             (ask(addr, &Request::Run(request))?, format!("on {node} ({addr})"))
@@ -292,6 +297,18 @@ pub fn node_addr(node: &str, conn: &Conn) -> anyhow::Result<SocketAddr> {
 
 /// Sends one request to the agent host at `addr` and reads its one answer.
 fn ask(addr: SocketAddr, request: &Request) -> anyhow::Result<Response> {
+    let what = match request {
+        Request::Run(_) => format!("shipping the agent to {addr}, waiting for its result"),
+        Request::Fetch(_) => format!("fetching the module from {addr}"),
+    };
+    let spinner = warren_bench::progress::spinner(&what);
+    let answer = ask_quietly(addr, request);
+    spinner.finish_and_clear();
+    answer
+}
+
+/// [`ask`] without the spinner.
+fn ask_quietly(addr: SocketAddr, request: &Request) -> anyhow::Result<Response> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .with_context(|| format!("cannot reach the agent host at {addr}"))?;
     stream.set_read_timeout(Some(ANSWER_WITHIN))?;

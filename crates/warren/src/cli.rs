@@ -116,6 +116,10 @@ pub enum BenchCommand {
     Rpc(warren_bench::RpcArgs),
     /// The cluster switch against HAProxy and against no switch: relay, http and hand-off.
     Switch(warren_bench::SwitchArgs),
+    /// One HTML page with the latest table and chart of every bench, to open offline.
+    Report(warren_bench::ReportArgs),
+    /// A recorded `bench http` or `bench models` table drawn again as its SVG chart.
+    Chart(warren_bench::ChartArgs),
     /// tonic's hello-world server, which `warren bench rpc` starts as its own process.
     #[command(hide = true)]
     TonicHello(warren_bench::TonicHelloArgs),

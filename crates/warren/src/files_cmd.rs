@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use warren_bench::progress;
 use warren_fileserver::wire::Right;
 use warren_fileserver::{Access, Cache, Connection, DiskStore, FileJournal, FileLimits, FileService, LeaseHub, Source};
 use warren_models::{Model, ServeConfig, UrgentMode};
@@ -368,24 +369,41 @@ fn get(
         None => default_cache()?,
     };
     let mut cache = Cache::open(&dir).with_context(|| format!("cache {}", dir.display()))?;
-    let (file, source) = warren_fileserver::fetch(&mut conn, &mut cache, path, || unix_ms(SystemTime::now()))?;
+    // The client library reads the body into the cache itself, so the wait shows as a spinner;
+    // the copy out of the cache then counts its bytes.
+    let spinner = progress::spinner(&format!("fetching {path}"));
+    let fetched = warren_fileserver::fetch(&mut conn, &mut cache, path, || unix_ms(SystemTime::now()));
+    spinner.finish_and_clear();
+    let (file, source) = fetched?;
     let how = match source {
         Source::Cache => "from the cache (lease valid)",
         Source::Revalidated => "from the cache (revalidated)",
         Source::Fetched => "fetched",
     };
     eprintln!("warren: {path}: {how}");
-    let data = std::fs::read(&file).with_context(|| format!("cached copy {}", file.display()))?;
-    match output {
-        Some(out) => std::fs::write(out, data).with_context(|| format!("cannot write {}", out.display())),
-        None => Ok(std::io::stdout().write_all(&data)?),
-    }
+    let mut cached = std::fs::File::open(&file).with_context(|| format!("cached copy {}", file.display()))?;
+    let bar = progress::bytes(cached.metadata()?.len(), path);
+    let copied = match output {
+        Some(out) => {
+            let mut to = std::fs::File::create(out).with_context(|| format!("cannot write {}", out.display()))?;
+            std::io::copy(&mut bar.wrap_read(&mut cached), &mut to)
+                .with_context(|| format!("writing {}", out.display()))
+        }
+        None => Ok(std::io::copy(&mut bar.wrap_read(&mut cached), &mut std::io::stdout().lock())?),
+    };
+    bar.finish_and_clear();
+    copied.map(drop)
 }
 
 fn put(mut conn: Connection, local: &std::path::Path, path: &str) -> anyhow::Result<()> {
     let mut file = std::fs::File::open(local).with_context(|| format!("cannot open {}", local.display()))?;
     let size = file.metadata()?.len();
-    let version = conn.put_announced(path, size, &mut file, |id| eprintln!("warren: upload id {id:016x}"))?;
+    let bar = progress::bytes(size, path);
+    let uploaded = conn.put_announced(path, size, &mut bar.wrap_read(&mut file), |id| {
+        bar.suspend(|| eprintln!("warren: upload id {id:016x}"));
+    });
+    bar.finish_and_clear();
+    let version = uploaded?;
     eprintln!("warren: {path}: {size} bytes stored, version {version:016x}");
     Ok(())
 }

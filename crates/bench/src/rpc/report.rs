@@ -5,6 +5,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use super::load::Errors;
+use crate::chart::BarChart;
 use crate::hist::Histogram;
 use crate::report::{median, thousands};
 
@@ -64,6 +65,35 @@ impl UnaryRow {
 
     fn p50(&self) -> Option<u64> {
         self.latency.percentile(50.0)
+    }
+}
+
+/// Unary calls per second: a group per number of calls in flight, a bar per server and wire.
+pub fn unary_chart(rows: &[UnaryRow]) -> BarChart {
+    let mut in_flight: Vec<usize> = rows.iter().map(|r| r.in_flight).collect();
+    in_flight.sort_unstable();
+    in_flight.dedup();
+    let mut series: Vec<String> = Vec::new();
+    for row in rows {
+        if !series.contains(&row.name) {
+            series.push(row.name.clone());
+        }
+    }
+    let groups = in_flight
+        .iter()
+        .map(|&n| {
+            let rate =
+                |name: &String| rows.iter().find(|r| r.in_flight == n && &r.name == name).and_then(UnaryRow::rate);
+            (format!("{n} in flight"), series.iter().map(rate).collect())
+        })
+        .collect();
+    BarChart {
+        title: "Remote calls per second: warren-rpc against tonic".into(),
+        unit: "calls/s".into(),
+        series,
+        groups,
+        note: "unary hello calls, median over runs".into(),
+        ..BarChart::default()
     }
 }
 

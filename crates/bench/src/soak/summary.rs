@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::SoakArgs;
 use super::clients::{Kind, Tally};
 use super::verdict::{Bound, Windows};
+use crate::chart::BarChart;
 use crate::host::Machine;
 use crate::probe;
 
@@ -73,6 +74,23 @@ impl Sample {
 
 fn mib(kib: f64) -> f64 {
     kib / 1024.0
+}
+
+/// The node's memory over the soak: the tree's RSS at up to twenty samples spread evenly over
+/// the run, so that flat reads as flat.
+pub fn chart(samples: &[Sample]) -> BarChart {
+    let step = samples.len().div_ceil(20).max(1);
+    let picked = samples.iter().step_by(step).chain(samples.last().filter(|_| (samples.len() - 1) % step != 0));
+    BarChart {
+        title: "warren up under mixed clients: memory over time".into(),
+        unit: "MiB".into(),
+        series: vec!["RSS of the node and its children".into()],
+        groups: picked
+            .map(|s| (format!("{:.0}s", s.at.as_secs_f64()), vec![Some(mib(s.tree_rss_kib as f64))]))
+            .collect(),
+        note: "a sample every --interval; at most twenty shown".into(),
+        ..BarChart::default()
+    }
 }
 
 /// Everything the summary is made of.
