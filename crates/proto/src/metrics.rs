@@ -69,8 +69,8 @@ impl Latency<'_> {
     /// Writes the histogram as one series of the family `encoder` is at.
     pub fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
         let counts: Vec<u64> = self.0[1..].iter().map(read).collect();
-        // The encoder accumulates; `f64::MAX` is written `+Inf`.
-        let bounds = LATENCY_BOUNDS.iter().copied().chain([f64::MAX]);
+        // The encoder accumulates; the last bucket, `f64::INFINITY`, is written `+Inf`.
+        let bounds = LATENCY_BOUNDS.iter().copied().chain([f64::INFINITY]);
         let buckets: Vec<(f64, u64)> = bounds.zip(counts.iter().copied()).collect();
         let sum = read(&self.0[0]) as f64 / 1e9;
         encoder.encode_histogram::<NoLabelSet>(sum, counts.iter().sum(), &buckets, None)

@@ -5,8 +5,8 @@
 mod support;
 mod files_support;
 
-use files_support::{Upload, conn, root, serve};
-use support::{command, run};
+use files_support::{Upload, conn, files_cli, root, serve};
+
 use warren_fileserver::ClientError;
 use warren_fileserver::wire::{ErrorCode, Reply};
 
@@ -89,13 +89,7 @@ fn the_cli_cache_follows_leases_and_callbacks() {
     let local = root.with_extension("local");
     let server = serve(&root, "event", &["--lease", "1h"]);
     let addr = server.addr.to_string();
-    let files = |args: &[&str]| {
-        let mut all = vec!["files"];
-        all.extend_from_slice(args);
-        let (status, out, err) = run(command(&all), b"", support::T);
-        assert!(status.success(), "{args:?}: {err}");
-        (out, err)
-    };
+    let files = files_cli;
     std::fs::write(&local, b"one\n").unwrap();
     files(&["put", &addr, local.to_str().unwrap(), "/doc.txt"]);
     let get = |files: &dyn Fn(&[&str]) -> (String, String)| {

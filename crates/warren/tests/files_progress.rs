@@ -5,8 +5,7 @@
 mod support;
 mod files_support;
 
-use files_support::{root, serve};
-use support::{command, run};
+use files_support::{files_cli, root, serve};
 
 #[test]
 fn transfers_are_quiet_when_stderr_is_not_a_terminal() {
@@ -19,13 +18,7 @@ fn transfers_are_quiet_when_stderr_is_not_a_terminal() {
     std::fs::write(&local, &body).unwrap();
     let server = serve(&root, "event", &[]);
     let addr = server.addr.to_string();
-    let files = |args: &[&str]| {
-        let mut all = vec!["files"];
-        all.extend_from_slice(args);
-        let (status, out, err) = run(command(&all), b"", support::T);
-        assert!(status.success(), "{args:?}: {err}");
-        (out, err)
-    };
+    let files = files_cli;
     let (_, put) = files(&["put", &addr, local.to_str().unwrap(), "/big.bin"]);
     assert!(put.contains("2097152 bytes stored"), "{put}");
     let (_, get) = files(&["get", &addr, "/big.bin", "-o", copy.to_str().unwrap(), "--cache", cache.to_str().unwrap()]);

@@ -134,10 +134,12 @@ impl Server {
 
     /// Stop listening and drop every connection, as a killed process would.
     pub fn kill(&self) {
-        self.servant.halted.store(true, Ordering::SeqCst);
+        // Its tasks first: a stall ended by `halted` must find no connection left to answer on,
+        // or a call the process "died" in would still be answered.
         for task in self.tasks.lock().unwrap().drain(..) {
             task.abort();
         }
+        self.servant.halted.store(true, Ordering::SeqCst);
     }
 }
 

@@ -11,7 +11,16 @@ use std::time::{Duration, Instant};
 use warren_fileserver::Connection;
 use warren_fileserver::wire::{Reply, Request};
 
-use crate::support::{Server, T};
+use crate::support::{Server, T, command, run};
+
+/// Runs `warren files ARGS`, which must succeed: its standard output and error.
+pub fn files_cli(args: &[&str]) -> (String, String) {
+    let mut all = vec!["files"];
+    all.extend_from_slice(args);
+    let (status, out, err) = run(command(&all), b"", T);
+    assert!(status.success(), "{args:?}: {err}");
+    (out, err)
+}
 
 /// A fresh root for `tag`.
 pub fn root(tag: &str) -> PathBuf {
