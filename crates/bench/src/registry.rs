@@ -197,7 +197,10 @@ fn write_watches(md: &mut String, watches: &[(usize, watch::Fanout, watch::Fanou
          acknowledgement. Watchers: {} per connection (warren) or per watch stream (etcd).\n",
         watch::PER_CONNECTION
     )?;
-    writeln!(md, "| watchers | writes | delay | warren | etcd | warren ÷ etcd (p50, p99) |\n|---|---|---|---|---|---|")?;
+    writeln!(
+        md,
+        "| watchers | writes | delay | warren | etcd | warren ÷ etcd (p50, p99) |\n|---|---|---|---|---|---|"
+    )?;
     for (watchers, w, e) in watches {
         for (what, wh, eh) in [("last", &w.last, &e.last), ("median", &w.median, &e.median), ("ack", &w.ack, &e.ack)] {
             writeln!(
