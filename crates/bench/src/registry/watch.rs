@@ -222,7 +222,7 @@ impl Writer {
 
 enum Write {
     Warren(Client, Name),
-    Etcd(etcd_client::Client),
+    Etcd(Box<etcd_client::Client>),
 }
 
 impl Write {
@@ -231,7 +231,7 @@ impl Write {
             Target::Warren(addr) => {
                 Write::Warren(Client::connect(*addr, Duration::from_secs(5)).await?, Name::new(NAME)?)
             }
-            Target::Etcd(url) => Write::Etcd(etcd_client::Client::connect([url], None).await?),
+            Target::Etcd(url) => Write::Etcd(Box::new(etcd_client::Client::connect([url], None).await?)),
         })
     }
 

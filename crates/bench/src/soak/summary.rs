@@ -80,7 +80,8 @@ fn mib(kib: f64) -> f64 {
 /// the run, so that flat reads as flat.
 pub fn chart(samples: &[Sample]) -> BarChart {
     let step = samples.len().div_ceil(20).max(1);
-    let picked = samples.iter().step_by(step).chain(samples.last().filter(|_| (samples.len() - 1) % step != 0));
+    let picked =
+        samples.iter().step_by(step).chain(samples.last().filter(|_| !(samples.len() - 1).is_multiple_of(step)));
     BarChart {
         title: "warren up under mixed clients: memory over time".into(),
         unit: "MiB".into(),
