@@ -85,6 +85,17 @@ impl Rig {
         stream
     }
 
+    /// One whole exchange from a client's `GET` to backend `stream` on a new connection: the
+    /// answer the client was sent, taken.
+    fn exchange(&mut self, stream: u32) -> String {
+        self.s.handle_input(self.t0, GET, &mut self.out);
+        let (token, _) = self.connect();
+        let b = self.connected(token, stream);
+        self.sent(b);
+        self.s.handle_stream_input(self.t0, b, OK, &mut self.out);
+        self.sent(StreamId::CLIENT)
+    }
+
     /// What was queued on `stream`, taken.
     fn sent(&mut self, stream: StreamId) -> String {
         let o = self.out.outbox_mut(stream).unwrap();
@@ -291,22 +302,12 @@ fn a_shutdown_answers_a_request_begun_or_a_first_one_awaited_and_closes_an_idle_
     let mut fresh = rig(&[1]);
     fresh.s.handle_shutdown(fresh.t0, &mut fresh.out);
     assert!(!fresh.out.is_closed(), "a new connection's first request is waited for");
-    fresh.s.handle_input(fresh.t0, GET, &mut fresh.out);
-    let (token, _) = fresh.connect();
-    let b1 = fresh.connected(token, 1);
-    fresh.sent(b1);
-    fresh.s.handle_stream_input(fresh.t0, b1, OK, &mut fresh.out);
-    assert!(fresh.sent(StreamId::CLIENT).contains("Connection: close\r\n"));
+    assert!(fresh.exchange(1).contains("Connection: close\r\n"));
     assert!(fresh.out.is_closed());
 
     // A kept-alive connection between requests closes at once.
     let mut idle = rig(&[1]);
-    idle.s.handle_input(idle.t0, GET, &mut idle.out);
-    let (token, _) = idle.connect();
-    let b1 = idle.connected(token, 1);
-    idle.sent(b1);
-    idle.s.handle_stream_input(idle.t0, b1, OK, &mut idle.out);
-    idle.sent(StreamId::CLIENT);
+    idle.exchange(1);
     assert!(!idle.out.is_closed(), "kept alive after its answer");
     idle.s.handle_shutdown(idle.t0, &mut idle.out);
     assert!(idle.out.is_closed(), "served and idle: closed at once");
