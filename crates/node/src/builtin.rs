@@ -117,7 +117,7 @@ pub fn start(service: &Service, builtin: &Builtin, socket: Socket, hooks: &mut d
         config.max_conns = max;
     }
     // `instances` and the other xinetd rules are the gate's, as for exec services.
-    let admission = Admission::for_service(service).map(Arc::new);
+    let admission = Some(Arc::new(Admission::for_service(service)));
     config.gate = admission.clone().map(|a| a as Arc<dyn warren_models::accept::Gate>);
     let mut settings = Settings::default();
     if let Some(idle) = o.idle_timeout {

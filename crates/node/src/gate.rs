@@ -32,17 +32,11 @@ struct State {
 }
 
 impl Admission {
-    /// The gate for `service`, or `None` when it sets no rule (then nothing is asked).
-    pub fn for_service(service: &Service) -> Option<Admission> {
-        let (l, a) = (&service.limits, &service.access);
-        let any = a.only_from.is_some()
-            || !a.no_access.is_empty()
-            || a.has_times()
-            || l.per_source.is_some()
-            || l.cps.is_some()
-            || l.instances.is_some()
-            || l.max_load.is_some();
-        any.then(|| Admission { service: service.clone(), state: Mutex::new(State::default()) })
+    /// The gate for `service`. A service without any rule gets one too: it admits everything
+    /// and only counts, so that `warren status` and the dashboard show every builtin's
+    /// connections (one uncontended lock per connection, beside an accept and a close).
+    pub fn for_service(service: &Service) -> Admission {
+        Admission { service: service.clone(), state: Mutex::new(State::default()) }
     }
 
     /// Connections served now, admitted since start, refused since start, and admitted in the

@@ -151,3 +151,19 @@ fn only_from_applies_to_each_datagram_of_a_udp_builtin() {
     let unanswered = denied.recv(&mut buf).map(|n| buf[..n].to_vec());
     assert_eq!(unanswered.map_err(|e| e.kind()), Err(std::io::ErrorKind::WouldBlock), "127.0.0.1 got no answer");
 }
+
+#[test]
+fn a_builtin_without_rules_still_counts_its_connections() {
+    for model in MODELS {
+        let node = TestNode::start(&echo("plain", model, ""));
+        let port = node.addr("plain").port();
+        let a = echoed(port).expect("first");
+        let _b = echoed(port).expect("second");
+        node.until("two connections counted as running", |s| s.service("plain").unwrap().running == 2);
+        drop(a);
+        node.until("the first connection to end", |s| s.service("plain").unwrap().running == 1);
+        let status = node.status();
+        let plain = status.service("plain").unwrap();
+        assert_eq!((plain.spawned, plain.refused), (2, 0), "{model}: started and refused since the start");
+    }
+}
