@@ -21,6 +21,7 @@
 //! ran before both, when a full send buffer held the urgent byte itself back for ~83 ms
 //! (`warren_fileserver::net`).
 
+use std::fmt::Write as _;
 use std::io::{self, BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
@@ -32,6 +33,8 @@ use anyhow::{Context, bail, ensure};
 use clap::Args;
 use warren_fileserver::wire::{Outcome, Reply, Request};
 use warren_models::Model;
+
+use crate::chart::BarChart;
 
 /// Options of `warren bench oob`.
 #[derive(Debug, Args)]
@@ -58,6 +61,9 @@ pub struct OobArgs {
     /// sets it; 0: none, the socket queues up to its send buffer).
     #[arg(long, default_value_t = warren_fileserver::net::UPLOAD_UNSENT)]
     pub unsent: u32,
+    /// Directory for oob.md and oob.svg.
+    #[arg(long, default_value = "bench-out")]
+    pub out: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -251,7 +257,9 @@ pub fn oob(args: &OobArgs) -> anyhow::Result<()> {
     let recv_buffer =
         if args.recv_buffer == 0 { "autotuned".to_owned() } else { format!("{} KiB", args.recv_buffer >> 10) };
     let unsent = if args.unsent == 0 { "no limit".to_owned() } else { format!("{} KiB", args.unsent >> 10) };
-    println!(
+    let mut md = String::from("# warren bench oob\n\n");
+    writeln!(
+        md,
         "Cancel latency, {} runs each: upload declared {} GiB; streaming cancels after {:?}; stalled: server \
          limited to {} MiB/s, client stops with ≥{} KiB unsent (window closed). Server receive buffer: \
          {recv_buffer}; client unsent limit: {unsent}.\n",
@@ -260,23 +268,45 @@ pub fn oob(args: &OobArgs) -> anyhow::Result<()> {
         args.stream_for,
         args.stalled_rate >> 20,
         stall_mark(args) >> 10,
-    );
-    println!(
+    )?;
+    writeln!(
+        md,
         "| model | mechanism | upload | p50 | p99 | max | status on data conn. p50 | connection ended p50 | sent \
          before cancel (median) |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|")?;
+    let cases = [
+        (false, Mechanism::Control),
+        (false, Mechanism::Urgent),
+        (true, Mechanism::Control),
+        (true, Mechanism::Urgent),
+    ];
+    let case_name = |(is_stalled, mechanism): (bool, Mechanism)| {
+        format!(
+            "{}, {}",
+            if mechanism == Mechanism::Control { "control endpoint" } else { "TCP urgent" },
+            if is_stalled { "stalled" } else { "streaming" }
+        )
+    };
+    let mut chart = BarChart {
+        title: "Cancelling an upload out of band: p50 until the server confirms".into(),
+        unit: "ms".into(),
+        series: cases.iter().map(|&c| case_name(c)).collect(),
+        note: format!("{} runs per model and case; stalled: the server's receive window is full", args.runs),
+        ..BarChart::default()
+    };
+    let started = Instant::now();
     for model in models {
         let streaming = start(&exe, model, 0, args.recv_buffer, "streaming")?;
         let stalled = start(&exe, model, args.stalled_rate, args.recv_buffer, "stalled")?;
-        let cases = [
-            (false, Mechanism::Control),
-            (false, Mechanism::Urgent),
-            (true, Mechanism::Control),
-            (true, Mechanism::Urgent),
-        ];
         let mut results: Vec<Vec<Run>> = cases.iter().map(|_| Vec::new()).collect();
-        for _ in 0..args.runs {
+        for run_index in 0..args.runs {
+            crate::progress::bench_line(&format!(
+                "bench: [{:>5.1}s] {model}: run {}/{}",
+                started.elapsed().as_secs_f64(),
+                run_index + 1,
+                args.runs
+            ));
             for (i, &(is_stalled, mechanism)) in cases.iter().enumerate() {
                 let server = if is_stalled { &stalled } else { &streaming };
                 let run = one(server, is_stalled, mechanism, args).with_context(|| {
@@ -285,6 +315,7 @@ pub fn oob(args: &OobArgs) -> anyhow::Result<()> {
                 results[i].push(run);
             }
         }
+        let mut p50s = Vec::new();
         for ((is_stalled, mechanism), runs) in cases.iter().zip(results) {
             let mut stopped: Vec<Duration> = runs.iter().map(|r| r.stopped).collect();
             let mut status: Vec<Duration> = runs.iter().map(|r| r.status).collect();
@@ -294,7 +325,9 @@ pub fn oob(args: &OobArgs) -> anyhow::Result<()> {
             status.sort();
             closed.sort();
             sent.sort();
-            println!(
+            p50s.push(Some(percentile(&stopped, 50).as_secs_f64() * 1e3));
+            writeln!(
+                md,
                 "| {model} | {} | {} | {} | {} | {} | {} | {} | {:.1} MiB |",
                 if *mechanism == Mechanism::Control { "control endpoint" } else { "TCP urgent (SIGURG)" },
                 if *is_stalled { "stalled (window full)" } else { "streaming" },
@@ -304,8 +337,10 @@ pub fn oob(args: &OobArgs) -> anyhow::Result<()> {
                 ms(percentile(&status, 50)),
                 ms(percentile(&closed, 50)),
                 sent[sent.len() / 2] as f64 / f64::from(1 << 20),
-            );
+            )?;
         }
+        chart.groups.push((model.to_string(), p50s));
     }
+    crate::results::write(&args.out, "oob", &md, &chart)?;
     Ok(())
 }
