@@ -3,11 +3,13 @@
 //! side on CPU 1 and the caller on CPU 0, as `warren bench rpc` pins its server and load
 //! generator. `block`: both sides sleep in a blocking `read` between messages, as every server
 //! and client in the bench sleeps in `epoll_wait`; `spin`: both poll a non-blocking socket and
-//! never sleep (each burns a CPU), which shows what the sleeps and wake-ups cost.
+//! never sleep (each burns a CPU), which shows what the sleeps and wake-ups cost;
+//! `client-spin`: the caller polls and the echoing side sleeps, as a busy-polling `Connection`
+//! calls a server that waits in `epoll_wait`.
 //!
 //! ```sh
 //! cargo build --release -p warren-bench --example loopback_floor
-//! target/release/examples/loopback_floor [block|spin] [round trips]   # defaults: block, 20000
+//! target/release/examples/loopback_floor [block|spin|client-spin] [round trips]   # defaults: block, 20000
 //! ```
 
 use std::io::{ErrorKind, Read, Write};
@@ -43,10 +45,12 @@ fn read_all(stream: &mut TcpStream, buf: &mut [u8], spin: bool) -> std::io::Resu
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let spin = match args.next().as_deref() {
-        None | Some("block") => false,
-        Some("spin") => true,
-        Some(other) => return Err(format!("mode {other:?}: block or spin").into()),
+    // Whether the caller, and the echoing side, poll.
+    let (mode, spin, server_spins) = match args.next().as_deref() {
+        None | Some("block") => ("block", false, false),
+        Some("spin") => ("spin", true, true),
+        Some("client-spin") => ("client-spin", true, false),
+        Some(other) => return Err(format!("mode {other:?}: block, spin or client-spin").into()),
     };
     let round_trips: usize = args.next().map_or(Ok(20_000), |s| s.parse())?;
     let listener = TcpListener::bind("127.0.0.1:0")?;
@@ -55,9 +59,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         pin(1);
         let (mut stream, _) = listener.accept()?;
         stream.set_nodelay(true)?;
-        stream.set_nonblocking(spin)?;
+        stream.set_nonblocking(server_spins)?;
         let (mut call, reply) = ([0u8; CALL], [1u8; REPLY]);
-        while read_all(&mut stream, &mut call, spin).is_ok() {
+        while read_all(&mut stream, &mut call, server_spins).is_ok() {
             stream.write_all(&reply)?;
         }
         Ok(())
@@ -83,11 +87,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     server.join().map_err(|_| "the echoing thread panicked")??;
     took.sort();
     let at = |p: f64| took[((took.len() as f64 * p) as usize).min(took.len() - 1)].as_secs_f64() * 1e6;
-    println!(
-        "{}: {round_trips} round trips, {rate:.0}/s, p50 {:.1} µs, p99 {:.1} µs",
-        if spin { "spin" } else { "block" },
-        at(0.50),
-        at(0.99)
-    );
+    println!("{mode}: {round_trips} round trips, {rate:.0}/s, p50 {:.1} µs, p99 {:.1} µs", at(0.50), at(0.99));
     Ok(())
 }

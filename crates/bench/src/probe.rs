@@ -96,6 +96,15 @@ pub fn sched_cpu_seconds(root: i32) -> f64 {
     nanos as f64 / 1e9
 }
 
+/// CPU time, user and system, that the calling thread has run so far, in seconds, from its
+/// `/proc/thread-self/schedstat` (nanoseconds): what a load generator on one thread spends.
+pub fn thread_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0.0, |nanos| nanos as f64 / 1e9)
+}
+
 /// `sysconf(_SC_CLK_TCK)`, the unit of the times in /proc/PID/stat (100 on Linux).
 fn clock_ticks_per_second() -> f64 {
     match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {

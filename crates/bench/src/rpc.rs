@@ -29,7 +29,7 @@ use clap::{Args, ValueEnum};
 use tokio::runtime::Runtime;
 use warren_models::Model;
 use warren_objects::examples::HelloClient;
-use warren_rpc::{Caller as BoxedCaller, Connection, Target};
+use warren_rpc::{Caller as BoxedCaller, Connection, ConnectionConfig, Target};
 use warren_rpc_layers::{Ejection, Fixed, Hedging, LEARN_AFTER, Outliers, Replicated, RetryBudget};
 
 use self::json::JsonCaller;
@@ -60,6 +60,9 @@ pub struct RpcArgs {
     /// Runs per row, interleaved across rows [default: 3; 1 with --quick].
     #[arg(long)]
     pub runs: Option<usize>,
+    /// Busy-poll budget of the busy-polling client's rows (`ConnectionConfig::busy_poll`).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "100us")]
+    pub busy_poll: Duration,
     /// Calls in flight in the hedging and failover runs.
     #[arg(long, default_value_t = 8)]
     pub callers: usize,
@@ -118,6 +121,7 @@ struct Plan {
     stall_percent: f64,
     stall: Duration,
     hedge_delay: Option<Duration>,
+    busy_poll: Duration,
 }
 
 impl Plan {
@@ -143,6 +147,10 @@ impl Plan {
             "--hedge-delay must be 100µs to 1s"
         );
         ensure!(
+            (Duration::from_micros(1)..=warren_rpc::client::MAX_BUSY_POLL).contains(&args.busy_poll),
+            "--busy-poll must be 1µs to 1s"
+        );
+        ensure!(
             models.iter().all(|m| !matches!(m, Model::Fork | Model::Prefork)),
             "--models: the object server refuses fork and prefork (objects live in one process)"
         );
@@ -157,6 +165,7 @@ impl Plan {
             stall_percent: args.stall_percent,
             stall: args.stall,
             hedge_delay: args.hedge_delay,
+            busy_poll: args.busy_poll,
         })
     }
 }
@@ -274,7 +283,8 @@ pub fn rpc(args: &RpcArgs) -> anyhow::Result<()> {
 /// A server of the unary runs, and how its rows call it.
 enum Wire {
     Tonic,
-    Binary,
+    /// With the client's busy-poll budget, if it polls.
+    Binary(Option<Duration>),
     Json(SocketAddr),
 }
 
@@ -348,13 +358,19 @@ impl Bench {
             targets.extend([
                 UnaryTarget {
                     server,
-                    wire: Wire::Binary,
+                    wire: Wire::Binary(None),
                     object: hello,
                     row: format!("warren {model}, binary, inline"),
                 },
                 UnaryTarget {
                     server,
-                    wire: Wire::Binary,
+                    wire: Wire::Binary(Some(plan.busy_poll)),
+                    object: hello,
+                    row: format!("warren {model}, binary, inline, busy-poll client"),
+                },
+                UnaryTarget {
+                    server,
+                    wire: Wire::Binary(None),
                     object: mailbox,
                     row: format!("warren {model}, binary, per-object"),
                 },
@@ -374,7 +390,7 @@ impl Bench {
                     name: t.row.clone(),
                     in_flight: n,
                     baseline: matches!(t.wire, Wire::Tonic),
-                    binary: matches!(t.wire, Wire::Binary),
+                    binary: matches!(t.wire, Wire::Binary(_)),
                     ..UnaryRow::default()
                 })
             })
@@ -390,7 +406,7 @@ impl Bench {
                     let server = &servers[target.server];
                     let measured = self.rt.block_on(measure_unary(target, server, in_flight, plan));
                     match measured {
-                        Ok((outcome, cpu, switches)) => {
+                        Ok(Measured { outcome, server_cpu, client_cpu, switches }) => {
                             self.progress(&format!(
                                 "run {}/{} {in_flight} in flight: {}: {:.0} calls/s, p50 {}, p99 {}, {} errors",
                                 run + 1,
@@ -404,7 +420,8 @@ impl Bench {
                             let per_call = |v: f64| (outcome.calls > 0).then(|| v / outcome.calls as f64);
                             row.runs.push(UnaryRun {
                                 rate: outcome.rate(),
-                                cpu_per_call: per_call(cpu),
+                                cpu_per_call: per_call(server_cpu),
+                                client_cpu_per_call: per_call(client_cpu),
                                 switches_per_call: per_call(switches as f64),
                             });
                             row.latency.merge(&outcome.latency);
@@ -552,22 +569,37 @@ fn http_addr(ready: &str) -> Option<SocketAddr> {
     rest.split([',', ')', ' ']).next()?.parse().ok()
 }
 
-/// One unary run against `target`: the outcome, and the server's CPU seconds and context
-/// switches over it.
+/// What one unary run saw, and what it cost each side.
+struct Measured {
+    outcome: Outcome,
+    /// CPU seconds of the server's process tree over the run.
+    server_cpu: f64,
+    /// CPU seconds of the load generator's thread (every caller, and the client library's
+    /// tasks, run on it) over the run.
+    client_cpu: f64,
+    /// The server's context switches over the run.
+    switches: u64,
+}
+
+/// One unary run against `target`.
 async fn measure_unary(
     target: &UnaryTarget,
     server: &Server,
     in_flight: usize,
     plan: &Plan,
-) -> anyhow::Result<(Outcome, f64, u64)> {
+) -> anyhow::Result<Measured> {
     match target.wire {
         Wire::Tonic => {
             let client = GreeterClient::connect(server.addr()).await?;
             let mut callers: Vec<TonicCaller> = (0..in_flight).map(|_| TonicCaller(client.clone())).collect();
             Ok(timed(&mut callers, server.pid(), plan).await)
         }
-        Wire::Binary => {
-            let connection = Connection::connect(server.addr(), Duration::from_secs(2)).await?;
+        Wire::Binary(busy_poll) => {
+            let mut config = ConnectionConfig::default().connect_timeout(Duration::from_secs(2));
+            if let Some(budget) = busy_poll {
+                config = config.busy_poll(budget);
+            }
+            let connection = Connection::connect_with(server.addr(), config).await?;
             let hello = HelloClient::new(Target::on(&connection, target.object).with_timeout(load::CALL_TIMEOUT));
             let mut callers: Vec<StubCaller> = (0..in_flight).map(|_| StubCaller(hello.clone())).collect();
             Ok(timed(&mut callers, server.pid(), plan).await)
@@ -579,12 +611,19 @@ async fn measure_unary(
     }
 }
 
-/// Warm up, then a measured run, reading the server's CPU time and context switches around it.
-async fn timed<C: Caller>(callers: &mut [C], pid: i32, plan: &Plan) -> (Outcome, f64, u64) {
+/// Warm up, then a measured run, reading both sides' CPU time and the server's context
+/// switches around it.
+async fn timed<C: Caller>(callers: &mut [C], pid: i32, plan: &Plan) -> Measured {
     closed_loop(callers, plan.warm_up).await;
-    let (cpu, switches) = (probe::cpu_seconds(pid), probe::context_switches(pid));
+    let (server_cpu, switches) = (probe::cpu_seconds(pid), probe::context_switches(pid));
+    let client_cpu = probe::thread_cpu_seconds();
     let outcome = closed_loop(callers, plan.duration).await;
-    (outcome, probe::cpu_seconds(pid) - cpu, probe::context_switches(pid).saturating_sub(switches))
+    Measured {
+        outcome,
+        client_cpu: probe::thread_cpu_seconds() - client_cpu,
+        server_cpu: probe::cpu_seconds(pid) - server_cpu,
+        switches: probe::context_switches(pid).saturating_sub(switches),
+    }
 }
 
 /// A run through `replicated`, with `during` (a replica's death) running beside it; the
@@ -662,6 +701,7 @@ mod tests {
         assert_eq!(p.models, [Model::Event, Model::Hybrid]);
         assert_eq!((p.in_flight.as_slice(), p.duration, p.runs), (&[1, 64][..], Duration::from_secs(2), 3));
         assert_eq!((p.callers, p.stall_percent, p.stall), (8, 5.0, Duration::from_millis(50)));
+        assert_eq!(p.busy_poll, Duration::from_micros(100));
         let q = plan(&["--quick"]).unwrap();
         assert_eq!((q.duration, q.runs), (Duration::from_secs(1), 1));
         let q = plan(&["--quick", "--runs", "2", "--duration", "3s"]).unwrap();
@@ -683,6 +723,8 @@ mod tests {
             &["--duration", "10ms"],
             &["--stall-percent", "101"],
             &["--hedge-delay", "0s"],
+            &["--busy-poll", "0s"],
+            &["--busy-poll", "2s"],
         ] {
             assert!(plan(bad).is_err(), "{bad:?}");
         }

@@ -2,7 +2,10 @@
 //! ([`RawCall`]), and [`Target`], the handle a stub holds. A connection is a tower
 //! [`Service`], and a [`Caller`] is any service that performs raw calls, so middleware
 //! (location, replication and failure transparency) wraps a connection and the stub does not
-//! know.
+//! know. [`ConnectionConfig`] sets how a connection waits for its answers (busy-polling).
+
+mod busy_poll;
+mod config;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,6 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 use tower::Service;
 use tower::util::{BoxCloneSyncService, ServiceExt};
 
+use self::busy_poll::BusyPoll;
+pub use self::config::{ConnectionConfig, MAX_BUSY_POLL};
 use crate::codec::Codec;
 use crate::error::{CallError, Code, Failure, RpcError};
 use crate::interface::{Context, Dispatch, Interface, ObjectRef};
@@ -160,20 +165,40 @@ struct Shared {
     /// Calls the server made on exported objects and has not cancelled.
     serving: Mutex<HashMap<u64, Arc<AtomicBool>>>,
     closed: AtomicBool,
+    /// Set when the connection busy-polls for its answers.
+    busy_poll: Option<Arc<BusyPoll>>,
 }
 
 impl Connection {
     /// Connect to the object server at `addr`, giving up after `timeout`. Needs a tokio runtime.
     pub async fn connect(addr: impl ToSocketAddrs, timeout: Duration) -> io::Result<Connection> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        Self::connect_with(addr, ConnectionConfig::default().connect_timeout(timeout)).await
+    }
+
+    /// Connect to the object server at `addr` with `config` (its connect timeout, and whether
+    /// the connection busy-polls for answers). Needs a tokio runtime.
+    pub async fn connect_with(addr: impl ToSocketAddrs, config: ConnectionConfig) -> io::Result<Connection> {
+        config.check()?;
+        let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connecting timed out"))??;
         stream.set_nodelay(true)?;
-        Ok(Self::over(stream))
+        Self::over_with(stream, config)
     }
 
     /// A connection over `stream`, already connected.
     pub fn over(stream: TcpStream) -> Connection {
+        Self::start(stream, None)
+    }
+
+    /// A connection over `stream`, already connected, with `config` (its connect timeout is
+    /// not used).
+    pub fn over_with(stream: TcpStream, config: ConnectionConfig) -> io::Result<Connection> {
+        config.check()?;
+        Ok(Self::start(stream, config.busy_poll.map(|budget| Arc::new(BusyPoll::new(budget)))))
+    }
+
+    fn start(stream: TcpStream, busy_poll: Option<Arc<BusyPoll>>) -> Connection {
         let (read, write) = stream.into_split();
         let (outbox, queued) = mpsc::channel(OUTBOX_FRAMES);
         let shared = Arc::new(Shared {
@@ -183,11 +208,12 @@ impl Connection {
             exports: Mutex::default(),
             serving: Mutex::default(),
             closed: AtomicBool::new(false),
+            busy_poll: busy_poll.clone(),
         });
         tokio::spawn(write_frames(write, queued));
         // The reader holds the shared state weakly: dropping the last Connection closes the
         // outbox, the writer ends and shuts the socket, and the reader sees the end.
-        tokio::spawn(read_frames(read, Arc::downgrade(&shared)));
+        tokio::spawn(read_frames(read, Arc::downgrade(&shared), busy_poll));
         Connection { shared }
     }
 
@@ -267,6 +293,9 @@ async fn call_on(shared: Arc<Shared>, call: RawCall) -> Result<Vec<u8>, Failure>
     if shared.outbox.send(bytes).await.is_err() {
         return Err(unavailable());
     }
+    if let Some(busy_poll) = &shared.busy_poll {
+        busy_poll.call_sent();
+    }
     let outcome = match timeout {
         Some(timeout) => match tokio::time::timeout(timeout, answered).await {
             Ok(outcome) => outcome,
@@ -329,11 +358,20 @@ async fn write_frames(mut socket: tokio::net::tcp::OwnedWriteHalf, mut queued: m
 }
 
 /// Read frames: replies go to their callers, calls to the exported objects.
-async fn read_frames(mut socket: tokio::net::tcp::OwnedReadHalf, shared: std::sync::Weak<Shared>) {
+async fn read_frames(
+    mut socket: tokio::net::tcp::OwnedReadHalf,
+    shared: std::sync::Weak<Shared>,
+    busy_poll: Option<Arc<BusyPoll>>,
+) {
     let mut input = Vec::with_capacity(16 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
+    let waiting = || shared.upgrade().is_some_and(|s| !s.pending.lock().expect("pending").is_empty());
     'read: loop {
-        let n = match socket.read(&mut chunk).await {
+        let read = match &busy_poll {
+            Some(busy_poll) => busy_poll.read(&socket, &mut chunk, waiting).await,
+            None => socket.read(&mut chunk).await,
+        };
+        let n = match read {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };

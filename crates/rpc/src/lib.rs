@@ -28,7 +28,7 @@ pub mod testing;
 pub mod wire;
 
 pub use block::block_on;
-pub use client::{Caller, Connection, RawCall, Target};
+pub use client::{Caller, Connection, ConnectionConfig, RawCall, Target};
 pub use codec::Codec;
 pub use error::{CallError, Code, Failure, Never, RpcError};
 pub use interface::{Context, Dispatch, Exporter, Interface, Method, ObjectRef};
