@@ -37,6 +37,7 @@ pub(crate) fn serve<S: Service>(
     let hub = hub_process::spawn(service.new_hub(Instant::now()), &[listener.as_raw_fd()])?;
     listener.set_nonblocking(true)?;
     let parent = nix::unistd::getpid();
+    share_relro();
     // Every child starts with the parent's heap mapped; what setting up freed is handed back to
     // the kernel first, so that each child's page tables (and its RSS) do not carry it.
     #[cfg(target_env = "gnu")]
@@ -136,4 +137,12 @@ fn child<S: Service>(
     let env = ConnEnv { shutdown: &shutdown, activity, engine: config.engine() };
     serve_connection(service, incoming, info, &mut link, &env);
     Ok(())
+}
+
+/// Before the first fork: the executable's relocated read-only data becomes shared file pages,
+/// so that a child maps only what it reads of it (see `relro.rs`). A failure costs memory only.
+pub(crate) fn share_relro() {
+    if let Err(e) = crate::relro::share() {
+        tracing::debug!(target: "warren", "RELRO stays private to each process: {e}");
+    }
 }

@@ -35,6 +35,7 @@ mod local_hub;
 mod pool;
 mod prefork;
 mod procs;
+mod relro;
 mod run;
 pub mod shutdown;
 mod thread;

@@ -51,6 +51,7 @@ pub(crate) fn serve<S: Service>(
     let mut signals = Some(ParentSignals::install()?);
     let hub = hub_process::spawn(service.new_hub(Instant::now()), &[listener.as_raw_fd()])?;
     listener.set_nonblocking(true)?;
+    crate::fork::share_relro();
     let shared = Shared {
         service: &service,
         listener: &listener,

@@ -37,6 +37,7 @@ pub(super) fn serve_fork<D: DatagramService>(
 ) -> io::Result<ServeReport> {
     let signals = ParentSignals::install()?;
     socket.set_nonblocking(true)?;
+    crate::fork::share_relro();
     ready();
     let counters = Counters::default();
     let guard = Guard::new(socket.local_addr()?, config.datagram_rate, config.gate.clone());
@@ -95,6 +96,7 @@ pub(super) fn serve_prefork<D: DatagramService>(
     let signals = ParentSignals::install()?;
     // Children block in `recv_from`; whichever the kernel wakes takes the datagram.
     socket.set_nonblocking(false)?;
+    crate::fork::share_relro();
     let served = shared_zeroed()?;
     let refused = shared_zeroed()?;
     let guard = Guard::new(socket.local_addr()?, config.datagram_rate, config.gate.clone());
