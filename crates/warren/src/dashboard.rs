@@ -237,7 +237,7 @@ fn event(name: &str, data: &impl serde::Serialize) -> Event {
 
 /// Serve `router` on `listener` until `stop`, with a header timeout (which `axum::serve` does
 /// not set), then let answers in progress finish.
-async fn serve(mut listener: CappedListener, router: Router, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn serve(mut listener: CappedListener, router: Router, mut stop: watch::Receiver<bool>) {
     use axum::serve::Listener;
     let mut tasks = tokio::task::JoinSet::new();
     loop {

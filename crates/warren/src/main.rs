@@ -26,6 +26,7 @@ mod registry_register;
 mod serve;
 mod switch_cmd;
 mod switch_http;
+mod switch_metrics;
 mod switch_node;
 mod switch_registry;
 mod systemd;
