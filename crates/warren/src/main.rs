@@ -8,6 +8,7 @@ mod chat_client;
 mod cli;
 mod clients;
 mod dashboard;
+mod dashboard_hosted;
 mod dashboard_metrics;
 mod dashboard_names;
 mod dashboard_view;

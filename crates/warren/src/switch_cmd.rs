@@ -116,7 +116,7 @@ pub fn run(args: &SwitchArgs) -> anyhow::Result<()> {
     crate::serve::init_logging(args.debug);
     check(args)?;
     let listener = crate::serve::listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
-    let report = serve(args, listener, Until::Signal)?;
+    let report = serve(args, listener, Until::Signal, None)?;
     crate::serve::finish(&report);
     Ok(())
 }
@@ -165,10 +165,19 @@ pub(crate) fn check(args: &SwitchArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Serves the switch `args` describe on `listener` until `until`.
-pub(crate) fn serve(args: &SwitchArgs, listener: TcpListener, until: Until) -> anyhow::Result<ServeReport> {
+/// Serves the switch `args` describe on `listener` until `until`; a node's service `shown_as`
+/// is shown on the node's dashboard.
+pub(crate) fn serve(
+    args: &SwitchArgs,
+    listener: TcpListener,
+    until: Until,
+    shown_as: Option<&str>,
+) -> anyhow::Result<ServeReport> {
     let config = pool_config(args);
     let stats = SwitchStats::new(format!("{}, {}", args.mode, args.policy));
+    if let Some(service) = shown_as {
+        crate::dashboard_hosted::add(service, crate::dashboard_hosted::Hosted::Switch(Arc::downgrade(&stats)));
+    }
     let metrics = match args.metrics {
         Some(addr) => {
             let listener =
