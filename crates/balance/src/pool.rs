@@ -227,6 +227,11 @@ impl Pool {
         Ok(())
     }
 
+    /// The load a backend last reported, from 0 to 1 (0 until it reports one).
+    pub fn load(&self, id: BackendId) -> Option<f64> {
+        self.members.get(&id).map(|m| m.load as f64 / UNIT as f64)
+    }
+
     /// The configured backend.
     pub fn backend(&self, id: BackendId) -> Option<&Backend> {
         self.members.get(&id).map(|m| &m.backend)

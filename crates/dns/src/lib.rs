@@ -20,6 +20,7 @@
 mod answer;
 mod config;
 mod encode;
+mod metrics;
 mod names;
 mod prepared;
 mod registry;
@@ -37,6 +38,7 @@ use std::net::IpAddr;
 
 pub use answer::{MAX_QUERY, Transport, answer};
 pub use config::{Config, Zone, ZoneError};
+pub use metrics::DnsMetrics;
 pub use prepared::PreparedAnswers;
 pub use registry::RegistryDirectory;
 pub use rotation::Rotation;

@@ -19,6 +19,7 @@ use warren_models::{Model, ServeConfig, Shutdown, serve_until};
 
 use crate::Directory;
 use crate::config::Config;
+use crate::metrics::DnsMetrics;
 use crate::rotation::Rotation;
 use crate::tcp::DnsTcp;
 use crate::udp::serve_udp;
@@ -31,6 +32,7 @@ pub struct Server {
     thread: Option<JoinHandle<()>>,
     tcp_stop: Arc<Shutdown>,
     tcp: Option<JoinHandle<()>>,
+    metrics: Arc<DnsMetrics>,
 }
 
 /// What the UDP loop and every TCP connection answer from.
@@ -38,6 +40,7 @@ pub(crate) struct Shared {
     pub(crate) directory: Arc<dyn Directory>,
     pub(crate) config: Config,
     pub(crate) rotation: Rotation,
+    pub(crate) metrics: Arc<DnsMetrics>,
 }
 
 /// Attempts at finding a port free for both UDP and TCP when asked for port 0.
@@ -53,7 +56,8 @@ impl Server {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
         let (stop, stopped) = oneshot::channel();
         let max_conns = config.max_tcp_connections;
-        let shared = Arc::new(Shared { directory, config, rotation: Rotation::new() });
+        let metrics = Arc::new(DnsMetrics::default());
+        let shared = Arc::new(Shared { directory, config, rotation: Rotation::new(), metrics: metrics.clone() });
         let tcp_stop = Arc::new(Shutdown::new()?);
         let service = DnsTcp { shared: shared.clone() };
         let config = ServeConfig { max_conns, ..ServeConfig::for_model(Model::Event) };
@@ -75,12 +79,17 @@ impl Server {
                 }
             });
         })?;
-        Ok(Server { addr, stop: Some(stop), thread: Some(thread), tcp_stop, tcp: Some(tcp) })
+        Ok(Server { addr, stop: Some(stop), thread: Some(thread), tcp_stop, tcp: Some(tcp), metrics })
     }
 
     /// The address answering on both UDP and TCP.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Its counters, for a metrics page ([`DnsMetrics::registry`]).
+    pub fn metrics(&self) -> Arc<DnsMetrics> {
+        self.metrics.clone()
     }
 
     /// Stops answering, closes every socket and waits for the server's thread.

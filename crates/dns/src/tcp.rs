@@ -11,6 +11,7 @@ use std::time::Instant;
 use warren_proto::{ConnInfo, Deadline, Limits, NoHub, Nothing, Output, Service, Session};
 
 use crate::answer::{MAX_QUERY, Transport, answer};
+use crate::metrics::Dropped;
 use crate::server::Shared;
 
 /// The TCP side of a DNS server.
@@ -49,7 +50,7 @@ type Out = Output<Nothing>;
 
 impl DnsTcpSession {
     /// Answer every complete query in the buffer; close on a frame that cannot be one.
-    fn answer_ready(&mut self, out: &mut Out) {
+    fn answer_ready(&mut self, now: Instant, out: &mut Out) {
         let mut at = 0;
         while let Some(len) = self.buf.get(at..at + 2).map(|l| usize::from(u16::from_be_bytes([l[0], l[1]]))) {
             if len == 0 || len > MAX_QUERY {
@@ -57,10 +58,14 @@ impl DnsTcpSession {
             }
             let Some(query) = self.buf.get(at + 2..at + 2 + len) else { break };
             let shared = &*self.shared;
+            shared.metrics.query(Transport::Tcp, query);
             let Some(response) = answer(query, &*shared.directory, &shared.config, &shared.rotation, Transport::Tcp)
             else {
+                shared.metrics.dropped(Dropped::Unanswerable);
                 return out.close();
             };
+            // The clock is read only for the metrics: the answer itself depends on none.
+            shared.metrics.answer(Transport::Tcp, &response, now.elapsed());
             let len = u16::try_from(response.len()).expect("TCP answers are limited to 65535 bytes");
             out.send(&len.to_be_bytes());
             out.send(&response);
@@ -79,7 +84,7 @@ impl Session for DnsTcpSession {
 
     fn handle_input(&mut self, now: Instant, data: &[u8], out: &mut Out) {
         self.buf.extend_from_slice(data);
-        self.answer_ready(out);
+        self.answer_ready(now, out);
         self.deadline.input(now, !self.buf.is_empty());
     }
 

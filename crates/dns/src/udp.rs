@@ -21,6 +21,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::answer::{MAX_QUERY, Transport, answer};
+use crate::metrics::Dropped;
 use crate::prepared::PreparedAnswers;
 use crate::rrl::{Limiter, Verdict};
 use crate::server::Shared;
@@ -57,17 +58,29 @@ pub(crate) async fn serve_udp(socket: UdpSocket, shared: &Shared) {
             let (Some(peer), Some(source)) = (peer, peer.as_ref().and_then(source_ip)) else { continue };
             let query = &buffer[..*len];
             let response = &mut responses[slot];
+            let metrics = &shared.metrics;
+            metrics.query(Transport::Udp, query);
             if !prepared.answer(query, &*shared.directory, &shared.rotation, response) {
                 match answer(query, &*shared.directory, &shared.config, &shared.rotation, Transport::Udp) {
                     Some(full) => *response = full,
-                    None => continue,
+                    None => {
+                        metrics.dropped(Dropped::Unanswerable);
+                        continue;
+                    }
                 }
             }
             match limiter.check(source, response, now) {
                 Verdict::Send => {}
-                Verdict::Slip(truncated) => *response = truncated,
-                Verdict::Drop => continue,
+                Verdict::Slip(truncated) => {
+                    metrics.slipped();
+                    *response = truncated;
+                }
+                Verdict::Drop => {
+                    metrics.dropped(Dropped::RateLimited);
+                    continue;
+                }
             }
+            metrics.answer(Transport::Udp, response, now.elapsed());
             ready.push((*peer, slot));
         }
         send_all(&socket, &mut send_headers, &ready, &responses).await;

@@ -27,6 +27,43 @@ pub trait Lease<T>: Send + fmt::Debug {
 
     /// Whether the connection to the target was made (`ok`) or failed, at `now`.
     fn report(&mut self, now: Instant, ok: bool);
+
+    /// A new connection to the target was made (not one reused). For counting; by default
+    /// nothing.
+    fn connected(&mut self) {}
+
+    /// The target failed the connection or request, and why. For counting; by default nothing.
+    fn failed(&mut self, _why: Failure) {}
+
+    /// Bytes moved: `to_target` sent to it, `from_target` received from it. For counting; by
+    /// default nothing.
+    fn moved(&mut self, _to_target: u64, _from_target: u64) {}
+}
+
+/// Why a destination failed a connection or a request, as a switch's metrics tell it apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Failure {
+    /// The connect was refused: nothing listens there.
+    Refused,
+    /// The connect did not finish within its timeout.
+    Timeout,
+    /// The connect failed otherwise (unreachable, reset…).
+    Connect,
+    /// A request was answered `502`: the backend closed, reset or sent what is not HTTP.
+    BadGateway,
+    /// A request was answered `504`: the backend stayed silent past the server timeout.
+    GatewayTimeout,
+}
+
+impl Failure {
+    /// The failure a connect's error is.
+    pub fn of_connect(kind: std::io::ErrorKind) -> Self {
+        match kind {
+            std::io::ErrorKind::ConnectionRefused => Failure::Refused,
+            std::io::ErrorKind::TimedOut => Failure::Timeout,
+            _ => Failure::Connect,
+        }
+    }
 }
 
 /// A session's destination: one fixed, or chosen per connection.

@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::pick::{Lease, Pick, To};
+use crate::pick::{Failure, Lease, Pick, To};
 use crate::proxy_header::{self, ProxyVersion};
 use crate::{Action, ConnInfo, Level, NoHub, Nothing, Output, Service, Session, StreamId, Token};
 
@@ -238,6 +238,7 @@ impl Session for RelaySession {
         let backend = match result {
             Ok(backend) => backend,
             Err(e) => {
+                lease.failed(Failure::of_connect(e));
                 out.log(Level::Error, format!("relay: {peer}: backend {}: {e}", lease.target()));
                 if self.relay.backend.can_retry() && self.attempts <= CONNECT_RETRIES {
                     self.connect(now, out);
@@ -247,9 +248,11 @@ impl Session for RelaySession {
                 return;
             }
         };
+        lease.connected();
         self.backend = Some(backend);
         self.idle_at = now + self.relay.idle_timeout;
         let early = std::mem::take(&mut self.early);
+        lease.moved(early.len() as u64, 0);
         match lease.target().proxy {
             Some(version) => {
                 let local = self.relay.local.unwrap_or_else(|| match self.peer {
@@ -274,8 +277,12 @@ impl Session for RelaySession {
         out.act(Action::Splice { from: backend, to: StreamId::CLIENT, limit: None });
     }
 
-    fn handle_spliced(&mut self, now: Instant, from: StreamId, to: StreamId, _: u64, ended: bool, out: &mut Out) {
+    fn handle_spliced(&mut self, now: Instant, from: StreamId, to: StreamId, moved: u64, ended: bool, out: &mut Out) {
         self.idle_at = now + self.relay.idle_timeout;
+        if let Some(lease) = self.lease.as_mut() {
+            let (to_backend, from_backend) = if from == StreamId::CLIENT { (moved, 0) } else { (0, moved) };
+            lease.moved(to_backend, from_backend);
+        }
         if !ended {
             return;
         }

@@ -48,6 +48,8 @@ pub struct RegistryMetrics {
     watch_events: Counter,
     watch_lag: Histogram,
     first_seen: Mutex<VecDeque<(Revision, Instant)>>,
+    /// Pages of what serves beside the store (the DNS front end), shown after its own.
+    beside: Mutex<Vec<Registry>>,
 }
 
 /// Latency buckets from 100 µs to about 3.3 s, doubling: a lookup from memory at the bottom, a
@@ -90,14 +92,26 @@ impl RegistryMetrics {
             watch_events,
             watch_lag,
             first_seen: Mutex::default(),
+            beside: Mutex::default(),
         })
     }
 
     /// The metrics page, in the OpenMetrics text format ([`CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut page = String::new();
-        prometheus_client::encoding::text::encode(&mut page, &self.registry).expect("a String takes every write");
+        encode_registry(&mut page, &self.registry).expect("a String takes every write");
+        for beside in self.beside.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            encode_registry(&mut page, beside).expect("a String takes every write");
+        }
+        encode_eof(&mut page).expect("a String takes every write");
         page
+    }
+
+    /// Shows `registry` (its own prefix, such as `warren_dns`) on this page too, after the
+    /// store's families: a server hosted beside the store, as the DNS front end is.
+    pub fn show_beside(&self, registry: Registry) {
+        self.beside.lock().unwrap_or_else(|e| e.into_inner()).push(registry);
     }
 
     /// Counts `call` under `operation`, and times it.

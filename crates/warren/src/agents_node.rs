@@ -149,6 +149,11 @@ pub fn host(
     }
     let host = build(&service.name, settings).map_err(fail)?;
     let agents = AgentService::new(Arc::new(host), limits).with_job_limits(job);
+    // The dashboard and the node's /metrics read the roster while it lives.
+    crate::dashboard_hosted::add(
+        &service.name,
+        crate::dashboard_hosted::Hosted::Agents(Arc::downgrade(agents.roster())),
+    );
     let name = service.name.clone();
     std::thread::Builder::new().name(format!("warren-{name}")).spawn(move || {
         if let Err(e) = serve_until(model, agents, listener, &config, shutdown) {

@@ -24,6 +24,7 @@ use axum::routing::get;
 use tokio::sync::{Semaphore, watch};
 use warren_registry_server::api::CappedListener;
 
+use crate::dashboard_hosted::{HopPoint, HostedSampler, HostedView};
 use crate::dashboard_view::{Names, Point, Sampler, Services, changed};
 
 /// Admin connections at once (the page, its event stream, scrapers); one more is answered 503.
@@ -50,7 +51,10 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; conn
 struct Shared {
     services: watch::Sender<Services>,
     names: watch::Sender<Names>,
+    /// The switches, object servers and agent hosts this process hosts for the node.
+    hosted: watch::Sender<HostedView>,
     sampler: Mutex<Sampler>,
+    hosted_sampler: Mutex<HostedSampler>,
     streams: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
 }
@@ -81,7 +85,9 @@ impl Dashboard {
         let shared = Arc::new(Shared {
             services: watch::Sender::new(Services::default()),
             names: watch::Sender::new(Names::default()),
+            hosted: watch::Sender::new(HostedView::default()),
             sampler: Mutex::new(Sampler::default()),
+            hosted_sampler: Mutex::new(HostedSampler::default()),
             streams: Arc::new(Semaphore::new(MAX_STREAMS)),
             stop: stopped.clone(),
         });
@@ -105,9 +111,15 @@ impl Dashboard {
         };
         let view =
             self.shared.sampler.lock().unwrap_or_else(|e| e.into_inner()).sample(status, SystemTime::now(), elapsed);
+        let hosted = self.shared.hosted_sampler.lock().unwrap_or_else(|e| e.into_inner()).sample(view.at_ms);
         self.shared.services.send_if_modified(|current| {
             let changed = changed(current, &view);
             *current = view;
+            changed
+        });
+        self.shared.hosted.send_if_modified(|current| {
+            let changed = crate::dashboard_hosted::changed(current, &hosted);
+            *current = hosted;
             changed
         });
     }
@@ -152,17 +164,22 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
         services: Services,
         names: Names,
         history: Vec<Point>,
+        hosted: HostedView,
+        hops: Vec<HopPoint>,
     }
     let snapshot = Snapshot {
         services: shared.services.borrow().clone(),
         names: shared.names.borrow().clone(),
         history: shared.sampler.lock().unwrap_or_else(|e| e.into_inner()).history(),
+        hosted: shared.hosted.borrow().clone(),
+        hops: shared.hosted_sampler.lock().unwrap_or_else(|e| e.into_inner()).history(),
     };
     ([(header::CACHE_CONTROL, "no-store")], axum::Json(snapshot)).into_response()
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let text = crate::dashboard_metrics::encode(&shared.services.borrow());
+    let counts = shared.hosted_sampler.lock().unwrap_or_else(|e| e.into_inner()).counts.clone();
+    let text = crate::dashboard_metrics::encode(&shared.services.borrow(), &shared.hosted.borrow(), &counts);
     ([(header::CONTENT_TYPE, crate::dashboard_metrics::CONTENT_TYPE)], text).into_response()
 }
 
@@ -175,6 +192,7 @@ async fn events(State(shared): State<Arc<Shared>>) -> Response {
     let stream = EventStream {
         services: shared.services.subscribe(),
         names: shared.names.subscribe(),
+        hosted: shared.hosted.subscribe(),
         stop: shared.stop.clone(),
         pending: VecDeque::new(),
         last_sent: None,
@@ -191,6 +209,7 @@ async fn events(State(shared): State<Arc<Shared>>) -> Response {
 struct EventStream {
     services: watch::Receiver<Services>,
     names: watch::Receiver<Names>,
+    hosted: watch::Receiver<HostedView>,
     stop: watch::Receiver<bool>,
     pending: VecDeque<Event>,
     last_sent: Option<Instant>,
@@ -204,11 +223,13 @@ impl EventStream {
             if let Some(event) = self.pending.pop_front() {
                 return Some(event);
             }
-            let (mut services, mut names) = (self.last_sent.is_none(), self.last_sent.is_none());
+            let first = self.last_sent.is_none();
+            let (mut services, mut names, mut hosted) = (first, first, first);
             if let Some(last) = self.last_sent {
                 tokio::select! {
                     changed = self.services.changed() => { changed.ok()?; services = true }
                     changed = self.names.changed() => { changed.ok()?; names = true }
+                    changed = self.hosted.changed() => { changed.ok()?; hosted = true }
                     _ = self.stop.wait_for(|s| *s) => return None,
                 }
                 // Changes within the gap go out together, as one batch, after it.
@@ -219,11 +240,15 @@ impl EventStream {
             }
             services |= self.services.has_changed().unwrap_or(false);
             names |= self.names.has_changed().unwrap_or(false);
+            hosted |= self.hosted.has_changed().unwrap_or(false);
             if services {
                 self.pending.push_back(event("services", &*self.services.borrow_and_update()));
             }
             if names {
                 self.pending.push_back(event("names", &*self.names.borrow_and_update()));
+            }
+            if hosted {
+                self.pending.push_back(event("hosted", &*self.hosted.borrow_and_update()));
             }
             self.last_sent = Some(Instant::now());
         }
@@ -237,7 +262,7 @@ fn event(name: &str, data: &impl serde::Serialize) -> Event {
 
 /// Serve `router` on `listener` until `stop`, with a header timeout (which `axum::serve` does
 /// not set), then let answers in progress finish.
-async fn serve(mut listener: CappedListener, router: Router, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn serve(mut listener: CappedListener, router: Router, mut stop: watch::Receiver<bool>) {
     use axum::serve::Listener;
     let mut tasks = tokio::task::JoinSet::new();
     loop {

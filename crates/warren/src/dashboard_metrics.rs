@@ -1,6 +1,10 @@
 //! `/metrics`: the node's services in Prometheus' text format (version 0.0.4), from the latest
 //! sample. Encoded by `prometheus-client` from a registry made per scrape: the node's counters
 //! live in its loop and its builtins' gates, so the sample is copied in, not incremented here.
+//! The agent hosts' counts come from their rosters, sample to sample
+//! ([`crate::dashboard_hosted::HostedSampler`]).
+
+use std::collections::BTreeMap;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -8,6 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::dashboard_hosted::{AgentCounts, HostedView};
 use crate::dashboard_view::Services;
 
 /// The `Content-Type` of what [`encode`] writes.
@@ -18,8 +23,14 @@ struct ServiceLabel {
     service: String,
 }
 
-/// The text of `/metrics` for `view`.
-pub fn encode(view: &Services) -> String {
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    service: String,
+    outcome: &'static str,
+}
+
+/// The text of `/metrics` for `view`, with the agent hosts of `hosted` and their `counts`.
+pub fn encode(view: &Services, hosted: &HostedView, counts: &BTreeMap<String, AgentCounts>) -> String {
     let mut registry = Registry::with_prefix("warren_node");
     let running = Family::<ServiceLabel, Gauge>::default();
     let spawned = Family::<ServiceLabel, Counter>::default();
@@ -43,9 +54,40 @@ pub fn encode(view: &Services) -> String {
     registry.register("spawned", "Children started (or builtin connections admitted) since the node started", spawned);
     registry.register("refused", "Connections refused since the node started", refused);
     registry.register("spawn_rate", "Starts in the last complete second (services with cps)", rate);
+    register_agents(&mut registry, hosted, counts);
     let mut text = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).expect("writing to a String");
     text
+}
+
+/// The agent hosts' families, `warren_node_agents_…`, per agents service.
+fn register_agents(registry: &mut Registry, hosted: &HostedView, counts: &BTreeMap<String, AgentCounts>) {
+    let running = Family::<ServiceLabel, Gauge>::default();
+    let fuel = Family::<ServiceLabel, Gauge>::default();
+    let started = Family::<ServiceLabel, Counter>::default();
+    let hops_in = Family::<ServiceLabel, Counter>::default();
+    let hops_out = Family::<ServiceLabel, Counter>::default();
+    let ended = Family::<OutcomeLabel, Counter>::default();
+    for agents in &hosted.agents {
+        let label = ServiceLabel { service: agents.service.clone() };
+        let here = agents.agents.iter().filter(|a| a.state == "running" || a.state.starts_with("moving"));
+        running.get_or_create(&label).set(here.count() as i64);
+        let burnt: u64 = agents.agents.iter().map(|a| a.fuel_used).sum();
+        fuel.get_or_create(&label).set(i64::try_from(burnt).unwrap_or(i64::MAX));
+        let c = counts.get(&agents.service).cloned().unwrap_or_default();
+        started.get_or_create(&label).inc_by(c.started);
+        hops_in.get_or_create(&label).inc_by(c.arrived);
+        hops_out.get_or_create(&label).inc_by(c.moved);
+        for (outcome, n) in [("finished", c.finished), ("failed", c.failed)] {
+            ended.get_or_create(&OutcomeLabel { service: agents.service.clone(), outcome }).inc_by(n);
+        }
+    }
+    registry.register("agents_running", "Agents running (or leaving) on this host now", running);
+    registry.register("agents_started", "Agents seen starting on this host, arrivals included", started);
+    registry.register("agents_ended", "Agents seen ending on this host, by outcome (finished, failed)", ended);
+    registry.register("agents_hops_in", "Agents that arrived from another host", hops_in);
+    registry.register("agents_hops_out", "Agents that moved away to another host", hops_out);
+    registry.register("agents_fuel_used", "Fuel burnt by the agents the host remembers (running and recent)", fuel);
 }
 
 #[cfg(test)]
@@ -66,7 +108,8 @@ mod tests {
             state: "listening".into(),
             per_second: 0.0,
         };
-        let text = super::encode(&Services { at_ms: 0, services: vec![row], children: 2 });
+        let view = Services { at_ms: 0, services: vec![row], children: 2 };
+        let text = super::encode(&view, &Default::default(), &Default::default());
         for line in [
             "# TYPE warren_node_spawned_total counter",
             "warren_node_spawned_total{service=\"echo\"} 40",

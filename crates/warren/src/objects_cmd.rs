@@ -363,6 +363,8 @@ pub fn host(
     let name = service.name.clone();
     std::thread::Builder::new().name(format!("warren-{name}")).spawn(move || {
         let served = prepare(&args, Some(listener)).and_then(|p| {
+            let shown = crate::dashboard_hosted::Hosted::Objects(Arc::downgrade(&p.objects));
+            crate::dashboard_hosted::add(&name, shown);
             let _registrar = match registry {
                 Some(link) => {
                     let addr = crate::up_registry::reachable(p.listener.local_addr()?);

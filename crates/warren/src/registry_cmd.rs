@@ -289,10 +289,10 @@ pub async fn serve(
             let config =
                 warren_dns::Config { zone: args.zone, ttl: args.dns_ttl, rate_limit, ..warren_dns::Config::default() };
             let directory = Arc::new(RegistryDirectory(backend.clone()));
-            Some(
-                warren_dns::Server::bind(addr, config, directory)
-                    .with_context(|| format!("cannot serve DNS on {addr}"))?,
-            )
+            let dns = warren_dns::Server::bind(addr, config, directory)
+                .with_context(|| format!("cannot serve DNS on {addr}"))?;
+            metrics.show_beside(dns.metrics().registry());
+            Some(dns)
         }
         None => None,
     };

@@ -22,6 +22,8 @@ use warren_proto::proxy_header::ProxyVersion;
 use warren_proto::relay::{Relay, Upstream};
 use warren_registry::Name;
 
+use crate::switch_metrics::{BackendRow, Meters, MetricsServer, SwitchStats};
+
 /// How the switch passes a connection on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
@@ -96,6 +98,10 @@ pub struct SwitchArgs {
     pub peek: String,
     #[command(flatten)]
     pub http: crate::switch_http::HttpArgs,
+    /// Answer Prometheus metrics at http://ADDR/metrics, a listener of its own (port 0 picks
+    /// one; the address is printed once the switch serves).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     /// Log level: 0 errors only, 1 debug.
     #[arg(short = 'd', long)]
     pub debug: Option<u8>,
@@ -110,7 +116,7 @@ pub fn run(args: &SwitchArgs) -> anyhow::Result<()> {
     crate::serve::init_logging(args.debug);
     check(args)?;
     let listener = crate::serve::listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
-    let report = serve(args, listener, Until::Signal)?;
+    let report = serve(args, listener, Until::Signal, None)?;
     crate::serve::finish(&report);
     Ok(())
 }
@@ -159,29 +165,64 @@ pub(crate) fn check(args: &SwitchArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Serves the switch `args` describe on `listener` until `until`.
-pub(crate) fn serve(args: &SwitchArgs, listener: TcpListener, until: Until) -> anyhow::Result<ServeReport> {
+/// Serves the switch `args` describe on `listener` until `until`; a node's service `shown_as`
+/// is shown on the node's dashboard.
+pub(crate) fn serve(
+    args: &SwitchArgs,
+    listener: TcpListener,
+    until: Until,
+    shown_as: Option<&str>,
+) -> anyhow::Result<ServeReport> {
     let config = pool_config(args);
+    let stats = SwitchStats::new(format!("{}, {}", args.mode, args.policy));
+    if let Some(service) = shown_as {
+        crate::dashboard_hosted::add(service, crate::dashboard_hosted::Hosted::Switch(Arc::downgrade(&stats)));
+    }
+    let metrics = match args.metrics {
+        Some(addr) => {
+            let listener =
+                crate::serve::listen(addr).with_context(|| format!("cannot listen for metrics on {addr}"))?;
+            let local = listener.local_addr()?;
+            Some((MetricsServer::start(listener, stats.clone())?, local))
+        }
+        None => None,
+    };
+    // Said after the readiness line, where a supervisor or a test looks for it.
+    let metrics_at = metrics.as_ref().map(|(_, addr)| *addr);
+    let say_metrics = move || {
+        if let Some(addr) = metrics_at {
+            println!("warren: switch: metrics on http://{addr}/metrics");
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        }
+    };
     if args.mode == Mode::Http {
-        return crate::switch_http::serve(args, &config, listener, until);
+        return crate::switch_http::serve(args, &config, listener, until, &stats, say_metrics);
     }
     crate::switch_http::refuse_outside_http(args)?;
     let pool = Pool::new(config)?;
     let addr = listener.local_addr()?;
     let service = addr.port().to_string();
+    let ready = |said: Option<SocketAddr>, switch: &dyn Fn(Option<SocketAddr>)| {
+        switch(said);
+        say_metrics();
+    };
     Ok(match args.mode {
         Mode::Relay => {
-            let switch = Arc::new(Switch::<Upstream>::start(pool, args, service, None)?);
+            let switch = Arc::new(Switch::<Upstream>::start(pool, args, service, None, &stats)?);
             let mut relay = Relay::picking(switch.clone());
             relay.connect_timeout = args.connect_timeout;
             relay.local = Some(addr);
-            serve_event(relay, listener, until, IdleConfig::default(), |said| switch.ready(args, said))?
+            serve_event(relay, listener, until, IdleConfig::default(), |said| {
+                ready(said, &|said| switch.ready(args, said));
+            })?
         }
         Mode::Handoff => {
-            let switch = Arc::new(Switch::<HandOffTarget>::start(pool, args, "http".to_owned(), None)?);
+            let switch = Arc::new(Switch::<HandOffTarget>::start(pool, args, "http".to_owned(), None, &stats)?);
             let peek = if args.peek == "head" { Peek::Head } else { Peek::Line };
             let front = Front::picking(switch.clone(), peek);
-            serve_event(front, listener, until, IdleConfig::default(), |said| switch.ready(args, said))?
+            serve_event(front, listener, until, IdleConfig::default(), |said| {
+                ready(said, &|said| switch.ready(args, said));
+            })?
         }
         Mode::Http => unreachable!("served above"),
     })
@@ -316,6 +357,8 @@ struct Shared<T> {
     /// registry (replaced as it changes): the pool holds those of its group.
     statics: Vec<Spec>,
     found: Vec<(Spec, Option<f64>)>,
+    /// Each backend's counters, which its leases hold.
+    meters: BTreeMap<BackendId, Arc<Meters>>,
     /// Set when the switch stops (a node's service removed or reconfigured): the check thread
     /// ends at its next turn.
     stopped: bool,
@@ -331,6 +374,23 @@ impl<T> Shared<T> {
     fn of_group(&self, specs: &[Spec]) -> Vec<Spec> {
         specs.iter().filter(|s| self.takes(s)).cloned().collect()
     }
+
+    /// Every backend as the metrics show it at `now`.
+    fn rows(&self, now: Instant) -> Vec<BackendRow> {
+        let group = self.group.as_deref().unwrap_or(crate::switch_http::DEFAULT_GROUP);
+        let row = |(id, (name, _)): (&BackendId, &(String, T))| {
+            Some(BackendRow {
+                group: group.to_owned(),
+                name: name.clone(),
+                state: crate::switch_metrics::state_name(self.pool.state(*id, now)?),
+                weight: self.pool.backend(*id)?.weight,
+                load: self.pool.load(*id)?,
+                in_flight: self.pool.open(*id)?,
+                meters: self.meters.get(id)?.clone(),
+            })
+        };
+        self.targets.iter().filter_map(row).collect()
+    }
 }
 
 /// The switch's [`Pick`]: the shared pool, and the service its listener stands for. Dropping
@@ -338,6 +398,7 @@ impl<T> Shared<T> {
 pub(crate) struct Switch<T> {
     shared: Arc<Mutex<Shared<T>>>,
     service: String,
+    stats: Arc<SwitchStats>,
     reload: signal_hook::iterator::Handle,
     _follower: Option<crate::switch_registry::Follower>,
 }
@@ -359,7 +420,14 @@ impl<T: Target> Switch<T> {
     /// Loads the backends (of routing group `group` only, when given: `default` takes those
     /// with none), follows the registry names if any, and starts the reload thread; the checks
     /// start when the switch is ready ([`Switch::ready`]).
-    pub(crate) fn start(pool: Pool, args: &SwitchArgs, service: String, group: Option<&str>) -> anyhow::Result<Self> {
+    /// Its backends' rows join `stats`.
+    pub(crate) fn start(
+        pool: Pool,
+        args: &SwitchArgs,
+        service: String,
+        group: Option<&str>,
+        stats: &Arc<SwitchStats>,
+    ) -> anyhow::Result<Self> {
         let group = group.map(str::to_owned);
         let shared = Arc::new(Mutex::new(Shared {
             pool,
@@ -367,8 +435,12 @@ impl<T: Target> Switch<T> {
             group,
             statics: Vec::new(),
             found: Vec::new(),
+            meters: BTreeMap::new(),
             stopped: false,
         }));
+        // Weak: the stats may outlive this pool (a node replaces its switch), never keep it.
+        let seen = Arc::downgrade(&shared);
+        stats.add_group(Box::new(move |now| seen.upgrade().map(|s| lock(&s).rows(now)).unwrap_or_default()));
         let specs = specs(args)?;
         if lock(&shared).of_group(&specs).is_empty() && args.backend_names.is_empty() {
             bail!("no backend: give --backend ADDR (or a --backends-file with at least one, or --backend-name)");
@@ -399,7 +471,7 @@ impl<T: Target> Switch<T> {
                 }
             }
         })?;
-        Ok(Self { shared, service, reload, _follower: follower })
+        Ok(Self { shared, service, stats: stats.clone(), reload, _follower: follower })
     }
 }
 
@@ -515,6 +587,7 @@ fn apply<T: Target>(shared: &mut Shared<T>, specs: Vec<Spec>) -> anyhow::Result<
         if !parsed.iter().any(|(_, s)| &s.name == name) {
             shared.pool.remove(*id);
             shared.targets.remove(id);
+            shared.meters.remove(id);
         }
     }
     for (target, spec) in parsed {
@@ -529,6 +602,7 @@ fn apply<T: Target>(shared: &mut Shared<T>, specs: Vec<Spec>) -> anyhow::Result<
                 let backend = Backend { name: spec.name.clone(), weight: spec.weight, services: spec.services };
                 let id = shared.pool.add(backend, now);
                 shared.targets.insert(id, (spec.name, target));
+                shared.meters.insert(id, Arc::default());
                 id
             }
         };
@@ -600,12 +674,18 @@ impl<T: Target> Pick<T> for Switch<T> {
         let request =
             Request { key: key.as_deref().map(str::as_bytes), target: url(head), service: Some(&self.service) };
         let mut s = lock(&self.shared);
-        let id = s.pool.pick(&request, now)?;
-        let Some((_, target)) = s.targets.get(&id) else {
-            s.pool.release(id);
+        let Some(id) = s.pool.pick(&request, now) else {
+            self.stats.unavailable();
             return None;
         };
-        Some(Box::new(Held { shared: self.shared.clone(), id, target: target.clone() }))
+        let (Some((_, target)), Some(meters)) = (s.targets.get(&id), s.meters.get(&id)) else {
+            s.pool.release(id);
+            self.stats.unavailable();
+            return None;
+        };
+        meters.picked();
+        let (target, meters) = (target.clone(), meters.clone());
+        Some(Box::new(Held { shared: self.shared.clone(), id, target, meters, picked: now }))
     }
 }
 
@@ -622,6 +702,8 @@ struct Held<T> {
     shared: Arc<Mutex<Shared<T>>>,
     id: BackendId,
     target: T,
+    meters: Arc<Meters>,
+    picked: Instant,
 }
 
 impl<T: Target> Lease<T> for Held<T> {
@@ -635,10 +717,23 @@ impl<T: Target> Lease<T> for Held<T> {
             println!("warren: switch: backend {} ejected after failed connections", self.target);
         }
     }
+
+    fn connected(&mut self) {
+        self.meters.connected();
+    }
+
+    fn failed(&mut self, why: warren_proto::pick::Failure) {
+        self.meters.failed(why);
+    }
+
+    fn moved(&mut self, to_target: u64, from_target: u64) {
+        self.meters.moved(to_target, from_target);
+    }
 }
 
 impl<T> Drop for Held<T> {
     fn drop(&mut self) {
+        self.meters.released(self.picked.elapsed());
         lock(&self.shared).pool.release(self.id);
     }
 }

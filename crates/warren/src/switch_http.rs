@@ -15,6 +15,7 @@ use warren_proto::http_proxy::{HttpProxy, ProxySettings, Reuse};
 use warren_proto::pick::{Lease, Pick};
 
 use crate::switch_cmd::{Switch, SwitchArgs, Until};
+use crate::switch_metrics::SwitchStats;
 
 /// The group of backends without `group=`, and of requests no route matches.
 pub(crate) const DEFAULT_GROUP: &str = "default";
@@ -139,6 +140,8 @@ pub(crate) fn serve(
     config: &PoolConfig,
     listener: TcpListener,
     until: Until,
+    stats: &Arc<SwitchStats>,
+    say_metrics: impl FnOnce(),
 ) -> anyhow::Result<ServeReport> {
     let (names, routes) = groups(args)?;
     if !names.iter().any(|n| n == DEFAULT_GROUP) {
@@ -146,10 +149,11 @@ pub(crate) fn serve(
     }
     let mut groups = Vec::new();
     for name in names {
-        let switch = Switch::<SocketAddr>::start(Pool::new(config.clone())?, args, "http".to_owned(), Some(&name))?;
+        let switch =
+            Switch::<SocketAddr>::start(Pool::new(config.clone())?, args, "http".to_owned(), Some(&name), stats)?;
         groups.push((name, Arc::new(switch)));
     }
-    let router = Arc::new(Router::new(routes, groups));
+    let router = Arc::new(Router::new(routes, groups, stats.clone()));
     let mut settings = ProxySettings::picking(router.clone());
     settings.connect_timeout = args.connect_timeout;
     settings.server_timeout = args.http.server_timeout;
@@ -163,6 +167,7 @@ pub(crate) fn serve(
         if let Some(addr) = said {
             crate::switch_cmd::say_ready(args, addr);
         }
+        say_metrics();
         for (_, switch) in &router.groups {
             switch.start_checks();
         }
@@ -243,14 +248,16 @@ struct Router {
     routes: Vec<(Match, usize)>,
     groups: Vec<(String, Arc<Switch<SocketAddr>>)>,
     default: Option<usize>,
+    /// Where a request no group takes is counted.
+    stats: Arc<SwitchStats>,
 }
 
 impl Router {
-    fn new(routes: Vec<Route>, groups: Vec<(String, Arc<Switch<SocketAddr>>)>) -> Self {
+    fn new(routes: Vec<Route>, groups: Vec<(String, Arc<Switch<SocketAddr>>)>, stats: Arc<SwitchStats>) -> Self {
         let at = |name: &str| groups.iter().position(|(n, _)| n == name);
         let routes = routes.into_iter().filter_map(|r| Some((r.matches, at(&r.group)?))).collect();
         let default = at(DEFAULT_GROUP);
-        Self { routes, groups, default }
+        Self { routes, groups, default, stats }
     }
 
     /// The group for the request whose head is `head` (as the backend gets it).
@@ -271,7 +278,11 @@ impl Router {
 
 impl Pick<SocketAddr> for Router {
     fn pick(&self, peer: Option<SocketAddr>, head: &[u8], now: Instant) -> Option<Box<dyn Lease<SocketAddr>>> {
-        let (_, switch) = &self.groups[self.group(head)?];
+        let Some(group) = self.group(head) else {
+            self.stats.unavailable();
+            return None;
+        };
+        let (_, switch) = &self.groups[group];
         switch.pick(peer, head, now)
     }
 }

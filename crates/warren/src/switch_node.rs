@@ -88,7 +88,7 @@ pub fn host(
     let args = args(builtin).map_err(|e| std::io::Error::other(format!("{e:#}")))?;
     let name = service.name.clone();
     std::thread::Builder::new().name(format!("warren-{name}")).spawn(move || {
-        if let Err(e) = crate::switch_cmd::serve(&args, listener, Until::Shutdown(shutdown)) {
+        if let Err(e) = crate::switch_cmd::serve(&args, listener, Until::Shutdown(shutdown), Some(&name)) {
             println!("warren: {name}: switch stopped: {e:#}");
         }
     })

@@ -1,7 +1,9 @@
 //! `warren up`'s admin listener: `/metrics` read by a real Prometheus text parser, the event
 //! stream's format and bound, and the dashboard itself in headless chromium driven through
-//! chromedriver (WebDriver): a service added by a reload appears, a registry name whose lease is
-//! released disappears, both without reloading the page, and the browser logs no error.
+//! chromedriver (WebDriver): a service added by a reload appears, and with it a switch with its
+//! backend and an agent host with the agent the test runs on it (their sections shown only once
+//! they run); a registry name whose lease is released disappears; all without reloading the
+//! page, and the browser logs no error.
 
 mod support;
 mod up_support;
@@ -160,6 +162,17 @@ fn metrics_parse_as_prometheus_text_and_events_stream_bounded() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// The texts of the cells of the first row `css` finds, read in one script: the page replaces
+/// its rows at each event, so an element found by one command may be gone by the next.
+async fn cells(browser: &fantoccini::Client, css: &str) -> Vec<String> {
+    let script = "return Array.from(document.querySelector(arguments[0]).cells, (c) => c.textContent);";
+    let texts = browser.execute(script, vec![serde_json::json!(css)]).await.unwrap();
+    serde_json::from_value(texts).unwrap()
+}
+
+/// An agent that answers its argument.
+const ID: &str = r#"(module (func (export "id") (param i64) (result i64) (local.get 0)))"#;
+
 /// chromedriver on a free port, killed on drop.
 struct Driver {
     child: Child,
@@ -256,16 +269,62 @@ fn the_dashboard_shows_changes_live_in_a_real_browser() {
         browser.goto(&format!("http://{admin}/")).await.unwrap();
         until("tr[data-service='hello']".into(), true).await;
         until("#live.badge:not(.off)".into(), true).await;
+        // No switch, object server or agent host runs yet: their sections are hidden.
+        for section in ["switches", "objects", "agents"] {
+            assert_eq!(present(format!("section#{section}[hidden]")).await, 1, "{section} shown with nothing in it");
+        }
         // A mark that a reload of the page would wipe out.
         browser.execute("window.stillTheSamePage = true;", vec![]).await.unwrap();
 
-        // (a) A service added by a reload appears.
+        // (a) A service added by a reload appears; so do a switch in front of the echo builtin
+        // and an agent host, each in its own section.
+        let echo = addr(&lines, "echo", "tcp");
+        let added = format!(
+            "[[service]]\nname = \"later\"\nbuiltin = \"daytime\"\nport = 0\n\
+             [[service]]\nname = \"front\"\nbuiltin = \"switch\"\nport = 0\nbackend = [\"{echo},weight=3\"]\n\
+             [[service]]\nname = \"agents\"\nbuiltin = \"agents\"\nmodel = \"thread\"\nport = 0\nallow_unsigned = true\n"
+        );
         let conf = dir.join("warren.toml");
-        std::fs::write(&conf, config(&dir, "[[service]]\nname = \"later\"\nbuiltin = \"daytime\"\nport = 0\n"))
-            .unwrap();
+        std::fs::write(&conf, config(&dir, &added)).unwrap();
         up.signal(Signal::SIGHUP);
-        up.until(|l| l == "warren: reloaded");
+        let reloaded = up.until(|l| l == "warren: reloaded");
         until("tr[data-service='later']".into(), true).await;
+        until(format!("section#switches:not([hidden]) tr[data-backend='{echo}']"), true).await;
+        let backend = format!("tr[data-backend='{echo}']");
+        let texts = cells(&browser, &backend).await;
+        assert_eq!((texts[0].as_str(), texts[3].as_str(), texts[4].as_str()), ("front (relay, round-robin)", "up", "3"));
+        let front = addr(&reloaded, "front", "tcp");
+        assert_eq!(exchange(front, b"through the switch"), "through the switch", "echo, relayed");
+        // The backend's counts move live: one connection, 18 bytes each way.
+        let deadline = Instant::now() + T;
+        loop {
+            let texts = cells(&browser, &backend).await;
+            if texts[7] == "1" && texts[10] == "18" && texts[11] == "18" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the backend's counts never showed the connection: {texts:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let agents = addr(&reloaded, "agents", "tcp");
+        let module = dir.join("id.wat");
+        std::fs::write(&module, ID).unwrap();
+        let (ran, out, err) =
+            support::run(command(&["agents", "run", "--mobile", &agents.to_string(), module.to_str().unwrap(), "7", "--entry", "id"]), b"", T);
+        // --mobile: the agent runs as one the node's roster follows (where it is, its hops).
+        assert!(ran.success() && out.lines().any(|l| l == "7"), "{out:?} {err}");
+        until("section#agents:not([hidden]) tr[data-agent^='agents/']".into(), true).await;
+        let texts = cells(&browser, "tr[data-agent^='agents/']").await;
+        assert_eq!((texts[0].as_str(), texts[3].as_str(), texts[4].as_str()), ("agents", "finished", "0"), "{texts:?}");
+        assert_eq!(present("#hops-chart polyline".into()).await, 1, "the hops chart has the agent host's line");
+        // The node's /metrics counts the agent from its roster.
+        let metrics = get_until(admin, "/metrics", |b| b.contains("warren_node_agents_started_total{service=\"agents\"} 1"));
+        for line in [
+            "warren_node_agents_ended_total{service=\"agents\",outcome=\"finished\"} 1",
+            "warren_node_agents_running{service=\"agents\"} 0",
+            "warren_node_agents_hops_in_total{service=\"agents\"} 0",
+        ] {
+            assert!(metrics.lines().any(|l| l == line), "no {line:?} in:\n{metrics}");
+        }
 
         // (b) A registry name appears with its lease, and vanishes when the lease is released.
         let mut register = command(&[

@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use self::chunked::Chunked;
 use self::head::{Body, Request};
-use crate::pick::{Lease, Pick, To};
+use crate::pick::{Failure, Lease, Pick, To};
 use crate::{Action, ConnInfo, Level, NoHub, Nothing, Output, Service, Session, StreamId, Token};
 
 /// A body longer than this beyond what arrived with its head is spliced, not copied; so at most
@@ -228,7 +228,7 @@ impl Flow {
 struct Tunnel {
     backend: StreamId,
     /// Held while the tunnel lasts, so the pool counts it open.
-    _lease: Option<Box<dyn Lease<SocketAddr>>>,
+    lease: Option<Box<dyn Lease<SocketAddr>>>,
     client_done: bool,
     backend_done: bool,
 }
@@ -414,6 +414,9 @@ impl ProxySession {
         let Some(ex) = self.exchange.as_mut() else { return };
         ex.backend = Some(stream);
         ex.sent = true;
+        if let Some(lease) = ex.lease.as_mut() {
+            lease.moved(self.fwd.len() as u64, 0);
+        }
         out.send_on(stream, &self.fwd);
         self.deadline = now + self.settings.server_timeout;
         self.pump_upload(out);
@@ -436,6 +439,9 @@ impl ProxySession {
             Flow::Done | Flow::UntilClose => return,
         };
         out.send_on(backend, &self.inbuf[..take]);
+        if let Some(lease) = ex.lease.as_mut() {
+            lease.moved(take as u64, 0);
+        }
         self.inbuf.drain(..take);
         ex.upload.moved(if matches!(ex.upload, Flow::Left(_)) { take as u64 } else { 0 });
         if matches!(ex.upload, Flow::Chunked(c) if c.is_done()) {
@@ -548,7 +554,7 @@ impl ProxySession {
             out.act(Action::Splice { from: StreamId::CLIENT, to: backend, limit: None });
         }
         out.act(Action::Splice { from: backend, to: StreamId::CLIENT, limit: None });
-        self.tunnel = Some(Tunnel { backend, _lease: lease, client_done: self.client_eof, backend_done: false });
+        self.tunnel = Some(Tunnel { backend, lease, client_done: self.client_eof, backend_done: false });
     }
 
     /// One side of the tunnel ended (`from` the client, or the backend): the other side hears
@@ -656,6 +662,10 @@ impl ProxySession {
             // A reused connection closed unasked is the keep-alive race, not the backend's fault.
             if !(ex.reused && !bytes_seen && status == 502) {
                 lease.report(now, false);
+                // A failed connect was counted as what it was, where it failed.
+                if status == 502 && ex.connecting.is_none() {
+                    lease.failed(Failure::BadGateway);
+                }
             }
         }
         if let Some(stream) = ex.backend.take() {
@@ -795,6 +805,7 @@ impl Session for ProxySession {
                 }
                 if let Some(mut lease) = self.exchange.take().and_then(|ex| ex.lease) {
                     lease.report(now, false);
+                    lease.failed(Failure::GatewayTimeout);
                 }
                 self.answer(504, keep, out);
                 self.next(now, out);
@@ -847,7 +858,9 @@ impl Session for ProxySession {
                 let ex = self.exchange.as_mut().expect("ours");
                 ex.connecting = None;
                 ex.reused = std::mem::take(&mut ex.taking);
-                let addr = *ex.lease.as_ref().expect("a lease while connecting").target();
+                let lease = ex.lease.as_mut().expect("a lease while connecting");
+                lease.connected();
+                let addr = *lease.target();
                 self.conns.push(Conn { stream, addr, busy: true });
                 self.send_request(now, stream, out);
             }
@@ -862,6 +875,9 @@ impl Session for ProxySession {
             }
             Err(e) => {
                 out.log(Level::Error, format!("http: {}: connect: {e}", self.peer_name()));
+                if let Some(lease) = self.exchange.as_mut().and_then(|ex| ex.lease.as_mut()) {
+                    lease.failed(Failure::of_connect(e));
+                }
                 self.fail(now, 502, false, out);
             }
         }
@@ -871,6 +887,9 @@ impl Session for ProxySession {
         let current = self.exchange.as_ref().is_some_and(|ex| ex.backend == Some(stream));
         if current {
             self.deadline = now + self.settings.server_timeout;
+            if let Some(lease) = self.exchange.as_mut().and_then(|ex| ex.lease.as_mut()) {
+                lease.moved(0, data.len() as u64);
+            }
             self.download(now, stream, data, out);
         } else {
             // An idle backend connection speaks unasked: it cannot be trusted with a request.
@@ -907,8 +926,12 @@ impl Session for ProxySession {
     }
 
     fn handle_spliced(&mut self, now: Instant, from: StreamId, _: StreamId, moved: u64, ended: bool, out: &mut Out) {
-        if self.tunnel.is_some() {
+        if let Some(t) = self.tunnel.as_mut() {
             self.deadline = now + self.settings.tunnel_timeout;
+            if let Some(lease) = t.lease.as_mut() {
+                let (to_backend, from_backend) = if from == StreamId::CLIENT { (moved, 0) } else { (0, moved) };
+                lease.moved(to_backend, from_backend);
+            }
             if ended {
                 self.tunnel_ended(from == StreamId::CLIENT, out);
             }
@@ -916,6 +939,10 @@ impl Session for ProxySession {
         }
         let Some(ex) = self.exchange.as_mut() else { return };
         self.deadline = now + self.settings.server_timeout;
+        if let Some(lease) = ex.lease.as_mut() {
+            let (to_backend, from_backend) = if from == StreamId::CLIENT { (moved, 0) } else { (0, moved) };
+            lease.moved(to_backend, from_backend);
+        }
         if from == StreamId::CLIENT {
             ex.upload.moved(moved);
             ex.upload_splice -= moved.min(ex.upload_splice);

@@ -1,5 +1,5 @@
 // The node's dashboard: a snapshot from /api/status, then live from /events (server-sent
-// events named `services` and `names`). No library, nothing fetched from elsewhere.
+// events named `services`, `names` and `hosted`). No library, nothing fetched from elsewhere.
 'use strict';
 
 // Errors this page met, for whoever looks (the browser test reads them too).
@@ -15,6 +15,8 @@ window.addEventListener('unhandledrejection', (e) => window.dashboardErrors.push
 
   // Per service, the chart's points: [server time in ms, starts per second].
   const series = new Map();
+  // Per agent host, the hops chart's points: [server time in ms, hops seen so far].
+  const hops = new Map();
   // Browser clock minus the node's, so the chart's right edge is the node's now.
   let skew = 0;
   let known = { services: new Set(), names: new Set() };
@@ -44,9 +46,67 @@ window.addEventListener('unhandledrejection', (e) => window.dashboardErrors.push
     known.services = seen;
     document.getElementById('summary').textContent =
       `${view.services.length} services, ${view.children} children · sampled ${new Date(view.at_ms).toLocaleTimeString()}`;
-    for (const s of view.services) addPoint(s.name, view.at_ms, s.per_second);
+    for (const s of view.services) addPoint(series, s.name, view.at_ms, s.per_second);
     for (const name of series.keys()) if (!seen.has(name)) series.delete(name);
-    drawChart();
+    drawCharts();
+  }
+
+  // A section shows only while such a builtin runs in the node.
+  function show(id, rows) {
+    document.getElementById(id).hidden = rows.length === 0;
+  }
+
+  function renderHosted(view) {
+    const backends = [];
+    for (const s of view.switches) {
+      s.backends.forEach((b, i) => {
+        const tr = el('tr');
+        tr.dataset.backend = b.name;
+        tr.append(el('td', i === 0 ? `${s.service} (${s.describe})` : ''), el('td', b.group), el('td', b.name),
+          el('td', b.state, b.state), el('td', b.weight, 'n'), el('td', b.load.toFixed(2), 'n'),
+          el('td', b.in_flight, 'n'), el('td', b.requests, 'n'), el('td', b.connections, 'n'),
+          el('td', b.errors, 'n'), el('td', b.sent, 'n'), el('td', b.received, 'n'));
+        backends.push(tr);
+      });
+      if (!s.backends.length) {
+        const tr = el('tr');
+        tr.append(el('td', `${s.service} (${s.describe})`), el('td'), el('td', '(no backends)'));
+        backends.push(tr);
+      }
+    }
+    document.getElementById('backend-rows').replaceChildren(...backends);
+    show('switches', view.switches);
+
+    const objects = [];
+    for (const server of view.objects) {
+      for (const o of server.objects) {
+        const tr = el('tr');
+        tr.dataset.object = o.name;
+        tr.append(el('td', server.service), el('td', o.name), el('td', o.id), el('td', o.class), el('td', o.policy),
+          el('td', o.lifespan), el('td', o.active ? 'yes' : 'no'), el('td', o.calls, 'n'));
+        objects.push(tr);
+      }
+    }
+    document.getElementById('object-rows').replaceChildren(...objects);
+    show('objects', view.objects);
+
+    const agents = [];
+    for (const host of view.agents) {
+      for (const a of host.agents) {
+        const tr = el('tr');
+        tr.dataset.agent = `${host.service}/${a.id}`;
+        tr.append(el('td', host.service), el('td', a.id, 'n'), el('td', a.module), el('td', a.state),
+          el('td', a.hops, 'n'), el('td', a.fuel_used, 'n'));
+        agents.push(tr);
+      }
+    }
+    document.getElementById('agent-rows').replaceChildren(...agents);
+    show('agents', view.agents);
+  }
+
+  function renderHops(point) {
+    for (const [name, value] of Object.entries(point.hops)) addPoint(hops, name, point.at_ms, value);
+    for (const name of hops.keys()) if (!(name in point.hops)) hops.delete(name);
   }
 
   function renderNames(view) {
@@ -78,9 +138,9 @@ window.addEventListener('unhandledrejection', (e) => window.dashboardErrors.push
     known.names = seen;
   }
 
-  function addPoint(name, at, value) {
-    let points = series.get(name);
-    if (!points) series.set(name, (points = []));
+  function addPoint(lines, name, at, value) {
+    let points = lines.get(name);
+    if (!points) lines.set(name, (points = []));
     if (points.length && points[points.length - 1][0] >= at) return;
     points.push([at, value]);
     const oldest = at - WINDOW_MS;
@@ -101,16 +161,22 @@ window.addEventListener('unhandledrejection', (e) => window.dashboardErrors.push
     return 10 * step;
   }
 
-  function drawChart() {
-    const chart = document.getElementById('chart');
-    const legend = document.getElementById('legend');
+  function drawCharts() {
+    drawChart('chart', 'legend', series, 'no starts in the last five minutes', false);
+    drawChart('hops-chart', 'hops-legend', hops, 'no hops in the last five minutes', true);
+  }
+
+  // `total`: a line of running totals, shown once it has moved off zero.
+  function drawChart(id, legendId, lines, empty, total) {
+    const chart = document.getElementById(id);
+    const legend = document.getElementById(legendId);
     const now = Date.now() - skew;
     const from = now - WINDOW_MS;
     const c = CHART;
     const w = c.width - c.left - c.right;
     const h = c.height - c.top - c.bottom;
     let top = 0;
-    for (const points of series.values()) for (const [at, v] of points) if (at >= from && v > top) top = v;
+    for (const points of lines.values()) for (const [at, v] of points) if (at >= from && v > top) top = v;
     const max = niceMax(top);
     const x = (at) => c.left + ((at - from) / WINDOW_MS) * w;
     const y = (v) => c.top + h - (v / max) * h;
@@ -125,17 +191,17 @@ window.addEventListener('unhandledrejection', (e) => window.dashboardErrors.push
     }
     const shown = [];
     let i = 0;
-    for (const [name, points] of series) {
+    for (const [name, points] of lines) {
       const color = COLORS[i++ % COLORS.length];
       const inside = points.filter(([at]) => at >= from);
-      if (!inside.some(([, v]) => v > 0)) continue;
+      if (!inside.length || (!total && !inside.some(([, v]) => v > 0))) continue;
       const coords = inside.map(([at, v]) => `${x(at).toFixed(1)},${y(v).toFixed(1)}`);
       coords.push(`${x(now).toFixed(1)},${y(inside[inside.length - 1][1]).toFixed(1)}`);
       parts.push(svg('polyline', { points: coords.join(' '), stroke: color }));
       shown.push([name, color]);
     }
     if (!shown.length) {
-      parts.push(svg('text', { class: 'axis', x: c.left + w / 2, y: c.top + h / 2, 'text-anchor': 'middle' }, 'no starts in the last five minutes'));
+      parts.push(svg('text', { class: 'axis', x: c.left + w / 2, y: c.top + h / 2, 'text-anchor': 'middle' }, empty));
     }
     chart.replaceChildren(...parts);
     legend.replaceChildren(...shown.map(([name, color]) => {
@@ -158,19 +224,27 @@ window.addEventListener('unhandledrejection', (e) => window.dashboardErrors.push
     events.addEventListener('error', () => live(false));
     events.addEventListener('services', (e) => renderServices(JSON.parse(e.data)));
     events.addEventListener('names', (e) => renderNames(JSON.parse(e.data)));
+    events.addEventListener('hosted', (e) => {
+      const view = JSON.parse(e.data);
+      renderHosted(view);
+      renderHops(view);
+      drawCharts();
+    });
   }
 
   async function start() {
     const answer = await fetch('/api/status', { cache: 'no-store' });
     const snapshot = await answer.json();
     for (const point of snapshot.history) {
-      for (const [name, value] of Object.entries(point.per_second)) addPoint(name, point.at_ms, value);
+      for (const [name, value] of Object.entries(point.per_second)) addPoint(series, name, point.at_ms, value);
     }
+    for (const point of snapshot.hops) renderHops(point);
     renderServices(snapshot.services);
     renderNames(snapshot.names);
+    renderHosted(snapshot.hosted);
     connect();
-    // The chart's time axis moves on even when no event comes.
-    setInterval(drawChart, 1000);
+    // The charts' time axes move on even when no event comes.
+    setInterval(drawCharts, 1000);
   }
 
   start();
