@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use wasmtime::{Trap, Val, ValType};
 
-use crate::caps::{Grants, ImportError, KvGrant};
+use crate::binding::Offers;
+use crate::caps::{Access, Grants, ImportError};
+use crate::file::{FileHeld, FileStore};
+use crate::kv::{KvHeld, KvStore};
 use crate::limits::{Budget, Limits, Refusal};
 use crate::{Kv, ModuleId};
 
@@ -192,6 +195,9 @@ pub enum RunError {
     /// It trapped (unreachable, division by zero, an out-of-bounds access or buffer).
     #[error("the agent trapped: {0}")]
     Trap(String),
+    /// It asks for a resource this host does not offer.
+    #[error("this host offers no {0}")]
+    NotOffered(String),
 }
 
 /// The data of an agent's store: its limits, input, output, log and granted resources.
@@ -203,13 +209,40 @@ pub struct AgentState {
     pub(crate) output: Vec<u8>,
     pub(crate) log: Vec<String>,
     pub(crate) log_dropped: u64,
-    pub(crate) kv: Option<(Kv, KvGrant)>,
+    pub(crate) kv: Option<KvHeld>,
+    pub(crate) file: Option<FileHeld>,
+    /// Why the last host call that could not reach its resource failed (`error_read`).
+    pub(crate) last_error: Option<String>,
     /// What a run that may move keeps (`None` in a plain run, where `migrate` returns -1).
     pub(crate) mobile: Option<Box<crate::mobility::Mobile>>,
 }
 
 impl AgentState {
-    pub(crate) fn new(job: &Job, kv: &Kv) -> AgentState {
+    /// The state of `job` starting here: its bucket is the host's of that name, its file the
+    /// one the host offers by that name.
+    pub(crate) fn new(job: &Job, kv: &Kv, offers: &Offers) -> Result<AgentState, RunError> {
+        let file = match &job.grants.file {
+            None => None,
+            Some(grant) => {
+                let path = offers
+                    .files
+                    .get(&grant.name)
+                    .ok_or_else(|| RunError::NotOffered(format!("file {:?}", grant.name)))?;
+                Some(FileHeld { store: FileStore::Local(path.clone()), name: grant.name.clone(), bind: grant.bind })
+            }
+        };
+        let kv = job.grants.kv.as_ref().map(|grant| KvHeld {
+            store: KvStore::Host(kv.clone()),
+            bucket: grant.bucket.clone(),
+            write: grant.access == Access::ReadWrite,
+            bind: job.grants.kv_bind,
+            attachment: offers.attachment(&grant.bucket),
+        });
+        Ok(AgentState::bare(job, kv, file))
+    }
+
+    /// The state of `job` holding `kv` and `file` as they are.
+    pub(crate) fn bare(job: &Job, kv: Option<KvHeld>, file: Option<FileHeld>) -> AgentState {
         AgentState {
             limits: job.limits,
             budget: Budget::new(&job.limits),
@@ -217,9 +250,17 @@ impl AgentState {
             output: Vec::new(),
             log: Vec::new(),
             log_dropped: 0,
-            kv: job.grants.kv.clone().map(|grant| (kv.clone(), grant)),
+            kv,
+            file,
+            last_error: None,
             mobile: None,
         }
+    }
+
+    /// Remembers why a call could not reach its resource: what the call returns to the agent.
+    pub(crate) fn failed(&mut self, reason: String) -> i32 {
+        self.last_error = Some(reason);
+        crate::caps::UNREACHABLE
     }
 
     /// Why the agent stopped with `error`: a fuel or wall-time stop first, then a limit it ran

@@ -15,7 +15,14 @@
 //! | `kv_get(kptr, klen, vptr, vcap) -> i32` | `kv` (read) | the value's length, -1 if absent; copies up to `vcap` bytes of it to `vptr` |
 //! | `kv_put(kptr, klen, vptr, vlen) -> i32` | `kv` (read-write) | 0; -1 if the key or value is too long, -2 if the bucket is full |
 //! | `kv_delete(kptr, klen) -> i32` | `kv` (read-write) | 1 if the key was there, else 0 |
+//! | `file_size() -> i64` | `file` | the granted file's size in bytes; -3 if it cannot be reached |
+//! | `file_read(offset, ptr, len) -> i32` | `file` | copies up to `len` bytes (64 KiB at most) of the file from `offset` to `ptr`; how many, -3 if it cannot be reached |
+//! | `error_read(ptr, len) -> i32` | nothing | copies the last failed call's reason (why -3) to `ptr`; its whole length |
 //! | `migrate(dptr, dlen) -> i32` | nothing | asks to move to the destination named at `dptr`; see [`crate::mobility`] |
+//!
+//! A bucket or a file held through a global reference (see [`crate::binding`]) is reached over
+//! the agent protocol on its origin; when the origin cannot be reached, `kv_get`, `kv_put`,
+//! `kv_delete`, `file_size` and `file_read` return -3 and `error_read` says why.
 //!
 //! A new capability is a field of [`Grants`], a [`Need`], rows in [`IMPORTS`] and its functions
 //! in [`define`].
@@ -25,6 +32,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use wasmtime::{Caller, Extern, ExternType, Linker, Memory, Module, Result, format_err};
 
 use crate::agent::AgentState;
+use crate::binding::Bind;
 use crate::limits::Refusal;
 
 /// The module every host import comes from.
@@ -42,7 +50,27 @@ pub struct Grants {
     pub log: bool,
     /// One bucket of the host's key-value store.
     pub kv: Option<KvGrant>,
+    /// How the agent is bound to its bucket, and what its moves do with it.
+    pub kv_bind: Bind,
+    /// One read-only file the host offers, by name.
+    pub file: Option<FileGrant>,
 }
+
+/// A file granted to an agent: read-only, by the name the host offers it under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileGrant {
+    /// The file's name.
+    pub name: String,
+    /// How the agent is bound to it.
+    pub bind: Bind,
+}
+
+/// What a host-function call that reaches a resource returns when it cannot (a reference whose
+/// origin is gone, a file that cannot be read); `error_read` tells why.
+pub const UNREACHABLE: i32 = -3;
+
+/// The most `file_read` copies in one call.
+pub const MAX_FILE_READ: usize = 64 << 10;
 
 /// A key-value bucket granted to an agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +103,8 @@ pub enum Need {
     KvRead,
     /// A [`KvGrant`] with [`Access::ReadWrite`].
     KvWrite,
+    /// [`Grants::file`].
+    File,
 }
 
 impl Need {
@@ -86,6 +116,7 @@ impl Need {
             Need::Log => "log",
             Need::KvRead => "kv (read)",
             Need::KvWrite => "kv (read-write)",
+            Need::File => "file",
         }
     }
 }
@@ -100,6 +131,9 @@ pub const IMPORTS: &[(&str, Need)] = &[
     ("kv_get", Need::KvRead),
     ("kv_put", Need::KvWrite),
     ("kv_delete", Need::KvWrite),
+    ("file_size", Need::File),
+    ("file_read", Need::File),
+    ("error_read", Need::Nothing),
     ("migrate", Need::Nothing),
 ];
 
@@ -112,6 +146,7 @@ impl Grants {
             Need::Log => self.log,
             Need::KvRead => self.kv.is_some(),
             Need::KvWrite => self.kv.as_ref().is_some_and(|kv| kv.access == Access::ReadWrite),
+            Need::File => self.file.is_some(),
         }
     }
 }
@@ -196,9 +231,11 @@ pub fn define(linker: &mut Linker<AgentState>) -> Result<()> {
         |mut caller: Caller<'_, AgentState>, kptr: i32, klen: i32, vptr: i32, vcap: i32| {
             let memory = memory(&mut caller)?;
             let (data, state) = memory.data_and_store_mut(&mut caller);
-            let (kv, grant) = state.kv.as_ref().ok_or_else(|| format_err!("kv_get without a kv grant"))?;
-            let Some(value) = kv.get(&grant.bucket, slice(data, kptr, klen, "kv_get")?) else {
-                return Ok(-1);
+            let held = state.kv.as_ref().ok_or_else(|| format_err!("kv_get without a kv grant"))?;
+            let value = match held.get(slice(data, kptr, klen, "kv_get")?) {
+                Ok(Some(value)) => value,
+                Ok(None) => return Ok(-1),
+                Err(reason) => return Ok(state.failed(reason)),
             };
             let n = value.len().min(vcap as u32 as usize);
             slice_mut(data, vptr, n as i32, "kv_get")?.copy_from_slice(&value[..n]);
@@ -211,16 +248,55 @@ pub fn define(linker: &mut Linker<AgentState>) -> Result<()> {
         |mut caller: Caller<'_, AgentState>, kptr: i32, klen: i32, vptr: i32, vlen: i32| {
             let memory = memory(&mut caller)?;
             let (data, state) = memory.data_and_store_mut(&mut caller);
-            let (kv, grant) = writable(state, "kv_put")?;
-            let outcome = kv.put(&grant.bucket, slice(data, kptr, klen, "kv_put")?, slice(data, vptr, vlen, "kv_put")?);
-            Ok(outcome.map_or_else(|refusal| refusal.code(), |()| 0))
+            let held = writable(state, "kv_put")?;
+            match held.put(slice(data, kptr, klen, "kv_put")?, slice(data, vptr, vlen, "kv_put")?) {
+                Ok(code) => Ok(code),
+                Err(reason) => Ok(state.failed(reason)),
+            }
         },
     )?;
     linker.func_wrap(IMPORT_MODULE, "kv_delete", |mut caller: Caller<'_, AgentState>, kptr: i32, klen: i32| {
         let memory = memory(&mut caller)?;
         let (data, state) = memory.data_and_store_mut(&mut caller);
-        let (kv, grant) = writable(state, "kv_delete")?;
-        Ok(kv.delete(&grant.bucket, slice(data, kptr, klen, "kv_delete")?) as i32)
+        let held = writable(state, "kv_delete")?;
+        match held.delete(slice(data, kptr, klen, "kv_delete")?) {
+            Ok(was) => Ok(was as i32),
+            Err(reason) => Ok(state.failed(reason)),
+        }
+    })?;
+    linker.func_wrap(IMPORT_MODULE, "file_size", |mut caller: Caller<'_, AgentState>| {
+        let state = caller.data_mut();
+        let held = state.file.as_ref().ok_or_else(|| format_err!("file_size without a file grant"))?;
+        match held.size() {
+            Ok(size) => Ok(i64::try_from(size).unwrap_or(i64::MAX)),
+            Err(reason) => Ok(state.failed(reason) as i64),
+        }
+    })?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        "file_read",
+        |mut caller: Caller<'_, AgentState>, offset: i64, ptr: i32, len: i32| {
+            let memory = memory(&mut caller)?;
+            let (data, state) = memory.data_and_store_mut(&mut caller);
+            let held = state.file.as_ref().ok_or_else(|| format_err!("file_read without a file grant"))?;
+            let len = (len as u32 as usize).min(MAX_FILE_READ);
+            let target = slice_mut(data, ptr, len as i32, "file_read")?;
+            match held.read(offset.max(0) as u64, len) {
+                Ok(bytes) => {
+                    target[..bytes.len()].copy_from_slice(&bytes);
+                    Ok(bytes.len() as i32)
+                }
+                Err(reason) => Ok(state.failed(reason)),
+            }
+        },
+    )?;
+    linker.func_wrap(IMPORT_MODULE, "error_read", |mut caller: Caller<'_, AgentState>, ptr: i32, len: i32| {
+        let memory = memory(&mut caller)?;
+        let (data, state) = memory.data_and_store_mut(&mut caller);
+        let reason = state.last_error.as_deref().unwrap_or_default().as_bytes();
+        let n = reason.len().min(len as u32 as usize);
+        slice_mut(data, ptr, n as i32, "error_read")?.copy_from_slice(&reason[..n]);
+        Ok(reason.len() as i32)
     })?;
     linker.func_wrap(IMPORT_MODULE, "migrate", crate::mobility::migrate)?;
     Ok(())
@@ -228,12 +304,8 @@ pub fn define(linker: &mut Linker<AgentState>) -> Result<()> {
 
 // The checks below repeat what `check` ensured before instantiation, so that a host function
 // never acts on a grant it was not given, whatever the linker holds.
-fn writable<'a>(state: &'a AgentState, import: &str) -> Result<&'a (crate::Kv, KvGrant)> {
-    state
-        .kv
-        .as_ref()
-        .filter(|(_, grant)| grant.access == Access::ReadWrite)
-        .ok_or_else(|| format_err!("{import} without a read-write kv grant"))
+fn writable<'a>(state: &'a AgentState, import: &str) -> Result<&'a crate::kv::KvHeld> {
+    state.kv.as_ref().filter(|held| held.write).ok_or_else(|| format_err!("{import} without a read-write kv grant"))
 }
 
 pub(crate) fn memory(caller: &mut Caller<'_, AgentState>) -> Result<Memory> {

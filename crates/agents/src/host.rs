@@ -13,9 +13,11 @@ use wasmtime::{Config, Engine, Func, Instance, Linker, Module, Store, Val};
 
 use crate::ModuleId;
 use crate::agent::{AgentState, Job, Outcome, RunError, Value, type_name};
+use crate::binding::Offers;
 use crate::caps;
 use crate::kv::{Kv, KvLimits};
 use crate::limits::Limits;
+use crate::reference::References;
 use crate::trust::{ModuleSignature, Trust, TrustError};
 
 /// How often the engine's epoch advances: the granularity of wall-time limits.
@@ -36,6 +38,8 @@ pub struct HostConfig {
     pub max_modules: usize,
     /// The key-value store's bounds.
     pub kv: KvLimits,
+    /// The buckets and files agents may be granted, and how each is attached.
+    pub offers: Offers,
 }
 
 impl Default for HostConfig {
@@ -57,6 +61,7 @@ impl Default for HostConfig {
             max_module_bytes: 16 << 20,
             max_modules: 256,
             kv: KvLimits::default(),
+            offers: Offers::default(),
         }
     }
 }
@@ -91,6 +96,10 @@ pub struct Host {
     pub(crate) mobile: Mutex<crate::mobility::prepare::Cache>,
     pub(crate) kv: Kv,
     pub(crate) running: AtomicUsize,
+    /// The global references it issued to agents that left.
+    pub(crate) references: References,
+    /// `ADDR:PORT` where other hosts reach its agent protocol, for the references it issues.
+    pub(crate) address: std::sync::OnceLock<String>,
     ticker: Option<Ticker>,
 }
 
@@ -121,6 +130,8 @@ impl Host {
             modules: Mutex::default(),
             mobile: Mutex::default(),
             running: AtomicUsize::new(0),
+            references: References::default(),
+            address: std::sync::OnceLock::new(),
         })
     }
 
@@ -209,7 +220,7 @@ impl Host {
         let module = self.module(&job.module).ok_or(RunError::UnknownModule(job.module))?;
         caps::check(&module, &job.grants)?;
 
-        let mut store = Store::new(&self.engine, AgentState::new(job, &self.kv));
+        let mut store = Store::new(&self.engine, AgentState::new(job, &self.kv, &self.config.offers)?);
         store.limiter(|state| &mut state.budget);
         store.set_fuel(job.limits.fuel).expect("the engine consumes fuel");
         // One tick more than the limit's worth: the first may come at once.

@@ -4,6 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::binding::{Attachment, Bind, Entries, KvAt, Reference, Resource};
+use crate::reference::{self, Answer, Call};
+
 /// Bounds on the key-value store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvLimits {
@@ -88,10 +91,125 @@ impl Kv {
         self.with(|buckets| buckets.get_mut(bucket).is_some_and(|entries| entries.remove(key).is_some()))
     }
 
+    /// Every entry of `bucket`, in key order.
+    pub fn entries(&self, bucket: &str) -> Entries {
+        self.with(|buckets| buckets.get(bucket).map(|b| b.clone().into_iter().collect()).unwrap_or_default())
+    }
+
+    /// Fills the empty (or absent) `bucket` with `entries`, held to this store's limits: a
+    /// moved bucket does not overwrite one that holds anything.
+    pub fn install(&self, bucket: &str, entries: &Entries) -> Result<(), String> {
+        self.fits(entries)?;
+        self.with(|buckets| {
+            let target = buckets.entry(bucket.to_owned()).or_default();
+            if !target.is_empty() {
+                return Err(format!(
+                    "the bucket {bucket:?} here is not empty, and a moved bucket does not overwrite one"
+                ));
+            }
+            target.extend(entries.iter().cloned());
+            Ok(())
+        })
+    }
+
+    /// Whether `bucket` holds no entry.
+    pub fn is_empty(&self, bucket: &str) -> bool {
+        self.with(|buckets| buckets.get(bucket).is_none_or(BTreeMap::is_empty))
+    }
+
+    /// Empties `bucket`: it moved away.
+    pub fn clear(&self, bucket: &str) {
+        self.with(|buckets| buckets.remove(bucket));
+    }
+
+    /// Whether `entries` keep within this store's limits.
+    pub fn fits(&self, entries: &Entries) -> Result<(), String> {
+        let limits = self.limits;
+        if entries.len() > limits.entries {
+            return Err(format!("{} entries, over this host's {} per bucket", entries.len(), limits.entries));
+        }
+        if entries.iter().any(|(key, value)| key.len() > limits.key || value.len() > limits.value) {
+            return Err("an entry over this host's key or value limit".into());
+        }
+        Ok(())
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Bucket>) -> T) -> T {
         // A panic while holding the lock cannot leave a bucket half-written (each change is one
         // map call), so a poisoned lock is still consistent.
         f(&mut self.buckets.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// Where an agent's bucket is while it runs.
+#[derive(Debug)]
+pub(crate) enum KvStore {
+    /// The host's bucket of that name.
+    Host(Kv),
+    /// The agent's own copy, a store of its own.
+    Own(Kv),
+    /// The origin's bucket, through a global reference.
+    Remote(Reference),
+}
+
+/// An agent's bucket: where it is, how the agent is bound to it, and what it may do.
+#[derive(Debug)]
+pub(crate) struct KvHeld {
+    pub(crate) store: KvStore,
+    pub(crate) bucket: String,
+    pub(crate) write: bool,
+    pub(crate) bind: Bind,
+    pub(crate) attachment: Attachment,
+}
+
+impl KvHeld {
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        match &self.store {
+            KvStore::Host(kv) | KvStore::Own(kv) => Ok(kv.get(&self.bucket, key)),
+            KvStore::Remote(at) => match reference::call(at, Call::KvGet(key.to_vec()))? {
+                Answer::Value(value) => Ok(value),
+                other => Err(reference::unexpected(at, &other)),
+            },
+        }
+    }
+
+    /// 0, or the refusal's code (as `kv_put` returns it).
+    pub(crate) fn put(&self, key: &[u8], value: &[u8]) -> Result<i32, String> {
+        match &self.store {
+            KvStore::Host(kv) | KvStore::Own(kv) => {
+                Ok(kv.put(&self.bucket, key, value).map_or_else(|refusal| refusal.code(), |()| 0))
+            }
+            KvStore::Remote(at) => match reference::call(at, Call::KvPut(key.to_vec(), value.to_vec()))? {
+                Answer::Code(code) => Ok(code),
+                other => Err(reference::unexpected(at, &other)),
+            },
+        }
+    }
+
+    pub(crate) fn delete(&self, key: &[u8]) -> Result<bool, String> {
+        match &self.store {
+            KvStore::Host(kv) | KvStore::Own(kv) => Ok(kv.delete(&self.bucket, key)),
+            KvStore::Remote(at) => match reference::call(at, Call::KvDelete(key.to_vec()))? {
+                Answer::Code(code) => Ok(code == 1),
+                other => Err(reference::unexpected(at, &other)),
+            },
+        }
+    }
+
+    /// Its entry in the snapshot's resource table: held where it is now.
+    pub(crate) fn resource(&self) -> Resource {
+        let at = match &self.store {
+            KvStore::Host(_) => KvAt::Here,
+            KvStore::Own(kv) => KvAt::Own(kv.entries(&self.bucket)),
+            KvStore::Remote(at) => KvAt::Remote(at.clone()),
+        };
+        Resource::Kv {
+            bucket: self.bucket.clone(),
+            write: self.write,
+            bind: self.bind,
+            attachment: self.attachment,
+            at,
+        }
     }
 }
 

@@ -15,23 +15,30 @@
 //!   agents) and its server side, a session on the spine like every warren protocol;
 //!   [`client`]: its blocking client side.
 //! - [`roster`]: a node's moving agents, by id: run, frozen, sent on, followed.
+//! - [`binding`]: the resource-binding table, and what each move does with an agent's bucket
+//!   and file; [`reference`]: global references back to a resource's origin.
 
 pub mod agent;
+pub mod binding;
 pub mod caps;
 pub mod client;
+mod departure;
+mod file;
 pub mod host;
 pub mod keys;
 pub mod kv;
 pub mod limits;
 pub mod mobility;
 pub mod module;
+pub mod reference;
 pub mod roster;
 pub mod session;
 pub mod trust;
 pub mod wire;
 
 pub use agent::{Job, Outcome, RunError, Value};
-pub use caps::{Access, Grants, ImportError, KvGrant, MAX_LOG_LINE, Need};
+pub use binding::{Action, Attachment, Bind, Binding, Offers, Overrides};
+pub use caps::{Access, FileGrant, Grants, ImportError, KvGrant, MAX_LOG_LINE, Need};
 pub use host::{EPOCH_TICK, Host, HostConfig, LoadError};
 pub use kv::{Kv, KvLimits, KvRefusal};
 pub use limits::Limits;

@@ -9,9 +9,10 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::trust::order_message;
+use crate::binding::Overrides;
+use crate::trust::order_message_bound;
 use crate::wire::{AgentInfo, Arrival, End, Order, Request, Response, signature_of, signature_to};
-use crate::{Ended, Freezer, Grants, Host, Job, ModuleId, ModuleSignature, Outcome, Resource, Resume, Role, Snapshot};
+use crate::{Ended, Freezer, Grants, Host, Job, ModuleId, ModuleSignature, Outcome, Resume, Role, Snapshot};
 
 /// How many agents a roster remembers, running or ended; past it the oldest ended is forgotten,
 /// and if none has ended a new one is refused.
@@ -67,6 +68,8 @@ struct Held {
     freezer: Freezer,
     /// An order from outside not yet carried out: where to, and whether as a clone.
     order: Option<(String, bool)>,
+    /// The actions that order asks for the agent's resources.
+    order_bind: Overrides,
     /// Why the last move failed, shown beside its state.
     note: Option<String>,
 }
@@ -143,9 +146,7 @@ impl Roster {
         if let Some(limit) = snapshot.limits.above(&self.host.config().ceiling) {
             return Err(format!("the agent's {limit} limit is above this host's ceiling"));
         }
-        Resource::grants(&snapshot.resources, &self.allow).map_err(|resource| {
-            format!("the agent holds the {resource} capability, which this host does not allow it")
-        })?;
+        self.host.check_resources(&snapshot.resources, &self.allow)?;
         let role = if arrival.clone { Role::Clone } else { Role::Original };
         let (module, hops) = (snapshot.module, snapshot.hops);
         let fuel_used = snapshot.limits.fuel.saturating_sub(snapshot.fuel);
@@ -176,7 +177,7 @@ impl Roster {
     /// the agent freezes at its next safe point and goes.
     pub fn order(&self, order: &Order) -> Result<(), String> {
         let signature = signature_of(&order.signature)?;
-        let message = order_message(order.id, &order.dest, order.clone);
+        let message = order_message_bound(order.id, &order.dest, order.clone, &order.bind);
         self.host.config().trust.admit_order(&message, signature.as_ref())?;
         (self.resolve)(&order.dest)?;
         let mut table = self.lock();
@@ -188,6 +189,7 @@ impl Roster {
             return Err(format!("agent {} already has an order to move", order.id));
         }
         held.order = Some((order.dest.clone(), order.clone));
+        held.order_bind = order.bind;
         held.freezer.freeze();
         Ok(())
     }
@@ -238,6 +240,7 @@ impl Roster {
                 state: State::Running,
                 freezer: Freezer::new(),
                 order: None,
+                order_bind: Overrides::default(),
                 note: None,
             };
             table.agents.insert(id, held);
@@ -282,25 +285,34 @@ impl Roster {
             // The agent's own `migrate` names where it goes; an order from outside counts when
             // it stopped at a safe point, asking for nowhere in particular.
             let own = snapshot.dest.trim().to_owned();
-            let (dest, clone, signature) = {
+            let (dest, clone, signature, asked) = {
                 let mut table = self.lock();
                 let held = table.agents.get_mut(&id).expect("a running agent is never forgotten");
                 held.hops = snapshot.hops;
                 held.fuel_used = snapshot.limits.fuel.saturating_sub(snapshot.fuel);
-                let (dest, clone) = match own.is_empty() {
-                    false => (own, false),
-                    true => held.order.take().unwrap_or_default(),
+                let ((dest, clone), asked) = match own.is_empty() {
+                    false => ((own, false), Overrides::default()),
+                    true => (held.order.take().unwrap_or_default(), std::mem::take(&mut held.order_bind)),
                 };
                 if !dest.is_empty() {
                     held.state = State::Moving(dest.clone());
                 }
-                (dest, clone, held.signature)
+                (dest, clone, held.signature, asked)
             };
             if dest.is_empty() {
                 step = Step::Resume(snapshot, Role::Stayed);
                 continue;
             }
-            let sent = self.send(&dest, &snapshot, signature, clone);
+            // Each resource is handled per its cell of the binding table on the way out; a
+            // bucket moved away leaves this host only once the destination took the agent.
+            let sent = self.host.dispatch(&snapshot, &asked, clone).and_then(|departure| {
+                let sent = self.send(&dest, &departure.snapshot, signature, clone);
+                match &sent {
+                    Ok(_) => self.host.departed(&departure),
+                    Err(_) => self.host.withdraw(&departure),
+                }
+                sent
+            });
             let mut table = self.lock();
             let held = table.agents.get_mut(&id).expect("a running agent is never forgotten");
             step = match sent {

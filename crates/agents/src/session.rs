@@ -36,7 +36,7 @@ impl AgentService {
 
     /// As [`AgentService::new`], finding destinations with `resolve`.
     pub fn with_resolver(host: Arc<Host>, limits: Limits, resolve: Resolve) -> AgentService {
-        let allow = Grants { clock: true, log: true, kv: None };
+        let allow = Grants { clock: true, log: true, ..Grants::default() };
         let roster = Roster::new(host.clone(), allow, resolve);
         AgentService { host, roster, limits, job: crate::Limits::default() }
     }
@@ -155,6 +155,10 @@ impl AgentSession {
                 self.deadline.touch(now);
                 true
             }
+            Ok(Request::Reference { token, call }) => {
+                let host = self.host.clone();
+                self.blocking(out, move || host.references().serve(&host, &token, call))
+            }
             Ok(Request::Fetch(id)) => {
                 let id = crate::ModuleId(id);
                 let response = match self.host.bytes(&id) {
@@ -234,6 +238,13 @@ fn job_of(host: &Host, module: crate::ModuleId, run: &RunRequest, limits: crate:
             Value::parse(text, ty).ok_or_else(|| format!("argument {} ({text:?}) is not an {ty}", at + 1))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let offers = &host.config().offers;
+    if let Some(kv) = run.kv.as_ref().filter(|kv| !offers.buckets.contains_key(&kv.bucket)) {
+        return Err(refused_offer("kv bucket", &kv.bucket, offers.buckets.keys()));
+    }
+    if let Some(file) = run.file.as_ref().filter(|file| !offers.files.contains_key(&file.name)) {
+        return Err(refused_offer("file", &file.name, offers.files.keys()));
+    }
     Ok(crate::Job {
         args,
         input: run.input.clone(),
@@ -241,6 +252,13 @@ fn job_of(host: &Host, module: crate::ModuleId, run: &RunRequest, limits: crate:
         limits,
         ..crate::Job::new(module, &run.entry)
     })
+}
+
+/// Why a resource asked for is refused: the host does not offer it, and what it offers.
+fn refused_offer<'a>(kind: &str, name: &str, offered: impl Iterator<Item = &'a String>) -> String {
+    let offered: Vec<&str> = offered.map(String::as_str).collect();
+    let offered = if offered.is_empty() { "none".to_owned() } else { offered.join(", ") };
+    format!("this host offers no {kind} {name:?} (it offers: {offered})")
 }
 
 impl Session for AgentSession {
@@ -321,6 +339,9 @@ mod tests {
             input: Vec::new(),
             clock: false,
             log: false,
+            kv: None,
+            file: None,
+            bind: Default::default(),
         }))
     }
 

@@ -26,6 +26,17 @@ pub fn order_message(agent: u64, dest: &str, clone: bool) -> Vec<u8> {
     [ORDER_CONTEXT, &agent.to_le_bytes(), &[u8::from(clone)], dest.as_bytes()].concat()
 }
 
+/// [`order_message`] with the actions the order asks for its resources (`--bind`), so that
+/// they are signed too; without any, the same bytes as [`order_message`].
+pub fn order_message_bound(agent: u64, dest: &str, clone: bool, bind: &crate::binding::Overrides) -> Vec<u8> {
+    let mut message = order_message(agent, dest, clone);
+    let bind = bind.describe();
+    if !bind.is_empty() {
+        message.extend_from_slice(format!("\0bind:{bind}").as_bytes());
+    }
+    message
+}
+
 /// A module's signature, with the public key that made it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModuleSignature {

@@ -7,6 +7,9 @@
 use serde::{Deserialize, Serialize};
 use warren_proto::frame::Framing;
 
+use crate::binding::{Bind, Binding, Overrides};
+use crate::caps::{Access, FileGrant, KvGrant};
+use crate::reference::{Answer, Call};
 use crate::{Grants, ModuleSignature, Outcome};
 
 /// Frames start with `A6 01` (agents, version 1); a body is at most 24 MiB, room for the
@@ -30,6 +33,13 @@ pub enum Request {
     Order(Order),
     /// List the agents this host holds.
     List,
+    /// A call through a global reference this host issued, from wherever its agent is now.
+    Reference {
+        /// The token the reference carries.
+        token: [u8; 32],
+        /// The host function's call.
+        call: Call,
+    },
 }
 
 /// A snapshot sent to another node, with what it needs to admit the code.
@@ -56,8 +66,10 @@ pub struct Order {
     pub dest: String,
     /// Send a copy and keep the agent running here.
     pub clone: bool,
-    /// The signer's key and signature over [`crate::trust::order_message`].
+    /// The signer's key and signature over [`crate::trust::order_message_bound`].
     pub signature: Option<(Vec<u8>, Vec<u8>)>,
+    /// The actions asked for the agent's resources on this move, instead of its own.
+    pub bind: Overrides,
 }
 
 /// How far an agent got, as [`Request::Wait`] answers.
@@ -120,10 +132,36 @@ pub struct RunRequest {
     pub args: Vec<String>,
     /// Bytes the agent reads with `input_read`.
     pub input: Vec<u8>,
-    /// The capabilities asked for: `clock` and `log` only (`kv` is local to a host).
+    /// The capabilities asked for: the clock, the log, a bucket and a file the host offers.
     pub clock: bool,
     /// See `clock`.
     pub log: bool,
+    /// A bucket of those the host offers, by name.
+    pub kv: Option<KvAsk>,
+    /// A file of those the host offers, by name.
+    pub file: Option<FileAsk>,
+    /// The actions the agent asks for its resources when it moves, instead of the defaults.
+    pub bind: Overrides,
+}
+
+/// A bucket asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvAsk {
+    /// Its name, one the host offers.
+    pub bucket: String,
+    /// Read-write rather than read-only.
+    pub write: bool,
+    /// How the agent is bound to it.
+    pub binding: Binding,
+}
+
+/// A file asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileAsk {
+    /// Its name, one the host offers.
+    pub name: String,
+    /// How the agent is bound to it.
+    pub binding: Binding,
 }
 
 impl RunRequest {
@@ -134,7 +172,17 @@ impl RunRequest {
 
     /// The grants asked for.
     pub fn grants(&self) -> Grants {
-        Grants { clock: self.clock, log: self.log, kv: None }
+        let access = |write| if write { Access::ReadWrite } else { Access::Read };
+        Grants {
+            clock: self.clock,
+            log: self.log,
+            kv: self.kv.as_ref().map(|kv| KvGrant { bucket: kv.bucket.clone(), access: access(kv.write) }),
+            kv_bind: Bind { binding: self.kv.as_ref().map(|kv| kv.binding).unwrap_or_default(), action: self.bind.kv },
+            file: self.file.as_ref().map(|file| FileGrant {
+                name: file.name.clone(),
+                bind: Bind { binding: file.binding, action: self.bind.file },
+            }),
+        }
     }
 }
 
@@ -157,6 +205,8 @@ pub enum Response {
     Ordered,
     /// The agents this host holds.
     Agents(Vec<AgentInfo>),
+    /// The answer to a call through a global reference.
+    Answer(Answer),
 }
 
 /// `message` as one frame.

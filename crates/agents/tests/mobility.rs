@@ -347,10 +347,14 @@ fn damaged_truncated_forged_and_foreign_snapshots_are_refused() {
         Ok(Err(MobileError::PreparedDifferently { module: deep, here: snapshot.prepared, snapshot: other }))
     );
     assert_eq!(forged(&|s| s.module = other), Ok(Err(MobileError::NotPrepared(other))));
-    assert_eq!(
-        forged(&|s| s.resources.push(Resource::Kv { bucket: "secrets".into(), write: true })),
-        Ok(Err(MobileError::NotAllowed(Resource::Kv { bucket: "secrets".into(), write: true })))
-    );
+    let secrets = Resource::Kv {
+        bucket: "secrets".into(),
+        write: true,
+        bind: Default::default(),
+        attachment: warren_agents::Attachment::Fastened,
+        at: warren_agents::binding::KvAt::Here,
+    };
+    assert_eq!(forged(&|s| s.resources.push(secrets.clone())), Ok(Err(MobileError::NotAllowed(secrets.clone()))));
     assert!(matches!(forged(&|s| s.dirty.push(1 << 20)), Err(SnapshotError::Inconsistent(_))));
     assert!(matches!(forged(&|s| s.stack.truncate(4)), Err(SnapshotError::Inconsistent(_))));
     assert!(matches!(forged(&|s| s.limits.fuel = u64::MAX), Ok(Err(MobileError::Run(RunError::AboveCeiling("fuel"))))));

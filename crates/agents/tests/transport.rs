@@ -55,7 +55,7 @@ fn frozen() -> (Vec<u8>, ModuleSignature, Snapshot) {
 }
 
 fn roster() -> Arc<Roster> {
-    Roster::new(Arc::new(host()), Grants { clock: true, log: true, kv: None }, Arc::new(resolve_address))
+    Roster::new(Arc::new(host()), Grants { clock: true, log: true, ..Grants::default() }, Arc::new(resolve_address))
 }
 
 fn arrival(snapshot: Vec<u8>, module: Option<&[u8]>, signature: Option<&ModuleSignature>) -> Arrival {
@@ -146,7 +146,7 @@ fn a_snapshot_for_code_prepared_otherwise_or_over_the_ceiling_is_refused() {
 #[test]
 fn an_order_needs_a_trusted_signature_and_a_running_agent() {
     let node = roster();
-    let unsigned = Order { id: 1, dest: "127.0.0.1:9".into(), clone: false, signature: None };
+    let unsigned = Order { id: 1, dest: "127.0.0.1:9".into(), clone: false, signature: None, bind: Default::default() };
     assert!(node.order(&unsigned).unwrap_err().contains("not signed"));
     let message = order_message(1, "127.0.0.1:9", false);
     let signature = ModuleSignature::sign_order(&message, &operator());

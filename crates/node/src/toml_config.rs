@@ -130,7 +130,7 @@ pub fn registry_addr(text: &str) -> Result<Option<SocketAddr>, String> {
 }
 
 /// Attributes whose string value is one path, spaces and all.
-const PATHS: [&str; 10] = [
+const PATHS: [&str; 11] = [
     "server",
     "banner",
     "banner_success",
@@ -141,6 +141,7 @@ const PATHS: [&str; 10] = [
     "backends_file",
     "trusted_keys",
     "modules",
+    "files_dir",
 ];
 
 fn words(key: &str, value: Value) -> Result<Vec<String>, String> {

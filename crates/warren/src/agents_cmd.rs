@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use warren_agents::keys::{format_signature, hex, parse_secret, parse_signature};
 use warren_agents::session::execute;
-use warren_agents::wire::{FRAMING, Request, Response, RunRequest, encode};
+use warren_agents::wire::{FRAMING, FileAsk, KvAsk, Request, Response, RunRequest, encode};
 use warren_agents::{Host, HostConfig, Limits, ModuleId, ModuleSignature, Outcome, SigningKey, Trust, Unsigned};
 
 use crate::registry_cmd::Conn;
@@ -98,6 +98,25 @@ pub struct RunArgs {
     /// Grant the log capability; log lines are printed on standard error.
     #[arg(long)]
     pub log: bool,
+    /// Grant the kv capability on this bucket, one the node offers (`kv_buckets`).
+    #[arg(long, value_name = "NAME")]
+    pub kv: Option<String>,
+    /// The bucket read-only: `kv_get` only.
+    #[arg(long, requires = "kv")]
+    pub kv_read_only: bool,
+    /// How the agent is bound to its bucket: identifier, value or type.
+    #[arg(long, requires = "kv", default_value = "identifier", value_name = "BINDING")]
+    pub kv_bind: warren_agents::Binding,
+    /// Grant the file capability on this file, one the node offers (`files`).
+    #[arg(long, value_name = "NAME")]
+    pub file: Option<String>,
+    /// How the agent is bound to its file: identifier, value or type.
+    #[arg(long, requires = "file", default_value = "identifier", value_name = "BINDING")]
+    pub file_bind: warren_agents::Binding,
+    /// The action the agent asks for a resource whenever it moves, instead of its cell's
+    /// default: KIND=ACTION (`kv` or `file`; `move`, `copy`, `ref` or `rebind`); repeatable.
+    #[arg(long, value_name = "KIND=ACTION")]
+    pub bind: Vec<String>,
     #[command(flatten)]
     pub conn: Conn,
 }
@@ -178,6 +197,9 @@ fn run_agent(args: &RunArgs) -> anyhow::Result<()> {
         input,
         clock: args.clock,
         log: args.log,
+        kv: args.kv.clone().map(|bucket| KvAsk { bucket, write: !args.kv_read_only, binding: args.kv_bind }),
+        file: args.file.clone().map(|name| FileAsk { name, binding: args.file_bind }),
+        bind: crate::agents_move::overrides(&args.bind)?,
     };
     if let (Some(node), true) = (node, args.mobile || args.detach) {
         return crate::agents_move::start(node_addr(node, &args.conn)?, request, args.detach);
@@ -305,6 +327,7 @@ fn ask(addr: SocketAddr, request: &Request) -> anyhow::Result<Response> {
         Request::Wait(_) => format!("waiting for the agent on {addr}"),
         Request::Order(_) => format!("ordering the agent on {addr}"),
         Request::List => format!("listing the agents on {addr}"),
+        Request::Reference { .. } => format!("calling through a reference on {addr}"),
     };
     let spinner = warren_bench::progress::spinner(&what);
     let answer = ask_quietly(addr, request);

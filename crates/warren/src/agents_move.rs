@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use warren_agents::client::ask;
-use warren_agents::trust::order_message;
+use warren_agents::trust::order_message_bound;
 use warren_agents::wire::{End, Order, Request, Response, RunRequest, signature_to};
-use warren_agents::{ModuleId, ModuleSignature};
+use warren_agents::{ModuleId, ModuleSignature, Overrides};
 
 use crate::agents_cmd::{node_addr, print_outcome, secret_key};
 use crate::registry_cmd::Conn;
@@ -47,8 +47,22 @@ pub struct MoveArgs {
     /// Sign the order with this secret key (one the node trusts for code).
     #[arg(long)]
     pub key: Option<std::path::PathBuf>,
+    /// The action for a resource on this move, instead of the agent's own or the default:
+    /// KIND=ACTION, KIND `kv` or `file`, ACTION `move`, `copy`, `ref` or `rebind` (one of its
+    /// cell's in the binding table); repeatable.
+    #[arg(long, value_name = "KIND=ACTION")]
+    pub bind: Vec<String>,
     #[command(flatten)]
     pub conn: Conn,
+}
+
+/// `--bind KIND=ACTION`s as overrides.
+pub fn overrides(bind: &[String]) -> anyhow::Result<Overrides> {
+    let mut overrides = Overrides::default();
+    for text in bind {
+        overrides.set(text).map_err(|e| anyhow::anyhow!("--bind {text}: {e}"))?;
+    }
+    Ok(overrides)
 }
 
 #[derive(Debug, Args)]
@@ -112,10 +126,12 @@ pub fn wait(args: &WaitArgs) -> anyhow::Result<()> {
 
 pub fn order(args: &MoveArgs) -> anyhow::Result<()> {
     let (id, addr) = parse_id(&args.id, &args.conn)?;
-    let message = order_message(id, &args.dest, args.clone);
+    let bind = overrides(&args.bind)?;
+    let message = order_message_bound(id, &args.dest, args.clone, &bind);
     let signature =
         args.key.as_deref().map(secret_key).transpose()?.map(|key| ModuleSignature::sign_order(&message, &key));
-    let order = Order { id, dest: args.dest.clone(), clone: args.clone, signature: signature_to(signature.as_ref()) };
+    let signature = signature_to(signature.as_ref());
+    let order = Order { id, dest: args.dest.clone(), clone: args.clone, signature, bind };
     match ask(addr, &Request::Order(order), ANSWER_WITHIN).map_err(anyhow::Error::msg)? {
         Response::Ordered => {
             let what = if args.clone { "cloned" } else { "moved" };

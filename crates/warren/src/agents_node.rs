@@ -4,8 +4,10 @@
 //! ships a module to it, `warren agents fetch` takes one from it.
 //!
 //! Keys (docs/node.md): `trusted_keys` (a file of public keys), `allow_unsigned` (no by
-//! default), `fuel`, `wall_ms`, `memory_mib` (each agent's limits), `max_agents` (at once) and
-//! `modules` (a directory of modules the node offers for fetching).
+//! default), `fuel`, `wall_ms`, `memory_mib` (each agent's limits), `max_agents` (at once),
+//! `modules` (a directory of modules the node offers for fetching), and what agents may be
+//! granted beyond the clock and the log: `kv_buckets` (`NAME:unattached` or `NAME:fastened`
+//! each) and `files` (names of files in `files_dir`).
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use warren_agents::session::AgentService;
-use warren_agents::{Host, HostConfig, Limits, Trust, Unsigned};
+use warren_agents::{Attachment, Host, HostConfig, Limits, Trust, Unsigned};
 use warren_models::{ServeConfig, Shutdown, serve_until};
 use warren_node::Config;
 use warren_node::config::{Builtin, Kind, Protocol, Service};
@@ -53,6 +55,7 @@ fn settings(builtin: &Builtin) -> anyhow::Result<Settings> {
     let ceiling = HostConfig::default().ceiling;
     let (mut host, mut job, mut modules) = (HostConfig::default(), Limits::default(), None);
     let (mut trust, mut unsigned) = (Trust::new(), Unsigned::Refuse);
+    let (mut files, mut files_dir) = (Vec::new(), None);
     for (key, words) in &builtin.options.agents {
         match key.as_str() {
             "trusted_keys" => {
@@ -76,11 +79,44 @@ fn settings(builtin: &Builtin) -> anyhow::Result<Settings> {
             "memory_mib" => job.memory = number(key, words, (ceiling.memory >> 20) as u64)? as usize * (1 << 20),
             "max_agents" => host.max_agents = number(key, words, 4096)? as usize,
             "modules" => modules = Some(one(key, words)?.into()),
+            "kv_buckets" => {
+                for word in words {
+                    let (name, attachment) = bucket(word).with_context(|| format!("kv_buckets: {word:?}"))?;
+                    host.offers.buckets.insert(name, attachment);
+                }
+            }
+            "files" => files = words.clone(),
+            "files_dir" => files_dir = Some(std::path::PathBuf::from(one(key, words)?)),
             other => bail!("{other}: not a key of the agents builtin"),
+        }
+    }
+    match (files_dir, files.is_empty()) {
+        (None, false) => bail!("files: needs files_dir, the directory they are in"),
+        (dir, _) => {
+            for name in files {
+                if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                    bail!("files: {name:?} is not a file name (no slashes; the files are in files_dir)");
+                }
+                let path = dir.as_deref().expect("checked above").join(&name);
+                host.offers.files.insert(name, path);
+            }
         }
     }
     host.trust = trust.unsigned(unsigned);
     Ok(Settings { host, job, modules })
+}
+
+/// `NAME:unattached` or `NAME:fastened` (fastened when the attachment is left out).
+fn bucket(word: &str) -> anyhow::Result<(String, Attachment)> {
+    let (name, attachment) = word.split_once(':').unwrap_or((word, "fastened"));
+    let attachment: Attachment = attachment.parse().map_err(anyhow::Error::msg)?;
+    if attachment == Attachment::Fixed {
+        bail!("a bucket is unattached or fastened; files are the fixed resources");
+    }
+    if name.is_empty() {
+        bail!("a bucket needs a name");
+    }
+    Ok((name.to_owned(), attachment))
 }
 
 /// Checks every agents service of `config` as the file loads.
@@ -148,6 +184,12 @@ pub fn host(
         limits.idle_timeout = idle;
     }
     let host = build(&service.name, settings).map_err(fail)?;
+    // Global references name this address: other nodes call back here for what an agent left.
+    let mut address = listener.local_addr()?;
+    if address.ip().is_unspecified() {
+        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    host.set_address(address.to_string());
     let agents = AgentService::new(Arc::new(host), limits).with_job_limits(job);
     // The dashboard and the node's /metrics read the roster while it lives.
     crate::dashboard_hosted::add(

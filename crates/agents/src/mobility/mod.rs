@@ -132,6 +132,10 @@ pub enum MobileError {
     /// The snapshot holds a capability this resume does not allow.
     #[error("the agent holds the {0} capability, which this host does not allow it")]
     NotAllowed(Resource),
+    /// Its resources could not be bound here (a moved bucket into one that is not empty, a
+    /// file this host does not offer, a copy over this host's limits).
+    #[error("the agent's resources cannot be bound here: {0}")]
+    Bind(String),
     /// The freeze itself failed (a call stack too deep for its memory, a global that cannot
     /// be captured).
     #[error("the agent could not be frozen: {0}")]

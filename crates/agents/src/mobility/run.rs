@@ -174,7 +174,7 @@ impl Host {
     /// (on its own, or at a safe point after `freezer` asked), else as [`Host::run`] would.
     pub fn run_mobile(&self, job: &Job, freezer: &Freezer) -> Result<Ended, MobileError> {
         let start = Start { job: job.clone(), fuel: job.limits.fuel, ticks: 0, hops: 0, restore: None };
-        self.start(start, AgentState::new(job, self.kv()), freezer)
+        self.start(start, AgentState::new(job, self.kv(), &self.config().offers)?, freezer)
     }
 
     /// Resumes `snapshot` here as `resume.role`. Refused unless this host prepared the same
@@ -182,7 +182,8 @@ impl Host {
     /// fits its ceiling and is consistent.
     pub fn resume(&self, snapshot: &Snapshot, resume: &Resume) -> Result<Ended, MobileError> {
         snapshot.check()?;
-        let grants = Resource::grants(&snapshot.resources, &resume.allow).map_err(MobileError::NotAllowed)?;
+        let grants = Resource::admit(&snapshot.resources, &resume.allow, &self.config().offers)
+            .map_err(MobileError::NotAllowed)?;
         let job = Job {
             module: snapshot.module,
             entry: snapshot.entry.clone(),
@@ -191,7 +192,13 @@ impl Host {
             grants,
             limits: snapshot.limits,
         };
-        let mut state = AgentState::new(&job, self.kv());
+        // Bound (a moved bucket installed) only once the code and the limits would be taken:
+        // `start` refuses the rest with its own errors before any agent code runs.
+        let fits = self.prepared_id(&snapshot.module) == Some(snapshot.prepared)
+            && snapshot.limits.above(&self.config().ceiling).is_none();
+        let (kv, file) =
+            if fits { self.bind_arrival(&snapshot.resources).map_err(MobileError::Bind)? } else { (None, None) };
+        let mut state = AgentState::bare(&job, kv, file);
         state.output.clone_from(&snapshot.output);
         state.log.clone_from(&snapshot.log);
         state.log_dropped = snapshot.log_dropped;
@@ -370,6 +377,7 @@ fn freeze(
     let ticks = mobile(&mut store).ticks;
     let state = store.into_data();
     let job = &start.job;
+    let resources = state.resources(&job.grants);
     Ok(Snapshot {
         module: job.module,
         prepared: state.mobile.as_ref().expect("a run that may move").prepared.id,
@@ -385,7 +393,7 @@ fn freeze(
         fuel,
         ticks,
         limits: job.limits,
-        resources: Resource::table(&job.grants),
+        resources,
         input: state.input,
         output: state.output,
         log: state.log,

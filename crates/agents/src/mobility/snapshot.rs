@@ -10,7 +10,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::caps::{Access, Grants, KvGrant};
 use crate::mobility::prepare::{PAGE, WASM_PAGE};
 use crate::{Limits, ModuleId, Value};
 
@@ -52,7 +51,7 @@ pub struct Snapshot {
     pub ticks: u64,
     /// Its limits, as it was started with.
     pub limits: Limits,
-    /// Its resource table: the capabilities it holds, by name.
+    /// Its resource table: the capabilities it holds and where each is held.
     pub resources: Vec<Resource>,
     /// Its input.
     #[serde(with = "serde_bytes")]
@@ -66,72 +65,8 @@ pub struct Snapshot {
     pub log_dropped: u64,
 }
 
-/// One capability an agent holds, bound by name: on arrival it is bound again to the
-/// destination's resource of that name (the clock and log of that host, its bucket of that
-/// name), if the destination allows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Resource {
-    /// The wall clock.
-    Clock,
-    /// Log lines.
-    Log,
-    /// A key-value bucket.
-    Kv {
-        /// Its name.
-        bucket: String,
-        /// Whether the agent may change it.
-        write: bool,
-    },
-}
-
-impl Resource {
-    /// The table of `grants`.
-    pub fn table(grants: &Grants) -> Vec<Resource> {
-        let kv = grants
-            .kv
-            .as_ref()
-            .map(|kv| Resource::Kv { bucket: kv.bucket.clone(), write: kv.access == Access::ReadWrite });
-        [grants.clock.then_some(Resource::Clock), grants.log.then_some(Resource::Log), kv]
-            .into_iter()
-            .flatten()
-            .collect()
-    }
-
-    /// The grants a table gives, if `allowed` covers every entry; else the first it does not.
-    pub fn grants(table: &[Resource], allowed: &Grants) -> Result<Grants, Resource> {
-        let mut grants = Grants::default();
-        for resource in table {
-            match resource {
-                Resource::Clock if allowed.clock => grants.clock = true,
-                Resource::Log if allowed.log => grants.log = true,
-                Resource::Kv { bucket, write } => {
-                    let covered = allowed
-                        .kv
-                        .as_ref()
-                        .is_some_and(|kv| kv.bucket == *bucket && (!write || kv.access == Access::ReadWrite));
-                    if !covered || grants.kv.is_some() {
-                        return Err(resource.clone());
-                    }
-                    let access = if *write { Access::ReadWrite } else { Access::Read };
-                    grants.kv = Some(KvGrant { bucket: bucket.clone(), access });
-                }
-                _ => return Err(resource.clone()),
-            }
-        }
-        Ok(grants)
-    }
-}
-
-impl std::fmt::Display for Resource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Resource::Clock => write!(f, "clock"),
-            Resource::Log => write!(f, "log"),
-            Resource::Kv { bucket, write: true } => write!(f, "kv bucket {bucket:?} (read-write)"),
-            Resource::Kv { bucket, write: false } => write!(f, "kv bucket {bucket:?} (read)"),
-        }
-    }
-}
+/// One entry of an agent's resource table: defined with the binding table.
+pub use crate::binding::Resource;
 
 /// Why bytes are not a snapshot this host will look at.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
