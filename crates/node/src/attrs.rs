@@ -125,6 +125,7 @@ const ATTRIBUTES: &[(&str, Meaning)] = &[
     ("memory_mib", Meaning::Honoured),
     ("max_agents", Meaning::Honoured),
     ("modules", Meaning::Honoured),
+    ("max_snapshot_mib", Meaning::Honoured),
     ("sandbox_memory_max", Meaning::Honoured),
     ("sandbox_pids_max", Meaning::Honoured),
     ("sandbox_namespaces", Meaning::Honoured),
@@ -459,8 +460,8 @@ const SWITCH_KEYS: [&str; 20] = [
 ];
 
 /// The agent host's keys, checked by the host itself (docs/node.md).
-const AGENTS_KEYS: [&str; 7] =
-    ["trusted_keys", "allow_unsigned", "fuel", "wall_ms", "memory_mib", "max_agents", "modules"];
+const AGENTS_KEYS: [&str; 8] =
+    ["trusted_keys", "allow_unsigned", "fuel", "wall_ms", "memory_mib", "max_agents", "modules", "max_snapshot_mib"];
 
 /// Where a switch's backends come from; it needs at least one.
 const BACKEND_SOURCES: [&str; 3] = ["backend", "backends_file", "backend_name"];

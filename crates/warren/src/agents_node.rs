@@ -4,8 +4,9 @@
 //! ships a module to it, `warren agents fetch` takes one from it.
 //!
 //! Keys (docs/node.md): `trusted_keys` (a file of public keys), `allow_unsigned` (no by
-//! default), `fuel`, `wall_ms`, `memory_mib` (each agent's limits), `max_agents` (at once) and
-//! `modules` (a directory of modules the node offers for fetching).
+//! default), `fuel`, `wall_ms`, `memory_mib` (each agent's limits), `max_agents` (at once),
+//! `modules` (a directory of modules the node offers for fetching) and `max_snapshot_mib` (the
+//! largest snapshot an arriving agent may bring).
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -28,6 +29,8 @@ struct Settings {
     job: Limits,
     /// Modules the node installs at start, for clients to fetch.
     modules: Option<std::path::PathBuf>,
+    /// The largest snapshot an arriving agent may have, in bytes.
+    max_snapshot: usize,
 }
 
 /// The one word of `key`.
@@ -52,6 +55,7 @@ fn number(key: &str, words: &[String], most: u64) -> anyhow::Result<u64> {
 fn settings(builtin: &Builtin) -> anyhow::Result<Settings> {
     let ceiling = HostConfig::default().ceiling;
     let (mut host, mut job, mut modules) = (HostConfig::default(), Limits::default(), None);
+    let mut max_snapshot = warren_agents::roster::MAX_SNAPSHOT;
     let (mut trust, mut unsigned) = (Trust::new(), Unsigned::Refuse);
     for (key, words) in &builtin.options.agents {
         match key.as_str() {
@@ -76,11 +80,15 @@ fn settings(builtin: &Builtin) -> anyhow::Result<Settings> {
             "memory_mib" => job.memory = number(key, words, (ceiling.memory >> 20) as u64)? as usize * (1 << 20),
             "max_agents" => host.max_agents = number(key, words, 4096)? as usize,
             "modules" => modules = Some(one(key, words)?.into()),
+            "max_snapshot_mib" => {
+                let most = (warren_agents::roster::MAX_SNAPSHOT >> 20) as u64;
+                max_snapshot = number(key, words, most)? as usize * (1 << 20);
+            }
             other => bail!("{other}: not a key of the agents builtin"),
         }
     }
     host.trust = trust.unsigned(unsigned);
-    Ok(Settings { host, job, modules })
+    Ok(Settings { host, job, modules, max_snapshot })
 }
 
 /// Checks every agents service of `config` as the file loads.
@@ -125,16 +133,17 @@ fn build(name: &str, settings: Settings) -> anyhow::Result<Host> {
 
 /// Serves agents `service` on `listener`, on a thread of its own, until `shutdown`. Agents run
 /// on the model's helpers (one per agent the host runs at once) or, under `thread`, on their
-/// connection's thread.
+/// connection's thread. Hops may name their destination in `registry`, the node's.
 pub fn host(
     service: &Service,
     builtin: &Builtin,
     listener: TcpListener,
     shutdown: Arc<Shutdown>,
+    registry: Option<crate::up_registry::Link>,
 ) -> std::io::Result<JoinHandle<()>> {
     let fail = |e: anyhow::Error| std::io::Error::other(format!("{e:#}"));
     let settings = settings(builtin).map_err(fail)?;
-    let (job, model, o) = (settings.job, builtin.model, &builtin.options);
+    let (job, model, o, max_snapshot) = (settings.job, builtin.model, &builtin.options, settings.max_snapshot);
     let mut config = ServeConfig::for_model(model);
     config.helpers = settings.host.max_agents;
     if let Some(threads) = o.threads {
@@ -148,7 +157,9 @@ pub fn host(
         limits.idle_timeout = idle;
     }
     let host = build(&service.name, settings).map_err(fail)?;
-    let agents = AgentService::new(Arc::new(host), limits).with_job_limits(job);
+    let resolve = crate::agents_resolve::resolver(registry);
+    let agents = AgentService::with_resolver(Arc::new(host), limits, resolve).with_job_limits(job);
+    agents.roster().limit_snapshots(max_snapshot);
     let name = service.name.clone();
     std::thread::Builder::new().name(format!("warren-{name}")).spawn(move || {
         if let Err(e) = serve_until(model, agents, listener, &config, shutdown) {

@@ -4,6 +4,7 @@ mod access_log;
 mod agents_cmd;
 mod agents_move;
 mod agents_node;
+mod agents_resolve;
 mod chat_client;
 mod cli;
 mod clients;
