@@ -4,15 +4,20 @@
 //! ([`Request::Arrive`]) and remembers where it went and its id there; if the destination
 //! refuses, the agent is resumed here as [`Role::Stayed`] (`migrate` returns -1 to it).
 
+mod staging;
+
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use self::staging::Staging;
 use crate::binding::Overrides;
+use crate::client::Connection;
 use crate::trust::order_message_bound;
-use crate::wire::{AgentInfo, Arrival, End, Order, Request, Response, signature_of, signature_to};
-use crate::{Ended, Freezer, Grants, Host, Job, ModuleId, ModuleSignature, Outcome, Resume, Role, Snapshot};
+use crate::wire::{AgentInfo, Arrival, End, Order, PART, Part, Request, Response, signature_of, signature_to};
+use crate::{Ended, Freezer, Grants, Host, Job, ModuleId, ModuleSignature, Outcome, Resource, Resume, Role, Snapshot};
 
 /// How many agents a roster remembers, running or ended; past it the oldest ended is forgotten,
 /// and if none has ended a new one is refused.
@@ -20,6 +25,10 @@ pub const MAX_HELD: usize = 1024;
 
 /// How long a destination may take to answer an arrival (it may compile the module first).
 const HOP_WITHIN: Duration = Duration::from_secs(30);
+
+/// The largest snapshot a roster takes by default: an agent with the host's most memory
+/// (256 MiB), all of it dirty, and room for the rest.
+pub const MAX_SNAPSHOT: usize = 260 << 20;
 
 /// Turns a destination named by `migrate` or an order into an address.
 pub type Resolve = Arc<dyn Fn(&str) -> Result<SocketAddr, String> + Send + Sync>;
@@ -44,6 +53,10 @@ pub struct Roster {
     table: Mutex<Table>,
     /// Signalled whenever an agent's state changes.
     changed: Condvar,
+    /// Snapshots arriving in parts.
+    staging: Mutex<Staging>,
+    /// The largest snapshot taken, in bytes.
+    max_snapshot: AtomicUsize,
 }
 
 impl std::fmt::Debug for Roster {
@@ -98,7 +111,50 @@ impl Roster {
     /// A roster over `host`: arriving agents may hold what `allow` grants; destinations are
     /// found with `resolve`.
     pub fn new(host: Arc<Host>, allow: Grants, resolve: Resolve) -> Arc<Roster> {
-        Arc::new(Roster { host, allow, resolve, table: Mutex::default(), changed: Condvar::new() })
+        Arc::new(Roster {
+            host,
+            allow,
+            resolve,
+            table: Mutex::default(),
+            changed: Condvar::new(),
+            staging: Mutex::default(),
+            max_snapshot: AtomicUsize::new(MAX_SNAPSHOT),
+        })
+    }
+
+    /// Takes snapshots of at most `bytes` (else [`MAX_SNAPSHOT`]); larger ones are refused at
+    /// their first part.
+    pub fn limit_snapshots(&self, bytes: usize) {
+        self.max_snapshot.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Stages a part of a snapshot that comes in parts: how many bytes of it are here.
+    pub fn part(&self, part: Part) -> Response {
+        let limit = self.max_snapshot.load(Ordering::Relaxed);
+        let mut staging = self.staging.lock().unwrap_or_else(PoisonError::into_inner);
+        match staging.add(part, limit, Instant::now()) {
+            Ok(held) => Response::Staged(held),
+            Err(reason) => Response::Refused(format!("snapshot refused: {reason}")),
+        }
+    }
+
+    /// Takes an agent whose snapshot was staged in parts as `upload`, as [`Roster::arrive`].
+    pub fn arrive_parts(self: &Arc<Self>, upload: u64, mut arrival: Arrival) -> Response {
+        let taken = self.staging.lock().unwrap_or_else(PoisonError::into_inner).take(upload);
+        arrival.snapshot = match taken {
+            Ok(bytes) => bytes,
+            Err(reason) => return Response::Refused(format!("snapshot refused: {reason}")),
+        };
+        match self.admit(&arrival) {
+            Ok(Response::NeedModule) => {
+                // The sender sends the arrival again with its module: keep the snapshot for it.
+                let bytes = std::mem::take(&mut arrival.snapshot);
+                self.staging.lock().unwrap_or_else(PoisonError::into_inner).put_back(upload, bytes, Instant::now());
+                Response::NeedModule
+            }
+            Ok(response) => response,
+            Err(reason) => Response::Refused(reason),
+        }
     }
 
     /// Its host.
@@ -115,10 +171,17 @@ impl Roster {
     /// Takes an agent arriving from another node: checks the snapshot, the module and its
     /// signature, and everything the resume would refuse, then starts it.
     pub fn arrive(self: &Arc<Self>, arrival: Arrival) -> Response {
-        self.admit(arrival).unwrap_or_else(Response::Refused)
+        self.admit(&arrival).unwrap_or_else(Response::Refused)
     }
 
-    fn admit(self: &Arc<Self>, arrival: Arrival) -> Result<Response, String> {
+    fn admit(self: &Arc<Self>, arrival: &Arrival) -> Result<Response, String> {
+        let limit = self.max_snapshot.load(Ordering::Relaxed);
+        if arrival.snapshot.len() > limit {
+            return Err(format!(
+                "snapshot refused: it is {} bytes, over this host's limit of {limit} (max_snapshot_mib)",
+                arrival.snapshot.len()
+            ));
+        }
         let snapshot = Snapshot::decode(&arrival.snapshot).map_err(|error| format!("snapshot refused: {error}"))?;
         let signature = signature_of(&arrival.signature)?;
         match &arrival.module {
@@ -344,7 +407,8 @@ impl Roster {
     }
 
     /// Sends `snapshot` to `dest`, with the module's bytes if it asks for them: the address it
-    /// went to and its id there.
+    /// went to and its id there. A snapshot larger than a [`PART`] goes ahead in parts on the
+    /// same connection, and the arrival that follows names them.
     fn send(
         &self,
         dest: &str,
@@ -353,27 +417,56 @@ impl Roster {
         clone: bool,
     ) -> Result<(String, u64), String> {
         let addr = (self.resolve)(dest)?;
-        let arrival =
-            Arrival { snapshot: snapshot.encode(), module: None, signature: signature_to(signature.as_ref()), clone };
-        let mut request = Request::Arrive(arrival);
+        let mut connection = Connection::open(addr, HOP_WITHIN)?;
+        let encoded = snapshot.encode();
+        let mut arrival =
+            Arrival { snapshot: Vec::new(), module: None, signature: signature_to(signature.as_ref()), clone };
+        let upload = if encoded.len() > PART { Some(send_parts(&mut connection, &encoded)?) } else { None };
+        if upload.is_none() {
+            arrival.snapshot = encoded;
+        }
         // Twice at most: without the module, then with it if the destination does not have it.
         for _ in 0..2 {
-            match crate::client::ask(addr, &request, HOP_WITHIN)? {
+            let request = match upload {
+                Some(upload) => Request::ArriveParts { upload, arrival },
+                None => Request::Arrive(arrival),
+            };
+            let answer = connection.ask(&request)?;
+            arrival = match request {
+                Request::ArriveParts { arrival, .. } | Request::Arrive(arrival) => arrival,
+                _ => unreachable!("built above"),
+            };
+            match answer {
                 Response::Started(id) => return Ok((addr.to_string(), id)),
-                Response::NeedModule => {
+                Response::NeedModule if arrival.module.is_none() => {
                     let bytes = self.host.bytes(&snapshot.module).ok_or("this host no longer holds its module")?;
-                    let Request::Arrive(arrival) = &mut request else { unreachable!("built above") };
-                    if arrival.module.is_some() {
-                        break;
-                    }
                     arrival.module = Some(bytes.to_vec());
                 }
+                Response::NeedModule => break,
                 Response::Refused(reason) => return Err(format!("{addr} refused it: {reason}")),
                 _ => return Err(format!("{addr} answered an arrival with something else")),
             }
         }
         Err(format!("{addr} asked for the module it was sent"))
     }
+}
+
+/// Sends `encoded` in parts on `connection`: the upload's name, taken from the snapshot's own
+/// SHA-256 (its last 32 bytes), so two snapshots in flight are never named alike.
+fn send_parts(connection: &mut Connection, encoded: &[u8]) -> Result<u64, String> {
+    let seal: [u8; 8] = encoded[encoded.len() - 8..].try_into().expect("8 bytes");
+    let upload = u64::from_le_bytes(seal);
+    let total = encoded.len() as u64;
+    for (at, bytes) in encoded.chunks(PART).enumerate() {
+        let offset = (at * PART) as u64;
+        let part = Part { upload, total, offset, bytes: bytes.to_vec() };
+        match connection.ask(&Request::Part(part))? {
+            Response::Staged(held) if held == offset + bytes.len() as u64 => {}
+            Response::Refused(reason) => return Err(format!("refused: {reason}")),
+            _ => return Err("the destination answered a part with something else".into()),
+        }
+    }
+    Ok(upload)
 }
 
 /// An agent's state in a word or a line, as `warren agents ls` prints it.

@@ -137,6 +137,15 @@ impl AgentSession {
                 let roster = self.roster.clone();
                 self.blocking(out, move || roster.arrive(arrival))
             }
+            Ok(Request::ArriveParts { upload, arrival }) => {
+                let roster = self.roster.clone();
+                self.blocking(out, move || roster.arrive_parts(upload, arrival))
+            }
+            Ok(Request::Part(part)) => {
+                out.send(&encode(&self.roster.part(part)));
+                self.deadline.touch(now);
+                true
+            }
             Ok(Request::Wait(id)) => {
                 let roster = self.roster.clone();
                 self.blocking(out, move || Response::Ended(roster.wait(id, WAIT_WITHIN)))

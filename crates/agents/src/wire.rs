@@ -40,6 +40,35 @@ pub enum Request {
         /// The host function's call.
         call: Call,
     },
+    /// A piece of a snapshot too large for one frame, staged until its [`Request::ArriveParts`].
+    Part(Part),
+    /// A frozen agent whose snapshot came before it in parts: `arrival.snapshot` is empty, and
+    /// the parts staged under `upload` are the snapshot.
+    ArriveParts {
+        /// The upload the parts were sent under.
+        upload: u64,
+        /// Everything else of the arrival.
+        arrival: Arrival,
+    },
+}
+
+/// The most bytes of a snapshot one [`Part`] carries, well inside a frame.
+pub const PART: usize = 8 << 20;
+
+/// One piece of a large snapshot, in order: the pieces of an upload follow one another with no
+/// gap, and the first says how long the whole is, so a host refuses one over its limit before
+/// it holds any of it. The whole is checked by its SHA-256 when it is decoded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Part {
+    /// The sender's name for this upload, unique among its uploads in flight.
+    pub upload: u64,
+    /// The whole snapshot's length.
+    pub total: u64,
+    /// Where these bytes start in it.
+    pub offset: u64,
+    /// At most [`PART`] bytes.
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
 }
 
 /// A snapshot sent to another node, with what it needs to admit the code.
@@ -207,6 +236,8 @@ pub enum Response {
     Agents(Vec<AgentInfo>),
     /// The answer to a call through a global reference.
     Answer(Answer),
+    /// A part was staged: this many bytes of its upload are here.
+    Staged(u64),
 }
 
 /// `message` as one frame.

@@ -16,6 +16,8 @@
 //!   of which stalls, failover when one dies;
 //! - [`switch`]: `warren switch` against HAProxy and against no switch, relaying, proxying HTTP
 //!   and handing connections off;
+//! - [`migrate`]: strong mobility between two `warren up` nodes: hops of 64 KiB to 64 MiB of
+//!   state, snapshot sizes, and the steady-state price of safe points;
 //! - [`soak`]: mixed clients against one `warren up` for minutes, its memory, descriptors and
 //!   threads sampled until the end, to show they stay flat.
 //!
@@ -38,6 +40,7 @@ mod http;
 mod httpreport;
 mod idle;
 mod load;
+mod migrate;
 mod models;
 mod nginx;
 mod oob;
@@ -63,6 +66,7 @@ use anyhow::Context;
 pub use self::dns::{DnsArgs, dns};
 pub use self::dnsperf::{DnsperfError, DnsperfReport, run_dnsperf};
 pub use self::http::{HttpArgs, http};
+pub use self::migrate::{MigrateArgs, migrate};
 pub use self::models::{ModelsArgs, models};
 pub use self::oob::{OobArgs, oob};
 pub use self::page::{ReportArgs, report};

@@ -128,6 +128,7 @@ const ATTRIBUTES: &[(&str, Meaning)] = &[
     ("kv_buckets", Meaning::Honoured),
     ("files", Meaning::Honoured),
     ("files_dir", Meaning::Honoured),
+    ("max_snapshot_mib", Meaning::Honoured),
     ("sandbox_memory_max", Meaning::Honoured),
     ("sandbox_pids_max", Meaning::Honoured),
     ("sandbox_namespaces", Meaning::Honoured),
@@ -462,7 +463,7 @@ const SWITCH_KEYS: [&str; 20] = [
 ];
 
 /// The agent host's keys, checked by the host itself (docs/node.md).
-const AGENTS_KEYS: [&str; 10] = [
+const AGENTS_KEYS: [&str; 11] = [
     "trusted_keys",
     "allow_unsigned",
     "fuel",
@@ -473,6 +474,7 @@ const AGENTS_KEYS: [&str; 10] = [
     "kv_buckets",
     "files",
     "files_dir",
+    "max_snapshot_mib",
 ];
 
 /// Where a switch's backends come from; it needs at least one.

@@ -323,7 +323,7 @@ fn ask(addr: SocketAddr, request: &Request) -> anyhow::Result<Response> {
         Request::Run(_) => format!("shipping the agent to {addr}, waiting for its result"),
         Request::Fetch(_) => format!("fetching the module from {addr}"),
         Request::Start(_) => format!("starting the agent on {addr}"),
-        Request::Arrive(_) => format!("sending the agent to {addr}"),
+        Request::Arrive(_) | Request::ArriveParts { .. } | Request::Part(_) => format!("sending the agent to {addr}"),
         Request::Wait(_) => format!("waiting for the agent on {addr}"),
         Request::Order(_) => format!("ordering the agent on {addr}"),
         Request::List => format!("listing the agents on {addr}"),

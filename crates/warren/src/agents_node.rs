@@ -5,9 +5,10 @@
 //!
 //! Keys (docs/node.md): `trusted_keys` (a file of public keys), `allow_unsigned` (no by
 //! default), `fuel`, `wall_ms`, `memory_mib` (each agent's limits), `max_agents` (at once),
-//! `modules` (a directory of modules the node offers for fetching), and what agents may be
-//! granted beyond the clock and the log: `kv_buckets` (`NAME:unattached` or `NAME:fastened`
-//! each) and `files` (names of files in `files_dir`).
+//! `modules` (a directory of modules the node offers for fetching), `max_snapshot_mib` (the
+//! largest snapshot an arriving agent may bring), and what agents may be granted beyond the
+//! clock and the log: `kv_buckets` (`NAME:unattached` or `NAME:fastened` each) and `files`
+//! (names of files in `files_dir`).
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -30,6 +31,8 @@ struct Settings {
     job: Limits,
     /// Modules the node installs at start, for clients to fetch.
     modules: Option<std::path::PathBuf>,
+    /// The largest snapshot an arriving agent may have, in bytes.
+    max_snapshot: usize,
 }
 
 /// The one word of `key`.
@@ -54,6 +57,7 @@ fn number(key: &str, words: &[String], most: u64) -> anyhow::Result<u64> {
 fn settings(builtin: &Builtin) -> anyhow::Result<Settings> {
     let ceiling = HostConfig::default().ceiling;
     let (mut host, mut job, mut modules) = (HostConfig::default(), Limits::default(), None);
+    let mut max_snapshot = warren_agents::roster::MAX_SNAPSHOT;
     let (mut trust, mut unsigned) = (Trust::new(), Unsigned::Refuse);
     let (mut files, mut files_dir) = (Vec::new(), None);
     for (key, words) in &builtin.options.agents {
@@ -87,6 +91,10 @@ fn settings(builtin: &Builtin) -> anyhow::Result<Settings> {
             }
             "files" => files = words.clone(),
             "files_dir" => files_dir = Some(std::path::PathBuf::from(one(key, words)?)),
+            "max_snapshot_mib" => {
+                let most = (warren_agents::roster::MAX_SNAPSHOT >> 20) as u64;
+                max_snapshot = number(key, words, most)? as usize * (1 << 20);
+            }
             other => bail!("{other}: not a key of the agents builtin"),
         }
     }
@@ -103,7 +111,7 @@ fn settings(builtin: &Builtin) -> anyhow::Result<Settings> {
         }
     }
     host.trust = trust.unsigned(unsigned);
-    Ok(Settings { host, job, modules })
+    Ok(Settings { host, job, modules, max_snapshot })
 }
 
 /// `NAME:unattached` or `NAME:fastened` (fastened when the attachment is left out).
@@ -161,16 +169,17 @@ fn build(name: &str, settings: Settings) -> anyhow::Result<Host> {
 
 /// Serves agents `service` on `listener`, on a thread of its own, until `shutdown`. Agents run
 /// on the model's helpers (one per agent the host runs at once) or, under `thread`, on their
-/// connection's thread.
+/// connection's thread. Hops may name their destination in `registry`, the node's.
 pub fn host(
     service: &Service,
     builtin: &Builtin,
     listener: TcpListener,
     shutdown: Arc<Shutdown>,
+    registry: Option<crate::up_registry::Link>,
 ) -> std::io::Result<JoinHandle<()>> {
     let fail = |e: anyhow::Error| std::io::Error::other(format!("{e:#}"));
     let settings = settings(builtin).map_err(fail)?;
-    let (job, model, o) = (settings.job, builtin.model, &builtin.options);
+    let (job, model, o, max_snapshot) = (settings.job, builtin.model, &builtin.options, settings.max_snapshot);
     let mut config = ServeConfig::for_model(model);
     config.helpers = settings.host.max_agents;
     if let Some(threads) = o.threads {
@@ -190,7 +199,9 @@ pub fn host(
         address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     host.set_address(address.to_string());
-    let agents = AgentService::new(Arc::new(host), limits).with_job_limits(job);
+    let resolve = crate::agents_resolve::resolver(registry);
+    let agents = AgentService::with_resolver(Arc::new(host), limits, resolve).with_job_limits(job);
+    agents.roster().limit_snapshots(max_snapshot);
     // The dashboard and the node's /metrics read the roster while it lives.
     crate::dashboard_hosted::add(
         &service.name,

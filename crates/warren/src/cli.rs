@@ -114,6 +114,8 @@ pub enum BenchCommand {
     Soak(warren_bench::SoakArgs),
     /// Remote objects: unary calls against tonic (gRPC), hedging over a stalling replica, failover.
     Rpc(warren_bench::RpcArgs),
+    /// Strong mobility between two nodes: hops of 64 KiB to 64 MiB, snapshot sizes, safe points.
+    Migrate(warren_bench::MigrateArgs),
     /// The cluster switch against HAProxy and against no switch: relay, http and hand-off.
     Switch(warren_bench::SwitchArgs),
     /// One HTML page with the latest table and chart of every bench, to open offline.

@@ -4,6 +4,7 @@ mod access_log;
 mod agents_cmd;
 mod agents_move;
 mod agents_node;
+mod agents_resolve;
 mod chat_client;
 mod cli;
 mod clients;
@@ -85,6 +86,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench { what: BenchCommand::Dns(args) } => warren_bench::dns(&args),
         Command::Bench { what: BenchCommand::Soak(args) } => warren_bench::soak(&args),
         Command::Bench { what: BenchCommand::Rpc(args) } => warren_bench::rpc(&args),
+        Command::Bench { what: BenchCommand::Migrate(args) } => warren_bench::migrate(&args),
         Command::Bench { what: BenchCommand::Switch(args) } => warren_bench::switch(&args),
         Command::Bench { what: BenchCommand::Report(args) } => warren_bench::report(&args),
         Command::Bench { what: BenchCommand::Chart(args) } => warren_bench::redraw_chart(&args),

@@ -291,7 +291,8 @@ impl Hooks for Announce {
                 Some(crate::switch_node::host(service, b, listener, shutdown))
             }
             Kind::Builtin(b) if b.protocol == warren_node::config::Protocol::Agents => {
-                Some(crate::agents_node::host(service, b, listener, shutdown))
+                let registry = self.registrar.as_ref().map(|r| r.link());
+                Some(crate::agents_node::host(service, b, listener, shutdown, registry))
             }
             _ => crate::up_registry::host(service, listener, shutdown),
         }
