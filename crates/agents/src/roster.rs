@@ -17,7 +17,7 @@ use crate::binding::Overrides;
 use crate::client::Connection;
 use crate::trust::order_message_bound;
 use crate::wire::{AgentInfo, Arrival, End, Order, PART, Part, Request, Response, signature_of, signature_to};
-use crate::{Ended, Freezer, Grants, Host, Job, ModuleId, ModuleSignature, Outcome, Resource, Resume, Role, Snapshot};
+use crate::{Ended, Freezer, Grants, Host, Job, ModuleId, ModuleSignature, Outcome, Resume, Role, Snapshot};
 
 /// How many agents a roster remembers, running or ended; past it the oldest ended is forgotten,
 /// and if none has ended a new one is refused.
