@@ -22,68 +22,11 @@ use warren_models::{Model, ServeConfig, Shutdown, serve_until};
 /// Shows its bucket's `k` (the value, `absent`, or `error:` and why), hops to the destination
 /// its input names, shows `k` again there, writes `from-b` to it, and returns what `migrate`
 /// said (0 moved, -1 stayed). `seed` sets `k` to its input; `peek` shows it.
-const KV_AGENT: &str = r#"(module
-  (import "warren" "migrate" (func $migrate (param i32 i32) (result i32)))
-  (import "warren" "kv_get" (func $get (param i32 i32 i32 i32) (result i32)))
-  (import "warren" "kv_put" (func $put (param i32 i32 i32 i32) (result i32)))
-  (import "warren" "output_write" (func $out (param i32 i32) (result i32)))
-  (import "warren" "error_read" (func $error (param i32 i32) (result i32)))
-  (import "warren" "input_len" (func $input_len (result i32)))
-  (import "warren" "input_read" (func $input_read (param i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 16) "k")
-  (data (i32.const 32) "from-b")
-  (data (i32.const 48) "absent")
-  (data (i32.const 64) "error:")
-  (data (i32.const 80) "|")
-  (func $show (local $n i32)
-    (local.set $n (call $get (i32.const 16) (i32.const 1) (i32.const 1024) (i32.const 1024)))
-    (if (i32.ge_s (local.get $n) (i32.const 0))
-      (then (drop (call $out (i32.const 1024) (local.get $n))))
-      (else (if (i32.eq (local.get $n) (i32.const -1))
-        (then (drop (call $out (i32.const 48) (i32.const 6))))
-        (else
-          (drop (call $out (i32.const 64) (i32.const 6)))
-          (drop (call $out (i32.const 2048) (call $error (i32.const 2048) (i32.const 1024))))))))
-    (drop (call $out (i32.const 80) (i32.const 1))))
-  (func (export "hop") (result i32) (local $role i32)
-    (call $show)
-    (drop (call $input_read (i32.const 512) (i32.const 255)))
-    (local.set $role (call $migrate (i32.const 512) (call $input_len)))
-    (call $show)
-    (drop (call $put (i32.const 16) (i32.const 1) (i32.const 32) (i32.const 6)))
-    (local.get $role))
-  (func (export "seed") (result i32)
-    (drop (call $input_read (i32.const 1024) (i32.const 256)))
-    (call $put (i32.const 16) (i32.const 1) (i32.const 1024) (call $input_len)))
-  (func (export "peek") (result i32) (call $show) (i32.const 0)))"#;
+const KV_AGENT: &str = include_str!("guests/kv_agent.wat");
 
 /// Shows the first bytes of its file (or `error:` and why), hops to the destination its input
 /// names, shows them again there, and returns what `migrate` said.
-const FILE_AGENT: &str = r#"(module
-  (import "warren" "migrate" (func $migrate (param i32 i32) (result i32)))
-  (import "warren" "file_read" (func $read (param i64 i32 i32) (result i32)))
-  (import "warren" "output_write" (func $out (param i32 i32) (result i32)))
-  (import "warren" "error_read" (func $error (param i32 i32) (result i32)))
-  (import "warren" "input_len" (func $input_len (result i32)))
-  (import "warren" "input_read" (func $input_read (param i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 64) "error:")
-  (data (i32.const 80) "|")
-  (func $show (local $n i32)
-    (local.set $n (call $read (i64.const 0) (i32.const 1024) (i32.const 256)))
-    (if (i32.ge_s (local.get $n) (i32.const 0))
-      (then (drop (call $out (i32.const 1024) (local.get $n))))
-      (else
-        (drop (call $out (i32.const 64) (i32.const 6)))
-        (drop (call $out (i32.const 2048) (call $error (i32.const 2048) (i32.const 1024))))))
-    (drop (call $out (i32.const 80) (i32.const 1))))
-  (func (export "hop") (result i32) (local $role i32)
-    (call $show)
-    (drop (call $input_read (i32.const 512) (i32.const 255)))
-    (local.set $role (call $migrate (i32.const 512) (call $input_len)))
-    (call $show)
-    (local.get $role)))"#;
+const FILE_AGENT: &str = include_str!("guests/file_agent.wat");
 
 /// A host trusting the operator, offering `cache` (unattached), `ledger` (fastened) and the
 /// file `motd`, which says `motd of NAME`.

@@ -35,10 +35,11 @@ fn a_short_bench_measures_every_row_and_failover_loses_no_call() {
     let rows = |prefix: &str| stdout.lines().filter(|l| l.starts_with(prefix)).map(str::to_owned).collect::<Vec<_>>();
 
     let unary = rows("| 2 |");
-    assert_eq!(unary.len(), 4, "{stdout}");
+    assert_eq!(unary.len(), 5, "{stdout}");
     let names = [
         "tonic, gRPC",
         "warren event, binary, inline",
+        "warren event, binary, inline, busy-poll client",
         "warren event, binary, per-object",
         "warren event, JSON/HTTP, inline",
     ];

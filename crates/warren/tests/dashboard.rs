@@ -170,8 +170,15 @@ async fn cells(browser: &fantoccini::Client, css: &str) -> Vec<String> {
     serde_json::from_value(texts).unwrap()
 }
 
-/// An agent that answers its argument.
-const ID: &str = r#"(module (func (export "id") (param i64) (result i64) (local.get 0)))"#;
+/// An agent that answers its argument. It imports `migrate` and checks the flag once, so that
+/// it has a safe point and may run as a mobile agent, one the node's roster follows.
+const ID: &str = r#"(module
+  (import "warren" "migrate" (func $migrate (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $flag (export "migrate_requested") (mut i32) (i32.const 0))
+  (func (export "id") (param i64) (result i64)
+    (if (global.get $flag) (then (drop (call $migrate (i32.const 0) (i32.const 0)))))
+    (local.get 0)))"#;
 
 /// chromedriver on a free port, killed on drop.
 struct Driver {

@@ -44,6 +44,9 @@ impl Trip<'_> {
             input: Vec::new(),
             clock: false,
             log: false,
+            kv: None,
+            file: None,
+            bind: Default::default(),
         };
         let (mut here, mut there) = (self.nodes[0], self.nodes[1]);
         let mut id = match ask(here, &Request::Start(request), ANSWER_WITHIN).map_err(anyhow::Error::msg)? {
@@ -79,7 +82,7 @@ impl Trip<'_> {
 
 /// Orders agent `id` of `here` to `there` and waits until `here` says it went: its id there.
 fn hop_to(here: SocketAddr, id: u64, there: SocketAddr) -> anyhow::Result<u64> {
-    let order = Order { id, dest: there.to_string(), clone: false, signature: None };
+    let order = Order { id, dest: there.to_string(), clone: false, signature: None, bind: Default::default() };
     match ask(here, &Request::Order(order), ANSWER_WITHIN).map_err(anyhow::Error::msg)? {
         Response::Ordered => {}
         Response::Refused(reason) => bail!("{here} refused the order: {reason}"),

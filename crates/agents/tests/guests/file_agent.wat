@@ -1,0 +1,26 @@
+;; Shows the first bytes of its file (or `error:` and why), hops to the destination its input
+;; names, shows them again there, and returns what `migrate` said.
+(module
+  (import "warren" "migrate" (func $migrate (param i32 i32) (result i32)))
+  (import "warren" "file_read" (func $read (param i64 i32 i32) (result i32)))
+  (import "warren" "output_write" (func $out (param i32 i32) (result i32)))
+  (import "warren" "error_read" (func $error (param i32 i32) (result i32)))
+  (import "warren" "input_len" (func $input_len (result i32)))
+  (import "warren" "input_read" (func $input_read (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 64) "error:")
+  (data (i32.const 80) "|")
+  (func $show (local $n i32)
+    (local.set $n (call $read (i64.const 0) (i32.const 1024) (i32.const 256)))
+    (if (i32.ge_s (local.get $n) (i32.const 0))
+      (then (drop (call $out (i32.const 1024) (local.get $n))))
+      (else
+        (drop (call $out (i32.const 64) (i32.const 6)))
+        (drop (call $out (i32.const 2048) (call $error (i32.const 2048) (i32.const 1024))))))
+    (drop (call $out (i32.const 80) (i32.const 1))))
+  (func (export "hop") (result i32) (local $role i32)
+    (call $show)
+    (drop (call $input_read (i32.const 512) (i32.const 255)))
+    (local.set $role (call $migrate (i32.const 512) (call $input_len)))
+    (call $show)
+    (local.get $role)))
