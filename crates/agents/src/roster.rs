@@ -103,7 +103,7 @@ impl State {
 
 /// What a runner does next.
 enum Step {
-    Start(Job),
+    Start(Box<Job>),
     Resume(Box<Snapshot>, Role),
 }
 
@@ -165,7 +165,7 @@ impl Roster {
     /// Starts `job` (its module prepared on this host) as a moving agent: its id.
     pub fn start(self: &Arc<Self>, job: Job, signature: Option<ModuleSignature>) -> Result<u64, String> {
         let module = job.module;
-        self.spawn(Step::Start(job), module, signature, 0, 0)
+        self.spawn(Step::Start(Box::new(job)), module, signature, 0, 0)
     }
 
     /// Takes an agent arriving from another node: checks the snapshot, the module and its
